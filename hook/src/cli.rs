@@ -1,0 +1,118 @@
+//! Command-line interface (clap derive). Flags are merged with `CHECKDEF_*` variables and
+//! checkdef.toml in the settings step of each command.
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "checkdef", version, about = "Skip tests that already passed on the same inputs", long_about = None)]
+pub struct Cli {
+    /// Path of the configuration file (default: checkdef.toml at the repository root).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Run as if started in this directory.
+    #[arg(short = 'C', global = true, value_name = "DIR")]
+    pub directory: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Which snapshot of the repository to check.
+#[derive(Debug, Args, Clone, Default)]
+pub struct Target {
+    /// Check this commit (any rev git understands), reading only its objects.
+    #[arg(long, value_name = "REV", conflicts_with = "worktree")]
+    pub rev: Option<String>,
+    /// Check the files on disk (tracked and untracked-not-ignored). The default.
+    #[arg(long)]
+    pub worktree: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show each segment's input hash, store path and cache status.
+    Plan(PlanArgs),
+    /// Print a segment's canonical input manifest.
+    Explain(ExplainArgs),
+    /// Run the segments whose results are not cached; store and share the passing ones.
+    Run(RunArgs),
+    /// Generate a Nix-format signing key pair.
+    Keygen(KeygenArgs),
+    /// Install checkdef's git pre-push hook.
+    Install(InstallArgs),
+    /// Remove checkdef's pre-push hook and restore any hook it had moved aside.
+    Uninstall,
+    /// Entry points called by git hooks.
+    #[command(subcommand)]
+    Hook(HookCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Mark segments touched since this commit.
+    #[arg(long, value_name = "REV")]
+    pub base: Option<String>,
+    /// Print one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The segment to explain.
+    pub segment: String,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Only these segments (repeatable).
+    #[arg(long = "segment", short = 's', value_name = "NAME")]
+    pub segments: Vec<String>,
+    /// How many checks run at once (default: number of CPUs).
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Do not upload results to the remote cache.
+    #[arg(long)]
+    pub no_push: bool,
+    /// Print one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Stream each check's output live; replay stored logs of cached results.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+    /// Only print failures and the summary.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Key name, e.g. `ci.example.org-1` (it prefixes signatures).
+    pub name: String,
+    /// Where to write the secret key (mode 0600). Default: print only the public key and write
+    /// the secret to `<NAME>.secret` in the current directory.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// Install even when another hook manager owns the hooks directory.
+    #[arg(long)]
+    pub force: bool,
+    /// Only report what is installed.
+    #[arg(long)]
+    pub status: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HookCommand {
+    /// Called by git's pre-push hook: `checkdef hook pre-push REMOTE URL` with ref lines on stdin.
+    PrePush { remote: String, url: String },
+}

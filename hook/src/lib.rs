@@ -1,0 +1,23 @@
+//! checkdef: skip tests that already passed on the same inputs.
+//!
+//! Layers (see `docs/architecture.md`): `config` (checkdef.toml) → `git` (trees, blobs, work tree via
+//! gix) → `manifest` (canonical input listing and hash) → `plan` (per-segment keys and cache status)
+//! → `run` (materialise, execute, store, push) → `prepush` (the hook). Only this crate prints.
+
+pub mod cli;
+pub mod commands;
+pub mod exit;
+
+use std::process::ExitCode;
+
+/// Entry point used by `main.rs`: parse arguments, dispatch, map errors to the documented exit codes.
+pub fn main() -> ExitCode {
+    let cli = <cli::Cli as clap::Parser>::parse();
+    match commands::dispatch(cli) {
+        Ok(code) => code.into(),
+        Err(err) => {
+            eprintln!("checkdef: error: {err:#}");
+            exit::Code::from_error(&err).into()
+        }
+    }
+}
