@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it (.ci/run calls this script).
+#
+# It first installs what the tests need when it can (as root, via apt-get and pip):
+#   nix-bin (real Nix 2.8: interop tests), nginx-light (an HTTP cache with PUT), curl, git,
+#   pytest (the demo's and the integration tests' test runner).
+# Without root it says exactly what is missing. Under CI=true the interop tests fail rather than
+# skip when Nix or nginx is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+missing_debs=()
+command -v nix >/dev/null 2>&1 || missing_debs+=(nix-bin)
+{ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; } || missing_debs+=(nginx-light)
+command -v curl >/dev/null 2>&1 || missing_debs+=(curl)
+command -v git >/dev/null 2>&1 || missing_debs+=(git)
+command -v python3 >/dev/null 2>&1 || missing_debs+=(python3 python3-pip)
+
+if [ ${#missing_debs[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing ${missing_debs[*]} with apt-get"
+    apt-get update -q >/dev/null
+    # RUNLEVEL=1 keeps the nginx package from starting a system-wide server on port 80.
+    RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing_debs[@]}" >/dev/null
+  else
+    log "missing: ${missing_debs[*]} — install them (e.g. sudo apt-get install ${missing_debs[*]}); tests that need them skip (they fail under CI)"
+  fi
+fi
+
+if ! python3 -c 'import pytest' >/dev/null 2>&1; then
+  if python3 -m pip --version >/dev/null 2>&1; then
+    log "installing pytest with pip"
+    python3 -m pip install -q --disable-pip-version-check pytest 2>/dev/null \
+      || python3 -m pip install -q --disable-pip-version-check --break-system-packages pytest
+  else
+    log "missing: pytest (python3 -m pip install pytest)"
+  fi
+fi
+
+log "tool versions"
+{ nix --version || true; /usr/sbin/nginx -v 2>&1 || true; git --version; python3 -m pytest --version 2>&1 || true; cargo --version; } | sed 's/^/    /' >&2
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo build"
+cargo build --workspace --all-targets --locked 2>&1 | tail -n 3
+
+log "cargo test"
+cargo test --workspace --locked --no-fail-fast 2>&1
