@@ -1,0 +1,332 @@
+//! The caches checkdef reads and writes, and the rules for trusting what they return.
+//!
+//! * The local cache is a Nix `file://` binary cache directory, always on:
+//!   `$CHECKDEF_CACHE_DIR`, else `$XDG_CACHE_HOME/checkdef`, else `~/.cache/checkdef`. It holds
+//!   only what this machine ran or already verified, so it is read as trusted (hashes are still
+//!   checked: a torn write can never be read as valid).
+//! * The remote is any Nix HTTP binary cache (`[cache] remote` or `CHECKDEF_REMOTE`). A remote
+//!   result counts only with a valid signature from a trusted key (and, with `accept = "ci-only"`,
+//!   only from a key labelled `ci`). Anything else is a miss with a one-line warning. Remote
+//!   lookups share one time budget so an outage costs seconds, not minutes, and never blocks.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use cache_proto::nar::{self, NarLimits};
+use cache_proto::signing::{PublicKey, SecretKey};
+use cache_proto::store::{FileStore, HttpConfig, HttpStore, Store, Trust};
+use cache_proto::store_path::StorePath;
+
+use crate::exit::usage;
+use crate::result::StoredResult;
+
+/// Which keys a team accepts results from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Accept {
+    /// Any key in `trusted-public-keys`.
+    #[default]
+    Trusted,
+    /// Only keys labelled `ci`.
+    CiOnly,
+}
+
+/// A trusted public key and its label (`ci`, `developer`, … or none).
+#[derive(Debug, Clone)]
+pub struct TrustedKey {
+    pub key: PublicKey,
+    pub label: Option<String>,
+}
+
+/// Everything needed to open the caches, merged from checkdef.toml and `CHECKDEF_*` variables.
+#[derive(Debug, Clone, Default)]
+pub struct CacheSettings {
+    pub local_dir: PathBuf,
+    pub remote: Option<String>,
+    pub trusted_keys: Vec<TrustedKey>,
+    pub accept: Accept,
+    pub secret_key: Option<SecretKey>,
+    /// Budget for all remote lookups of one invocation together.
+    pub remote_budget: Duration,
+    pub netrc: Option<PathBuf>,
+    pub bearer_token: Option<String>,
+}
+
+/// Where the local cache lives, by the XDG rules.
+pub fn default_local_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("CHECKDEF_CACHE_DIR").filter(|v| !v.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(d).join("checkdef");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    home.join(".cache").join("checkdef")
+}
+
+/// Read a Nix-format secret key file, refusing files others can read.
+pub fn load_secret_key(path: &Path) -> Result<SecretKey> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| usage(format!("cannot read secret key file {}: {e}", path.display())))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(usage(format!(
+            "secret key file {} is readable by others (mode {mode:o})\nhint: chmod 600 {}",
+            path.display(),
+            path.display()
+        )));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| usage(format!("cannot read secret key file {}: {e}", path.display())))?;
+    SecretKey::parse(text.trim()).map_err(|e| {
+        usage(format!(
+            "secret key file {} is not a Nix secret key ({e})\nhint: create one with `checkdef keygen NAME --out FILE`",
+            path.display()
+        ))
+    })
+}
+
+/// Where a hit came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Local,
+    Remote,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Local => "local",
+            Source::Remote => "remote",
+        }
+    }
+}
+
+/// A verified, valid cached PASS.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub source: Source,
+    pub result: StoredResult,
+    /// Name (and label) of the key whose signature was verified; `None` for local entries.
+    pub signed_by: Option<String>,
+}
+
+/// The outcome of looking one segment up.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    pub hit: Option<Hit>,
+    /// One line each: why a cache entry that existed was not used.
+    pub warnings: Vec<String>,
+}
+
+/// Open caches for one invocation.
+pub struct Caches {
+    pub settings: CacheSettings,
+    local: Store,
+    remote: Option<Store>,
+    remote_down: AtomicBool,
+    /// All remote lookups of this invocation must finish by then; later ones count as misses.
+    remote_deadline: tokio::time::Instant,
+    limits: NarLimits,
+}
+
+impl Caches {
+    pub fn open(settings: CacheSettings) -> Result<Arc<Caches>> {
+        std::fs::create_dir_all(&settings.local_dir).with_context(|| {
+            format!("cannot create the local cache {}", settings.local_dir.display())
+        })?;
+        let local = Store::File(FileStore::new(settings.local_dir.clone(), Trust::Local));
+        let remote = match &settings.remote {
+            None => None,
+            Some(url) => {
+                let keys = settings
+                    .trusted_keys
+                    .iter()
+                    .filter(|k| settings.accept == Accept::Trusted || k.label.as_deref() == Some("ci"))
+                    .map(|k| k.key.clone())
+                    .collect();
+                let cfg = HttpConfig {
+                    url: url.clone(),
+                    connect_timeout: Duration::from_secs(2),
+                    request_timeout: settings.remote_budget.min(Duration::from_secs(10)),
+                    retries: 2,
+                    netrc: settings.netrc.clone(),
+                    bearer_token: settings.bearer_token.clone(),
+                    user_agent: format!("checkdef/{}", env!("CARGO_PKG_VERSION")),
+                };
+                let store = HttpStore::new(cfg, Trust::Keys(keys))
+                    .map_err(|e| usage(format!("remote cache {url}: {e}")))?;
+                Some(Store::Http(store))
+            }
+        };
+        let settings_budget = settings.remote_budget;
+        Ok(Arc::new(Caches {
+            settings,
+            local,
+            remote,
+            remote_down: AtomicBool::new(false),
+            remote_deadline: tokio::time::Instant::now() + settings_budget,
+            limits: NarLimits::default(),
+        }))
+    }
+
+    pub fn has_remote(&self) -> bool {
+        self.remote.is_some()
+    }
+
+    pub fn remote_url(&self) -> Option<String> {
+        self.remote.as_ref().map(|r| r.url())
+    }
+
+    /// Look a result up: the local cache first, then the remote (if configured and not marked
+    /// down). A remote hit is copied into the local cache.
+    pub async fn lookup(&self, path: &StorePath, segment: &str, input_hash: &str) -> Lookup {
+        let mut warnings = Vec::new();
+        match self.fetch_from(&self.local, path, segment, input_hash).await {
+            Ok(Some((result, _))) => {
+                return Lookup {
+                    hit: Some(Hit {
+                        source: Source::Local,
+                        result,
+                        signed_by: None,
+                    }),
+                    warnings,
+                };
+            }
+            Ok(None) => {}
+            Err(e) => warnings.push(format!("local cache entry for {segment} ignored: {e}")),
+        }
+        let Some(remote) = &self.remote else {
+            return Lookup { hit: None, warnings };
+        };
+        if self.remote_down.load(Ordering::Relaxed) {
+            return Lookup { hit: None, warnings };
+        }
+        let fetched =
+            tokio::time::timeout_at(self.remote_deadline, self.fetch_from(remote, path, segment, input_hash)).await;
+        let Ok(fetched) = fetched else {
+            if !self.remote_down.swap(true, Ordering::Relaxed) {
+                warnings.push(format!(
+                    "remote cache {} too slow (over {:.0?} for all lookups); running checks locally",
+                    remote.url(),
+                    self.settings.remote_budget
+                ));
+            }
+            return Lookup { hit: None, warnings };
+        };
+        match fetched {
+            Ok(Some((result, signed_by))) => {
+                let signed_by = signed_by.map(|name| self.describe_key(&name));
+                // Keep a local copy so the next lookup costs no network; failure to do so is
+                // not worth a warning beyond the debug level.
+                let _ = self.store_local(path, &result).await;
+                Lookup {
+                    hit: Some(Hit {
+                        source: Source::Remote,
+                        result,
+                        signed_by,
+                    }),
+                    warnings,
+                }
+            }
+            Ok(None) => Lookup { hit: None, warnings },
+            Err(e) => {
+                if e.is_unavailable() {
+                    if !self.remote_down.swap(true, Ordering::Relaxed) {
+                        warnings.push(format!(
+                        "remote cache {} unavailable ({e}); running checks locally",
+                        remote.url()
+                    ));
+                    }
+                } else {
+                    warnings.push(format!("remote result for {segment} ignored: {e}"));
+                }
+                Lookup { hit: None, warnings }
+            }
+        }
+    }
+
+    async fn fetch_from(
+        &self,
+        store: &Store,
+        path: &StorePath,
+        segment: &str,
+        input_hash: &str,
+    ) -> Result<Option<(StoredResult, Option<String>)>, LookupError> {
+        let Some(fetched) = store.fetch(path, &self.limits).await.map_err(LookupError::Store)? else {
+            return Ok(None);
+        };
+        let node = nar::parse(&fetched.nar[..], &self.limits).map_err(|e| LookupError::Invalid(e.to_string()))?;
+        let result = StoredResult::from_nar(node).map_err(|e| LookupError::Invalid(e.to_string()))?;
+        result
+            .validate_hit(segment, input_hash)
+            .map_err(|e| LookupError::Invalid(e.to_string()))?;
+        Ok(Some((result, fetched.signed_by)))
+    }
+
+    fn describe_key(&self, name: &str) -> String {
+        match self
+            .settings
+            .trusted_keys
+            .iter()
+            .find(|k| k.key.name() == name)
+            .and_then(|k| k.label.clone())
+        {
+            Some(label) => format!("{name} ({label})"),
+            None => name.to_owned(),
+        }
+    }
+
+    async fn store_local(&self, path: &StorePath, result: &StoredResult) -> Result<()> {
+        let nar = result.to_nar().to_bytes();
+        self.local.publish(path, &nar, &[], &[]).await?;
+        Ok(())
+    }
+
+    /// Store a passing result locally and, when allowed and configured, push it signed.
+    /// Returns a warning line when the push failed (a push failure never fails the run).
+    pub async fn store(&self, path: &StorePath, result: &StoredResult, push: bool) -> Result<Option<String>> {
+        debug_assert_eq!(result.record.status, crate::result::Status::Passed);
+        let nar = result.to_nar().to_bytes();
+        let keys: Vec<SecretKey> = self.settings.secret_key.iter().cloned().collect();
+        self.local
+            .publish(path, &nar, &[], &keys)
+            .await
+            .with_context(|| format!("storing {} in the local cache", result.record.segment))?;
+        if !push || self.remote_down.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let (Some(remote), false) = (&self.remote, keys.is_empty()) else {
+            return Ok(None);
+        };
+        match remote.publish(path, &nar, &[], &keys).await {
+            Ok(_) => Ok(None),
+            Err(e) => Ok(Some(format!(
+                "could not push {} to {}: {e}",
+                result.record.segment,
+                remote.url()
+            ))),
+        }
+    }
+
+    /// Whether results will be pushed (a remote and a secret key are configured).
+    pub fn can_push(&self) -> bool {
+        self.remote.is_some() && self.settings.secret_key.is_some()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum LookupError {
+    #[error("{0}")]
+    Store(cache_proto::store::StoreError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl LookupError {
+    fn is_unavailable(&self) -> bool {
+        matches!(self, LookupError::Store(e) if e.is_unavailable())
+    }
+}
