@@ -1,0 +1,1218 @@
+//! `checkdef.toml`: parsing, validation and the resolved, immutable [`Config`].
+//!
+//! The file lives at the repository root (`--config PATH` overrides the location; glob patterns
+//! stay relative to the repository root either way). Parsing is strict: unknown keys, an unknown
+//! `version`, duplicate segment names, segments without inputs or command, invalid names, globs,
+//! keys or environment variable names are errors that name the file, line and column
+//! (`checkdef.toml:12:11: ...`). The full reference is `docs/configuration.md`.
+//!
+//! The resolved [`Config`] holds one [`Segment`] per `[[segment]]` with `[defaults]` merged in,
+//! and a [`Matcher`] that matches a path against the globs of *all* segments in one pass: one
+//! [`GlobSet`] over every distinct include glob and one over every distinct exclude glob, whose
+//! match indices map back to the segments that declared them.
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use globset::{Candidate, Glob, GlobBuilder, GlobSet, GlobSetBuilder};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The file name looked up at the repository root.
+pub const FILE_NAME: &str = "checkdef.toml";
+
+/// The only configuration format version this checkdef understands.
+pub const VERSION: i64 = 1;
+
+/// Longest segment name: `checkdef-<name>` must fit Nix's 211-character store path name limit.
+pub const MAX_SEGMENT_NAME_LEN: usize = 211 - "checkdef-".len();
+
+/// Default cache timeout when `[cache] timeout-secs` is not set.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
+
+/// The pytest configuration files added to a segment declared with the `tests` shorthand.
+pub const PYTEST_CONFIG_FILES: [&str; 4] = ["pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg"];
+
+/// A configuration problem, located in the file when possible.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read (it is missing, unreadable or not UTF-8).
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is malformed or fails validation.
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Invalid {
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column, in characters.
+        column: usize,
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// True when the configuration file does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ConfigError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
+/// How a segment's check is sandboxed when it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sandbox {
+    /// The check sees only its declared inputs (the default).
+    #[default]
+    Filtered,
+    /// The check sees every file of the snapshot; only the declared inputs are hashed.
+    Full,
+}
+
+impl Sandbox {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sandbox::Filtered => "filtered",
+            Sandbox::Full => "full",
+        }
+    }
+}
+
+/// Which remote results are accepted (`[cache] accept`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Accept {
+    /// Results signed by any key in `trusted-public-keys` (the default).
+    #[default]
+    Trusted,
+    /// Only results signed by keys labelled `ci`.
+    CiOnly,
+}
+
+/// What the pre-push hook checks (`[hook] mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HookMode {
+    /// Every segment (cached ones cost a lookup only). The default.
+    #[default]
+    All,
+    /// Only segments touched by the pushed commits.
+    Affected,
+}
+
+/// One trusted public key, `name:base64` as Nix writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedKey {
+    /// The part before the colon (it prefixes signatures).
+    pub name: String,
+    /// The whole `name:base64` string.
+    pub key: String,
+    /// Optional label, e.g. `ci`.
+    pub label: Option<String>,
+}
+
+/// The `[cache]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CacheConfig {
+    /// Remote binary cache URL (`http://`, `https://` or `file://`).
+    pub remote: Option<String>,
+    pub trusted_public_keys: Vec<TrustedKey>,
+    pub accept: Accept,
+    /// Network timeout; [`DEFAULT_TIMEOUT_SECS`] when unset.
+    pub timeout_secs: Option<u64>,
+}
+
+impl CacheConfig {
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS))
+    }
+}
+
+/// The `[hook]` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HookConfig {
+    pub mode: HookMode,
+}
+
+/// A resolved segment: `[defaults]` merged in, the `tests` shorthand expanded.
+#[derive(Debug)]
+pub struct Segment {
+    pub name: String,
+    pub description: Option<String>,
+    /// Effective include globs: the defaults' first, then the segment's own, then those the
+    /// `tests` shorthand adds. Distinct, in that order.
+    pub include: Vec<String>,
+    /// Effective exclude globs (defaults' then own). Excludes win over includes.
+    pub exclude: Vec<String>,
+    /// The shell command (`sh -c`), or the one the `tests` shorthand expands to.
+    pub command: String,
+    /// The `tests` shorthand as written, if used.
+    pub tests: Option<Vec<String>>,
+    /// Hashed environment: defaults overlaid with the segment's own values.
+    pub env: BTreeMap<String, String>,
+    /// Variables visible to the run but not hashed: sorted, distinct, always containing `PATH`
+    /// unless `PATH` is in `env`; never a name that is in `env`.
+    pub passthrough: Vec<String>,
+    /// Fingerprint commands (defaults' then own), distinct.
+    pub fingerprint: Vec<String>,
+    pub sandbox: Sandbox,
+    matcher: OnceLock<(GlobSet, GlobSet)>,
+}
+
+impl Segment {
+    /// Whether `path` (repository-relative, `/`-separated) is one of this segment's inputs.
+    /// Compiles this segment's own matcher on first use; bulk matching should use
+    /// [`Config::matcher`] instead.
+    pub fn is_match(&self, path: &[u8]) -> bool {
+        let (inc, exc) = self.matcher.get_or_init(|| {
+            let build = |globs: &[String]| {
+                let mut b = GlobSetBuilder::new();
+                for g in globs {
+                    b.add(compile_glob(g).expect("validated while loading"));
+                }
+                b.build().expect("validated while loading")
+            };
+            (build(&self.include), build(&self.exclude))
+        });
+        let cand = Candidate::from_bytes(path);
+        inc.is_match_candidate(&cand) && !exc.is_match_candidate(&cand)
+    }
+}
+
+/// The resolved, immutable configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    pub segments: Vec<Segment>,
+    pub cache: CacheConfig,
+    pub hook: HookConfig,
+    /// Variables whose values are redacted from stored logs (`[defaults] redact_env`).
+    pub redact_env: Vec<String>,
+    matcher: Matcher,
+}
+
+impl Config {
+    /// Load `explicit` if given, else `<repo_root>/checkdef.toml`.
+    pub fn load(repo_root: &Path, explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        let path = match explicit {
+            Some(p) => p.to_path_buf(),
+            None => repo_root.join(FILE_NAME),
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        Config::parse(&text, &path)
+    }
+
+    /// Parse and validate `text`; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let ctx = Ctx { text, path };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ctx.toml_error(&e))?;
+        resolve(raw, &ctx)
+    }
+
+    /// The segment named `name` and its index.
+    pub fn segment(&self, name: &str) -> Option<(usize, &Segment)> {
+        self.segments
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.name == name)
+    }
+
+    /// The combined matcher over all segments.
+    pub fn matcher(&self) -> &Matcher {
+        &self.matcher
+    }
+}
+
+/// Matches a path against every segment at once.
+#[derive(Debug)]
+pub struct Matcher {
+    include: GlobSet,
+    include_owners: Vec<Vec<u32>>,
+    exclude: GlobSet,
+    exclude_owners: Vec<Vec<u32>>,
+    segments: usize,
+}
+
+/// Reusable buffers for [`Matcher::segments_for`], so matching allocates nothing per path.
+#[derive(Debug, Default)]
+pub struct MatchScratch {
+    globs: Vec<usize>,
+    excluded: Vec<u32>,
+    covered: Vec<u32>,
+}
+
+impl Matcher {
+    fn new(segments: &[Segment]) -> Matcher {
+        let mut include = Distinct::default();
+        let mut exclude = Distinct::default();
+        for (i, seg) in segments.iter().enumerate() {
+            for g in &seg.include {
+                include.add(g, i as u32);
+            }
+            for g in &seg.exclude {
+                exclude.add(g, i as u32);
+            }
+        }
+        let (include, include_owners) = include.build();
+        let (exclude, exclude_owners) = exclude.build();
+        Matcher {
+            include,
+            include_owners,
+            exclude,
+            exclude_owners,
+            segments: segments.len(),
+        }
+    }
+
+    /// Number of segments.
+    pub fn len(&self) -> usize {
+        self.segments
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.segments == 0
+    }
+
+    /// Fill `out` with the indices (ascending, distinct) of the segments `path` is an input of.
+    /// `path` is repository-relative and `/`-separated.
+    pub fn segments_for(&self, path: &[u8], scratch: &mut MatchScratch, out: &mut Vec<u32>) {
+        out.clear();
+        let cand = Candidate::from_bytes(path);
+        self.include
+            .matches_candidate_into(&cand, &mut scratch.globs);
+        if scratch.globs.is_empty() {
+            return;
+        }
+        for &g in &scratch.globs {
+            out.extend_from_slice(&self.include_owners[g]);
+        }
+        if scratch.globs.len() > 1 {
+            out.sort_unstable();
+            out.dedup();
+        }
+        if self.exclude.is_empty() {
+            return;
+        }
+        self.exclude
+            .matches_candidate_into(&cand, &mut scratch.globs);
+        if scratch.globs.is_empty() {
+            return;
+        }
+        scratch.excluded.clear();
+        for &g in &scratch.globs {
+            scratch.excluded.extend_from_slice(&self.exclude_owners[g]);
+        }
+        out.retain(|s| !scratch.excluded.contains(s));
+    }
+
+    /// True when `path` is an input of at least one segment.
+    pub fn is_covered(&self, path: &[u8], scratch: &mut MatchScratch) -> bool {
+        let mut out = std::mem::take(&mut scratch.covered);
+        self.segments_for(path, scratch, &mut out);
+        let covered = !out.is_empty();
+        scratch.covered = out;
+        covered
+    }
+}
+
+#[derive(Default)]
+struct Distinct {
+    index: HashMap<String, usize>,
+    globs: Vec<Glob>,
+    owners: Vec<Vec<u32>>,
+}
+
+impl Distinct {
+    fn add(&mut self, pattern: &str, segment: u32) {
+        let idx = *self.index.entry(pattern.to_owned()).or_insert_with(|| {
+            self.globs
+                .push(compile_glob(pattern).expect("validated while loading"));
+            self.owners.push(Vec::new());
+            self.globs.len() - 1
+        });
+        if self.owners[idx].last() != Some(&segment) {
+            self.owners[idx].push(segment);
+        }
+    }
+
+    fn build(self) -> (GlobSet, Vec<Vec<u32>>) {
+        let mut b = GlobSetBuilder::new();
+        for g in self.globs {
+            b.add(g);
+        }
+        (b.build().expect("validated while loading"), self.owners)
+    }
+}
+
+/// Compile one pattern with checkdef's glob semantics: `*` and `?` stay within one path
+/// component, `**` spans any number, `{a,b}` alternates, `[...]` classes, `\` escapes.
+pub fn compile_glob(pattern: &str) -> Result<Glob, globset::Error> {
+    GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw (as written) structures.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    version: Spanned<i64>,
+    #[serde(default)]
+    defaults: Option<RawDefaults>,
+    #[serde(default)]
+    segment: Vec<Spanned<RawSegment>>,
+    #[serde(default)]
+    cache: Option<RawCache>,
+    #[serde(default)]
+    hook: Option<RawHook>,
+}
+
+type SpannedList = Vec<Spanned<String>>;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDefaults {
+    #[serde(default)]
+    include: SpannedList,
+    #[serde(default)]
+    exclude: SpannedList,
+    #[serde(default)]
+    env: BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    passthrough: SpannedList,
+    #[serde(default)]
+    fingerprint: SpannedList,
+    #[serde(default)]
+    redact_env: SpannedList,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSegment {
+    name: Spanned<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    include: Option<Spanned<SpannedList>>,
+    #[serde(default)]
+    exclude: SpannedList,
+    #[serde(default)]
+    command: Option<Spanned<String>>,
+    #[serde(default)]
+    tests: Option<Spanned<SpannedList>>,
+    #[serde(default)]
+    env: BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    passthrough: SpannedList,
+    #[serde(default)]
+    fingerprint: SpannedList,
+    #[serde(default)]
+    sandbox: Sandbox,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    #[serde(default)]
+    remote: Option<Spanned<String>>,
+    #[serde(default, rename = "trusted-public-keys")]
+    trusted_public_keys: Vec<Spanned<RawKey>>,
+    #[serde(default)]
+    accept: Option<Spanned<Accept>>,
+    #[serde(default, rename = "timeout-secs")]
+    timeout_secs: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawKey {
+    Plain(String),
+    Labelled(RawLabelledKey),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLabelledKey {
+    key: String,
+    #[serde(default)]
+    label: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHook {
+    #[serde(default)]
+    mode: HookMode,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation.
+
+struct Ctx<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Ctx<'_> {
+    fn error(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+        let (line, column) = line_column(self.text, span.start);
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+
+    fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
+        let message = e.message().trim_end().replace('\n', "; ");
+        self.error(e.span().unwrap_or(0..0), message)
+    }
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let mut offset = offset;
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.bytes().filter(|&b| b == b'\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+fn resolve(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
+    if *raw.version.get_ref() != VERSION {
+        return Err(ctx.error(
+            raw.version.span(),
+            format!(
+                "unsupported config version {} (this checkdef understands version {VERSION})",
+                raw.version.get_ref()
+            ),
+        ));
+    }
+    let defaults = raw.defaults.unwrap_or_default();
+    for g in defaults.include.iter().chain(&defaults.exclude) {
+        check_glob(g, ctx)?;
+    }
+    check_env_map(&defaults.env, ctx)?;
+    for v in defaults.passthrough.iter().chain(&defaults.redact_env) {
+        check_var_name(v, ctx)?;
+    }
+    for f in &defaults.fingerprint {
+        check_nonempty(f, "fingerprint command", ctx)?;
+    }
+
+    if raw.segment.is_empty() {
+        return Err(ctx.error(
+            raw.version.span(),
+            "no [[segment]] is declared (add at least one segment with a name, include and command)",
+        ));
+    }
+    let mut seen: HashMap<String, Range<usize>> = HashMap::new();
+    let mut segments = Vec::with_capacity(raw.segment.len());
+    for spanned in raw.segment {
+        let seg_span = spanned.span();
+        let seg = spanned.into_inner();
+        let name = seg.name.get_ref().clone();
+        check_segment_name(&seg.name, ctx)?;
+        if let Some(first) = seen.get(&name) {
+            let (line, _) = line_column(ctx.text, first.start);
+            return Err(ctx.error(
+                seg.name.span(),
+                format!("duplicate segment name `{name}` (first declared on line {line})"),
+            ));
+        }
+        seen.insert(name.clone(), seg.name.span());
+        segments.push(resolve_segment(seg, seg_span, &defaults, ctx)?);
+    }
+
+    let cache = match raw.cache {
+        Some(c) => resolve_cache(c, ctx)?,
+        None => CacheConfig::default(),
+    };
+    let hook = HookConfig {
+        mode: raw.hook.map(|h| h.mode).unwrap_or_default(),
+    };
+    let redact_env = distinct(defaults.redact_env.iter().map(|s| s.get_ref().clone()));
+    let matcher = Matcher::new(&segments);
+    Ok(Config {
+        path: ctx.path.to_path_buf(),
+        segments,
+        cache,
+        hook,
+        redact_env,
+        matcher,
+    })
+}
+
+fn resolve_segment(
+    seg: RawSegment,
+    seg_span: Range<usize>,
+    defaults: &RawDefaults,
+    ctx: &Ctx<'_>,
+) -> Result<Segment, ConfigError> {
+    let name = seg.name.get_ref().clone();
+    let own_include = seg
+        .include
+        .as_ref()
+        .map(|l| l.get_ref().as_slice())
+        .unwrap_or(&[]);
+    let tests = seg.tests.as_ref().map(|l| l.get_ref().as_slice());
+    if own_include.is_empty() && tests.is_none_or(|t| t.is_empty()) {
+        let span = seg.include.as_ref().map_or(seg.name.span(), |l| l.span());
+        return Err(ctx.error(
+            span,
+            format!(
+                "segment `{name}` has no inputs (give it `include = [...]` globs or the pytest `tests = [...]` shorthand)"
+            ),
+        ));
+    }
+    for g in own_include.iter().chain(&seg.exclude) {
+        check_glob(g, ctx)?;
+    }
+    let command = match (&seg.command, &seg.tests) {
+        (Some(c), Some(t)) => {
+            let span = if c.span().start > t.span().start {
+                c.span()
+            } else {
+                t.span()
+            };
+            return Err(ctx.error(
+                span,
+                format!("segment `{name}` sets both `command` and `tests`; use one of them"),
+            ));
+        }
+        (Some(c), None) => {
+            check_nonempty(c, "command", ctx)?;
+            c.get_ref().clone()
+        }
+        (None, Some(t)) => {
+            if t.get_ref().is_empty() {
+                return Err(ctx.error(
+                    t.span(),
+                    format!("segment `{name}` has an empty `tests` list"),
+                ));
+            }
+            for test in t.get_ref() {
+                check_test_path(test, ctx)?;
+            }
+            pytest_command(t.get_ref().iter().map(|s| s.get_ref().as_str()))
+        }
+        (None, None) => {
+            return Err(ctx.error(
+                seg.name.span().start..seg_span.end.min(seg.name.span().end),
+                format!("segment `{name}` has no `command` (or pytest `tests = [...]` shorthand)"),
+            ));
+        }
+    };
+
+    let mut include: Vec<String> = defaults
+        .include
+        .iter()
+        .chain(own_include)
+        .map(|s| s.get_ref().clone())
+        .collect();
+    if let Some(tests) = tests {
+        include.extend(pytest_inputs(tests.iter().map(|s| s.get_ref().as_str())));
+    }
+    let include = distinct(include);
+    let exclude = distinct(
+        defaults
+            .exclude
+            .iter()
+            .chain(&seg.exclude)
+            .map(|s| s.get_ref().clone()),
+    );
+
+    check_env_map(&seg.env, ctx)?;
+    for v in &seg.passthrough {
+        check_var_name(v, ctx)?;
+    }
+    for f in &seg.fingerprint {
+        check_nonempty(f, "fingerprint command", ctx)?;
+    }
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in defaults.env.iter().chain(&seg.env) {
+        env.insert(k.get_ref().clone(), v.get_ref().clone());
+    }
+    let mut passthrough: Vec<String> = defaults
+        .passthrough
+        .iter()
+        .chain(&seg.passthrough)
+        .map(|s| s.get_ref().clone())
+        .chain(std::iter::once("PATH".to_owned()))
+        .filter(|v| !env.contains_key(v))
+        .collect();
+    passthrough.sort();
+    passthrough.dedup();
+    let fingerprint = distinct(
+        defaults
+            .fingerprint
+            .iter()
+            .chain(&seg.fingerprint)
+            .map(|s| s.get_ref().clone()),
+    );
+
+    Ok(Segment {
+        name,
+        description: seg.description,
+        include,
+        exclude,
+        command,
+        tests: seg.tests.map(|t| {
+            t.into_inner()
+                .into_iter()
+                .map(Spanned::into_inner)
+                .collect()
+        }),
+        env,
+        passthrough,
+        fingerprint,
+        sandbox: seg.sandbox,
+        matcher: OnceLock::new(),
+    })
+}
+
+fn resolve_cache(c: RawCache, ctx: &Ctx<'_>) -> Result<CacheConfig, ConfigError> {
+    if let Some(remote) = &c.remote {
+        let url = remote.get_ref();
+        let ok = ["http://", "https://", "file://"].iter().any(|scheme| {
+            url.len() > scheme.len() && url[..scheme.len()].eq_ignore_ascii_case(scheme)
+        });
+        if !ok || url.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+            return Err(ctx.error(
+                remote.span(),
+                format!(
+                    "invalid cache remote `{url}` (expected an http://, https:// or file:// URL)"
+                ),
+            ));
+        }
+    }
+    let mut keys = Vec::new();
+    for k in &c.trusted_public_keys {
+        let (key, label) = match k.get_ref() {
+            RawKey::Plain(s) => (s.clone(), None),
+            RawKey::Labelled(l) => (l.key.clone(), l.label.clone()),
+        };
+        let name = check_public_key(&key).map_err(|why| {
+            ctx.error(
+                k.span(),
+                format!("invalid trusted public key `{key}`: {why}"),
+            )
+        })?;
+        if let Some(label) = &label
+            && (label.is_empty() || label.chars().any(char::is_whitespace))
+        {
+            return Err(ctx.error(
+                k.span(),
+                format!("invalid key label `{label}` (expected a word such as `ci`)"),
+            ));
+        }
+        if keys.iter().any(|t: &TrustedKey| t.key == key) {
+            return Err(ctx.error(
+                k.span(),
+                format!("trusted public key `{name}` is listed twice"),
+            ));
+        }
+        keys.push(TrustedKey { name, key, label });
+    }
+    let accept = c.accept.as_ref().map(|a| *a.get_ref()).unwrap_or_default();
+    if accept == Accept::CiOnly && !keys.iter().any(|k| k.label.as_deref() == Some("ci")) {
+        let span = c.accept.as_ref().map(|a| a.span()).unwrap_or(0..0);
+        return Err(ctx.error(
+            span,
+            "accept = \"ci-only\" needs at least one trusted public key labelled \"ci\" (write it as { key = \"...\", label = \"ci\" })",
+        ));
+    }
+    let timeout_secs = match &c.timeout_secs {
+        Some(t) if *t.get_ref() <= 0 || *t.get_ref() > 3600 => {
+            return Err(ctx.error(t.span(), "timeout-secs must be between 1 and 3600"));
+        }
+        Some(t) => Some(*t.get_ref() as u64),
+        None => None,
+    };
+    Ok(CacheConfig {
+        remote: c.remote.map(Spanned::into_inner),
+        trusted_public_keys: keys,
+        accept,
+        timeout_secs,
+    })
+}
+
+/// Check `name:base64` where the base64 part decodes to a 32-byte ed25519 key; return the name.
+fn check_public_key(key: &str) -> Result<String, &'static str> {
+    use base64::Engine as _;
+    let (name, b64) = key.split_once(':').ok_or("expected `name:base64`")?;
+    if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("the key name before `:` is empty or contains whitespace");
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|_| "the part after `:` is not valid base64")?;
+    if bytes.len() != 32 {
+        return Err("the decoded key is not 32 bytes (an ed25519 public key)");
+    }
+    Ok(name.to_owned())
+}
+
+fn check_segment_name(name: &Spanned<String>, ctx: &Ctx<'_>) -> Result<(), ConfigError> {
+    let n = name.get_ref();
+    let why = if n.is_empty() {
+        Some("it is empty".to_owned())
+    } else if n.starts_with('.') {
+        Some("it starts with `.`".to_owned())
+    } else if n.len() > MAX_SEGMENT_NAME_LEN {
+        Some(format!(
+            "it is longer than {MAX_SEGMENT_NAME_LEN} characters"
+        ))
+    } else {
+        n.chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "._+?=-".contains(*c)))
+            .map(|c| format!("it contains {c:?}"))
+    };
+    match why {
+        Some(why) => Err(ctx.error(
+            name.span(),
+            format!("invalid segment name `{n}`: {why} (allowed: letters, digits and . _ + ? = -)"),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn check_glob(g: &Spanned<String>, ctx: &Ctx<'_>) -> Result<(), ConfigError> {
+    let p = g.get_ref();
+    let why = if p.is_empty() {
+        Some("it is empty".to_owned())
+    } else if p.starts_with('/') {
+        Some("patterns are relative to the repository root; remove the leading `/`".to_owned())
+    } else if p == "." || p.starts_with("./") || p.split('/').any(|c| c == ".." || c == ".") {
+        Some(
+            "`.` and `..` components never match; write the path from the repository root"
+                .to_owned(),
+        )
+    } else if p.ends_with('/') {
+        Some(format!(
+            "patterns match files, not directories; write `{p}**`"
+        ))
+    } else {
+        compile_glob(p).err().map(|e| e.kind().to_string())
+    };
+    match why {
+        Some(why) => Err(ctx.error(g.span(), format!("invalid glob `{p}`: {why}"))),
+        None => Ok(()),
+    }
+}
+
+fn check_var_name(v: &Spanned<String>, ctx: &Ctx<'_>) -> Result<(), ConfigError> {
+    let n = v.get_ref();
+    if n.is_empty() || n.contains('=') || n.contains('\0') || n.chars().any(char::is_whitespace) {
+        return Err(ctx.error(v.span(), format!("invalid environment variable name `{n}`")));
+    }
+    Ok(())
+}
+
+fn check_env_map(
+    env: &BTreeMap<Spanned<String>, Spanned<String>>,
+    ctx: &Ctx<'_>,
+) -> Result<(), ConfigError> {
+    for (k, v) in env {
+        check_var_name(k, ctx)?;
+        if v.get_ref().contains('\0') {
+            return Err(ctx.error(
+                v.span(),
+                format!("the value of `{}` contains a NUL byte", k.get_ref()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_nonempty(s: &Spanned<String>, what: &str, ctx: &Ctx<'_>) -> Result<(), ConfigError> {
+    if s.get_ref().trim().is_empty() {
+        return Err(ctx.error(s.span(), format!("empty {what}")));
+    }
+    if s.get_ref().contains('\0') {
+        return Err(ctx.error(s.span(), format!("{what} contains a NUL byte")));
+    }
+    Ok(())
+}
+
+fn check_test_path(t: &Spanned<String>, ctx: &Ctx<'_>) -> Result<(), ConfigError> {
+    let file = test_file(t.get_ref());
+    if file.is_empty()
+        || file.starts_with('/')
+        || file
+            .split('/')
+            .any(|c| c == ".." || c == "." || c.is_empty())
+        || t.get_ref().contains('\0')
+    {
+        return Err(ctx.error(
+            t.span(),
+            format!(
+                "invalid test path `{}` (expected a file or directory relative to the repository root, optionally with ::node)",
+                t.get_ref()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The file or directory part of a pytest node id (`tests/test_a.py::test_x` → `tests/test_a.py`).
+fn test_file(test: &str) -> &str {
+    test.split_once("::").map_or(test, |(f, _)| f)
+}
+
+/// `python3 -m pytest <tests>` with each test quoted for `sh` when needed.
+pub fn pytest_command<'a>(tests: impl IntoIterator<Item = &'a str>) -> String {
+    let mut cmd = String::from("python3 -m pytest");
+    for t in tests {
+        cmd.push(' ');
+        cmd.push_str(&shell_quote(t));
+    }
+    cmd
+}
+
+fn shell_quote(s: &str) -> String {
+    let safe = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./:=+,@%".contains(c));
+    if safe {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// The inputs the `tests` shorthand adds: the tests themselves (as a file or a directory), the
+/// pytest configuration files at the root, and `conftest.py` in every directory on each test's
+/// path (the root included).
+pub fn pytest_inputs<'a>(tests: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut out: Vec<String> = PYTEST_CONFIG_FILES.iter().map(|s| s.to_string()).collect();
+    out.push("conftest.py".to_owned());
+    for t in tests {
+        let file = test_file(t);
+        let escaped = globset::escape(file);
+        out.push(escaped.clone());
+        out.push(format!("{escaped}/**"));
+        let comps: Vec<&str> = file.split('/').collect();
+        // Directories on the path: every proper prefix, plus the entry itself when it is a
+        // directory (then `<dir>/**` already covers its conftest.py, but list it for clarity).
+        for k in 1..comps.len() {
+            out.push(format!(
+                "{}/conftest.py",
+                globset::escape(&comps[..k].join("/"))
+            ));
+        }
+    }
+    distinct(out)
+}
+
+fn distinct(items: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    items
+        .into_iter()
+        .filter(|s| seen.insert(s.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("checkdef.toml"))
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).expect_err("should fail").to_string()
+    }
+
+    const MINIMAL: &str = r#"
+version = 1
+[[segment]]
+name = "foo"
+include = ["src/foo/**"]
+command = "true"
+"#;
+
+    #[test]
+    fn minimal() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.segments.len(), 1);
+        let s = &c.segments[0];
+        assert_eq!(s.name, "foo");
+        assert_eq!(s.include, vec!["src/foo/**"]);
+        assert_eq!(s.passthrough, vec!["PATH"]);
+        assert_eq!(s.sandbox, Sandbox::Filtered);
+        assert_eq!(c.hook.mode, HookMode::All);
+        assert_eq!(c.cache, CacheConfig::default());
+    }
+
+    #[test]
+    fn full_example_merges_defaults() {
+        let text = r#"
+version = 1
+[defaults]
+include = ["pytest.ini", "conftest.py"]
+exclude = ["**/__pycache__/**"]
+env = { PYTHONPATH = "src", A = "1" }
+passthrough = ["HOME"]
+fingerprint = ["python3 --version"]
+redact_env = ["TOKEN"]
+
+[cache]
+remote = "https://cache.example.org"
+trusted-public-keys = [
+  "dev-1:11qvo4Ukx8FPzoz0b4xybAOAK1dzLuiUjn+JP2cgXu4=",
+  { key = "ci-1:11qvo4Ukx8FPzoz0b4xybAOAK1dzLuiUjn+JP2cgXu8=", label = "ci" },
+]
+accept = "ci-only"
+timeout-secs = 5
+
+[hook]
+mode = "affected"
+
+[[segment]]
+name = "foo-tests"
+description = "Foo module tests"
+include = ["src/foo/**", "tests/test_foo.py"]
+exclude = ["**/*.md"]
+command = "python3 -m pytest -q tests/test_foo.py"
+env = { A = "2" }
+passthrough = ["TERM", "A"]
+sandbox = "full"
+
+[[segment]]
+name = "bar-tests"
+tests = ["tests/unit/test_bar.py::test_x"]
+"#;
+        let c = parse(text).unwrap();
+        let foo = &c.segments[0];
+        assert_eq!(
+            foo.include,
+            vec![
+                "pytest.ini",
+                "conftest.py",
+                "src/foo/**",
+                "tests/test_foo.py"
+            ]
+        );
+        assert_eq!(foo.exclude, vec!["**/__pycache__/**", "**/*.md"]);
+        assert_eq!(foo.env.get("A").unwrap(), "2");
+        assert_eq!(foo.env.get("PYTHONPATH").unwrap(), "src");
+        assert_eq!(foo.passthrough, vec!["HOME", "PATH", "TERM"]);
+        assert_eq!(foo.fingerprint, vec!["python3 --version"]);
+        assert_eq!(foo.sandbox, Sandbox::Full);
+        assert_eq!(foo.description.as_deref(), Some("Foo module tests"));
+        let bar = &c.segments[1];
+        assert_eq!(
+            bar.command,
+            "python3 -m pytest tests/unit/test_bar.py::test_x"
+        );
+        for needed in [
+            "pyproject.toml",
+            "tox.ini",
+            "setup.cfg",
+            "tests/unit/test_bar.py",
+            "tests/conftest.py",
+            "tests/unit/conftest.py",
+        ] {
+            assert!(
+                bar.include.iter().any(|g| g == needed),
+                "{needed} in {:?}",
+                bar.include
+            );
+        }
+        assert_eq!(c.cache.accept, Accept::CiOnly);
+        assert_eq!(c.cache.trusted_public_keys.len(), 2);
+        assert_eq!(c.cache.trusted_public_keys[1].label.as_deref(), Some("ci"));
+        assert_eq!(c.cache.trusted_public_keys[1].name, "ci-1");
+        assert_eq!(c.cache.timeout(), std::time::Duration::from_secs(5));
+        assert_eq!(c.hook.mode, HookMode::Affected);
+        assert_eq!(c.redact_env, vec!["TOKEN"]);
+    }
+
+    #[test]
+    fn unknown_key_is_located() {
+        let e = err(
+            "version = 1\n[[segment]]\nname = \"a\"\ninclude = [\"x\"]\ncommand = \"true\"\ncomand = \"x\"\n",
+        );
+        assert!(e.starts_with("checkdef.toml:6:1: "), "{e}");
+        assert!(e.contains("comand"), "{e}");
+    }
+
+    #[test]
+    fn unknown_version() {
+        let e = err("version = 2\n");
+        assert!(
+            e.starts_with("checkdef.toml:1:11: unsupported config version 2"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_version() {
+        let e = err("[[segment]]\nname = \"a\"\ninclude = [\"x\"]\ncommand = \"true\"\n");
+        assert!(e.contains("version"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_names() {
+        let e = err(&format!(
+            "{MINIMAL}\n[[segment]]\nname = \"foo\"\ninclude = [\"y\"]\ncommand = \"true\"\n"
+        ));
+        assert!(
+            e.starts_with(
+                "checkdef.toml:9:8: duplicate segment name `foo` (first declared on line 4)"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn no_inputs() {
+        let e = err("version = 1\n[[segment]]\nname = \"a\"\ninclude = []\ncommand = \"true\"\n");
+        assert!(
+            e.starts_with("checkdef.toml:4:11: segment `a` has no inputs"),
+            "{e}"
+        );
+        let e = err("version = 1\n[[segment]]\nname = \"a\"\ncommand = \"true\"\n");
+        assert!(
+            e.starts_with("checkdef.toml:3:8: segment `a` has no inputs"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn invalid_glob() {
+        let e = err(
+            "version = 1\n[[segment]]\nname = \"a\"\ninclude = [\"ok/**\", \"src/{a\"]\ncommand = \"true\"\n",
+        );
+        assert!(
+            e.starts_with("checkdef.toml:4:21: invalid glob `src/{a`"),
+            "{e}"
+        );
+        let e = err(
+            "version = 1\n[[segment]]\nname = \"a\"\ninclude = [\"/abs\"]\ncommand = \"true\"\n",
+        );
+        assert!(e.contains("leading `/`"), "{e}");
+        let e = err(
+            "version = 1\n[[segment]]\nname = \"a\"\ninclude = [\"src/\"]\ncommand = \"true\"\n",
+        );
+        assert!(e.contains("write `src/**`"), "{e}");
+    }
+
+    #[test]
+    fn bad_names_and_values() {
+        let e = err(
+            "version = 1\n[[segment]]\nname = \"a b\"\ninclude = [\"x\"]\ncommand = \"true\"\n",
+        );
+        assert!(
+            e.starts_with("checkdef.toml:3:8: invalid segment name `a b`"),
+            "{e}"
+        );
+        let e = err(&format!("{MINIMAL}sandbox = \"none\"\n"));
+        assert!(e.starts_with("checkdef.toml:7:"), "{e}");
+        let e = err(&format!("{MINIMAL}tests = [\"t.py\"]\n"));
+        assert!(e.contains("both `command` and `tests`"), "{e}");
+        let e = err(&format!("{MINIMAL}[hook]\nmode = \"some\"\n"));
+        assert!(e.starts_with("checkdef.toml:8:"), "{e}");
+        let e = err(&format!(
+            "{MINIMAL}[cache]\ntrusted-public-keys = [\"nocolon\"]\n"
+        ));
+        assert!(e.contains("expected `name:base64`"), "{e}");
+        let e = err(&format!("{MINIMAL}[cache]\nremote = \"ftp://x\"\n"));
+        assert!(
+            e.starts_with("checkdef.toml:8:10: invalid cache remote"),
+            "{e}"
+        );
+        let e = err(&format!("{MINIMAL}[cache]\naccept = \"ci-only\"\n"));
+        assert!(e.contains("labelled \"ci\""), "{e}");
+        let e = err(&format!("{MINIMAL}[cache]\ntimeout-secs = 0\n"));
+        assert!(e.contains("timeout-secs"), "{e}");
+        let e = err("version = 1\n[[segment]]\nname = \"a\"\ninclude = [\"x\"]\n");
+        assert!(e.contains("has no `command`"), "{e}");
+        let e = err("version = 1\n");
+        assert!(e.contains("no [[segment]]"), "{e}");
+        let e = err("version = 1\n[defaults]\nenv = { \"A=B\" = \"x\" }\n");
+        assert!(e.contains("invalid environment variable name `A=B`"), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_is_located() {
+        let e = err("version = 1\n[[segment]\n");
+        assert!(e.starts_with("checkdef.toml:2:"), "{e}");
+    }
+
+    #[test]
+    fn line_column_counts_chars() {
+        assert_eq!(line_column("ab\nçd", 5), (2, 2));
+        assert_eq!(line_column("", 0), (1, 1));
+    }
+
+    #[test]
+    fn matcher_maps_globs_to_segments() {
+        let text = r#"
+version = 1
+[defaults]
+include = ["pytest.ini"]
+[[segment]]
+name = "a"
+include = ["src/a/**", "docs/{a,b}.txt", "*.cfg"]
+exclude = ["**/*.md"]
+command = "true"
+[[segment]]
+name = "b"
+include = ["src/**/b.py", "**/*.md"]
+command = "true"
+"#;
+        let c = parse(text).unwrap();
+        let m = c.matcher();
+        let mut scratch = MatchScratch::default();
+        let mut out = Vec::new();
+        let mut hits = |p: &str| {
+            m.segments_for(p.as_bytes(), &mut scratch, &mut out);
+            out.clone()
+        };
+        assert_eq!(hits("pytest.ini"), vec![0, 1]);
+        assert_eq!(hits("src/a/x/y.py"), vec![0]);
+        assert_eq!(hits("src/a/b.py"), vec![0, 1]);
+        assert_eq!(hits("src/a/README.md"), vec![1]);
+        assert_eq!(hits("docs/a.txt"), vec![0]);
+        assert_eq!(hits("docs/c.txt"), Vec::<u32>::new());
+        assert_eq!(hits("setup.cfg"), vec![0]);
+        assert_eq!(
+            hits("sub/setup.cfg"),
+            Vec::<u32>::new(),
+            "* stays in one component"
+        );
+        assert_eq!(hits("src/b.py"), vec![1], "** matches zero components");
+        assert!(c.segments[0].is_match(b"src/a/x.py"));
+        assert!(!c.segments[0].is_match(b"src/a/x.md"));
+        assert!(c.segments[1].is_match(b"src/a/x.md"));
+    }
+
+    #[test]
+    fn shell_quoting() {
+        assert_eq!(
+            pytest_command(["t/a.py", "t/b c.py", "it's"]),
+            "python3 -m pytest t/a.py 't/b c.py' 'it'\\''s'"
+        );
+    }
+}
