@@ -1,0 +1,183 @@
+//! Writing a list of `(mode, id, path)` entries into a fresh directory: blobs from the object
+//! database for a commit, or copies of the files on disk in work-tree mode (each copy is hashed
+//! and must still match the id it was planned with).
+//!
+//! Paths are validated (no empty, `.`, `..` or `.git` components, no absolute paths, no NUL),
+//! directories are created first, then regular files (never through an existing file), and
+//! symlinks last, so no entry can write through a symlink another entry created.
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use gix::bstr::{BStr, ByteSlice};
+use gix::prelude::FindExt;
+
+use super::worktree::{blob_id, hash_file};
+use super::{FileMode, GitError, Input, Repo, Result, Target, native};
+
+/// Counters describing one materialisation.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MaterializeStats {
+    pub files: usize,
+    pub symlinks: usize,
+    /// Submodules become empty directories.
+    pub submodules: usize,
+    pub bytes: u64,
+}
+
+impl Repo {
+    /// Write `entries` below `dest` (which should be a fresh, empty directory). With
+    /// [`Target::Commit`] blob contents come from the object database; with
+    /// [`Target::WorkTree`] files are copied from disk and must still hash to their id, else
+    /// [`GitError::Changed`]. Submodules become empty directories.
+    pub fn materialize(
+        &self,
+        target: &Target,
+        entries: &[Input],
+        dest: &Path,
+    ) -> Result<MaterializeStats> {
+        let io_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| GitError::Io { path, source }
+        };
+        for e in entries {
+            check_path(e.path.as_ref())?;
+        }
+        // 1. Directories (parents of every entry, and submodule directories).
+        let mut dirs: Vec<&BStr> = Vec::new();
+        for e in entries {
+            if let Some(slash) = e.path.rfind_byte(b'/') {
+                dirs.push(e.path[..slash].as_bstr());
+            }
+            if e.mode == FileMode::Submodule {
+                dirs.push(e.path.as_bstr());
+            }
+        }
+        dirs.sort();
+        dirs.dedup();
+        for d in &dirs {
+            let p = dest.join(native(d));
+            std::fs::create_dir_all(&p).map_err(io_err(&p))?;
+        }
+        let mut stats = MaterializeStats {
+            submodules: entries
+                .iter()
+                .filter(|e| e.mode == FileMode::Submodule)
+                .count(),
+            ..Default::default()
+        };
+        let workdir = match target {
+            Target::WorkTree => Some(self.require_workdir()?.to_path_buf()),
+            Target::Commit(_) => None,
+        };
+        let kind = self.object_hash();
+        let mut buf = Vec::new();
+        // 2. Regular files.
+        for e in entries
+            .iter()
+            .filter(|e| matches!(e.mode, FileMode::Regular | FileMode::Executable))
+        {
+            let data: &[u8] = match &workdir {
+                None => {
+                    self.repo
+                        .objects
+                        .find_blob(&e.id, &mut buf)
+                        .map_err(|source| GitError::Object { id: e.id, source })?
+                        .data
+                }
+                Some(wd) => {
+                    let src = wd.join(native(e.path.as_ref()));
+                    buf = std::fs::read(&src).map_err(io_err(&src))?;
+                    if blob_id(kind, &buf).map_err(io_err(&src))? != e.id {
+                        return Err(GitError::Changed {
+                            path: src,
+                            expected: e.id,
+                        });
+                    }
+                    &buf
+                }
+            };
+            let out = dest.join(native(e.path.as_ref()));
+            let perm = if e.mode == FileMode::Executable {
+                0o755
+            } else {
+                0o644
+            };
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(perm)
+                .open(&out)
+                .map_err(io_err(&out))?;
+            f.write_all(data).map_err(io_err(&out))?;
+            stats.files += 1;
+            stats.bytes += data.len() as u64;
+        }
+        // 3. Symlinks.
+        for e in entries.iter().filter(|e| e.mode == FileMode::Symlink) {
+            let target_bytes: Vec<u8> = match &workdir {
+                None => self.read_blob(&e.id)?,
+                Some(wd) => {
+                    let src = wd.join(native(e.path.as_ref()));
+                    if hash_file(&src, FileMode::Symlink, kind)? != e.id {
+                        return Err(GitError::Changed {
+                            path: src,
+                            expected: e.id,
+                        });
+                    }
+                    match std::fs::read_link(&src) {
+                        Ok(t) => {
+                            use std::os::unix::ffi::OsStrExt;
+                            t.as_os_str().as_bytes().to_vec()
+                        }
+                        Err(_) => std::fs::read(&src).map_err(io_err(&src))?,
+                    }
+                }
+            };
+            let out: PathBuf = dest.join(native(e.path.as_ref()));
+            std::os::unix::fs::symlink(native(target_bytes.as_bstr()), &out)
+                .map_err(io_err(&out))?;
+            stats.symlinks += 1;
+        }
+        Ok(stats)
+    }
+}
+
+/// Reject paths that could escape `dest` or touch a `.git` directory.
+fn check_path(path: &BStr) -> Result<()> {
+    let bad = path.is_empty()
+        || path.contains(&0)
+        || path
+            .split(|&b| b == b'/')
+            .any(|c| c.is_empty() || c == b"." || c == b".." || c.eq_ignore_ascii_case(b".git"));
+    if bad {
+        return Err(GitError::UnsafePath {
+            path: path.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsafe_paths() {
+        for p in [
+            "",
+            "/abs",
+            "a//b",
+            "../x",
+            "a/./b",
+            ".git/config",
+            "x/.GIT/y",
+            "a\0b",
+        ] {
+            assert!(check_path(p.into()).is_err(), "{p:?}");
+        }
+        for p in ["a", "a/b.txt", ".gitignore", "x/.github/y", "..a"] {
+            assert!(check_path(p.into()).is_ok(), "{p:?}");
+        }
+    }
+}
