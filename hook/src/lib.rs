@@ -9,6 +9,7 @@ pub mod commands;
 pub mod config;
 pub mod exit;
 pub mod git;
+pub mod manifest;
 pub mod prepush;
 
 use std::process::ExitCode;
