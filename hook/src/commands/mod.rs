@@ -1,4 +1,7 @@
 //! One module per subcommand.
+pub mod install;
+pub mod uninstall;
+
 use anyhow::Result;
 
 use crate::cli::{Cli, Command};
@@ -10,12 +13,12 @@ pub fn dispatch(cli: Cli) -> Result<Code> {
             .map_err(|e| crate::exit::usage(format!("cannot enter {}: {e}", dir.display())))?;
     }
     match cli.command {
+        Command::Install(args) => install::run(&args),
+        Command::Uninstall => uninstall::run(false),
         Command::Plan(_)
         | Command::Explain(_)
         | Command::Run(_)
         | Command::Keygen(_)
-        | Command::Install(_)
-        | Command::Uninstall
         | Command::Hook(_) => Err(crate::exit::usage("this command is being built")),
     }
 }
