@@ -1,11 +1,11 @@
 //! Install, uninstall and chain checkdef's git `pre-push` hook.
 //!
-//! - [`locate`] finds the hooks directory the way git does (`core.hooksPath`, linked worktrees,
+//! - [`locate()`] finds the hooks directory the way git does (`core.hooksPath`, linked worktrees,
 //!   `$GIT_DIR`); it is the only code that runs `git`.
 //! - [`install`] writes a small POSIX sh hook ([`script`]) that runs `checkdef hook pre-push "$@"`,
 //!   after moving any existing hook to `pre-push.local` and running it first with the same
 //!   arguments and stdin. [`uninstall`] undoes exactly that. [`status`] reports what is there.
-//! - [`detect`] recognises hooks directories owned by husky, pre-commit or lefthook, and
+//! - [`detect()`] recognises hooks directories owned by husky, pre-commit or lefthook, and
 //!   [`Manager::snippet`] says how to call checkdef from each instead.
 //!
 //! The library never prints; errors ([`Error`]) name the paths involved.

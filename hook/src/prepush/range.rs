@@ -1,8 +1,8 @@
 //! Which commits a push asks checkdef to check, and what each is compared against.
 //!
-//! For every ref update that is not a deletion, the pushed object is peeled (annotated tags to
-//! what they point at); a commit is checked, anything else (a tag of a tree or blob) is skipped
-//! with a reason. The *base* of a checked commit is the commit the remote already has for that ref
+//! Deletions and `refs/notes/*` updates need no check. For every other ref update, the pushed
+//! object is peeled (annotated tags to what they point at); a commit is checked, anything else
+//! (a tag of a tree or blob) is skipped with a reason. The *base* of a checked commit is the commit the remote already has for that ref
 //! when that object exists locally (peeled the same way), else the nearest commit the remote is
 //! known to have: the best merge base of the pushed commit with all of `refs/remotes/<remote>/*`
 //! (none exist when `remote` is a URL), else `refs/remotes/<remote>/HEAD` (unrelated histories),
@@ -39,6 +39,8 @@ pub enum SkipReason {
     Delete,
     /// The pushed object (after peeling tags) is not a commit.
     NotACommit { oid: ObjectId, kind: Kind },
+    /// The remote ref is under `refs/notes/`: its commits hold notes, not the project's files.
+    Notes,
 }
 
 impl std::fmt::Display for SkipReason {
@@ -48,6 +50,7 @@ impl std::fmt::Display for SkipReason {
             SkipReason::NotACommit { oid, kind } => {
                 write!(f, "points at {kind} {oid}, not a commit; nothing to check")
             }
+            SkipReason::Notes => write!(f, "git notes, not project files; nothing to check"),
         }
     }
 }
@@ -118,6 +121,13 @@ pub fn plan_push(
             plan.skipped.push(Skipped {
                 remote_ref: update.remote_ref.clone(),
                 reason: SkipReason::Delete,
+            });
+            continue;
+        }
+        if update.remote_ref.starts_with("refs/notes/") {
+            plan.skipped.push(Skipped {
+                remote_ref: update.remote_ref.clone(),
+                reason: SkipReason::Notes,
             });
             continue;
         }

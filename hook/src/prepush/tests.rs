@@ -340,6 +340,23 @@ fn deletions_need_no_check() {
 }
 
 #[test]
+fn notes_need_no_check() {
+    let lab = Lab::new("sha1");
+    let dir = lab.repo_with_origin("r");
+    let c1 = lab.oid(&dir, "HEAD");
+    lab.git(&dir, &["notes", "add", "-m", "reviewed"]);
+    let (_, plan) = lab.plan(&dir, &["origin", "main", "refs/notes/commits"]);
+    assert_eq!(plan.checks, vec![check(c1, None, &["refs/heads/main"])]);
+    assert_eq!(
+        plan.skipped,
+        vec![Skipped {
+            remote_ref: "refs/notes/commits".into(),
+            reason: SkipReason::Notes
+        }]
+    );
+}
+
+#[test]
 fn several_refs_with_one_commit_are_checked_once() {
     let lab = Lab::new("sha1");
     let dir = lab.repo_with_origin("r");
