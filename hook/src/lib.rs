@@ -10,6 +10,7 @@ pub mod config;
 pub mod exit;
 pub mod git;
 pub mod manifest;
+pub mod plan;
 pub mod prepush;
 
 use std::process::ExitCode;

@@ -7,6 +7,9 @@ use anyhow::Result;
 use crate::cli::{Cli, Command};
 use crate::exit::Code;
 
+pub mod explain;
+pub mod plan;
+
 pub fn dispatch(cli: Cli) -> Result<Code> {
     if let Some(dir) = &cli.directory {
         std::env::set_current_dir(dir)
@@ -15,9 +18,9 @@ pub fn dispatch(cli: Cli) -> Result<Code> {
     match cli.command {
         Command::Install(args) => install::run(&args),
         Command::Uninstall => uninstall::run(false),
-        Command::Plan(_)
-        | Command::Explain(_)
-        | Command::Run(_)
+        Command::Plan(args) => plan::run(cli.config.as_deref(), &args),
+        Command::Explain(args) => explain::run(cli.config.as_deref(), &args),
+        Command::Run(_)
         | Command::Keygen(_)
         | Command::Hook(_) => Err(crate::exit::usage("this command is being built")),
     }

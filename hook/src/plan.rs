@@ -1,0 +1,356 @@
+//! The plan: for one snapshot, each segment's inputs, manifest, input hash and store path, and
+//! (relative to a base commit) whether the segment is touched. Pure of caches: cache status is
+//! looked up by the caller (see [`Status`]).
+//!
+//! Cost: one walk of the snapshot (one tree walk for a commit, never reading blobs), one
+//! combined glob match per path, one diff when a base is given, and each distinct fingerprint
+//! command run once per process.
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use gix::ObjectId;
+use gix::bstr::{BStr, BString};
+
+use crate::config::{Config, MatchScratch, Matcher, Sandbox, Segment};
+use crate::git::{FileMode, GitError, Input, Repo, Target, Visit, sort_inputs};
+use crate::manifest::{self, ManifestSpec};
+
+/// Version of the plan's JSON document (`checkdef plan --json`).
+pub const JSON_VERSION: u32 = 1;
+
+/// Errors while building a plan.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error("cannot run fingerprint command `{command}`")]
+    FingerprintSpawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "fingerprint command `{command}` failed ({status}){}",
+        stderr_suffix(stderr)
+    )]
+    FingerprintFailed {
+        command: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    let s = stderr.trim();
+    if s.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", s.lines().take(3).collect::<Vec<_>>().join(" / "))
+    }
+}
+
+/// A segment's cache status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// The result is in the local cache.
+    HitLocal,
+    /// The result is in the remote cache.
+    HitRemote,
+    /// The check has to run.
+    Miss,
+}
+
+impl Status {
+    /// `hit-local`, `hit-remote` or `miss` (as in the JSON output).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::HitLocal => "hit-local",
+            Status::HitRemote => "hit-remote",
+            Status::Miss => "miss",
+        }
+    }
+}
+
+/// One segment of a plan.
+#[derive(Debug, Clone)]
+pub struct SegmentPlan {
+    /// Index into [`Config::segments`].
+    pub index: usize,
+    pub name: String,
+    pub description: Option<String>,
+    /// Lowercase hex SHA-256 of [`manifest`](Self::manifest).
+    pub input_hash: String,
+    /// `/nix/store/<hash>-checkdef-<name>`, see [`store_path_for`].
+    pub store_path: String,
+    /// The canonical manifest (see [`crate::manifest`]).
+    pub manifest: String,
+    /// The inputs, sorted by path bytes.
+    pub inputs: Vec<Input>,
+    /// Whether a changed path since the base hits this segment; `None` without a base.
+    pub touched: Option<bool>,
+    /// Shell command, run with `sh -c`.
+    pub command: String,
+    /// Hashed environment set for the run.
+    pub env: BTreeMap<String, String>,
+    /// Variables passed through unhashed (always includes `PATH` unless it is in `env`).
+    pub passthrough: Vec<String>,
+    pub sandbox: Sandbox,
+    /// Fingerprint command → its stdout (hashed).
+    pub fingerprints: BTreeMap<String, Vec<u8>>,
+}
+
+/// The plan for one snapshot.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub target: Target,
+    /// The commit checked; in work-tree mode the `HEAD` commit (`None` on an unborn branch).
+    pub commit: Option<ObjectId>,
+    /// The base commit `touched` is relative to.
+    pub base: Option<ObjectId>,
+    /// See [`manifest::platform`].
+    pub platform: String,
+    /// The selected segments, in configuration order.
+    pub segments: Vec<SegmentPlan>,
+    /// With a base: changed paths that are an input of no segment, sorted.
+    pub untracked_touched: Option<Vec<BString>>,
+}
+
+impl Plan {
+    pub fn is_worktree(&self) -> bool {
+        self.target == Target::WorkTree
+    }
+
+    pub fn segment(&self, name: &str) -> Option<&SegmentPlan> {
+        self.segments.iter().find(|s| s.name == name)
+    }
+}
+
+/// Build the plan for every segment of `config`.
+pub fn build_plan(
+    repo: &Repo,
+    config: &Config,
+    target: &Target,
+    base: Option<ObjectId>,
+) -> Result<Plan, PlanError> {
+    build_plan_filtered(repo, config, target, base, |_| true)
+}
+
+/// Build the plan for the segments `select` accepts (the others are matched, so they still
+/// count for `untracked_touched`, but get no manifest and run no fingerprint command).
+pub fn build_plan_filtered(
+    repo: &Repo,
+    config: &Config,
+    target: &Target,
+    base: Option<ObjectId>,
+    select: impl Fn(&Segment) -> bool,
+) -> Result<Plan, PlanError> {
+    let commit = match target {
+        Target::Commit(c) => Some(*c),
+        Target::WorkTree => repo.head_commit()?,
+    };
+    let matcher = config.matcher();
+    let mut collect = Collect {
+        matcher,
+        scratch: MatchScratch::default(),
+        hits: Vec::with_capacity(8),
+        per_segment: vec![Vec::new(); config.segments.len()],
+    };
+    repo.walk(target, &mut collect)?;
+    let mut per_segment = collect.per_segment;
+
+    let (touched, untracked_touched) = match base {
+        None => (None, None),
+        Some(base) => {
+            let changed = repo.changed_paths(base, target)?;
+            let (t, u) = classify_changes(matcher, &changed);
+            (Some(t), Some(u))
+        }
+    };
+
+    let platform = manifest::platform();
+    let object_format = repo.object_hash();
+    let mut segments = Vec::new();
+    for (index, seg) in config.segments.iter().enumerate() {
+        if !select(seg) {
+            continue;
+        }
+        let mut inputs = std::mem::take(&mut per_segment[index]);
+        sort_inputs(&mut inputs);
+        inputs.dedup_by(|a, b| a.path == b.path);
+        let mut fingerprints = BTreeMap::new();
+        for cmd in &seg.fingerprint {
+            fingerprints.insert(cmd.clone(), fingerprint(repo.root(), cmd)?);
+        }
+        let text = manifest::render(&ManifestSpec {
+            segment: &seg.name,
+            platform: &platform,
+            object_format,
+            sandbox: seg.sandbox,
+            command: &seg.command,
+            env: &seg.env,
+            fingerprints: &fingerprints,
+            inputs: &inputs,
+        });
+        let input_hash = manifest::input_hash(&text);
+        segments.push(SegmentPlan {
+            index,
+            name: seg.name.clone(),
+            description: seg.description.clone(),
+            store_path: store_path_for(&input_hash, &seg.name),
+            input_hash,
+            manifest: text,
+            inputs,
+            touched: touched.as_ref().map(|t: &Vec<bool>| t[index]),
+            command: seg.command.clone(),
+            env: seg.env.clone(),
+            passthrough: seg.passthrough.clone(),
+            sandbox: seg.sandbox,
+            fingerprints,
+        });
+    }
+    Ok(Plan {
+        target: *target,
+        commit,
+        base,
+        platform,
+        segments,
+        untracked_touched,
+    })
+}
+
+/// For each segment whether a changed path hits it, and the changed paths no segment covers.
+pub fn classify_changes(matcher: &Matcher, changed: &[BString]) -> (Vec<bool>, Vec<BString>) {
+    let mut touched = vec![false; matcher.len()];
+    let mut uncovered = Vec::new();
+    let mut scratch = MatchScratch::default();
+    let mut hits = Vec::new();
+    for path in changed {
+        matcher.segments_for(path, &mut scratch, &mut hits);
+        if hits.is_empty() {
+            uncovered.push(path.clone());
+        }
+        for &s in &hits {
+            touched[s as usize] = true;
+        }
+    }
+    (touched, uncovered)
+}
+
+/// The store path of a segment's result: `cache_proto::store_path::for_input_key` with key
+/// `checkdef-v1:<input hash>` and name `checkdef-<segment>` (Nix's input-addressed scheme).
+pub fn store_path_for(input_hash: &str, segment: &str) -> String {
+    cache_proto::store_path::for_input_key(
+        &format!("checkdef-v1:{input_hash}"),
+        &format!("checkdef-{segment}"),
+    )
+    .expect("segment names are validated to make valid store path names")
+    .to_string()
+}
+
+/// The 32-character hash part of a store path (`/nix/store/<hash>-<name>`); the local and
+/// remote caches key their `.narinfo` files by it.
+pub fn hash_part(store_path: &str) -> &str {
+    let base = store_path.rsplit('/').next().unwrap_or(store_path);
+    base.split('-').next().unwrap_or(base)
+}
+
+struct Collect<'a> {
+    matcher: &'a Matcher,
+    scratch: MatchScratch,
+    hits: Vec<u32>,
+    per_segment: Vec<Vec<Input>>,
+}
+
+impl Visit for Collect<'_> {
+    fn wants(&mut self, path: &BStr) -> bool {
+        self.matcher
+            .segments_for(path, &mut self.scratch, &mut self.hits);
+        !self.hits.is_empty()
+    }
+
+    fn visit(&mut self, path: &BStr, mode: FileMode, id: &gix::oid) {
+        for &s in &self.hits {
+            self.per_segment[s as usize].push(Input {
+                mode,
+                id: id.to_owned(),
+                path: path.to_owned(),
+            });
+        }
+    }
+}
+
+/// The stdout of fingerprint command `cmd`, run with `sh -c` in `root`; each distinct
+/// (root, command) runs once per process.
+pub fn fingerprint(root: &Path, cmd: &str) -> Result<Vec<u8>, PlanError> {
+    type Cache = Mutex<HashMap<(PathBuf, String), Vec<u8>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let key = (root.to_path_buf(), cmd.to_owned());
+    if let Some(out) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(out.clone());
+    }
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .current_dir(root)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|source| PlanError::FingerprintSpawn {
+            command: cmd.to_owned(),
+            source,
+        })?;
+    if !output.status.success() {
+        return Err(PlanError::FingerprintFailed {
+            command: cmd.to_owned(),
+            status: output.status,
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        });
+    }
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, output.stdout.clone());
+    Ok(output.stdout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_path_matches_the_nix_scheme() {
+        // Vector from docs (scheme A): key `mytool-v1:inputhash=0123abcd`, name `mytool-result`.
+        let p =
+            cache_proto::store_path::for_input_key("mytool-v1:inputhash=0123abcd", "mytool-result")
+                .unwrap()
+                .to_string();
+        assert_eq!(
+            p,
+            "/nix/store/8dbh9dxr2mncgjrnqzj4nk6hlf49p3wp-mytool-result"
+        );
+        let ours = store_path_for(&"0".repeat(64), "foo-tests");
+        assert!(
+            ours.starts_with("/nix/store/") && ours.ends_with("-checkdef-foo-tests"),
+            "{ours}"
+        );
+        assert_eq!(hash_part(&ours).len(), 32);
+        assert_ne!(ours, store_path_for(&"1".repeat(64), "foo-tests"));
+    }
+
+    #[test]
+    fn fingerprint_runs_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let cmd = "echo run >> count; echo v1";
+        assert_eq!(fingerprint(dir.path(), cmd).unwrap(), b"v1\n");
+        assert_eq!(fingerprint(dir.path(), cmd).unwrap(), b"v1\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("count")).unwrap(),
+            "run\n"
+        );
+        let e = fingerprint(dir.path(), "echo oops >&2; exit 3")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("failed") && e.contains("oops"), "{e}");
+    }
+}
