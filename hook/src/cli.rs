@@ -41,7 +41,7 @@ pub enum Command {
     /// Install checkdef's git pre-push hook.
     Install(InstallArgs),
     /// Remove checkdef's pre-push hook and restore any hook it had moved aside.
-    Uninstall,
+    Uninstall(UninstallArgs),
     /// Entry points called by git hooks.
     #[command(subcommand)]
     Hook(HookCommand),
@@ -109,6 +109,13 @@ pub struct InstallArgs {
     /// Only report what is installed.
     #[arg(long)]
     pub status: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UninstallArgs {
+    /// Remove the hook even if it was edited by hand.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -17,7 +17,7 @@ pub fn dispatch(cli: Cli) -> Result<Code> {
     }
     match cli.command {
         Command::Install(args) => install::run(&args),
-        Command::Uninstall => uninstall::run(false),
+        Command::Uninstall(args) => uninstall::run(args.force),
         Command::Plan(args) => plan::run(cli.config.as_deref(), &args),
         Command::Explain(args) => explain::run(cli.config.as_deref(), &args),
         Command::Run(_)
