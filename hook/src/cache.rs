@@ -22,15 +22,7 @@ use cache_proto::store_path::StorePath;
 use crate::exit::usage;
 use crate::result::StoredResult;
 
-/// Which keys a team accepts results from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Accept {
-    /// Any key in `trusted-public-keys`.
-    #[default]
-    Trusted,
-    /// Only keys labelled `ci`.
-    CiOnly,
-}
+pub use crate::config::Accept;
 
 /// A trusted public key and its label (`ci`, `developer`, … or none).
 #[derive(Debug, Clone)]
@@ -61,15 +53,21 @@ pub fn default_local_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
         return PathBuf::from(d).join("checkdef");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
     home.join(".cache").join("checkdef")
 }
 
 /// Read a Nix-format secret key file, refusing files others can read.
 pub fn load_secret_key(path: &Path) -> Result<SecretKey> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path)
-        .map_err(|e| usage(format!("cannot read secret key file {}: {e}", path.display())))?;
+    let meta = std::fs::metadata(path).map_err(|e| {
+        usage(format!(
+            "cannot read secret key file {}: {e}",
+            path.display()
+        ))
+    })?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(usage(format!(
@@ -78,8 +76,12 @@ pub fn load_secret_key(path: &Path) -> Result<SecretKey> {
             path.display()
         )));
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| usage(format!("cannot read secret key file {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        usage(format!(
+            "cannot read secret key file {}: {e}",
+            path.display()
+        ))
+    })?;
     SecretKey::parse(text.trim()).map_err(|e| {
         usage(format!(
             "secret key file {} is not a Nix secret key ({e})\nhint: create one with `checkdef keygen NAME --out FILE`",
@@ -135,18 +137,24 @@ pub struct Caches {
 impl Caches {
     pub fn open(settings: CacheSettings) -> Result<Arc<Caches>> {
         std::fs::create_dir_all(&settings.local_dir).with_context(|| {
-            format!("cannot create the local cache {}", settings.local_dir.display())
+            format!(
+                "cannot create the local cache {}",
+                settings.local_dir.display()
+            )
         })?;
-        let local = Store::File(FileStore::new(settings.local_dir.clone(), Trust::Local));
+        let local =
+            Store::File(FileStore::new(settings.local_dir.clone()).with_trust(Trust::Local));
         let remote = match &settings.remote {
             None => None,
+            Some(url) if url.starts_with("file://") || url.starts_with('/') => {
+                let keys = accepted_keys(&settings);
+                let store = Store::open(url)
+                    .map_err(|e| usage(format!("remote cache {url}: {e}")))?
+                    .with_trust(Trust::Keys(keys));
+                Some(store)
+            }
             Some(url) => {
-                let keys = settings
-                    .trusted_keys
-                    .iter()
-                    .filter(|k| settings.accept == Accept::Trusted || k.label.as_deref() == Some("ci"))
-                    .map(|k| k.key.clone())
-                    .collect();
+                let keys = accepted_keys(&settings);
                 let cfg = HttpConfig {
                     url: url.clone(),
                     connect_timeout: Duration::from_secs(2),
@@ -156,8 +164,9 @@ impl Caches {
                     bearer_token: settings.bearer_token.clone(),
                     user_agent: format!("checkdef/{}", env!("CARGO_PKG_VERSION")),
                 };
-                let store = HttpStore::new(cfg, Trust::Keys(keys))
-                    .map_err(|e| usage(format!("remote cache {url}: {e}")))?;
+                let store = HttpStore::new(cfg)
+                    .map_err(|e| usage(format!("remote cache {url}: {e}")))?
+                    .with_trust(Trust::Keys(keys));
                 Some(Store::Http(store))
             }
         };
@@ -184,7 +193,10 @@ impl Caches {
     /// down). A remote hit is copied into the local cache.
     pub async fn lookup(&self, path: &StorePath, segment: &str, input_hash: &str) -> Lookup {
         let mut warnings = Vec::new();
-        match self.fetch_from(&self.local, path, segment, input_hash).await {
+        match self
+            .fetch_from(&self.local, path, segment, input_hash)
+            .await
+        {
             Ok(Some((result, _))) => {
                 return Lookup {
                     hit: Some(Hit {
@@ -199,13 +211,22 @@ impl Caches {
             Err(e) => warnings.push(format!("local cache entry for {segment} ignored: {e}")),
         }
         let Some(remote) = &self.remote else {
-            return Lookup { hit: None, warnings };
+            return Lookup {
+                hit: None,
+                warnings,
+            };
         };
         if self.remote_down.load(Ordering::Relaxed) {
-            return Lookup { hit: None, warnings };
+            return Lookup {
+                hit: None,
+                warnings,
+            };
         }
-        let fetched =
-            tokio::time::timeout_at(self.remote_deadline, self.fetch_from(remote, path, segment, input_hash)).await;
+        let fetched = tokio::time::timeout_at(
+            self.remote_deadline,
+            self.fetch_from(remote, path, segment, input_hash),
+        )
+        .await;
         let Ok(fetched) = fetched else {
             if !self.remote_down.swap(true, Ordering::Relaxed) {
                 warnings.push(format!(
@@ -214,7 +235,10 @@ impl Caches {
                     self.settings.remote_budget
                 ));
             }
-            return Lookup { hit: None, warnings };
+            return Lookup {
+                hit: None,
+                warnings,
+            };
         };
         match fetched {
             Ok(Some((result, signed_by))) => {
@@ -231,19 +255,25 @@ impl Caches {
                     warnings,
                 }
             }
-            Ok(None) => Lookup { hit: None, warnings },
+            Ok(None) => Lookup {
+                hit: None,
+                warnings,
+            },
             Err(e) => {
                 if e.is_unavailable() {
                     if !self.remote_down.swap(true, Ordering::Relaxed) {
                         warnings.push(format!(
-                        "remote cache {} unavailable ({e}); running checks locally",
-                        remote.url()
-                    ));
+                            "remote cache {} unavailable ({e}); running checks locally",
+                            remote.url()
+                        ));
                     }
                 } else {
                     warnings.push(format!("remote result for {segment} ignored: {e}"));
                 }
-                Lookup { hit: None, warnings }
+                Lookup {
+                    hit: None,
+                    warnings,
+                }
             }
         }
     }
@@ -255,11 +285,17 @@ impl Caches {
         segment: &str,
         input_hash: &str,
     ) -> Result<Option<(StoredResult, Option<String>)>, LookupError> {
-        let Some(fetched) = store.fetch(path, &self.limits).await.map_err(LookupError::Store)? else {
+        let Some(fetched) = store
+            .fetch(path, &self.limits)
+            .await
+            .map_err(LookupError::Store)?
+        else {
             return Ok(None);
         };
-        let node = nar::parse(&fetched.nar[..], &self.limits).map_err(|e| LookupError::Invalid(e.to_string()))?;
-        let result = StoredResult::from_nar(node).map_err(|e| LookupError::Invalid(e.to_string()))?;
+        let node = nar::parse(&fetched.nar[..], &self.limits)
+            .map_err(|e| LookupError::Invalid(e.to_string()))?;
+        let result =
+            StoredResult::from_nar(node).map_err(|e| LookupError::Invalid(e.to_string()))?;
         result
             .validate_hit(segment, input_hash)
             .map_err(|e| LookupError::Invalid(e.to_string()))?;
@@ -280,16 +316,21 @@ impl Caches {
     }
 
     async fn store_local(&self, path: &StorePath, result: &StoredResult) -> Result<()> {
-        let nar = result.to_nar().to_bytes();
+        let nar = result.to_nar().to_bytes()?;
         self.local.publish(path, &nar, &[], &[]).await?;
         Ok(())
     }
 
     /// Store a passing result locally and, when allowed and configured, push it signed.
     /// Returns a warning line when the push failed (a push failure never fails the run).
-    pub async fn store(&self, path: &StorePath, result: &StoredResult, push: bool) -> Result<Option<String>> {
+    pub async fn store(
+        &self,
+        path: &StorePath,
+        result: &StoredResult,
+        push: bool,
+    ) -> Result<Option<String>> {
         debug_assert_eq!(result.record.status, crate::result::Status::Passed);
-        let nar = result.to_nar().to_bytes();
+        let nar = result.to_nar().to_bytes()?;
         let keys: Vec<SecretKey> = self.settings.secret_key.iter().cloned().collect();
         self.local
             .publish(path, &nar, &[], &keys)
@@ -326,7 +367,80 @@ enum LookupError {
 }
 
 impl LookupError {
+    /// The cache could not be reached or answered with a server-side failure (after the store's
+    /// own retries): stop asking it for the rest of this invocation.
     fn is_unavailable(&self) -> bool {
-        matches!(self, LookupError::Store(e) if e.is_unavailable())
+        use cache_proto::store::StoreError as E;
+        match self {
+            LookupError::Store(E::Http { .. } | E::Timeout { .. }) => true,
+            LookupError::Store(E::Status { status, .. }) => *status >= 500 || *status == 429,
+            _ => false,
+        }
     }
+}
+
+fn accepted_keys(settings: &CacheSettings) -> Vec<PublicKey> {
+    settings
+        .trusted_keys
+        .iter()
+        .filter(|k| settings.accept == Accept::Trusted || k.label.as_deref() == Some("ci"))
+        .map(|k| k.key.clone())
+        .collect()
+}
+
+/// Merge `[cache]` from checkdef.toml with the `CHECKDEF_*` variables:
+/// `CHECKDEF_REMOTE` (overrides `remote`; empty disables it), `CHECKDEF_TRUSTED_PUBLIC_KEYS`
+/// (space-separated, added to `trusted-public-keys`), `CHECKDEF_SECRET_KEY_FILE` (signs pushes),
+/// `CHECKDEF_NETRC_FILE` (default `~/.netrc` when it exists), `CHECKDEF_REMOTE_TOKEN` (bearer).
+pub fn settings_from(config: &crate::config::CacheConfig) -> Result<CacheSettings> {
+    let var = |k: &str| std::env::var(k).ok();
+    let remote = match var("CHECKDEF_REMOTE") {
+        Some(v) if v.trim().is_empty() => None,
+        Some(v) => Some(v.trim().to_owned()),
+        None => config.remote.clone(),
+    };
+    let mut trusted_keys = Vec::new();
+    for k in &config.trusted_public_keys {
+        let key = PublicKey::parse(&k.key).map_err(|e| {
+            usage(format!(
+                "trusted public key `{}` in checkdef.toml is invalid: {e}\nhint: use the `name:base64` form printed by `checkdef keygen` or `nix key convert-secret-to-public`",
+                k.key
+            ))
+        })?;
+        trusted_keys.push(TrustedKey {
+            key,
+            label: k.label.clone(),
+        });
+    }
+    if let Some(list) = var("CHECKDEF_TRUSTED_PUBLIC_KEYS") {
+        for k in list.split_whitespace() {
+            let key = PublicKey::parse(k).map_err(|e| {
+                usage(format!(
+                    "CHECKDEF_TRUSTED_PUBLIC_KEYS: key `{k}` is invalid: {e}"
+                ))
+            })?;
+            trusted_keys.push(TrustedKey { key, label: None });
+        }
+    }
+    let secret_key = match var("CHECKDEF_SECRET_KEY_FILE").filter(|v| !v.is_empty()) {
+        Some(p) => Some(load_secret_key(Path::new(&p))?),
+        None => None,
+    };
+    let netrc = var("CHECKDEF_NETRC_FILE")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            let p = PathBuf::from(var("HOME")?).join(".netrc");
+            p.is_file().then_some(p)
+        });
+    Ok(CacheSettings {
+        local_dir: default_local_dir(),
+        remote,
+        trusted_keys,
+        accept: config.accept,
+        secret_key,
+        remote_budget: config.timeout(),
+        netrc,
+        bearer_token: var("CHECKDEF_REMOTE_TOKEN").filter(|v| !v.is_empty()),
+    })
 }

@@ -4,6 +4,7 @@
 //! gix) → `manifest` (canonical input listing and hash) → `plan` (per-segment keys and cache status)
 //! → `run` (materialise, execute, store, push) → `prepush` (the hook). Only this crate prints.
 
+pub mod cache;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -12,6 +13,11 @@ pub mod git;
 pub mod manifest;
 pub mod plan;
 pub mod prepush;
+pub mod report;
+pub mod result;
+pub mod run;
+
+pub use manifest::input_hash as manifest_hash;
 
 use std::process::ExitCode;
 

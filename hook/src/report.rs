@@ -24,7 +24,11 @@ impl Style {
         let env_set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
         Style {
             color: tty && !env_set("NO_COLOR"),
-            progress: tty && !quiet && !verbose && !env_set("CI") && !env_set("CHECKDEF_NO_PROGRESS"),
+            progress: tty
+                && !quiet
+                && !verbose
+                && !env_set("CI")
+                && !env_set("CHECKDEF_NO_PROGRESS"),
             quiet,
         }
     }
@@ -78,7 +82,9 @@ pub fn log_tail(log: &[u8], n: usize) -> String {
     let start = lines.len().saturating_sub(n);
     let mut out = String::new();
     if start > 0 {
-        out.push_str(&format!("    … {start} earlier lines (run with -v for the full log)\n"));
+        out.push_str(&format!(
+            "    … {start} earlier lines (run with -v for the full log)\n"
+        ));
     }
     for l in &lines[start..] {
         out.push_str("    ");

@@ -86,7 +86,10 @@ impl StoredResult {
         let mut entries = BTreeMap::new();
         let json = serde_json::to_vec_pretty(&self.record).expect("serialising a result record");
         entries.insert(b"result.json".to_vec(), file(json));
-        entries.insert(b"manifest".to_vec(), file(self.manifest.as_bytes().to_vec()));
+        entries.insert(
+            b"manifest".to_vec(),
+            file(self.manifest.as_bytes().to_vec()),
+        );
         entries.insert(b"log".to_vec(), file(self.log.clone()));
         NarNode::Directory(entries)
     }
@@ -182,18 +185,30 @@ mod tests {
         assert_eq!(back.log, r.log);
         let h = r.record.input_hash.clone();
         back.validate_hit("foo", &h).unwrap();
-        assert!(matches!(back.validate_hit("bar", &h), Err(ResultError::Segment { .. })));
-        assert!(matches!(back.validate_hit("foo", "00"), Err(ResultError::InputHash { .. })));
+        assert!(matches!(
+            back.validate_hit("bar", &h),
+            Err(ResultError::Segment { .. })
+        ));
+        assert!(matches!(
+            back.validate_hit("foo", "00"),
+            Err(ResultError::InputHash { .. })
+        ));
     }
 
     #[test]
     fn failures_and_forged_manifests_are_not_hits() {
         let f = sample(Status::Failed);
         let h = f.record.input_hash.clone();
-        assert!(matches!(f.validate_hit("foo", &h), Err(ResultError::NotPassed(Some(1)))));
+        assert!(matches!(
+            f.validate_hit("foo", &h),
+            Err(ResultError::NotPassed(Some(1)))
+        ));
         let mut forged = sample(Status::Passed);
         forged.manifest.push_str("input 100644 x y\n");
-        assert!(matches!(forged.validate_hit("foo", &h), Err(ResultError::ManifestHash)));
+        assert!(matches!(
+            forged.validate_hit("foo", &h),
+            Err(ResultError::ManifestHash)
+        ));
     }
 
     #[test]

@@ -8,7 +8,10 @@ use crate::cli::{Cli, Command};
 use crate::exit::Code;
 
 pub mod explain;
+pub mod hook;
+pub mod keygen;
 pub mod plan;
+pub mod run;
 
 pub fn dispatch(cli: Cli) -> Result<Code> {
     if let Some(dir) = &cli.directory {
@@ -20,8 +23,10 @@ pub fn dispatch(cli: Cli) -> Result<Code> {
         Command::Uninstall(args) => uninstall::run(args.force),
         Command::Plan(args) => plan::run(cli.config.as_deref(), &args),
         Command::Explain(args) => explain::run(cli.config.as_deref(), &args),
-        Command::Run(_)
-        | Command::Keygen(_)
-        | Command::Hook(_) => Err(crate::exit::usage("this command is being built")),
+        Command::Run(args) => run::run(cli.config.as_deref(), &args),
+        Command::Keygen(args) => keygen::run(&args),
+        Command::Hook(crate::cli::HookCommand::PrePush { remote, url }) => {
+            hook::pre_push(cli.config.as_deref(), &remote, &url)
+        }
     }
 }

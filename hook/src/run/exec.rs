@@ -65,8 +65,14 @@ pub async fn execute(
     let mut child = cmd.spawn()?;
     let pgid = child.id().map(|p| p as i32);
     let log = Arc::new(Mutex::new(LogBuf::default()));
-    let out = child.stdout.take().map(|s| tokio::spawn(pump(s, log.clone(), on_line.clone())));
-    let err = child.stderr.take().map(|s| tokio::spawn(pump(s, log.clone(), on_line.clone())));
+    let out = child
+        .stdout
+        .take()
+        .map(|s| tokio::spawn(pump(s, log.clone(), on_line.clone())));
+    let err = child
+        .stderr
+        .take()
+        .map(|s| tokio::spawn(pump(s, log.clone(), on_line.clone())));
 
     let mut cancelled = *cancel.borrow();
     let status = if cancelled {
@@ -128,7 +134,11 @@ fn kill_group(pgid: Option<i32>, sig: i32) {
     }
 }
 
-async fn pump(mut r: impl tokio::io::AsyncRead + Unpin, log: Arc<Mutex<LogBuf>>, on_line: Option<LineSink>) {
+async fn pump(
+    mut r: impl tokio::io::AsyncRead + Unpin,
+    log: Arc<Mutex<LogBuf>>,
+    on_line: Option<LineSink>,
+) {
     let mut buf = vec![0u8; 16 * 1024];
     let mut pending: Vec<u8> = Vec::new();
     loop {
@@ -178,7 +188,9 @@ impl LogBuf {
     fn finish(self) -> Vec<u8> {
         let mut out = self.head;
         if self.dropped > 0 {
-            out.extend_from_slice(format!("\n[checkdef: {} bytes of output omitted]\n", self.dropped).as_bytes());
+            out.extend_from_slice(
+                format!("\n[checkdef: {} bytes of output omitted]\n", self.dropped).as_bytes(),
+            );
         }
         out.extend(self.tail);
         out
@@ -194,14 +206,18 @@ mod tests {
         let spec = ExecSpec {
             cwd: dir.path().to_path_buf(),
             command: cmd.into(),
-            env: vec![("PATH".into(), std::env::var("PATH").unwrap_or_default()), ("X".into(), "42".into())],
+            env: vec![
+                ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
+                ("X".into(), "42".into()),
+            ],
         };
         (spec, dir)
     }
 
     #[tokio::test]
     async fn captures_output_env_and_exit_code() {
-        let (s, _d) = spec("echo out; echo err >&2; echo x=$X; test -z \"$HOME\" && echo nohome; exit 3");
+        let (s, _d) =
+            spec("echo out; echo err >&2; echo x=$X; test -z \"$HOME\" && echo nohome; exit 3");
         let (_tx, rx) = watch::channel(false);
         let o = execute(&s, rx, None).await.unwrap();
         assert_eq!(o.exit_code, Some(3));
@@ -219,7 +235,10 @@ mod tests {
         let t = tokio::spawn(async move { execute(&s, rx, None).await.unwrap() });
         tokio::time::sleep(Duration::from_millis(200)).await;
         tx.send(true).unwrap();
-        let o = tokio::time::timeout(Duration::from_secs(10), t).await.unwrap().unwrap();
+        let o = tokio::time::timeout(Duration::from_secs(10), t)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(o.cancelled);
         assert!(!o.passed());
         assert!(o.duration < Duration::from_secs(10));

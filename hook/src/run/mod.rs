@@ -1,0 +1,580 @@
+//! The engine behind `checkdef run` and the pre-push hook: look every selected segment up
+//! (local cache, then remote, all concurrently), run the misses in parallel — each in a fresh
+//! directory holding only its inputs — and store (and push) the passing results.
+pub mod exec;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use cache_proto::store_path::StorePath;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use indicatif::ProgressBar;
+use tokio::sync::watch;
+
+use crate::cache::{Caches, Lookup, Source};
+use crate::config::Sandbox;
+use crate::git::{Repo, Target};
+use crate::plan::{Plan, SegmentPlan};
+use crate::report::{self, Progress, Style};
+use crate::result::{RESULT_FORMAT, ResultRecord, Status, StoredResult};
+
+use exec::{ExecSpec, LineSink};
+
+/// Options of one engine invocation.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub jobs: usize,
+    pub push: bool,
+    pub verbose: bool,
+    pub style: Style,
+}
+
+/// Where a segment's verdict came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Cache(Source),
+    Run,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Cache(s) => s.as_str(),
+            Origin::Run => "run",
+        }
+    }
+}
+
+/// The verdict on one segment.
+#[derive(Debug, Clone)]
+pub struct SegmentOutcome {
+    pub name: String,
+    pub status: Status,
+    pub origin: Origin,
+    /// Time spent on it in this invocation (lookup or run).
+    pub duration_s: f64,
+    /// Duration of the run that produced a cached result.
+    pub original_duration_s: Option<f64>,
+    pub exit_code: Option<i32>,
+    pub input_hash: String,
+    pub store_path: String,
+    pub signed_by: Option<String>,
+    pub log: Vec<u8>,
+    pub warnings: Vec<String>,
+}
+
+/// Everything one invocation decided.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub commit: Option<String>,
+    pub segments: Vec<SegmentOutcome>,
+    pub wall_s: f64,
+    pub interrupted: bool,
+}
+
+impl RunReport {
+    pub fn passed(&self) -> usize {
+        self.segments
+            .iter()
+            .filter(|s| s.status == Status::Passed)
+            .count()
+    }
+    pub fn failed(&self) -> usize {
+        self.segments
+            .iter()
+            .filter(|s| s.status == Status::Failed)
+            .count()
+    }
+    pub fn ran(&self) -> usize {
+        self.segments
+            .iter()
+            .filter(|s| s.origin == Origin::Run)
+            .count()
+    }
+    pub fn cached(&self) -> usize {
+        self.segments
+            .iter()
+            .filter(|s| matches!(s.origin, Origin::Cache(_)))
+            .count()
+    }
+    /// Time the cached results would have cost to run again.
+    pub fn seconds_saved(&self) -> f64 {
+        self.segments
+            .iter()
+            .filter(|s| matches!(s.origin, Origin::Cache(_)))
+            .map(|s| s.original_duration_s.unwrap_or(0.0) - s.duration_s)
+            .filter(|d| *d > 0.0)
+            .fold(0.0, |a, b| a + b)
+    }
+    pub fn all_passed(&self) -> bool {
+        !self.interrupted && self.failed() == 0
+    }
+}
+
+/// A cancellation switch flipped by Ctrl-C or SIGTERM.
+pub fn interrupt_channel() -> (watch::Sender<bool>, watch::Receiver<bool>) {
+    watch::channel(false)
+}
+
+/// Listen for SIGINT/SIGTERM and flip `tx`. Must be called inside the runtime.
+pub fn watch_signals(tx: watch::Sender<bool>) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
+        }
+        let _ = tx.send(true);
+    });
+}
+
+/// Run the engine over `plan` (whose segments are already the selected ones).
+pub async fn run_plan(
+    repo: &Repo,
+    plan: &Plan,
+    caches: Arc<Caches>,
+    opts: &RunOptions,
+    cancel: watch::Receiver<bool>,
+) -> Result<RunReport> {
+    let started = Instant::now();
+    let style = opts.style;
+    let width = plan
+        .segments
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(0);
+    let commit = commit_label(plan);
+
+    for s in &plan.segments {
+        if s.inputs.is_empty() {
+            report::line(
+                None,
+                &style.yellow(&format!(
+                    "warning: segment {} matches no files in this snapshot; check its include globs",
+                    s.name
+                )),
+            );
+        }
+    }
+
+    // 1. Every lookup at once.
+    let lookups: Vec<(Lookup, f64)> =
+        futures_util::future::join_all(plan.segments.iter().map(|s| {
+            let caches = caches.clone();
+            async move {
+                let t = Instant::now();
+                let lookup = match StorePath::parse(&s.store_path) {
+                    Ok(p) => caches.lookup(&p, &s.name, &s.input_hash).await,
+                    Err(e) => Lookup {
+                        hit: None,
+                        warnings: vec![format!("bad store path for {}: {e}", s.name)],
+                    },
+                };
+                (lookup, t.elapsed().as_secs_f64())
+            }
+        }))
+        .await;
+
+    let mut outcomes: Vec<Option<SegmentOutcome>> = vec![None; plan.segments.len()];
+    let mut misses = Vec::new();
+    for (i, (s, (lookup, took))) in plan.segments.iter().zip(lookups).enumerate() {
+        for w in &lookup.warnings {
+            report::line(None, &style.yellow(&format!("warning: {w}")));
+        }
+        match lookup.hit {
+            Some(hit) => {
+                let o = SegmentOutcome {
+                    name: s.name.clone(),
+                    status: Status::Passed,
+                    origin: Origin::Cache(hit.source),
+                    duration_s: took,
+                    original_duration_s: Some(hit.result.record.duration_s),
+                    exit_code: hit.result.record.exit_code,
+                    input_hash: s.input_hash.clone(),
+                    store_path: s.store_path.clone(),
+                    signed_by: hit.signed_by.clone(),
+                    log: hit.result.log.clone(),
+                    warnings: lookup.warnings,
+                };
+                if !style.quiet {
+                    report::line(None, &outcome_line(&o, width, &style));
+                }
+                if opts.verbose {
+                    report::line(None, &style.dim(&String::from_utf8_lossy(&o.log)));
+                }
+                outcomes[i] = Some(o);
+            }
+            None => misses.push((i, lookup.warnings)),
+        }
+    }
+
+    // 2. Misses, `jobs` at a time.
+    let progress = (style.progress && !misses.is_empty()).then(Progress::new);
+    let mut queue = misses.into_iter();
+    let mut running = FuturesUnordered::new();
+    let jobs = opts.jobs.max(1);
+    let mut interrupted = *cancel.borrow();
+    loop {
+        while running.len() < jobs && !interrupted {
+            let Some((i, warnings)) = queue.next() else {
+                break;
+            };
+            let seg = &plan.segments[i];
+            let bar = progress.as_ref().map(|p| p.start(&seg.name, width));
+            let prepared = prepare(repo, plan, seg, opts, bar.clone(), width, &style);
+            let cancel = cancel.clone();
+            running.push(async move {
+                let res = match prepared {
+                    Ok((dir, spec, sink)) => {
+                        let r = exec::execute(&spec, cancel, sink).await;
+                        drop(dir);
+                        r.map_err(anyhow::Error::from)
+                    }
+                    Err(e) => Err(e),
+                };
+                (i, warnings, bar, res)
+            });
+        }
+        let Some((i, warnings, bar, res)) = running.next().await else {
+            break;
+        };
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        let seg = &plan.segments[i];
+        let outcome = match res {
+            Ok(o) => o,
+            Err(e) => exec::ExecOutcome {
+                exit_code: None,
+                signal: None,
+                duration: Duration::ZERO,
+                log: format!("checkdef: could not prepare or start the check: {e:#}\n")
+                    .into_bytes(),
+                cancelled: false,
+            },
+        };
+        if outcome.cancelled {
+            interrupted = true;
+        }
+        let status = if outcome.passed() {
+            Status::Passed
+        } else {
+            Status::Failed
+        };
+        let mut o = SegmentOutcome {
+            name: seg.name.clone(),
+            status,
+            origin: Origin::Run,
+            duration_s: outcome.duration.as_secs_f64(),
+            original_duration_s: None,
+            exit_code: outcome.exit_code,
+            input_hash: seg.input_hash.clone(),
+            store_path: seg.store_path.clone(),
+            signed_by: None,
+            log: outcome.log,
+            warnings,
+        };
+        if outcome.cancelled {
+            o.log.extend_from_slice(b"\n[checkdef: interrupted]\n");
+        } else if status == Status::Passed {
+            // Only a complete, passing, uninterrupted run is ever stored.
+            let stored = StoredResult {
+                record: record_for(plan, seg, &o, &caches),
+                manifest: seg.manifest.clone(),
+                log: o.log.clone(),
+            };
+            let path = StorePath::parse(&seg.store_path).context("store path of a result")?;
+            match caches.store(&path, &stored, opts.push).await {
+                Ok(Some(warning)) => {
+                    report::line(
+                        progress.as_ref().map(|p| p.multi()),
+                        &style.yellow(&format!("warning: {warning}")),
+                    );
+                    o.warnings.push(warning);
+                }
+                Ok(None) => {
+                    o.signed_by = if opts.push && caches.can_push() {
+                        caches
+                            .settings
+                            .secret_key
+                            .as_ref()
+                            .map(|k| k.name().to_owned())
+                    } else {
+                        None
+                    };
+                }
+                Err(e) => {
+                    let w = format!("could not store the result of {}: {e:#}", seg.name);
+                    report::line(
+                        progress.as_ref().map(|p| p.multi()),
+                        &style.yellow(&format!("warning: {w}")),
+                    );
+                    o.warnings.push(w);
+                }
+            }
+        }
+        if !style.quiet || o.status == Status::Failed {
+            let mp = progress.as_ref().map(|p| p.multi());
+            report::line(mp, &outcome_line(&o, width, &style));
+            if o.status == Status::Failed && !outcome.cancelled && !opts.verbose {
+                report::line(
+                    mp,
+                    report::log_tail(&o.log, report::FAILURE_TAIL_LINES).trim_end(),
+                );
+            }
+        }
+        outcomes[i] = Some(o);
+    }
+    if interrupted {
+        // Segments that never started are reported as failed (not run), never as passed.
+        for (i, slot) in outcomes.iter_mut().enumerate() {
+            if slot.is_none() {
+                let seg = &plan.segments[i];
+                *slot = Some(SegmentOutcome {
+                    name: seg.name.clone(),
+                    status: Status::Failed,
+                    origin: Origin::Run,
+                    duration_s: 0.0,
+                    original_duration_s: None,
+                    exit_code: None,
+                    input_hash: seg.input_hash.clone(),
+                    store_path: seg.store_path.clone(),
+                    signed_by: None,
+                    log: b"[checkdef: not started, interrupted]\n".to_vec(),
+                    warnings: Vec::new(),
+                });
+            }
+        }
+    }
+    Ok(RunReport {
+        commit,
+        segments: outcomes.into_iter().flatten().collect(),
+        wall_s: started.elapsed().as_secs_f64(),
+        interrupted,
+    })
+}
+
+/// The commit a plan was read from; `None` for a work tree (whose files may differ from HEAD).
+fn commit_label(plan: &Plan) -> Option<String> {
+    match plan.target {
+        Target::Commit(c) => Some(c.to_string()),
+        Target::WorkTree => None,
+    }
+}
+
+fn record_for(plan: &Plan, seg: &SegmentPlan, o: &SegmentOutcome, caches: &Caches) -> ResultRecord {
+    let signer = (caches.can_push() || caches.settings.secret_key.is_some())
+        .then(|| {
+            caches
+                .settings
+                .secret_key
+                .as_ref()
+                .map(|k| k.name().to_owned())
+        })
+        .flatten();
+    ResultRecord {
+        format: RESULT_FORMAT,
+        segment: seg.name.clone(),
+        status: o.status,
+        exit_code: o.exit_code,
+        duration_s: o.duration_s,
+        commit: commit_label(plan).or_else(|| plan.commit.map(|c| format!("{c}+worktree"))),
+        input_hash: seg.input_hash.clone(),
+        command: seg.command.clone(),
+        checkdef_version: env!("CARGO_PKG_VERSION").to_owned(),
+        host: hostname(),
+        signer,
+        finished_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// Materialise a segment's sandbox and build its command spec.
+fn prepare(
+    repo: &Repo,
+    plan: &Plan,
+    seg: &SegmentPlan,
+    opts: &RunOptions,
+    bar: Option<ProgressBar>,
+    width: usize,
+    style: &Style,
+) -> Result<(tempfile::TempDir, ExecSpec, Option<LineSink>)> {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("checkdef-{}-", seg.name))
+        .tempdir()
+        .context("creating the sandbox directory")?;
+    let root: PathBuf = dir.path().join("src");
+    std::fs::create_dir(&root).with_context(|| format!("creating {}", root.display()))?;
+    let entries;
+    let inputs = match seg.sandbox {
+        Sandbox::Filtered => &seg.inputs,
+        Sandbox::Full => {
+            entries = repo.entries_all(&plan.target)?;
+            &entries
+        }
+    };
+    repo.materialize(&plan.target, inputs, &root)
+        .with_context(|| format!("materialising the inputs of {}", seg.name))?;
+    let spec = ExecSpec {
+        cwd: root,
+        command: seg.command.clone(),
+        env: run_env(seg, dir.path()),
+    };
+    let sink: Option<LineSink> = if opts.verbose {
+        let prefix = style.dim(&format!("{:width$} │ ", seg.name));
+        Some(Arc::new(move |l: &[u8]| {
+            report::line(None, &format!("{prefix}{}", String::from_utf8_lossy(l)));
+        }))
+    } else {
+        bar.map(|b| {
+            Arc::new(move |l: &[u8]| {
+                let text = String::from_utf8_lossy(l);
+                let t = text.trim();
+                if !t.is_empty() {
+                    b.set_message(t.to_owned());
+                }
+            }) as LineSink
+        })
+    };
+    Ok((dir, spec, sink))
+}
+
+/// The complete environment of a check: PATH, the passthrough variables (not hashed), the
+/// declared env (hashed), and a private TMPDIR inside the sandbox.
+fn run_env(seg: &SegmentPlan, sandbox: &std::path::Path) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut seen = HashSet::new();
+    let mut push = |k: &str, v: String, env: &mut Vec<(String, String)>| {
+        if seen.insert(k.to_owned()) {
+            env.push((k.to_owned(), v));
+        }
+    };
+    // Declared env wins over everything else.
+    for (k, v) in &seg.env {
+        push(k, v.clone(), &mut env);
+    }
+    if let Ok(path) = std::env::var("PATH") {
+        push("PATH", path, &mut env);
+    }
+    for k in &seg.passthrough {
+        if let Ok(v) = std::env::var(k) {
+            push(k, v, &mut env);
+        }
+    }
+    let tmp = sandbox.join("tmp");
+    if std::fs::create_dir(&tmp).is_ok() {
+        push("TMPDIR", tmp.display().to_string(), &mut env);
+    }
+    push("CHECKDEF_SEGMENT", seg.name.clone(), &mut env);
+    env
+}
+
+/// The seed-style line for one segment.
+pub fn outcome_line(o: &SegmentOutcome, width: usize, style: &Style) -> String {
+    let name = format!("{:width$}", o.name);
+    match (o.status, o.origin) {
+        (Status::Passed, Origin::Cache(src)) => {
+            let mut s = format!(
+                "✅ {name}  {}  cached ({}), original {}",
+                style.green("PASSED"),
+                src.as_str(),
+                report::secs(o.original_duration_s.unwrap_or(0.0))
+            );
+            if let Some(k) = &o.signed_by {
+                s.push_str(&format!(", signed by {k}"));
+            }
+            s
+        }
+        (Status::Passed, Origin::Run) => format!(
+            "✅ {name}  {}  {}",
+            style.green("PASSED"),
+            report::secs(o.duration_s)
+        ),
+        (Status::Failed, _) => {
+            let how = match o.exit_code {
+                Some(c) => format!("exit {c}"),
+                None if o.log.ends_with(b"[checkdef: not started, interrupted]\n") => {
+                    "not run (interrupted)".to_owned()
+                }
+                None if o.log.ends_with(b"[checkdef: interrupted]\n") => "interrupted".to_owned(),
+                None => "killed by a signal".to_owned(),
+            };
+            format!(
+                "❌ {name}  {}  {how}, {}",
+                style.red("FAILED"),
+                report::secs(o.duration_s)
+            )
+        }
+    }
+}
+
+/// The summary line.
+pub fn summary_line(r: &RunReport, style: &Style) -> String {
+    let verdict = if r.all_passed() {
+        style.green(&style.bold("all checks passed"))
+    } else if r.interrupted {
+        style.red(&style.bold("interrupted"))
+    } else {
+        style.red(&style.bold(&format!("{} failed", r.failed())))
+    };
+    format!(
+        "checkdef: {verdict}: {} passed ({} ran, {} cached), {} failed in {} wall; {} saved by the cache",
+        r.passed(),
+        r.ran(),
+        r.cached(),
+        r.failed(),
+        report::secs(r.wall_s),
+        report::secs(r.seconds_saved())
+    )
+}
+
+/// The `--json` document.
+pub fn json_report(r: &RunReport) -> serde_json::Value {
+    serde_json::json!({
+        "version": 1,
+        "commit": r.commit,
+        "interrupted": r.interrupted,
+        "segments": r.segments.iter().map(|s| serde_json::json!({
+            "name": s.name,
+            "status": s.status.as_str(),
+            "source": s.origin.as_str(),
+            "duration_s": s.duration_s,
+            "original_duration_s": s.original_duration_s,
+            "exit_code": s.exit_code,
+            "input_hash": s.input_hash,
+            "store_path": s.store_path,
+            "signed_by": s.signed_by,
+            "warnings": s.warnings,
+        })).collect::<Vec<_>>(),
+        "summary": {
+            "passed": r.passed(),
+            "failed": r.failed(),
+            "ran": r.ran(),
+            "cached": r.cached(),
+            "seconds_saved": r.seconds_saved(),
+            "wall_s": r.wall_s,
+        },
+    })
+}
