@@ -1,0 +1,266 @@
+//! Hermetic real-git test repositories and a runner for the built `checkdef` binary.
+//!
+//! Every git and checkdef process gets `GIT_CONFIG_NOSYSTEM=1`, `GIT_CONFIG_GLOBAL=/dev/null`,
+//! `HOME` inside the temp dir, pinned author/committer names and dates (so object ids are
+//! stable), and none of the `GIT_DIR`-style variables a surrounding hook might have set.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// Variables a git hook exports that would redirect git or gix to another repository.
+const GIT_LOCATION_VARS: &[&str] = &[
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_COMMON_DIR",
+    "GIT_CEILING_DIRECTORIES",
+    "GIT_PREFIX",
+    "XDG_CONFIG_HOME",
+    "XDG_CACHE_HOME",
+    "CHECKDEF_CACHE_DIR",
+];
+
+/// Apply the hermetic environment to `cmd`.
+pub fn hermetic(cmd: &mut Command, home: &Path) {
+    for v in GIT_LOCATION_VARS {
+        cmd.env_remove(v);
+    }
+    cmd.env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("HOME", home)
+        .env("GIT_AUTHOR_NAME", "Test Author")
+        .env("GIT_AUTHOR_EMAIL", "author@example.invalid")
+        .env("GIT_AUTHOR_DATE", "2005-04-07T22:13:13 +0000")
+        .env("GIT_COMMITTER_NAME", "Test Committer")
+        .env("GIT_COMMITTER_EMAIL", "committer@example.invalid")
+        .env("GIT_COMMITTER_DATE", "2005-04-07T22:13:13 +0000")
+        .env("LC_ALL", "C");
+}
+
+/// A temporary directory holding a git repository at `root`, a `home` and a cache directory.
+pub struct TestRepo {
+    pub tmp: tempfile::TempDir,
+    pub root: PathBuf,
+    pub home: PathBuf,
+    pub cache: PathBuf,
+}
+
+impl TestRepo {
+    /// `git init -b main` in a fresh temp dir (SHA-1).
+    pub fn new() -> TestRepo {
+        Self::with_init_args(&[])
+    }
+
+    /// A SHA-256 repository.
+    pub fn sha256() -> TestRepo {
+        Self::with_init_args(&["--object-format=sha256"])
+    }
+
+    fn with_init_args(extra: &[&str]) -> TestRepo {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let root = tmp.path().join("repo");
+        let home = tmp.path().join("home");
+        let cache = tmp.path().join("cache");
+        for d in [&root, &home, &cache] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let repo = TestRepo {
+            tmp,
+            root,
+            home,
+            cache,
+        };
+        let mut args = vec!["init", "-q", "-b", "main"];
+        args.extend_from_slice(extra);
+        repo.git(&args);
+        repo
+    }
+
+    /// Run git in the repository root; panics with its stderr when it fails. Returns stdout.
+    pub fn git(&self, args: &[&str]) -> String {
+        self.git_in(&self.root, args)
+    }
+
+    /// Run git in `dir`.
+    pub fn git_in(&self, dir: &Path, args: &[&str]) -> String {
+        let mut cmd = Command::new("git");
+        cmd.args(args).current_dir(dir);
+        hermetic(&mut cmd, &self.home);
+        let out = cmd.output().expect("run git");
+        assert!(
+            out.status.success(),
+            "git {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    /// Write a file (creating parent directories).
+    pub fn write(&self, rel: &str, content: &str) -> &Self {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+        self
+    }
+
+    pub fn remove(&self, rel: &str) {
+        std::fs::remove_file(self.path(rel)).unwrap();
+    }
+
+    pub fn rename(&self, from: &str, to: &str) {
+        let to = self.path(to);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::rename(self.path(from), to).unwrap();
+    }
+
+    pub fn chmod(&self, rel: &str, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(self.path(rel), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    pub fn symlink(&self, target: &str, rel: &str) {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(target, p).unwrap();
+    }
+
+    /// `git add -A && git commit`; returns the new commit id.
+    pub fn commit(&self, msg: &str) -> String {
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "--allow-empty", "-m", msg]);
+        self.head()
+    }
+
+    pub fn head(&self) -> String {
+        self.git(&["rev-parse", "HEAD"]).trim().to_owned()
+    }
+
+    /// Run the built binary in the repository root.
+    pub fn checkdef(&self, args: &[&str]) -> Output {
+        self.checkdef_in(&self.root, args)
+    }
+
+    /// Run the built binary in `dir` with the hermetic environment and this repo's cache dir.
+    pub fn checkdef_in(&self, dir: &Path, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_checkdef"));
+        cmd.args(args).current_dir(dir);
+        hermetic(&mut cmd, &self.home);
+        cmd.env("CHECKDEF_CACHE_DIR", &self.cache);
+        cmd.output().expect("run checkdef")
+    }
+
+    /// `checkdef plan --json <args>` run in `dir`, which must succeed.
+    pub fn plan_json_in(&self, dir: &Path, args: &[&str]) -> Value {
+        let mut full = vec!["plan", "--json"];
+        full.extend_from_slice(args);
+        let out = self.checkdef_in(dir, &full);
+        assert!(
+            out.status.success(),
+            "checkdef {full:?} failed ({:?}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("bad json ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    pub fn plan_json(&self, args: &[&str]) -> Value {
+        self.plan_json_in(&self.root, args)
+    }
+
+    /// Input hash of `segment` from `checkdef plan --json <args>`.
+    pub fn hash(&self, segment: &str, args: &[&str]) -> String {
+        segment_field(&self.plan_json(args), segment, "input_hash")
+    }
+
+    /// Input hashes of all segments, by name, from `checkdef plan --json <args>`.
+    pub fn hashes(&self, args: &[&str]) -> Vec<(String, String)> {
+        let v = self.plan_json(args);
+        v["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["name"].as_str().unwrap().to_owned(),
+                    s["input_hash"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// `checkdef explain SEGMENT <args>` stdout.
+    pub fn explain(&self, segment: &str, args: &[&str]) -> String {
+        let mut full = vec!["explain", segment];
+        full.extend_from_slice(args);
+        let out = self.checkdef(&full);
+        assert!(
+            out.status.success(),
+            "explain failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Set a file's modification time far in the past (so git's index entry is not racy).
+    pub fn age(&self, rel: &str) {
+        let f = std::fs::File::options()
+            .write(true)
+            .open(self.path(rel))
+            .unwrap();
+        f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000))
+            .unwrap();
+    }
+}
+
+/// `field` of the segment named `name` in a plan JSON document.
+pub fn segment_field(plan: &Value, name: &str, field: &str) -> String {
+    let seg = plan["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no segment {name} in {plan}"));
+    match &seg[field] {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The two-segment Python layout of the seed demo, with a config; not committed.
+pub fn seed_layout(repo: &TestRepo) {
+    repo.write("src/foo/__init__.py", "FOO = 1\n")
+        .write("src/bar/__init__.py", "BAR = 1\n")
+        .write("tests/test_foo.py", "def test_foo(): pass\n")
+        .write("tests/test_bar.py", "def test_bar(): pass\n")
+        .write("pytest.ini", "[pytest]\n")
+        .write("README.md", "readme\n")
+        .write(".gitignore", "__pycache__/\n*.log\n")
+        .write("checkdef.toml", SEED_CONFIG);
+}
+
+pub const SEED_CONFIG: &str = r#"version = 1
+
+[defaults]
+include = ["pytest.ini"]
+env = { PYTHONPATH = "src" }
+
+[[segment]]
+name = "foo-tests"
+include = ["src/foo/**", "tests/test_foo.py"]
+command = "python3 -m pytest -q tests/test_foo.py"
+
+[[segment]]
+name = "bar-tests"
+include = ["src/bar/**", "tests/test_bar.py"]
+command = "python3 -m pytest -q tests/test_bar.py"
+"#;
