@@ -198,6 +198,7 @@ impl Caches {
             .await
         {
             Ok(Some((result, _))) => {
+                self.touch(path);
                 return Lookup {
                     hit: Some(Hit {
                         source: Source::Local,
@@ -300,6 +301,17 @@ impl Caches {
             .validate_hit(segment, input_hash)
             .map_err(|e| LookupError::Invalid(e.to_string()))?;
         Ok(Some((result, fetched.signed_by)))
+    }
+
+    /// Mark a local entry as used (`checkdef cache gc` evicts the least recently used).
+    fn touch(&self, path: &StorePath) {
+        let p = self
+            .settings
+            .local_dir
+            .join(format!("{}.narinfo", path.hash_part()));
+        if let Ok(f) = std::fs::File::options().append(true).open(&p) {
+            let _ = f.set_modified(std::time::SystemTime::now());
+        }
     }
 
     fn describe_key(&self, name: &str) -> String {

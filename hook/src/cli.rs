@@ -42,6 +42,9 @@ pub enum Command {
     Install(InstallArgs),
     /// Remove checkdef's pre-push hook and restore any hook it had moved aside.
     Uninstall(UninstallArgs),
+    /// Maintain the local cache.
+    #[command(subcommand)]
+    Cache(CacheCommand),
     /// Entry points called by git hooks.
     #[command(subcommand)]
     Hook(HookCommand),
@@ -109,6 +112,17 @@ pub struct InstallArgs {
     /// Only report what is installed.
     #[arg(long)]
     pub status: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Check every local entry (hashes, signatures, result validity); remove bad ones.
+    Verify,
+    /// Remove least-recently-used entries until the cache is at most SIZE (e.g. 500M, 2G).
+    Gc {
+        #[arg(long, value_name = "SIZE")]
+        max_size: String,
+    },
 }
 
 #[derive(Debug, Args)]

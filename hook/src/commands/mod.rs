@@ -7,6 +7,7 @@ use anyhow::Result;
 use crate::cli::{Cli, Command};
 use crate::exit::Code;
 
+pub mod cache;
 pub mod explain;
 pub mod hook;
 pub mod keygen;
@@ -25,6 +26,7 @@ pub fn dispatch(cli: Cli) -> Result<Code> {
         Command::Explain(args) => explain::run(cli.config.as_deref(), &args),
         Command::Run(args) => run::run(cli.config.as_deref(), &args),
         Command::Keygen(args) => keygen::run(&args),
+        Command::Cache(cmd) => cache::run(&cmd),
         Command::Hook(crate::cli::HookCommand::PrePush { remote, url }) => {
             hook::pre_push(cli.config.as_deref(), &remote, &url)
         }

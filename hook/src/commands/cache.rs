@@ -1,0 +1,293 @@
+//! `checkdef cache verify` and `checkdef cache gc --max-size SIZE`: maintenance of the local
+//! cache directory (a Nix `file://` binary cache).
+//!
+//! * verify: every narinfo must parse, name its own file, point at a NAR whose hash and size
+//!   match, carry only signatures that verify when the key is known, and hold a valid checkdef
+//!   result (a pass whose manifest hashes to its input hash and whose store path follows from
+//!   it). Bad entries are removed, narinfo first so no reader sees a half-removed entry;
+//!   unreferenced NARs and temporary files left by killed writers are removed too.
+//! * gc: removes least-recently-used entries (a hit refreshes the narinfo's mtime) until the
+//!   cache is at most SIZE. Removal is narinfo-first, so a concurrent reader sees either the
+//!   whole entry or a miss, never a corrupt hit.
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use cache_proto::nar::{self, NarLimits};
+use cache_proto::narinfo::NarInfo;
+use cache_proto::signing::PublicKey;
+use cache_proto::store::{FileStore, Store, Trust};
+use cache_proto::store_path;
+
+use crate::cache::{self, default_local_dir};
+use crate::cli::CacheCommand;
+use crate::exit::{Code, usage};
+use crate::result::StoredResult;
+
+pub fn run(cmd: &CacheCommand) -> Result<Code> {
+    match cmd {
+        CacheCommand::Verify => verify(&default_local_dir()),
+        CacheCommand::Gc { max_size } => {
+            let max = parse_size(max_size).ok_or_else(|| {
+                usage(format!(
+                    "invalid size `{max_size}`\nhint: use bytes or a suffix: 500M, 2G, 750MiB"
+                ))
+            })?;
+            gc(&default_local_dir(), max)
+        }
+    }
+}
+
+/// `500M`, `2G`, `750MiB`, `1024` → bytes (K/M/G/T are powers of 1024, as `du` prints them).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+fn narinfos(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    for e in rd {
+        let e = e?;
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".narinfo") && !name.starts_with('.') {
+            out.push(e.path());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Keys whose signatures `verify` can judge: the trusted keys and our own signing key.
+fn known_keys() -> Vec<PublicKey> {
+    let mut keys = Vec::new();
+    let cfg = crate::commands::plan::open_context(None)
+        .ok()
+        .map(|c| c.config.cache)
+        .unwrap_or_default();
+    if let Ok(s) = cache::settings_from(&cfg) {
+        keys.extend(s.trusted_keys.into_iter().map(|k| k.key));
+        keys.extend(s.secret_key.map(|k| k.to_public()));
+    }
+    keys
+}
+
+fn check_entry(
+    store: &Store,
+    rt: &tokio::runtime::Runtime,
+    narinfo_path: &Path,
+    keys: &[PublicKey],
+) -> Result<String, String> {
+    let text = std::fs::read_to_string(narinfo_path).map_err(|e| format!("unreadable: {e}"))?;
+    let info = NarInfo::parse(&text).map_err(|e| format!("corrupt narinfo: {e}"))?;
+    let stem = narinfo_path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("");
+    if info.store_path.hash_part() != stem {
+        return Err(format!(
+            "names {} but is stored as {stem}.narinfo",
+            info.store_path
+        ));
+    }
+    for sig in &info.sigs {
+        let name = sig.split(':').next().unwrap_or("");
+        if keys.iter().any(|k| k.name() == name) && info.verify(keys).is_none() {
+            return Err(format!("signature by known key {name} does not verify"));
+        }
+    }
+    let limits = NarLimits::default();
+    let fetched = rt
+        .block_on(store.fetch(&info.store_path, &limits))
+        .map_err(|e| format!("{e:#}"))?
+        .ok_or_else(|| "vanished while checking".to_owned())?;
+    let node = nar::parse(&fetched.nar[..], &limits).map_err(|e| format!("bad NAR: {e}"))?;
+    let result = StoredResult::from_nar(node).map_err(|e| format!("not a checkdef result: {e}"))?;
+    let seg = &result.record.segment;
+    result
+        .validate_hit(seg, &result.record.input_hash)
+        .map_err(|e| e.to_string())?;
+    let expect = store_path::for_input_key(
+        &format!("checkdef-v1:{}", result.record.input_hash),
+        &format!("checkdef-{seg}"),
+    )
+    .map_err(|e| e.to_string())?;
+    if expect != info.store_path {
+        return Err(format!(
+            "store path {} does not follow from its input hash",
+            info.store_path
+        ));
+    }
+    Ok(info.url)
+}
+
+/// Remove an entry: the narinfo first (atomically unpublishing it), then its NAR.
+fn remove_entry(dir: &Path, narinfo_path: &Path) -> u64 {
+    let mut freed = 0;
+    let url = std::fs::read_to_string(narinfo_path)
+        .ok()
+        .and_then(|t| NarInfo::parse(&t).ok())
+        .map(|i| i.url);
+    if let Ok(m) = std::fs::metadata(narinfo_path) {
+        freed += m.len();
+    }
+    let _ = std::fs::remove_file(narinfo_path);
+    if let Some(url) = url.filter(|u| safe_rel(u)) {
+        let nar = dir.join(&url);
+        if let Ok(m) = std::fs::metadata(&nar) {
+            freed += m.len();
+        }
+        let _ = std::fs::remove_file(nar);
+    }
+    freed
+}
+
+fn safe_rel(url: &str) -> bool {
+    !url.starts_with('/') && !url.split('/').any(|c| c == ".." || c.is_empty())
+}
+
+fn verify(dir: &Path) -> Result<Code> {
+    let rt = crate::commands::run::runtime()?;
+    let store = Store::File(FileStore::new(dir).with_trust(Trust::Local));
+    let keys = known_keys();
+    let (mut good, mut bad) = (0usize, 0usize);
+    let mut referenced = HashSet::new();
+    for p in narinfos(dir)? {
+        match check_entry(&store, &rt, &p, &keys) {
+            Ok(url) => {
+                good += 1;
+                referenced.insert(url);
+            }
+            Err(why) => {
+                bad += 1;
+                eprintln!("checkdef: removing {}: {why}", p.display());
+                remove_entry(dir, &p);
+            }
+        }
+    }
+    let strays = sweep_strays(dir, &referenced)?;
+    eprintln!(
+        "checkdef: {} — {good} valid entries, {bad} bad entries removed, {strays} stray files removed",
+        dir.display()
+    );
+    Ok(Code::Success)
+}
+
+/// Unreferenced NARs and temporary files older than an hour (younger ones may belong to a
+/// writer that is still running).
+fn sweep_strays(dir: &Path, referenced: &HashSet<String>) -> Result<usize> {
+    let old = |p: &Path| {
+        std::fs::metadata(p)
+            .and_then(|m| m.modified())
+            .map(|t| {
+                SystemTime::now().duration_since(t).unwrap_or_default() > Duration::from_secs(3600)
+            })
+            .unwrap_or(false)
+    };
+    let mut n = 0;
+    for sub in ["", "nar"] {
+        let d = dir.join(sub);
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let rel = if sub.is_empty() {
+                name.clone()
+            } else {
+                format!("{sub}/{name}")
+            };
+            let is_tmp = name.starts_with('.') && name.contains(".tmp-");
+            let is_orphan_nar = !sub.is_empty() && !is_tmp && !referenced.contains(&rel);
+            if (is_tmp || is_orphan_nar) && old(&e.path()) && std::fs::remove_file(e.path()).is_ok()
+            {
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
+fn gc(dir: &Path, max: u64) -> Result<Code> {
+    let mut entries = Vec::new();
+    let mut total = 0u64;
+    for p in narinfos(dir)? {
+        let Ok(meta) = std::fs::metadata(&p) else {
+            continue;
+        };
+        let mut size = meta.len();
+        if let Some(url) = std::fs::read_to_string(&p)
+            .ok()
+            .and_then(|t| NarInfo::parse(&t).ok())
+            .map(|i| i.url)
+        {
+            if safe_rel(&url) {
+                size += std::fs::metadata(dir.join(url))
+                    .map(|m| m.len())
+                    .unwrap_or(0);
+            }
+        }
+        total += size;
+        entries.push((meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), size, p));
+    }
+    entries.sort();
+    let before = total;
+    let mut removed = 0usize;
+    for (_, size, p) in &entries {
+        if total <= max {
+            break;
+        }
+        remove_entry(dir, p);
+        total = total.saturating_sub(*size);
+        removed += 1;
+    }
+    eprintln!(
+        "checkdef: {} — {} entries, {} → {} bytes; removed {removed} least recently used",
+        dir.display(),
+        entries.len(),
+        before,
+        total
+    );
+    Ok(Code::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1024"), Some(1024));
+        assert_eq!(parse_size("2K"), Some(2048));
+        assert_eq!(parse_size("500M"), Some(500 << 20));
+        assert_eq!(parse_size("1GiB"), Some(1 << 30));
+        assert_eq!(parse_size("1.5G"), None);
+        assert_eq!(parse_size("x"), None);
+        assert_eq!(parse_size("99999999999999T"), None);
+    }
+
+    #[test]
+    fn urls_outside_the_cache_are_never_touched() {
+        assert!(safe_rel("nar/abc.nar.zst"));
+        assert!(!safe_rel("../etc/passwd"));
+        assert!(!safe_rel("/etc/passwd"));
+        assert!(!safe_rel("nar//x"));
+    }
+}
