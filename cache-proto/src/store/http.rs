@@ -321,7 +321,11 @@ impl HttpStore {
                 Ok(Outcome::Body(Some(body)))
             }
             Op::Head => {
-                if absent(status) {
+                // A server without HEAD support gets the PUT anyway.
+                if absent(status)
+                    || status == StatusCode::METHOD_NOT_ALLOWED
+                    || status == StatusCode::NOT_IMPLEMENTED
+                {
                     Ok(Outcome::Exists(false))
                 } else if status.is_success() {
                     Ok(Outcome::Exists(true))

@@ -69,7 +69,7 @@ impl Default for Trust {
 }
 
 /// A verified store path fetched from a cache.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Fetched {
     /// The narinfo, signature checked.
     pub narinfo: NarInfo,
@@ -77,6 +77,16 @@ pub struct Fetched {
     pub nar: Vec<u8>,
     /// The trusted key that signed the narinfo (`None` under [`Trust::Local`]).
     pub signed_by: Option<String>,
+}
+
+impl std::fmt::Debug for Fetched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fetched")
+            .field("narinfo", &self.narinfo)
+            .field("nar", &format_args!("<{} bytes>", self.nar.len()))
+            .field("signed_by", &self.signed_by)
+            .finish()
+    }
 }
 
 /// What [`Store::publish`] did.

@@ -451,3 +451,21 @@ async fn a_timeout_is_retried() {
     assert!(s.narinfo(&p).await.unwrap().is_some());
     assert!(start.elapsed() >= Duration::from_millis(300));
 }
+
+#[tokio::test]
+async fn server_without_head_still_gets_the_nar() {
+    let server = Server::start().await;
+    let s = store(server.url("/"));
+    let p = path("no-head");
+    let nar = common::vector2_tree().to_bytes().unwrap();
+    let file = cache_proto::compression::compress_zstd(&nar);
+    let nar_path = format!(
+        "/nar/{}.nar.zst",
+        cache_proto::hash::Sha256Hash::digest(&file).nix32()
+    );
+    server.fault("HEAD", &nar_path, Fault::Status(405), 1);
+    s.publish(&p, &nar, &[], &[secret()]).await.unwrap();
+    assert!(server.file(&nar_path).is_some());
+    let fetched = s.fetch(&p, &NarLimits::default()).await.unwrap().unwrap();
+    assert!(format!("{fetched:?}").contains("<1080 bytes>"));
+}
