@@ -435,11 +435,32 @@ struct RawCache {
     timeout_secs: Option<Spanned<i64>>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
+/// A trusted key: a string `name:base64` or a table `{ key = "...", label = "..." }`.
 enum RawKey {
     Plain(String),
     Labelled(RawLabelledKey),
+}
+
+impl<'de> Deserialize<'de> for RawKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a string `name:base64` or a table { key = \"name:base64\", label = \"...\" }",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawKey, E> {
+                Ok(RawKey::Plain(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawKey, A::Error> {
+                RawLabelledKey::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawKey::Labelled)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Deserialize)]
@@ -1152,6 +1173,16 @@ tests = ["tests/unit/test_bar.py::test_x"]
         assert!(e.contains("no [[segment]]"), "{e}");
         let e = err("version = 1\n[defaults]\nenv = { \"A=B\" = \"x\" }\n");
         assert!(e.contains("invalid environment variable name `A=B`"), "{e}");
+    }
+
+    #[test]
+    fn labelled_key_errors_name_the_field() {
+        let e = err(&format!(
+            "{MINIMAL}[cache]\ntrusted-public-keys = [{{ key = \"a:b\", lable = \"ci\" }}]\n"
+        ));
+        assert!(e.contains("unknown field `lable`"), "{e}");
+        let e = err(&format!("{MINIMAL}[cache]\ntrusted-public-keys = [3]\n"));
+        assert!(e.contains("name:base64"), "{e}");
     }
 
     #[test]
