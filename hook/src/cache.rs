@@ -24,6 +24,20 @@ use crate::result::StoredResult;
 
 pub use crate::config::Accept;
 
+/// Largest result NAR a lookup reads. A result is `result.json`, the manifest and a log that
+/// is capped at 8 MiB, so this is generous; it bounds the memory and time a hostile but validly
+/// signed entry (a decompression bomb whose `NarSize` tells the truth) can cost a lookup.
+pub const MAX_RESULT_NAR: u64 = 256 << 20;
+
+/// The limits applied to every result NAR read from a cache.
+pub fn result_limits() -> NarLimits {
+    NarLimits {
+        max_total: MAX_RESULT_NAR,
+        max_file: MAX_RESULT_NAR,
+        ..NarLimits::default()
+    }
+}
+
 /// A trusted public key and its label (`ci`, `developer`, … or none).
 #[derive(Debug, Clone)]
 pub struct TrustedKey {
@@ -177,7 +191,7 @@ impl Caches {
             remote,
             remote_down: AtomicBool::new(false),
             remote_deadline: tokio::time::Instant::now() + settings_budget,
-            limits: NarLimits::default(),
+            limits: result_limits(),
         }))
     }
 
