@@ -223,7 +223,10 @@ impl Caches {
                 };
             }
             Ok(None) => {}
-            Err(e) => warnings.push(format!("local cache entry for {segment} ignored: {e}")),
+            Err(e) => warnings.push(format!(
+                "local cache entry for {segment} ignored: {}",
+                e.describe()
+            )),
         }
         let Some(remote) = &self.remote else {
             return Lookup {
@@ -278,12 +281,16 @@ impl Caches {
                 if e.is_unavailable() {
                     if !self.remote_down.swap(true, Ordering::Relaxed) {
                         warnings.push(format!(
-                            "remote cache {} unavailable ({e}); running checks locally",
-                            remote.url()
+                            "remote cache {} unavailable ({}); running checks locally",
+                            remote.url(),
+                            e.describe()
                         ));
                     }
                 } else {
-                    warnings.push(format!("remote result for {segment} ignored: {e}"));
+                    warnings.push(format!(
+                        "remote result for {segment} ignored: {}",
+                        e.describe()
+                    ));
                 }
                 Lookup {
                     hit: None,
@@ -393,6 +400,26 @@ enum LookupError {
 }
 
 impl LookupError {
+    /// The error and its causes on one line (`outer: cause: root cause`), so a warning names
+    /// the actual problem (a bad entry name, a reset connection) and not only the entry.
+    fn describe(&self) -> String {
+        let top: &dyn std::error::Error = match self {
+            LookupError::Store(e) => e,
+            LookupError::Invalid(_) => self,
+        };
+        let mut s = top.to_string();
+        let mut cause = top.source();
+        while let Some(c) = cause {
+            let t = c.to_string();
+            if !s.contains(&t) {
+                s.push_str(": ");
+                s.push_str(&t);
+            }
+            cause = c.source();
+        }
+        s.replace(['\n', '\r'], " ")
+    }
+
     /// The cache could not be reached or answered with a server-side failure (after the store's
     /// own retries): stop asking it for the rest of this invocation.
     fn is_unavailable(&self) -> bool {
