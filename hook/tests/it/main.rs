@@ -1,4 +1,5 @@
 //! Integration tests of checkdef against real git repositories in temp dirs.
 mod config;
+mod faults;
 mod plan;
 mod support;
