@@ -53,7 +53,7 @@ pub struct CacheSettings {
     pub trusted_keys: Vec<TrustedKey>,
     pub accept: Accept,
     pub secret_key: Option<SecretKey>,
-    /// Budget for all remote lookups of one invocation together.
+    /// Budget for all remote lookups of one round together (see [`Caches::begin_lookups`]).
     pub remote_budget: Duration,
     pub netrc: Option<PathBuf>,
     pub bearer_token: Option<String>,
@@ -143,8 +143,8 @@ pub struct Caches {
     local: Store,
     remote: Option<Store>,
     remote_down: AtomicBool,
-    /// All remote lookups of this invocation must finish by then; later ones count as misses.
-    remote_deadline: tokio::time::Instant,
+    /// All remote lookups of the current round must finish by then; later ones count as misses.
+    remote_deadline: std::sync::Mutex<tokio::time::Instant>,
     limits: NarLimits,
 }
 
@@ -190,9 +190,18 @@ impl Caches {
             local,
             remote,
             remote_down: AtomicBool::new(false),
-            remote_deadline: tokio::time::Instant::now() + settings_budget,
+            remote_deadline: std::sync::Mutex::new(tokio::time::Instant::now() + settings_budget),
             limits: result_limits(),
         }))
+    }
+
+    /// Start a round of lookups (one engine run: `checkdef run`, or one pushed commit in the
+    /// pre-push hook): the remote gets a fresh time budget, so time spent running checks between
+    /// rounds is never charged to the cache. A remote already marked down stays down, so an
+    /// outage still costs at most one budget per invocation.
+    pub fn begin_lookups(&self) {
+        *self.remote_deadline.lock().expect("deadline lock") =
+            tokio::time::Instant::now() + self.settings.remote_budget;
     }
 
     pub fn has_remote(&self) -> bool {
@@ -240,11 +249,10 @@ impl Caches {
                 warnings,
             };
         }
-        let fetched = tokio::time::timeout_at(
-            self.remote_deadline,
-            self.fetch_from(remote, path, segment, input_hash),
-        )
-        .await;
+        let deadline = *self.remote_deadline.lock().expect("deadline lock");
+        let fetched =
+            tokio::time::timeout_at(deadline, self.fetch_from(remote, path, segment, input_hash))
+                .await;
         let Ok(fetched) = fetched else {
             if !self.remote_down.swap(true, Ordering::Relaxed) {
                 warnings.push(format!(

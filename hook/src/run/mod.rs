@@ -168,7 +168,8 @@ pub async fn run_plan(
         }
     }
 
-    // 1. Every lookup at once.
+    // 1. Every lookup at once, within one fresh remote budget.
+    caches.begin_lookups();
     let lookups: Vec<(Lookup, f64)> =
         futures_util::future::join_all(plan.segments.iter().map(|s| {
             let caches = caches.clone();
