@@ -28,7 +28,7 @@ use cache_proto::signing::SecretKey;
 use cache_proto::store_path::StorePath;
 use checkdef::result::{RESULT_FORMAT, ResultRecord, Status, StoredResult};
 
-use crate::support::{CmdOut, SHELL_CONFIG, TestRepo, shell_layout};
+use crate::support::{TestRepo, hermetic};
 
 /// Generous bound on one `checkdef run` against a faulty remote with `timeout-secs = 2`.
 pub const TIME_BOUND: Duration = Duration::from_secs(15);
@@ -419,6 +419,124 @@ pub fn zstd_bomb(count: usize) -> Vec<u8> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Running checkdef (self-contained, so these tests depend only on the basic `TestRepo`).
+
+/// Two fast shell segments: `foo` and `bar` pass while `src/<name>/value` reads `ok`.
+pub const SHELL_SEGMENTS: &str = r#"version = 1
+
+[[segment]]
+name = "foo"
+include = ["src/foo/**"]
+command = "echo checking foo; grep -qx ok src/foo/value"
+
+[[segment]]
+name = "bar"
+include = ["src/bar/**"]
+command = "echo checking bar; grep -qx ok src/bar/value"
+"#;
+
+/// Write the two-segment shell layout with `extra` appended to checkdef.toml (not committed).
+pub fn shell_repo_layout(repo: &TestRepo, extra: &str) {
+    repo.write("src/foo/value", "ok\n")
+        .write("src/bar/value", "ok\n")
+        .write("README.md", "readme\n")
+        .write("checkdef.toml", &format!("{SHELL_SEGMENTS}{extra}"));
+}
+
+/// The built `checkdef` in `dir`: hermetic, no inherited `CHECKDEF_*` variable, the repo's
+/// private cache directory. Not yet spawned.
+pub fn checkdef_cmd(repo: &TestRepo, dir: &Path, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_checkdef"));
+    cmd.args(args).current_dir(dir);
+    hermetic(&mut cmd, &repo.home);
+    for (k, _) in std::env::vars_os() {
+        if k.to_str().is_some_and(|k| k.starts_with("CHECKDEF_")) {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("CHECKDEF_CACHE_DIR", &repo.cache);
+    cmd
+}
+
+/// Exit code, stdout (parsed as JSON when not empty) and stderr of one checkdef run.
+#[derive(Debug)]
+pub struct CmdOut {
+    pub code: i32,
+    pub json: serde_json::Value,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CmdOut {
+    pub fn from_output(out: std::process::Output) -> CmdOut {
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let json = if stdout.trim().is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&stdout).unwrap_or_else(|e| {
+                panic!("stdout is not one JSON document ({e}):\n{stdout}\nstderr:\n{stderr}")
+            })
+        };
+        CmdOut {
+            code: out.status.code().unwrap_or(-1),
+            json,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// The `--json` entry of segment `name`.
+    pub fn seg(&self, name: &str) -> &serde_json::Value {
+        self.json["segments"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no segments in {}\nstderr:\n{}", self.json, self.stderr))
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no segment {name} in {}", self.json))
+    }
+
+    pub fn source(&self, name: &str) -> &str {
+        self.seg(name)["source"].as_str().unwrap()
+    }
+
+    pub fn status(&self, name: &str) -> &str {
+        self.seg(name)["status"].as_str().unwrap()
+    }
+
+    /// The `warning:` lines of stderr.
+    pub fn warnings(&self) -> Vec<&str> {
+        self.stderr
+            .lines()
+            .filter(|l| l.starts_with("warning:"))
+            .collect()
+    }
+
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code, code,
+            "unexpected exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// The `*.narinfo` files directly in `dir`.
+pub fn narinfos_in(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "narinfo"))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
 // The fixture: a repository, keys, and entries pushed by checkdef itself.
 
 /// Every file below `dir`, relative, with `/` separators (symlinks are not followed).
@@ -504,11 +622,7 @@ impl Fixture {
     /// are then in [`Fixture::seed`]; the local cache is emptied again.
     pub fn new() -> Fixture {
         let repo = TestRepo::new();
-        shell_layout(&repo);
-        repo.write(
-            "checkdef.toml",
-            &format!("{SHELL_CONFIG}{FAULT_CONFIG_CACHE}"),
-        );
+        shell_repo_layout(&repo, FAULT_CONFIG_CACHE);
         repo.commit("init");
         let tmpdir = repo.tmp.path().join("tmp");
         std::fs::create_dir_all(&tmpdir).unwrap();
@@ -539,7 +653,7 @@ impl Fixture {
         r.expect_code(0);
         assert_eq!(r.source("foo"), "run");
         fx.seed = read_cache_dir(&seed_dir);
-        assert_eq!(crate::support::narinfos_in(&seed_dir).len(), 2);
+        assert_eq!(narinfos_in(&seed_dir).len(), 2);
         std::fs::remove_dir_all(&seed_dir).unwrap();
         fx.foo = StorePath::parse(r.seg("foo")["store_path"].as_str().unwrap()).unwrap();
         fx.bar = StorePath::parse(r.seg("bar")["store_path"].as_str().unwrap()).unwrap();
@@ -555,7 +669,7 @@ impl Fixture {
     pub fn run(&self, args: &[&str], env: &[(&str, &str)]) -> CmdOut {
         let mut full = vec!["run", "--json"];
         full.extend_from_slice(args);
-        let mut cmd = self.repo.checkdef_cmd_in(&self.repo.root, &full);
+        let mut cmd = checkdef_cmd(&self.repo, &self.repo.root, &full);
         cmd.env("TMPDIR", &self.tmpdir)
             .env("CHECKDEF_TRUSTED_PUBLIC_KEYS", self.ci_public())
             .envs(env.iter().copied());
