@@ -48,6 +48,27 @@ pub enum Command {
     /// Entry points called by git hooks.
     #[command(subcommand)]
     Hook(HookCommand),
+    /// Draft a commented checkdef.toml for a Python (pytest) repository.
+    Init(InitArgs),
+    /// Show the hook, configuration, caches and keys checkdef would use here.
+    Status,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Print checkdef's man page (roff) on stdout.
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Replace an existing checkdef.toml.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]
@@ -60,6 +81,9 @@ pub struct PlanArgs {
     /// Print one JSON document on stdout.
     #[arg(long)]
     pub json: bool,
+    /// For every segment that misses, say what changed since its most recent local result.
+    #[arg(long)]
+    pub explain: bool,
 }
 
 #[derive(Debug, Args)]
@@ -92,6 +116,9 @@ pub struct RunArgs {
     /// Only print failures and the summary.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Also write a JUnit XML report to FILE (one testcase per segment).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

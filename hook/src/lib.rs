@@ -10,6 +10,8 @@ pub mod commands;
 pub mod config;
 pub mod exit;
 pub mod git;
+pub mod init;
+pub mod junit;
 pub mod manifest;
 pub mod plan;
 pub mod prepush;

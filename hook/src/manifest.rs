@@ -176,6 +176,364 @@ pub fn escape(bytes: &[u8]) -> String {
     s
 }
 
+// ---------------------------------------------------------------------------------------------
+// Reading manifests back, and diffing two of them ("why did this miss?").
+
+/// A manifest read back by [`parse`]. Values, names and paths stay escaped exactly as written
+/// (escaping is one-to-one, so comparing escaped forms compares the originals).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParsedManifest {
+    pub version: u32,
+    pub segment: String,
+    pub platform: String,
+    pub object_format: String,
+    pub sandbox: String,
+    pub command: String,
+    /// Name → value.
+    pub env: BTreeMap<String, String>,
+    /// Command → its standard output.
+    pub fingerprints: BTreeMap<String, String>,
+    /// Path → (mode, blob id in hex).
+    pub inputs: BTreeMap<String, (String, String)>,
+}
+
+/// A manifest that is not in format version 1.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("manifest line {line}: {message}")]
+pub struct ManifestParseError {
+    /// 1-based.
+    pub line: usize,
+    pub message: String,
+}
+
+/// Parse a manifest written by [`render`] (format version 1). Strict about the order of the
+/// header lines and the input count, so a damaged manifest is never half-read.
+pub fn parse(text: &str) -> Result<ParsedManifest, ManifestParseError> {
+    let err = |line: usize, message: String| ManifestParseError { line, message };
+    if !text.is_empty() && !text.ends_with('\n') {
+        let n = text.lines().count();
+        return Err(err(n, "the last line does not end with a newline".into()));
+    }
+    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l)).peekable();
+    let mut m = ParsedManifest::default();
+    let (n, first) = lines
+        .next()
+        .ok_or_else(|| err(1, "empty manifest".into()))?;
+    let version = first
+        .strip_prefix("checkdef-manifest ")
+        .and_then(|v| v.parse::<u32>().ok())
+        .ok_or_else(|| {
+            err(
+                n,
+                format!("expected `checkdef-manifest <version>`, found `{first}`"),
+            )
+        })?;
+    if version != FORMAT_VERSION {
+        return Err(err(
+            n,
+            format!("unsupported manifest format {version} (this checkdef reads {FORMAT_VERSION})"),
+        ));
+    }
+    m.version = version;
+    for key in ["segment", "platform", "object-format", "sandbox", "command"] {
+        let (n, l) = lines
+            .next()
+            .ok_or_else(|| err(n + 1, format!("missing `{key}` line")))?;
+        let value = l
+            .strip_prefix(key)
+            .and_then(|r| r.strip_prefix(' '))
+            .ok_or_else(|| err(n, format!("expected `{key} ...`, found `{l}`")))?;
+        let slot = match key {
+            "segment" => &mut m.segment,
+            "platform" => &mut m.platform,
+            "object-format" => &mut m.object_format,
+            "sandbox" => &mut m.sandbox,
+            _ => &mut m.command,
+        };
+        *slot = value.to_owned();
+    }
+    while let Some((n, l)) = lines.next_if(|(_, l)| l.starts_with("env ")) {
+        let (k, v) = l["env ".len()..]
+            .split_once('=')
+            .ok_or_else(|| err(n, format!("expected `env NAME=value`, found `{l}`")))?;
+        m.env.insert(k.to_owned(), v.to_owned());
+    }
+    while let Some((n, l)) = lines.next_if(|(_, l)| l.starts_with("fingerprint ")) {
+        let cmd = &l["fingerprint ".len()..];
+        let (n2, out) = lines
+            .next()
+            .ok_or_else(|| err(n + 1, "missing `fingerprint-stdout` line".into()))?;
+        let out = out.strip_prefix("fingerprint-stdout ").ok_or_else(|| {
+            err(
+                n2,
+                format!("expected `fingerprint-stdout ...`, found `{out}`"),
+            )
+        })?;
+        m.fingerprints.insert(cmd.to_owned(), out.to_owned());
+    }
+    let (n, l) = lines
+        .next()
+        .ok_or_else(|| err(n + 1, "missing `inputs <count>` line".into()))?;
+    let count: usize = l
+        .strip_prefix("inputs ")
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| err(n, format!("expected `inputs <count>`, found `{l}`")))?;
+    for (n, l) in lines.by_ref() {
+        let mut parts = l.splitn(3, ' ');
+        let (Some(mode), Some(id), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(err(
+                n,
+                format!("expected `<mode> <blob id> <path>`, found `{l}`"),
+            ));
+        };
+        if m.inputs
+            .insert(path.to_owned(), (mode.to_owned(), id.to_owned()))
+            .is_some()
+        {
+            return Err(err(n, format!("input `{path}` is listed twice")));
+        }
+    }
+    if m.inputs.len() != count {
+        return Err(err(
+            n,
+            format!("`inputs {count}` but {} input lines follow", m.inputs.len()),
+        ));
+    }
+    Ok(m)
+}
+
+/// One changed key (an environment variable or a fingerprint command): `None` = absent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyChange {
+    pub key: String,
+    pub old: Option<String>,
+    pub new: Option<String>,
+}
+
+/// What differs between two manifests of a segment (old → new). Lists are sorted by path or
+/// key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ManifestDiff {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Path, old blob id, new blob id.
+    pub modified: Vec<(String, String, String)>,
+    /// Path, old mode, new mode.
+    pub mode_changed: Vec<(String, String, String)>,
+    pub env: Vec<KeyChange>,
+    pub fingerprints: Vec<KeyChange>,
+    /// Old and new value of each header line that changed.
+    pub command: Option<(String, String)>,
+    pub sandbox: Option<(String, String)>,
+    pub platform: Option<(String, String)>,
+    pub object_format: Option<(String, String)>,
+    pub segment: Option<(String, String)>,
+}
+
+fn changed(old: &str, new: &str) -> Option<(String, String)> {
+    (old != new).then(|| (old.to_owned(), new.to_owned()))
+}
+
+fn key_changes(old: &BTreeMap<String, String>, new: &BTreeMap<String, String>) -> Vec<KeyChange> {
+    let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    keys.into_iter()
+        .filter(|k| old.get(*k) != new.get(*k))
+        .map(|k| KeyChange {
+            key: k.clone(),
+            old: old.get(k).cloned(),
+            new: new.get(k).cloned(),
+        })
+        .collect()
+}
+
+/// Compare two parsed manifests.
+pub fn diff(old: &ParsedManifest, new: &ParsedManifest) -> ManifestDiff {
+    let mut d = ManifestDiff {
+        env: key_changes(&old.env, &new.env),
+        fingerprints: key_changes(&old.fingerprints, &new.fingerprints),
+        command: changed(&old.command, &new.command),
+        sandbox: changed(&old.sandbox, &new.sandbox),
+        platform: changed(&old.platform, &new.platform),
+        object_format: changed(&old.object_format, &new.object_format),
+        segment: changed(&old.segment, &new.segment),
+        ..ManifestDiff::default()
+    };
+    for (path, (mode, id)) in &new.inputs {
+        match old.inputs.get(path) {
+            None => d.added.push(path.clone()),
+            Some((old_mode, old_id)) => {
+                if old_id != id {
+                    d.modified.push((path.clone(), old_id.clone(), id.clone()));
+                }
+                if old_mode != mode {
+                    d.mode_changed
+                        .push((path.clone(), old_mode.clone(), mode.clone()));
+                }
+            }
+        }
+    }
+    d.removed = old
+        .inputs
+        .keys()
+        .filter(|p| !new.inputs.contains_key(*p))
+        .cloned()
+        .collect();
+    d
+}
+
+/// Parse both manifest texts and compare them (old → new).
+pub fn diff_texts(old: &str, new: &str) -> Result<ManifestDiff, ManifestParseError> {
+    Ok(diff(&parse(old)?, &parse(new)?))
+}
+
+fn short_id(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+impl ManifestDiff {
+    /// True when the manifests are identical.
+    pub fn is_empty(&self) -> bool {
+        *self == ManifestDiff::default()
+    }
+
+    /// One line, e.g. `1 modified (src/foo/__init__.py), env PYTHONPATH changed`.
+    pub fn summary(&self) -> String {
+        fn paths<'a>(items: impl Iterator<Item = &'a String>, n: usize) -> String {
+            let items: Vec<&String> = items.collect();
+            let mut s: Vec<String> = items.iter().take(3).map(|p| p.to_string()).collect();
+            if n > 3 {
+                s.push(format!("+{} more", n - 3));
+            }
+            s.join(", ")
+        }
+        let mut parts = Vec::new();
+        if !self.modified.is_empty() {
+            let n = self.modified.len();
+            parts.push(format!(
+                "{n} modified ({})",
+                paths(self.modified.iter().map(|m| &m.0), n)
+            ));
+        }
+        if !self.added.is_empty() {
+            let n = self.added.len();
+            parts.push(format!("{n} added ({})", paths(self.added.iter(), n)));
+        }
+        if !self.removed.is_empty() {
+            let n = self.removed.len();
+            parts.push(format!("{n} removed ({})", paths(self.removed.iter(), n)));
+        }
+        if !self.mode_changed.is_empty() {
+            let n = self.mode_changed.len();
+            let first = &self.mode_changed[0];
+            let more = if n > 1 {
+                format!(", +{} more", n - 1)
+            } else {
+                String::new()
+            };
+            parts.push(format!(
+                "{n} mode change{} ({} {}→{}{more})",
+                if n == 1 { "" } else { "s" },
+                first.0,
+                first.1,
+                first.2
+            ));
+        }
+        let verb = |c: &KeyChange| match (&c.old, &c.new) {
+            (None, _) => "added",
+            (_, None) => "removed",
+            _ => "changed",
+        };
+        for c in &self.env {
+            parts.push(format!("env {} {}", c.key, verb(c)));
+        }
+        for c in &self.fingerprints {
+            let what = if verb(c) == "changed" {
+                "output changed"
+            } else {
+                verb(c)
+            };
+            parts.push(format!("fingerprint `{}` {what}", c.key));
+        }
+        if self.command.is_some() {
+            parts.push("command changed".into());
+        }
+        for (label, v) in [
+            ("sandbox", &self.sandbox),
+            ("platform", &self.platform),
+            ("object format", &self.object_format),
+            ("segment", &self.segment),
+        ] {
+            if let Some((o, n)) = v {
+                parts.push(format!("{label} {o}→{n}"));
+            }
+        }
+        if parts.is_empty() {
+            "no difference in the manifest".to_owned()
+        } else {
+            parts.join(", ")
+        }
+    }
+
+    /// One line per difference, for `checkdef explain`.
+    pub fn details(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (p, o, n) in &self.modified {
+            out.push(format!(
+                "modified     {p} (blob {} → {})",
+                short_id(o),
+                short_id(n)
+            ));
+        }
+        for p in &self.added {
+            out.push(format!("added        {p}"));
+        }
+        for p in &self.removed {
+            out.push(format!("removed      {p}"));
+        }
+        for (p, o, n) in &self.mode_changed {
+            out.push(format!("mode         {p} {o} → {n}"));
+        }
+        let show = |v: &Option<String>| match v {
+            Some(v) => format!("\"{v}\""),
+            None => "(unset)".to_owned(),
+        };
+        for c in &self.env {
+            out.push(format!(
+                "env          {}: {} → {}",
+                c.key,
+                show(&c.old),
+                show(&c.new)
+            ));
+        }
+        for c in &self.fingerprints {
+            let show = |v: &Option<String>| match v {
+                Some(v) => format!("\"{v}\""),
+                None => "(not a fingerprint)".to_owned(),
+            };
+            out.push(format!(
+                "fingerprint  `{}`: {} → {}",
+                c.key,
+                show(&c.old),
+                show(&c.new)
+            ));
+        }
+        if let Some((o, n)) = &self.command {
+            out.push(format!("command      \"{o}\" → \"{n}\""));
+        }
+        for (label, v) in [
+            ("sandbox      ", &self.sandbox),
+            ("platform     ", &self.platform),
+            ("object-format", &self.object_format),
+            ("segment      ", &self.segment),
+        ] {
+            if let Some((o, n)) = v {
+                out.push(format!("{label}{o} → {n}"));
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,5 +711,165 @@ mod tests {
     fn platform_is_nix_style() {
         let p = platform();
         assert!(p.contains('-') && !p.contains("macos"), "{p}");
+    }
+}
+
+#[cfg(test)]
+mod diff_tests {
+    use super::*;
+    use crate::git::FileMode;
+
+    const A: &str = "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391";
+    const B: &str = "d00491fd7e5bb6fa28c517a0bb32b8b506539d4d";
+
+    struct M {
+        command: &'static str,
+        platform: &'static str,
+        sandbox: Sandbox,
+        env: BTreeMap<String, String>,
+        fp: BTreeMap<String, Vec<u8>>,
+        inputs: Vec<Input>,
+    }
+
+    fn base() -> M {
+        let input = |mode, hex: &str, path: &str| Input {
+            mode,
+            id: gix::ObjectId::from_hex(hex.as_bytes()).unwrap(),
+            path: path.into(),
+        };
+        M {
+            command: "python3 -m pytest tests/test_foo.py",
+            platform: "x86_64-linux",
+            sandbox: Sandbox::Filtered,
+            env: BTreeMap::from([("PYTHONPATH".to_owned(), "src".to_owned())]),
+            fp: BTreeMap::from([("python3 --version".to_owned(), b"Python 3.11.2\n".to_vec())]),
+            inputs: vec![
+                input(FileMode::Regular, A, "src/foo/__init__.py"),
+                input(FileMode::Regular, B, "tests/test_foo.py"),
+                input(FileMode::Regular, A, "tests/run me.sh"),
+            ],
+        }
+    }
+
+    fn text(m: &M) -> String {
+        render(&ManifestSpec {
+            segment: "foo-tests",
+            platform: m.platform,
+            object_format: gix::hash::Kind::Sha1,
+            sandbox: m.sandbox,
+            command: m.command,
+            env: &m.env,
+            fingerprints: &m.fp,
+            inputs: &m.inputs,
+        })
+    }
+
+    fn summary(change: impl FnOnce(&mut M)) -> String {
+        let old = base();
+        let mut new = base();
+        change(&mut new);
+        diff_texts(&text(&old), &text(&new)).unwrap().summary()
+    }
+
+    #[test]
+    fn parse_round_trip() {
+        let t = text(&base());
+        let p = parse(&t).unwrap();
+        assert_eq!(p.segment, "foo-tests");
+        assert_eq!(p.env["PYTHONPATH"], "src");
+        assert_eq!(p.fingerprints["python3 --version"], "Python 3.11.2\\n");
+        assert_eq!(
+            p.inputs["tests/run me.sh"],
+            ("100644".to_owned(), A.to_owned())
+        );
+        assert!(diff(&p, &p).is_empty());
+        assert_eq!(diff(&p, &p).summary(), "no difference in the manifest");
+    }
+
+    #[test]
+    fn parse_rejects_damage() {
+        let t = text(&base());
+        assert!(parse(&t.replace("inputs 3", "inputs 4")).is_err());
+        assert!(parse(&t.replace("checkdef-manifest 1", "checkdef-manifest 2")).is_err());
+        assert!(parse(t.trim_end()).is_err());
+        assert!(parse("").is_err());
+        let e = parse(&t.replace("sandbox filtered\n", "")).unwrap_err();
+        assert_eq!(e.line, 5, "{e}");
+    }
+
+    #[test]
+    fn each_kind_of_change() {
+        let modified = |m: &mut M| m.inputs[0].id = gix::ObjectId::from_hex(B.as_bytes()).unwrap();
+        assert_eq!(summary(modified), "1 modified (src/foo/__init__.py)");
+        assert_eq!(
+            summary(|m| m.inputs.push(Input {
+                mode: FileMode::Regular,
+                id: gix::ObjectId::from_hex(A.as_bytes()).unwrap(),
+                path: "src/foo/new.py".into(),
+            })),
+            "1 added (src/foo/new.py)"
+        );
+        assert_eq!(
+            summary(|m| {
+                m.inputs.remove(1);
+            }),
+            "1 removed (tests/test_foo.py)"
+        );
+        assert_eq!(
+            summary(|m| m.inputs[2].mode = FileMode::Executable),
+            "1 mode change (tests/run me.sh 100644→100755)"
+        );
+        assert_eq!(
+            summary(|m| {
+                m.env.insert("PYTHONPATH".into(), "lib".into());
+                m.env.insert("NEW".into(), "1".into());
+            }),
+            "env NEW added, env PYTHONPATH changed"
+        );
+        assert_eq!(
+            summary(|m| {
+                m.fp.insert("python3 --version".into(), b"Python 3.12.0\n".to_vec());
+            }),
+            "fingerprint `python3 --version` output changed"
+        );
+        assert_eq!(
+            summary(|m| m.command = "python3 -m pytest -x tests/test_foo.py"),
+            "command changed"
+        );
+        assert_eq!(
+            summary(|m| m.platform = "aarch64-linux"),
+            "platform x86_64-linux→aarch64-linux"
+        );
+        assert_eq!(
+            summary(|m| m.sandbox = Sandbox::Full),
+            "sandbox filtered→full"
+        );
+    }
+
+    #[test]
+    fn details_and_long_lists() {
+        let old = base();
+        let mut new = base();
+        for i in 0..5 {
+            new.inputs.push(Input {
+                mode: FileMode::Regular,
+                id: gix::ObjectId::from_hex(A.as_bytes()).unwrap(),
+                path: format!("src/foo/m{i}.py").into(),
+            });
+        }
+        new.env.clear();
+        new.fp.clear();
+        let d = diff_texts(&text(&old), &text(&new)).unwrap();
+        assert_eq!(
+            d.summary(),
+            "5 added (src/foo/m0.py, src/foo/m1.py, src/foo/m2.py, +2 more), env PYTHONPATH removed, fingerprint `python3 --version` removed"
+        );
+        let details = d.details();
+        assert_eq!(details[0], "added        src/foo/m0.py");
+        assert_eq!(details[5], "env          PYTHONPATH: \"src\" → (unset)");
+        assert_eq!(
+            details[6],
+            "fingerprint  `python3 --version`: \"Python 3.11.2\\n\" → (not a fingerprint)"
+        );
     }
 }

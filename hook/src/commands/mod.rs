@@ -8,11 +8,14 @@ use crate::cli::{Cli, Command};
 use crate::exit::Code;
 
 pub mod cache;
+pub mod completions;
 pub mod explain;
 pub mod hook;
+pub mod init;
 pub mod keygen;
 pub mod plan;
 pub mod run;
+pub mod status;
 
 pub fn dispatch(cli: Cli) -> Result<Code> {
     if let Some(dir) = &cli.directory {
@@ -30,5 +33,9 @@ pub fn dispatch(cli: Cli) -> Result<Code> {
         Command::Hook(crate::cli::HookCommand::PrePush { remote, url }) => {
             hook::pre_push(cli.config.as_deref(), &remote, &url)
         }
+        Command::Init(args) => init::run(cli.config.as_deref(), &args),
+        Command::Status => status::run(cli.config.as_deref()),
+        Command::Completions(args) => completions::completions(args.shell),
+        Command::Man => completions::man(),
     }
 }

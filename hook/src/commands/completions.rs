@@ -1,0 +1,64 @@
+//! `checkdef completions SHELL` and `checkdef man`: a shell completion script (clap_complete)
+//! and the man page in roff (clap_mangen), both generated from the clap definitions in
+//! [`crate::cli`] and printed on stdout.
+//!
+//! ```sh
+//! checkdef completions bash > ~/.local/share/bash-completion/completions/checkdef
+//! checkdef completions zsh  > ~/.zfunc/_checkdef
+//! checkdef completions fish > ~/.config/fish/completions/checkdef.fish
+//! checkdef man > ~/.local/share/man/man1/checkdef.1
+//! ```
+use std::io::Write as _;
+
+use anyhow::Result;
+use clap::CommandFactory as _;
+
+use crate::cli::Cli;
+use crate::exit::Code;
+
+pub fn completions(shell: clap_complete::Shell) -> Result<Code> {
+    let mut cmd = Cli::command();
+    let mut out = std::io::stdout().lock();
+    clap_complete::generate(shell, &mut cmd, "checkdef", &mut out);
+    out.flush()?;
+    Ok(Code::Success)
+}
+
+/// The man page of `checkdef` (section 1), roff.
+pub fn man_page() -> Result<Vec<u8>> {
+    let cmd = Cli::command();
+    let mut buf = Vec::new();
+    clap_mangen::Man::new(cmd).render(&mut buf)?;
+    Ok(buf)
+}
+
+pub fn man() -> Result<Code> {
+    let page = man_page()?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&page)?;
+    out.flush()?;
+    Ok(Code::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn man_page_names_the_subcommands() {
+        let page = String::from_utf8(man_page().unwrap()).unwrap();
+        assert!(page.starts_with(".ie") || page.contains(".TH"), "{page}");
+        for sub in ["init", "explain", "status", "completions"] {
+            assert!(page.contains(sub), "{sub} missing");
+        }
+    }
+
+    #[test]
+    fn bash_completion_mentions_flags() {
+        let mut cmd = Cli::command();
+        let mut buf = Vec::new();
+        clap_complete::generate(clap_complete::Shell::Bash, &mut cmd, "checkdef", &mut buf);
+        let text = String::from_utf8(buf).unwrap();
+        assert!(text.contains("--junit") && text.contains("init"), "{text}");
+    }
+}

@@ -1,0 +1,114 @@
+//! `checkdef init [--force]`: draft a commented `checkdef.toml` for a Python repository (see
+//! [`crate::init`] for what is inspected and how segments are chosen). Never overwrites an
+//! existing file without `--force`; writes atomically. What was found and what to review goes
+//! to stderr.
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use gix::bstr::BStr;
+
+use crate::cli::InitArgs;
+use crate::config::{Config, FILE_NAME};
+use crate::exit::{Code, usage};
+use crate::git::{FileMode, Repo, Target, Visit};
+use crate::init::{self, RepoFiles};
+
+/// Records every path of a snapshot without hashing anything.
+#[derive(Default)]
+struct Paths(Vec<String>);
+
+impl Visit for Paths {
+    fn wants(&mut self, path: &BStr) -> bool {
+        if let Ok(p) = std::str::from_utf8(path) {
+            self.0.push(p.to_owned());
+        }
+        false
+    }
+    fn visit(&mut self, _path: &BStr, _mode: FileMode, _id: &gix::oid) {}
+}
+
+/// The work tree's files (tracked, and untracked that are not ignored).
+pub fn worktree_files(repo: &Repo) -> Result<RepoFiles> {
+    let mut paths = Paths::default();
+    repo.walk(&Target::WorkTree, &mut paths)
+        .context("cannot list the files of the work tree")?;
+    Ok(RepoFiles::new(paths.0))
+}
+
+pub fn run(config_flag: Option<&Path>, args: &InitArgs) -> Result<Code> {
+    let cwd = std::env::current_dir()
+        .map_err(|e| usage(format!("cannot read the current directory: {e}")))?;
+    let repo = Repo::discover(&cwd).map_err(|e| {
+        usage(format!(
+            "{e}\nhint: run checkdef init at the root of a git work tree (git init first), or pass -C DIR"
+        ))
+    })?;
+    let root = repo
+        .require_workdir()
+        .map_err(|e| usage(format!("{e}\nhint: checkdef init needs a work tree")))?
+        .to_path_buf();
+    let out: PathBuf = match config_flag {
+        Some(p) => cwd.join(p),
+        None => root.join(FILE_NAME),
+    };
+    if out.exists() && !args.force {
+        return Err(usage(format!(
+            "{} already exists; checkdef init never overwrites it\nhint: edit it by hand, or run `checkdef init --force` to replace it with a fresh draft",
+            out.display()
+        )));
+    }
+    let files = worktree_files(&repo)?;
+    let ins = init::inspect(&root, files).map_err(|e| {
+        usage(format!(
+            "{e}\nhint: checkdef init drafts segments for pytest test modules; for other test runners write checkdef.toml by hand (docs/configuration.md)"
+        ))
+    })?;
+    let text = init::render(&ins);
+    Config::parse(&text, &out)
+        .map_err(|e| anyhow::anyhow!("the drafted configuration is invalid (a bug): {e}"))?;
+
+    eprintln!("checkdef init: inspected {}", root.display());
+    eprint!("{}", init::summary(&ins));
+    write_atomic(&out, text.as_bytes())?;
+    eprintln!(
+        "checkdef: wrote {} ({} segment{})",
+        out.display(),
+        ins.segments.len(),
+        if ins.segments.len() == 1 { "" } else { "s" }
+    );
+    if !ins.review.is_empty() {
+        eprintln!("review:");
+        for r in &ins.review {
+            eprintln!("  - {r}");
+        }
+    }
+    eprintln!(
+        "next: `checkdef plan` shows each segment's inputs and hash, `checkdef run` runs them (each in a sandbox holding only its inputs), `checkdef install` adds the pre-push hook"
+    );
+    Ok(Code::Success)
+}
+
+/// Write `bytes` to `path` through a temporary file in the same directory and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".checkdef-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .and_then(|_| tmp.as_file().sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644));
+    }
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,676 @@
+//! From test files to the repository files they need: Python's import resolution over the work
+//! tree's file list, followed transitively.
+//!
+//! Resolution mirrors CPython's path-based finder for `python3 -m pytest` in the default
+//! `prepend` import mode. The search path (`sys.path`) of a segment is, in order: the *basedir*
+//! of each test and `conftest.py` (its directory, or the parent of its topmost package when the
+//! directory has an `__init__.py`: pytest inserts it), pytest's `pythonpath` entries, `src` when
+//! `PYTHONPATH = "src"` is set, and the repository root (where `python3 -m` starts). For each
+//! dotted component a regular package (`name/__init__.py`) wins over a module (`name.py`), and a
+//! namespace package (a directory holding Python files, without `__init__.py`) is used only when
+//! no search path entry has either.
+//!
+//! What a file pulls in:
+//!
+//! * every module an import names, and the `__init__.py` of each package on the way
+//!   (`import a.b.c` → `a/__init__.py`, `a/b/__init__.py`, `a/b/c.py`);
+//! * for `from P import n`: the submodule `P.n` when it exists (else `n` is an attribute of `P`);
+//! * relative imports, from the importing file's directory;
+//! * the `__init__.py` of every directory above every file reached (they run first, and pytest
+//!   names test modules by them);
+//! * when a *test* (or a conftest on its path) imports a package as a whole — `import pkg`,
+//!   `from pkg import attr`, `from pkg import *` — the package's whole directory (`pkg/**`),
+//!   since its `__init__` may load anything below it lazily; every Python file in it is followed
+//!   too;
+//! * for tests: files their string literals name (relative to the test's directory or the
+//!   root) and data directories next to them (`data`, `fixtures`, `testdata`, …).
+//!
+//! Modules not in the repository (the standard library, installed packages) are ignored.
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::rc::Rc;
+
+use super::pyimports::{self, Import, ImportKind, Scan};
+
+/// Conventional names of test data directories.
+pub const DATA_DIR_NAMES: [&str; 10] = [
+    "data",
+    "fixtures",
+    "testdata",
+    "test_data",
+    "resources",
+    "snapshots",
+    "__snapshots__",
+    "cassettes",
+    "golden",
+    "samples",
+];
+
+/// The files of a work tree (repository-relative, `/`-separated) and the directories they
+/// imply.
+#[derive(Debug, Clone, Default)]
+pub struct RepoFiles {
+    files: BTreeSet<String>,
+    dirs: HashSet<String>,
+}
+
+impl RepoFiles {
+    pub fn new(paths: impl IntoIterator<Item = String>) -> RepoFiles {
+        let files: BTreeSet<String> = paths.into_iter().collect();
+        let mut dirs = HashSet::new();
+        dirs.insert(String::new());
+        for f in &files {
+            let mut d = f.as_str();
+            while let Some((p, _)) = d.rsplit_once('/') {
+                if !dirs.insert(p.to_owned()) {
+                    break;
+                }
+                d = p;
+            }
+        }
+        RepoFiles { files, dirs }
+    }
+
+    pub fn is_file(&self, p: &str) -> bool {
+        self.files.contains(p)
+    }
+
+    pub fn is_dir(&self, p: &str) -> bool {
+        self.dirs.contains(p)
+    }
+
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// Every file, sorted.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.files.iter().map(String::as_str)
+    }
+
+    /// Every file below `dir` (`""`: all), sorted.
+    pub fn under<'a>(&'a self, dir: &str) -> impl Iterator<Item = &'a str> + 'a {
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        self.files
+            .range(prefix.clone()..)
+            .take_while(move |f| f.starts_with(&prefix))
+            .map(String::as_str)
+    }
+
+    /// The immediate children (files and directories) of `dir`, as full paths, sorted.
+    pub fn children(&self, dir: &str) -> impl Iterator<Item = String> + use<> {
+        let skip = if dir.is_empty() { 0 } else { dir.len() + 1 };
+        let mut out: Vec<String> = self
+            .under(dir)
+            .map(|f| {
+                let rest = &f[skip..];
+                let first = rest.split('/').next().unwrap_or(rest);
+                join(dir, first)
+            })
+            .collect();
+        out.dedup();
+        out.into_iter()
+    }
+}
+
+/// `dir/name` (`name` alone at the root).
+pub fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+fn parent(p: &str) -> &str {
+    super::parent(p)
+}
+
+/// What a file needs, transitively.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Deps {
+    /// Every file reached (the starting files included).
+    pub files: BTreeSet<String>,
+    /// Package directories imported as a whole by a test: inputs as `dir/**`.
+    pub globs: BTreeSet<String>,
+    /// Data directories next to the tests: inputs as `dir/**`.
+    pub data_dirs: BTreeSet<String>,
+    /// Files named by the tests' string literals (also in `files`).
+    pub data_files: BTreeSet<String>,
+    /// Top-level names of the repository modules imported (absolute imports only).
+    pub top_level: BTreeSet<String>,
+    /// Review notes (dynamic imports, modules outside the import path).
+    pub notes: Vec<String>,
+}
+
+/// A resolved import target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Found {
+    Module,
+    /// A regular or namespace package.
+    Package(String),
+}
+
+/// Resolves imports over a [`RepoFiles`]; caches each file's scan.
+pub struct Resolver<'a> {
+    files: &'a RepoFiles,
+    read: &'a dyn Fn(&str) -> Option<Vec<u8>>,
+    base_roots: Vec<String>,
+    scans: HashMap<String, Rc<Scan>>,
+    has_py: HashMap<String, bool>,
+}
+
+impl<'a> Resolver<'a> {
+    /// `base_roots`: pytest's `pythonpath`, then `src` when set, then `""` (the root).
+    pub fn new(
+        files: &'a RepoFiles,
+        read: &'a dyn Fn(&str) -> Option<Vec<u8>>,
+        base_roots: Vec<String>,
+    ) -> Self {
+        Resolver {
+            files,
+            read,
+            base_roots,
+            scans: HashMap::new(),
+            has_py: HashMap::new(),
+        }
+    }
+
+    fn scan(&mut self, file: &str) -> Rc<Scan> {
+        if let Some(s) = self.scans.get(file) {
+            return s.clone();
+        }
+        let scan = match (self.read)(file) {
+            Some(bytes) => pyimports::scan(&String::from_utf8_lossy(&bytes)),
+            None => Scan::default(),
+        };
+        let rc = Rc::new(scan);
+        self.scans.insert(file.to_owned(), rc.clone());
+        rc
+    }
+
+    /// Whether `dir` holds a Python file at any depth.
+    fn dir_has_py(&mut self, dir: &str) -> bool {
+        if let Some(&b) = self.has_py.get(dir) {
+            return b;
+        }
+        let b = self.files.under(dir).any(|f| f.ends_with(".py"));
+        self.has_py.insert(dir.to_owned(), b);
+        b
+    }
+
+    /// pytest's basedir for a test or conftest file (see the module documentation).
+    pub fn basedir(&self, file: &str) -> String {
+        let mut d = parent(file).to_owned();
+        if d.is_empty() || !self.files.is_file(&join(&d, "__init__.py")) {
+            return d;
+        }
+        loop {
+            let p = parent(&d).to_owned();
+            if p.is_empty() || !self.files.is_file(&join(&p, "__init__.py")) {
+                return p;
+            }
+            d = p;
+        }
+    }
+
+    /// One component `name` inside directory `dir`: a regular package, a module, or (when
+    /// `namespace`) a namespace package.
+    fn component(&mut self, dir: &str, name: &str, namespace: bool) -> Option<(Found, String)> {
+        let p = join(dir, name);
+        let init = join(&p, "__init__.py");
+        if self.files.is_file(&init) {
+            return Some((Found::Package(p), init));
+        }
+        let module = format!("{p}.py");
+        if self.files.is_file(&module) {
+            return Some((Found::Module, module));
+        }
+        if namespace && self.files.is_dir(&p) && self.dir_has_py(&p) {
+            return Some((Found::Package(p), String::new()));
+        }
+        None
+    }
+
+    /// Resolve `comps` starting inside package directory `dir`; files executed go to `chain`.
+    fn find_from(&mut self, dir: &str, comps: &[&str], chain: &mut Vec<String>) -> Option<Found> {
+        let mut dir = dir.to_owned();
+        let mut found = None;
+        for (i, c) in comps.iter().enumerate() {
+            let (f, file) = self.component(&dir, c, true)?;
+            if !file.is_empty() {
+                chain.push(file);
+            }
+            match &f {
+                Found::Package(p) => dir = p.clone(),
+                Found::Module if i + 1 < comps.len() => return Some(Found::Module),
+                Found::Module => {}
+            }
+            found = Some(f);
+        }
+        found
+    }
+
+    /// Resolve an absolute dotted name over the search path `roots`.
+    fn find_abs(
+        &mut self,
+        roots: &[String],
+        comps: &[&str],
+        chain: &mut Vec<String>,
+    ) -> Option<Found> {
+        let first = comps.first()?;
+        let mut hit = None;
+        for r in roots {
+            if let Some(h) = self.component(r, first, false) {
+                hit = Some((r.clone(), h));
+                break;
+            }
+        }
+        if hit.is_none() {
+            for r in roots {
+                if let Some(h) = self.component(r, first, true) {
+                    hit = Some((r.clone(), h));
+                    break;
+                }
+            }
+        }
+        let (_, (found, file)) = hit?;
+        if !file.is_empty() {
+            chain.push(file);
+        }
+        match found {
+            Found::Package(dir) if comps.len() > 1 => self.find_from(&dir, &comps[1..], chain),
+            f => Some(f),
+        }
+    }
+
+    /// Everything the files `starts` (tests and their conftest files) need.
+    pub fn closure(&mut self, starts: &[String]) -> Deps {
+        let mut roots: Vec<String> = starts.iter().map(|s| self.basedir(s)).collect();
+        roots.extend(self.base_roots.iter().cloned());
+        let mut seen_roots = HashSet::new();
+        roots.retain(|r| seen_roots.insert(r.clone()));
+
+        let mut deps = Deps::default();
+        let mut queue: VecDeque<(String, bool)> =
+            starts.iter().map(|s| (s.clone(), true)).collect();
+        let mut visited: HashSet<String> = HashSet::new();
+        let mut unresolved_checked: HashSet<String> = HashSet::new();
+        while let Some((file, is_test)) = queue.pop_front() {
+            if !visited.insert(file.clone()) {
+                continue;
+            }
+            deps.files.insert(file.clone());
+            // The __init__.py of every directory above.
+            let mut d = parent(&file);
+            while !d.is_empty() {
+                let init = join(d, "__init__.py");
+                if init != file && self.files.is_file(&init) {
+                    queue.push_back((init, false));
+                }
+                d = parent(d);
+            }
+            if !file.ends_with(".py") {
+                continue;
+            }
+            let scan = self.scan(&file);
+            for imp in &scan.imports {
+                self.follow(
+                    &file,
+                    imp,
+                    is_test,
+                    &roots,
+                    &mut deps,
+                    &mut queue,
+                    &mut unresolved_checked,
+                );
+            }
+            for line in &scan.dynamic {
+                deps.notes.push(format!(
+                    "{file}:{line}: an import by computed name (import_module/__import__): add the files it loads to the segment's include"
+                ));
+            }
+            if is_test {
+                self.data_for(&file, &scan, &mut deps, &mut queue);
+            }
+        }
+        deps
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn follow(
+        &mut self,
+        file: &str,
+        imp: &Import,
+        is_test: bool,
+        roots: &[String],
+        deps: &mut Deps,
+        queue: &mut VecDeque<(String, bool)>,
+        unresolved_checked: &mut HashSet<String>,
+    ) {
+        let comps: Vec<&str> = if imp.module.is_empty() {
+            Vec::new()
+        } else {
+            imp.module.split('.').collect()
+        };
+        if comps.iter().any(|c| c.is_empty()) {
+            return;
+        }
+        let mut chain = Vec::new();
+        let target = if imp.level > 0 {
+            let mut base = parent(file);
+            for _ in 1..imp.level {
+                if base.is_empty() {
+                    return;
+                }
+                base = parent(base);
+            }
+            if comps.is_empty() {
+                Some(Found::Package(base.to_owned()))
+            } else {
+                self.find_from(base, &comps, &mut chain)
+            }
+        } else {
+            self.find_abs(roots, &comps, &mut chain)
+        };
+        let Some(target) = target else {
+            if imp.level == 0 && unresolved_checked.insert(comps[0].to_owned()) {
+                self.note_outside_path(file, imp, comps[0], deps);
+            }
+            return;
+        };
+        if imp.level == 0 {
+            deps.top_level.insert(comps[0].to_owned());
+        }
+        for f in chain {
+            queue.push_back((f, false));
+        }
+        // Package directories the import uses as a whole.
+        let mut wholes: Vec<String> = Vec::new();
+        match (imp.kind, target) {
+            (ImportKind::From, Found::Package(dir)) => {
+                for n in &imp.names {
+                    if n == "*" {
+                        wholes.push(dir.clone());
+                        continue;
+                    }
+                    let mut sub = Vec::new();
+                    match self.find_from(&dir, &[n.as_str()], &mut sub) {
+                        Some(found) => {
+                            for f in sub {
+                                queue.push_back((f, false));
+                            }
+                            if let Found::Package(p) = found {
+                                wholes.push(p);
+                            }
+                        }
+                        None => wholes.push(dir.clone()),
+                    }
+                }
+            }
+            (ImportKind::From, Found::Module) | (_, Found::Module) => {}
+            (_, Found::Package(dir)) => wholes.push(dir),
+        }
+        for dir in wholes {
+            // Only for tests; never the importing test's own package, never the root.
+            if is_test && !dir.is_empty() && !file.starts_with(&format!("{dir}/")) {
+                self.glob(&dir, deps, queue);
+            }
+        }
+    }
+
+    /// Include a package directory as a whole and follow every Python file in it.
+    fn glob(&mut self, dir: &str, deps: &mut Deps, queue: &mut VecDeque<(String, bool)>) {
+        if !deps.globs.insert(dir.to_owned()) {
+            return;
+        }
+        let py: Vec<String> = self
+            .files
+            .under(dir)
+            .filter(|f| f.ends_with(".py"))
+            .map(str::to_owned)
+            .collect();
+        for f in py {
+            queue.push_back((f, false));
+        }
+    }
+
+    /// A module not found on the search path but present elsewhere in the repository.
+    fn note_outside_path(&self, file: &str, imp: &Import, top: &str, deps: &mut Deps) {
+        let module = format!("{top}.py");
+        let package = format!("{top}/__init__.py");
+        let is_it = |f: &str, suffix: &str| f == suffix || f.ends_with(&format!("/{suffix}"));
+        if let Some(path) = self
+            .files
+            .iter()
+            .find(|f| is_it(f, &module) || is_it(f, &package))
+        {
+            deps.notes.push(format!(
+                "{file}:{}: `{}` is not on the import path, but {path} exists: add its directory to pytest's `pythonpath` (then run `checkdef init --force` again) or to the segment's include",
+                imp.line, imp.module
+            ));
+        }
+    }
+
+    /// Data a test file may read: files its string literals name, and data directories next
+    /// to it or its parent directories.
+    fn data_for(
+        &mut self,
+        file: &str,
+        scan: &Scan,
+        deps: &mut Deps,
+        queue: &mut VecDeque<(String, bool)>,
+    ) {
+        let dir = parent(file);
+        for s in &scan.strings {
+            let s = s.trim_start_matches("./");
+            if s.is_empty()
+                || s.starts_with('/')
+                || s.contains("://")
+                || s.split('/').any(|c| c == ".." || c == "." || c.is_empty())
+                || s.trim() != s
+            {
+                continue;
+            }
+            for cand in [join(dir, s), s.to_owned()] {
+                if cand != file && self.files.is_file(&cand) {
+                    if deps.data_files.insert(cand.clone()) {
+                        queue.push_back((cand, false));
+                    }
+                    break;
+                }
+                if !cand.is_empty()
+                    && self.files.is_dir(&cand)
+                    && !self.dir_has_py(&cand)
+                    && !file.starts_with(&format!("{cand}/"))
+                {
+                    deps.data_dirs.insert(cand);
+                    break;
+                }
+            }
+        }
+        let mut d = dir;
+        while !d.is_empty() {
+            for name in DATA_DIR_NAMES {
+                let cand = join(d, name);
+                if self.files.is_dir(&cand) && self.files.under(&cand).any(|f| !f.ends_with(".py"))
+                {
+                    deps.data_dirs.insert(cand);
+                }
+            }
+            d = parent(d);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolver_for(
+        list: &[(&str, &str)],
+        roots: &[&str],
+    ) -> (RepoFiles, HashMap<String, String>, Vec<String>) {
+        let files = RepoFiles::new(list.iter().map(|(p, _)| p.to_string()));
+        let map = list
+            .iter()
+            .map(|(p, c)| (p.to_string(), c.to_string()))
+            .collect();
+        (files, map, roots.iter().map(|s| s.to_string()).collect())
+    }
+
+    fn closure(list: &[(&str, &str)], roots: &[&str], starts: &[&str]) -> Deps {
+        let (files, map, roots) = resolver_for(list, roots);
+        let read = move |p: &str| map.get(p).map(|s| s.as_bytes().to_vec());
+        let mut r = Resolver::new(&files, &read, roots);
+        let starts: Vec<String> = starts.iter().map(|s| s.to_string()).collect();
+        r.closure(&starts)
+    }
+
+    fn set(items: &[&str]) -> BTreeSet<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn repo_files_queries() {
+        let f = RepoFiles::new(["a/b/c.py", "a/d.py", "e.txt"].map(String::from));
+        assert!(f.is_dir("a/b") && f.is_dir("") && !f.is_dir("a/b/c.py"));
+        assert_eq!(f.children("").collect::<Vec<_>>(), ["a", "e.txt"]);
+        assert_eq!(f.children("a").collect::<Vec<_>>(), ["a/b", "a/d.py"]);
+        assert_eq!(f.under("a").count(), 2);
+    }
+
+    #[test]
+    fn dotted_imports_pull_in_package_inits() {
+        let d = closure(
+            &[
+                ("src/a/__init__.py", ""),
+                ("src/a/b/__init__.py", ""),
+                ("src/a/b/c.py", "from ..x import y\n"),
+                ("src/a/x.py", ""),
+                ("src/a/unused.py", ""),
+                ("tests/test_c.py", "import a.b.c\n"),
+            ],
+            &["src", ""],
+            &["tests/test_c.py"],
+        );
+        assert_eq!(
+            d.files,
+            set(&[
+                "src/a/__init__.py",
+                "src/a/b/__init__.py",
+                "src/a/b/c.py",
+                "src/a/x.py",
+                "tests/test_c.py"
+            ])
+        );
+        assert!(d.globs.is_empty());
+        assert_eq!(d.top_level, set(&["a"]));
+    }
+
+    #[test]
+    fn package_root_import_by_a_test_is_a_glob() {
+        let d = closure(
+            &[
+                ("src/a/__init__.py", "from .impl import f\n"),
+                ("src/a/impl.py", "import b.util\n"),
+                ("src/a/sub/__init__.py", ""),
+                ("src/b/__init__.py", ""),
+                ("src/b/util.py", ""),
+                ("src/b/other.py", ""),
+                ("tests/test_a.py", "from a import f\nfrom b import util\n"),
+            ],
+            &["src", ""],
+            &["tests/test_a.py"],
+        );
+        assert_eq!(d.globs, set(&["src/a"]));
+        assert!(d.files.contains("src/b/util.py") && d.files.contains("src/b/__init__.py"));
+        assert!(!d.files.contains("src/b/other.py"));
+        assert!(
+            d.files.contains("src/a/sub/__init__.py"),
+            "followed inside the glob"
+        );
+    }
+
+    #[test]
+    fn basedir_and_test_packages() {
+        let list = [
+            ("tests/__init__.py", ""),
+            ("tests/unit/__init__.py", ""),
+            (
+                "tests/unit/test_x.py",
+                "from tests.helpers import h\nfrom . import local\n",
+            ),
+            ("tests/unit/local.py", ""),
+            ("tests/helpers.py", ""),
+            ("tests/plain/test_y.py", "import sibling\n"),
+            ("tests/plain/sibling.py", ""),
+        ];
+        let (files, map, roots) = resolver_for(&list, &[""]);
+        let read = move |p: &str| map.get(p).map(|s| s.as_bytes().to_vec());
+        let mut r = Resolver::new(&files, &read, roots);
+        assert_eq!(r.basedir("tests/unit/test_x.py"), "");
+        assert_eq!(r.basedir("tests/plain/test_y.py"), "tests/plain");
+        let d = r.closure(&["tests/unit/test_x.py".to_owned()]);
+        assert_eq!(
+            d.files,
+            set(&[
+                "tests/__init__.py",
+                "tests/helpers.py",
+                "tests/unit/__init__.py",
+                "tests/unit/local.py",
+                "tests/unit/test_x.py"
+            ])
+        );
+        assert!(d.globs.is_empty(), "a test's own package is never globbed");
+        let d = r.closure(&["tests/plain/test_y.py".to_owned()]);
+        assert!(d.files.contains("tests/plain/sibling.py"));
+    }
+
+    #[test]
+    fn plugins_data_and_notes() {
+        let d = closure(
+            &[
+                ("conftest.py", "pytest_plugins = ['plugins.db']\n"),
+                ("plugins/__init__.py", ""),
+                ("plugins/db.py", ""),
+                (
+                    "tests/test_io.py",
+                    "import importlib\nm = importlib.import_module(x)\nopen('data/in.json')\nimport tool\n",
+                ),
+                ("tests/data/in.json", "{}"),
+                ("tests/fixtures/big.csv", ""),
+                ("scripts/tool.py", ""),
+            ],
+            &[""],
+            &["conftest.py", "tests/test_io.py"],
+        );
+        assert!(d.files.contains("plugins/db.py"));
+        assert_eq!(d.data_files, set(&["tests/data/in.json"]));
+        assert_eq!(d.data_dirs, set(&["tests/data", "tests/fixtures"]));
+        assert_eq!(d.notes.len(), 2, "{:?}", d.notes);
+        assert!(d.notes.iter().any(|n| n.contains("tests/test_io.py:2")));
+        assert!(d.notes.iter().any(|n| n.contains("scripts/tool.py")));
+    }
+
+    #[test]
+    fn regular_package_beats_namespace_on_an_earlier_root() {
+        let d = closure(
+            &[
+                ("src/pkg/__init__.py", ""),
+                ("pkg/readme.py", ""),
+                ("tests/test_p.py", "import pkg\n"),
+            ],
+            &["", "src"],
+            &["tests/test_p.py"],
+        );
+        assert_eq!(d.globs, set(&["src/pkg"]));
+    }
+}

@@ -1,0 +1,773 @@
+//! `checkdef init`: inspect a Python repository and draft a `checkdef.toml` whose segments are
+//! its pytest test modules, each with the repository files its tests import.
+//!
+//! What is inspected (all from the file list of the work tree, so ignored files never count):
+//!
+//! * pytest's configuration at the root, in pytest's own order: `pytest.ini` (or
+//!   `.pytest.ini`), `pyproject.toml` with `[tool.pytest.ini_options]` or `[tool.pytest]`,
+//!   `tox.ini` with `[pytest]`, `setup.cfg` with `[tool:pytest]`; of it, `testpaths`,
+//!   `python_files` and `pythonpath` are used;
+//! * test modules: files matching `python_files` (default `test_*.py` and `*_test.py`) below
+//!   `testpaths` (default: everywhere), skipping hidden directories, virtual environments,
+//!   `node_modules`, `build` and `dist`;
+//! * the layout: **src** when `src/` holds a package or module (then `PYTHONPATH = "src"` is set
+//!   unless pytest's `pythonpath` is), else **flat** (packages at the root, which
+//!   `python3 -m pytest` puts on `sys.path`);
+//! * `conftest.py` files and lockfiles (`uv.lock`, `poetry.lock`, `pdm.lock`, `Pipfile.lock`,
+//!   `requirements*.txt`, `requirements/*.txt`).
+//!
+//! Segments: one per test module, except that a directory with many small modules
+//! ([`groups_directory`]) becomes one segment. A segment's inputs are its tests (the `tests`
+//! shorthand, which also adds pytest's configuration files and the `conftest.py` files on the
+//! tests' paths), plus everything its tests and those conftest files import from the repository,
+//! transitively ([`deps`]), plus data files the tests name.
+pub mod deps;
+pub mod pyimports;
+pub mod pytest;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fmt::Write as _;
+use std::path::Path;
+
+pub use deps::{Deps, RepoFiles};
+pub use pytest::PytestConfig;
+
+/// Lockfile names recognised at the repository root.
+pub const LOCKFILES: [&str; 4] = ["uv.lock", "poetry.lock", "pdm.lock", "Pipfile.lock"];
+
+/// Directories never searched for tests (besides hidden ones), as pytest's `norecursedirs`.
+const SKIP_DIRS: [&str; 8] = [
+    "node_modules",
+    "venv",
+    "env",
+    "build",
+    "dist",
+    "site-packages",
+    "__pycache__",
+    "_darcs",
+];
+
+/// A directory with at least this many test modules becomes one segment when they are small…
+pub const GROUP_MIN_MODULES: usize = 5;
+/// …meaning at most this many lines each on average;
+pub const GROUP_MAX_AVG_LINES: usize = 60;
+/// and any directory with more test modules than this becomes one segment.
+pub const GROUP_ALWAYS_OVER: usize = 12;
+
+/// Whether a directory's test modules (line counts given) become one segment: at least
+/// [`GROUP_MIN_MODULES`] modules averaging at most [`GROUP_MAX_AVG_LINES`] lines, or more
+/// than [`GROUP_ALWAYS_OVER`] modules. Small modules are cheap to run together and one segment
+/// each would mostly multiply pytest's start-up time; big ones are worth caching separately.
+pub fn groups_directory(line_counts: &[usize]) -> bool {
+    let n = line_counts.len();
+    if n > GROUP_ALWAYS_OVER {
+        return true;
+    }
+    n >= GROUP_MIN_MODULES && line_counts.iter().sum::<usize>() <= GROUP_MAX_AVG_LINES * n
+}
+
+/// The repository's layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// Packages under `src/`.
+    Src,
+    /// Packages at the root.
+    Flat,
+}
+
+/// A drafted segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentDraft {
+    pub name: String,
+    /// The test modules (or one directory) given to the `tests` shorthand.
+    pub tests: Vec<String>,
+    /// Extra inputs: imported files, package globs and data files, sorted.
+    pub include: Vec<String>,
+    /// Top-level repository modules the tests import, for a comment.
+    pub imports: Vec<String>,
+}
+
+/// What [`inspect`] found, and the draft.
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    pub layout: Layout,
+    /// Top-level packages and modules of the import root (`src/` or the root).
+    pub packages: Vec<String>,
+    pub pytest: PytestConfig,
+    /// pytest configuration files present at the root.
+    pub config_files: Vec<String>,
+    pub lockfiles: Vec<String>,
+    pub conftests: Vec<String>,
+    pub test_modules: Vec<String>,
+    /// `PYTHONPATH = "src"` is set for every segment.
+    pub set_pythonpath: bool,
+    pub segments: Vec<SegmentDraft>,
+    /// Things a person should check, one line each.
+    pub review: Vec<String>,
+}
+
+/// Errors of [`inspect`].
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("no test modules found (looked for {patterns} {where_})")]
+    NoTests { patterns: String, where_: String },
+}
+
+/// Inspect the repository at `root` whose work-tree files are `files` (repository-relative,
+/// `/`-separated) and draft its segments. Reads the Python files it needs from disk.
+pub fn inspect(root: &Path, files: RepoFiles) -> Result<Inspection, InitError> {
+    let read = |p: &str| std::fs::read(root.join(p)).ok();
+    inspect_with(&files, &read)
+}
+
+/// [`inspect`] with the file reader given (for tests).
+pub fn inspect_with(
+    files: &RepoFiles,
+    read: &dyn Fn(&str) -> Option<Vec<u8>>,
+) -> Result<Inspection, InitError> {
+    let pytest = pytest::load(files, read);
+    let mut review = Vec::new();
+    if pytest.file.is_none() {
+        review.push(
+            "no pytest configuration file at the root: pytest then picks its rootdir from the test paths it is given; a pytest.ini (or [tool.pytest.ini_options]) makes runs predictable".to_owned(),
+        );
+    }
+    let config_files: Vec<String> = crate::config::PYTEST_CONFIG_FILES
+        .iter()
+        .chain(&[".pytest.ini"])
+        .filter(|f| files.is_file(f))
+        .map(|f| f.to_string())
+        .collect();
+
+    let src_layout = files
+        .children("src")
+        .any(|c| c.ends_with(".py") || files.is_file(&format!("{c}/__init__.py")));
+    let layout = if src_layout {
+        Layout::Src
+    } else {
+        Layout::Flat
+    };
+    let import_root = if src_layout { "src" } else { "" };
+    let set_pythonpath = src_layout && pytest.pythonpath.is_none();
+
+    let mut base_roots: Vec<String> = Vec::new();
+    if let Some(pp) = &pytest.pythonpath {
+        base_roots.extend(pp.iter().map(|p| normalize_dir(p)));
+    }
+    if set_pythonpath {
+        base_roots.push("src".to_owned());
+    }
+    base_roots.push(String::new());
+    dedup_keep_order(&mut base_roots);
+
+    let packages: Vec<String> = files
+        .children(import_root)
+        .filter_map(|c| {
+            let name = c.rsplit('/').next().unwrap_or(&c);
+            if let Some(stem) = name.strip_suffix(".py") {
+                (stem != "conftest" && stem != "setup" && !is_test_name(name, &pytest))
+                    .then(|| stem.to_owned())
+            } else if files.is_file(&format!("{c}/__init__.py")) {
+                (name != "tests" && name != "test").then(|| name.to_owned())
+            } else {
+                None
+            }
+        })
+        .collect();
+
+    let mut lockfiles: Vec<String> = LOCKFILES
+        .iter()
+        .filter(|f| files.is_file(f))
+        .map(|f| f.to_string())
+        .collect();
+    for f in files.children("") {
+        if f.starts_with("requirements") && f.ends_with(".txt") && files.is_file(&f) {
+            lockfiles.push(f);
+        }
+    }
+    for f in files.children("requirements") {
+        if f.ends_with(".txt") && files.is_file(&f) {
+            lockfiles.push(f);
+        }
+    }
+    lockfiles.sort();
+    lockfiles.dedup();
+
+    let skipped = skipped_dirs(files);
+    let in_scope = |p: &str| {
+        !p.split('/')
+            .any(|c| c.starts_with('.') || SKIP_DIRS.contains(&c))
+            && !skipped.iter().any(|d| p.starts_with(&format!("{d}/")))
+    };
+    let conftests: Vec<String> = files
+        .iter()
+        .filter(|p| (*p == "conftest.py" || p.ends_with("/conftest.py")) && in_scope(p))
+        .map(str::to_owned)
+        .collect();
+    let test_modules: Vec<String> = files
+        .iter()
+        .filter(|p| {
+            let name = p.rsplit('/').next().unwrap_or(p);
+            is_test_name(name, &pytest) && in_scope(p) && pytest.in_testpaths(p)
+        })
+        .map(str::to_owned)
+        .collect();
+    if test_modules.is_empty() {
+        return Err(InitError::NoTests {
+            patterns: pytest.python_files.join(" "),
+            where_: if pytest.testpaths.is_empty() {
+                "anywhere in the work tree".to_owned()
+            } else {
+                format!("below testpaths = {}", pytest.testpaths.join(" "))
+            },
+        });
+    }
+
+    // Group by directory.
+    let mut by_dir: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for t in &test_modules {
+        by_dir
+            .entry(parent(t).to_owned())
+            .or_default()
+            .push(t.clone());
+    }
+    let mut resolver = deps::Resolver::new(files, read, base_roots);
+    let mut drafts = Vec::new();
+    let mut used_names = HashSet::new();
+    for (dir, modules) in &by_dir {
+        let lines: Vec<usize> = modules
+            .iter()
+            .map(|m| {
+                read(m)
+                    .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+                    .unwrap_or(0)
+            })
+            .collect();
+        let units: Vec<Vec<String>> = if !dir.is_empty() && groups_directory(&lines) {
+            vec![modules.clone()]
+        } else {
+            modules.iter().map(|m| vec![m.clone()]).collect()
+        };
+        for unit in units {
+            let grouped = unit.len() > 1;
+            let starts: Vec<String> = unit
+                .iter()
+                .flat_map(|t| conftests_on_path(t, files))
+                .chain(unit.iter().cloned())
+                .collect();
+            let deps = resolver.closure(&starts);
+            let tests = if grouped {
+                let has_sub_tests = test_modules
+                    .iter()
+                    .any(|t| t.starts_with(&format!("{dir}/")) && parent(t) != dir);
+                if has_sub_tests {
+                    unit.clone()
+                } else {
+                    vec![dir.clone()]
+                }
+            } else {
+                unit.clone()
+            };
+            let name = unique_name(
+                &segment_name(if grouped { dir } else { &unit[0] }, grouped),
+                &mut used_names,
+            );
+            // What the `tests` shorthand adds anyway.
+            let mut implied: HashSet<String> =
+                crate::config::pytest_inputs(tests.iter().map(String::as_str))
+                    .into_iter()
+                    .collect();
+            implied.extend(config_files.iter().cloned());
+            implied.extend(lockfiles.iter().cloned());
+            let covered_by_tests = |p: &str| {
+                tests
+                    .iter()
+                    .any(|t| p == t || p.starts_with(&format!("{t}/")))
+            };
+            let mut include: BTreeSet<String> = BTreeSet::new();
+            for g in &deps.globs {
+                if !covered_by_tests(g) {
+                    include.insert(format!("{}/**", globset::escape(g)));
+                }
+            }
+            for f in &deps.files {
+                let under_glob = deps
+                    .globs
+                    .iter()
+                    .any(|g| g.is_empty() || f.starts_with(&format!("{g}/")));
+                if !under_glob && !covered_by_tests(f) && !implied.contains(&globset::escape(f)) {
+                    include.insert(globset::escape(f));
+                }
+            }
+            for d in &deps.data_dirs {
+                if !covered_by_tests(d) {
+                    include.insert(format!("{}/**", globset::escape(d)));
+                }
+            }
+            for note in &deps.notes {
+                review.push(note.clone());
+            }
+            if !deps.data_dirs.is_empty() || !deps.data_files.is_empty() {
+                let listed: Vec<String> = deps
+                    .data_dirs
+                    .iter()
+                    .map(|d| format!("{d}/**"))
+                    .chain(deps.data_files.iter().cloned())
+                    .collect();
+                review.push(format!(
+                    "{name}: added data its tests may read: {} (remove what they do not need)",
+                    listed.join(", ")
+                ));
+            }
+            drafts.push(SegmentDraft {
+                name,
+                tests,
+                include: include.into_iter().collect(),
+                imports: deps.top_level.iter().cloned().collect(),
+            });
+        }
+    }
+    review.sort();
+    review.dedup();
+    Ok(Inspection {
+        layout,
+        packages,
+        pytest,
+        config_files,
+        lockfiles,
+        conftests,
+        test_modules,
+        set_pythonpath,
+        segments: drafts,
+        review,
+    })
+}
+
+/// Directories holding a virtual environment (`pyvenv.cfg`) or an installed tree.
+fn skipped_dirs(files: &RepoFiles) -> Vec<String> {
+    files
+        .iter()
+        .filter(|p| *p == "pyvenv.cfg" || p.ends_with("/pyvenv.cfg"))
+        .map(|p| parent(p).to_owned())
+        .collect()
+}
+
+fn is_test_name(name: &str, pytest: &PytestConfig) -> bool {
+    name.ends_with(".py") && name != "conftest.py" && pytest.matches_python_files(name)
+}
+
+/// `conftest.py` in every directory on `test`'s path (the root included) that exists.
+pub fn conftests_on_path(test: &str, files: &RepoFiles) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut dir = String::new();
+    if files.is_file("conftest.py") {
+        out.push("conftest.py".to_owned());
+    }
+    let comps: Vec<&str> = test.split('/').collect();
+    for c in &comps[..comps.len().saturating_sub(1)] {
+        if !dir.is_empty() {
+            dir.push('/');
+        }
+        dir.push_str(c);
+        let p = format!("{dir}/conftest.py");
+        if files.is_file(&p) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The directory part of a repository path (`""` at the root).
+pub fn parent(p: &str) -> &str {
+    p.rsplit_once('/').map_or("", |(d, _)| d)
+}
+
+fn normalize_dir(p: &str) -> String {
+    let p = p.trim().trim_start_matches("./").trim_end_matches('/');
+    if p == "." {
+        String::new()
+    } else {
+        p.to_owned()
+    }
+}
+
+fn dedup_keep_order(v: &mut Vec<String>) {
+    let mut seen = HashSet::new();
+    v.retain(|s| seen.insert(s.clone()));
+}
+
+/// A segment name from a test module or directory path: the path's components without
+/// `tests`/`test`/`src`, the module's `test_` prefix or `_test` suffix dropped, joined with
+/// `-`, then `-tests` (`tests/unit/test_foo.py` → `unit-foo-tests`; `tests/test_foo.py` →
+/// `foo-tests`; directory `tests/api` → `api-tests`; directory `tests` → `tests`).
+pub fn segment_name(path: &str, is_dir: bool) -> String {
+    let mut comps: Vec<String> = path.split('/').map(str::to_owned).collect();
+    if !is_dir && let Some(last) = comps.last_mut() {
+        let stem = last.strip_suffix(".py").unwrap_or(last);
+        let core = stem
+            .strip_prefix("test_")
+            .or_else(|| stem.strip_suffix("_test"))
+            .filter(|s| !s.is_empty())
+            .unwrap_or(stem);
+        *last = core.to_owned();
+    }
+    let kept: Vec<String> = comps
+        .into_iter()
+        .filter(|c| !matches!(c.as_str(), "tests" | "test" | "src" | "testing" | ""))
+        .collect();
+    let base = kept.join("-");
+    let mut name: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._+?=-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    while name.contains("--") {
+        name = name.replace("--", "-");
+    }
+    let name = name.trim_matches(|c| c == '-' || c == '.').to_owned();
+    if name.is_empty() {
+        "tests".to_owned()
+    } else {
+        format!("{name}-tests")
+    }
+}
+
+fn unique_name(base: &str, used: &mut HashSet<String>) -> String {
+    let mut name = base.to_owned();
+    let mut n = 2;
+    while !used.insert(name.clone()) {
+        name = format!("{base}-{n}");
+        n += 1;
+    }
+    name
+}
+
+/// A TOML basic string.
+pub fn toml_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                let _ = write!(out, "\\u{:04X}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn toml_list(out: &mut String, key: &str, items: &[String]) {
+    let one_line = format!(
+        "{key} = [{}]",
+        items
+            .iter()
+            .map(|s| toml_str(s))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if one_line.len() <= 96 {
+        out.push_str(&one_line);
+        out.push('\n');
+    } else {
+        let _ = writeln!(out, "{key} = [");
+        for s in items {
+            let _ = writeln!(out, "  {},", toml_str(s));
+        }
+        out.push_str("]\n");
+    }
+}
+
+/// The commented `checkdef.toml` for an inspection.
+pub fn render(ins: &Inspection) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "# checkdef.toml, drafted by `checkdef init`. Review it (see the notes `checkdef init`\n\
+         # printed), run `checkdef run`, then commit it. Reference: docs/configuration.md.\n\
+         #\n\
+         # One segment per pytest module; a directory of many small modules is one segment.\n\
+         # A segment's inputs are its tests, the conftest.py files on their paths, pytest's\n\
+         # configuration (added by `tests = [...]`), [defaults] include, and the repository\n\
+         # files its tests import, followed transitively (the `include` lists below). A test\n\
+         # that imports a package as a whole gets the package's directory (`pkg/**`).\n\
+         # Each segment runs in a sandbox holding only those inputs, so a missing input fails\n\
+         # loudly instead of being silently ignored.\n\
+         version = 1\n\n[defaults]\n",
+    );
+    let mut defaults_include: Vec<String> = ins.config_files.clone();
+    defaults_include.extend(ins.lockfiles.iter().cloned());
+    if !defaults_include.is_empty() {
+        out.push_str(
+            "# Inputs of every segment: pytest's configuration and the lockfiles (a change to one\n\
+             # reruns every segment).\n",
+        );
+        let escaped: Vec<String> = defaults_include
+            .iter()
+            .map(|f| globset::escape(f))
+            .collect();
+        toml_list(&mut out, "include", &escaped);
+    }
+    out.push_str("exclude = [\"**/__pycache__/**\", \"**/*.pyc\"]\n");
+    if ins.set_pythonpath {
+        out.push_str(
+            "# src layout and no `pythonpath` in pytest's configuration: let `import pkg` find\n\
+             # src/pkg inside the sandbox (hashed, so changing it reruns everything).\n\
+             env = { PYTHONPATH = \"src\" }\n",
+        );
+    }
+    out.push_str(
+        "# The interpreter is part of every result: another Python version reruns everything.\n\
+         # Add your environment's lock state too, e.g. \"uv pip freeze\" or \"pip freeze\".\n\
+         fingerprint = [\"python3 --version\"]\n",
+    );
+    for s in &ins.segments {
+        out.push_str("\n[[segment]]\n");
+        let _ = writeln!(out, "name = {}", toml_str(&s.name));
+        toml_list(&mut out, "tests", &s.tests);
+        if !s.imports.is_empty() {
+            let _ = writeln!(
+                out,
+                "# imports from this repository: {}",
+                s.imports.join(", ")
+            );
+        }
+        if !s.include.is_empty() {
+            toml_list(&mut out, "include", &s.include);
+        }
+    }
+    out
+}
+
+/// The human summary printed on stderr by `checkdef init`.
+pub fn summary(ins: &Inspection) -> String {
+    let mut out = String::new();
+    let layout = match ins.layout {
+        Layout::Src => "src (packages under src/)",
+        Layout::Flat => "flat (packages at the root)",
+    };
+    let _ = writeln!(out, "  layout       {layout}");
+    if !ins.packages.is_empty() {
+        let _ = writeln!(out, "  packages     {}", ins.packages.join(", "));
+    }
+    match &ins.pytest.file {
+        Some(f) => {
+            let mut extra = Vec::new();
+            if let Some(pp) = &ins.pytest.pythonpath {
+                extra.push(format!("pythonpath = {}", pp.join(" ")));
+            }
+            if !ins.pytest.testpaths.is_empty() {
+                extra.push(format!("testpaths = {}", ins.pytest.testpaths.join(" ")));
+            }
+            let extra = if extra.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", extra.join("; "))
+            };
+            let _ = writeln!(out, "  pytest       {f}{extra}");
+        }
+        None => {
+            let _ = writeln!(out, "  pytest       no configuration file");
+        }
+    }
+    let dirs: BTreeSet<&str> = ins.test_modules.iter().map(|t| parent(t)).collect();
+    let _ = writeln!(
+        out,
+        "  tests        {} module{} in {} director{}",
+        ins.test_modules.len(),
+        plural(ins.test_modules.len()),
+        dirs.len(),
+        if dirs.len() == 1 { "y" } else { "ies" }
+    );
+    if !ins.conftests.is_empty() {
+        let _ = writeln!(out, "  conftest.py  {}", ins.conftests.join(", "));
+    }
+    if !ins.lockfiles.is_empty() {
+        let _ = writeln!(out, "  lockfiles    {}", ins.lockfiles.join(", "));
+    }
+    if ins.set_pythonpath {
+        let _ = writeln!(out, "  env          PYTHONPATH=src (src layout)");
+    }
+    let _ = writeln!(
+        out,
+        "  segments     {}",
+        ins.segments
+            .iter()
+            .map(|s| format!(
+                "{} ({} test{}, {} extra input pattern{})",
+                s.name,
+                s.tests.len(),
+                plural(s.tests.len()),
+                s.include.len(),
+                plural(s.include.len())
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    out
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(list: &[(&str, &str)]) -> (RepoFiles, BTreeMap<String, Vec<u8>>) {
+        let map: BTreeMap<String, Vec<u8>> = list
+            .iter()
+            .map(|(p, c)| (p.to_string(), c.as_bytes().to_vec()))
+            .collect();
+        (RepoFiles::new(map.keys().cloned()), map)
+    }
+
+    fn draft(list: &[(&str, &str)]) -> Inspection {
+        let (f, map) = files(list);
+        inspect_with(&f, &|p| map.get(p).cloned()).unwrap()
+    }
+
+    fn seg<'a>(ins: &'a Inspection, name: &str) -> &'a SegmentDraft {
+        ins.segments
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no {name} in {:#?}", ins.segments))
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(segment_name("tests/test_foo.py", false), "foo-tests");
+        assert_eq!(
+            segment_name("tests/unit/test_foo.py", false),
+            "unit-foo-tests"
+        );
+        assert_eq!(segment_name("pkg/io_test.py", false), "pkg-io-tests");
+        assert_eq!(segment_name("tests/api", true), "api-tests");
+        assert_eq!(segment_name("tests", true), "tests");
+        assert_eq!(
+            segment_name("tests/my tests/test_a b.py", false),
+            "my-tests-a-b-tests"
+        );
+    }
+
+    #[test]
+    fn grouping_rule() {
+        assert!(!groups_directory(&[10, 10, 10, 10]));
+        assert!(groups_directory(&[10, 10, 10, 10, 10]));
+        assert!(!groups_directory(&[100, 100, 100, 100, 100]));
+        assert!(groups_directory(&[500; 13]));
+    }
+
+    #[test]
+    fn src_layout_seed() {
+        let ins = draft(&[
+            ("src/foo/__init__.py", "X = 1\n"),
+            ("src/foo/impl.py", "from .util import y\n"),
+            ("src/foo/util.py", "y = 2\n"),
+            ("src/bar/__init__.py", "from foo.impl import *\n"),
+            ("src/bar/extra.py", ""),
+            ("tests/test_foo.py", "import foo\n"),
+            ("tests/test_bar.py", "from bar import extra\n"),
+            ("pytest.ini", "[pytest]\n"),
+            ("uv.lock", ""),
+        ]);
+        assert_eq!(ins.layout, Layout::Src);
+        assert!(ins.set_pythonpath);
+        assert_eq!(ins.packages, ["bar", "foo"]);
+        assert_eq!(seg(&ins, "foo-tests").include, ["src/foo/**"]);
+        // bar imports foo.impl (a star import inside a module: not a glob), which imports util.
+        assert_eq!(
+            seg(&ins, "bar-tests").include,
+            [
+                "src/bar/__init__.py",
+                "src/bar/extra.py",
+                "src/foo/__init__.py",
+                "src/foo/impl.py",
+                "src/foo/util.py"
+            ]
+        );
+        let text = render(&ins);
+        crate::config::Config::parse(&text, Path::new("checkdef.toml")).unwrap();
+        assert!(text.contains("env = { PYTHONPATH = \"src\" }"), "{text}");
+        assert!(
+            text.contains("include = [\"pytest.ini\", \"uv.lock\"]"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn pythonpath_from_pytest_config_wins() {
+        let ins = draft(&[
+            ("src/foo/__init__.py", ""),
+            ("tests/test_foo.py", "from foo import x\n"),
+            (
+                "pyproject.toml",
+                "[project]\nname='x'\n[tool.pytest.ini_options]\npythonpath = [\"src\"]\n",
+            ),
+        ]);
+        assert!(!ins.set_pythonpath);
+        assert_eq!(ins.pytest.file.as_deref(), Some("pyproject.toml"));
+        assert_eq!(seg(&ins, "foo-tests").include, ["src/foo/**"]);
+    }
+
+    #[test]
+    fn flat_layout_with_helpers_and_conftest_imports() {
+        let ins = draft(&[
+            ("app/__init__.py", ""),
+            ("app/core.py", "import app.models\n"),
+            ("app/models.py", ""),
+            ("lib.py", ""),
+            ("conftest.py", "from app.core import thing\n"),
+            ("tests/helpers.py", "import lib\n"),
+            (
+                "tests/test_core.py",
+                "import helpers\nfrom app.core import run\n",
+            ),
+        ]);
+        assert_eq!(ins.layout, Layout::Flat);
+        assert!(!ins.set_pythonpath);
+        assert_eq!(
+            seg(&ins, "core-tests").include,
+            [
+                "app/__init__.py",
+                "app/core.py",
+                "app/models.py",
+                "lib.py",
+                "tests/helpers.py"
+            ]
+        );
+    }
+
+    #[test]
+    fn many_small_modules_share_a_segment() {
+        let mut list = vec![("pkg/__init__.py", "")];
+        let names: Vec<String> = (0..6).map(|i| format!("tests/api/test_{i}.py")).collect();
+        for n in &names {
+            list.push((n.as_str(), "import pkg\n"));
+        }
+        list.push(("tests/test_one.py", "def test(): pass\n"));
+        let ins = draft(&list);
+        assert_eq!(ins.segments.len(), 2);
+        let api = seg(&ins, "api-tests");
+        assert_eq!(api.tests, ["tests/api"]);
+        assert_eq!(api.include, ["pkg/**"]);
+        assert!(seg(&ins, "one-tests").include.is_empty());
+    }
+
+    #[test]
+    fn no_tests_is_an_error() {
+        let (f, map) = files(&[("src/a.py", "")]);
+        assert!(inspect_with(&f, &|p| map.get(p).cloned()).is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! JUnit XML reports of a run.
