@@ -2,4 +2,7 @@
 mod config;
 mod faults;
 mod plan;
+mod prepush;
+mod run;
 mod support;
+mod teammate;

@@ -264,3 +264,240 @@ name = "bar-tests"
 include = ["src/bar/**", "tests/test_bar.py"]
 command = "python3 -m pytest -q tests/test_bar.py"
 "#;
+
+// ---------------------------------------------------------------------------------------------
+// Running `checkdef run`, pushes and caches (used by the run, prepush and teammate tests).
+
+/// Remove every `CHECKDEF_*` variable `cmd` would inherit from the test process.
+pub fn clear_checkdef_env(cmd: &mut Command) {
+    for (k, _) in std::env::vars_os() {
+        if k.to_str().is_some_and(|k| k.starts_with("CHECKDEF_")) {
+            cmd.env_remove(k);
+        }
+    }
+}
+
+/// The outcome of one `checkdef` (or `git`) invocation: exit code, stdout (also parsed as JSON
+/// when it is one JSON document, else `Null`) and stderr.
+#[derive(Debug)]
+pub struct CmdOut {
+    pub code: i32,
+    pub json: Value,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CmdOut {
+    pub fn from_output(out: Output) -> CmdOut {
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        // `Null` unless stdout is one JSON document (`--json`); `seg` then shows what it was.
+        let json = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+        CmdOut {
+            code: out.status.code().unwrap_or(-1),
+            json,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// The `--json` entry of segment `name`.
+    pub fn seg(&self, name: &str) -> &Value {
+        self.json["segments"]
+            .as_array()
+            .unwrap_or_else(|| {
+                panic!(
+                    "no segments in stdout:\n{}\nstderr:\n{}",
+                    self.stdout, self.stderr
+                )
+            })
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no segment {name} in {}", self.json))
+    }
+
+    /// `source` of segment `name`: `run`, `local` or `remote`.
+    pub fn source(&self, name: &str) -> &str {
+        self.seg(name)["source"].as_str().unwrap()
+    }
+
+    /// `status` of segment `name`: `passed` or `failed`.
+    pub fn status(&self, name: &str) -> &str {
+        self.seg(name)["status"].as_str().unwrap()
+    }
+
+    /// `(name, source)` of every segment, in order.
+    pub fn sources(&self) -> Vec<(String, String)> {
+        self.json["segments"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|s| {
+                        (
+                            s["name"].as_str().unwrap().to_owned(),
+                            s["source"].as_str().unwrap().to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Panic with everything printed unless the exit code is `code`.
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code, code,
+            "unexpected exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+impl TestRepo {
+    /// The built `checkdef` in `dir`: hermetic environment, no inherited `CHECKDEF_*` variable,
+    /// this repository's private cache directory. Not yet spawned.
+    pub fn checkdef_cmd_in(&self, dir: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_checkdef"));
+        cmd.args(args).current_dir(dir);
+        hermetic(&mut cmd, &self.home);
+        clear_checkdef_env(&mut cmd);
+        cmd.env("CHECKDEF_CACHE_DIR", &self.cache);
+        cmd
+    }
+
+    /// `checkdef ARGS` in the repository root with extra variables.
+    pub fn checkdef_env(&self, args: &[&str], env: &[(&str, &str)]) -> CmdOut {
+        let mut cmd = self.checkdef_cmd_in(&self.root, args);
+        cmd.envs(env.iter().copied());
+        CmdOut::from_output(cmd.output().expect("run checkdef"))
+    }
+
+    /// `checkdef run --json ARGS` in the repository root with extra variables.
+    pub fn run_json(&self, args: &[&str], env: &[(&str, &str)]) -> CmdOut {
+        let mut full = vec!["run", "--json"];
+        full.extend_from_slice(args);
+        self.checkdef_env(&full, env)
+    }
+
+    /// A hermetic `git ARGS` in `dir` (not yet spawned) whose hooks see this repository's cache
+    /// and no inherited `CHECKDEF_*` variable.
+    pub fn git_cmd_in(&self, dir: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new("git");
+        cmd.args(args).current_dir(dir);
+        hermetic(&mut cmd, &self.home);
+        clear_checkdef_env(&mut cmd);
+        cmd.env("CHECKDEF_CACHE_DIR", &self.cache);
+        cmd
+    }
+
+    /// `git ARGS` in the repository root, returning its output whatever the exit status
+    /// (for pushes that a hook may block).
+    pub fn git_out(&self, args: &[&str], env: &[(&str, &str)]) -> CmdOut {
+        let mut cmd = self.git_cmd_in(&self.root, args);
+        cmd.envs(env.iter().copied());
+        let out = cmd.output().expect("run git");
+        CmdOut {
+            code: out.status.code().unwrap_or(-1),
+            json: Value::Null,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// A bare repository `<tmp>/<name>.git` added as remote `remote` of this repository.
+    pub fn add_bare_remote(&self, remote: &str, name: &str) -> PathBuf {
+        let bare = self.tmp.path().join(format!("{name}.git"));
+        let s = bare.to_str().unwrap();
+        self.git_in(self.tmp.path(), &["init", "-q", "--bare", "-b", "main", s]);
+        self.git(&["remote", "add", remote, s]);
+        bare
+    }
+
+    /// The narinfo files in the local cache directory.
+    pub fn cached_narinfos(&self) -> Vec<PathBuf> {
+        narinfos_in(&self.cache)
+    }
+}
+
+/// The `*.narinfo` files directly in `dir` (a binary cache root).
+pub fn narinfos_in(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "narinfo"))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// `git rev-parse REV` in a (bare) repository `dir`, or `None` when it does not resolve.
+pub fn rev_parse_in(dir: &Path, rev: &str) -> Option<String> {
+    let mut cmd = Command::new("git");
+    cmd.args(["rev-parse", "--verify", "-q", rev])
+        .current_dir(dir);
+    hermetic(&mut cmd, dir);
+    let out = cmd.output().expect("run git rev-parse");
+    out.status
+        .success()
+        .then(|| String::from_utf8(out.stdout).unwrap().trim().to_owned())
+}
+
+/// The seed demo with real pytest: packages `src/foo` and `src/bar`, tests that import them,
+/// `pytest.ini` with `pythonpath = src`, and one segment per package (not committed).
+pub fn pytest_layout(repo: &TestRepo) {
+    repo.write("src/foo/__init__.py", "NAME = \"foo\"\n")
+        .write("src/bar/__init__.py", "NAME = \"bar\"\n")
+        .write(
+            "tests/test_foo.py",
+            "import foo\n\n\ndef test_foo():\n    assert foo.NAME == \"foo\"\n",
+        )
+        .write(
+            "tests/test_bar.py",
+            "import bar\n\n\ndef test_bar():\n    assert bar.NAME == \"bar\"\n",
+        )
+        .write("pytest.ini", "[pytest]\npythonpath = src\n")
+        .write(".gitignore", "__pycache__/\n.pytest_cache/\n")
+        .write("checkdef.toml", PYTEST_CONFIG);
+}
+
+pub const PYTEST_CONFIG: &str = r#"version = 1
+
+[defaults]
+include = ["pytest.ini"]
+
+[[segment]]
+name = "foo-tests"
+include = ["src/foo/**", "tests/test_foo.py"]
+command = "python3 -m pytest -q -p no:cacheprovider tests/test_foo.py"
+
+[[segment]]
+name = "bar-tests"
+include = ["src/bar/**", "tests/test_bar.py"]
+command = "python3 -m pytest -q -p no:cacheprovider tests/test_bar.py"
+"#;
+
+/// A fast shell-only layout: segments `foo` and `bar` pass while `src/<name>/value` reads `ok`
+/// (not committed).
+pub fn shell_layout(repo: &TestRepo) {
+    repo.write("src/foo/value", "ok\n")
+        .write("src/bar/value", "ok\n")
+        .write("README.md", "readme\n")
+        .write("checkdef.toml", SHELL_CONFIG);
+}
+
+pub const SHELL_CONFIG: &str = r#"version = 1
+
+[[segment]]
+name = "foo"
+include = ["src/foo/**"]
+command = "echo checking foo; grep -qx ok src/foo/value"
+
+[[segment]]
+name = "bar"
+include = ["src/bar/**"]
+command = "echo checking bar; grep -qx ok src/bar/value"
+"#;

@@ -1,0 +1,718 @@
+//! The pre-push hook end to end: `checkdef install`, then real `git push` to a bare repository
+//! in a temp dir, so git itself calls the hook with its arguments and ref lines.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::support::{CmdOut, SHELL_CONFIG, TestRepo, rev_parse_in, shell_layout};
+
+/// A repository with the shell layout committed on `main`, a bare remote `origin`, and (unless
+/// told otherwise) checkdef's hook installed.
+struct Pushy {
+    repo: TestRepo,
+    bare: PathBuf,
+}
+
+impl Pushy {
+    fn new() -> Pushy {
+        let p = Pushy::without_hook();
+        p.install().expect_code(0);
+        p
+    }
+
+    fn without_hook() -> Pushy {
+        let repo = TestRepo::new();
+        shell_layout(&repo);
+        repo.commit("init");
+        let bare = repo.add_bare_remote("origin", "remote");
+        Pushy { repo, bare }
+    }
+
+    fn install(&self) -> CmdOut {
+        self.repo.checkdef_env(&["install"], &[])
+    }
+
+    fn uninstall(&self) -> CmdOut {
+        self.repo.checkdef_env(&["uninstall"], &[])
+    }
+
+    /// `git push ARGS` from the repository root.
+    fn push(&self, args: &[&str]) -> CmdOut {
+        self.push_env(args, &[])
+    }
+
+    fn push_env(&self, args: &[&str], env: &[(&str, &str)]) -> CmdOut {
+        let mut full = vec!["push"];
+        full.extend_from_slice(args);
+        self.repo.git_out(&full, env)
+    }
+
+    /// What the remote's `rev` points to.
+    fn remote(&self, rev: &str) -> Option<String> {
+        rev_parse_in(&self.bare, rev)
+    }
+
+    fn break_bar(&self) {
+        self.repo.write("src/bar/value", "broken\n");
+    }
+
+    fn fix_bar(&self) {
+        self.repo.write("src/bar/value", "ok\n");
+    }
+
+    fn hooks_dir(&self) -> PathBuf {
+        self.repo.root.join(".git/hooks")
+    }
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..12]
+}
+
+/// Lines of the hook's output that report a segment (the checklist).
+fn checklist<'a>(stderr: &'a str, segment: &str) -> Vec<&'a str> {
+    stderr
+        .lines()
+        .filter(|l| l.contains("PASSED") || l.contains("FAILED"))
+        .filter(|l| l.split_whitespace().nth(1) == Some(segment))
+        .collect()
+}
+
+/// Every file under `dir`: relative path → (bytes, mode).
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            if meta.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(
+                    p.strip_prefix(dir).unwrap().to_path_buf(),
+                    (std::fs::read(&p).unwrap(), meta.permissions().mode()),
+                );
+            }
+        }
+    }
+    out
+}
+
+fn write_executable(path: &Path, content: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, content).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn a_passing_push_lands_a_breaking_commit_is_rejected_and_a_reworded_one_runs_nothing() {
+    let p = Pushy::new();
+    let first = p.repo.head();
+    let r = p.push(&["origin", "main"]);
+    r.expect_code(0);
+    assert_eq!(p.remote("main").as_deref(), Some(first.as_str()));
+    assert!(
+        r.stderr.contains(&format!(
+            "checkdef: checking {} → origin refs/heads/main",
+            short(&first)
+        )),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(checklist(&r.stderr, "foo").len(), 1, "{}", r.stderr);
+    assert!(
+        r.stdout.is_empty(),
+        "the hook prints only to stderr: {}",
+        r.stdout
+    );
+    assert_eq!(p.repo.cached_narinfos().len(), 2, "results stored");
+
+    p.break_bar();
+    let bad = p.repo.commit("break bar");
+    let r = p.push(&["origin", "main"]);
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        p.remote("main").as_deref(),
+        Some(first.as_str()),
+        "remote ref moved"
+    );
+    assert!(r.stderr.contains("checkdef: push blocked"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains(&format!("{} (refs/heads/main) failed: bar", short(&bad))),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains(&format!(
+            "reproduce: checkdef run --rev {bad} --segment bar"
+        )),
+        "{}",
+        r.stderr
+    );
+    assert!(checklist(&r.stderr, "bar")[0].contains("FAILED"));
+    assert!(checklist(&r.stderr, "foo")[0].contains("cached (local)"));
+
+    // Fix it (a new tree for foo too), push: foo runs, bar is the first commit's result.
+    p.fix_bar();
+    p.repo.write("src/foo/more", "more\n");
+    let fixed = p.repo.commit("fix bar, more foo");
+    let r = p.push(&["origin", "main"]);
+    r.expect_code(0);
+    assert_eq!(p.remote("main").as_deref(), Some(fixed.as_str()));
+    assert!(r.stderr.contains("touched segments: foo"), "{}", r.stderr);
+    assert!(!checklist(&r.stderr, "foo")[0].contains("cached"));
+    assert!(checklist(&r.stderr, "bar")[0].contains("cached (local)"));
+
+    // Reword the pushed commit and force-push it: same trees, nothing to run.
+    p.repo.git(&[
+        "commit",
+        "-q",
+        "--amend",
+        "-m",
+        "fix bar, more foo (reworded)",
+    ]);
+    let reworded = p.repo.head();
+    assert_ne!(reworded, fixed);
+    let r = p.push(&["--force", "origin", "main"]);
+    r.expect_code(0);
+    assert_eq!(p.remote("main").as_deref(), Some(reworded.as_str()));
+    for s in ["foo", "bar"] {
+        let lines = checklist(&r.stderr, s);
+        assert_eq!(lines.len(), 1, "{}", r.stderr);
+        assert!(lines[0].contains("cached (local)"), "{}", r.stderr);
+    }
+    assert!(r.stderr.contains("(0 ran, 2 cached)"), "{}", r.stderr);
+}
+
+#[test]
+fn an_existing_pre_push_hook_is_chained_with_the_same_stdin() {
+    let p = Pushy::without_hook();
+    let seen = p.repo.tmp.path().join("chained.stdin");
+    let args = p.repo.tmp.path().join("chained.args");
+    let verdict = p.repo.tmp.path().join("chained.exit");
+    std::fs::write(&verdict, "0\n").unwrap();
+    let old = format!(
+        "#!/bin/sh\ncat > '{}'\necho \"$1 $2\" > '{}'\nexit $(cat '{}')\n",
+        seen.display(),
+        args.display(),
+        verdict.display()
+    );
+    write_executable(&p.hooks_dir().join("pre-push"), &old);
+    let r = p.install();
+    r.expect_code(0);
+    assert_eq!(
+        std::fs::read_to_string(p.hooks_dir().join("pre-push.local")).unwrap(),
+        old
+    );
+
+    let head = p.repo.head();
+    let r = p.push(&["origin", "main"]);
+    r.expect_code(0);
+    let zeros = "0".repeat(40);
+    assert_eq!(
+        std::fs::read_to_string(&seen).unwrap(),
+        format!("refs/heads/main {head} refs/heads/main {zeros}\n")
+    );
+    assert_eq!(
+        std::fs::read_to_string(&args).unwrap(),
+        format!("origin {}\n", p.bare.display())
+    );
+    // checkdef saw the same line.
+    assert!(
+        r.stderr.contains(&format!(
+            "checking {} → origin refs/heads/main",
+            short(&head)
+        )),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(p.remote("main").as_deref(), Some(head.as_str()));
+
+    // The chained hook's failure blocks the push, and checkdef does not run.
+    std::fs::write(&verdict, "3\n").unwrap();
+    p.repo.write("src/foo/more", "more\n");
+    let next = p.repo.commit("more");
+    let r = p.push(&["origin", "main"]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("pre-push.local failed (exit 3)"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("checkdef: checking"), "{}", r.stderr);
+    assert_eq!(p.remote("main").as_deref(), Some(head.as_str()));
+    assert_eq!(
+        std::fs::read_to_string(&seen).unwrap(),
+        format!("refs/heads/main {next} refs/heads/main {head}\n")
+    );
+}
+
+#[test]
+fn core_hooks_path_relative_and_absolute() {
+    let p = Pushy::without_hook();
+    p.repo.git(&["config", "core.hooksPath", "myhooks"]);
+    p.install().expect_code(0);
+    assert!(p.repo.path("myhooks/pre-push").is_file());
+    assert!(!p.hooks_dir().join("pre-push").exists());
+    // Also from a subdirectory: the same place, nothing new.
+    let before = snapshot(&p.repo.path("myhooks"));
+    let sub = p.repo.path("src/foo");
+    let out = CmdOut::from_output(p.repo.checkdef_cmd_in(&sub, &["install"]).output().unwrap());
+    out.expect_code(0);
+    assert_eq!(snapshot(&p.repo.path("myhooks")), before);
+    // myhooks/ is untracked: keep it out of the pushed commits' way.
+    p.repo.write(".gitignore", "myhooks/\n");
+    let c1 = p.repo.commit("ignore hooks");
+    let r = p.push(&["origin", "main"]);
+    r.expect_code(0);
+    assert!(r.stderr.contains("checkdef: checking"), "{}", r.stderr);
+    assert_eq!(p.remote("main").as_deref(), Some(c1.as_str()));
+
+    p.uninstall().expect_code(0);
+    let abs = p.repo.tmp.path().join("abs-hooks");
+    p.repo
+        .git(&["config", "core.hooksPath", abs.to_str().unwrap()]);
+    p.install().expect_code(0);
+    assert!(abs.join("pre-push").is_file());
+    p.break_bar();
+    p.repo.commit("break bar");
+    let r = p.push(&["origin", "main"]);
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("checkdef: push blocked"), "{}", r.stderr);
+    assert_eq!(p.remote("main").as_deref(), Some(c1.as_str()));
+}
+
+#[test]
+fn a_linked_worktree_uses_the_shared_hook_and_checks_its_own_commit() {
+    let p = Pushy::new();
+    p.push(&["origin", "main"]).expect_code(0);
+    let wt = p.repo.tmp.path().join("wt");
+    p.repo.git(&[
+        "worktree",
+        "add",
+        "-q",
+        "-b",
+        "feature",
+        wt.to_str().unwrap(),
+    ]);
+    std::fs::write(wt.join("src/bar/value"), "broken\n").unwrap();
+    p.repo
+        .git_in(&wt, &["commit", "-q", "-am", "break bar in the worktree"]);
+    let push_from_wt = |args: &[&str]| {
+        let mut full = vec!["push"];
+        full.extend_from_slice(args);
+        let mut cmd = p.repo.git_cmd_in(&wt, &full);
+        let out = cmd.output().unwrap();
+        CmdOut::from_output(out)
+    };
+    let r = push_from_wt(&["origin", "feature"]);
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("failed: bar"), "{}", r.stderr);
+    assert_eq!(p.remote("feature"), None);
+
+    std::fs::write(wt.join("src/bar/value"), "ok\n").unwrap();
+    std::fs::write(wt.join("src/bar/more"), "more\n").unwrap();
+    p.repo.git_in(&wt, &["add", "-A"]);
+    p.repo.git_in(&wt, &["commit", "-q", "-m", "fix bar"]);
+    let tip = p.repo.git_in(&wt, &["rev-parse", "HEAD"]).trim().to_owned();
+    let r = push_from_wt(&["origin", "feature"]);
+    r.expect_code(0);
+    assert!(
+        r.stderr.contains(&format!(
+            "checking {} → origin refs/heads/feature",
+            short(&tip)
+        )),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(p.remote("feature").as_deref(), Some(tip.as_str()));
+}
+
+#[test]
+fn deleting_a_branch_runs_nothing() {
+    let p = Pushy::new();
+    p.repo.git(&["branch", "topic"]);
+    p.push(&["origin", "main", "topic"]).expect_code(0);
+    assert!(p.remote("topic").is_some());
+    // Even with every local result gone and a broken work tree, a deletion checks nothing.
+    std::fs::remove_dir_all(&p.repo.cache).unwrap();
+    p.break_bar();
+    let r = p.push(&["origin", "--delete", "topic"]);
+    r.expect_code(0);
+    assert_eq!(p.remote("topic"), None);
+    assert!(!r.stderr.contains("checkdef: checking"), "{}", r.stderr);
+    assert!(checklist(&r.stderr, "bar").is_empty(), "{}", r.stderr);
+    assert!(!p.repo.cache.exists() || p.repo.cached_narinfos().is_empty());
+}
+
+#[test]
+fn a_new_branch_is_compared_with_what_the_remote_has() {
+    let p = Pushy::new();
+    let main = p.repo.head();
+    p.push(&["origin", "main"]).expect_code(0);
+    p.repo.git(&["checkout", "-q", "-b", "feature"]);
+    p.repo.write("src/foo/more", "more\n");
+    let tip = p.repo.commit("more foo");
+    let r = p.push(&["origin", "feature"]);
+    r.expect_code(0);
+    assert!(
+        r.stderr.contains(&format!(
+            "checking {} → origin refs/heads/feature (remote has {})",
+            short(&tip),
+            short(&main)
+        )),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("touched segments: foo\n"), "{}", r.stderr);
+    assert_eq!(p.remote("feature").as_deref(), Some(tip.as_str()));
+}
+
+#[test]
+fn an_annotated_tag_checks_the_commit_it_points_to() {
+    let p = Pushy::new();
+    let good = p.repo.head();
+    p.push(&["origin", "main"]).expect_code(0);
+    p.repo.git(&["tag", "-a", "-m", "release 1", "v1"]);
+    let r = p.push(&["origin", "v1"]);
+    r.expect_code(0);
+    assert!(
+        r.stderr
+            .contains(&format!("checking {} → origin refs/tags/v1", short(&good))),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(p.remote("v1^{commit}").as_deref(), Some(good.as_str()));
+
+    p.break_bar();
+    let bad = p.repo.commit("break bar");
+    p.repo.git(&["tag", "-a", "-m", "release 2", "v2"]);
+    // Move main back so only the tag carries the broken commit.
+    p.repo.git(&["reset", "-q", "--hard", &good]);
+    let r = p.push(&["origin", "v2"]);
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains(&format!("{} (refs/tags/v2) failed: bar", short(&bad))),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(p.remote("v2"), None);
+}
+
+#[test]
+fn several_refs_with_one_bad_block_the_whole_push_and_name_it() {
+    let p = Pushy::new();
+    let base = p.repo.head();
+    p.push(&["origin", "main"]).expect_code(0);
+    let branch = |name: &str, edit: &dyn Fn()| {
+        p.repo.git(&["checkout", "-q", "-b", name, &base]);
+        edit();
+        p.repo.commit(name)
+    };
+    let a = branch("a", &|| {
+        p.repo.write("src/foo/a", "a\n");
+    });
+    let b = branch("b", &|| p.break_bar());
+    let c = branch("c", &|| {
+        p.repo.write("src/foo/c", "c\n");
+    });
+    p.repo.git(&["checkout", "-q", "main"]);
+    let r = p.push(&["origin", "a", "b", "c"]);
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    for (sha, name) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+        assert!(
+            r.stderr.contains(&format!(
+                "checking {} → origin refs/heads/{name}",
+                short(sha)
+            )),
+            "{name}: {}",
+            r.stderr
+        );
+        assert_eq!(p.remote(name), None, "{name} landed");
+    }
+    assert!(
+        r.stderr
+            .contains(&format!("{} (refs/heads/b) failed: bar", short(&b))),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !r.stderr.contains("(refs/heads/a) failed") && !r.stderr.contains("(refs/heads/c) failed"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains(&format!("reproduce: checkdef run --rev {b} --segment bar")),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn pushing_other_to_main_checks_other_not_the_checkout() {
+    let p = Pushy::new();
+    let base = p.repo.head();
+    p.push(&["origin", "main"]).expect_code(0);
+    p.repo.git(&["checkout", "-q", "-b", "other"]);
+    p.repo.write("src/foo/other", "other\n");
+    let other = p.repo.commit("other");
+    p.repo.git(&["checkout", "-q", "main"]);
+    // The checked-out commit is broken, and so is the work tree.
+    p.break_bar();
+    p.repo.commit("break bar on main");
+    p.repo.write("src/foo/value", "dirty\n");
+    p.repo.write("src/bar/untracked", "junk\n");
+    let r = p.push(&["origin", "other:main"]);
+    r.expect_code(0);
+    assert!(
+        r.stderr.contains(&format!(
+            "checking {} → origin refs/heads/main",
+            short(&other)
+        )),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(p.remote("main").as_deref(), Some(other.as_str()));
+    assert_ne!(p.remote("main").as_deref(), Some(base.as_str()));
+
+    // And the other way round: a clean, passing checkout does not vouch for a broken ref.
+    p.repo.git(&["checkout", "-q", "-f", "other"]);
+    p.repo.git(&["clean", "-qfd"]);
+    let r = p.push(&["origin", "main:refs/heads/release"]);
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("failed: bar"), "{}", r.stderr);
+    assert_eq!(p.remote("release"), None);
+}
+
+#[test]
+fn install_then_uninstall_leaves_the_hooks_dir_byte_identical() {
+    let p = Pushy::without_hook();
+    let hooks = p.hooks_dir();
+    // A foreign hook that install moves aside and uninstall puts back.
+    write_executable(&hooks.join("pre-push"), "#!/bin/sh\nexit 0\n");
+    let before = snapshot(&hooks);
+    p.install().expect_code(0);
+    let installed = snapshot(&hooks);
+    assert_ne!(installed, before);
+    assert!(hooks.join("pre-push.local").is_file());
+    // Install twice is one install: nothing changes, nothing is chained to itself.
+    p.install().expect_code(0);
+    assert_eq!(snapshot(&hooks), installed);
+    let hook = std::fs::read_to_string(hooks.join("pre-push")).unwrap();
+    assert_eq!(hook.matches("hook pre-push").count(), 1, "{hook}");
+    assert!(hook.contains(env!("CARGO_BIN_EXE_checkdef")), "{hook}");
+    p.uninstall().expect_code(0);
+    assert_eq!(snapshot(&hooks), before);
+
+    // Without a previous hook too.
+    std::fs::remove_file(hooks.join("pre-push")).unwrap();
+    let before = snapshot(&hooks);
+    p.install().expect_code(0);
+    p.install().expect_code(0);
+    assert!(!hooks.join("pre-push.local").exists());
+    p.uninstall().expect_code(0);
+    assert_eq!(snapshot(&hooks), before);
+    // Uninstalling again changes nothing.
+    p.uninstall().expect_code(0);
+    assert_eq!(snapshot(&hooks), before);
+}
+
+#[test]
+fn checkdef_skip_bypasses_the_checks_with_a_warning() {
+    let p = Pushy::new();
+    p.break_bar();
+    let bad = p.repo.commit("break bar");
+    let r = p.push_env(&["origin", "main"], &[("CHECKDEF_SKIP", "1")]);
+    r.expect_code(0);
+    assert!(r.stderr.contains("CHECKDEF_SKIP is set"), "{}", r.stderr);
+    assert!(r.stderr.contains("NOT verified"), "{}", r.stderr);
+    assert!(!r.stderr.contains("checkdef: checking"), "{}", r.stderr);
+    assert_eq!(p.remote("main").as_deref(), Some(bad.as_str()));
+    // CHECKDEF_SKIP=0 does not skip.
+    p.fix_bar();
+    p.repo.write("src/bar/more", "x\n");
+    p.repo.commit("fix");
+    p.break_bar();
+    p.repo.commit("break again");
+    let r = p.push_env(&["origin", "main"], &[("CHECKDEF_SKIP", "0")]);
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert_eq!(p.remote("main").as_deref(), Some(bad.as_str()));
+}
+
+#[test]
+fn hook_mode_affected_checks_only_touched_segments() {
+    let p = Pushy::without_hook();
+    let marker = p.repo.tmp.path().join("bar-must-not-run");
+    // bar passes until the marker exists; the marker is outside the repository.
+    let config = |mode: &str| {
+        format!(
+            "{}\n[hook]\nmode = \"{mode}\"\n",
+            SHELL_CONFIG.replace(
+                "command = \"echo checking bar; grep -qx ok src/bar/value\"",
+                &format!(
+                    "command = \"echo checking bar; test ! -e '{}'\"",
+                    marker.display()
+                ),
+            )
+        )
+    };
+    p.repo.write("checkdef.toml", &config("affected"));
+    p.repo.commit("affected mode");
+    p.install().expect_code(0);
+    // No base (the remote is empty): everything is checked.
+    let r = p.push(&["origin", "main"]);
+    r.expect_code(0);
+    assert_eq!(checklist(&r.stderr, "bar").len(), 1, "{}", r.stderr);
+
+    std::fs::write(&marker, "").unwrap();
+    std::fs::remove_dir_all(&p.repo.cache).unwrap();
+    p.repo.write("src/foo/more", "more\n");
+    let c = p.repo.commit("touch foo only");
+    let r = p.push(&["origin", "main"]);
+    r.expect_code(0);
+    assert_eq!(p.remote("main").as_deref(), Some(c.as_str()));
+    assert!(r.stderr.contains("touched segments: foo\n"), "{}", r.stderr);
+    assert_eq!(checklist(&r.stderr, "foo").len(), 1, "{}", r.stderr);
+    assert!(checklist(&r.stderr, "bar").is_empty(), "{}", r.stderr);
+
+    // Nothing touched at all: nothing to check.
+    p.repo.write("README.md", "changed\n");
+    let c = p.repo.commit("docs only");
+    let r = p.push(&["origin", "main"]);
+    r.expect_code(0);
+    assert!(r.stderr.contains("no segment touched"), "{}", r.stderr);
+    assert_eq!(p.remote("main").as_deref(), Some(c.as_str()));
+
+    // In "all" mode the same kind of push checks bar too (and bar now fails).
+    p.repo.write("checkdef.toml", &config("all"));
+    p.repo.write("src/foo/more", "more 2\n");
+    p.repo.commit("all mode, touch foo");
+    let r = p.push(&["origin", "main"]);
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("failed: bar"), "{}", r.stderr);
+    assert_eq!(p.remote("main").as_deref(), Some(c.as_str()));
+}
+
+#[test]
+fn every_pushed_commit_gets_the_remote_budget_not_only_the_first() {
+    // Two refs whose `slow` segment must run (longer than the 1 s remote budget) and whose
+    // `foo` results CI already pushed: the second commit's lookups must still reach the remote.
+    let p = Pushy::without_hook();
+    let Some(nginx) = testkit::Nginx::start(&p.repo.tmp.path().join("served"), None) else {
+        return;
+    };
+    p.repo.write(
+        "checkdef.toml",
+        r#"version = 1
+
+[[segment]]
+name = "foo"
+include = ["src/foo/**"]
+command = "grep -qx ok src/foo/value"
+
+[[segment]]
+name = "slow"
+include = ["src/slow/**"]
+command = "sleep 1.2"
+
+[cache]
+timeout-secs = 1
+"#,
+    );
+    p.repo.write("src/slow/x", "0\n");
+    let base = p.repo.commit("slow segment");
+    for name in ["a", "b"] {
+        p.repo.git(&["checkout", "-q", "-b", name, &base]);
+        p.repo.write("src/foo/x", &format!("{name}\n"));
+        p.repo.write("src/slow/x", &format!("{name}\n"));
+        p.repo.commit(name);
+    }
+    p.repo.git(&["checkout", "-q", "main"]);
+    let secret = p.repo.tmp.path().join("ci.secret");
+    let key = p
+        .repo
+        .checkdef_env(&["keygen", "ci-1", "--out", secret.to_str().unwrap()], &[]);
+    key.expect_code(0);
+    let public = key.stdout.trim().to_owned();
+    let ci_cache = p.repo.tmp.path().join("ci-cache");
+    let url = nginx.url();
+    for name in ["a", "b"] {
+        p.repo
+            .run_json(
+                &["--rev", name, "--segment", "foo"],
+                &[
+                    ("CHECKDEF_REMOTE", url.as_str()),
+                    ("CHECKDEF_SECRET_KEY_FILE", secret.to_str().unwrap()),
+                    ("CHECKDEF_CACHE_DIR", ci_cache.to_str().unwrap()),
+                ],
+            )
+            .expect_code(0);
+    }
+    p.install().expect_code(0);
+    let r = p.push_env(
+        &["origin", "a", "b"],
+        &[
+            ("CHECKDEF_REMOTE", url.as_str()),
+            ("CHECKDEF_TRUSTED_PUBLIC_KEYS", public.as_str()),
+        ],
+    );
+    r.expect_code(0);
+    let foo = checklist(&r.stderr, "foo");
+    assert_eq!(foo.len(), 2, "{}", r.stderr);
+    for l in foo {
+        assert!(l.contains("cached (remote)"), "{}", r.stderr);
+    }
+    assert!(!r.stderr.contains("too slow"), "{}", r.stderr);
+}
+
+#[test]
+fn a_stalled_remote_costs_one_budget_per_push_not_one_per_commit() {
+    let p = Pushy::without_hook();
+    p.repo.write(
+        "checkdef.toml",
+        &format!("{SHELL_CONFIG}\n[cache]\ntimeout-secs = 1\n"),
+    );
+    let base = p.repo.commit("timeout");
+    for name in ["a", "b", "c"] {
+        p.repo.git(&["checkout", "-q", "-b", name, &base]);
+        p.repo.write("src/foo/x", &format!("{name}\n"));
+        p.repo.commit(name);
+    }
+    p.repo.git(&["checkout", "-q", "main"]);
+    p.install().expect_code(0);
+    // Accepts connections and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in listener.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    let started = std::time::Instant::now();
+    let r = p.push_env(
+        &["origin", "a", "b", "c"],
+        &[("CHECKDEF_REMOTE", url.as_str())],
+    );
+    let took = started.elapsed();
+    r.expect_code(0);
+    assert!(
+        took < std::time::Duration::from_secs(20),
+        "took {took:?}\n{}",
+        r.stderr
+    );
+    let warnings: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains("warning") && l.contains(&url))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", r.stderr);
+    for name in ["a", "b", "c"] {
+        assert!(p.remote(name).is_some(), "{name}");
+    }
+}
