@@ -138,6 +138,9 @@ pub fn run(config_flag: Option<&Path>, args: &PlanArgs) -> Result<Code> {
     } else {
         eprint!("{}", render_table(&plan, &statuses));
     }
+    if args.explain {
+        eprint!("{}", super::explain::plan_lines(&plan, &statuses));
+    }
     Ok(Code::Success)
 }
 

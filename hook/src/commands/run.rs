@@ -70,9 +70,14 @@ pub fn run(config_flag: Option<&Path>, args: &RunArgs) -> Result<Code> {
         run::watch_signals(tx);
         run::run_plan(&ctx.repo, &plan, caches, &opts, rx).await
     })?;
+    if let Some(path) = &args.junit {
+        crate::junit::write(path, &report)?;
+    }
     if args.json {
+        let mut doc = run::json_report(&report);
+        super::explain::annotate_run_json(&mut doc, &plan);
         let mut out = std::io::stdout().lock();
-        serde_json::to_writer(&mut out, &run::json_report(&report))?;
+        serde_json::to_writer(&mut out, &doc)?;
         writeln!(out)?;
     }
     if !args.json || !args.quiet {
