@@ -363,13 +363,13 @@ impl Caches {
     }
 
     /// Store a passing result locally and, when allowed and configured, push it signed.
-    /// Returns a warning line when the push failed (a push failure never fails the run).
+    /// A push failure never fails the run: it comes back as [`Stored::PushFailed`].
     pub async fn store(
         &self,
         path: &StorePath,
         result: &StoredResult,
         push: bool,
-    ) -> Result<Option<String>> {
+    ) -> Result<Stored> {
         debug_assert_eq!(result.record.status, crate::result::Status::Passed);
         let nar = result.to_nar().to_bytes()?;
         let keys: Vec<SecretKey> = self.settings.secret_key.iter().cloned().collect();
@@ -378,14 +378,16 @@ impl Caches {
             .await
             .with_context(|| format!("storing {} in the local cache", result.record.segment))?;
         if !push || self.remote_down.load(Ordering::Relaxed) {
-            return Ok(None);
+            return Ok(Stored::Local);
         }
-        let (Some(remote), false) = (&self.remote, keys.is_empty()) else {
-            return Ok(None);
+        let (Some(remote), Some(key)) = (&self.remote, &self.settings.secret_key) else {
+            return Ok(Stored::Local);
         };
         match remote.publish(path, &nar, &[], &keys).await {
-            Ok(_) => Ok(None),
-            Err(e) => Ok(Some(format!(
+            Ok(_) => Ok(Stored::Pushed {
+                signer: key.name().to_owned(),
+            }),
+            Err(e) => Ok(Stored::PushFailed(format!(
                 "could not push {} to {}: {e}",
                 result.record.segment,
                 remote.url()
@@ -397,6 +399,17 @@ impl Caches {
     pub fn can_push(&self) -> bool {
         self.remote.is_some() && self.settings.secret_key.is_some()
     }
+}
+
+/// What [`Caches::store`] did with a passing result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    /// Stored in the local cache only (no remote, no key, `--no-push`, or the remote is down).
+    Local,
+    /// Stored locally and pushed to the remote, signed by `signer`.
+    Pushed { signer: String },
+    /// Stored locally; the push failed (the message says why).
+    PushFailed(String),
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -297,24 +297,15 @@ pub async fn run_plan(
             };
             let path = StorePath::parse(&seg.store_path).context("store path of a result")?;
             match caches.store(&path, &stored, opts.push).await {
-                Ok(Some(warning)) => {
+                Ok(crate::cache::Stored::PushFailed(warning)) => {
                     report::line(
                         progress.as_ref().map(|p| p.multi()),
                         &style.yellow(&format!("warning: {warning}")),
                     );
                     o.warnings.push(warning);
                 }
-                Ok(None) => {
-                    o.signed_by = if opts.push && caches.can_push() {
-                        caches
-                            .settings
-                            .secret_key
-                            .as_ref()
-                            .map(|k| k.name().to_owned())
-                    } else {
-                        None
-                    };
-                }
+                Ok(crate::cache::Stored::Pushed { signer }) => o.signed_by = Some(signer),
+                Ok(crate::cache::Stored::Local) => {}
                 Err(e) => {
                     let w = format!("could not store the result of {}: {e:#}", seg.name);
                     report::line(
