@@ -144,6 +144,9 @@ pub struct Deps {
     pub data_dirs: BTreeSet<String>,
     /// Files named by the tests' string literals (also in `files`).
     pub data_files: BTreeSet<String>,
+    /// Conventionally named data directories next to the tests or above them (`data`,
+    /// `fixtures`, …), whether or not a test names them.
+    pub nearby_data_dirs: BTreeSet<String>,
     /// Top-level names of the repository modules imported (absolute imports only).
     pub top_level: BTreeSet<String>,
     /// Review notes (dynamic imports, modules outside the import path).
@@ -459,8 +462,10 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    /// Data a test file may read: files its string literals name, and data directories next
-    /// to it or its parent directories.
+    /// Data a test file may read: files and data-only directories its string literals name,
+    /// relative to its own directory, any directory above it, or the root
+    /// (`Path(__file__).parent / "data"`, `open("tests/data/x.json")`). Conventionally named
+    /// data directories nearby that no string names only get a review note.
     fn data_for(
         &mut self,
         file: &str,
@@ -469,8 +474,14 @@ impl<'a> Resolver<'a> {
         queue: &mut VecDeque<(String, bool)>,
     ) {
         let dir = parent(file);
+        let mut bases = vec![dir];
+        let mut d = dir;
+        while !d.is_empty() {
+            d = parent(d);
+            bases.push(d);
+        }
         for s in &scan.strings {
-            let s = s.trim_start_matches("./");
+            let s = s.trim_start_matches("./").trim_end_matches('/');
             if s.is_empty()
                 || s.starts_with('/')
                 || s.contains("://")
@@ -479,15 +490,15 @@ impl<'a> Resolver<'a> {
             {
                 continue;
             }
-            for cand in [join(dir, s), s.to_owned()] {
+            for base in &bases {
+                let cand = join(base, s);
                 if cand != file && self.files.is_file(&cand) {
                     if deps.data_files.insert(cand.clone()) {
                         queue.push_back((cand, false));
                     }
                     break;
                 }
-                if !cand.is_empty()
-                    && self.files.is_dir(&cand)
+                if self.files.is_dir(&cand)
                     && !self.dir_has_py(&cand)
                     && !file.starts_with(&format!("{cand}/"))
                 {
@@ -496,16 +507,14 @@ impl<'a> Resolver<'a> {
                 }
             }
         }
-        let mut d = dir;
-        while !d.is_empty() {
+        for base in &bases[..bases.len() - 1] {
             for name in DATA_DIR_NAMES {
-                let cand = join(d, name);
+                let cand = join(base, name);
                 if self.files.is_dir(&cand) && self.files.under(&cand).any(|f| !f.ends_with(".py"))
                 {
-                    deps.data_dirs.insert(cand);
+                    deps.nearby_data_dirs.insert(cand);
                 }
             }
-            d = parent(d);
         }
     }
 }
@@ -654,7 +663,8 @@ mod tests {
         );
         assert!(d.files.contains("plugins/db.py"));
         assert_eq!(d.data_files, set(&["tests/data/in.json"]));
-        assert_eq!(d.data_dirs, set(&["tests/data", "tests/fixtures"]));
+        assert!(d.data_dirs.is_empty());
+        assert_eq!(d.nearby_data_dirs, set(&["tests/data", "tests/fixtures"]));
         assert_eq!(d.notes.len(), 2, "{:?}", d.notes);
         assert!(d.notes.iter().any(|n| n.contains("tests/test_io.py:2")));
         assert!(d.notes.iter().any(|n| n.contains("scripts/tool.py")));

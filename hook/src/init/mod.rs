@@ -234,6 +234,7 @@ pub fn inspect_with(
     let mut resolver = deps::Resolver::new(files, read, base_roots);
     let mut drafts = Vec::new();
     let mut used_names = HashSet::new();
+    let mut data_seen: Vec<(BTreeSet<String>, Vec<String>)> = Vec::new();
     for (dir, modules) in &by_dir {
         let lines: Vec<usize> = modules
             .iter()
@@ -304,6 +305,14 @@ pub fn inspect_with(
                     include.insert(format!("{}/**", globset::escape(d)));
                 }
             }
+            data_seen.push((
+                deps.nearby_data_dirs.clone(),
+                deps.data_dirs
+                    .iter()
+                    .chain(&deps.data_files)
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            ));
             for note in &deps.notes {
                 review.push(note.clone());
             }
@@ -325,6 +334,21 @@ pub fn inspect_with(
                 include: include.into_iter().collect(),
                 imports: deps.top_level.iter().cloned().collect(),
             });
+        }
+    }
+    // Data directories near tests that no segment took in.
+    let mut nearby: BTreeSet<String> = BTreeSet::new();
+    let mut taken: Vec<String> = Vec::new();
+    for (n, t) in &data_seen {
+        nearby.extend(n.iter().cloned());
+        taken.extend(t.iter().cloned());
+    }
+    for d in nearby {
+        let prefix = format!("{d}/");
+        if !taken.iter().any(|t| *t == d || t.starts_with(&prefix)) {
+            review.push(format!(
+                "{d}/ looks like test data but no test names it, so it is no segment's input: add \"{d}/**\" to the include of the segments whose tests read it"
+            ));
         }
     }
     review.sort();
@@ -763,6 +787,25 @@ mod tests {
         assert_eq!(api.tests, ["tests/api"]);
         assert_eq!(api.include, ["pkg/**"]);
         assert!(seg(&ins, "one-tests").include.is_empty());
+    }
+
+    #[test]
+    fn data_named_by_a_test_is_its_input_and_unnamed_data_is_a_note() {
+        let ins = draft(&[
+            ("tests/test_a.py", "P = 'data'\n"),
+            ("tests/test_b.py", "def test(): pass\n"),
+            ("tests/data/x.json", "{}"),
+            ("tests/fixtures/y.csv", ""),
+        ]);
+        assert_eq!(seg(&ins, "a-tests").include, ["tests/data/**"]);
+        assert!(seg(&ins, "b-tests").include.is_empty());
+        let notes: Vec<&String> = ins
+            .review
+            .iter()
+            .filter(|r| r.contains("looks like test data"))
+            .collect();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].starts_with("tests/fixtures/"));
     }
 
     #[test]

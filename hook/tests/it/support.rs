@@ -501,3 +501,19 @@ name = "bar"
 include = ["src/bar/**"]
 command = "echo checking bar; grep -qx ok src/bar/value"
 "#;
+
+impl TestRepo {
+    /// `checkdef ARGS` in the repository root with extra variables, stdout kept as text (not
+    /// parsed as JSON): for commands whose stdout is a manifest, a key or a script.
+    pub fn checkdef_text(&self, args: &[&str], env: &[(&str, &str)]) -> CmdOut {
+        let mut cmd = self.checkdef_cmd_in(&self.root, args);
+        cmd.envs(env.iter().copied());
+        let out = cmd.output().expect("run checkdef");
+        CmdOut {
+            code: out.status.code().unwrap_or(-1),
+            json: Value::Null,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
