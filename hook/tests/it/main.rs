@@ -1,8 +1,12 @@
 //! Integration tests of checkdef against real git repositories in temp dirs.
 mod config;
+mod explain;
 mod faults;
+mod init;
 mod plan;
 mod prepush;
+mod reports;
 mod run;
+mod status;
 mod support;
 mod teammate;
