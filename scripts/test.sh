@@ -42,6 +42,16 @@ fi
 log "tool versions"
 { nix --version || true; /usr/sbin/nginx -v 2>&1 || true; git --version; python3 -m pytest --version 2>&1 || true; cargo --version; } | sed 's/^/    /' >&2
 
+log "nix-instantiate --parse flake.nix"
+if command -v nix-instantiate >/dev/null 2>&1; then
+  nix-instantiate --parse flake.nix >/dev/null
+elif [ -n "${CI:-}" ]; then
+  log "nix-instantiate is missing (it comes with nix-bin); under CI this is an error"
+  exit 1
+else
+  log "skipped: nix-instantiate not found"
+fi
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 
