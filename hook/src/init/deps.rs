@@ -168,6 +168,8 @@ pub struct Resolver<'a> {
     base_roots: Vec<String>,
     scans: HashMap<String, Rc<Scan>>,
     has_py: HashMap<String, bool>,
+    /// Module or package name → the first file defining it anywhere in the repository.
+    modules_by_name: Option<HashMap<String, String>>,
 }
 
 impl<'a> Resolver<'a> {
@@ -183,6 +185,7 @@ impl<'a> Resolver<'a> {
             base_roots,
             scans: HashMap::new(),
             has_py: HashMap::new(),
+            modules_by_name: None,
         }
     }
 
@@ -446,15 +449,23 @@ impl<'a> Resolver<'a> {
     }
 
     /// A module not found on the search path but present elsewhere in the repository.
-    fn note_outside_path(&self, file: &str, imp: &Import, top: &str, deps: &mut Deps) {
-        let module = format!("{top}.py");
-        let package = format!("{top}/__init__.py");
-        let is_it = |f: &str, suffix: &str| f == suffix || f.ends_with(&format!("/{suffix}"));
-        if let Some(path) = self
-            .files
-            .iter()
-            .find(|f| is_it(f, &module) || is_it(f, &package))
-        {
+    fn note_outside_path(&mut self, file: &str, imp: &Import, top: &str, deps: &mut Deps) {
+        let files = self.files;
+        let index = self.modules_by_name.get_or_insert_with(|| {
+            let mut m: HashMap<String, String> = HashMap::new();
+            for f in files.iter() {
+                let name = if let Some(pkg) = f.strip_suffix("/__init__.py") {
+                    pkg.rsplit('/').next().unwrap_or(pkg)
+                } else if let Some(stem) = f.strip_suffix(".py") {
+                    stem.rsplit('/').next().unwrap_or(stem)
+                } else {
+                    continue;
+                };
+                m.entry(name.to_owned()).or_insert_with(|| f.to_owned());
+            }
+            m
+        });
+        if let Some(path) = index.get(top) {
             deps.notes.push(format!(
                 "{file}:{}: `{}` is not on the import path, but {path} exists: add its directory to pytest's `pythonpath` (then run `checkdef init --force` again) or to the segment's include",
                 imp.line, imp.module

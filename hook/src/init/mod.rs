@@ -453,7 +453,12 @@ pub fn segment_name(path: &str, is_dir: bool) -> String {
     while name.contains("--") {
         name = name.replace("--", "-");
     }
-    let name = name.trim_matches(|c| c == '-' || c == '.').to_owned();
+    let mut name = name.trim_matches(|c| c == '-' || c == '.').to_owned();
+    // Keep names short (the limit is 202 characters): keep the end, which is the most specific.
+    if name.len() > 100 {
+        let cut = name.len() - 100;
+        name = name[cut..].trim_start_matches(['-', '.']).to_owned();
+    }
     if name.is_empty() {
         "tests".to_owned()
     } else {
@@ -679,6 +684,8 @@ mod tests {
         assert_eq!(segment_name("pkg/io_test.py", false), "pkg-io-tests");
         assert_eq!(segment_name("tests/api", true), "api-tests");
         assert_eq!(segment_name("tests", true), "tests");
+        let long = format!("tests/{}/test_x.py", "d".repeat(300));
+        assert!(segment_name(&long, false).len() <= 106);
         assert_eq!(
             segment_name("tests/my tests/test_a b.py", false),
             "my-tests-a-b-tests"
