@@ -232,10 +232,16 @@ impl Caches {
                 };
             }
             Ok(None) => {}
-            Err(e) => warnings.push(format!(
-                "local cache entry for {segment} ignored: {}",
-                e.describe()
-            )),
+            Err(e) => {
+                // A broken entry would otherwise stay forever: publishing skips a path whose
+                // narinfo exists, so the rerun's result could never replace it.
+                let removed = e.is_broken_entry() && self.unpublish_local(path);
+                warnings.push(format!(
+                    "local cache entry for {segment} ignored{}: {}",
+                    if removed { " and removed" } else { "" },
+                    e.describe()
+                ));
+            }
         }
         let Some(remote) = &self.remote else {
             return Lookup {
@@ -343,6 +349,15 @@ impl Caches {
         }
     }
 
+    /// Remove a local entry's narinfo (readers then see a miss; `cache verify` sweeps the NAR).
+    fn unpublish_local(&self, path: &StorePath) -> bool {
+        let p = self
+            .settings
+            .local_dir
+            .join(format!("{}.narinfo", path.hash_part()));
+        std::fs::remove_file(p).is_ok()
+    }
+
     fn describe_key(&self, name: &str) -> String {
         match self
             .settings
@@ -421,6 +436,13 @@ enum LookupError {
 }
 
 impl LookupError {
+    /// The entry itself is bad (corrupt, torn, tampered, not a valid result), as opposed to a
+    /// failure to read it (permissions, too many open files).
+    fn is_broken_entry(&self) -> bool {
+        use cache_proto::store::StoreError as E;
+        !matches!(self, LookupError::Store(E::Io { .. } | E::Task { .. }))
+    }
+
     /// The error and its causes on one line (`outer: cause: root cause`), so a warning names
     /// the actual problem (a bad entry name, a reset connection) and not only the entry.
     fn describe(&self) -> String {
