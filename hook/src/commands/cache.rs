@@ -140,15 +140,7 @@ fn check_entry(
 
 /// Remove an entry: the narinfo first (atomically unpublishing it), then its NAR.
 fn remove_entry(dir: &Path, narinfo_path: &Path) -> u64 {
-    let mut freed = 0;
-    let url = std::fs::read_to_string(narinfo_path)
-        .ok()
-        .and_then(|t| NarInfo::parse(&t).ok())
-        .map(|i| i.url);
-    if let Ok(m) = std::fs::metadata(narinfo_path) {
-        freed += m.len();
-    }
-    let _ = std::fs::remove_file(narinfo_path);
+    let (mut freed, url) = unpublish(narinfo_path);
     if let Some(url) = url.filter(|u| safe_rel(u)) {
         let nar = dir.join(&url);
         if let Ok(m) = std::fs::metadata(&nar) {
@@ -157,6 +149,19 @@ fn remove_entry(dir: &Path, narinfo_path: &Path) -> u64 {
         let _ = std::fs::remove_file(nar);
     }
     freed
+}
+
+/// Remove a narinfo; returns its size and the NAR URL it named (if it parsed).
+fn unpublish(narinfo_path: &Path) -> (u64, Option<String>) {
+    let url = std::fs::read_to_string(narinfo_path)
+        .ok()
+        .and_then(|t| NarInfo::parse(&t).ok())
+        .map(|i| i.url);
+    let size = std::fs::metadata(narinfo_path)
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let _ = std::fs::remove_file(narinfo_path);
+    (size, url)
 }
 
 fn safe_rel(url: &str) -> bool {
@@ -169,6 +174,7 @@ fn verify(dir: &Path) -> Result<Code> {
     let keys = known_keys();
     let (mut good, mut bad) = (0usize, 0usize);
     let mut referenced = HashSet::new();
+    let mut unreferenced = Vec::new();
     for p in narinfos(dir)? {
         match check_entry(&store, &rt, &p, &keys) {
             Ok(url) => {
@@ -178,8 +184,15 @@ fn verify(dir: &Path) -> Result<Code> {
             Err(why) => {
                 bad += 1;
                 eprintln!("checkdef: removing {}: {why}", p.display());
-                remove_entry(dir, &p);
+                unreferenced.extend(unpublish(&p).1);
             }
+        }
+    }
+    // A bad narinfo may name the NAR of a valid entry (a copied or misnamed narinfo): remove
+    // only NARs that no valid entry uses.
+    for url in unreferenced {
+        if safe_rel(&url) && !referenced.contains(&url) {
+            let _ = std::fs::remove_file(dir.join(url));
         }
     }
     let strays = sweep_strays(dir, &referenced)?;
