@@ -58,6 +58,7 @@ pub fn pre_push(config_flag: Option<&Path>, remote: &str, url: &str) -> Result<C
         push: true,
         verbose: false,
         style,
+        redact_env: ctx.config.redact_env.clone(),
     };
     if url.starts_with("ssh://") || url.contains('@') {
         report::line(

@@ -63,6 +63,7 @@ pub fn run(config_flag: Option<&Path>, args: &RunArgs) -> Result<Code> {
         push: !args.no_push,
         verbose: args.verbose,
         style,
+        redact_env: ctx.config.redact_env.clone(),
     };
     let rt = runtime()?;
     let report = rt.block_on(async {

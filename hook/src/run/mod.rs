@@ -31,6 +31,9 @@ pub struct RunOptions {
     pub push: bool,
     pub verbose: bool,
     pub style: Style,
+    /// `[defaults] redact_env`: variables whose values are replaced by `[redacted:NAME]` in
+    /// every log before it is stored, pushed or printed as a failure tail.
+    pub redact_env: Vec<String>,
 }
 
 /// Where a segment's verdict came from.
@@ -268,6 +271,8 @@ pub async fn run_plan(
         if outcome.cancelled {
             interrupted = true;
         }
+        let mut outcome = outcome;
+        outcome.log = redact(&outcome.log, &redactions(&opts.redact_env, seg));
         let status = if outcome.passed() {
             Status::Passed
         } else {
@@ -481,6 +486,54 @@ fn run_env(seg: &SegmentPlan, sandbox: &std::path::Path) -> Vec<(String, String)
     }
     push("CHECKDEF_SEGMENT", seg.name.clone(), &mut env);
     env
+}
+
+/// `(value, replacement)` for each `redact_env` variable: its value in the check's declared
+/// `env` and in checkdef's own environment (where passthrough values come from), skipping empty
+/// values; longest first, so a value that contains another is replaced whole.
+pub fn redactions(names: &[String], seg: &SegmentPlan) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for name in names {
+        let replacement = format!("[redacted:{name}]").into_bytes();
+        let values = seg
+            .env
+            .get(name)
+            .map(|v| v.as_bytes().to_vec())
+            .into_iter()
+            .chain(std::env::var_os(name).map(|v| {
+                use std::os::unix::ffi::OsStringExt as _;
+                v.into_vec()
+            }));
+        for v in values {
+            if !v.is_empty() && !out.iter().any(|(known, _)| *known == v) {
+                out.push((v, replacement.clone()));
+            }
+        }
+    }
+    out.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    out
+}
+
+/// `log` with every occurrence of each value replaced (leftmost first, never re-scanning a
+/// replacement).
+pub fn redact(log: &[u8], redactions: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+    if redactions.is_empty() {
+        return log.to_vec();
+    }
+    let mut out = Vec::with_capacity(log.len());
+    let mut i = 0;
+    'scan: while i < log.len() {
+        for (value, replacement) in redactions {
+            if log[i..].starts_with(value) {
+                out.extend_from_slice(replacement);
+                i += value.len();
+                continue 'scan;
+            }
+        }
+        out.push(log[i]);
+        i += 1;
+    }
+    out
 }
 
 /// The seed-style line for one segment.
