@@ -510,7 +510,7 @@ pub fn redactions(names: &[String], seg: &SegmentPlan) -> Vec<(Vec<u8>, Vec<u8>)
             }
         }
     }
-    out.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    out.sort_by_key(|(value, _)| std::cmp::Reverse(value.len()));
     out
 }
 
