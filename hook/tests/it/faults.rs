@@ -1327,3 +1327,334 @@ fn forged_results_are_misses_and_the_real_run_decides() {
     rows.extend(cases.iter().map(|c| run_case(&fx, &server, c)));
     report("Forged results", &rows);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Trust tiers: labelled keys, `accept = "ci-only"`, and who signed each cached result.
+
+/// A repository whose checkdef.toml trusts `ci` (labelled `ci`) and `dev` (unlabelled), with
+/// `accept`; `foo` pushed signed by `dev`, `bar` by `ci`, to the `file://` remote `remote`.
+fn tiered(accept: &str) -> (Fixture, String) {
+    let fx = Fixture::new();
+    let dev = SecretKey::generate("dev-alice-1").unwrap();
+    let dev_file = fx.repo.tmp.path().join("keys/dev.secret");
+    write_key(&dev_file, &dev);
+    let remote = format!("file://{}", fx.repo.tmp.path().join("remote").display());
+    let config = |accept: &str| {
+        format!(
+            "{SHELL_SEGMENTS}\n[cache]\nremote = \"{remote}\"\ntimeout-secs = 2\naccept = \"{accept}\"\ntrusted-public-keys = [\n  {{ key = \"{}\", label = \"ci\" }},\n  \"{}\",\n]\n",
+            fx.ci.to_public(),
+            dev.to_public()
+        )
+    };
+    // checkdef.toml is not an input of either segment: changing [cache] keeps the hashes.
+    fx.repo.write("checkdef.toml", &config("trusted"));
+    let push = |segment: &str, key: &Path| {
+        let mut cmd = checkdef_cmd(&fx.repo, &fx.repo.root, &["run", "--json", "-s", segment]);
+        cmd.env("TMPDIR", &fx.tmpdir)
+            .env("CHECKDEF_SECRET_KEY_FILE", key);
+        let r = CmdOut::from_output(cmd.output().unwrap());
+        r.expect_code(0);
+        assert_eq!(r.source(segment), "run");
+    };
+    push("foo", &dev_file);
+    push("bar", &fx.ci_file);
+    fx.repo.write("checkdef.toml", &config(accept));
+    fx.reset_local();
+    (fx, remote)
+}
+
+/// `checkdef run` with the configured remote and keys only (no key from the environment).
+fn run_plain(fx: &Fixture, args: &[&str]) -> CmdOut {
+    let mut cmd = checkdef_cmd(&fx.repo, &fx.repo.root, args);
+    cmd.env("TMPDIR", &fx.tmpdir);
+    CmdOut::from_output(cmd.output().unwrap())
+}
+
+#[test]
+fn labelled_keys_show_who_signed_each_cached_result() {
+    let (fx, _) = tiered("trusted");
+    let r = run_plain(&fx, &["run", "--json"]);
+    r.expect_code(0);
+    assert_eq!(r.source("foo"), "remote", "{}", r.stderr);
+    assert_eq!(r.source("bar"), "remote", "{}", r.stderr);
+    assert_eq!(r.seg("foo")["signed_by"], "dev-alice-1");
+    assert_eq!(r.seg("bar")["signed_by"], "ci.example.org-1 (ci)");
+    assert!(r.warnings().is_empty(), "{}", r.stderr);
+
+    // The human output names the signer too.
+    fx.reset_local();
+    let r = run_plain(&fx, &["run"]);
+    r.expect_code(0);
+    assert!(
+        r.stderr.lines().any(|l| l.contains("foo")
+            && l.contains("cached (remote)")
+            && l.contains("signed by dev-alice-1")),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .lines()
+            .any(|l| l.contains("bar") && l.contains("signed by ci.example.org-1 (ci)")),
+        "{}",
+        r.stderr
+    );
+
+    // The copies in the local cache are this machine's: no remote signer is claimed.
+    let r = run_plain(&fx, &["run", "--json"]);
+    assert_eq!(r.source("foo"), "local");
+    assert!(r.seg("foo")["signed_by"].is_null());
+}
+
+#[test]
+fn ci_only_rejects_developer_signed_results() {
+    let (fx, _) = tiered("ci-only");
+    let r = run_plain(&fx, &["run", "--json"]);
+    r.expect_code(0);
+    assert_eq!(r.source("foo"), "run", "{}", r.stderr);
+    assert_eq!(r.source("bar"), "remote", "{}", r.stderr);
+    assert_eq!(r.seg("bar")["signed_by"], "ci.example.org-1 (ci)");
+    let w = r.warnings();
+    assert_eq!(w.len(), 1, "{}", r.stderr);
+    assert!(
+        w[0].contains("remote result for foo ignored")
+            && w[0].contains("lacks a valid signature from a trusted key"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.seg("foo")["warnings"].as_array().unwrap().len(), 1);
+
+    // A developer key from the environment is never labelled, so it cannot widen ci-only.
+    fx.reset_local();
+    let dev_pub = {
+        let text = std::fs::read_to_string(fx.repo.tmp.path().join("keys/dev.secret")).unwrap();
+        SecretKey::parse(text.trim())
+            .unwrap()
+            .to_public()
+            .to_string()
+    };
+    let mut cmd = checkdef_cmd(&fx.repo, &fx.repo.root, &["run", "--json"]);
+    cmd.env("TMPDIR", &fx.tmpdir)
+        .env("CHECKDEF_TRUSTED_PUBLIC_KEYS", &dev_pub);
+    let r = CmdOut::from_output(cmd.output().unwrap());
+    r.expect_code(0);
+    assert_eq!(r.source("foo"), "run", "{}", r.stderr);
+    assert_eq!(r.source("bar"), "remote", "{}", r.stderr);
+}
+
+#[test]
+fn ci_only_without_a_ci_key_is_a_configuration_error() {
+    let fx = Fixture::new();
+    fx.repo.write(
+        "checkdef.toml",
+        &format!(
+            "{SHELL_SEGMENTS}\n[cache]\naccept = \"ci-only\"\ntrusted-public-keys = [\"{}\"]\n",
+            fx.ci.to_public()
+        ),
+    );
+    let r = run_plain(&fx, &["run", "--json"]);
+    r.expect_code(2);
+    assert!(r.stderr.contains("ci-only"), "{}", r.stderr);
+    assert!(r.stderr.contains("checkdef.toml:"), "{}", r.stderr);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secrets in logs: `[defaults] redact_env`.
+
+/// The uncompressed log of every result in a binary cache directory.
+fn cached_logs(dir: &Path) -> Vec<Vec<u8>> {
+    let files = read_cache_dir(dir);
+    let mut logs = Vec::new();
+    for (rel, text) in &files {
+        if !rel.ends_with(".narinfo") {
+            continue;
+        }
+        let info = NarInfo::parse(std::str::from_utf8(text).unwrap()).unwrap();
+        let nar = zstd_decode(&files[&info.url]);
+        let node = cache_proto::nar::parse(&nar[..], &Default::default()).unwrap();
+        logs.push(StoredResult::from_nar(node).unwrap().log);
+    }
+    logs
+}
+
+#[test]
+fn redact_env_masks_secrets_in_stored_pushed_and_printed_logs() {
+    let fx = Fixture::new();
+    let secret = "s3cr3t-T0KEN-value";
+    fx.repo.write(
+        "checkdef.toml",
+        r#"version = 1
+
+[defaults]
+passthrough = ["API_TOKEN", "OTHER_TOKEN"]
+redact_env = ["API_TOKEN", "OTHER_TOKEN", "UNSET_TOKEN"]
+
+[[segment]]
+name = "foo"
+include = ["src/foo/**"]
+command = "echo \"token=$API_TOKEN twice $API_TOKEN$API_TOKEN other=$OTHER_TOKEN\"; echo \"to stderr $API_TOKEN\" >&2"
+
+[[segment]]
+name = "bar"
+include = ["src/bar/**"]
+command = "echo \"failing with $API_TOKEN\"; exit 1"
+"#,
+    );
+    let remote_dir = fx.repo.tmp.path().join("remote");
+    let remote = format!("file://{}", remote_dir.display());
+    let key = fx.ci_file.display().to_string();
+    let r = fx.run(
+        &[],
+        &[
+            ("API_TOKEN", secret),
+            ("OTHER_TOKEN", "0th3r-v4lue"),
+            ("CHECKDEF_REMOTE", &remote),
+            ("CHECKDEF_SECRET_KEY_FILE", &key),
+        ],
+    );
+    r.expect_code(1);
+    assert_eq!(r.status("foo"), "passed");
+    // The failure tail on stderr is redacted too.
+    assert!(!r.stderr.contains(secret), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("failing with [redacted:API_TOKEN]"),
+        "{}",
+        r.stderr
+    );
+    for dir in [&fx.repo.cache, &remote_dir] {
+        let logs = cached_logs(dir);
+        assert_eq!(
+            logs.len(),
+            1,
+            "only foo passed and is stored in {}",
+            dir.display()
+        );
+        let log = String::from_utf8(logs[0].clone()).unwrap();
+        assert!(!log.contains(secret), "{log}");
+        assert!(!log.contains("0th3r-v4lue"), "{log}");
+        assert!(
+            log.contains("token=[redacted:API_TOKEN] twice [redacted:API_TOKEN][redacted:API_TOKEN] other=[redacted:OTHER_TOKEN]"),
+            "{log}"
+        );
+        assert!(log.contains("to stderr [redacted:API_TOKEN]"), "{log}");
+        // Not one byte of the secret is anywhere in the cache files.
+        for (rel, data) in read_cache_dir(dir) {
+            assert!(find(&data, secret.as_bytes()).is_none(), "{rel}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad input elsewhere: exit 2 and a message that names the problem.
+
+#[test]
+fn bad_input_exits_2_naming_the_problem() {
+    let fx = Fixture::new();
+    let run = |env: &[(&str, &str)], args: &[&str]| fx.run(args, env);
+
+    // A secret key file others can read.
+    let loose = fx.repo.tmp.path().join("keys/loose.secret");
+    write_key(&loose, &fx.ci);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let loose_s = loose.display().to_string();
+    let r = run(&[("CHECKDEF_SECRET_KEY_FILE", &loose_s)], &[]);
+    r.expect_code(2);
+    assert!(
+        r.stderr.contains("readable by others (mode 644)"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("chmod 600"), "{}", r.stderr);
+
+    // A key file that is not a Nix secret key (a public key, and garbage).
+    let bad = fx.repo.tmp.path().join("keys/bad.secret");
+    for content in [fx.ci.to_public().to_string(), "not a key".to_owned()] {
+        write_key(&bad, &fx.ci);
+        std::fs::write(&bad, format!("{content}\n")).unwrap();
+        let r = run(&[("CHECKDEF_SECRET_KEY_FILE", bad.to_str().unwrap())], &[]);
+        r.expect_code(2);
+        assert!(r.stderr.contains("is not a Nix secret key"), "{}", r.stderr);
+        assert!(r.stderr.contains(bad.to_str().unwrap()), "{}", r.stderr);
+    }
+
+    // A key file that does not exist.
+    let r = run(
+        &[("CHECKDEF_SECRET_KEY_FILE", "/nonexistent/key.secret")],
+        &[],
+    );
+    r.expect_code(2);
+    assert!(
+        r.stderr
+            .contains("cannot read secret key file /nonexistent/key.secret")
+    );
+
+    // A trusted public key from the environment that is not one.
+    let r = run(&[("CHECKDEF_TRUSTED_PUBLIC_KEYS", "ci:short")], &[]);
+    r.expect_code(2);
+    assert!(
+        r.stderr.contains("CHECKDEF_TRUSTED_PUBLIC_KEYS"),
+        "{}",
+        r.stderr
+    );
+
+    // A remote URL that is no cache URL.
+    let r = run(&[("CHECKDEF_REMOTE", "ftp://example.invalid/cache")], &[]);
+    r.expect_code(2);
+    assert!(
+        r.stderr.contains("ftp://example.invalid/cache"),
+        "{}",
+        r.stderr
+    );
+
+    // An unknown revision is named.
+    let r = run(&[], &["--rev", "no-such-rev"]);
+    r.expect_code(2);
+    assert!(r.stderr.contains("no-such-rev"), "{}", r.stderr);
+
+    // An unreadable checkdef.toml: a directory, and bytes that are not UTF-8.
+    let config = fx.repo.path("checkdef.toml");
+    let saved = std::fs::read(&config).unwrap();
+    std::fs::remove_file(&config).unwrap();
+    std::fs::create_dir(&config).unwrap();
+    let r = run(&[], &[]);
+    r.expect_code(2);
+    assert!(r.stderr.contains("checkdef.toml"), "{}", r.stderr);
+    std::fs::remove_dir(&config).unwrap();
+    std::fs::write(&config, b"version = 1\n\xff\xfe\n").unwrap();
+    let r = run(&[], &[]);
+    r.expect_code(2);
+    assert!(r.stderr.contains("checkdef.toml"), "{}", r.stderr);
+    assert!(r.stderr.to_lowercase().contains("utf-8"), "{}", r.stderr);
+    // No checkdef.toml at all.
+    std::fs::remove_file(&config).unwrap();
+    let r = run(&[], &[]);
+    r.expect_code(2);
+    assert!(r.stderr.contains("checkdef.toml"), "{}", r.stderr);
+    std::fs::write(&config, &saved).unwrap();
+
+    // A segment whose include matches nothing: a warning, and the exit is the tests'.
+    let empty = format!(
+        "{SHELL_SEGMENTS}\n[[segment]]\nname = \"ghost\"\ninclude = [\"no/such/dir/**\"]\ncommand = \"true\"\n"
+    );
+    fx.repo.write("checkdef.toml", &empty);
+    let r = run(&[], &[]);
+    r.expect_code(0);
+    assert!(
+        r.warnings()
+            .iter()
+            .any(|w| w.contains("segment ghost matches no files")),
+        "{}",
+        r.stderr
+    );
+    fx.repo.write(
+        "checkdef.toml",
+        &empty.replace("command = \"true\"\n", "command = \"false\"\n"),
+    );
+    fx.reset_local();
+    let r = run(&[], &[]);
+    r.expect_code(1);
+    assert!(r.stderr.contains("matches no files"), "{}", r.stderr);
+}
