@@ -402,11 +402,24 @@ impl Caches {
             Ok(_) => Ok(Stored::Pushed {
                 signer: key.name().to_owned(),
             }),
-            Err(e) => Ok(Stored::PushFailed(format!(
-                "could not push {} to {}: {e}",
-                result.record.segment,
-                remote.url()
-            ))),
+            Err(e) => {
+                // Each failed push costs the store's retries (three request timeouts when the
+                // server stalls): after one, stop pushing for the rest of this invocation.
+                let unavailable = store_unavailable(&e);
+                if unavailable {
+                    self.remote_down.store(true, Ordering::Relaxed);
+                }
+                Ok(Stored::PushFailed(format!(
+                    "could not push {} to {}: {e}{}",
+                    result.record.segment,
+                    remote.url(),
+                    if unavailable {
+                        "; not pushing other results"
+                    } else {
+                        ""
+                    }
+                )))
+            }
         }
     }
 
@@ -466,12 +479,21 @@ impl LookupError {
     /// The cache could not be reached or answered with a server-side failure (after the store's
     /// own retries): stop asking it for the rest of this invocation.
     fn is_unavailable(&self) -> bool {
-        use cache_proto::store::StoreError as E;
         match self {
-            LookupError::Store(E::Http { .. } | E::Timeout { .. }) => true,
-            LookupError::Store(E::Status { status, .. }) => *status >= 500 || *status == 429,
-            _ => false,
+            LookupError::Store(e) => store_unavailable(e),
+            LookupError::Invalid(_) => false,
         }
+    }
+}
+
+/// The cache could not be reached, timed out or answered with a server-side failure (after the
+/// store's own retries).
+fn store_unavailable(e: &cache_proto::store::StoreError) -> bool {
+    use cache_proto::store::StoreError as E;
+    match e {
+        E::Http { .. } | E::Timeout { .. } => true,
+        E::Status { status, .. } => *status >= 500 || *status == 429,
+        _ => false,
     }
 }
 
