@@ -59,7 +59,7 @@ pub enum Reply {
 struct State {
     /// Files served with 200 (and accepted by PUT).
     files: HashMap<String, Vec<u8>>,
-    /// Faults by request path; `*` applies to every path.
+    /// Faults by request path, looked up as `METHOD path`, `path`, `METHOD *`, then `*`.
     routes: HashMap<String, Reply>,
     /// `METHOD PATH` of every request.
     log: Vec<String>,
@@ -124,7 +124,8 @@ impl FaultServer {
             .insert(rel.to_owned(), data);
     }
 
-    /// Inject a fault for `rel` (without the leading `/`), or `*` for every path.
+    /// Inject a fault for `rel` (a path without the leading `/`, or `*` for every path),
+    /// optionally for one method only (`PUT *`).
     pub fn route(&self, rel: &str, reply: Reply) {
         self.state
             .lock()
@@ -188,7 +189,15 @@ fn serve(mut conn: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
     let reply = {
         let mut st = state.lock().unwrap();
         st.log.push(format!("{method} {path}"));
-        st.routes.get(&rel).or_else(|| st.routes.get("*")).cloned()
+        [
+            format!("{method} {rel}"),
+            rel.clone(),
+            format!("{method} *"),
+            "*".to_owned(),
+        ]
+        .iter()
+        .find_map(|k| st.routes.get(k))
+        .cloned()
     };
     if let Some(Reply::Reset) = reply {
         // Unread request bytes make close() send RST instead of FIN.
@@ -1657,4 +1666,53 @@ fn bad_input_exits_2_naming_the_problem() {
     let r = run(&[], &[]);
     r.expect_code(1);
     assert!(r.stderr.contains("matches no files"), "{}", r.stderr);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pushing to a cache that fails.
+
+#[test]
+fn pushes_to_a_failing_cache_are_bounded_and_never_fail_the_run() {
+    let fx = Fixture::new();
+    let server = FaultServer::start();
+    let url = server.url();
+    let key = fx.ci_file.display().to_string();
+    let mut rows = Vec::new();
+    for (name, reply) in [
+        ("every PUT answers 500", Reply::Status(500)),
+        ("every PUT resets the connection", Reply::Reset),
+        ("every PUT stalls", Reply::Stall),
+    ] {
+        fx.reset_local();
+        // An empty cache: lookups are plain misses, then both passing results are pushed.
+        server.reset(&HashMap::new());
+        server.route("PUT *", reply);
+        let t = Instant::now();
+        let r = fx.run(
+            &[],
+            &[
+                ("CHECKDEF_REMOTE", url.as_str()),
+                ("CHECKDEF_SECRET_KEY_FILE", key.as_str()),
+            ],
+        );
+        let took = t.elapsed();
+        let ctx = format!("{name}: {}\n{:?}", r.stderr, server.log());
+        r.expect_code(0);
+        assert_eq!(r.source("foo"), "run", "{ctx}");
+        let w = r.warnings();
+        // The first failed push marks the remote down: the other result is not pushed.
+        assert_eq!(w.len(), 1, "{ctx}");
+        assert!(w[0].contains("could not push"), "{ctx}");
+        assert!(took < TIME_BOUND, "took {took:?}; {ctx}");
+        // Both results are still in the local cache.
+        assert_eq!(narinfos_in(&fx.repo.cache).len(), 2, "{ctx}");
+        rows.push(Row {
+            case: name.to_owned(),
+            foo: format!("{} ({})", r.source("foo"), r.status("foo")),
+            exit: r.code,
+            warning: w[0].trim_start_matches("warning: ").to_owned(),
+            secs: took.as_secs_f64(),
+        });
+    }
+    report("Pushes to a failing cache", &rows);
 }
