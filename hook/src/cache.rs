@@ -540,6 +540,26 @@ pub fn settings_from(config: &crate::config::CacheConfig) -> Result<CacheSetting
             trusted_keys.push(TrustedKey { key, label: None });
         }
     }
+    // A signature names its key (`name:base64`) and is shown as signed by that name and the
+    // label of the trusted key with that name, so two different keys under one name would let
+    // one pass for the other (a developer key named like the CI key shown as `(ci)`). The same
+    // key listed twice (checkdef.toml and the environment) is fine: the first entry counts.
+    let mut distinct: Vec<TrustedKey> = Vec::new();
+    for k in trusted_keys {
+        match distinct.iter().find(|d| d.key.name() == k.key.name()) {
+            Some(d) if d.key.to_string() == k.key.to_string() => {}
+            Some(d) => {
+                return Err(usage(format!(
+                    "two different trusted public keys are named `{}`: {} and {}\nhint: key names must be unique (checkdef.toml `trusted-public-keys` and CHECKDEF_TRUSTED_PUBLIC_KEYS together)",
+                    k.key.name(),
+                    d.key,
+                    k.key
+                )));
+            }
+            None => distinct.push(k),
+        }
+    }
+    let trusted_keys = distinct;
     let secret_key = match var("CHECKDEF_SECRET_KEY_FILE").filter(|v| !v.is_empty()) {
         Some(p) => Some(load_secret_key(Path::new(&p))?),
         None => None,
