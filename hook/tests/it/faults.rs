@@ -1716,3 +1716,30 @@ fn pushes_to_a_failing_cache_are_bounded_and_never_fail_the_run() {
     }
     report("Pushes to a failing cache", &rows);
 }
+
+#[test]
+fn a_key_named_like_a_trusted_key_cannot_pass_for_it() {
+    let (fx, _) = tiered("trusted");
+    // An impostor key that takes the CI key's name, added through the environment.
+    let impostor = SecretKey::generate(fx.ci.name()).unwrap();
+    let mut cmd = checkdef_cmd(&fx.repo, &fx.repo.root, &["run", "--json"]);
+    cmd.env("TMPDIR", &fx.tmpdir).env(
+        "CHECKDEF_TRUSTED_PUBLIC_KEYS",
+        impostor.to_public().to_string(),
+    );
+    let r = CmdOut::from_output(cmd.output().unwrap());
+    r.expect_code(2);
+    assert!(
+        r.stderr
+            .contains("two different trusted public keys are named `ci.example.org-1`"),
+        "{}",
+        r.stderr
+    );
+    // The same key again (checkdef.toml and the environment) is accepted; its label stays.
+    let mut cmd = checkdef_cmd(&fx.repo, &fx.repo.root, &["run", "--json"]);
+    cmd.env("TMPDIR", &fx.tmpdir)
+        .env("CHECKDEF_TRUSTED_PUBLIC_KEYS", fx.ci_public());
+    let r = CmdOut::from_output(cmd.output().unwrap());
+    r.expect_code(0);
+    assert_eq!(r.seg("bar")["signed_by"], "ci.example.org-1 (ci)");
+}
