@@ -9,6 +9,8 @@
 # packs it with `git gc`, builds checkdef with `cargo build --release` (set CHECKDEF_BIN to use a
 # prebuilt binary), then times both commands, alternating, RUNS times each, and prints the
 # medians and their ratio. Target: ratio <= 1.5. BENCH_KEEP=1 keeps the temp dir.
+# BENCH_WORKTREE=1 also checks the files out and times work-tree mode (`checkdef plan`, whose
+# clean files come from the index's stat data) against `git status --porcelain`.
 set -euo pipefail
 
 NFILES=${1:-100000}
@@ -79,7 +81,12 @@ for s in range(nseg):
 out.write(b"\n")
 PY
 git -C "$REPO" gc -q
-git -C "$REPO" reset -q   # index = HEAD; the work tree only needs checkdef.toml for --rev
+if [ "${BENCH_WORKTREE:-0}" = 1 ]; then
+  git -C "$REPO" checkout -q -f HEAD -- .
+  sleep 1 && git -C "$REPO" status --porcelain >/dev/null   # let git refresh racy index entries
+else
+  git -C "$REPO" reset -q   # index = HEAD; the work tree only needs checkdef.toml for --rev
+fi
 COUNT=$(git -C "$REPO" ls-tree -r HEAD | wc -l)
 echo "repository: $COUNT files, $NSEG segments, $(du -sh "$REPO/.git" | cut -f1) in .git" >&2
 
@@ -87,13 +94,16 @@ echo "repository: $COUNT files, $NSEG segments, $(du -sh "$REPO/.git" | cut -f1)
 git -C "$REPO" ls-tree -r HEAD >/dev/null
 (cd "$REPO" && "$CHECKDEF_BIN" plan --rev HEAD --json >/dev/null)
 
-python3 - "$REPO" "$CHECKDEF_BIN" "$RUNS" <<'PY'
+python3 - "$REPO" "$CHECKDEF_BIN" "$RUNS" "${BENCH_WORKTREE:-0}" <<'PY'
 import statistics, subprocess, sys, time
-repo, bin_, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+repo, bin_, runs, worktree = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
 cmds = {
     "git ls-tree -r HEAD": ["git", "ls-tree", "-r", "HEAD"],
     "checkdef plan --rev HEAD": [bin_, "plan", "--rev", "HEAD"],
 }
+if worktree:
+    cmds["git status --porcelain"] = ["git", "status", "--porcelain"]
+    cmds["checkdef plan (work tree)"] = [bin_, "plan"]
 times = {k: [] for k in cmds}
 for _ in range(runs):
     for name, argv in cmds.items():
@@ -105,4 +115,7 @@ for k, v in times.items():
     print(f"{k:28} median {med[k]*1000:8.1f} ms   (runs: {' '.join(f'{x*1000:.0f}' for x in v)})")
 ratio = med["checkdef plan --rev HEAD"] / med["git ls-tree -r HEAD"]
 print(f"ratio checkdef/git: {ratio:.2f} (target <= 1.5)")
+if worktree:
+    r = med["checkdef plan (work tree)"] / med["git status --porcelain"]
+    print(f"work tree: checkdef plan / git status: {r:.2f}")
 PY

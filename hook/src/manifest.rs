@@ -62,7 +62,25 @@ pub struct ManifestSpec<'a> {
 
 /// The canonical manifest text.
 pub fn render(spec: &ManifestSpec<'_>) -> String {
-    let mut out = String::with_capacity(256 + spec.inputs.len() * 96);
+    let hex_len = spec.object_format.len_in_hex();
+    let capacity = 512
+        + spec.command.len()
+        + spec
+            .env
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 8)
+            .sum::<usize>()
+        + spec
+            .fingerprints
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 40)
+            .sum::<usize>()
+        + spec
+            .inputs
+            .iter()
+            .map(|i| i.path.len() + hex_len + 9)
+            .sum::<usize>();
+    let mut out = String::with_capacity(capacity);
     let _ = writeln!(out, "checkdef-manifest {FORMAT_VERSION}");
     line(&mut out, "segment", spec.segment.as_bytes());
     line(&mut out, "platform", spec.platform.as_bytes());
@@ -140,32 +158,38 @@ fn line(out: &mut String, key: &str, value: &[u8]) {
 
 /// Append `bytes` escaped (see the module documentation) to `out`.
 pub fn escape_into(bytes: &[u8], out: &mut String) {
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        let (valid, invalid_len) = match std::str::from_utf8(rest) {
-            Ok(s) => (s, 0),
-            Err(e) => {
-                let valid = std::str::from_utf8(&rest[..e.valid_up_to()]).expect("checked prefix");
-                (valid, e.error_len().unwrap_or(rest.len() - e.valid_up_to()))
+    // Fast path: printable ASCII without backslashes, the common case for paths and values.
+    if bytes
+        .iter()
+        .all(|&b| (0x20..0x7f).contains(&b) && b != b'\\')
+    {
+        out.push_str(std::str::from_utf8(bytes).expect("printable ASCII is UTF-8"));
+        return;
+    }
+    for chunk in bytes.utf8_chunks() {
+        let valid = chunk.valid();
+        // Every byte that needs escaping is ASCII, so slicing at it stays on a char boundary.
+        let mut plain_from = 0;
+        for (i, b) in valid.bytes().enumerate() {
+            if b >= 0x20 && b != 0x7f && b != b'\\' {
+                continue;
             }
-        };
-        for c in valid.chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                '\n' => out.push_str("\\n"),
-                '\r' => out.push_str("\\r"),
-                '\t' => out.push_str("\\t"),
-                c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                    let _ = write!(out, "\\x{:02x}", c as u32);
+            out.push_str(&valid[plain_from..i]);
+            match b {
+                b'\\' => out.push_str("\\\\"),
+                b'\n' => out.push_str("\\n"),
+                b'\r' => out.push_str("\\r"),
+                b'\t' => out.push_str("\\t"),
+                b => {
+                    let _ = write!(out, "\\x{b:02x}");
                 }
-                c => out.push(c),
             }
+            plain_from = i + 1;
         }
-        let after_valid = &rest[valid.len()..];
-        for b in &after_valid[..invalid_len] {
+        out.push_str(&valid[plain_from..]);
+        for b in chunk.invalid() {
             let _ = write!(out, "\\x{b:02x}");
         }
-        rest = &after_valid[invalid_len..];
     }
 }
 

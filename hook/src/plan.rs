@@ -170,7 +170,13 @@ pub fn build_plan_filtered(
 
     let platform = manifest::platform();
     let object_format = repo.object_hash();
-    let mut segments = Vec::new();
+    struct Job<'c> {
+        index: usize,
+        seg: &'c Segment,
+        inputs: Vec<Input>,
+        fingerprints: BTreeMap<String, Vec<u8>>,
+    }
+    let mut jobs = Vec::new();
     for (index, seg) in config.segments.iter().enumerate() {
         if !select(seg) {
             continue;
@@ -182,33 +188,47 @@ pub fn build_plan_filtered(
         for cmd in &seg.fingerprint {
             fingerprints.insert(cmd.clone(), fingerprint(repo.root(), cmd)?);
         }
-        let text = manifest::render(&ManifestSpec {
-            segment: &seg.name,
-            platform: &platform,
-            object_format,
-            sandbox: seg.sandbox,
-            command: &seg.command,
-            env: &seg.env,
-            fingerprints: &fingerprints,
-            inputs: &inputs,
-        });
-        let input_hash = manifest::input_hash(&text);
-        segments.push(SegmentPlan {
+        jobs.push(Job {
             index,
-            name: seg.name.clone(),
-            description: seg.description.clone(),
-            store_path: store_path_for(&input_hash, &seg.name),
-            input_hash,
-            manifest: text,
+            seg,
             inputs,
-            touched: touched.as_ref().map(|t: &Vec<bool>| t[index]),
-            command: seg.command.clone(),
-            env: seg.env.clone(),
-            passthrough: seg.passthrough.clone(),
-            sandbox: seg.sandbox,
             fingerprints,
         });
     }
+    let render = |job: &Job<'_>| {
+        let text = manifest::render(&ManifestSpec {
+            segment: &job.seg.name,
+            platform: &platform,
+            object_format,
+            sandbox: job.seg.sandbox,
+            command: &job.seg.command,
+            env: &job.seg.env,
+            fingerprints: &job.fingerprints,
+            inputs: &job.inputs,
+        });
+        let hash = manifest::input_hash(&text);
+        (text, hash)
+    };
+    let rendered = parallel_map(&jobs, render);
+    let segments = jobs
+        .into_iter()
+        .zip(rendered)
+        .map(|(job, (text, input_hash))| SegmentPlan {
+            index: job.index,
+            name: job.seg.name.clone(),
+            description: job.seg.description.clone(),
+            store_path: store_path_for(&input_hash, &job.seg.name),
+            input_hash,
+            manifest: text,
+            inputs: job.inputs,
+            touched: touched.as_ref().map(|t: &Vec<bool>| t[job.index]),
+            command: job.seg.command.clone(),
+            env: job.seg.env.clone(),
+            passthrough: job.seg.passthrough.clone(),
+            sandbox: job.seg.sandbox,
+            fingerprints: job.fingerprints,
+        })
+        .collect();
     Ok(Plan {
         target: *target,
         commit,
@@ -217,6 +237,40 @@ pub fn build_plan_filtered(
         segments,
         untracked_touched,
     })
+}
+
+/// `f` over `items` on up to `available_parallelism` threads (sequentially for small inputs);
+/// results in input order.
+fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8)
+        .min(items.len());
+    if threads <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut out: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { break };
+                        done.push((i, f(item)));
+                    }
+                    done
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("manifest worker panicked"))
+            .collect()
+    });
+    out.sort_unstable_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, r)| r).collect()
 }
 
 /// For each segment whether a changed path hits it, and the changed paths no segment covers.

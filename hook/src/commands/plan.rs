@@ -141,6 +141,8 @@ pub fn run(config_flag: Option<&Path>, args: &PlanArgs) -> Result<Code> {
     if args.explain {
         eprint!("{}", super::explain::plan_lines(&plan, &statuses));
     }
+    // The process ends here: skip freeing ~2 allocations per input one by one.
+    std::mem::forget(plan);
     Ok(Code::Success)
 }
 
