@@ -34,7 +34,9 @@ pub fn require(tool: &str) -> Option<PathBuf> {
     if in_ci() {
         panic!("{tool} is required for this test under CI; run scripts/test.sh (it installs it)");
     }
-    eprintln!("SKIP: {tool} not found (set up with scripts/test.sh); this test fails instead under CI");
+    eprintln!(
+        "SKIP: {tool} not found (set up with scripts/test.sh); this test fails instead under CI"
+    );
     None
 }
 
@@ -48,7 +50,9 @@ pub fn free_port() -> u16 {
 
 /// Run a command and return its output, panicking with stdout/stderr on failure.
 pub fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
@@ -83,7 +87,8 @@ impl Nginx {
         }
         let auth = match basic_auth {
             Some((u, p)) => {
-                std::fs::write(state.path().join("htpasswd"), format!("{u}:{{PLAIN}}{p}\n")).unwrap();
+                std::fs::write(state.path().join("htpasswd"), format!("{u}:{{PLAIN}}{p}\n"))
+                    .unwrap();
                 format!(
                     "auth_basic \"nix cache\"; auth_basic_user_file {}/htpasswd;",
                     state.path().display()
