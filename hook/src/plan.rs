@@ -156,13 +156,30 @@ pub fn build_plan_filtered(
         hits: Vec::with_capacity(8),
         per_segment: vec![Vec::new(); config.segments.len()],
     };
-    repo.walk(target, &mut collect)?;
+    let changed = match (base, target) {
+        // One work-tree walk serves both the inputs and the diff against the base.
+        (Some(base), Target::WorkTree) => {
+            let all = repo.entries_all(target)?;
+            for i in &all {
+                if collect.wants(i.path.as_ref()) {
+                    collect.visit(i.path.as_ref(), i.mode, &i.id);
+                }
+            }
+            Some(repo.changed_paths_from(base, &all)?)
+        }
+        (Some(base), Target::Commit(_)) => {
+            repo.walk(target, &mut collect)?;
+            Some(repo.changed_paths(base, target)?)
+        }
+        (None, _) => {
+            repo.walk(target, &mut collect)?;
+            None
+        }
+    };
     let mut per_segment = collect.per_segment;
-
-    let (touched, untracked_touched) = match base {
+    let (touched, untracked_touched) = match changed {
         None => (None, None),
-        Some(base) => {
-            let changed = repo.changed_paths(base, target)?;
+        Some(changed) => {
             let (t, u) = classify_changes(matcher, &changed);
             (Some(t), Some(u))
         }

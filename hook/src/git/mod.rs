@@ -303,22 +303,28 @@ impl Repo {
     /// Paths whose (mode, id) differ between commit `base` and `target`, or that exist on only
     /// one side: renames count as both their old and new path. Sorted by path bytes, distinct.
     pub fn changed_paths(&self, base: ObjectId, target: &Target) -> Result<Vec<BString>> {
-        let base_tree = self.tree_of(base)?;
         match target {
             Target::Commit(commit) => {
+                let base_tree = self.tree_of(base)?;
                 let tree = self.tree_of(*commit)?;
                 let mut out = Vec::new();
                 self.diff_trees(base_tree, tree, &mut out)?;
                 Ok(out)
             }
             Target::WorkTree => {
-                let mut old = CollectAll::default();
-                self.walk_tree(base_tree, &mut old)?;
-                sort_inputs(&mut old.0);
                 let new = self.entries_all(&Target::WorkTree)?;
-                Ok(diff_sorted(&old.0, &new))
+                self.changed_paths_from(base, &new)
             }
         }
+    }
+
+    /// Like [`changed_paths`](Self::changed_paths) against a complete listing of a snapshot
+    /// (as [`entries_all`](Self::entries_all) returns it, sorted by path).
+    pub fn changed_paths_from(&self, base: ObjectId, listing: &[Input]) -> Result<Vec<BString>> {
+        let mut old = CollectAll::default();
+        self.walk_tree(self.tree_of(base)?, &mut old)?;
+        sort_inputs(&mut old.0);
+        Ok(diff_sorted(&old.0, listing))
     }
 }
 

@@ -423,6 +423,14 @@ fn touched_and_untracked_touched_with_base() {
     assert_eq!(segment_field(&v, "bar-tests", "touched"), "true");
     assert_eq!(v["untracked_touched"], serde_json::json!(["scratch.txt"]));
 
+    // An untracked input counts as touched in work-tree mode; an ignored one does not.
+    repo.git(&["checkout", "--", "pytest.ini"]);
+    repo.write("src/bar/new.py", "\n");
+    repo.write("src/foo/__pycache__/x.pyc", "junk");
+    let v = repo.plan_json(&["--base", "HEAD"]);
+    assert_eq!(segment_field(&v, "foo-tests", "touched"), "false");
+    assert_eq!(segment_field(&v, "bar-tests", "touched"), "true");
+
     // Same commit: nothing touched.
     let v = repo.plan_json(&["--rev", "HEAD", "--base", "HEAD"]);
     assert_eq!(segment_field(&v, "foo-tests", "touched"), "false");
