@@ -231,7 +231,7 @@ pub fn run(config_flag: Option<&Path>, args: &ExplainArgs) -> Result<Code> {
     let mut out = std::io::stdout().lock();
     out.write_all(seg.manifest.as_bytes())?;
     out.flush()?;
-    let hit = super::plan::lookup_status(&plan).first() == Some(&Status::HitLocal);
+    let hit = super::plan::lookup_status(&ctx.config, &plan)?.first() == Some(&Status::HitLocal);
     eprint!(
         "{}",
         render_explanation(local_cache_dir().as_deref(), seg, hit)

@@ -102,22 +102,40 @@ pub fn local_cache_dir() -> Option<PathBuf> {
         .or_else(|| non_empty("HOME").map(|h| h.join(".cache").join("checkdef")))
 }
 
-/// Each segment's cache status. For now only the local cache is consulted, by the existence of
-/// `<cache dir>/<hash part>.narinfo` (verified and remote lookups replace this).
-pub fn lookup_status(plan: &Plan) -> Vec<Status> {
-    let dir = local_cache_dir();
-    plan.segments
-        .iter()
-        .map(|s| match &dir {
-            Some(d)
-                if d.join(format!("{}.narinfo", plan::hash_part(&s.store_path)))
-                    .is_file() =>
-            {
-                Status::HitLocal
+/// Each segment's cache status, from the same verified lookups `checkdef run` makes: the
+/// local cache first, then the remote (signature, hashes and result checked). Entries that
+/// exist but fail a check are misses, with the warning printed on stderr.
+pub fn lookup_status(config: &Config, plan: &Plan) -> Result<Vec<Status>> {
+    let settings = crate::cache::settings_from(&config.cache)?;
+    let caches = crate::cache::Caches::open(settings)?;
+    let rt = crate::commands::run::runtime()?;
+    let lookups = rt.block_on(futures_util::future::join_all(plan.segments.iter().map(
+        |s| {
+            let caches = caches.clone();
+            async move {
+                match cache_proto::store_path::StorePath::parse(&s.store_path) {
+                    Ok(p) => caches.lookup(&p, &s.name, &s.input_hash).await,
+                    Err(_) => crate::cache::Lookup {
+                        hit: None,
+                        warnings: Vec::new(),
+                    },
+                }
             }
-            _ => Status::Miss,
+        },
+    )));
+    Ok(lookups
+        .into_iter()
+        .map(|l| {
+            for w in &l.warnings {
+                eprintln!("checkdef: warning: {w}");
+            }
+            match l.hit.map(|h| h.source) {
+                Some(crate::cache::Source::Local) => Status::HitLocal,
+                Some(crate::cache::Source::Remote) => Status::HitRemote,
+                None => Status::Miss,
+            }
         })
-        .collect()
+        .collect())
 }
 
 pub fn run(config_flag: Option<&Path>, args: &PlanArgs) -> Result<Code> {
@@ -129,7 +147,7 @@ pub fn run(config_flag: Option<&Path>, args: &PlanArgs) -> Result<Code> {
         .map(|b| resolve_rev(&ctx.repo, b))
         .transpose()?;
     let plan = plan::build_plan(&ctx.repo, &ctx.config, &target, base).map_err(plan_error)?;
-    let statuses = lookup_status(&plan);
+    let statuses = lookup_status(&ctx.config, &plan)?;
     if args.json {
         let doc = to_json(&plan, &statuses);
         let mut out = std::io::stdout().lock();

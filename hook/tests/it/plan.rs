@@ -368,7 +368,7 @@ fn plan_json_shape() {
     let w: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(w["commit"], head.as_str());
     assert_eq!(w["worktree"], true);
-    // A local cache entry turns a miss into hit-local.
+    // A corrupt cache entry is not a hit: lookups are verified, not file-existence checks.
     let store_path = segs[0]["store_path"].as_str().unwrap();
     let hash_part = &store_path["/nix/store/".len().."/nix/store/".len() + 32];
     std::fs::write(
@@ -376,6 +376,15 @@ fn plan_json_shape() {
         "StorePath: x\n",
     )
     .unwrap();
+    let v = repo.plan_json(&["--rev", "HEAD"]);
+    assert_eq!(segment_field(&v, "foo-tests", "status"), "miss");
+    // A real, passing result turns the miss into hit-local.
+    let out = repo.checkdef(&["run", "--rev", "HEAD", "--segment", "foo-tests", "-q"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v = repo.plan_json(&["--rev", "HEAD"]);
     assert_eq!(segment_field(&v, "foo-tests", "status"), "hit-local");
     assert_eq!(segment_field(&v, "bar-tests", "status"), "miss");
