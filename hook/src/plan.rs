@@ -193,12 +193,21 @@ pub fn build_plan_filtered(
         inputs: Vec<Input>,
         fingerprints: BTreeMap<String, Vec<u8>>,
     }
+    // A `sandbox = "full"` segment sees every file of the snapshot, so every file is an input:
+    // hashing only its declared globs could serve a PASS that an undeclared file would break.
+    let mut everything: Option<Vec<Input>> = None;
     let mut jobs = Vec::new();
     for (index, seg) in config.segments.iter().enumerate() {
         if !select(seg) {
             continue;
         }
         let mut inputs = std::mem::take(&mut per_segment[index]);
+        if seg.sandbox == Sandbox::Full {
+            if everything.is_none() {
+                everything = Some(repo.entries_all(target)?);
+            }
+            inputs = everything.clone().unwrap_or_default();
+        }
         sort_inputs(&mut inputs);
         inputs.dedup_by(|a, b| a.path == b.path);
         let mut fingerprints = BTreeMap::new();

@@ -131,8 +131,8 @@ redact_env = ["SECRET_TOKEN"]
 [cache]
 remote = "https://cache.example.invalid"
 trusted-public-keys = [
-  "dev-1:11qvo4Ukx8FPzoz0b4xybAOAK1dzLuiUjn+JP2cgXu4=",
-  { key = "ci-1:11qvo4Ukx8FPzoz0b4xybAOAK1dzLuiUjn+JP2cgXu8=", label = "ci" },
+  "dev-1:A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg=",
+  { key = "ci-1:A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg=", label = "ci" },
 ]
 accept = "ci-only"
 timeout-secs = 5

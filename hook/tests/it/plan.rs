@@ -699,3 +699,27 @@ fn explicit_config_path_keeps_globs_relative_to_the_root() {
         checkdef::manifest::input_hash(&m)
     );
 }
+
+#[test]
+fn a_full_sandbox_segment_hashes_every_file_of_the_snapshot() {
+    let repo = seeded();
+    repo.write(
+        "checkdef.toml",
+        &SEED_CONFIG.replace(
+            "name = \"foo-tests\"",
+            "name = \"foo-tests\"\nsandbox = \"full\"",
+        ),
+    );
+    repo.commit("full sandbox for foo");
+    let foo = repo.hash("foo-tests", &["--rev", "HEAD"]);
+    let bar = repo.hash("bar-tests", &["--rev", "HEAD"]);
+    // README.md is declared by neither segment, but the full sandbox lets foo's check read it.
+    repo.write("README.md", "changed\n");
+    repo.commit("edit outside every include");
+    assert_ne!(repo.hash("foo-tests", &["--rev", "HEAD"]), foo);
+    assert_eq!(repo.hash("bar-tests", &["--rev", "HEAD"]), bar);
+    assert!(
+        repo.explain("foo-tests", &["--rev", "HEAD"])
+            .contains(" README.md\n")
+    );
+}
