@@ -160,14 +160,21 @@ pub fn annotate_run_json(doc: &mut serde_json::Value, plan: &Plan) {
 }
 
 /// The human explanation printed on stderr by `checkdef explain`.
-pub fn render_explanation(dir: Option<&Path>, seg: &SegmentPlan, hit: bool) -> String {
+pub fn render_explanation(dir: Option<&Path>, seg: &SegmentPlan, status: Status) -> String {
     let mut out = format!(
         "input hash {}\nstore path {}\n",
         seg.input_hash, seg.store_path
     );
-    if hit {
-        out.push_str("hit: the local cache has this result\n");
-        return out;
+    match status {
+        Status::HitLocal => {
+            out.push_str("hit: the local cache has this result\n");
+            return out;
+        }
+        Status::HitRemote => {
+            out.push_str("hit: the remote cache has this result (signed by a trusted key)\n");
+            return out;
+        }
+        Status::Miss => {}
     }
     let Some(dir) = dir else {
         out.push_str("miss: no local cache directory (set CHECKDEF_CACHE_DIR or HOME)\n");
@@ -231,10 +238,13 @@ pub fn run(config_flag: Option<&Path>, args: &ExplainArgs) -> Result<Code> {
     let mut out = std::io::stdout().lock();
     out.write_all(seg.manifest.as_bytes())?;
     out.flush()?;
-    let hit = super::plan::lookup_status(&ctx.config, &plan)?.first() == Some(&Status::HitLocal);
+    let status = super::plan::lookup_status(&ctx.config, &plan)?
+        .first()
+        .copied()
+        .unwrap_or(Status::Miss);
     eprint!(
         "{}",
-        render_explanation(local_cache_dir().as_deref(), seg, hit)
+        render_explanation(local_cache_dir().as_deref(), seg, status)
     );
     Ok(Code::Success)
 }
