@@ -1,0 +1,26 @@
+//! `checkdef::prepush::parse_stdin` on arbitrary text: never panics, every accepted update is
+//! consistent (one hash kind for both object ids, a delete has the zero local id), and each one
+//! prints back as a line that parses to itself.
+#![no_main]
+
+use checkdef::prepush::parse_stdin;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(updates) = parse_stdin(text) else {
+        return;
+    };
+    assert!(updates.len() <= text.split('\n').count());
+    for u in &updates {
+        assert_eq!(u.local_oid.kind(), u.remote_oid.kind());
+        if u.is_delete() {
+            assert!(u.local_oid.is_null());
+        }
+        let _ = (u.is_create(), u.is_tag(), u.is_branch(), u.hash_kind());
+        let line = u.to_string();
+        assert_eq!(parse_stdin(&line).expect("a printed update parses"), vec![u.clone()]);
+    }
+});
