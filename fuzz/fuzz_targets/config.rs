@@ -16,7 +16,13 @@ fuzz_target!(|data: &[u8]| {
             let matcher = config.matcher();
             let mut scratch = MatchScratch::default();
             let mut out = Vec::new();
-            for path in [&b"src/a.py"[..], b"tests/test_x.py", b"a/b/c", b"README.md", b"\xff"] {
+            for path in [
+                &b"src/a.py"[..],
+                b"tests/test_x.py",
+                b"a/b/c",
+                b"README.md",
+                b"\xff",
+            ] {
                 matcher.segments_for(path, &mut scratch, &mut out);
                 for &i in &out {
                     assert!((i as usize) < config.segments.len());

@@ -46,7 +46,10 @@ fuzz_target!(|data: &[u8]| {
     let result = nar::unpack(data, &out, &limits);
     // Only `jail/out` (and what is below it) may exist in `jail`.
     for p in listing(&jail) {
-        assert!(p == "out" || p.starts_with("out/"), "unpack created jail/{p}");
+        assert!(
+            p == "out" || p.starts_with("out/"),
+            "unpack created jail/{p}"
+        );
     }
     assert_eq!(
         listing(&bait),

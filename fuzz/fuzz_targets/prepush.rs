@@ -21,6 +21,9 @@ fuzz_target!(|data: &[u8]| {
         }
         let _ = (u.is_create(), u.is_tag(), u.is_branch(), u.hash_kind());
         let line = u.to_string();
-        assert_eq!(parse_stdin(&line).expect("a printed update parses"), vec![u.clone()]);
+        assert_eq!(
+            parse_stdin(&line).expect("a printed update parses"),
+            vec![u.clone()]
+        );
     }
 });
