@@ -276,11 +276,12 @@ fn killed_writers_never_leave_an_entry_that_reads_as_valid() {
     assert_eq!(out.source("s0"), "local", "{}", out.stderr);
     assert!(ni.exists());
 
-    // A truncated NAR and a truncated narinfo.
+    // A truncated NAR and a truncated narinfo. (Locate both first: any lookup, even `plan`'s,
+    // unpublishes a broken entry it finds.)
     let (_, nar1) = entry_of(&env, "s1");
+    let (ni2, _) = entry_of(&env, "s2");
     let data = std::fs::read(&nar1).unwrap();
     std::fs::write(&nar1, &data[..data.len() / 2]).unwrap();
-    let (ni2, _) = entry_of(&env, "s2");
     let text = std::fs::read_to_string(&ni2).unwrap();
     std::fs::write(&ni2, &text[..text.len() / 2]).unwrap();
     // Leftover temporary files of killed writers: an old one and a fresh one.
@@ -313,18 +314,19 @@ fn cache_verify_removes_tampered_entries() {
     let n = 4;
     let env = Env::new(n, "0");
     env.run(&["run", "--json"], &[]).expect_code(0);
-    // s0: a flipped byte in the compressed NAR.
+    // Locate every entry first: any lookup (even `plan`'s) unpublishes a broken entry it finds.
     let (_, nar0) = entry_of(&env, "s0");
+    let (ni1, _) = entry_of(&env, "s1");
+    let (ni2, _) = entry_of(&env, "s2");
+    let (ni3, _) = entry_of(&env, "s3");
+    // s0: a flipped byte in the compressed NAR.
     let mut data = std::fs::read(&nar0).unwrap();
     let last = data.len() - 1;
     data[last] ^= 0xff;
     std::fs::write(&nar0, data).unwrap();
     // s1: the narinfo of s2 stored under s1's name.
-    let (ni1, _) = entry_of(&env, "s1");
-    let (ni2, _) = entry_of(&env, "s2");
     std::fs::copy(&ni2, &ni1).unwrap();
     // s3: a consistent entry (hashes match) whose result says `failed`.
-    let (ni3, _) = entry_of(&env, "s3");
     {
         use checkdef::result::{Status, StoredResult};
         let info = NarInfo::parse(&std::fs::read_to_string(&ni3).unwrap()).unwrap();
