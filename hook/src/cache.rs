@@ -301,8 +301,17 @@ impl Caches {
                         ));
                     }
                 } else {
+                    let why = if self.settings.accept == Accept::CiOnly
+                        && matches!(
+                            e,
+                            LookupError::Store(cache_proto::store::StoreError::Untrusted { .. })
+                        ) {
+                        " (accept = \"ci-only\": only keys labelled ci count)"
+                    } else {
+                        ""
+                    };
                     warnings.push(format!(
-                        "remote result for {segment} ignored: {}",
+                        "remote result for {segment} ignored: {}{why}",
                         e.describe()
                     ));
                 }
