@@ -1427,7 +1427,8 @@ fn ci_only_rejects_developer_signed_results() {
     assert_eq!(w.len(), 1, "{}", r.stderr);
     assert!(
         w[0].contains("remote result for foo ignored")
-            && w[0].contains("lacks a valid signature from a trusted key"),
+            && w[0].contains("lacks a valid signature from a trusted key")
+            && w[0].contains("(accept = \"ci-only\": only keys labelled ci count)"),
         "{}",
         r.stderr
     );
