@@ -16,12 +16,25 @@ use clap::CommandFactory as _;
 use crate::cli::Cli;
 use crate::exit::Code;
 
-pub fn completions(shell: clap_complete::Shell) -> Result<Code> {
+/// The completion script for `shell`.
+pub fn completion_script(shell: clap_complete::Shell) -> Vec<u8> {
     let mut cmd = Cli::command();
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "checkdef", &mut buf);
+    buf
+}
+
+pub fn completions(shell: clap_complete::Shell) -> Result<Code> {
+    print(&completion_script(shell))
+}
+
+/// Write to stdout; a closed pipe (`checkdef man | head`) is not an error.
+fn print(bytes: &[u8]) -> Result<Code> {
     let mut out = std::io::stdout().lock();
-    clap_complete::generate(shell, &mut cmd, "checkdef", &mut out);
-    out.flush()?;
-    Ok(Code::Success)
+    match out.write_all(bytes).and_then(|_| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(Code::Success),
+    }
 }
 
 /// The man page of `checkdef` (section 1), roff.
@@ -33,11 +46,7 @@ pub fn man_page() -> Result<Vec<u8>> {
 }
 
 pub fn man() -> Result<Code> {
-    let page = man_page()?;
-    let mut out = std::io::stdout().lock();
-    out.write_all(&page)?;
-    out.flush()?;
-    Ok(Code::Success)
+    print(&man_page()?)
 }
 
 #[cfg(test)]
@@ -55,10 +64,7 @@ mod tests {
 
     #[test]
     fn bash_completion_mentions_flags() {
-        let mut cmd = Cli::command();
-        let mut buf = Vec::new();
-        clap_complete::generate(clap_complete::Shell::Bash, &mut cmd, "checkdef", &mut buf);
-        let text = String::from_utf8(buf).unwrap();
+        let text = String::from_utf8(completion_script(clap_complete::Shell::Bash)).unwrap();
         assert!(text.contains("--junit") && text.contains("init"), "{text}");
     }
 }
