@@ -233,8 +233,21 @@ impl Config {
 }
 
 /// Matches a path against every segment at once.
+///
+/// Include globs are split three ways, cheapest first: a plain path (`pytest.ini`, one hash
+/// lookup per path), a plain directory followed by `/**` (`src/foo/**`, one lookup per ancestor
+/// directory, remembered while consecutive paths share a directory), and every other glob (one
+/// [`GlobSet`]). The first two match exactly what globset's literal and prefix strategies match
+/// for them; excludes always go through a [`GlobSet`].
 #[derive(Debug)]
 pub struct Matcher {
+    /// Distinguishes matchers in a shared [`MatchScratch`].
+    id: u64,
+    /// Plain-path include globs → their segments (ascending).
+    literal: HashMap<Box<[u8]>, Vec<u32>, FastHash>,
+    /// `DIR` of plain `DIR/**` include globs → their segments (ascending).
+    prefix: HashMap<Box<[u8]>, Vec<u32>, FastHash>,
+    /// The other include globs.
     include: GlobSet,
     include_owners: Vec<Vec<u32>>,
     exclude: GlobSet,
@@ -248,15 +261,34 @@ pub struct MatchScratch {
     globs: Vec<usize>,
     excluded: Vec<u32>,
     covered: Vec<u32>,
+    /// The [`Matcher::id`] that `dir` and `dir_hits` belong to (0: none).
+    dir_owner: u64,
+    /// The directory of the last path matched ...
+    dir: Vec<u8>,
+    /// ... and the segments whose `DIR/**` globs cover it (ascending, distinct).
+    dir_hits: Vec<u32>,
 }
 
 impl Matcher {
     fn new(segments: &[Segment]) -> Matcher {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let mut literal: HashMap<Box<[u8]>, Vec<u32>, FastHash> = HashMap::default();
+        let mut prefix: HashMap<Box<[u8]>, Vec<u32>, FastHash> = HashMap::default();
         let mut include = Distinct::default();
         let mut exclude = Distinct::default();
+        let add = |map: &mut HashMap<Box<[u8]>, Vec<u32>, FastHash>, key: &str, seg: u32| {
+            let owners = map.entry(key.as_bytes().into()).or_default();
+            if owners.last() != Some(&seg) {
+                owners.push(seg);
+            }
+        };
         for (i, seg) in segments.iter().enumerate() {
             for g in &seg.include {
-                include.add(g, i as u32);
+                match plain_glob(g) {
+                    Some(PlainGlob::Path(p)) => add(&mut literal, p, i as u32),
+                    Some(PlainGlob::Dir(d)) => add(&mut prefix, d, i as u32),
+                    None => include.add(g, i as u32),
+                }
             }
             for g in &seg.exclude {
                 exclude.add(g, i as u32);
@@ -265,6 +297,9 @@ impl Matcher {
         let (include, include_owners) = include.build();
         let (exclude, exclude_owners) = exclude.build();
         Matcher {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            literal,
+            prefix,
             include,
             include_owners,
             exclude,
@@ -286,24 +321,49 @@ impl Matcher {
     /// `path` is repository-relative and `/`-separated.
     pub fn segments_for(&self, path: &[u8], scratch: &mut MatchScratch, out: &mut Vec<u32>) {
         out.clear();
-        let cand = Candidate::from_bytes(path);
-        self.include
-            .matches_candidate_into(&cand, &mut scratch.globs);
-        if scratch.globs.is_empty() {
+        // How many owner lists went into `out` (more than one needs sorting).
+        let mut lists = 0;
+        if !self.prefix.is_empty()
+            && let Some(slash) = path.iter().rposition(|&b| b == b'/')
+        {
+            let dir = &path[..slash];
+            if scratch.dir_owner != self.id || scratch.dir != dir {
+                self.dir_hits(dir, &mut scratch.dir_hits);
+                scratch.dir.clear();
+                scratch.dir.extend_from_slice(dir);
+                scratch.dir_owner = self.id;
+            }
+            if !scratch.dir_hits.is_empty() {
+                out.extend_from_slice(&scratch.dir_hits);
+                lists += 1;
+            }
+        }
+        if let Some(owners) = self.literal.get(path) {
+            out.extend_from_slice(owners);
+            lists += 1;
+        }
+        let mut cand = None;
+        if !self.include.is_empty() {
+            let c = cand.insert(Candidate::from_bytes(path));
+            self.include.matches_candidate_into(c, &mut scratch.globs);
+            for &g in &scratch.globs {
+                out.extend_from_slice(&self.include_owners[g]);
+            }
+            lists += scratch.globs.len();
+        }
+        if out.is_empty() {
             return;
         }
-        for &g in &scratch.globs {
-            out.extend_from_slice(&self.include_owners[g]);
-        }
-        if scratch.globs.len() > 1 {
+        if lists > 1 {
             out.sort_unstable();
             out.dedup();
         }
         if self.exclude.is_empty() {
             return;
         }
+        let cand = cand.get_or_insert_with(|| Candidate::from_bytes(path));
         self.exclude
-            .matches_candidate_into(&cand, &mut scratch.globs);
+            .matches_candidate_into(cand, &mut scratch.globs);
         if scratch.globs.is_empty() {
             return;
         }
@@ -314,6 +374,29 @@ impl Matcher {
         out.retain(|s| !scratch.excluded.contains(s));
     }
 
+    /// The segments whose `DIR/**` globs match every file below directory `dir`: those whose
+    /// `DIR` is `dir` or one of its ancestors.
+    fn dir_hits(&self, dir: &[u8], out: &mut Vec<u32>) {
+        out.clear();
+        let mut lists = 0;
+        let ancestors = dir
+            .iter()
+            .enumerate()
+            .filter(|&(_, &b)| b == b'/')
+            .map(|(i, _)| &dir[..i])
+            .chain(std::iter::once(dir));
+        for a in ancestors {
+            if let Some(owners) = self.prefix.get(a) {
+                out.extend_from_slice(owners);
+                lists += 1;
+            }
+        }
+        if lists > 1 {
+            out.sort_unstable();
+            out.dedup();
+        }
+    }
+
     /// True when `path` is an input of at least one segment.
     pub fn is_covered(&self, path: &[u8], scratch: &mut MatchScratch) -> bool {
         let mut out = std::mem::take(&mut scratch.covered);
@@ -321,6 +404,67 @@ impl Matcher {
         let covered = !out.is_empty();
         scratch.covered = out;
         covered
+    }
+}
+
+/// An include glob whose matches need no glob engine.
+#[derive(Debug, PartialEq, Eq)]
+enum PlainGlob<'a> {
+    /// No special character: matches exactly this path.
+    Path(&'a str),
+    /// `DIR/**` with a non-empty plain `DIR`: matches every path that starts with `DIR/`.
+    Dir(&'a str),
+}
+
+/// Classify `pattern` (see [`PlainGlob`]); `None` when it needs the glob engine. Conservative:
+/// any character with a meaning in some glob context (`* ? [ ] { } , \`) disqualifies.
+fn plain_glob(pattern: &str) -> Option<PlainGlob<'_>> {
+    let plain = |s: &str| !s.is_empty() && !s.contains(['*', '?', '[', ']', '{', '}', ',', '\\']);
+    if plain(pattern) {
+        return Some(PlainGlob::Path(pattern));
+    }
+    let dir = pattern.strip_suffix("/**")?;
+    plain(dir).then_some(PlainGlob::Dir(dir))
+}
+
+/// FxHash-style hashing for the matcher's short byte-string keys (SipHash's DoS resistance buys
+/// nothing here: the keys come from checkdef.toml and the lookups from the repository).
+#[derive(Debug, Default, Clone, Copy)]
+struct FastHash;
+
+impl std::hash::BuildHasher for FastHash {
+    type Hasher = FastHasher;
+    fn build_hasher(&self) -> FastHasher {
+        FastHasher(0)
+    }
+}
+
+#[derive(Debug)]
+struct FastHasher(u64);
+
+impl std::hash::Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0xf135_7aea_2e62_a9c5;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            self.0 = (self.0.rotate_left(26) ^ w).wrapping_mul(K);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut buf = [0u8; 8];
+            buf[..rest.len()].copy_from_slice(rest);
+            self.0 = (self.0.rotate_left(26) ^ u64::from_le_bytes(buf)).wrapping_mul(K);
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.write(&[i]);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.0 = (self.0.rotate_left(26) ^ i as u64).wrapping_mul(0xf135_7aea_2e62_a9c5);
+    }
+    fn finish(&self) -> u64 {
+        self.0.rotate_left(26)
     }
 }
 
@@ -1189,6 +1333,69 @@ tests = ["tests/unit/test_bar.py::test_x"]
     fn syntax_error_is_located() {
         let e = err("version = 1\n[[segment]\n");
         assert!(e.starts_with("checkdef.toml:2:"), "{e}");
+    }
+
+    #[test]
+    fn plain_globs_are_recognised_conservatively() {
+        assert_eq!(plain_glob("pytest.ini"), Some(PlainGlob::Path("pytest.ini")));
+        assert_eq!(plain_glob("a/b c.py"), Some(PlainGlob::Path("a/b c.py")));
+        assert_eq!(plain_glob("src/a/**"), Some(PlainGlob::Dir("src/a")));
+        assert_eq!(plain_glob("a//**"), Some(PlainGlob::Dir("a/")));
+        for other in [
+            "**", "/**", "a/**/b", "a/*", "a/**/**", "*.py", "a?", "[ab]", "{a,b}", "a,b",
+            "a\\*", "a/b**", "**/a",
+        ] {
+            assert_eq!(plain_glob(other), None, "{other}");
+        }
+    }
+
+    /// The split matcher agrees with one plain GlobSet per segment, for paths that share
+    /// directories in every order (the directory memo must never go stale).
+    #[test]
+    fn split_matcher_agrees_with_globset() {
+        use proptest::prelude::*;
+        let globs = [
+            "a/**", "a/b/**", "a", "a/b", "b/**", "a/b/c.py", "a/*.py", "**/c.py", "a//**",
+            "{a,b}/**", "a b/**", "ü/**", "a/b\\*c",
+        ];
+        let comps = ["a", "b", "c.py", "", "a b", "ü", "b*c", "x\n"];
+        let cfg = |sel: &[(usize, bool, usize)]| {
+            let mut text = String::from("version = 1\n");
+            for (i, &(g, excl, g2)) in sel.iter().enumerate() {
+                let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+                text.push_str(&format!(
+                    "[[segment]]\nname = \"s{i}\"\ninclude = [{}, {}]\ncommand = \"true\"\n",
+                    q(globs[g]),
+                    q(globs[g2])
+                ));
+                if excl {
+                    text.push_str("exclude = [\"**/c.py\"]\n");
+                }
+            }
+            parse(&text).unwrap()
+        };
+        let strategy = (
+            proptest::collection::vec((0..globs.len(), any::<bool>(), 0..globs.len()), 1..6),
+            proptest::collection::vec(proptest::collection::vec(0..comps.len(), 1..5), 1..30),
+        );
+        proptest!(ProptestConfig::with_cases(300), |((sel, paths) in strategy)| {
+            let c = cfg(&sel);
+            let m = c.matcher();
+            let mut scratch = MatchScratch::default();
+            let mut out = Vec::new();
+            for p in &paths {
+                let path = p.iter().map(|&i| comps[i]).collect::<Vec<_>>().join("/");
+                m.segments_for(path.as_bytes(), &mut scratch, &mut out);
+                let expected: Vec<u32> = c
+                    .segments
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.is_match(path.as_bytes()))
+                    .map(|(i, _)| i as u32)
+                    .collect();
+                prop_assert_eq!(&out, &expected, "path {:?}", path);
+            }
+        });
     }
 
     #[test]
