@@ -215,6 +215,16 @@ impl Caches {
     /// Look a result up: the local cache first, then the remote (if configured and not marked
     /// down). A remote hit is copied into the local cache.
     pub async fn lookup(&self, path: &StorePath, segment: &str, input_hash: &str) -> Lookup {
+        let local = self.lookup_local(path, segment, input_hash).await;
+        if local.hit.is_some() {
+            return local;
+        }
+        self.lookup_remote(path, segment, input_hash, local.warnings)
+            .await
+    }
+
+    /// The first half of [`lookup`](Self::lookup): the local cache only.
+    pub async fn lookup_local(&self, path: &StorePath, segment: &str, input_hash: &str) -> Lookup {
         let mut warnings = Vec::new();
         match self
             .fetch_from(&self.local, path, segment, input_hash)
@@ -243,6 +253,21 @@ impl Caches {
                 ));
             }
         }
+        Lookup {
+            hit: None,
+            warnings,
+        }
+    }
+
+    /// The second half of [`lookup`](Self::lookup), after a local miss that produced
+    /// `warnings`: the remote, if configured and not marked down.
+    pub async fn lookup_remote(
+        &self,
+        path: &StorePath,
+        segment: &str,
+        input_hash: &str,
+        mut warnings: Vec<String>,
+    ) -> Lookup {
         let Some(remote) = &self.remote else {
             return Lookup {
                 hit: None,

@@ -171,23 +171,51 @@ pub async fn run_plan(
         }
     }
 
-    // 1. Every lookup at once, within one fresh remote budget.
+    // 1. Every lookup, within one fresh remote budget: the local cache a few segments at a time
+    //    (its reads and hashing run on tokio's blocking pool, which starts a thread for every
+    //    task no idle thread can take: 100 lookups at once started 300 threads), then every local
+    //    miss at the remote at once.
     caches.begin_lookups();
-    let lookups: Vec<(Lookup, f64)> =
-        futures_util::future::join_all(plan.segments.iter().map(|s| {
+    let local: Vec<(Option<StorePath>, Lookup, f64)> =
+        futures_util::stream::iter(plan.segments.iter().map(|s| {
             let caches = caches.clone();
             async move {
                 let t = Instant::now();
-                let lookup = match StorePath::parse(&s.store_path) {
-                    Ok(p) => caches.lookup(&p, &s.name, &s.input_hash).await,
-                    Err(e) => Lookup {
-                        hit: None,
-                        warnings: vec![format!("bad store path for {}: {e}", s.name)],
-                    },
-                };
-                (lookup, t.elapsed().as_secs_f64())
+                match StorePath::parse(&s.store_path) {
+                    Ok(p) => {
+                        let lookup = caches.lookup_local(&p, &s.name, &s.input_hash).await;
+                        (Some(p), lookup, t.elapsed().as_secs_f64())
+                    }
+                    Err(e) => {
+                        let lookup = Lookup {
+                            hit: None,
+                            warnings: vec![format!("bad store path for {}: {e}", s.name)],
+                        };
+                        (None, lookup, t.elapsed().as_secs_f64())
+                    }
+                }
             }
         }))
+        .buffered(local_lookup_parallelism())
+        .collect()
+        .await;
+    let lookups: Vec<(Lookup, f64)> =
+        futures_util::future::join_all(plan.segments.iter().zip(local).map(
+            |(s, (path, lookup, took))| {
+                let caches = caches.clone();
+                async move {
+                    let Some(path) = path.filter(|_| lookup.hit.is_none() && caches.has_remote())
+                    else {
+                        return (lookup, took);
+                    };
+                    let t = Instant::now();
+                    let lookup = caches
+                        .lookup_remote(&path, &s.name, &s.input_hash, lookup.warnings)
+                        .await;
+                    (lookup, took + t.elapsed().as_secs_f64())
+                }
+            },
+        ))
         .await;
 
     let mut outcomes: Vec<Option<SegmentOutcome>> = vec![None; plan.segments.len()];
@@ -360,6 +388,12 @@ pub async fn run_plan(
         wall_s: started.elapsed().as_secs_f64(),
         interrupted,
     })
+}
+
+/// How many local cache lookups run at once: enough to keep every CPU busy hashing while
+/// others wait for the disk, few enough that tokio's blocking pool reuses its threads.
+fn local_lookup_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get() * 2)
 }
 
 /// The commit a plan was read from; `None` for a work tree (whose files may differ from HEAD).
