@@ -59,4 +59,13 @@ log "cargo build"
 cargo build --workspace --all-targets --locked 2>&1 | tail -n 3
 
 log "cargo test"
-cargo test --workspace --locked --no-fail-fast 2>&1
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+set +e
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$out"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole suite (cargo prints one "test result" per test binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$out"
+exit "$status"
