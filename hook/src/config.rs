@@ -1337,13 +1337,16 @@ tests = ["tests/unit/test_bar.py::test_x"]
 
     #[test]
     fn plain_globs_are_recognised_conservatively() {
-        assert_eq!(plain_glob("pytest.ini"), Some(PlainGlob::Path("pytest.ini")));
+        assert_eq!(
+            plain_glob("pytest.ini"),
+            Some(PlainGlob::Path("pytest.ini"))
+        );
         assert_eq!(plain_glob("a/b c.py"), Some(PlainGlob::Path("a/b c.py")));
         assert_eq!(plain_glob("src/a/**"), Some(PlainGlob::Dir("src/a")));
         assert_eq!(plain_glob("a//**"), Some(PlainGlob::Dir("a/")));
         for other in [
-            "**", "/**", "a/**/b", "a/*", "a/**/**", "*.py", "a?", "[ab]", "{a,b}", "a,b",
-            "a\\*", "a/b**", "**/a",
+            "**", "/**", "a/**/b", "a/*", "a/**/**", "*.py", "a?", "[ab]", "{a,b}", "a,b", "a\\*",
+            "a/b**", "**/a",
         ] {
             assert_eq!(plain_glob(other), None, "{other}");
         }
