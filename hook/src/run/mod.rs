@@ -183,7 +183,14 @@ pub async fn run_plan(
                 let t = Instant::now();
                 match StorePath::parse(&s.store_path) {
                     Ok(p) => {
-                        let lookup = caches.lookup_local(&p, &s.name, &s.input_hash).await;
+                        let mut lookup = caches.lookup_local(&p, &s.name, &s.input_hash).await;
+                        if let Some(hit) = &mut lookup.hit {
+                            // The engine needs a hit's record and log; its manifest (as long as
+                            // the segment's inputs) was checked against the input hash. Free it
+                            // now, so the next lookups reuse the memory instead of faulting in
+                            // fresh pages.
+                            hit.result.manifest = String::new();
+                        }
                         (Some(p), lookup, t.elapsed().as_secs_f64())
                     }
                     Err(e) => {
@@ -209,9 +216,12 @@ pub async fn run_plan(
                         return (lookup, took);
                     };
                     let t = Instant::now();
-                    let lookup = caches
+                    let mut lookup = caches
                         .lookup_remote(&path, &s.name, &s.input_hash, lookup.warnings)
                         .await;
+                    if let Some(hit) = &mut lookup.hit {
+                        hit.result.manifest = String::new(); // as for local hits
+                    }
                     (lookup, took + t.elapsed().as_secs_f64())
                 }
             },
@@ -235,8 +245,8 @@ pub async fn run_plan(
                     exit_code: hit.result.record.exit_code,
                     input_hash: s.input_hash.clone(),
                     store_path: s.store_path.clone(),
-                    signed_by: hit.signed_by.clone(),
-                    log: hit.result.log.clone(),
+                    signed_by: hit.signed_by,
+                    log: hit.result.log,
                     warnings: lookup.warnings,
                 };
                 if !style.quiet {
