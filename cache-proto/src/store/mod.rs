@@ -359,14 +359,14 @@ async fn fetch_impl<B: Backend>(
     let Some(file) = b.get(&rel, cap).await? else {
         return Err(StoreError::MissingNar { url });
     };
-    if let Some(expected) = info.file_size {
-        if expected != file.len() as u64 {
-            return Err(StoreError::FileSizeMismatch {
-                url,
-                expected,
-                actual: file.len() as u64,
-            });
-        }
+    if let Some(expected) = info.file_size
+        && expected != file.len() as u64
+    {
+        return Err(StoreError::FileSizeMismatch {
+            url,
+            expected,
+            actual: file.len() as u64,
+        });
     }
     let limits = *limits;
     let what = url.clone();

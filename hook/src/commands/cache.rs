@@ -250,12 +250,11 @@ fn gc(dir: &Path, max: u64) -> Result<Code> {
             .ok()
             .and_then(|t| NarInfo::parse(&t).ok())
             .map(|i| i.url)
+            && safe_rel(&url)
         {
-            if safe_rel(&url) {
-                size += std::fs::metadata(dir.join(url))
-                    .map(|m| m.len())
-                    .unwrap_or(0);
-            }
+            size += std::fs::metadata(dir.join(url))
+                .map(|m| m.len())
+                .unwrap_or(0);
         }
         total += size;
         entries.push((meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), size, p));

@@ -356,12 +356,13 @@ pub(crate) fn hash_file(path: &Path, mode: FileMode, kind: gix::hash::Kind) -> R
         path: path.to_path_buf(),
         source,
     };
-    if mode == FileMode::Symlink {
-        if let Ok(target) = std::fs::read_link(path) {
-            use std::os::unix::ffi::OsStrExt;
-            return blob_id(kind, target.as_os_str().as_bytes()).map_err(io_err);
-        }
-        // core.symlinks = false: the link is checked out as a file holding the target.
+    // With core.symlinks = false the link is checked out as a file holding the target, and
+    // read_link fails: hash the file.
+    if mode == FileMode::Symlink
+        && let Ok(target) = std::fs::read_link(path)
+    {
+        use std::os::unix::ffi::OsStrExt;
+        return blob_id(kind, target.as_os_str().as_bytes()).map_err(io_err);
     }
     let mut file = std::fs::File::open(path).map_err(io_err)?;
     let len = file.metadata().map_err(io_err)?.len();
