@@ -59,18 +59,22 @@ pub struct CacheSettings {
     pub bearer_token: Option<String>,
 }
 
-/// Where the local cache lives, by the XDG rules.
+/// Where the local cache lives, by the XDG rules: `$CHECKDEF_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/checkdef`, else `~/.cache/checkdef`; `None` when none of them is set.
+pub fn local_dir() -> Option<PathBuf> {
+    let non_empty = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    non_empty("CHECKDEF_CACHE_DIR")
+        .or_else(|| non_empty("XDG_CACHE_HOME").map(|d| d.join("checkdef")))
+        .or_else(|| non_empty("HOME").map(|h| h.join(".cache").join("checkdef")))
+}
+
+/// [`local_dir`], falling back to `/tmp/.cache/checkdef` when no home is known.
 pub fn default_local_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("CHECKDEF_CACHE_DIR").filter(|v| !v.is_empty()) {
-        return PathBuf::from(d);
-    }
-    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(d).join("checkdef");
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp"));
-    home.join(".cache").join("checkdef")
+    local_dir().unwrap_or_else(|| PathBuf::from("/tmp/.cache/checkdef"))
 }
 
 /// Read a Nix-format secret key file, refusing files others can read.

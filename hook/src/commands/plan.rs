@@ -89,17 +89,9 @@ pub fn plan_error(e: PlanError) -> anyhow::Error {
     }
 }
 
-/// The local cache directory: `$CHECKDEF_CACHE_DIR`, else `$XDG_CACHE_HOME/checkdef`, else
-/// `~/.cache/checkdef`.
+/// The local cache directory by the XDG rules (see [`crate::cache::local_dir`]).
 pub fn local_cache_dir() -> Option<PathBuf> {
-    let non_empty = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    non_empty("CHECKDEF_CACHE_DIR")
-        .or_else(|| non_empty("XDG_CACHE_HOME").map(|d| d.join("checkdef")))
-        .or_else(|| non_empty("HOME").map(|h| h.join(".cache").join("checkdef")))
+    crate::cache::local_dir()
 }
 
 /// Each segment's cache status, from the same verified lookups `checkdef run` makes: the
@@ -109,8 +101,10 @@ pub fn lookup_status(config: &Config, plan: &Plan) -> Result<Vec<Status>> {
     let settings = crate::cache::settings_from(&config.cache)?;
     let caches = crate::cache::Caches::open(settings)?;
     let rt = crate::commands::run::runtime()?;
-    let lookups = rt.block_on(futures_util::future::join_all(plan.segments.iter().map(
-        |s| {
+    // Bounded like `checkdef run`'s lookups, so 1,000 segments do not start 1,000 tasks at once.
+    use futures_util::StreamExt as _;
+    let lookups: Vec<crate::cache::Lookup> = rt.block_on(
+        futures_util::stream::iter(plan.segments.iter().map(|s| {
             let caches = caches.clone();
             async move {
                 match cache_proto::store_path::StorePath::parse(&s.store_path) {
@@ -121,8 +115,10 @@ pub fn lookup_status(config: &Config, plan: &Plan) -> Result<Vec<Status>> {
                     },
                 }
             }
-        },
-    )));
+        }))
+        .buffered(crate::run::local_lookup_parallelism())
+        .collect(),
+    );
     Ok(lookups
         .into_iter()
         .map(|l| {

@@ -402,7 +402,7 @@ pub async fn run_plan(
 
 /// How many local cache lookups run at once: enough to keep every CPU busy hashing while
 /// others wait for the disk, few enough that tokio's blocking pool reuses its threads.
-fn local_lookup_parallelism() -> usize {
+pub(crate) fn local_lookup_parallelism() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get() * 2)
 }
 
