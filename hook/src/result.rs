@@ -118,6 +118,15 @@ impl StoredResult {
     /// The checks a reader applies before reporting a cached PASS: right format, right segment,
     /// right input hash (and the manifest really hashes to it), and a pass.
     pub fn validate_hit(&self, segment: &str, input_hash: &str) -> Result<(), ResultError> {
+        self.validate_record(segment, input_hash)?;
+        if crate::manifest_hash(&self.manifest) != input_hash {
+            return Err(ResultError::ManifestHash);
+        }
+        Ok(())
+    }
+
+    /// The checks of [`validate_hit`](Self::validate_hit) that need only the record.
+    pub fn validate_record(&self, segment: &str, input_hash: &str) -> Result<(), ResultError> {
         let r = &self.record;
         if r.format != RESULT_FORMAT {
             return Err(ResultError::Format(r.format));
@@ -133,9 +142,6 @@ impl StoredResult {
                 expected: input_hash.to_owned(),
                 found: r.input_hash.clone(),
             });
-        }
-        if crate::manifest_hash(&self.manifest) != input_hash {
-            return Err(ResultError::ManifestHash);
         }
         if r.status != Status::Passed {
             return Err(ResultError::NotPassed(r.exit_code));

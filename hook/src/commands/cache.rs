@@ -6,8 +6,10 @@
 //!   result (a pass whose manifest hashes to its input hash and whose store path follows from
 //!   it). Bad entries are removed, narinfo first so no reader sees a half-removed entry;
 //!   unreferenced NARs and temporary files left by killed writers are removed too.
-//! * gc: removes least-recently-used entries (a hit refreshes the narinfo's mtime) until the
-//!   cache is at most SIZE. Removal is narinfo-first, so a concurrent reader sees either the
+//!   Stamps (`checkdef-stamps/`, see `cache::stamp`) of removed or missing entries go too.
+//! * gc: removes least-recently-used entries (a hit refreshes its stamp's mtime, at most once an
+//!   hour; an entry without a stamp counts from its narinfo's mtime) until the cache is at most
+//!   SIZE. Removal is narinfo-first, so a concurrent reader sees either the
 //!   whole entry or a miss, never a corrupt hit.
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -151,8 +153,21 @@ fn remove_entry(dir: &Path, narinfo_path: &Path) -> u64 {
     freed
 }
 
-/// Remove a narinfo; returns its size and the NAR URL it named (if it parsed).
+/// The stamp of the entry whose narinfo is `narinfo_path`.
+fn stamp_of(narinfo_path: &Path) -> Option<PathBuf> {
+    let dir = narinfo_path.parent()?;
+    let hash_part = narinfo_path
+        .file_name()?
+        .to_str()?
+        .strip_suffix(".narinfo")?;
+    Some(cache::stamp_path(dir, hash_part))
+}
+
+/// Remove a narinfo (and its stamp); returns its size and the NAR URL it named (if it parsed).
 fn unpublish(narinfo_path: &Path) -> (u64, Option<String>) {
+    if let Some(stamp) = stamp_of(narinfo_path) {
+        let _ = std::fs::remove_file(stamp);
+    }
     let url = std::fs::read_to_string(narinfo_path)
         .ok()
         .and_then(|t| NarInfo::parse(&t).ok())
@@ -215,6 +230,20 @@ fn sweep_strays(dir: &Path, referenced: &HashSet<String>) -> Result<usize> {
             .unwrap_or(false)
     };
     let mut n = 0;
+    // Stamps of entries that no longer exist (removed by hand, or by an older checkdef).
+    if let Ok(rd) = std::fs::read_dir(dir.join(cache::STAMP_DIR)) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let orphan = if name.starts_with('.') {
+                old(&e.path())
+            } else {
+                !dir.join(format!("{name}.narinfo")).exists()
+            };
+            if orphan && std::fs::remove_file(e.path()).is_ok() {
+                n += 1;
+            }
+        }
+    }
     for sub in ["", "nar"] {
         let d = dir.join(sub);
         let Ok(rd) = std::fs::read_dir(&d) else {
@@ -257,7 +286,14 @@ fn gc(dir: &Path, max: u64) -> Result<Code> {
                 .unwrap_or(0);
         }
         total += size;
-        entries.push((meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), size, p));
+        // A stamp is written with its entry and its mtime is the last use; changing the
+        // narinfo's mtime would change its ctime and so void the stamp.
+        let used = stamp_of(&p)
+            .and_then(|s| std::fs::metadata(s).ok())
+            .unwrap_or(meta)
+            .modified()
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        entries.push((used, size, p));
     }
     entries.sort();
     let before = total;

@@ -57,6 +57,7 @@ pub fn pre_push(config_flag: Option<&Path>, remote: &str, url: &str) -> Result<C
         jobs: default_jobs(),
         push: true,
         verbose: false,
+        hit_logs: false,
         style,
         redact_env: ctx.config.redact_env.clone(),
     };

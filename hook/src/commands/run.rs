@@ -62,6 +62,7 @@ pub fn run(config_flag: Option<&Path>, args: &RunArgs) -> Result<Code> {
         jobs: args.jobs.unwrap_or_else(default_jobs),
         push: !args.no_push,
         verbose: args.verbose,
+        hit_logs: args.verbose || args.junit.is_some(),
         style,
         redact_env: ctx.config.redact_env.clone(),
     };

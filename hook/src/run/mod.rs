@@ -30,6 +30,9 @@ pub struct RunOptions {
     pub jobs: usize,
     pub push: bool,
     pub verbose: bool,
+    /// Read every local hit's log (for `-v` and `--junit`); otherwise a stamped local hit
+    /// costs a few `stat`s and reports no log.
+    pub hit_logs: bool,
     pub style: Style,
     /// `[defaults] redact_env`: variables whose values are replaced by `[redacted:NAME]` in
     /// every log before it is stored, pushed or printed as a failure tail.
@@ -183,7 +186,9 @@ pub async fn run_plan(
                 let t = Instant::now();
                 match StorePath::parse(&s.store_path) {
                     Ok(p) => {
-                        let mut lookup = caches.lookup_local(&p, &s.name, &s.input_hash).await;
+                        let mut lookup = caches
+                            .lookup_local(&p, &s.name, &s.input_hash, opts.hit_logs)
+                            .await;
                         if let Some(hit) = &mut lookup.hit {
                             // The engine needs a hit's record and log; its manifest (as long as
                             // the segment's inputs) was checked against the input hash. Free it

@@ -384,11 +384,18 @@ fn gc_evicts_the_least_recently_used_entries_first() {
     let size = |(ni, nar): &(PathBuf, PathBuf)| {
         std::fs::metadata(ni).unwrap().len() + std::fs::metadata(nar).unwrap().len()
     };
-    // Last used: s2 longest ago, then s0, s3, s1.
+    // Last used: s2 longest ago, then s0, s3, s1. The last use is the stamp's mtime (the
+    // narinfo's for an entry without a stamp).
+    let stamp = |ni: &PathBuf| {
+        let hash_part = ni.file_stem().unwrap().to_str().unwrap();
+        ni.parent().unwrap().join("checkdef-stamps").join(hash_part)
+    };
     for (i, secs) in [(2usize, 4000u64), (0, 3000), (3, 2000), (1, 1000)] {
+        assert!(stamp(&entries[i].0).is_file(), "a stored result is stamped");
         age(&entries[i].0, secs);
+        age(&stamp(&entries[i].0), secs);
     }
-    // A hit refreshes the time: s2 becomes the most recently used.
+    // A hit refreshes a time older than an hour: s2 becomes the most recently used.
     let out = env.run(&["run", "--json", "-s", "s2"], &[]);
     assert_eq!(out.source("s2"), "local");
     let total: u64 = entries.iter().map(size).sum();
@@ -399,10 +406,114 @@ fn gc_evicts_the_least_recently_used_entries_first() {
     let left: Vec<bool> = entries.iter().map(|(ni, _)| ni.exists()).collect();
     assert_eq!(left, vec![false, true, true, false], "{}", out.stderr);
     assert!(!entries[0].1.exists() && !entries[3].1.exists());
+    assert!(
+        !stamp(&entries[0].0).exists() && !stamp(&entries[3].0).exists(),
+        "an evicted entry's stamp goes with it"
+    );
     // One byte less evicts s1 as well; s2 (just used) stays.
     let out = env.run(&["cache", "gc", "--max-size", &(max - 1).to_string()], &[]);
     out.expect_code(0);
     let left: Vec<bool> = entries.iter().map(|(ni, _)| ni.exists()).collect();
     assert_eq!(left, vec![false, false, true, false], "{}", out.stderr);
     assert_eq!(verify_counts(&env.verify(None)), (1, 0, 0));
+}
+
+/// Stamps (`checkdef-stamps/`) make a local hit cost a few `stat`s; they must never make a
+/// changed entry count as a hit, and callers that need the log still get it.
+#[test]
+fn stamped_hits_are_served_without_reading_the_nar_but_never_hide_a_change() {
+    use checkdef::cache::{Accept, CacheSettings, Caches};
+    use checkdef::result::StoredResult;
+
+    let n = 2;
+    let env = Env::new(n, "0");
+    env.run(&["run", "--json"], &[]).expect_code(0);
+    let (ni0, nar0) = entry_of(&env, "s0");
+    let hash_part = ni0.file_stem().unwrap().to_str().unwrap().to_owned();
+    let stamp = env.repo.cache.join("checkdef-stamps").join(&hash_part);
+    assert!(stamp.is_file(), "storing a result stamps it");
+
+    // Through the library: a lookup that does not need the log is answered by the stamp (no
+    // manifest, no log); one that needs it reads the NAR.
+    let plan = env.repo.plan_json(&[]);
+    let store_path = crate::support::segment_field(&plan, "s0", "store_path");
+    let input_hash = crate::support::segment_field(&plan, "s0", "input_hash");
+    let path = cache_proto::store_path::StorePath::parse(&store_path).unwrap();
+    let caches = Caches::open(CacheSettings {
+        local_dir: env.repo.cache.clone(),
+        remote: None,
+        trusted_keys: Vec::new(),
+        accept: Accept::Trusted,
+        secret_key: None,
+        remote_budget: Duration::from_secs(1),
+        netrc: None,
+        bearer_token: None,
+    })
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let look = |need_log: bool| -> Option<StoredResult> {
+        rt.block_on(caches.lookup_local(&path, "s0", &input_hash, need_log))
+            .hit
+            .map(|h| h.result)
+    };
+    let fast = look(false).expect("a stamped hit");
+    assert!(fast.log.is_empty() && fast.manifest.is_empty());
+    assert_eq!(fast.record.input_hash, input_hash);
+    let full = look(true).expect("a full hit");
+    assert_eq!(String::from_utf8_lossy(&full.log), "s0\n");
+    assert!(!full.manifest.is_empty());
+
+    // `-v` prints a cached result's log, so it reads the NAR.
+    let out = env.run(&["run", "-v", "-s", "s0"], &[]);
+    out.expect_code(0);
+    assert!(
+        out.stderr.lines().any(|l| l.trim() == "s0"),
+        "{}",
+        out.stderr
+    );
+
+    // One byte changed in place, size and mtime restored: only the ctime tells, and the
+    // stamp must not match. The lookup reads the NAR, finds the corruption, and the real run
+    // decides.
+    let mtime = std::fs::metadata(&nar0).unwrap().modified().unwrap();
+    let mut data = std::fs::read(&nar0).unwrap();
+    let last = data.len() - 1;
+    data[last] ^= 0xff;
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(&nar0, &data).unwrap();
+    std::fs::File::options()
+        .append(true)
+        .open(&nar0)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    assert!(
+        look(false).is_none(),
+        "a changed NAR is never a stamped hit"
+    );
+    assert!(
+        !stamp.exists(),
+        "the broken entry's stamp was removed with it"
+    );
+    let out = env.run(&["run", "--json"], &[]);
+    all_passed(&out, n, &["run", "local"]);
+    assert_eq!(out.source("s0"), "run", "{}", out.stderr);
+    assert_eq!(out.source("s1"), "local", "{}", out.stderr);
+    assert!(stamp.is_file(), "the rerun's result is stamped again");
+
+    // A stamp left behind by an entry removed by hand is swept by `cache verify`.
+    let (ni1, _) = entry_of(&env, "s1");
+    let stamp1 = env
+        .repo
+        .cache
+        .join("checkdef-stamps")
+        .join(ni1.file_stem().unwrap());
+    std::fs::remove_file(&ni1).unwrap();
+    assert!(stamp1.exists());
+    let verify = env.verify(None);
+    assert!(!stamp1.exists(), "{}", verify.stderr);
+    assert!(stamp.exists(), "a valid entry keeps its stamp");
 }

@@ -8,19 +8,26 @@
 //!   result counts only with a valid signature from a trusted key (and, with `accept = "ci-only"`,
 //!   only from a key labelled `ci`). Anything else is a miss with a one-line warning. Remote
 //!   lookups share one time budget so an outage costs seconds, not minutes, and never blocks.
+//! * A local entry verified once is served from its stamp afterwards (see [`stamp`]).
+mod stamp;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use cache_proto::nar::{self, NarLimits};
+use cache_proto::narinfo::NarInfo;
 use cache_proto::signing::{PublicKey, SecretKey};
-use cache_proto::store::{FileStore, HttpConfig, HttpStore, Store, Trust};
+use cache_proto::store::{FileStore, HttpConfig, HttpStore, PublishOutcome, Store, Trust};
 use cache_proto::store_path::StorePath;
 
 use crate::exit::usage;
 use crate::result::StoredResult;
+
+use stamp::Stamps;
+pub use stamp::{STAMP_DIR, stamp_path};
 
 pub use crate::config::Accept;
 
@@ -128,6 +135,8 @@ impl Source {
 #[derive(Debug, Clone)]
 pub struct Hit {
     pub source: Source,
+    /// The stored result. A local hit served from its stamp (when the caller did not ask for
+    /// the log) has only the record: its manifest and log are empty.
     pub result: StoredResult,
     /// Name (and label) of the key whose signature was verified; `None` for local entries.
     pub signed_by: Option<String>,
@@ -150,6 +159,7 @@ pub struct Caches {
     /// All remote lookups of the current round must finish by then; later ones count as misses.
     remote_deadline: std::sync::Mutex<tokio::time::Instant>,
     limits: NarLimits,
+    stamps: Stamps,
 }
 
 impl Caches {
@@ -162,6 +172,7 @@ impl Caches {
         })?;
         let local =
             Store::File(FileStore::new(settings.local_dir.clone()).with_trust(Trust::Local));
+        let stamps = Stamps::new(settings.local_dir.clone());
         let remote = match &settings.remote {
             None => None,
             Some(url) if url.starts_with("file://") || url.starts_with('/') => {
@@ -196,6 +207,7 @@ impl Caches {
             remote_down: AtomicBool::new(false),
             remote_deadline: std::sync::Mutex::new(tokio::time::Instant::now() + settings_budget),
             limits: result_limits(),
+            stamps,
         }))
     }
 
@@ -217,9 +229,10 @@ impl Caches {
     }
 
     /// Look a result up: the local cache first, then the remote (if configured and not marked
-    /// down). A remote hit is copied into the local cache.
+    /// down). A remote hit is copied into the local cache. A local hit may come without its
+    /// manifest and log (see [`Hit::result`]).
     pub async fn lookup(&self, path: &StorePath, segment: &str, input_hash: &str) -> Lookup {
-        let local = self.lookup_local(path, segment, input_hash).await;
+        let local = self.lookup_local(path, segment, input_hash, false).await;
         if local.hit.is_some() {
             return local;
         }
@@ -227,15 +240,44 @@ impl Caches {
             .await
     }
 
-    /// The first half of [`lookup`](Self::lookup): the local cache only.
-    pub async fn lookup_local(&self, path: &StorePath, segment: &str, input_hash: &str) -> Lookup {
+    /// The first half of [`lookup`](Self::lookup): the local cache only. With `need_log`, a hit
+    /// always carries its log and manifest (read from the NAR); without, a stamped entry is
+    /// served from its stamp, which costs three `stat`s and a small read.
+    pub async fn lookup_local(
+        &self,
+        path: &StorePath,
+        segment: &str,
+        input_hash: &str,
+        need_log: bool,
+    ) -> Lookup {
+        if !need_log && let Some(record) = self.stamps.check(path) {
+            let result = StoredResult {
+                record,
+                manifest: String::new(),
+                log: Vec::new(),
+            };
+            // The stamp was written after the same checks; repeating the ones on the record
+            // costs nothing and keeps a stamp from ever widening what counts as a hit.
+            if result.validate_record(segment, input_hash).is_ok() {
+                return Lookup {
+                    hit: Some(Hit {
+                        source: Source::Local,
+                        result,
+                        signed_by: None,
+                    }),
+                    warnings: Vec::new(),
+                };
+            }
+        }
         let mut warnings = Vec::new();
+        let started = SystemTime::now();
         match self
             .fetch_from(&self.local, path, segment, input_hash)
             .await
         {
-            Ok(Some((result, _))) => {
-                self.touch(path);
+            Ok(Some((result, _, nar_url))) => {
+                self.stamps
+                    .write(path, &nar_url, &result.record, Some(started));
                 return Lookup {
                     hit: Some(Hit {
                         source: Source::Local,
@@ -302,7 +344,7 @@ impl Caches {
             };
         };
         match fetched {
-            Ok(Some((result, signed_by))) => {
+            Ok(Some((result, signed_by, _))) => {
                 let signed_by = signed_by.map(|name| self.describe_key(&name));
                 // Keep a local copy so the next lookup costs no network; failure to do so is
                 // not worth a warning beyond the debug level.
@@ -358,7 +400,7 @@ impl Caches {
         path: &StorePath,
         segment: &str,
         input_hash: &str,
-    ) -> Result<Option<(StoredResult, Option<String>)>, LookupError> {
+    ) -> Result<Option<(StoredResult, Option<String>, String)>, LookupError> {
         let Some(fetched) = store
             .fetch(path, &self.limits)
             .await
@@ -373,27 +415,32 @@ impl Caches {
         result
             .validate_hit(segment, input_hash)
             .map_err(|e| LookupError::Invalid(e.to_string()))?;
-        Ok(Some((result, fetched.signed_by)))
-    }
-
-    /// Mark a local entry as used (`checkdef cache gc` evicts the least recently used).
-    fn touch(&self, path: &StorePath) {
-        let p = self
-            .settings
-            .local_dir
-            .join(format!("{}.narinfo", path.hash_part()));
-        if let Ok(f) = std::fs::File::options().append(true).open(&p) {
-            let _ = f.set_modified(std::time::SystemTime::now());
-        }
+        Ok(Some((result, fetched.signed_by, fetched.narinfo.url)))
     }
 
     /// Remove a local entry's narinfo (readers then see a miss; `cache verify` sweeps the NAR).
     fn unpublish_local(&self, path: &StorePath) -> bool {
+        self.stamps.remove(path);
         let p = self
             .settings
             .local_dir
             .join(format!("{}.narinfo", path.hash_part()));
         std::fs::remove_file(p).is_ok()
+    }
+
+    /// Stamp an entry this process has just written to the local cache, so that the next
+    /// lookup costs a few `stat`s.
+    fn stamp_written(&self, path: &StorePath, result: &StoredResult) {
+        let p = self
+            .settings
+            .local_dir
+            .join(format!("{}.narinfo", path.hash_part()));
+        if let Some(info) = std::fs::read_to_string(p)
+            .ok()
+            .and_then(|t| NarInfo::parse(&t).ok())
+        {
+            self.stamps.write(path, &info.url, &result.record, None);
+        }
     }
 
     fn describe_key(&self, name: &str) -> String {
@@ -411,7 +458,9 @@ impl Caches {
 
     async fn store_local(&self, path: &StorePath, result: &StoredResult) -> Result<()> {
         let nar = result.to_nar().to_bytes()?;
-        self.local.publish(path, &nar, &[], &[]).await?;
+        if self.local.publish(path, &nar, &[], &[]).await? == PublishOutcome::Uploaded {
+            self.stamp_written(path, result);
+        }
         Ok(())
     }
 
@@ -426,10 +475,14 @@ impl Caches {
         debug_assert_eq!(result.record.status, crate::result::Status::Passed);
         let nar = result.to_nar().to_bytes()?;
         let keys: Vec<SecretKey> = self.settings.secret_key.iter().cloned().collect();
-        self.local
+        let outcome = self
+            .local
             .publish(path, &nar, &[], &keys)
             .await
             .with_context(|| format!("storing {} in the local cache", result.record.segment))?;
+        if outcome == PublishOutcome::Uploaded {
+            self.stamp_written(path, result);
+        }
         if !push || self.remote_down.load(Ordering::Relaxed) {
             return Ok(Stored::Local);
         }
