@@ -81,26 +81,53 @@ pub fn render(spec: &ManifestSpec<'_>) -> String {
             .map(|i| i.path.len() + hex_len + 9)
             .sum::<usize>();
     let mut out = String::with_capacity(capacity);
+    render_into(spec, &mut out, usize::MAX, |_| {});
+    out
+}
+
+/// The input hash of the manifest of `spec`: the same as `input_hash(&render(spec))`, without
+/// holding the whole text (a segment of 1,000 files has a manifest of about 100 KB, and a plan
+/// that only looks results up never needs it).
+pub fn spec_hash(spec: &ManifestSpec<'_>) -> String {
+    const CHUNK: usize = 32 << 10;
+    let mut hasher = Sha256::new();
+    let mut buf = String::with_capacity(CHUNK + 4096);
+    render_into(spec, &mut buf, CHUNK, |b| {
+        hasher.update(b.as_bytes());
+        b.clear();
+    });
+    hasher.update(buf.as_bytes());
+    hex::encode(hasher.finalize())
+}
+
+/// Write the manifest of `spec` to `out`, handing `out` to `flush` whenever it holds at least
+/// `flush_at` bytes (`flush` takes what it wants and clears it).
+fn render_into(
+    spec: &ManifestSpec<'_>,
+    out: &mut String,
+    flush_at: usize,
+    mut flush: impl FnMut(&mut String),
+) {
     let _ = writeln!(out, "checkdef-manifest {FORMAT_VERSION}");
-    line(&mut out, "segment", spec.segment.as_bytes());
-    line(&mut out, "platform", spec.platform.as_bytes());
+    line(out, "segment", spec.segment.as_bytes());
+    line(out, "platform", spec.platform.as_bytes());
     line(
-        &mut out,
+        out,
         "object-format",
         object_format_name(spec.object_format).as_bytes(),
     );
-    line(&mut out, "sandbox", spec.sandbox.as_str().as_bytes());
-    line(&mut out, "command", spec.command.as_bytes());
+    line(out, "sandbox", spec.sandbox.as_str().as_bytes());
+    line(out, "command", spec.command.as_bytes());
     for (k, v) in spec.env {
         out.push_str("env ");
-        escape_into(k.as_bytes(), &mut out);
+        escape_into(k.as_bytes(), out);
         out.push('=');
-        escape_into(v.as_bytes(), &mut out);
+        escape_into(v.as_bytes(), out);
         out.push('\n');
     }
     for (cmd, stdout) in spec.fingerprints {
-        line(&mut out, "fingerprint", cmd.as_bytes());
-        line(&mut out, "fingerprint-stdout", stdout);
+        line(out, "fingerprint", cmd.as_bytes());
+        line(out, "fingerprint-stdout", stdout);
     }
 
     let sorted_storage: Vec<&Input>;
@@ -120,10 +147,12 @@ pub fn render(spec: &ManifestSpec<'_>) -> String {
         out.push(' ');
         out.push_str(input.id.hex_to_buf(&mut hex));
         out.push(' ');
-        escape_into(&input.path, &mut out);
+        escape_into(&input.path, out);
         out.push('\n');
+        if out.len() >= flush_at {
+            flush(out);
+        }
     }
-    out
 }
 
 /// The input hash: lowercase hex SHA-256 of the manifest's bytes.
@@ -628,6 +657,26 @@ mod tests {
             )
         );
         assert_eq!(input_hash(&text).len(), 64);
+    }
+
+    #[test]
+    fn streamed_hash_equals_the_hash_of_the_text() {
+        let env = BTreeMap::from([("A".to_owned(), "x\ny".to_owned())]);
+        let fp = BTreeMap::from([("v".to_owned(), b"1\n".to_vec())]);
+        // Sizes around the 32 KiB flush threshold, unsorted, with escaped bytes.
+        for n in [0usize, 1, 300, 700, 701, 2000] {
+            let inputs: Vec<Input> = (0..n)
+                .rev()
+                .map(|i| Input {
+                    mode: FileMode::Regular,
+                    id: id(if i % 2 == 0 { A } else { B }),
+                    path: format!("dir/\u{e9}t\u{e9}\t{i:05}.py").into(),
+                })
+                .collect();
+            let s = spec(&env, &fp, &inputs);
+            let text = render(&s);
+            assert_eq!(spec_hash(&s), input_hash(&text), "{n} inputs");
+        }
     }
 
     #[test]

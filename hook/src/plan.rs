@@ -83,8 +83,10 @@ pub struct SegmentPlan {
     pub input_hash: String,
     /// `/nix/store/<hash>-checkdef-<name>`, see [`store_path_for`].
     pub store_path: String,
-    /// The canonical manifest (see [`crate::manifest`]).
-    pub manifest: String,
+    /// See [`manifest::platform`].
+    pub platform: String,
+    /// The repository's object format (part of the manifest).
+    pub object_format: gix::hash::Kind,
     /// The inputs, sorted by path bytes.
     pub inputs: Vec<Input>,
     /// Whether a changed path since the base hits this segment; `None` without a base.
@@ -98,6 +100,28 @@ pub struct SegmentPlan {
     pub sandbox: Sandbox,
     /// Fingerprint command → its stdout (hashed).
     pub fingerprints: BTreeMap<String, Vec<u8>>,
+}
+
+impl SegmentPlan {
+    /// What the manifest is made of.
+    pub fn spec(&self) -> ManifestSpec<'_> {
+        ManifestSpec {
+            segment: &self.name,
+            platform: &self.platform,
+            object_format: self.object_format,
+            sandbox: self.sandbox,
+            command: &self.command,
+            env: &self.env,
+            fingerprints: &self.fingerprints,
+            inputs: &self.inputs,
+        }
+    }
+
+    /// The canonical manifest (see [`crate::manifest`]); rendered on demand, since only runs
+    /// and `explain` need the text (the input hash is computed without holding it).
+    pub fn manifest(&self) -> String {
+        manifest::render(&self.spec())
+    }
 }
 
 /// The plan for one snapshot.
@@ -221,8 +245,8 @@ pub fn build_plan_filtered(
             fingerprints,
         });
     }
-    let render = |job: &Job<'_>| {
-        let text = manifest::render(&ManifestSpec {
+    let hash = |job: &Job<'_>| {
+        manifest::spec_hash(&ManifestSpec {
             segment: &job.seg.name,
             platform: &platform,
             object_format,
@@ -231,21 +255,20 @@ pub fn build_plan_filtered(
             env: &job.seg.env,
             fingerprints: &job.fingerprints,
             inputs: &job.inputs,
-        });
-        let hash = manifest::input_hash(&text);
-        (text, hash)
+        })
     };
-    let rendered = parallel_map(&jobs, render);
+    let hashes = parallel_map(&jobs, hash);
     let segments = jobs
         .into_iter()
-        .zip(rendered)
-        .map(|(job, (text, input_hash))| SegmentPlan {
+        .zip(hashes)
+        .map(|(job, input_hash)| SegmentPlan {
             index: job.index,
             name: job.seg.name.clone(),
             description: job.seg.description.clone(),
             store_path: store_path_for(&input_hash, &job.seg.name),
             input_hash,
-            manifest: text,
+            platform: platform.clone(),
+            object_format,
             inputs: job.inputs,
             touched: touched.as_ref().map(|t: &Vec<bool>| t[job.index]),
             command: job.seg.command.clone(),

@@ -108,7 +108,7 @@ pub fn compare(dir: &Path, seg: &SegmentPlan) -> Result<Option<(Previous, Manife
     let Some(prev) = previous_result(dir, &seg.name, &seg.store_path) else {
         return Ok(None);
     };
-    let diff = manifest::diff_texts(&prev.result.manifest, &seg.manifest)
+    let diff = manifest::diff_texts(&prev.result.manifest, &seg.manifest())
         .map_err(|e| format!("the earlier result's manifest cannot be compared ({e})"))?;
     Ok(Some((prev, diff)))
 }
@@ -236,7 +236,7 @@ pub fn run(config_flag: Option<&Path>, args: &ExplainArgs) -> Result<Code> {
     .map_err(plan_error)?;
     let seg = plan.segment(&args.segment).expect("selected above");
     let mut out = std::io::stdout().lock();
-    out.write_all(seg.manifest.as_bytes())?;
+    out.write_all(seg.manifest().as_bytes())?;
     out.flush()?;
     let status = super::plan::lookup_status(&ctx.config, &plan)?
         .first()

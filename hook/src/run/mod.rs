@@ -340,7 +340,7 @@ pub async fn run_plan(
             // Only a complete, passing, uninterrupted run is ever stored.
             let stored = StoredResult {
                 record: record_for(plan, seg, &o, &caches),
-                manifest: seg.manifest.clone(),
+                manifest: seg.manifest(),
                 log: o.log.clone(),
             };
             let path = StorePath::parse(&seg.store_path).context("store path of a result")?;

@@ -598,7 +598,10 @@ fn library_plan_matches_cli_and_exposes_run_inputs() {
         paths,
         ["pytest.ini", "src/foo/__init__.py", "tests/test_foo.py"]
     );
-    assert_eq!(foo.manifest, repo.explain("foo-tests", &["--rev", "HEAD"]));
+    assert_eq!(
+        foo.manifest(),
+        repo.explain("foo-tests", &["--rev", "HEAD"])
+    );
     assert_eq!(plan.commit, Some(head));
 }
 
