@@ -237,6 +237,48 @@ fn unchanged_tracked_files_are_not_reread() {
     assert_eq!((stats.hashed, stats.untracked), (2, 1));
 }
 
+/// Enough files that the stat calls are split between threads: whatever the split, the
+/// work-tree snapshot is exactly what committing it gives.
+#[test]
+fn a_large_work_tree_agrees_with_the_commit_of_it() {
+    let repo = TestRepo::new();
+    repo.write(
+        "checkdef.toml",
+        "version = 1\n\n[[segment]]\nname = \"all\"\ninclude = [\"**\"]\ncommand = \"true\"\n",
+    );
+    let n = 6000;
+    for i in 0..n {
+        repo.write(&format!("d{:02}/f{i:05}.txt", i / 100), &format!("{i}\n"));
+    }
+    repo.commit("many files");
+    let r = Repo::discover(&repo.root).unwrap();
+    let walk = || {
+        let mut all = checkdef::git::CollectAll::default();
+        r.walk_worktree(&mut all).unwrap();
+        checkdef::git::sort_inputs(&mut all.0);
+        all.0
+    };
+    let head = || {
+        r.tree_entries_all(r.resolve_commit("HEAD").unwrap())
+            .unwrap()
+    };
+    assert_eq!(walk().len(), n + 1);
+    assert_eq!(walk(), head());
+    // Edits at the start, the middle and the end of the index; a deletion, a mode change and
+    // an untracked file among them.
+    repo.write("d00/f00000.txt", "first\n");
+    repo.write("d30/f03000.txt", "middle\n");
+    repo.write(&format!("d59/f{:05}.txt", n - 1), "last\n");
+    repo.remove("d45/f04500.txt");
+    repo.chmod("d15/f01500.txt", 0o755);
+    repo.write("d30/new.txt", "untracked\n");
+    let snapshot = walk();
+    assert_eq!(snapshot.len(), n + 1);
+    assert_ne!(snapshot, head());
+    repo.commit("the work tree");
+    assert_eq!(snapshot, head());
+}
+
 #[test]
 fn globs_double_star_alternates_and_excludes() {
     let repo = TestRepo::new();
