@@ -2,6 +2,7 @@
 //! (local cache, then remote, all concurrently), run the misses in parallel — each in a fresh
 //! directory holding only its inputs — and store (and push) the passing results.
 pub mod exec;
+pub mod sandbox;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -283,9 +284,9 @@ pub async fn run_plan(
             let cancel = cancel.clone();
             running.push(async move {
                 let res = match prepared {
-                    Ok((dir, spec, sink)) => {
+                    Ok((dirs, spec, sink)) => {
                         let r = exec::execute(&spec, cancel, sink).await;
-                        drop(dir);
+                        drop(dirs);
                         r.map_err(anyhow::Error::from)
                     }
                     Err(e) => Err(e),
@@ -466,13 +467,7 @@ fn prepare(
     bar: Option<ProgressBar>,
     width: usize,
     style: &Style,
-) -> Result<(tempfile::TempDir, ExecSpec, Option<LineSink>)> {
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("checkdef-{}-", seg.name))
-        .tempdir()
-        .context("creating the sandbox directory")?;
-    let root: PathBuf = dir.path().join("src");
-    std::fs::create_dir(&root).with_context(|| format!("creating {}", root.display()))?;
+) -> Result<(SandboxDirs, ExecSpec, Option<LineSink>)> {
     let entries;
     let inputs = match seg.sandbox {
         Sandbox::Filtered => &seg.inputs,
@@ -481,12 +476,34 @@ fn prepare(
             &entries
         }
     };
-    repo.materialize(&plan.target, inputs, &root)
-        .with_context(|| format!("materialising the inputs of {}", seg.name))?;
+    let base = sandbox::base();
+    let dir = match populate(repo, plan, seg, inputs, &base.dir) {
+        Err(e) if base.in_memory && sandbox::is_out_of_space(&e) => {
+            populate(repo, plan, seg, inputs, &sandbox::disk())?
+        }
+        other => other?,
+    };
+    // Inputs in memory, temporary files on disk (see `sandbox`).
+    let tmp = if base.in_memory {
+        tempfile::Builder::new()
+            .prefix(&format!("checkdef-{}-tmp-", seg.name))
+            .tempdir_in(sandbox::disk())
+            .ok()
+    } else {
+        None
+    };
+    let tmp_path = match &tmp {
+        Some(t) => t.path().to_path_buf(),
+        None => dir.path().join("tmp"),
+    };
     let spec = ExecSpec {
-        cwd: root,
+        cwd: dir.path().join("src"),
         command: seg.command.clone(),
-        env: run_env(seg, dir.path()),
+        env: run_env(seg, &tmp_path),
+    };
+    let dirs = SandboxDirs {
+        _dir: dir,
+        _tmp: tmp,
     };
     let sink: Option<LineSink> = if opts.verbose {
         let prefix = style.dim(&format!("{:width$} │ ", seg.name));
@@ -504,12 +521,38 @@ fn prepare(
             }) as LineSink
         })
     };
-    Ok((dir, spec, sink))
+    Ok((dirs, spec, sink))
+}
+
+/// A check's directories, removed when dropped: the sandbox (inputs in `src/`) and, when the
+/// sandbox is in memory, its private `TMPDIR` on disk.
+struct SandboxDirs {
+    _dir: tempfile::TempDir,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+/// A fresh sandbox in `base` holding `inputs` below `src/`.
+fn populate(
+    repo: &Repo,
+    plan: &Plan,
+    seg: &SegmentPlan,
+    inputs: &[crate::git::Input],
+    base: &std::path::Path,
+) -> Result<tempfile::TempDir> {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("checkdef-{}-", seg.name))
+        .tempdir_in(base)
+        .with_context(|| format!("creating the sandbox directory in {}", base.display()))?;
+    let root: PathBuf = dir.path().join("src");
+    std::fs::create_dir(&root).with_context(|| format!("creating {}", root.display()))?;
+    repo.materialize(&plan.target, inputs, &root)
+        .with_context(|| format!("materialising the inputs of {}", seg.name))?;
+    Ok(dir)
 }
 
 /// The complete environment of a check: PATH, the passthrough variables (not hashed), the
-/// declared env (hashed), and a private TMPDIR inside the sandbox.
-fn run_env(seg: &SegmentPlan, sandbox: &std::path::Path) -> Vec<(String, String)> {
+/// declared env (hashed), and a private TMPDIR (`tmp`, created here if missing).
+fn run_env(seg: &SegmentPlan, tmp: &std::path::Path) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = Vec::new();
     let mut seen = HashSet::new();
     let mut push = |k: &str, v: String, env: &mut Vec<(String, String)>| {
@@ -529,8 +572,7 @@ fn run_env(seg: &SegmentPlan, sandbox: &std::path::Path) -> Vec<(String, String)
             push(k, v, &mut env);
         }
     }
-    let tmp = sandbox.join("tmp");
-    if std::fs::create_dir(&tmp).is_ok() {
+    if tmp.is_dir() || std::fs::create_dir(tmp).is_ok() {
         push("TMPDIR", tmp.display().to_string(), &mut env);
     }
     push("CHECKDEF_SEGMENT", seg.name.clone(), &mut env);

@@ -1,6 +1,6 @@
 //! `checkdef run`: the seed demo with real pytest, failures, filtered sandboxes, Ctrl-C, segment
 //! selection, usage errors and the environment a check sees.
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -488,5 +488,68 @@ command = "echo \"home=$HOME\"; test -n \"$HOME\" && test -d \"$HOME\""
         r.stderr.contains("home= other=\n") || r.stderr.contains("home= other="),
         "{}",
         r.stderr
+    );
+}
+
+/// Where the sandbox goes: `/dev/shm` by default when it is a usable tmpfs (with the check's
+/// `TMPDIR` on disk), `CHECKDEF_SANDBOX_DIR` (or `TMPDIR`) when set; always removed afterwards.
+#[test]
+fn sandboxes_go_to_memory_by_default_and_where_told_otherwise() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path();
+    let repo = shell_repo(&format!(
+        r#"version = 1
+
+[[segment]]
+name = "where"
+include = ["src/**"]
+env = {{ OUT = "{}" }}
+command = "pwd > \"$OUT/pwd\"; echo \"$TMPDIR\" > \"$OUT/tmp\"; touch \"$TMPDIR/scratch\""
+"#,
+        out.display()
+    ));
+    let read = |name: &str| {
+        std::fs::read_to_string(out.join(name))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let run = |env: &[(&str, &str)]| {
+        let mut cmd = repo.checkdef_cmd_in(&repo.root, &["run", "--json"]);
+        cmd.env_remove("TMPDIR").envs(env.iter().copied());
+        let o = CmdOut::from_output(cmd.output().unwrap());
+        o.expect_code(0);
+        assert_eq!(o.source("where"), "run", "{}", o.stderr);
+        (PathBuf::from(read("pwd")), PathBuf::from(read("tmp")))
+    };
+
+    let (pwd, tmp) = run(&[]);
+    let disk = std::env::temp_dir();
+    if checkdef::run::sandbox::usable_tmpfs(Path::new("/dev/shm")) {
+        assert!(pwd.starts_with("/dev/shm"), "{pwd:?}");
+        assert!(
+            tmp.starts_with(&disk) && !tmp.starts_with("/dev/shm"),
+            "{tmp:?}"
+        );
+    } else {
+        assert!(pwd.starts_with(&disk), "{pwd:?}");
+        assert!(tmp.starts_with(pwd.parent().unwrap()), "{tmp:?}");
+    }
+    assert!(pwd.ends_with("src"), "{pwd:?}");
+    assert!(!pwd.exists() && !tmp.exists(), "removed after the run");
+
+    let chosen = repo.tmp.path().join("sandboxes");
+    std::fs::create_dir(&chosen).unwrap();
+    let other_cache = repo.tmp.path().join("cache2");
+    let (pwd, tmp) = run(&[
+        ("CHECKDEF_SANDBOX_DIR", chosen.to_str().unwrap()),
+        ("CHECKDEF_CACHE_DIR", other_cache.to_str().unwrap()),
+    ]);
+    assert!(pwd.starts_with(&chosen), "{pwd:?}");
+    assert!(tmp.starts_with(&chosen), "{tmp:?}");
+    assert_eq!(
+        std::fs::read_dir(&chosen).unwrap().count(),
+        0,
+        "removed after the run"
     );
 }
