@@ -75,6 +75,9 @@ pub struct Fetched {
     pub narinfo: NarInfo,
     /// The uncompressed NAR, checked against `NarHash` and `NarSize`.
     pub nar: Vec<u8>,
+    /// The file as the cache served it (compressed as `Compression` says), checked against
+    /// `FileHash` and `FileSize` when given; it decompresses to `nar`.
+    pub file: Vec<u8>,
     /// The trusted key that signed the narinfo (`None` under [`Trust::Local`]).
     pub signed_by: Option<String>,
 }
@@ -84,6 +87,7 @@ impl std::fmt::Debug for Fetched {
         f.debug_struct("Fetched")
             .field("narinfo", &self.narinfo)
             .field("nar", &format_args!("<{} bytes>", self.nar.len()))
+            .field("file", &format_args!("<{} bytes>", self.file.len()))
             .field("signed_by", &self.signed_by)
             .finish()
     }
@@ -370,14 +374,15 @@ async fn fetch_impl<B: Backend>(
     }
     let limits = *limits;
     let what = url.clone();
-    let nar = tokio::task::spawn_blocking(move || {
-        decode_and_verify(&info, &file, compression, &url, &limits).map(|nar| (info, nar))
+    let (narinfo, nar, file) = tokio::task::spawn_blocking(move || {
+        decode_and_verify(&info, &file, compression, &url, &limits).map(|nar| (info, nar, file))
     })
     .await
     .map_err(|source| StoreError::Task { what, source })??;
     Ok(Some(Fetched {
-        narinfo: nar.0,
-        nar: nar.1,
+        narinfo,
+        nar,
+        file,
         signed_by,
     }))
 }
@@ -547,6 +552,31 @@ async fn publish_impl<B: Backend>(
     Ok(PublishOutcome::Uploaded)
 }
 
+async fn import_impl<B: Backend>(
+    b: &B,
+    once: &tokio::sync::OnceCell<CacheInfo>,
+    fetched: &Fetched,
+) -> Result<PublishOutcome, StoreError> {
+    ensure_cache_info_impl(b, once).await?;
+    let p = &fetched.narinfo.store_path;
+    let rel = narinfo_rel(p);
+    if b.get(&rel, MAX_NARINFO_SIZE as u64).await?.is_some() {
+        return Ok(PublishOutcome::AlreadyPresent);
+    }
+    let nar_rel = safe_nar_url(p, &fetched.narinfo.url)?;
+    if !b.exists(&nar_rel).await? {
+        b.put(&nar_rel, fetched.file.clone(), NAR_CONTENT_TYPE)
+            .await?;
+    }
+    b.put(
+        &rel,
+        fetched.narinfo.render().into_bytes(),
+        NARINFO_CONTENT_TYPE,
+    )
+    .await?;
+    Ok(PublishOutcome::Uploaded)
+}
+
 /// A binary cache: a local directory or an HTTP server.
 #[derive(Debug, Clone)]
 pub enum Store {
@@ -643,6 +673,11 @@ impl Store {
         dispatch!(self, s => s.publish(p, nar, references, keys).await)
     }
 
+    /// Adds a path fetched from another cache byte for byte, signatures included; idempotent.
+    pub async fn import(&self, fetched: &Fetched) -> Result<PublishOutcome, StoreError> {
+        dispatch!(self, s => s.import(fetched).await)
+    }
+
     /// Reads `nix-cache-info` (checking `StoreDir`) and writes it when absent.
     pub async fn ensure_cache_info(&self) -> Result<CacheInfo, StoreError> {
         dispatch!(self, s => s.ensure_cache_info().await)
@@ -694,6 +729,17 @@ macro_rules! store_methods {
             keys: &[$crate::signing::SecretKey],
         ) -> Result<$crate::store::PublishOutcome, $crate::store::StoreError> {
             $crate::store::publish_impl(self, &self.cache_info, p, nar, references, keys).await
+        }
+
+        /// Adds a path fetched (and so verified) from another cache byte for byte: the file as
+        /// it was served and the narinfo with every signature, as copying between binary
+        /// caches keeps them (no recompression, and the signatures still verify here). Skipped
+        /// when a narinfo exists; the file first, the narinfo last.
+        pub async fn import(
+            &self,
+            fetched: &$crate::store::Fetched,
+        ) -> Result<$crate::store::PublishOutcome, $crate::store::StoreError> {
+            $crate::store::import_impl(self, &self.cache_info, fetched).await
         }
 
         /// Reads `nix-cache-info` (checking `StoreDir`) and writes it when absent. A success

@@ -534,3 +534,54 @@ async fn publish_rejects_invalid_nars() {
     }
     assert!(!narinfo_file(tmp.path(), &path("bad")).exists());
 }
+
+/// `import` copies what Nix wrote (xz, with `CA:` and references) byte for byte: the file as
+/// served and the narinfo with its signature, which still verifies in the copy.
+#[tokio::test]
+async fn import_keeps_nix_written_paths_and_their_signatures() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let key = cache_proto::PublicKey::parse(
+        fs::read_to_string(data.join("golden-key.pub"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    let src = FileStore::new(data.join("cache-xz")).with_trust(Trust::Keys(vec![key.clone()]));
+    let tmp = tempfile::tempdir().unwrap();
+    let dst_dir = tmp.path().join("copy");
+    let dst = FileStore::new(&dst_dir).with_trust(Trust::Keys(vec![key]));
+    let mut n = 0;
+    for e in fs::read_dir(data.join("cache-xz")).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        let Some(hash) = name.strip_suffix(".narinfo") else {
+            continue;
+        };
+        let original =
+            NarInfo::parse(&fs::read_to_string(data.join("cache-xz").join(&name)).unwrap())
+                .unwrap();
+        assert_eq!(original.store_path.hash_part(), hash);
+        let p = original.store_path.clone();
+        let fetched = src.fetch(&p, &NarLimits::default()).await.unwrap().unwrap();
+        assert_eq!(
+            dst.import(&fetched).await.unwrap(),
+            PublishOutcome::Uploaded
+        );
+        assert_eq!(
+            dst.import(&fetched).await.unwrap(),
+            PublishOutcome::AlreadyPresent
+        );
+        let copied = read_narinfo(&dst_dir, &p);
+        assert_eq!(copied, original);
+        assert_eq!(
+            fs::read(dst_dir.join(&copied.url)).unwrap(),
+            fs::read(data.join("cache-xz").join(&original.url)).unwrap(),
+            "the file is copied as served, not recompressed"
+        );
+        let again = dst.fetch(&p, &NarLimits::default()).await.unwrap().unwrap();
+        assert_eq!(again.nar, fetched.nar);
+        assert_eq!(again.signed_by.as_deref(), Some("checkdef-golden-1"));
+        n += 1;
+    }
+    assert_eq!(n, 3);
+    no_temp_files(&dst_dir);
+}

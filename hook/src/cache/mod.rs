@@ -20,7 +20,7 @@ use anyhow::{Context, Result};
 use cache_proto::nar::{self, NarLimits};
 use cache_proto::narinfo::NarInfo;
 use cache_proto::signing::{PublicKey, SecretKey};
-use cache_proto::store::{FileStore, HttpConfig, HttpStore, PublishOutcome, Store, Trust};
+use cache_proto::store::{Fetched, FileStore, HttpConfig, HttpStore, PublishOutcome, Store, Trust};
 use cache_proto::store_path::StorePath;
 
 use crate::exit::usage;
@@ -275,9 +275,9 @@ impl Caches {
             .fetch_from(&self.local, path, segment, input_hash)
             .await
         {
-            Ok(Some((result, _, nar_url))) => {
+            Ok(Some((result, fetched))) => {
                 self.stamps
-                    .write(path, &nar_url, &result.record, Some(started));
+                    .write(path, &fetched.narinfo.url, &result.record, Some(started));
                 return Lookup {
                     hit: Some(Hit {
                         source: Source::Local,
@@ -344,11 +344,18 @@ impl Caches {
             };
         };
         match fetched {
-            Ok(Some((result, signed_by, _))) => {
-                let signed_by = signed_by.map(|name| self.describe_key(&name));
-                // Keep a local copy so the next lookup costs no network; failure to do so is
-                // not worth a warning beyond the debug level.
-                let _ = self.store_local(path, &result).await;
+            Ok(Some((result, fetched))) => {
+                let signed_by = fetched
+                    .signed_by
+                    .as_ref()
+                    .map(|name| self.describe_key(name));
+                // Keep a local copy so the next lookup costs no network: the remote's bytes and
+                // signatures as they are (nothing to recompress). Failing to is not worth a
+                // warning: the next lookup asks the remote again.
+                if let Ok(PublishOutcome::Uploaded) = self.local.import(&fetched).await {
+                    self.stamps
+                        .write(path, &fetched.narinfo.url, &result.record, None);
+                }
                 Lookup {
                     hit: Some(Hit {
                         source: Source::Remote,
@@ -400,8 +407,8 @@ impl Caches {
         path: &StorePath,
         segment: &str,
         input_hash: &str,
-    ) -> Result<Option<(StoredResult, Option<String>, String)>, LookupError> {
-        let Some(fetched) = store
+    ) -> Result<Option<(StoredResult, Fetched)>, LookupError> {
+        let Some(mut fetched) = store
             .fetch(path, &self.limits)
             .await
             .map_err(LookupError::Store)?
@@ -415,7 +422,10 @@ impl Caches {
         result
             .validate_hit(segment, input_hash)
             .map_err(|e| LookupError::Invalid(e.to_string()))?;
-        Ok(Some((result, fetched.signed_by, fetched.narinfo.url)))
+        // The NAR was parsed into `result`; the rest (narinfo, file as served) is kept for a
+        // local copy.
+        fetched.nar = Vec::new();
+        Ok(Some((result, fetched)))
     }
 
     /// Remove a local entry's narinfo (readers then see a miss; `cache verify` sweeps the NAR).
@@ -454,14 +464,6 @@ impl Caches {
             Some(label) => format!("{name} ({label})"),
             None => name.to_owned(),
         }
-    }
-
-    async fn store_local(&self, path: &StorePath, result: &StoredResult) -> Result<()> {
-        let nar = result.to_nar().to_bytes()?;
-        if self.local.publish(path, &nar, &[], &[]).await? == PublishOutcome::Uploaded {
-            self.stamp_written(path, result);
-        }
-        Ok(())
     }
 
     /// Store a passing result locally and, when allowed and configured, push it signed.

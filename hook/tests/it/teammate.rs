@@ -144,6 +144,22 @@ fn a_signed_push_is_a_remote_hit_for_a_teammate_and_then_local() {
         assert!(r.seg(s)["original_duration_s"].is_number());
     }
     assert_eq!(r.json["summary"]["cached"], 2);
+    // B's local copies are the remote's entries byte for byte, signatures included.
+    let mut copied = crate::support::narinfos_in(&b);
+    copied.sort();
+    assert_eq!(copied.len(), 2);
+    for ni in &copied {
+        let name = ni.file_name().unwrap();
+        let remote = std::fs::read(t.nginx.root().join(name)).unwrap();
+        assert_eq!(std::fs::read(ni).unwrap(), remote, "{}", ni.display());
+        let info =
+            cache_proto::narinfo::NarInfo::parse(&String::from_utf8(remote).unwrap()).unwrap();
+        assert_eq!(
+            std::fs::read(b.join(&info.url)).unwrap(),
+            std::fs::read(t.nginx.root().join(&info.url)).unwrap()
+        );
+        assert!(info.sigs.iter().any(|s| s.starts_with("ci.example.org-1:")));
+    }
 
     let r = t.run_teammate(&b, &t.public, &[]);
     r.expect_code(0);
