@@ -22,12 +22,11 @@ fn inputs(n: usize) -> Vec<Input> {
         .collect()
 }
 
-#[divan::bench(args = [10, 1_000, 10_000])]
-fn manifest_render(bencher: Bencher, n: usize) {
+fn with_spec<R>(n: usize, f: impl FnOnce(&ManifestSpec<'_>) -> R) -> R {
     let inputs = inputs(n);
     let env = BTreeMap::from([("PYTHONPATH".to_owned(), "src".to_owned())]);
     let fingerprints = BTreeMap::new();
-    let spec = ManifestSpec {
+    f(&ManifestSpec {
         segment: "pkg0000-tests",
         platform: "x86_64-linux",
         object_format: gix::hash::Kind::Sha1,
@@ -36,8 +35,22 @@ fn manifest_render(bencher: Bencher, n: usize) {
         env: &env,
         fingerprints: &fingerprints,
         inputs: &inputs,
-    };
-    bencher.bench_local(|| manifest::render(black_box(&spec)));
+    })
+}
+
+#[divan::bench(args = [10, 1_000, 10_000])]
+fn manifest_render(bencher: Bencher, n: usize) {
+    with_spec(n, |spec| {
+        bencher.bench_local(|| manifest::render(black_box(spec)));
+    });
+}
+
+/// What a plan does per segment: render and hash in one pass, never holding the whole text.
+#[divan::bench(args = [10, 1_000, 10_000])]
+fn manifest_spec_hash(bencher: Bencher, n: usize) {
+    with_spec(n, |spec| {
+        bencher.bench_local(|| manifest::spec_hash(black_box(spec)));
+    });
 }
 
 #[divan::bench(args = [10, 1_000, 10_000])]
