@@ -563,17 +563,25 @@ async fn import_impl<B: Backend>(
     if b.get(&rel, MAX_NARINFO_SIZE as u64).await?.is_some() {
         return Ok(PublishOutcome::AlreadyPresent);
     }
-    let nar_rel = safe_nar_url(p, &fetched.narinfo.url)?;
-    if !b.exists(&nar_rel).await? {
-        b.put(&nar_rel, fetched.file.clone(), NAR_CONTENT_TYPE)
-            .await?;
-    }
-    b.put(
-        &rel,
-        fetched.narinfo.render().into_bytes(),
-        NARINFO_CONTENT_TYPE,
-    )
-    .await?;
+    // The file goes where its content says, whatever the source named it: `URL` is not
+    // signed, so a source could otherwise point the copy at any name in this cache. It is
+    // always written (atomically replacing a file of that name), so a damaged leftover can
+    // never end up behind a fresh narinfo.
+    let mut info = fetched.narinfo.clone();
+    let compression = Compression::from_narinfo(info.compression.as_deref()).map_err(|source| {
+        StoreError::Decompress {
+            url: b.location(&info.url),
+            source,
+        }
+    })?;
+    let file_hash = Sha256Hash::digest(&fetched.file);
+    info.url = format!("nar/{}{}", file_hash.nix32(), compression.extension());
+    info.file_hash = Some(file_hash);
+    info.file_size = Some(fetched.file.len() as u64);
+    b.put(&info.url, fetched.file.clone(), NAR_CONTENT_TYPE)
+        .await?;
+    b.put(&rel, info.render().into_bytes(), NARINFO_CONTENT_TYPE)
+        .await?;
     Ok(PublishOutcome::Uploaded)
 }
 
@@ -673,7 +681,7 @@ impl Store {
         dispatch!(self, s => s.publish(p, nar, references, keys).await)
     }
 
-    /// Adds a path fetched from another cache byte for byte, signatures included; idempotent.
+    /// Adds a path fetched from another cache as served, signatures included; idempotent.
     pub async fn import(&self, fetched: &Fetched) -> Result<PublishOutcome, StoreError> {
         dispatch!(self, s => s.import(fetched).await)
     }
@@ -731,10 +739,10 @@ macro_rules! store_methods {
             $crate::store::publish_impl(self, &self.cache_info, p, nar, references, keys).await
         }
 
-        /// Adds a path fetched (and so verified) from another cache byte for byte: the file as
-        /// it was served and the narinfo with every signature, as copying between binary
-        /// caches keeps them (no recompression, and the signatures still verify here). Skipped
-        /// when a narinfo exists; the file first, the narinfo last.
+        /// Adds a path fetched (and so verified) from another cache: the file byte for byte as
+        /// it was served (no recompression) under `nar/<FileHash>.<ext>`, and the narinfo with
+        /// every signature (which still verify: `URL`, `FileHash` and `FileSize` are not
+        /// signed). Skipped when a narinfo exists; the file first, the narinfo last.
         pub async fn import(
             &self,
             fetched: &$crate::store::Fetched,

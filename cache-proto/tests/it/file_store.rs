@@ -571,6 +571,7 @@ async fn import_keeps_nix_written_paths_and_their_signatures() {
             PublishOutcome::AlreadyPresent
         );
         let copied = read_narinfo(&dst_dir, &p);
+        // Nix names the file by its hash too, so the copy's narinfo is the original.
         assert_eq!(copied, original);
         assert_eq!(
             fs::read(dst_dir.join(&copied.url)).unwrap(),
@@ -584,4 +585,38 @@ async fn import_keeps_nix_written_paths_and_their_signatures() {
     }
     assert_eq!(n, 3);
     no_temp_files(&dst_dir);
+}
+
+/// The copy names the file by its content, whatever `URL` (unsigned) says, and always writes
+/// it, so a damaged file of that name never ends up behind the copied narinfo.
+#[tokio::test]
+async fn import_names_the_file_by_its_hash_and_replaces_a_damaged_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src_dir = tmp.path().join("src");
+    let src = trusted(&src_dir);
+    let p = path("mytool-v1:inputhash=import");
+    let nar = common::vector2_tree().to_bytes().unwrap();
+    src.publish(&p, &nar, &[], &[secret()]).await.unwrap();
+    let mut fetched = src.fetch(&p, &NarLimits::default()).await.unwrap().unwrap();
+    let expected_url = fetched.narinfo.url.clone();
+    // A narinfo whose (unsigned) URL points elsewhere still verifies.
+    fetched.narinfo.url = "checkdef-stamps/elsewhere".to_owned();
+    fetched.narinfo.file_hash = None;
+    fetched.narinfo.file_size = None;
+    let dst_dir = tmp.path().join("dst");
+    let dst = trusted(&dst_dir);
+    // A damaged leftover where the file belongs.
+    fs::create_dir_all(dst_dir.join("nar")).unwrap();
+    fs::write(dst_dir.join(&expected_url), b"damaged").unwrap();
+    assert_eq!(
+        dst.import(&fetched).await.unwrap(),
+        PublishOutcome::Uploaded
+    );
+    let copied = read_narinfo(&dst_dir, &p);
+    assert_eq!(copied.url, expected_url);
+    assert_eq!(copied.file_hash, Some(Sha256Hash::digest(&fetched.file)));
+    assert!(!dst_dir.join("checkdef-stamps").exists());
+    let again = dst.fetch(&p, &NarLimits::default()).await.unwrap().unwrap();
+    assert_eq!(again.nar, nar);
+    assert_eq!(again.signed_by.as_deref(), Some("test-cache-1"));
 }
