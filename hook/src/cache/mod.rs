@@ -353,8 +353,7 @@ impl Caches {
                 // signatures as they are (nothing to recompress). Failing to is not worth a
                 // warning: the next lookup asks the remote again.
                 if let Ok(PublishOutcome::Uploaded) = self.local.import(&fetched).await {
-                    self.stamps
-                        .write(path, &fetched.narinfo.url, &result.record, None);
+                    self.stamp_written(path, &result);
                 }
                 Lookup {
                     hit: Some(Hit {

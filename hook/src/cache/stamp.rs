@@ -72,11 +72,15 @@ impl FileId {
         let Ok(since) = t.duration_since(SystemTime::UNIX_EPOCH) else {
             return false;
         };
-        let ctime = Duration::new(
-            u64::try_from(self.ctime.0).unwrap_or(u64::MAX),
-            u32::try_from(self.ctime.1).unwrap_or(0),
-        );
-        ctime + SETTLE <= since
+        // A ctime before the epoch or absurdly far ahead never counts as settled.
+        let (Ok(secs), Ok(nanos)) = (u64::try_from(self.ctime.0), u32::try_from(self.ctime.1))
+        else {
+            return false;
+        };
+        Duration::new(secs, 0)
+            .checked_add(Duration::from_nanos(u64::from(nanos)))
+            .and_then(|c| c.checked_add(SETTLE))
+            .is_some_and(|c| c <= since)
     }
 }
 

@@ -286,13 +286,17 @@ fn gc(dir: &Path, max: u64) -> Result<Code> {
                 .unwrap_or(0);
         }
         total += size;
-        // A stamp is written with its entry and its mtime is the last use; changing the
-        // narinfo's mtime would change its ctime and so void the stamp.
-        let used = stamp_of(&p)
-            .and_then(|s| std::fs::metadata(s).ok())
-            .unwrap_or(meta)
-            .modified()
-            .unwrap_or(SystemTime::UNIX_EPOCH);
+        // A stamp's mtime is the entry's last use (touching the narinfo instead would change
+        // its ctime and so void the stamp); the narinfo's mtime is when it was written.
+        let used = [
+            Some(meta),
+            stamp_of(&p).and_then(|s| std::fs::metadata(s).ok()),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.modified().ok())
+        .max()
+        .unwrap_or(SystemTime::UNIX_EPOCH);
         entries.push((used, size, p));
     }
     entries.sort();
