@@ -284,9 +284,9 @@ pub async fn run_plan(
             let cancel = cancel.clone();
             running.push(async move {
                 let res = match prepared {
-                    Ok((dirs, spec, sink)) => {
+                    Ok((dir, spec, sink)) => {
                         let r = exec::execute(&spec, cancel, sink).await;
-                        drop(dirs);
+                        drop(dir);
                         r.map_err(anyhow::Error::from)
                     }
                     Err(e) => Err(e),
@@ -467,7 +467,7 @@ fn prepare(
     bar: Option<ProgressBar>,
     width: usize,
     style: &Style,
-) -> Result<(SandboxDirs, ExecSpec, Option<LineSink>)> {
+) -> Result<(tempfile::TempDir, ExecSpec, Option<LineSink>)> {
     let entries;
     let inputs = match seg.sandbox {
         Sandbox::Filtered => &seg.inputs,
@@ -476,34 +476,11 @@ fn prepare(
             &entries
         }
     };
-    let base = sandbox::base();
-    let dir = match populate(repo, plan, seg, inputs, &base.dir) {
-        Err(e) if base.in_memory && sandbox::is_out_of_space(&e) => {
-            populate(repo, plan, seg, inputs, &sandbox::disk())?
-        }
-        other => other?,
-    };
-    // Inputs in memory, temporary files on disk (see `sandbox`).
-    let tmp = if base.in_memory {
-        tempfile::Builder::new()
-            .prefix(&format!("checkdef-{}-tmp-", seg.name))
-            .tempdir_in(sandbox::disk())
-            .ok()
-    } else {
-        None
-    };
-    let tmp_path = match &tmp {
-        Some(t) => t.path().to_path_buf(),
-        None => dir.path().join("tmp"),
-    };
+    let dir = populate(repo, plan, seg, inputs, &sandbox::base())?;
     let spec = ExecSpec {
         cwd: dir.path().join("src"),
         command: seg.command.clone(),
-        env: run_env(seg, &tmp_path),
-    };
-    let dirs = SandboxDirs {
-        _dir: dir,
-        _tmp: tmp,
+        env: run_env(seg, &dir.path().join("tmp")),
     };
     let sink: Option<LineSink> = if opts.verbose {
         let prefix = style.dim(&format!("{:width$} │ ", seg.name));
@@ -521,14 +498,7 @@ fn prepare(
             }) as LineSink
         })
     };
-    Ok((dirs, spec, sink))
-}
-
-/// A check's directories, removed when dropped: the sandbox (inputs in `src/`) and, when the
-/// sandbox is in memory, its private `TMPDIR` on disk.
-struct SandboxDirs {
-    _dir: tempfile::TempDir,
-    _tmp: Option<tempfile::TempDir>,
+    Ok((dir, spec, sink))
 }
 
 /// A fresh sandbox in `base` holding `inputs` below `src/`.
@@ -551,7 +521,7 @@ fn populate(
 }
 
 /// The complete environment of a check: PATH, the passthrough variables (not hashed), the
-/// declared env (hashed), and a private TMPDIR (`tmp`, created here if missing).
+/// declared env (hashed), and a private TMPDIR (`tmp`, created here).
 fn run_env(seg: &SegmentPlan, tmp: &std::path::Path) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = Vec::new();
     let mut seen = HashSet::new();
@@ -572,7 +542,7 @@ fn run_env(seg: &SegmentPlan, tmp: &std::path::Path) -> Vec<(String, String)> {
             push(k, v, &mut env);
         }
     }
-    if tmp.is_dir() || std::fs::create_dir(tmp).is_ok() {
+    if std::fs::create_dir(tmp).is_ok() {
         push("TMPDIR", tmp.display().to_string(), &mut env);
     }
     push("CHECKDEF_SEGMENT", seg.name.clone(), &mut env);

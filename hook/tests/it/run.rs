@@ -491,10 +491,10 @@ command = "echo \"home=$HOME\"; test -n \"$HOME\" && test -d \"$HOME\""
     );
 }
 
-/// Where the sandbox goes: `/dev/shm` by default when it is a usable tmpfs (with the check's
-/// `TMPDIR` on disk), `CHECKDEF_SANDBOX_DIR` (or `TMPDIR`) when set; always removed afterwards.
+/// Where the sandbox goes: the temporary directory by default, `CHECKDEF_SANDBOX_DIR` when set;
+/// the check's `TMPDIR` inside it; both removed afterwards.
 #[test]
-fn sandboxes_go_to_memory_by_default_and_where_told_otherwise() {
+fn sandboxes_go_to_the_temporary_directory_or_where_told() {
     let out_dir = tempfile::tempdir().unwrap();
     let out = out_dir.path();
     let repo = shell_repo(&format!(
@@ -516,40 +516,30 @@ command = "pwd > \"$OUT/pwd\"; echo \"$TMPDIR\" > \"$OUT/tmp\"; touch \"$TMPDIR/
     };
     let run = |env: &[(&str, &str)]| {
         let mut cmd = repo.checkdef_cmd_in(&repo.root, &["run", "--json"]);
-        cmd.env_remove("TMPDIR").envs(env.iter().copied());
+        cmd.envs(env.iter().copied());
         let o = CmdOut::from_output(cmd.output().unwrap());
         o.expect_code(0);
         assert_eq!(o.source("where"), "run", "{}", o.stderr);
         (PathBuf::from(read("pwd")), PathBuf::from(read("tmp")))
     };
+    let empty = |d: &Path| std::fs::read_dir(d).unwrap().count() == 0;
 
-    let (pwd, tmp) = run(&[]);
-    let disk = std::env::temp_dir();
-    if checkdef::run::sandbox::usable_tmpfs(Path::new("/dev/shm")) {
-        assert!(pwd.starts_with("/dev/shm"), "{pwd:?}");
-        assert!(
-            tmp.starts_with(&disk) && !tmp.starts_with("/dev/shm"),
-            "{tmp:?}"
-        );
-    } else {
-        assert!(pwd.starts_with(&disk), "{pwd:?}");
-        assert!(tmp.starts_with(pwd.parent().unwrap()), "{tmp:?}");
-    }
-    assert!(pwd.ends_with("src"), "{pwd:?}");
-    assert!(!pwd.exists() && !tmp.exists(), "removed after the run");
+    let tmpdir = repo.tmp.path().join("tmpdir");
+    std::fs::create_dir(&tmpdir).unwrap();
+    let (pwd, tmp) = run(&[("TMPDIR", tmpdir.to_str().unwrap())]);
+    assert!(pwd.starts_with(&tmpdir) && pwd.ends_with("src"), "{pwd:?}");
+    assert_eq!(tmp, pwd.parent().unwrap().join("tmp"));
+    assert!(empty(&tmpdir), "removed after the run");
 
     let chosen = repo.tmp.path().join("sandboxes");
     std::fs::create_dir(&chosen).unwrap();
     let other_cache = repo.tmp.path().join("cache2");
     let (pwd, tmp) = run(&[
+        ("TMPDIR", tmpdir.to_str().unwrap()),
         ("CHECKDEF_SANDBOX_DIR", chosen.to_str().unwrap()),
         ("CHECKDEF_CACHE_DIR", other_cache.to_str().unwrap()),
     ]);
     assert!(pwd.starts_with(&chosen), "{pwd:?}");
-    assert!(tmp.starts_with(&chosen), "{tmp:?}");
-    assert_eq!(
-        std::fs::read_dir(&chosen).unwrap().count(),
-        0,
-        "removed after the run"
-    );
+    assert_eq!(tmp, pwd.parent().unwrap().join("tmp"));
+    assert!(empty(&chosen) && empty(&tmpdir), "removed after the run");
 }
