@@ -484,8 +484,12 @@ fn prepare(
     };
     let sink: Option<LineSink> = if opts.verbose {
         let prefix = style.dim(&format!("{:width$} │ ", seg.name));
+        // Live lines are redacted like the stored log (line by line: a value spanning a line
+        // break is not recognised here).
+        let reds = redactions(&opts.redact_env, seg);
         Some(Arc::new(move |l: &[u8]| {
-            report::line(None, &format!("{prefix}{}", String::from_utf8_lossy(l)));
+            let l = redact(l, &reds);
+            report::line(None, &format!("{prefix}{}", String::from_utf8_lossy(&l)));
         }))
     } else {
         bar.map(|b| {

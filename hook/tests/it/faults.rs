@@ -1552,6 +1552,22 @@ command = "echo \"failing with $API_TOKEN\"; exit 1"
             assert!(find(&data, secret.as_bytes()).is_none(), "{rel}");
         }
     }
+    // `-v` streams each check's output as it runs (bar runs again: failures are not cached),
+    // and prints cached logs: redacted as well.
+    let r = fx.run(
+        &["-v"],
+        &[("API_TOKEN", secret), ("OTHER_TOKEN", "0th3r-v4lue")],
+    );
+    r.expect_code(1);
+    assert!(!r.stderr.contains(secret), "{}", r.stderr);
+    assert!(!r.stderr.contains("0th3r-v4lue"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .lines()
+            .any(|l| l.contains("bar") && l.contains("failing with [redacted:API_TOKEN]")),
+        "{}",
+        r.stderr
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
