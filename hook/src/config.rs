@@ -160,6 +160,10 @@ pub struct Segment {
     pub passthrough: Vec<String>,
     /// Fingerprint commands (defaults' then own), distinct.
     pub fingerprint: Vec<String>,
+    /// For fingerprint commands declared with `watch` (everywhere they are declared): what
+    /// their output depends on, so it can be reused across invocations (see
+    /// [`crate::plan::fingerprint`]). A command not listed here runs on every invocation.
+    pub fingerprint_watch: BTreeMap<String, Vec<String>>,
     pub sandbox: Sandbox,
     matcher: OnceLock<(GlobSet, GlobSet)>,
 }
@@ -537,7 +541,7 @@ struct RawDefaults {
     #[serde(default)]
     passthrough: SpannedList,
     #[serde(default)]
-    fingerprint: SpannedList,
+    fingerprint: Vec<Spanned<RawFingerprint>>,
     #[serde(default)]
     redact_env: SpannedList,
 }
@@ -561,7 +565,7 @@ struct RawSegment {
     #[serde(default)]
     passthrough: SpannedList,
     #[serde(default)]
-    fingerprint: SpannedList,
+    fingerprint: Vec<Spanned<RawFingerprint>>,
     #[serde(default)]
     sandbox: Sandbox,
 }
@@ -605,6 +609,55 @@ impl<'de> Deserialize<'de> for RawKey {
         }
         d.deserialize_any(V)
     }
+}
+
+/// A fingerprint: a command string, or `{ command = "...", watch = ["path", "$VAR", ...] }`.
+enum RawFingerprint {
+    Plain(String),
+    Watched(RawWatchedFingerprint),
+}
+
+impl RawFingerprint {
+    fn command(&self) -> &str {
+        match self {
+            RawFingerprint::Plain(c) => c,
+            RawFingerprint::Watched(w) => &w.command,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RawFingerprint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawFingerprint;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a command string or a table { command = \"...\", watch = [\"path\", \"$VAR\"] }",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawFingerprint, E> {
+                Ok(RawFingerprint::Plain(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawFingerprint, A::Error> {
+                RawWatchedFingerprint::deserialize(serde::de::value::MapAccessDeserializer::new(
+                    map,
+                ))
+                .map(RawFingerprint::Watched)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWatchedFingerprint {
+    command: String,
+    watch: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -680,7 +733,7 @@ fn resolve(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         check_var_name(v, ctx)?;
     }
     for f in &defaults.fingerprint {
-        check_nonempty(f, "fingerprint command", ctx)?;
+        check_fingerprint(f, ctx)?;
     }
 
     if raw.segment.is_empty() {
@@ -810,7 +863,7 @@ fn resolve_segment(
         check_var_name(v, ctx)?;
     }
     for f in &seg.fingerprint {
-        check_nonempty(f, "fingerprint command", ctx)?;
+        check_fingerprint(f, ctx)?;
     }
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     for (k, v) in defaults.env.iter().chain(&seg.env) {
@@ -826,13 +879,28 @@ fn resolve_segment(
         .collect();
     passthrough.sort();
     passthrough.dedup();
-    let fingerprint = distinct(
-        defaults
-            .fingerprint
-            .iter()
-            .chain(&seg.fingerprint)
-            .map(|s| s.get_ref().clone()),
-    );
+    let declared = || defaults.fingerprint.iter().chain(&seg.fingerprint);
+    let fingerprint = distinct(declared().map(|f| f.get_ref().command().to_owned()));
+    // A command is reused across invocations only if every declaration of it says what it
+    // depends on; the watch lists of several declarations add up.
+    let mut fingerprint_watch: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for cmd in &fingerprint {
+        let mut watch = Vec::new();
+        let all_watched = declared()
+            .filter(|f| f.get_ref().command() == cmd)
+            .all(|f| match f.get_ref() {
+                RawFingerprint::Plain(_) => false,
+                RawFingerprint::Watched(w) => {
+                    watch.extend(w.watch.iter().cloned());
+                    true
+                }
+            });
+        if all_watched {
+            watch.sort();
+            watch.dedup();
+            fingerprint_watch.insert(cmd.clone(), watch);
+        }
+    }
 
     Ok(Segment {
         name,
@@ -849,6 +917,7 @@ fn resolve_segment(
         env,
         passthrough,
         fingerprint,
+        fingerprint_watch,
         sandbox: seg.sandbox,
         matcher: OnceLock::new(),
     })
@@ -1018,6 +1087,36 @@ fn check_nonempty(s: &Spanned<String>, what: &str, ctx: &Ctx<'_>) -> Result<(), 
     Ok(())
 }
 
+fn check_fingerprint(f: &Spanned<RawFingerprint>, ctx: &Ctx<'_>) -> Result<(), ConfigError> {
+    let command = Spanned::new(f.span(), f.get_ref().command().to_owned());
+    check_nonempty(&command, "fingerprint command", ctx)?;
+    if let RawFingerprint::Watched(w) = f.get_ref() {
+        for entry in &w.watch {
+            // Variable names follow the rule of `passthrough`; paths must not be empty.
+            let what = match entry.strip_prefix('$') {
+                Some(var)
+                    if var.is_empty()
+                        || var.contains(['=', '\0'])
+                        || var.chars().any(char::is_whitespace) =>
+                {
+                    "an environment variable name after `$`"
+                }
+                Some(_) => continue,
+                None if entry.trim().is_empty() || entry.contains('\0') => "a file path",
+                None => continue,
+            };
+            return Err(ctx.error(
+                f.span(),
+                format!(
+                    "fingerprint `{}`: watch entry `{entry}` is not {what}",
+                    w.command
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_test_path(t: &Spanned<String>, ctx: &Ctx<'_>) -> Result<(), ConfigError> {
     let file = test_file(t.get_ref());
     if file.is_empty()
@@ -1127,6 +1226,71 @@ command = "true"
         assert_eq!(s.sandbox, Sandbox::Filtered);
         assert_eq!(c.hook.mode, HookMode::All);
         assert_eq!(c.cache, CacheConfig::default());
+    }
+
+    #[test]
+    fn watched_fingerprints_merge_only_when_every_declaration_watches() {
+        let text = r#"
+version = 1
+[defaults]
+fingerprint = [
+  { command = "python3 --version", watch = [".python-version"] },
+  { command = "node --version", watch = [".nvmrc"] },
+]
+
+[[segment]]
+name = "a"
+include = ["a/**"]
+command = "true"
+fingerprint = [{ command = "python3 --version", watch = ["$PYENV_VERSION", ".python-version"] }]
+
+[[segment]]
+name = "b"
+include = ["b/**"]
+command = "true"
+fingerprint = ["python3 --version", "uv pip freeze"]
+"#;
+        let c = parse(text).unwrap();
+        let (a, b) = (&c.segments[0], &c.segments[1]);
+        assert_eq!(a.fingerprint, vec!["python3 --version", "node --version"]);
+        assert_eq!(
+            a.fingerprint_watch.get("python3 --version").unwrap(),
+            &vec!["$PYENV_VERSION".to_owned(), ".python-version".to_owned()]
+        );
+        assert_eq!(
+            b.fingerprint,
+            vec!["python3 --version", "node --version", "uv pip freeze"]
+        );
+        assert!(
+            !b.fingerprint_watch.contains_key("python3 --version"),
+            "declared plain in b: runs every time"
+        );
+        assert!(b.fingerprint_watch.contains_key("node --version"));
+        assert!(!b.fingerprint_watch.contains_key("uv pip freeze"));
+
+        for (bad, why) in [
+            (r#"{ command = "x", watch = [""] }"#, "is not a file path"),
+            (
+                r#"{ command = "x", watch = ["$"] }"#,
+                "is not an environment variable name",
+            ),
+            (r#"{ command = "x" }"#, "missing field `watch`"),
+            (
+                r#"{ command = "x", watch = [], extra = 1 }"#,
+                "unknown field `extra`",
+            ),
+            (
+                r#"{ command = "", watch = [] }"#,
+                "empty fingerprint command",
+            ),
+            ("3", "a command string or a table"),
+        ] {
+            let text = format!(
+                "version = 1\n[[segment]]\nname = \"a\"\ninclude = [\"a/**\"]\ncommand = \"true\"\nfingerprint = [{bad}]\n"
+            );
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains(why) && e.contains(":6:"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -236,7 +236,8 @@ pub fn build_plan_filtered(
         inputs.dedup_by(|a, b| a.path == b.path);
         let mut fingerprints = BTreeMap::new();
         for cmd in &seg.fingerprint {
-            fingerprints.insert(cmd.clone(), fingerprint(repo.root(), cmd)?);
+            let watch = seg.fingerprint_watch.get(cmd).map(Vec::as_slice);
+            fingerprints.insert(cmd.clone(), fingerprint(repo.root(), cmd, watch)?);
         }
         jobs.push(Job {
             index,
@@ -384,8 +385,11 @@ impl Visit for Collect<'_> {
 }
 
 /// The stdout of fingerprint command `cmd`, run with `sh -c` in `root`; each distinct
-/// (root, command) runs once per process.
-pub fn fingerprint(root: &Path, cmd: &str) -> Result<Vec<u8>, PlanError> {
+/// (root, command) runs once per process. With `watch` (the command was declared with a
+/// `watch` list), the output is also kept in the local cache directory under a key made of
+/// everything it is declared to depend on (see [`watch_key`]) and reused by later invocations
+/// while that key is unchanged: a no-op run then spawns nothing.
+pub fn fingerprint(root: &Path, cmd: &str, watch: Option<&[String]>) -> Result<Vec<u8>, PlanError> {
     type Cache = Mutex<HashMap<(PathBuf, String), Vec<u8>>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
@@ -393,6 +397,32 @@ pub fn fingerprint(root: &Path, cmd: &str) -> Result<Vec<u8>, PlanError> {
     if let Some(out) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
         return Ok(out.clone());
     }
+    let stored = watch.and_then(|w| {
+        let dir = crate::cache::local_dir()?.join(FINGERPRINT_DIR);
+        Some(dir.join(watch_key(root, cmd, w)))
+    });
+    let out = match stored.as_deref().and_then(|p| std::fs::read(p).ok()) {
+        Some(out) => out,
+        None => {
+            let out = run_fingerprint(root, cmd)?;
+            if let Some(p) = &stored {
+                // Only saves time: a failure to keep it is no reason to fail the plan.
+                let _ = write_atomic(p, &out);
+            }
+            out
+        }
+    };
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, out.clone());
+    Ok(out)
+}
+
+/// Where reusable fingerprint outputs live, inside the local cache directory.
+pub const FINGERPRINT_DIR: &str = "checkdef-fingerprints";
+
+fn run_fingerprint(root: &Path, cmd: &str) -> Result<Vec<u8>, PlanError> {
     let output = std::process::Command::new("sh")
         .arg("-c")
         .arg(cmd)
@@ -410,11 +440,98 @@ pub fn fingerprint(root: &Path, cmd: &str) -> Result<Vec<u8>, PlanError> {
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         });
     }
-    cache
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(key, output.stdout.clone());
     Ok(output.stdout)
+}
+
+/// The key a watched fingerprint's output is kept under: sha256 over the repository root, the
+/// command, `PATH`, the executable the command's first word resolves to (its real path and
+/// `stat` identity), and for each `watch` entry either the value of `$VAR` or the `stat`
+/// identity (device, inode, size, mtime, ctime) of the path — relative to the repository root,
+/// or to `$HOME` with `~/` — or that it is absent. Any change to any of them, an upgraded
+/// interpreter included, makes a new key and so a new run.
+pub fn watch_key(root: &Path, cmd: &str, watch: &[String]) -> String {
+    use sha2::{Digest, Sha256};
+    use std::fmt::Write as _;
+    let mut k = String::from("checkdef-fingerprint 1\n");
+    let _ = writeln!(k, "root {}", root.display());
+    let _ = writeln!(k, "command {cmd}");
+    let path_var = std::env::var_os("PATH");
+    let _ = writeln!(k, "PATH {:?}", path_var);
+    if let Some(exe) = first_word_executable(root, cmd, path_var.as_deref()) {
+        let _ = writeln!(k, "exe {} {}", exe.display(), file_identity(&exe));
+    }
+    for entry in watch {
+        match entry.strip_prefix('$') {
+            Some(var) => {
+                let _ = writeln!(k, "env {var} {:?}", std::env::var_os(var));
+            }
+            None => {
+                let path = match entry.strip_prefix("~/") {
+                    Some(rest) => std::env::var_os("HOME")
+                        .map(|h| PathBuf::from(h).join(rest))
+                        .unwrap_or_else(|| PathBuf::from(entry)),
+                    None => root.join(entry),
+                };
+                let _ = writeln!(k, "file {} {}", path.display(), file_identity(&path));
+            }
+        }
+    }
+    hex::encode(Sha256::digest(k.as_bytes()))
+}
+
+/// `dev ino size mtime ctime` of `path` (following symlinks), or `absent`.
+fn file_identity(path: &Path) -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    match std::fs::metadata(path) {
+        Ok(m) => format!(
+            "{} {} {} {}.{} {}.{}",
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec()
+        ),
+        Err(_) => "absent".to_owned(),
+    }
+}
+
+/// The real path of the program the command starts with, as `sh` would find it: relative to
+/// `root` when it contains a `/`, else the first executable file of that name on `PATH`.
+/// `None` when the command starts otherwise (an assignment, a shell keyword or builtin, a
+/// quote) or nothing is found.
+fn first_word_executable(
+    root: &Path,
+    cmd: &str,
+    path_var: Option<&std::ffi::OsStr>,
+) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let word = cmd.split_whitespace().next()?;
+    if word.contains(['=', '\'', '"', '$', '`', '\\']) {
+        return None;
+    }
+    let candidate = if word.contains('/') {
+        Some(root.join(word))
+    } else {
+        std::env::split_paths(path_var?)
+            .map(|d| d.join(word))
+            .find(|p| {
+                std::fs::metadata(p)
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })
+    }?;
+    std::fs::canonicalize(candidate).ok()
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(data)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -442,16 +559,46 @@ mod tests {
     }
 
     #[test]
+    fn the_first_word_resolves_like_sh_finds_it() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = std::env::var_os("PATH");
+        let sh = first_word_executable(dir.path(), "sh -c 'echo'", path.as_deref()).unwrap();
+        assert!(sh.is_absolute() && sh.is_file(), "{sh:?}");
+        for not_a_program in ["FOO=1 sh", "'sh' -c x", "$SHELL -c x", "", "   "] {
+            assert_eq!(
+                first_word_executable(dir.path(), not_a_program, path.as_deref()),
+                None,
+                "{not_a_program:?}"
+            );
+        }
+        let tool = dir.path().join("tool");
+        std::fs::write(&tool, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(
+            first_word_executable(dir.path(), "./tool --version", None),
+            Some(std::fs::canonicalize(&tool).unwrap())
+        );
+        // The key follows the program: replacing it (an upgrade) changes the key.
+        let k1 = watch_key(dir.path(), "./tool --version", &[]);
+        assert_eq!(watch_key(dir.path(), "./tool --version", &[]), k1);
+        std::fs::remove_file(&tool).unwrap();
+        std::fs::write(&tool, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_ne!(watch_key(dir.path(), "./tool --version", &[]), k1);
+    }
+
+    #[test]
     fn fingerprint_runs_once() {
         let dir = tempfile::tempdir().unwrap();
         let cmd = "echo run >> count; echo v1";
-        assert_eq!(fingerprint(dir.path(), cmd).unwrap(), b"v1\n");
-        assert_eq!(fingerprint(dir.path(), cmd).unwrap(), b"v1\n");
+        assert_eq!(fingerprint(dir.path(), cmd, None).unwrap(), b"v1\n");
+        assert_eq!(fingerprint(dir.path(), cmd, None).unwrap(), b"v1\n");
         assert_eq!(
             std::fs::read_to_string(dir.path().join("count")).unwrap(),
             "run\n"
         );
-        let e = fingerprint(dir.path(), "echo oops >&2; exit 3")
+        let e = fingerprint(dir.path(), "echo oops >&2; exit 3", None)
             .unwrap_err()
             .to_string();
         assert!(e.contains("failed") && e.contains("oops"), "{e}");

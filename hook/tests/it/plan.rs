@@ -128,6 +128,81 @@ fn fingerprint_output_is_hashed() {
     );
 }
 
+/// A fingerprint declared with `watch` runs once and is reused by later invocations until
+/// something it watches changes; one without `watch` runs every time.
+#[test]
+fn watched_fingerprints_are_reused_until_what_they_watch_changes() {
+    let repo = seeded();
+    let ext = repo.tmp.path().join("ext");
+    std::fs::create_dir(&ext).unwrap();
+    let (tool, runs, plain_runs) = (
+        ext.join("tool-version"),
+        ext.join("runs"),
+        ext.join("plain"),
+    );
+    std::fs::write(&tool, "v1\n").unwrap();
+    let config = |watch: &str| {
+        SEED_CONFIG.replace(
+            "env = {",
+            &format!(
+                "fingerprint = [{{ command = \"echo x >> '{runs}'; cat '{tool}'\", watch = [{watch}] }}, \"echo x >> '{plain}'\"]\nenv = {{",
+                runs = runs.display(),
+                tool = tool.display(),
+                plain = plain_runs.display(),
+            ),
+        )
+    };
+    repo.write(
+        "checkdef.toml",
+        &config(&format!("\"{}\", \"$TOOL_FLAVOR\"", tool.display())),
+    );
+    let count = |p: &std::path::Path| {
+        std::fs::read_to_string(p)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let hash = |env: &[(&str, &str)]| {
+        let out = repo.checkdef_env(&["plan", "--json"], env);
+        out.expect_code(0);
+        crate::support::segment_field(&out.json, "foo-tests", "input_hash")
+    };
+    let h1 = hash(&[]);
+    assert_eq!(hash(&[]), h1);
+    assert_eq!(
+        count(&runs),
+        1,
+        "the watched command ran once for two plans"
+    );
+    assert_eq!(count(&plain_runs), 2, "the plain one runs every time");
+    assert!(
+        repo.cache.join("checkdef-fingerprints").is_dir(),
+        "kept in the local cache"
+    );
+
+    // The watched file changes: run again, and the new output is hashed.
+    std::fs::write(&tool, "v2\n").unwrap();
+    let h2 = hash(&[]);
+    assert_ne!(h2, h1);
+    assert_eq!(count(&runs), 2);
+    assert_eq!(hash(&[]), h2);
+    assert_eq!(count(&runs), 2);
+    // A watched variable changes: run again (its value is not hashed, the output is).
+    assert_eq!(hash(&[("TOOL_FLAVOR", "debug")]), h2);
+    assert_eq!(count(&runs), 3);
+    assert_eq!(hash(&[("TOOL_FLAVOR", "debug")]), h2);
+    assert_eq!(count(&runs), 3);
+
+    // Bad watch entries are configuration errors naming the file and line.
+    repo.write("checkdef.toml", &config("\"$BAD NAME\""));
+    let out = repo.checkdef(&["plan"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("checkdef.toml:") && err.contains("watch entry `$BAD NAME`"),
+        "{err}"
+    );
+}
+
 #[test]
 fn clean_work_tree_equals_head() {
     let repo = seeded();
