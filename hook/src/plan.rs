@@ -407,7 +407,7 @@ pub fn fingerprint(root: &Path, cmd: &str, watch: Option<&[String]>) -> Result<V
             let out = run_fingerprint(root, cmd)?;
             if let Some(p) = &stored {
                 // Only saves time: a failure to keep it is no reason to fail the plan.
-                let _ = write_atomic(p, &out);
+                let _ = crate::cache::write_atomic(p, &out);
             }
             out
         }
@@ -522,16 +522,6 @@ fn first_word_executable(
             })
     }?;
     std::fs::canonicalize(candidate).ok()
-}
-
-fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(data)?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ use crate::exit::usage;
 use crate::result::StoredResult;
 
 use stamp::Stamps;
+pub(crate) use stamp::write_atomic;
 pub use stamp::{STAMP_DIR, stamp_path};
 
 pub use crate::config::Accept;

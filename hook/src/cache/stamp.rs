@@ -212,8 +212,9 @@ fn safe_rel(url: &str) -> bool {
             .any(|c| c == ".." || c == "." || c.is_empty())
 }
 
-/// Temp file + rename, without fsync: a stamp lost or torn in a crash only costs one full read.
-fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+/// Temp file + rename, without fsync: for files whose loss in a crash only costs time (a stamp,
+/// a kept fingerprint output).
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
