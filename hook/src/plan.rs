@@ -402,7 +402,12 @@ pub fn fingerprint(root: &Path, cmd: &str, watch: Option<&[String]>) -> Result<V
         Some(dir.join(watch_key(root, cmd, w)))
     });
     let out = match stored.as_deref().and_then(|p| std::fs::read(p).ok()) {
-        Some(out) => out,
+        Some(out) => {
+            if let Some(p) = &stored {
+                mark_used(p);
+            }
+            out
+        }
         None => {
             let out = run_fingerprint(root, cmd)?;
             if let Some(p) = &stored {
@@ -421,6 +426,24 @@ pub fn fingerprint(root: &Path, cmd: &str, watch: Option<&[String]>) -> Result<V
 
 /// Where reusable fingerprint outputs live, inside the local cache directory.
 pub const FINGERPRINT_DIR: &str = "checkdef-fingerprints";
+
+/// `checkdef cache verify` removes kept outputs unused for this long.
+pub const FINGERPRINT_UNUSED_FOR: std::time::Duration =
+    std::time::Duration::from_secs(30 * 24 * 3600);
+
+/// Refresh a kept output's mtime (its last use) when it is over a day old, so that uses do not
+/// write to the disk each time.
+fn mark_used(path: &Path) {
+    let now = std::time::SystemTime::now();
+    let stale = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| {
+            now.duration_since(t).unwrap_or_default() > std::time::Duration::from_secs(24 * 3600)
+        });
+    if stale && let Ok(f) = std::fs::File::options().append(true).open(path) {
+        let _ = f.set_modified(now);
+    }
+}
 
 fn run_fingerprint(root: &Path, cmd: &str) -> Result<Vec<u8>, PlanError> {
     let output = std::process::Command::new("sh")

@@ -6,7 +6,8 @@
 //!   result (a pass whose manifest hashes to its input hash and whose store path follows from
 //!   it). Bad entries are removed, narinfo first so no reader sees a half-removed entry;
 //!   unreferenced NARs and temporary files left by killed writers are removed too.
-//!   Stamps (`checkdef-stamps/`, see `cache::stamp`) of removed or missing entries go too.
+//!   Stamps (`checkdef-stamps/`, see `cache::stamp`) of removed or missing entries go too, and
+//!   kept fingerprint outputs (`checkdef-fingerprints/`) unused for 30 days.
 //! * gc: removes least-recently-used entries (a hit refreshes its stamp's mtime, at most once an
 //!   hour; an entry without a stamp counts from its narinfo's mtime) until the cache is at most
 //!   SIZE. Removal is narinfo-first, so a concurrent reader sees either the
@@ -240,6 +241,24 @@ fn sweep_strays(dir: &Path, referenced: &HashSet<String>) -> Result<usize> {
                 !dir.join(format!("{name}.narinfo")).exists()
             };
             if orphan && std::fs::remove_file(e.path()).is_ok() {
+                n += 1;
+            }
+        }
+    }
+    // Kept fingerprint outputs unused for a month (a use refreshes the time daily): the next
+    // use runs the command again.
+    if let Ok(rd) = std::fs::read_dir(dir.join(crate::plan::FINGERPRINT_DIR)) {
+        for e in rd.flatten() {
+            let limit = if e.file_name().to_string_lossy().starts_with('.') {
+                Duration::from_secs(3600)
+            } else {
+                crate::plan::FINGERPRINT_UNUSED_FOR
+            };
+            let stale = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| SystemTime::now().duration_since(t).unwrap_or_default() > limit);
+            if stale && std::fs::remove_file(e.path()).is_ok() {
                 n += 1;
             }
         }

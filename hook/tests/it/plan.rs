@@ -192,6 +192,34 @@ fn watched_fingerprints_are_reused_until_what_they_watch_changes() {
     assert_eq!(hash(&[("TOOL_FLAVOR", "debug")]), h2);
     assert_eq!(count(&runs), 3);
 
+    // A use refreshes a kept output's time (daily); `cache verify` removes outputs unused for
+    // a month, and the next plan runs the command again.
+    let kept: Vec<std::path::PathBuf> = std::fs::read_dir(repo.cache.join("checkdef-fingerprints"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(kept.len(), 3, "{kept:?}"); // v1, v2, v2 with TOOL_FLAVOR=debug
+    let set_age = |p: &std::path::Path, days: u64| {
+        let t = std::time::SystemTime::now() - std::time::Duration::from_secs(days * 24 * 3600);
+        std::fs::File::options()
+            .append(true)
+            .open(p)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    };
+    for p in &kept {
+        set_age(p, 40);
+    }
+    hash(&[]); // uses the v2 output: refreshed
+    assert_eq!(count(&runs), 3);
+    let out = repo.checkdef(&["cache", "verify"]);
+    assert_eq!(out.status.code(), Some(0));
+    let left: Vec<std::path::PathBuf> = kept.iter().filter(|p| p.exists()).cloned().collect();
+    assert_eq!(left.len(), 1, "only the output just used is kept: {left:?}");
+    assert_eq!(hash(&[("TOOL_FLAVOR", "debug")]), h2);
+    assert_eq!(count(&runs), 4, "its removed output is made again");
+
     // Bad watch entries are configuration errors naming the file and line.
     repo.write("checkdef.toml", &config("\"$BAD NAME\""));
     let out = repo.checkdef(&["plan"]);
