@@ -583,31 +583,58 @@ struct RawCache {
     timeout_secs: Option<Spanned<i64>>,
 }
 
+/// Deserialise a value written either as a string or as a table (`T::from_table`), as the
+/// trusted keys and fingerprints accept.
+fn string_or_table<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: StringOrTable,
+{
+    struct V<T>(std::marker::PhantomData<T>);
+    impl<'de, T: StringOrTable> serde::de::Visitor<'de> for V<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(T::EXPECTING)
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+            Ok(T::from_string(v.to_owned()))
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::Table::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                .map(T::from_table)
+        }
+    }
+    d.deserialize_any(V(std::marker::PhantomData))
+}
+
+trait StringOrTable: Sized {
+    type Table: for<'de> Deserialize<'de>;
+    const EXPECTING: &'static str;
+    fn from_string(s: String) -> Self;
+    fn from_table(t: Self::Table) -> Self;
+}
+
 /// A trusted key: a string `name:base64` or a table `{ key = "...", label = "..." }`.
 enum RawKey {
     Plain(String),
     Labelled(RawLabelledKey),
 }
 
+impl StringOrTable for RawKey {
+    type Table = RawLabelledKey;
+    const EXPECTING: &'static str =
+        "a string `name:base64` or a table { key = \"name:base64\", label = \"...\" }";
+    fn from_string(s: String) -> Self {
+        RawKey::Plain(s)
+    }
+    fn from_table(t: RawLabelledKey) -> Self {
+        RawKey::Labelled(t)
+    }
+}
+
 impl<'de> Deserialize<'de> for RawKey {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = RawKey;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(
-                    "a string `name:base64` or a table { key = \"name:base64\", label = \"...\" }",
-                )
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawKey, E> {
-                Ok(RawKey::Plain(v.to_owned()))
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawKey, A::Error> {
-                RawLabelledKey::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-                    .map(RawKey::Labelled)
-            }
-        }
-        d.deserialize_any(V)
+        string_or_table(d)
     }
 }
 
@@ -626,30 +653,21 @@ impl RawFingerprint {
     }
 }
 
+impl StringOrTable for RawFingerprint {
+    type Table = RawWatchedFingerprint;
+    const EXPECTING: &'static str =
+        "a command string or a table { command = \"...\", watch = [\"path\", \"$VAR\"] }";
+    fn from_string(s: String) -> Self {
+        RawFingerprint::Plain(s)
+    }
+    fn from_table(t: RawWatchedFingerprint) -> Self {
+        RawFingerprint::Watched(t)
+    }
+}
+
 impl<'de> Deserialize<'de> for RawFingerprint {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = RawFingerprint;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(
-                    "a command string or a table { command = \"...\", watch = [\"path\", \"$VAR\"] }",
-                )
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawFingerprint, E> {
-                Ok(RawFingerprint::Plain(v.to_owned()))
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                map: A,
-            ) -> Result<RawFingerprint, A::Error> {
-                RawWatchedFingerprint::deserialize(serde::de::value::MapAccessDeserializer::new(
-                    map,
-                ))
-                .map(RawFingerprint::Watched)
-            }
-        }
-        d.deserialize_any(V)
+        string_or_table(d)
     }
 }
 

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 use gix::ObjectId;
 use gix::bstr::{BStr, BString};
@@ -246,28 +247,15 @@ pub fn build_plan_filtered(
             fingerprints,
         });
     }
-    let hash = |job: &Job<'_>| {
-        manifest::spec_hash(&ManifestSpec {
-            segment: &job.seg.name,
-            platform: &platform,
-            object_format,
-            sandbox: job.seg.sandbox,
-            command: &job.seg.command,
-            env: &job.seg.env,
-            fingerprints: &job.fingerprints,
-            inputs: &job.inputs,
-        })
-    };
-    let hashes = parallel_map(&jobs, hash);
-    let segments = jobs
+    // The segments first, then their input hashes from the same fields `manifest()` renders.
+    let mut segments: Vec<SegmentPlan> = jobs
         .into_iter()
-        .zip(hashes)
-        .map(|(job, input_hash)| SegmentPlan {
+        .map(|job| SegmentPlan {
             index: job.index,
             name: job.seg.name.clone(),
             description: job.seg.description.clone(),
-            store_path: store_path_for(&input_hash, &job.seg.name),
-            input_hash,
+            input_hash: String::new(),
+            store_path: String::new(),
             platform: platform.clone(),
             object_format,
             inputs: job.inputs,
@@ -279,6 +267,11 @@ pub fn build_plan_filtered(
             fingerprints: job.fingerprints,
         })
         .collect();
+    let hashes = parallel_map(&segments, |s| manifest::spec_hash(&s.spec()));
+    for (s, input_hash) in segments.iter_mut().zip(hashes) {
+        s.store_path = store_path_for(&input_hash, &s.name);
+        s.input_hash = input_hash;
+    }
     Ok(Plan {
         target: *target,
         commit,
@@ -401,21 +394,26 @@ pub fn fingerprint(root: &Path, cmd: &str, watch: Option<&[String]>) -> Result<V
         let dir = crate::cache::local_dir()?.join(FINGERPRINT_DIR);
         Some(dir.join(watch_key(root, cmd, w)))
     });
-    let out = match stored.as_deref().and_then(|p| std::fs::read(p).ok()) {
-        Some(out) => {
-            if let Some(p) = &stored {
-                mark_used(p);
+    let out = match stored {
+        None => run_fingerprint(root, cmd)?,
+        Some(p) => match std::fs::read(&p) {
+            Ok(out) => {
+                // Its last use, for `cache verify`; refreshed daily so uses do not write.
+                if std::fs::metadata(&p)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| crate::cache::older_than(t, Duration::from_secs(24 * 3600)))
+                {
+                    crate::cache::touch(&p);
+                }
+                out
             }
-            out
-        }
-        None => {
-            let out = run_fingerprint(root, cmd)?;
-            if let Some(p) = &stored {
+            Err(_) => {
+                let out = run_fingerprint(root, cmd)?;
                 // Only saves time: a failure to keep it is no reason to fail the plan.
-                let _ = crate::cache::write_atomic(p, &out);
+                let _ = crate::cache::write_atomic(&p, &out);
+                out
             }
-            out
-        }
+        },
     };
     cache
         .lock()
@@ -428,22 +426,7 @@ pub fn fingerprint(root: &Path, cmd: &str, watch: Option<&[String]>) -> Result<V
 pub const FINGERPRINT_DIR: &str = "checkdef-fingerprints";
 
 /// `checkdef cache verify` removes kept outputs unused for this long.
-pub const FINGERPRINT_UNUSED_FOR: std::time::Duration =
-    std::time::Duration::from_secs(30 * 24 * 3600);
-
-/// Refresh a kept output's mtime (its last use) when it is over a day old, so that uses do not
-/// write to the disk each time.
-fn mark_used(path: &Path) {
-    let now = std::time::SystemTime::now();
-    let stale = std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .is_ok_and(|t| {
-            now.duration_since(t).unwrap_or_default() > std::time::Duration::from_secs(24 * 3600)
-        });
-    if stale && let Ok(f) = std::fs::File::options().append(true).open(path) {
-        let _ = f.set_modified(now);
-    }
-}
+pub const FINGERPRINT_UNUSED_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
 
 fn run_fingerprint(root: &Path, cmd: &str) -> Result<Vec<u8>, PlanError> {
     let output = std::process::Command::new("sh")
@@ -481,7 +464,7 @@ pub fn watch_key(root: &Path, cmd: &str, watch: &[String]) -> String {
     let path_var = std::env::var_os("PATH");
     let _ = writeln!(k, "PATH {:?}", path_var);
     if let Some(exe) = first_word_executable(root, cmd, path_var.as_deref()) {
-        let _ = writeln!(k, "exe {} {}", exe.display(), file_identity(&exe));
+        let _ = writeln!(k, "exe {} {}", exe.display(), identity(&exe));
     }
     for entry in watch {
         match entry.strip_prefix('$') {
@@ -495,7 +478,7 @@ pub fn watch_key(root: &Path, cmd: &str, watch: &[String]) -> String {
                         .unwrap_or_else(|| PathBuf::from(entry)),
                     None => root.join(entry),
                 };
-                let _ = writeln!(k, "file {} {}", path.display(), file_identity(&path));
+                let _ = writeln!(k, "file {} {}", path.display(), identity(&path));
             }
         }
     }
@@ -503,21 +486,8 @@ pub fn watch_key(root: &Path, cmd: &str, watch: &[String]) -> String {
 }
 
 /// `dev ino size mtime ctime` of `path` (following symlinks), or `absent`.
-fn file_identity(path: &Path) -> String {
-    use std::os::unix::fs::MetadataExt as _;
-    match std::fs::metadata(path) {
-        Ok(m) => format!(
-            "{} {} {} {}.{} {}.{}",
-            m.dev(),
-            m.ino(),
-            m.size(),
-            m.mtime(),
-            m.mtime_nsec(),
-            m.ctime(),
-            m.ctime_nsec()
-        ),
-        Err(_) => "absent".to_owned(),
-    }
+fn identity(path: &Path) -> String {
+    crate::cache::FileId::of(path).map_or_else(|| "absent".to_owned(), |id| id.to_string())
 }
 
 /// The real path of the program the command starts with, as `sh` would find it: relative to

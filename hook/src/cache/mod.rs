@@ -27,7 +27,7 @@ use crate::exit::usage;
 use crate::result::StoredResult;
 
 use stamp::Stamps;
-pub(crate) use stamp::write_atomic;
+pub(crate) use stamp::{FileId, older_than, safe_rel, touch, write_atomic};
 pub use stamp::{STAMP_DIR, stamp_path};
 
 pub use crate::config::Accept;
@@ -229,21 +229,10 @@ impl Caches {
         self.remote.as_ref().map(|r| r.url())
     }
 
-    /// Look a result up: the local cache first, then the remote (if configured and not marked
-    /// down). A remote hit is copied into the local cache. A local hit may come without its
-    /// manifest and log (see [`Hit::result`]).
-    pub async fn lookup(&self, path: &StorePath, segment: &str, input_hash: &str) -> Lookup {
-        let local = self.lookup_local(path, segment, input_hash, false).await;
-        if local.hit.is_some() {
-            return local;
-        }
-        self.lookup_remote(path, segment, input_hash, local.warnings)
-            .await
-    }
-
-    /// The first half of [`lookup`](Self::lookup): the local cache only. With `need_log`, a hit
-    /// always carries its log and manifest (read from the NAR); without, a stamped entry is
-    /// served from its stamp, which costs three `stat`s and a small read.
+    /// Look a result up in the local cache (`crate::run::lookup_all` looks every segment up:
+    /// local first, then the remote for the misses). With `need_log`, a hit always carries its
+    /// log and manifest (read from the NAR); without, a stamped entry is served from its
+    /// stamp, which costs three `stat`s and a small read.
     pub async fn lookup_local(
         &self,
         path: &StorePath,
@@ -306,8 +295,8 @@ impl Caches {
         }
     }
 
-    /// The second half of [`lookup`](Self::lookup), after a local miss that produced
-    /// `warnings`: the remote, if configured and not marked down.
+    /// Look a result up in the remote, if configured and not marked down, after a local miss
+    /// that produced `warnings`. A hit is copied into the local cache.
     pub async fn lookup_remote(
         &self,
         path: &StorePath,

@@ -46,7 +46,8 @@ const TOUCH_INTERVAL: Duration = Duration::from_secs(3600);
 /// margin for the coarse clock the kernel stamps ctime with.
 const SETTLE: Duration = Duration::from_secs(2);
 
-/// The identity of a file as `stat` reports it.
+/// The identity of a file as `stat` reports it (following symlinks): any write changes its
+/// ctime, any replacement its inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileId {
     dev: u64,
@@ -56,8 +57,18 @@ pub struct FileId {
     ctime: (i64, i64),
 }
 
+impl std::fmt::Display for FileId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} {} {}.{} {}.{}",
+            self.dev, self.ino, self.size, self.mtime.0, self.mtime.1, self.ctime.0, self.ctime.1
+        )
+    }
+}
+
 impl FileId {
-    fn of(path: &Path) -> Option<FileId> {
+    pub fn of(path: &Path) -> Option<FileId> {
         fs::metadata(path).ok().map(|m| FileId {
             dev: m.dev(),
             ino: m.ino(),
@@ -135,22 +146,10 @@ impl Stamps {
         {
             return None;
         }
-        let stale = meta
-            .modified()
-            .ok()
-            .and_then(|t| SystemTime::now().duration_since(t).ok())
-            .is_some_and(|age| age > TOUCH_INTERVAL);
-        if stale {
-            self.touch(path);
+        if meta.modified().is_ok_and(|t| older_than(t, TOUCH_INTERVAL)) {
+            touch(&stamp_path);
         }
         Some(stamp.record)
-    }
-
-    /// Mark the entry as used now (a read-only cache simply keeps its old times).
-    fn touch(&self, path: &StorePath) {
-        if let Ok(w) = fs::File::options().append(true).open(self.stamp_path(path)) {
-            let _ = w.set_modified(SystemTime::now());
-        }
     }
 
     /// Record that the entry of `path` (narinfo naming `nar_url`) was verified in full by a read
@@ -177,7 +176,7 @@ impl Stamps {
         if let Some(t) = read_started
             && !(narinfo.settled_before(t) && nar.settled_before(t))
         {
-            self.touch(path);
+            touch(&self.stamp_path(path));
             return;
         }
         let stamp = Stamp {
@@ -204,7 +203,22 @@ pub fn stamp_path(cache_dir: &Path, hash_part: &str) -> PathBuf {
     cache_dir.join(STAMP_DIR).join(hash_part)
 }
 
-fn safe_rel(url: &str) -> bool {
+/// Whether `t` lies more than `age` in the past.
+pub(crate) fn older_than(t: SystemTime, age: Duration) -> bool {
+    SystemTime::now()
+        .duration_since(t)
+        .is_ok_and(|elapsed| elapsed > age)
+}
+
+/// Set `path`'s mtime to now, recording a use (a read-only cache simply keeps its old times).
+pub(crate) fn touch(path: &Path) {
+    if let Ok(w) = fs::File::options().append(true).open(path) {
+        let _ = w.set_modified(SystemTime::now());
+    }
+}
+
+/// A relative path below the cache root: no `..`, `.` or empty component, not absolute.
+pub(crate) fn safe_rel(url: &str) -> bool {
     !url.is_empty()
         && !url.starts_with('/')
         && !url

@@ -23,7 +23,7 @@ use cache_proto::signing::PublicKey;
 use cache_proto::store::{FileStore, Store, Trust};
 use cache_proto::store_path;
 
-use crate::cache::{self, default_local_dir};
+use crate::cache::{self, default_local_dir, older_than, safe_rel};
 use crate::cli::CacheCommand;
 use crate::exit::{Code, usage};
 use crate::result::StoredResult;
@@ -180,10 +180,6 @@ fn unpublish(narinfo_path: &Path) -> (u64, Option<String>) {
     (size, url)
 }
 
-fn safe_rel(url: &str) -> bool {
-    !url.starts_with('/') && !url.split('/').any(|c| c == ".." || c.is_empty())
-}
-
 fn verify(dir: &Path) -> Result<Code> {
     let rt = crate::commands::run::runtime()?;
     let store = Store::File(FileStore::new(dir).with_trust(Trust::Local));
@@ -222,14 +218,13 @@ fn verify(dir: &Path) -> Result<Code> {
 /// Unreferenced NARs and temporary files older than an hour (younger ones may belong to a
 /// writer that is still running).
 fn sweep_strays(dir: &Path, referenced: &HashSet<String>) -> Result<usize> {
-    let old = |p: &Path| {
+    let modified_before = |p: &Path, age: Duration| {
         std::fs::metadata(p)
             .and_then(|m| m.modified())
-            .map(|t| {
-                SystemTime::now().duration_since(t).unwrap_or_default() > Duration::from_secs(3600)
-            })
-            .unwrap_or(false)
+            .is_ok_and(|t| older_than(t, age))
     };
+    let hour = Duration::from_secs(3600);
+    let old = |p: &Path| modified_before(p, hour);
     let mut n = 0;
     // Stamps of entries that no longer exist (removed by hand, or by an older checkdef).
     if let Ok(rd) = std::fs::read_dir(dir.join(cache::STAMP_DIR)) {
@@ -250,15 +245,11 @@ fn sweep_strays(dir: &Path, referenced: &HashSet<String>) -> Result<usize> {
     if let Ok(rd) = std::fs::read_dir(dir.join(crate::plan::FINGERPRINT_DIR)) {
         for e in rd.flatten() {
             let limit = if e.file_name().to_string_lossy().starts_with('.') {
-                Duration::from_secs(3600)
+                hour
             } else {
                 crate::plan::FINGERPRINT_UNUSED_FOR
             };
-            let stale = e
-                .metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| SystemTime::now().duration_since(t).unwrap_or_default() > limit);
-            if stale && std::fs::remove_file(e.path()).is_ok() {
+            if modified_before(&e.path(), limit) && std::fs::remove_file(e.path()).is_ok() {
                 n += 1;
             }
         }

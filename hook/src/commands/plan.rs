@@ -101,27 +101,10 @@ pub fn lookup_status(config: &Config, plan: &Plan) -> Result<Vec<Status>> {
     let settings = crate::cache::settings_from(&config.cache)?;
     let caches = crate::cache::Caches::open(settings)?;
     let rt = crate::commands::run::runtime()?;
-    // Bounded like `checkdef run`'s lookups, so 1,000 segments do not start 1,000 tasks at once.
-    use futures_util::StreamExt as _;
-    let lookups: Vec<crate::cache::Lookup> = rt.block_on(
-        futures_util::stream::iter(plan.segments.iter().map(|s| {
-            let caches = caches.clone();
-            async move {
-                match cache_proto::store_path::StorePath::parse(&s.store_path) {
-                    Ok(p) => caches.lookup(&p, &s.name, &s.input_hash).await,
-                    Err(_) => crate::cache::Lookup {
-                        hit: None,
-                        warnings: Vec::new(),
-                    },
-                }
-            }
-        }))
-        .buffered(crate::run::local_lookup_parallelism())
-        .collect(),
-    );
+    let lookups = rt.block_on(crate::run::lookup_all(&caches, &plan.segments, false));
     Ok(lookups
         .into_iter()
-        .map(|l| {
+        .map(|(l, _)| {
             for w in &l.warnings {
                 eprintln!("checkdef: warning: {w}");
             }

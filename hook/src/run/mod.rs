@@ -145,6 +145,67 @@ pub fn watch_signals(tx: watch::Sender<bool>) {
     });
 }
 
+/// Look every segment up, with the time each lookup took: the local cache a few segments at a
+/// time (its reads and hashing run on tokio's blocking pool, which starts a thread for every
+/// task no idle thread can take: 100 lookups at once started 300 threads), then every local
+/// miss at the remote at once. With `need_log`, local hits carry their logs (see
+/// [`Caches::lookup_local`]). Used by `run` and by `plan`/`explain` for their statuses.
+pub async fn lookup_all(
+    caches: &Arc<Caches>,
+    segments: &[SegmentPlan],
+    need_log: bool,
+) -> Vec<(Lookup, f64)> {
+    let local: Vec<(Option<StorePath>, Lookup, f64)> =
+        futures_util::stream::iter(segments.iter().map(|s| {
+            let caches = caches.clone();
+            async move {
+                let t = Instant::now();
+                match StorePath::parse(&s.store_path) {
+                    Ok(p) => {
+                        let mut lookup = caches
+                            .lookup_local(&p, &s.name, &s.input_hash, need_log)
+                            .await;
+                        if let Some(hit) = &mut lookup.hit {
+                            // Callers need a hit's record and log; its manifest (as long as
+                            // the segment's inputs) was checked against the input hash. Free it
+                            // now, so the next lookups reuse the memory instead of faulting in
+                            // fresh pages.
+                            hit.result.manifest = String::new();
+                        }
+                        (Some(p), lookup, t.elapsed().as_secs_f64())
+                    }
+                    Err(e) => {
+                        let lookup = Lookup {
+                            hit: None,
+                            warnings: vec![format!("bad store path for {}: {e}", s.name)],
+                        };
+                        (None, lookup, t.elapsed().as_secs_f64())
+                    }
+                }
+            }
+        }))
+        .buffered(local_lookup_parallelism())
+        .collect()
+        .await;
+    futures_util::future::join_all(segments.iter().zip(local).map(|(s, (path, lookup, took))| {
+        let caches = caches.clone();
+        async move {
+            let Some(path) = path.filter(|_| lookup.hit.is_none() && caches.has_remote()) else {
+                return (lookup, took);
+            };
+            let t = Instant::now();
+            let mut lookup = caches
+                .lookup_remote(&path, &s.name, &s.input_hash, lookup.warnings)
+                .await;
+            if let Some(hit) = &mut lookup.hit {
+                hit.result.manifest = String::new(); // as for local hits
+            }
+            (lookup, took + t.elapsed().as_secs_f64())
+        }
+    }))
+    .await
+}
+
 /// Run the engine over `plan` (whose segments are already the selected ones).
 pub async fn run_plan(
     repo: &Repo,
@@ -175,64 +236,9 @@ pub async fn run_plan(
         }
     }
 
-    // 1. Every lookup, within one fresh remote budget: the local cache a few segments at a time
-    //    (its reads and hashing run on tokio's blocking pool, which starts a thread for every
-    //    task no idle thread can take: 100 lookups at once started 300 threads), then every local
-    //    miss at the remote at once.
+    // 1. Every lookup, within one fresh remote budget.
     caches.begin_lookups();
-    let local: Vec<(Option<StorePath>, Lookup, f64)> =
-        futures_util::stream::iter(plan.segments.iter().map(|s| {
-            let caches = caches.clone();
-            async move {
-                let t = Instant::now();
-                match StorePath::parse(&s.store_path) {
-                    Ok(p) => {
-                        let mut lookup = caches
-                            .lookup_local(&p, &s.name, &s.input_hash, opts.hit_logs)
-                            .await;
-                        if let Some(hit) = &mut lookup.hit {
-                            // The engine needs a hit's record and log; its manifest (as long as
-                            // the segment's inputs) was checked against the input hash. Free it
-                            // now, so the next lookups reuse the memory instead of faulting in
-                            // fresh pages.
-                            hit.result.manifest = String::new();
-                        }
-                        (Some(p), lookup, t.elapsed().as_secs_f64())
-                    }
-                    Err(e) => {
-                        let lookup = Lookup {
-                            hit: None,
-                            warnings: vec![format!("bad store path for {}: {e}", s.name)],
-                        };
-                        (None, lookup, t.elapsed().as_secs_f64())
-                    }
-                }
-            }
-        }))
-        .buffered(local_lookup_parallelism())
-        .collect()
-        .await;
-    let lookups: Vec<(Lookup, f64)> =
-        futures_util::future::join_all(plan.segments.iter().zip(local).map(
-            |(s, (path, lookup, took))| {
-                let caches = caches.clone();
-                async move {
-                    let Some(path) = path.filter(|_| lookup.hit.is_none() && caches.has_remote())
-                    else {
-                        return (lookup, took);
-                    };
-                    let t = Instant::now();
-                    let mut lookup = caches
-                        .lookup_remote(&path, &s.name, &s.input_hash, lookup.warnings)
-                        .await;
-                    if let Some(hit) = &mut lookup.hit {
-                        hit.result.manifest = String::new(); // as for local hits
-                    }
-                    (lookup, took + t.elapsed().as_secs_f64())
-                }
-            },
-        ))
-        .await;
+    let lookups = lookup_all(&caches, &plan.segments, opts.hit_logs).await;
 
     let mut outcomes: Vec<Option<SegmentOutcome>> = vec![None; plan.segments.len()];
     let mut misses = Vec::new();
