@@ -275,7 +275,7 @@ fn s3_hint(status: u16, code: Option<&str>) -> String {
         "SignatureDoesNotMatch" => {
             "the secret key does not match the access key id (AWS_SECRET_ACCESS_KEY or the credentials file)"
         }
-        "InvalidAccessKeyId" => "the server does not know this access key id",
+        "InvalidAccessKeyId" | "NotSignedUp" => "the server does not know this access key id",
         "ExpiredToken" | "TokenRefreshRequired" => "the session token expired: renew it",
         "InvalidToken" => "the session token (AWS_SESSION_TOKEN) is not valid",
         "AccessDenied" => {

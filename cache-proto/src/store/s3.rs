@@ -433,6 +433,10 @@ pub struct S3Config {
     pub retries: u32,
     /// Signing credentials; `None` sends unsigned requests.
     pub credentials: Option<Credentials>,
+    /// Why the credentials could not be found ([`resolve_credentials`]'s error, which never
+    /// holds a secret). When set, every request fails with [`StoreError::Credentials`] without
+    /// being sent, so the caller meets it where it handles an unreachable store.
+    pub credentials_error: Option<String>,
     /// The `User-Agent` header.
     pub user_agent: String,
 }
@@ -446,18 +450,34 @@ impl S3Config {
             request_timeout: Duration::from_secs(60),
             retries: 3,
             credentials: None,
+            credentials_error: None,
             user_agent: format!("cache-proto/{}", env!("CARGO_PKG_VERSION")),
         }
     }
 
+    /// Sets `credentials` (or `credentials_error`) from [`resolve_credentials`]'s answer.
+    pub fn with_resolved(
+        mut self,
+        resolved: Result<(Option<Credentials>, CredentialSource), StoreError>,
+    ) -> Self {
+        match resolved {
+            Ok((c, _)) => self.credentials = c,
+            Err(StoreError::Credentials { reason }) => self.credentials_error = Some(reason),
+            Err(e) => self.credentials_error = Some(e.to_string()),
+        }
+        self
+    }
+
     /// [`S3Config::new`] with the credentials [`resolve_credentials`] finds in the process
-    /// environment.
+    /// environment (a failure to find them is kept in `credentials_error`).
     pub fn from_env(url: impl Into<String>) -> Result<Self, StoreError> {
-        let mut cfg = Self::new(url);
+        let cfg = Self::new(url);
         let loc = S3Location::parse(&cfg.url)?;
-        cfg.credentials =
-            resolve_credentials(loc.profile.as_deref(), &|k| std::env::var(k).ok())?.0;
-        Ok(cfg)
+        Ok(
+            cfg.with_resolved(resolve_credentials(loc.profile.as_deref(), &|k| {
+                std::env::var(k).ok()
+            })),
+        )
     }
 }
 
@@ -469,6 +489,7 @@ impl fmt::Debug for S3Config {
             .field("request_timeout", &self.request_timeout)
             .field("retries", &self.retries)
             .field("credentials", &self.credentials)
+            .field("credentials_error", &self.credentials_error)
             .field("user_agent", &self.user_agent)
             .finish()
     }
@@ -487,6 +508,7 @@ pub struct S3Store {
     /// `/BUCKET` (path style) or empty (virtual-host style).
     bucket_path: String,
     credentials: Option<Arc<Credentials>>,
+    credentials_error: Option<Arc<str>>,
     retries: u32,
     request_timeout: Duration,
     trust: Trust,
@@ -586,6 +608,7 @@ impl S3Store {
             bucket_path,
             loc: Arc::new(loc),
             credentials: config.credentials.map(Arc::new),
+            credentials_error: config.credentials_error.map(Arc::from),
             retries: config.retries,
             request_timeout: config.request_timeout,
             trust: Trust::default(),
@@ -701,6 +724,14 @@ impl S3Store {
             Op::Head | Op::HeadBucket => (Method::HEAD, "HEAD"),
             Op::Put { .. } => (Method::PUT, "PUT"),
         };
+        if let Some(reason) = &self.credentials_error {
+            return Err(Failure {
+                error: StoreError::Credentials {
+                    reason: reason.to_string(),
+                },
+                retryable: false,
+            });
+        }
         let path = self.path_of(rel);
         let mut req = self
             .client
@@ -1051,6 +1082,72 @@ mod tests {
         assert_eq!(error_code(doc).as_deref(), Some("SignatureDoesNotMatch"));
         assert_eq!(error_code(b"<Error><Code>a b</Code></Error>"), None);
         assert_eq!(error_code(b"nothing"), None);
+    }
+
+    /// Against a real S3 server: `If-None-Match: *` is sent for narinfos (the first writer
+    /// wins and the loser's 412 is a success), NARs are overwritten, a missing bucket is
+    /// `NoSuchBucket` even where the server says `NoSuchKey`, a wrong secret is a 403.
+    #[test]
+    fn conditional_create_and_bucket_checks_against_s3s_fs() {
+        let Some(server) = testkit::S3Server::start("ak", "sk-secret", &["bkt"]) else {
+            return;
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let store = |bucket: &str, secret: &str| {
+            let mut cfg = S3Config::new(server.url(&format!("{bucket}/pre")));
+            cfg.credentials = Some(Credentials {
+                access_key_id: "ak".into(),
+                secret_access_key: secret.into(),
+                session_token: None,
+            });
+            cfg.retries = 0;
+            S3Store::new(cfg).unwrap()
+        };
+        let s = store("bkt", "sk-secret");
+        rt.block_on(async {
+            assert_eq!(s.get("x.narinfo", 1024).await.unwrap(), None);
+            assert!(!s.exists("x.narinfo").await.unwrap());
+            s.put("x.narinfo", b"first".to_vec(), "text/x-nix-narinfo")
+                .await
+                .unwrap();
+            s.put("x.narinfo", b"second".to_vec(), "text/x-nix-narinfo")
+                .await
+                .unwrap();
+            assert_eq!(
+                s.get("x.narinfo", 1024).await.unwrap().as_deref(),
+                Some(&b"first"[..])
+            );
+            s.put("nar/a.nar.zst", b"one".to_vec(), "application/x-nix-nar")
+                .await
+                .unwrap();
+            s.put("nar/a.nar.zst", b"two".to_vec(), "application/x-nix-nar")
+                .await
+                .unwrap();
+            assert_eq!(
+                s.get("nar/a.nar.zst", 1024).await.unwrap().as_deref(),
+                Some(&b"two"[..])
+            );
+            assert!(s.exists("nar/a.nar.zst").await.unwrap());
+            assert!(matches!(
+                s.get("nar/a.nar.zst", 2).await,
+                Err(StoreError::TooLarge { .. })
+            ));
+            let missing = store("nope-bucket", "sk-secret");
+            let e = missing.get("x.narinfo", 1024).await.unwrap_err();
+            assert!(matches!(e, StoreError::NoSuchBucket { .. }), "{e}");
+            let wrong = store("bkt", "wrong");
+            let e = wrong.get("x.narinfo", 1024).await.unwrap_err();
+            assert!(
+                matches!(&e, StoreError::S3 { status: 403, code: Some(c), .. } if c == "SignatureDoesNotMatch"),
+                "{e}"
+            );
+            assert!(e.to_string().contains("secret key does not match"), "{e}");
+            assert!(!e.to_string().contains("wrong"), "{e}");
+        });
+        assert!(server.bucket_dir("bkt").join("pre/x.narinfo").is_file());
     }
 
     #[test]
