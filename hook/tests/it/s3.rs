@@ -484,3 +484,47 @@ fn s3_faults_are_misses_or_skipped_pushes_within_the_budget() {
         );
     }
 }
+
+#[test]
+fn s3_status_probes_the_bucket_and_names_the_credentials_source_only() {
+    let Some(t) = Team::new() else { return };
+    let remote = t.s3.url("team");
+    t.push(&remote);
+    let status = |aws: &[(&str, &str)]| {
+        let mut cmd = t.repo.checkdef_cmd_in(&t.repo.root, &["status"]);
+        for (k, _) in std::env::vars_os() {
+            if k.to_str().is_some_and(|k| k.starts_with("AWS_")) {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("CHECKDEF_REMOTE", &remote)
+            .envs(aws.iter().copied());
+        let r = CmdOut::from_output(cmd.output().unwrap());
+        r.expect_code(0);
+        assert!(!r.stderr.contains(SECRET), "{}", r.stderr);
+        r.stderr
+    };
+    let out = status(&good_keys());
+    assert!(
+        out.contains("reachable (nix-cache-info: StoreDir /nix/store"),
+        "{out}"
+    );
+    assert!(
+        out.contains("credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from the environment"),
+        "{out}"
+    );
+    let out = status(&[
+        ("AWS_ACCESS_KEY_ID", ACCESS),
+        ("AWS_SECRET_ACCESS_KEY", "wrong-secret"),
+    ]);
+    assert!(
+        out.contains("UNREACHABLE") && out.contains("SignatureDoesNotMatch"),
+        "{out}"
+    );
+    assert!(!out.contains("wrong-secret"), "{out}");
+    let out = status(&[("AWS_ACCESS_KEY_ID", ACCESS)]);
+    assert!(
+        out.contains("credentials: UNUSABLE (S3 credentials: AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not"),
+        "{out}"
+    );
+}
