@@ -3,9 +3,10 @@
 #
 # It first installs what the tests need when it can (as root, via apt-get and pip):
 #   nix-bin (real Nix 2.8: interop tests), nginx-light (an HTTP cache with PUT), curl, git,
-#   pytest (the demo's and the integration tests' test runner).
+#   pytest (the demo's and the integration tests' test runner), and s3s-fs (an S3 server, via
+#   cargo install, reused when already installed).
 # Without root it says exactly what is missing. Under CI=true the interop tests fail rather than
-# skip when Nix or nginx is missing.
+# skip when Nix, nginx or s3s-fs is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,8 +40,28 @@ if ! python3 -c 'import pytest' >/dev/null 2>&1; then
   fi
 fi
 
+# s3s-fs: a real S3 server (SigV4, conditional writes) for the S3 cache tests. Building it takes
+# about 15 minutes on 2 cores, so an installed binary (PATH or ~/.cargo/bin) is reused.
+S3S_FS_VERSION=0.14.1
+cargo_bin=${CARGO_HOME:-$HOME/.cargo}/bin
+if ! command -v s3s-fs >/dev/null 2>&1 && [ ! -x "$cargo_bin/s3s-fs" ]; then
+  log "installing s3s-fs $S3S_FS_VERSION (cargo install, about 15 minutes on 2 cores; reused afterwards)"
+  # Progress: one line per 20 crates compiled, and every error.
+  if cargo install s3s-fs --version "$S3S_FS_VERSION" --features binary --locked 2>&1 \
+    | awk '/Compiling/ { n++; if (n % 20 == 0) { printf "    compiled %d crates (%s)\n", n, $2; fflush() } } /error|Installed/ { print "    " $0; fflush() }' >&2 \
+    && [ -x "$cargo_bin/s3s-fs" ]; then
+    :
+  elif [ -n "${CI:-}" ]; then
+    log "cargo install s3s-fs failed; under CI the S3 tests need it"
+    exit 1
+  else
+    log "cargo install s3s-fs failed: the S3 tests skip (they fail under CI)"
+  fi
+fi
+[ -x "$cargo_bin/s3s-fs" ] && export PATH="$PATH:$cargo_bin"
+
 log "tool versions"
-{ nix --version || true; /usr/sbin/nginx -v 2>&1 || true; git --version; python3 -m pytest --version 2>&1 || true; cargo --version; } | sed 's/^/    /' >&2
+{ nix --version || true; /usr/sbin/nginx -v 2>&1 || true; s3s-fs --version 2>&1 || true; git --version; python3 -m pytest --version 2>&1 || true; cargo --version; } | sed 's/^/    /' >&2
 
 log "nix-instantiate --parse flake.nix"
 if command -v nix-instantiate >/dev/null 2>&1; then

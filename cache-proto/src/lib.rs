@@ -10,7 +10,8 @@
 //! * [`signing`]: Nix's ed25519 key format (`name:base64`).
 //! * [`cache_info`]: the `nix-cache-info` file at the cache root.
 //! * [`compression`]: the NAR compressions (`none`, `xz`, `bzip2`, `zstd`) with bounded output.
-//! * [`store`]: the I/O layer, a `file://` store and an HTTP store (GET/HEAD/PUT).
+//! * [`store`]: the I/O layer, a `file://` store, an HTTP store (GET/HEAD/PUT) and an S3
+//!   store (the same objects, SigV4-signed).
 //!
 //! The library never prints; every failure is a typed error naming the offending field, line,
 //! path or URL.
@@ -33,7 +34,8 @@ pub use nar::{NarLimits, NarNode};
 pub use narinfo::NarInfo;
 pub use signing::{PublicKey, SecretKey};
 pub use store::{
-    Fetched, FileStore, HttpConfig, HttpStore, PublishOutcome, Store, StoreError, Trust,
+    Fetched, FileStore, HttpConfig, HttpStore, PublishOutcome, S3Config, S3Store, Store,
+    StoreError, Trust,
 };
 pub use store_path::{STORE_DIR, StorePath};
 

@@ -944,16 +944,23 @@ fn resolve_segment(
 fn resolve_cache(c: RawCache, ctx: &Ctx<'_>) -> Result<CacheConfig, ConfigError> {
     if let Some(remote) = &c.remote {
         let url = remote.get_ref();
-        let ok = ["http://", "https://", "file://"].iter().any(|scheme| {
-            url.len() > scheme.len() && url[..scheme.len()].eq_ignore_ascii_case(scheme)
-        });
+        let ok = ["http://", "https://", "file://", "s3://"]
+            .iter()
+            .any(|scheme| {
+                url.len() > scheme.len() && url[..scheme.len()].eq_ignore_ascii_case(scheme)
+            });
         if !ok || url.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
             return Err(ctx.error(
                 remote.span(),
                 format!(
-                    "invalid cache remote `{url}` (expected an http://, https:// or file:// URL)"
+                    "invalid cache remote `{url}` (expected an http://, https://, s3:// or file:// URL)"
                 ),
             ));
+        }
+        if url.starts_with("s3://")
+            && let Err(e) = cache_proto::store::S3Location::parse(url)
+        {
+            return Err(ctx.error(remote.span(), format!("invalid cache remote: {e}")));
         }
     }
     let mut keys = Vec::new();
@@ -1487,6 +1494,14 @@ tests = ["tests/unit/test_bar.py::test_x"]
         let e = err(&format!("{MINIMAL}[cache]\nremote = \"ftp://x\"\n"));
         assert!(
             e.starts_with("checkdef.toml:8:10: invalid cache remote"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{MINIMAL}[cache]\nremote = \"s3://bucket?region=eu-west-1&compression=xz\"\n"
+        ));
+        assert!(
+            e.starts_with("checkdef.toml:8:10: invalid cache remote")
+                && e.contains("unsupported store parameter `compression`"),
             "{e}"
         );
         let e = err(&format!("{MINIMAL}[cache]\naccept = \"ci-only\"\n"));

@@ -23,11 +23,14 @@
 #   remote    100 (all) remote hits: checkdef run --rev HEAD with a fresh, empty local cache each
 #             run against nginx on 127.0.0.1 (private config, PUT enabled), populated by a
 #             checkdef run with a secret key and CHECKDEF_REMOTE; vs all local hits
+#   s3        the same 100 remote hits from an S3 bucket: s3s-fs (a real, signature-checking S3
+#             server) on 127.0.0.1, populated by a signed push through CHECKDEF_REMOTE=s3://…;
+#             vs all local hits
 #   rss       peak RSS (/usr/bin/time -v) of checkdef run --rev HEAD and of work-tree mode
 #   cold      checkdef run with an empty cache (all segments run, -j JOBS) vs one plain
 #             `python3 -m pytest` of the whole suite
 #
-# The first use of rev/worktree/touch/remote/rss fills checkdef's cache (one cold run of every
+# The first use of rev/worktree/touch/remote/s3/rss fills checkdef's cache (one cold run of every
 # segment); nix and turbo build or run every segment once the same way. Their state lives
 # under $CHECKDEF_BENCH_WORK/state/<repo name>/, so later invocations reuse it.
 #
@@ -42,7 +45,7 @@ REPO=$(cd "$1" && pwd)
 shift
 [ -f "$REPO/checkdef.toml" ] || die "$REPO has no checkdef.toml"
 for s in "$@"; do
-  case $s in rev | worktree | nix | turbo | touch | remote | rss | cold) ;; *) die "unknown scenario $s" ;; esac
+  case $s in rev | worktree | nix | turbo | touch | remote | s3 | rss | cold) ;; *) die "unknown scenario $s" ;; esac
 done
 
 RUNS=${RUNS:-7}
@@ -244,6 +247,48 @@ EOF
       "checkdef run --rev HEAD, local hits=$CD run --rev HEAD -q" \
       "checkdef run --rev HEAD, remote hits=$CD run --rev HEAD -q"
     kill "$NGINX_PID" 2>/dev/null || true
+    trap - EXIT
+    ;;
+  s3)
+    # s3s-fs: a real S3 server (SigV4 checked), installed by scripts/test.sh or .ci/run.
+    S3S_FS=$(command -v s3s-fs || echo "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs")
+    [ -x "$S3S_FS" ] || die "s3s-fs not found: cargo install s3s-fs --version 0.14.1 --features binary --locked"
+    S3_ROOT=$STATE/s3
+    mkdir -p "$S3_ROOT/bench"
+    PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    "$S3S_FS" --host 127.0.0.1 --port "$PORT" --access-key bench --secret-key bench-secret "$S3_ROOT" \
+      >"$STATE/s3s-fs.log" 2>&1 &
+    S3_PID=$!
+    trap 'kill "$S3_PID" 2>/dev/null || true' EXIT
+    for _ in $(seq 100); do
+      python3 -c "import socket; socket.create_connection(('127.0.0.1', $PORT), 0.2)" 2>/dev/null && break
+      sleep 0.1
+    done
+    export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret
+    URL="s3://bench?endpoint=127.0.0.1:$PORT&scheme=http&region=us-east-1"
+    if [ ! -f "$STATE/bench.secret" ]; then
+      (cd "$STATE" && "$CD" keygen checkdef-bench-1 --out "$STATE/bench.secret" 2>/dev/null >"$STATE/bench.public")
+    fi
+    export CHECKDEF_TRUSTED_PUBLIC_KEYS
+    CHECKDEF_TRUSTED_PUBLIC_KEYS=$(head -1 "$STATE/bench.public")
+    if [ "$(find "$S3_ROOT/bench" -name '*.narinfo' | wc -l)" -lt "$NSEG" ]; then
+      rm -rf "$STATE/populate-s3-cache"
+      timed "populating the bucket (pushing every result from a filled local cache)" sh -c \
+        "cd '$REPO' && CHECKDEF_CACHE_DIR='$STATE/populate-s3-cache' CHECKDEF_REMOTE='$URL' CHECKDEF_SECRET_KEY_FILE='$STATE/bench.secret' '$CD' run --rev HEAD -q -j $JOBS"
+    fi
+    EMPTY=$STATE/empty-cache
+    rm -rf "$EMPTY"
+    HITS=$(cd "$REPO" && CHECKDEF_CACHE_DIR=$EMPTY CHECKDEF_REMOTE=$URL "$CD" run --rev HEAD --json 2>/dev/null |
+      python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(s["source"]=="remote" for s in d["segments"]), "of", len(d["segments"]), "from the bucket")')
+    log "check run with an empty local cache: $HITS"
+    warm_checkdef
+    ab "all hits from an S3 bucket (s3s-fs) on loopback, empty local cache" \
+      --prepare "checkdef run --rev HEAD, S3 hits=rm -rf '$EMPTY'" \
+      --env "checkdef run --rev HEAD, S3 hits=CHECKDEF_CACHE_DIR=$EMPTY" \
+      --env "checkdef run --rev HEAD, S3 hits=CHECKDEF_REMOTE=$URL" \
+      "checkdef run --rev HEAD, local hits=$CD run --rev HEAD -q" \
+      "checkdef run --rev HEAD, S3 hits=$CD run --rev HEAD -q"
+    kill "$S3_PID" 2>/dev/null || true
     trap - EXIT
     ;;
   rss)

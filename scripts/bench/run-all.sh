@@ -5,7 +5,7 @@
 # usage: scripts/bench/run-all.sh [PART...]
 #   PARTs (default: all of them, in this order):
 #     seed    the seed demo (DELAY=1): no-op vs ls-tree, nix-build, turbo; one changed file
-#     100k    100,000 files / 100 segments: rev, worktree, nix, turbo, touch, remote, rss
+#     100k    100,000 files / 100 segments: rev, worktree, nix, turbo, touch, remote, s3, rss
 #     cold    1,000 files / 100 small segments: cold run vs one pytest of the whole suite
 #     500k    500,000 files / 1,000 segments (segment command `true`): rev, worktree, rss
 #
@@ -70,7 +70,7 @@ for part in "${PARTS[@]}"; do
     ;;
   100k)
     repo r100k sh -c 'exec "$0" "$1" 100000 100' "$BENCH_DIR/make-repo.sh"
-    "$BENCH_DIR/compare.sh" "$REPOS/r100k" rev worktree nix turbo touch remote rss
+    "$BENCH_DIR/compare.sh" "$REPOS/r100k" rev worktree nix turbo touch remote s3 rss
     ;;
   cold)
     repo small sh -c 'exec "$0" "$1" 1000 100' "$BENCH_DIR/make-repo.sh"

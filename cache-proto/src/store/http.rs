@@ -362,7 +362,7 @@ impl HttpStore {
 }
 
 /// 100 ms, 200 ms, 400 ms, … capped at 5 s, plus up to 25 % jitter.
-fn backoff(attempt: u32) -> Duration {
+pub(crate) fn backoff(attempt: u32) -> Duration {
     let base = 100u64.saturating_mul(1u64 << attempt.min(16)).min(5_000);
     let jitter = getrandom::u64().unwrap_or(0) % (base / 4 + 1);
     Duration::from_millis(base + jitter)

@@ -1,6 +1,6 @@
 //! The I/O layer: reading and publishing store paths in a binary cache.
 //!
-//! Layout (Nix's `file://` and `http(s)://` binary caches):
+//! Layout (Nix's `file://`, `http(s)://` and `s3://` binary caches):
 //!
 //! ```text
 //! <cache>/nix-cache-info                   StoreDir: /nix/store
@@ -26,6 +26,8 @@
 mod file;
 mod http;
 pub mod netrc;
+mod s3;
+mod sigv4;
 
 use std::future::Future;
 use std::io::Read as _;
@@ -44,6 +46,8 @@ use crate::store_path::StorePath;
 
 pub use file::FileStore;
 pub use http::{HttpConfig, HttpStore};
+pub use s3::{CredentialSource, S3Config, S3Location, S3Store, resolve_credentials};
+pub use sigv4::Credentials;
 
 /// `Content-Type` of NAR uploads (also when compressed), as Nix sends it.
 pub const NAR_CONTENT_TYPE: &str = "application/x-nix-nar";
@@ -233,6 +237,22 @@ pub enum StoreError {
         #[source]
         source: NarError,
     },
+    /// An S3 server refused a request (`code` is the error document's `<Code>`, when any).
+    #[error("{method} {url} returned http status {status}{}", s3_hint(*.status, .code.as_deref()))]
+    S3 {
+        method: &'static str,
+        url: String,
+        status: u16,
+        code: Option<String>,
+    },
+    /// The bucket of an `s3://` store does not exist.
+    #[error(
+        "bucket {bucket} does not exist on {server}: create it, or fix the bucket name, endpoint= or region= of the s3:// url"
+    )]
+    NoSuchBucket { bucket: String, server: String },
+    /// S3 credentials are incomplete or unreadable (the message never holds a secret).
+    #[error("S3 credentials: {reason}")]
+    Credentials { reason: String },
     /// A background task panicked or was cancelled.
     #[error("background task for {what} failed")]
     Task {
@@ -240,6 +260,39 @@ pub enum StoreError {
         #[source]
         source: tokio::task::JoinError,
     },
+}
+
+/// ` (CODE): what to do`, for the S3 error codes a misconfiguration produces.
+fn s3_hint(status: u16, code: Option<&str>) -> String {
+    let Some(code) = code else {
+        return if status == 403 {
+            " (access denied: check the credentials and the bucket policy)".to_owned()
+        } else {
+            String::new()
+        };
+    };
+    let what = match code {
+        "SignatureDoesNotMatch" => {
+            "the secret key does not match the access key id (AWS_SECRET_ACCESS_KEY or the credentials file)"
+        }
+        "InvalidAccessKeyId" | "NotSignedUp" => "the server does not know this access key id",
+        "ExpiredToken" | "TokenRefreshRequired" => "the session token expired: renew it",
+        "InvalidToken" => "the session token (AWS_SESSION_TOKEN) is not valid",
+        "AccessDenied" => {
+            "these credentials may not do this (a read-only key cannot push; readers need s3:GetObject and s3:ListBucket)"
+        }
+        "AuthorizationHeaderMalformed"
+        | "PermanentRedirect"
+        | "IllegalLocationConstraintException" => {
+            "the bucket is in another region: set region= in the s3:// url"
+        }
+        "RequestTimeTooSkewed" => "this machine's clock is off: fix it (NTP)",
+        "SlowDown" | "ServiceUnavailable" | "InternalError" => {
+            "the server is overloaded or failing"
+        }
+        _ => return format!(" ({code})"),
+    };
+    format!(" ({code}: {what})")
 }
 
 /// The primitive operations a cache offers. Paths are relative to the cache root.
@@ -585,13 +638,15 @@ async fn import_impl<B: Backend>(
     Ok(PublishOutcome::Uploaded)
 }
 
-/// A binary cache: a local directory or an HTTP server.
+/// A binary cache: a local directory, an HTTP server or an S3 bucket.
 #[derive(Debug, Clone)]
 pub enum Store {
     /// A `file://` cache.
     File(FileStore),
     /// An `http://` or `https://` cache.
     Http(HttpStore),
+    /// An `s3://` cache.
+    S3(S3Store),
 }
 
 impl From<FileStore> for Store {
@@ -606,19 +661,27 @@ impl From<HttpStore> for Store {
     }
 }
 
+impl From<S3Store> for Store {
+    fn from(s: S3Store) -> Self {
+        Store::S3(s)
+    }
+}
+
 macro_rules! dispatch {
     ($self:ident, $s:ident => $e:expr) => {
         match $self {
             Store::File($s) => $e,
             Store::Http($s) => $e,
+            Store::S3($s) => $e,
         }
     };
 }
 
 impl Store {
     /// Opens a store from a URL: `file:///dir` or an absolute path for a [`FileStore`],
-    /// `http://…` or `https://…` for an [`HttpStore`] with default [`HttpConfig`] settings.
-    /// The store trusts nothing until [`Store::with_trust`].
+    /// `http://…` or `https://…` for an [`HttpStore`] with default [`HttpConfig`] settings,
+    /// `s3://…` for an [`S3Store`] with default settings and the environment's credentials
+    /// ([`S3Config::from_env`]). The store trusts nothing until [`Store::with_trust`].
     pub fn open(url: &str) -> Result<Store, StoreError> {
         if let Some(path) = url.strip_prefix("file://") {
             if !path.starts_with('/') {
@@ -635,9 +698,12 @@ impl Store {
         if url.starts_with("http://") || url.starts_with("https://") {
             return Ok(Store::Http(HttpStore::new(HttpConfig::new(url))?));
         }
+        if url.starts_with("s3://") {
+            return Ok(Store::S3(S3Store::new(S3Config::from_env(url)?)?));
+        }
         Err(StoreError::InvalidUrl {
             url: url.to_owned(),
-            reason: "expected file://, http:// or https://".into(),
+            reason: "expected file://, http://, https:// or s3://".into(),
         })
     }
 
@@ -646,6 +712,7 @@ impl Store {
         match self {
             Store::File(s) => Store::File(s.with_trust(trust)),
             Store::Http(s) => Store::Http(s.with_trust(trust)),
+            Store::S3(s) => Store::S3(s.with_trust(trust)),
         }
     }
 

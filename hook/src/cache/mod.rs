@@ -4,7 +4,8 @@
 //!   `$CHECKDEF_CACHE_DIR`, else `$XDG_CACHE_HOME/checkdef`, else `~/.cache/checkdef`. It holds
 //!   only what this machine ran or already verified, so it is read as trusted (hashes are still
 //!   checked: a torn write can never be read as valid).
-//! * The remote is any Nix HTTP binary cache (`[cache] remote` or `CHECKDEF_REMOTE`). A remote
+//! * The remote is any Nix HTTP binary cache or S3 bucket (`[cache] remote` or
+//!   `CHECKDEF_REMOTE`). A remote
 //!   result counts only with a valid signature from a trusted key (and, with `accept = "ci-only"`,
 //!   only from a key labelled `ci`). Anything else is a miss with a one-line warning. Remote
 //!   lookups share one time budget so an outage costs seconds, not minutes, and never blocks.
@@ -20,7 +21,10 @@ use anyhow::{Context, Result};
 use cache_proto::nar::{self, NarLimits};
 use cache_proto::narinfo::NarInfo;
 use cache_proto::signing::{PublicKey, SecretKey};
-use cache_proto::store::{Fetched, FileStore, HttpConfig, HttpStore, PublishOutcome, Store, Trust};
+use cache_proto::store::{
+    Fetched, FileStore, HttpConfig, HttpStore, PublishOutcome, S3Config, S3Location, S3Store,
+    Store, Trust, resolve_credentials,
+};
 use cache_proto::store_path::StorePath;
 
 use crate::exit::usage;
@@ -174,32 +178,7 @@ impl Caches {
         let local =
             Store::File(FileStore::new(settings.local_dir.clone()).with_trust(Trust::Local));
         let stamps = Stamps::new(settings.local_dir.clone());
-        let remote = match &settings.remote {
-            None => None,
-            Some(url) if url.starts_with("file://") || url.starts_with('/') => {
-                let keys = accepted_keys(&settings);
-                let store = Store::open(url)
-                    .map_err(|e| usage(format!("remote cache {url}: {e}")))?
-                    .with_trust(Trust::Keys(keys));
-                Some(store)
-            }
-            Some(url) => {
-                let keys = accepted_keys(&settings);
-                let cfg = HttpConfig {
-                    url: url.clone(),
-                    connect_timeout: Duration::from_secs(2),
-                    request_timeout: settings.remote_budget.min(Duration::from_secs(10)),
-                    retries: 2,
-                    netrc: settings.netrc.clone(),
-                    bearer_token: settings.bearer_token.clone(),
-                    user_agent: format!("checkdef/{}", env!("CARGO_PKG_VERSION")),
-                };
-                let store = HttpStore::new(cfg)
-                    .map_err(|e| usage(format!("remote cache {url}: {e}")))?
-                    .with_trust(Trust::Keys(keys));
-                Some(Store::Http(store))
-            }
-        };
+        let remote = open_remote(&settings)?;
         let settings_budget = settings.remote_budget;
         Ok(Arc::new(Caches {
             settings,
@@ -575,8 +554,52 @@ fn store_unavailable(e: &cache_proto::store::StoreError) -> bool {
     match e {
         E::Http { .. } | E::Timeout { .. } => true,
         E::Status { status, .. } => *status >= 500 || *status == 429,
+        // An S3 refusal (bad signature, unknown key, expired token, a read-only key, wrong
+        // region) or a missing bucket is about the whole store, not one entry.
+        E::S3 { .. } | E::NoSuchBucket { .. } | E::Credentials { .. } => true,
         _ => false,
     }
+}
+
+/// The remote of `settings` (none when not configured), with lookups and pushes bounded by the
+/// remote budget: 2 s to connect, at most 10 s a request, 2 retries. `file://` and paths are
+/// directories, `s3://` a bucket (credentials from the environment or the shared credentials
+/// file), anything else an HTTP cache.
+pub fn open_remote(settings: &CacheSettings) -> Result<Option<Store>> {
+    let Some(url) = &settings.remote else {
+        return Ok(None);
+    };
+    let keys = Trust::Keys(accepted_keys(settings));
+    let connect_timeout = Duration::from_secs(2);
+    let request_timeout = settings.remote_budget.min(Duration::from_secs(10));
+    let user_agent = format!("checkdef/{}", env!("CARGO_PKG_VERSION"));
+    let store = if url.starts_with("file://") || url.starts_with('/') {
+        Store::open(url).map_err(|e| usage(format!("remote cache {url}: {e}")))?
+    } else if url.starts_with("s3://") {
+        let bad = |e: cache_proto::store::StoreError| usage(format!("remote cache {url}: {e}"));
+        let loc = S3Location::parse(url).map_err(bad)?;
+        // Unusable credentials are not a usage error: like a refused request they make the
+        // remote unavailable, with one warning, and never block a push.
+        let resolved = resolve_credentials(loc.profile.as_deref(), &|k| std::env::var(k).ok());
+        let mut cfg = S3Config::new(url.clone()).with_resolved(resolved);
+        cfg.connect_timeout = connect_timeout;
+        cfg.request_timeout = request_timeout;
+        cfg.retries = 2;
+        cfg.user_agent = user_agent;
+        Store::S3(S3Store::new(cfg).map_err(bad)?)
+    } else {
+        let cfg = HttpConfig {
+            url: url.clone(),
+            connect_timeout,
+            request_timeout,
+            retries: 2,
+            netrc: settings.netrc.clone(),
+            bearer_token: settings.bearer_token.clone(),
+            user_agent,
+        };
+        Store::Http(HttpStore::new(cfg).map_err(|e| usage(format!("remote cache {url}: {e}")))?)
+    };
+    Ok(Some(store.with_trust(keys)))
 }
 
 fn accepted_keys(settings: &CacheSettings) -> Vec<PublicKey> {

@@ -10,7 +10,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
-use cache_proto::store::{HttpConfig, HttpStore, Store};
+use cache_proto::store::{
+    HttpConfig, HttpStore, S3Config, S3Location, S3Store, Store, resolve_credentials,
+};
 use installer::HookState;
 
 use crate::cache::default_local_dir;
@@ -262,6 +264,18 @@ fn remote_lines(cfg: &CacheConfig) -> Vec<String> {
         };
         lines.push(format!("credentials: {auth}"));
     }
+    if url.starts_with("s3://") {
+        let creds = match S3Location::parse(&url) {
+            Ok(loc) => {
+                match resolve_credentials(loc.profile.as_deref(), &|k| std::env::var(k).ok()) {
+                    Ok((_, source)) => source.to_string(),
+                    Err(e) => format!("UNUSABLE ({e}); the remote is not used until this is fixed"),
+                }
+            }
+            Err(e) => format!("none ({e})"),
+        };
+        lines.push(format!("credentials: {creds}"));
+    }
     lines
 }
 
@@ -294,6 +308,21 @@ fn probe(url: &str) -> String {
         cfg.user_agent = format!("checkdef/{}", env!("CARGO_PKG_VERSION"));
         match HttpStore::new(cfg) {
             Ok(s) => Store::Http(s),
+            Err(e) => return format!("invalid ({e})"),
+        }
+    } else if url.starts_with("s3://") {
+        let cfg = match S3Config::from_env(url) {
+            Ok(mut cfg) => {
+                cfg.connect_timeout = REMOTE_PROBE_TIMEOUT;
+                cfg.request_timeout = REMOTE_PROBE_TIMEOUT;
+                cfg.retries = 0;
+                cfg.user_agent = format!("checkdef/{}", env!("CARGO_PKG_VERSION"));
+                cfg
+            }
+            Err(e) => return format!("invalid ({e})"),
+        };
+        match S3Store::new(cfg) {
+            Ok(s) => Store::S3(s),
             Err(e) => return format!("invalid ({e})"),
         }
     } else {

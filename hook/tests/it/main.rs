@@ -8,6 +8,7 @@ mod plan;
 mod prepush;
 mod reports;
 mod run;
+mod s3;
 mod status;
 mod support;
 mod teammate;
