@@ -1,6 +1,7 @@
 //! Integration tests of checkdef against real git repositories in temp dirs.
 mod concurrency;
 mod config;
+mod environment;
 mod explain;
 mod faults;
 mod init;
@@ -11,3 +12,5 @@ mod run;
 mod status;
 mod support;
 mod teammate;
+mod uploads;
+mod usability;
