@@ -63,7 +63,7 @@
         checkdef = pkgs.checkdef;
       });
 
-      # `nix run github:OWNER/checkdef -- run`
+      # `nix run . -- run`
       apps = forAllSystems (pkgs: {
         default = {
           type = "app";

@@ -76,8 +76,9 @@ fi
 log "cargo fmt --check"
 cargo fmt --all -- --check
 
+# Cargo's progress stays visible (a first build takes minutes); only the test run is captured.
 log "cargo build"
-cargo build --workspace --all-targets --locked 2>&1 | tail -n 3
+cargo build --workspace --all-targets --locked
 
 log "cargo test"
 out=$(mktemp)

@@ -119,14 +119,18 @@ pub struct RunArgs {
     /// Also write a JUnit XML report to FILE (one testcase per segment).
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// Run every selected segment even when its result is cached (and store the results).
+    #[arg(long, alias = "no-cache")]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct KeygenArgs {
     /// Key name, e.g. `ci.example.org-1` (it prefixes signatures).
     pub name: String,
-    /// Where to write the secret key (mode 0600). Default: print only the public key and write
-    /// the secret to `<NAME>.secret` in the current directory.
+    /// Where to write the secret key (mode 0600). Default: `<NAME>.secret` in checkdef's
+    /// directory of the user's configuration (`$XDG_CONFIG_HOME/checkdef/keys/`, else
+    /// `~/.config/checkdef/keys/`), never the repository.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
 }
@@ -150,6 +154,18 @@ pub enum CacheCommand {
         #[arg(long, value_name = "SIZE")]
         max_size: String,
     },
+    /// Upload this repository's local results that the remote lacks (signed), and retry the
+    /// uploads that failed in earlier runs.
+    Push(PushArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Only say what would be uploaded (reads the remote, writes nothing, needs no key).
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

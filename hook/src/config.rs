@@ -149,6 +149,9 @@ pub struct Segment {
     pub include: Vec<String>,
     /// Effective exclude globs (defaults' then own). Excludes win over includes.
     pub exclude: Vec<String>,
+    /// The include globs written in checkdef.toml (defaults' then own, distinct): those the
+    /// `tests` shorthand adds name optional files and are not reported when they match nothing.
+    pub declared_include: Vec<String>,
     /// The shell command (`sh -c`), or the one the `tests` shorthand expands to.
     pub command: String,
     /// The `tests` shorthand as written, if used.
@@ -158,8 +161,10 @@ pub struct Segment {
     /// Variables visible to the run but not hashed: sorted, distinct, always containing `PATH`
     /// unless `PATH` is in `env`; never a name that is in `env`.
     pub passthrough: Vec<String>,
-    /// Fingerprint commands (defaults' then own), distinct.
-    pub fingerprint: Vec<String>,
+    /// Fingerprints (defaults' then own), distinct by [`Fingerprint::key`]. When none is
+    /// declared anywhere (no `fingerprint` key at all) and the command runs Python, the
+    /// environment of that interpreter (see [`crate::pyenv`]).
+    pub fingerprint: Vec<Fingerprint>,
     /// For fingerprint commands declared with `watch` (everywhere they are declared): what
     /// their output depends on, so it can be reused across invocations (see
     /// [`crate::plan::fingerprint`]). A command not listed here runs on every invocation.
@@ -185,6 +190,25 @@ impl Segment {
         });
         let cand = Candidate::from_bytes(path);
         inc.is_match_candidate(&cand) && !exc.is_match_candidate(&cand)
+    }
+}
+
+/// What a fingerprint hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fingerprint {
+    /// The stdout of a shell command.
+    Command(String),
+    /// The environment of a Python interpreter (`{ python = "python3" }`, see [`crate::pyenv`]).
+    Python(String),
+}
+
+impl Fingerprint {
+    /// How it is named in the manifest (`fingerprint <key>`) and in `fingerprint_watch`.
+    pub fn key(&self) -> String {
+        match self {
+            Fingerprint::Command(c) => c.clone(),
+            Fingerprint::Python(i) => crate::pyenv::key(i),
+        }
     }
 }
 
@@ -413,7 +437,7 @@ impl Matcher {
 
 /// An include glob whose matches need no glob engine.
 #[derive(Debug, PartialEq, Eq)]
-enum PlainGlob<'a> {
+pub(crate) enum PlainGlob<'a> {
     /// No special character: matches exactly this path.
     Path(&'a str),
     /// `DIR/**` with a non-empty plain `DIR`: matches every path that starts with `DIR/`.
@@ -422,7 +446,7 @@ enum PlainGlob<'a> {
 
 /// Classify `pattern` (see [`PlainGlob`]); `None` when it needs the glob engine. Conservative:
 /// any character with a meaning in some glob context (`* ? [ ] { } , \`) disqualifies.
-fn plain_glob(pattern: &str) -> Option<PlainGlob<'_>> {
+pub(crate) fn plain_glob(pattern: &str) -> Option<PlainGlob<'_>> {
     let plain = |s: &str| !s.is_empty() && !s.contains(['*', '?', '[', ']', '{', '}', ',', '\\']);
     if plain(pattern) {
         return Some(PlainGlob::Path(pattern));
@@ -541,7 +565,7 @@ struct RawDefaults {
     #[serde(default)]
     passthrough: SpannedList,
     #[serde(default)]
-    fingerprint: Vec<Spanned<RawFingerprint>>,
+    fingerprint: Option<Vec<Spanned<RawFingerprint>>>,
     #[serde(default)]
     redact_env: SpannedList,
 }
@@ -565,7 +589,7 @@ struct RawSegment {
     #[serde(default)]
     passthrough: SpannedList,
     #[serde(default)]
-    fingerprint: Vec<Spanned<RawFingerprint>>,
+    fingerprint: Option<Vec<Spanned<RawFingerprint>>>,
     #[serde(default)]
     sandbox: Sandbox,
 }
@@ -638,30 +662,42 @@ impl<'de> Deserialize<'de> for RawKey {
     }
 }
 
-/// A fingerprint: a command string, or `{ command = "...", watch = ["path", "$VAR", ...] }`.
+/// A fingerprint: a command string, `{ command = "...", watch = ["path", "$VAR", ...] }`, or
+/// a Python environment `{ python = "python3" }`.
 enum RawFingerprint {
     Plain(String),
-    Watched(RawWatchedFingerprint),
+    Table(RawFingerprintTable),
 }
 
 impl RawFingerprint {
-    fn command(&self) -> &str {
+    /// The resolved fingerprint (after [`check_fingerprint`] accepted it).
+    fn resolved(&self) -> Fingerprint {
         match self {
-            RawFingerprint::Plain(c) => c,
-            RawFingerprint::Watched(w) => &w.command,
+            RawFingerprint::Plain(c) => Fingerprint::Command(c.clone()),
+            RawFingerprint::Table(RawFingerprintTable {
+                python: Some(p), ..
+            }) => Fingerprint::Python(p.clone()),
+            RawFingerprint::Table(t) => Fingerprint::Command(t.command.clone().unwrap_or_default()),
+        }
+    }
+
+    /// The `watch` list of a watched command.
+    fn watch(&self) -> Option<&[String]> {
+        match self {
+            RawFingerprint::Table(t) if t.command.is_some() => t.watch.as_deref(),
+            _ => None,
         }
     }
 }
 
 impl StringOrTable for RawFingerprint {
-    type Table = RawWatchedFingerprint;
-    const EXPECTING: &'static str =
-        "a command string or a table { command = \"...\", watch = [\"path\", \"$VAR\"] }";
+    type Table = RawFingerprintTable;
+    const EXPECTING: &'static str = "a command string, a table { command = \"...\", watch = [\"path\", \"$VAR\"] } or { python = \"python3\" }";
     fn from_string(s: String) -> Self {
         RawFingerprint::Plain(s)
     }
-    fn from_table(t: RawWatchedFingerprint) -> Self {
-        RawFingerprint::Watched(t)
+    fn from_table(t: RawFingerprintTable) -> Self {
+        RawFingerprint::Table(t)
     }
 }
 
@@ -673,9 +709,13 @@ impl<'de> Deserialize<'de> for RawFingerprint {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawWatchedFingerprint {
-    command: String,
-    watch: Vec<String>,
+struct RawFingerprintTable {
+    #[serde(default)]
+    command: Option<String>,
+    #[serde(default)]
+    watch: Option<Vec<String>>,
+    #[serde(default)]
+    python: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -750,7 +790,7 @@ fn resolve(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
     for v in defaults.passthrough.iter().chain(&defaults.redact_env) {
         check_var_name(v, ctx)?;
     }
-    for f in &defaults.fingerprint {
+    for f in defaults.fingerprint.iter().flatten() {
         check_fingerprint(f, ctx)?;
     }
 
@@ -864,6 +904,7 @@ fn resolve_segment(
         .chain(own_include)
         .map(|s| s.get_ref().clone())
         .collect();
+    let declared_include = distinct(include.clone());
     if let Some(tests) = tests {
         include.extend(pytest_inputs(tests.iter().map(|s| s.get_ref().as_str())));
     }
@@ -880,7 +921,7 @@ fn resolve_segment(
     for v in &seg.passthrough {
         check_var_name(v, ctx)?;
     }
-    for f in &seg.fingerprint {
+    for f in seg.fingerprint.iter().flatten() {
         check_fingerprint(f, ctx)?;
     }
     let mut env: BTreeMap<String, String> = BTreeMap::new();
@@ -897,19 +938,45 @@ fn resolve_segment(
         .collect();
     passthrough.sort();
     passthrough.dedup();
-    let declared = || defaults.fingerprint.iter().chain(&seg.fingerprint);
-    let fingerprint = distinct(declared().map(|f| f.get_ref().command().to_owned()));
+    let declared = || {
+        defaults
+            .fingerprint
+            .iter()
+            .flatten()
+            .chain(seg.fingerprint.iter().flatten())
+    };
+    let mut fingerprint: Vec<Fingerprint> = Vec::new();
+    for f in declared() {
+        let f = f.get_ref().resolved();
+        if !fingerprint.iter().any(|known| known.key() == f.key()) {
+            fingerprint.push(f);
+        }
+    }
+    // Nothing declared (not even `fingerprint = []`): a check that runs Python depends on its
+    // environment, so that is hashed by default (docs/configuration.md).
+    if defaults.fingerprint.is_none() && seg.fingerprint.is_none() {
+        let interpreter = match &seg.tests {
+            Some(_) => Some("python3"),
+            None => crate::pyenv::command_interpreter(&command),
+        };
+        if let Some(i) = interpreter {
+            fingerprint.push(Fingerprint::Python(i.to_owned()));
+        }
+    }
     // A command is reused across invocations only if every declaration of it says what it
     // depends on; the watch lists of several declarations add up.
     let mut fingerprint_watch: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for cmd in &fingerprint {
+    for fp in &fingerprint {
+        let Fingerprint::Command(cmd) = fp else {
+            continue;
+        };
         let mut watch = Vec::new();
         let all_watched = declared()
-            .filter(|f| f.get_ref().command() == cmd)
-            .all(|f| match f.get_ref() {
-                RawFingerprint::Plain(_) => false,
-                RawFingerprint::Watched(w) => {
-                    watch.extend(w.watch.iter().cloned());
+            .filter(|f| f.get_ref().resolved() == *fp)
+            .all(|f| match f.get_ref().watch() {
+                None => false,
+                Some(w) => {
+                    watch.extend(w.iter().cloned());
                     true
                 }
             });
@@ -925,6 +992,7 @@ fn resolve_segment(
         description: seg.description,
         include,
         exclude,
+        declared_include,
         command,
         tests: seg.tests.map(|t| {
             t.into_inner()
@@ -1113,10 +1181,35 @@ fn check_nonempty(s: &Spanned<String>, what: &str, ctx: &Ctx<'_>) -> Result<(), 
 }
 
 fn check_fingerprint(f: &Spanned<RawFingerprint>, ctx: &Ctx<'_>) -> Result<(), ConfigError> {
-    let command = Spanned::new(f.span(), f.get_ref().command().to_owned());
+    if let RawFingerprint::Table(t) = f.get_ref() {
+        let problem = match (&t.command, &t.watch, &t.python) {
+            (Some(_), Some(_), None) | (None, None, Some(_)) => None,
+            (Some(_), None, None) => Some(
+                "missing field `watch` (a watched command needs `watch = [...]`; a plain command is just a string)",
+            ),
+            (Some(_), _, Some(_)) => Some(
+                "a fingerprint table has either `command` (with `watch`) or `python`, not both",
+            ),
+            (None, _, None) => {
+                Some("a fingerprint table needs `command` (with `watch`) or `python`")
+            }
+            (None, Some(_), Some(_)) => Some(
+                "`watch` belongs to a command; `{ python = ... }` tracks its environment itself",
+            ),
+        };
+        if let Some(p) = problem {
+            return Err(ctx.error(f.span(), p));
+        }
+        if let Some(p) = &t.python {
+            let p = Spanned::new(f.span(), p.clone());
+            check_nonempty(&p, "python interpreter", ctx)?;
+            return Ok(());
+        }
+    }
+    let command = Spanned::new(f.span(), f.get_ref().resolved().key());
     check_nonempty(&command, "fingerprint command", ctx)?;
-    if let RawFingerprint::Watched(w) = f.get_ref() {
-        for entry in &w.watch {
+    if let Some(watch) = f.get_ref().watch() {
+        for entry in watch {
             // Variable names follow the rule of `passthrough`; paths must not be empty.
             let what = match entry.strip_prefix('$') {
                 Some(var)
@@ -1134,7 +1227,7 @@ fn check_fingerprint(f: &Spanned<RawFingerprint>, ctx: &Ctx<'_>) -> Result<(), C
                 f.span(),
                 format!(
                     "fingerprint `{}`: watch entry `{entry}` is not {what}",
-                    w.command
+                    command.get_ref()
                 ),
             ));
         }
@@ -1163,7 +1256,7 @@ fn check_test_path(t: &Spanned<String>, ctx: &Ctx<'_>) -> Result<(), ConfigError
 }
 
 /// The file or directory part of a pytest node id (`tests/test_a.py::test_x` → `tests/test_a.py`).
-fn test_file(test: &str) -> &str {
+pub(crate) fn test_file(test: &str) -> &str {
     test.split_once("::").map_or(test, |(f, _)| f)
 }
 
@@ -1277,13 +1370,19 @@ fingerprint = ["python3 --version", "uv pip freeze"]
 "#;
         let c = parse(text).unwrap();
         let (a, b) = (&c.segments[0], &c.segments[1]);
-        assert_eq!(a.fingerprint, vec!["python3 --version", "node --version"]);
+        let keys = |s: &Segment| {
+            s.fingerprint
+                .iter()
+                .map(Fingerprint::key)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(keys(a), vec!["python3 --version", "node --version"]);
         assert_eq!(
             a.fingerprint_watch.get("python3 --version").unwrap(),
             &vec!["$PYENV_VERSION".to_owned(), ".python-version".to_owned()]
         );
         assert_eq!(
-            b.fingerprint,
+            keys(b),
             vec!["python3 --version", "node --version", "uv pip freeze"]
         );
         assert!(
@@ -1308,7 +1407,73 @@ fingerprint = ["python3 --version", "uv pip freeze"]
                 r#"{ command = "", watch = [] }"#,
                 "empty fingerprint command",
             ),
-            ("3", "a command string or a table"),
+            ("3", "a command string, a table"),
+        ] {
+            let text = format!(
+                "version = 1\n[[segment]]\nname = \"a\"\ninclude = [\"a/**\"]\ncommand = \"true\"\nfingerprint = [{bad}]\n"
+            );
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains(why) && e.contains(":6:"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn python_environment_is_the_default_fingerprint_of_python_checks() {
+        let text = r#"
+version = 1
+[[segment]]
+name = "short"
+tests = ["tests/test_a.py"]
+
+[[segment]]
+name = "venv"
+include = ["a/**"]
+command = ".venv/bin/python -m pytest"
+
+[[segment]]
+name = "make"
+include = ["a/**"]
+command = "make test"
+
+[[segment]]
+name = "narrowed"
+tests = ["tests/test_a.py"]
+fingerprint = []
+
+[[segment]]
+name = "explicit"
+include = ["a/**"]
+command = "true"
+fingerprint = [{ python = "python3.11" }, "python3 --version"]
+"#;
+        let c = parse(text).unwrap();
+        let fp = |i: usize| c.segments[i].fingerprint.clone();
+        assert_eq!(fp(0), vec![Fingerprint::Python("python3".into())]);
+        assert_eq!(fp(1), vec![Fingerprint::Python(".venv/bin/python".into())]);
+        assert_eq!(fp(2), vec![]);
+        assert_eq!(fp(3), vec![], "fingerprint = [] turns the default off");
+        assert_eq!(
+            fp(4),
+            vec![
+                Fingerprint::Python("python3.11".into()),
+                Fingerprint::Command("python3 --version".into())
+            ]
+        );
+        assert_eq!(fp(4)[0].key(), r#"{ python = "python3.11" }"#);
+        // Declared in [defaults]: no segment gets the default on top.
+        let c = parse("version = 1\n[defaults]\nfingerprint = [\"node --version\"]\n[[segment]]\nname = \"a\"\ntests = [\"t.py\"]\n").unwrap();
+        assert_eq!(
+            c.segments[0].fingerprint,
+            vec![Fingerprint::Command("node --version".into())]
+        );
+        for (bad, why) in [
+            (
+                r#"{ python = "python3", watch = [] }"#,
+                "`watch` belongs to a command",
+            ),
+            (r#"{ python = "python3", command = "x" }"#, "not both"),
+            (r#"{ python = "" }"#, "empty python interpreter"),
+            ("{}", "needs `command`"),
         ] {
             let text = format!(
                 "version = 1\n[[segment]]\nname = \"a\"\ninclude = [\"a/**\"]\ncommand = \"true\"\nfingerprint = [{bad}]\n"
@@ -1371,7 +1536,10 @@ tests = ["tests/unit/test_bar.py::test_x"]
         assert_eq!(foo.env.get("A").unwrap(), "2");
         assert_eq!(foo.env.get("PYTHONPATH").unwrap(), "src");
         assert_eq!(foo.passthrough, vec!["HOME", "PATH", "TERM"]);
-        assert_eq!(foo.fingerprint, vec!["python3 --version"]);
+        assert_eq!(
+            foo.fingerprint,
+            vec![Fingerprint::Command("python3 --version".into())]
+        );
         assert_eq!(foo.sandbox, Sandbox::Full);
         assert_eq!(foo.description.as_deref(), Some("Foo module tests"));
         let bar = &c.segments[1];

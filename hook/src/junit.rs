@@ -316,6 +316,7 @@ mod tests {
             ],
             wall_s: 1.5,
             interrupted: false,
+            jobs: 2,
         };
         let x = render(&report, SystemTime::UNIX_EPOCH);
         assert!(

@@ -15,6 +15,7 @@ pub mod junit;
 pub mod manifest;
 pub mod plan;
 pub mod prepush;
+pub mod pyenv;
 pub mod report;
 pub mod result;
 pub mod run;

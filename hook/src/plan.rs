@@ -13,7 +13,7 @@ use std::time::Duration;
 use gix::ObjectId;
 use gix::bstr::{BStr, BString};
 
-use crate::config::{Config, MatchScratch, Matcher, Sandbox, Segment};
+use crate::config::{Config, Fingerprint, MatchScratch, Matcher, Sandbox, Segment};
 use crate::git::{FileMode, GitError, Input, Repo, Target, Visit, sort_inputs};
 use crate::manifest::{self, ManifestSpec};
 
@@ -31,6 +31,8 @@ pub enum PlanError {
         #[source]
         source: std::io::Error,
     },
+    #[error("no Python interpreter `{interpreter}` for the environment fingerprint (PATH={path})")]
+    PythonNotFound { interpreter: String, path: String },
     #[error(
         "fingerprint command `{command}` failed ({status}){}",
         stderr_suffix(stderr)
@@ -101,6 +103,123 @@ pub struct SegmentPlan {
     pub sandbox: Sandbox,
     /// Fingerprint command → its stdout (hashed).
     pub fingerprints: BTreeMap<String, Vec<u8>>,
+    /// Declared include globs and `tests` paths that match none of the inputs (a typo, a
+    /// renamed directory, an uncommitted file), reported as warnings.
+    pub unmatched: Vec<Unmatched>,
+}
+
+/// A pattern of a segment that matches none of its inputs in this snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Unmatched {
+    Include(String),
+    Tests(String),
+}
+
+impl std::fmt::Display for Unmatched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unmatched::Include(g) => write!(f, "include glob `{g}`"),
+            Unmatched::Tests(t) => write!(f, "tests path `{t}`"),
+        }
+    }
+}
+
+/// The declared include globs and `tests` paths of `seg` that match none of `inputs` (sorted
+/// by path bytes). Plain paths and `DIR/**` cost a binary search; other globs one pass over
+/// the inputs together. A segment without inputs reports nothing here (it gets its own
+/// warning).
+pub fn unmatched(seg: &Segment, inputs: &[Input]) -> Vec<Unmatched> {
+    use crate::config::{PlainGlob, plain_glob};
+    let mut out = Vec::new();
+    if inputs.is_empty() {
+        return out;
+    }
+    let has_path = |p: &str| {
+        inputs
+            .binary_search_by(|i| i.path.as_slice().cmp(p.as_bytes()))
+            .is_ok()
+    };
+    let has_below = |d: &str| {
+        let prefix = format!("{d}/");
+        let at = inputs.partition_point(|i| i.path.as_slice() < prefix.as_bytes());
+        inputs
+            .get(at)
+            .is_some_and(|i| i.path.starts_with(prefix.as_bytes()))
+    };
+    let mut complex = Vec::new();
+    for g in &seg.declared_include {
+        let found = match plain_glob(g) {
+            Some(PlainGlob::Path(p)) => has_path(p),
+            Some(PlainGlob::Dir(d)) => has_below(d),
+            None => {
+                complex.push(g);
+                continue;
+            }
+        };
+        if !found {
+            out.push(Unmatched::Include(g.clone()));
+        }
+    }
+    if !complex.is_empty() {
+        let mut b = globset::GlobSetBuilder::new();
+        for g in &complex {
+            if let Ok(glob) = crate::config::compile_glob(g) {
+                b.add(glob);
+            }
+        }
+        if let Ok(set) = b.build() {
+            let mut seen = vec![false; complex.len()];
+            let mut left = complex.len();
+            let mut hits = Vec::new();
+            for i in inputs {
+                set.matches_candidate_into(
+                    &globset::Candidate::from_bytes(i.path.as_slice()),
+                    &mut hits,
+                );
+                for &h in &hits {
+                    if !seen[h] {
+                        seen[h] = true;
+                        left -= 1;
+                    }
+                }
+                if left == 0 {
+                    break;
+                }
+            }
+            for (g, seen) in complex.iter().zip(seen) {
+                if !seen {
+                    out.push(Unmatched::Include((*g).clone()));
+                }
+            }
+        }
+    }
+    for t in seg.tests.iter().flatten() {
+        let file = crate::config::test_file(t);
+        if !has_path(file) && !has_below(file) {
+            out.push(Unmatched::Tests(t.clone()));
+        }
+    }
+    out
+}
+
+/// One warning per unmatched pattern, naming the segments it belongs to (a `[defaults]` glob
+/// that matches nothing is one line, not one per segment).
+pub fn unmatched_warnings(plan: &Plan) -> Vec<String> {
+    let mut by: BTreeMap<&Unmatched, Vec<&str>> = BTreeMap::new();
+    for s in &plan.segments {
+        for u in &s.unmatched {
+            by.entry(u).or_default().push(&s.name);
+        }
+    }
+    by.into_iter()
+        .map(|(u, segs)| {
+            format!(
+                "{u} matches no file in this snapshot (segment{} {}); check its spelling, or that the file is committed",
+                if segs.len() == 1 { "" } else { "s" },
+                segs.join(", ")
+            )
+        })
+        .collect()
 }
 
 impl SegmentPlan {
@@ -217,6 +336,7 @@ pub fn build_plan_filtered(
         seg: &'c Segment,
         inputs: Vec<Input>,
         fingerprints: BTreeMap<String, Vec<u8>>,
+        unmatched: Vec<Unmatched>,
     }
     // A `sandbox = "full"` segment sees every file of the snapshot, so every file is an input:
     // hashing only its declared globs could serve a PASS that an undeclared file would break.
@@ -236,13 +356,22 @@ pub fn build_plan_filtered(
         sort_inputs(&mut inputs);
         inputs.dedup_by(|a, b| a.path == b.path);
         let mut fingerprints = BTreeMap::new();
-        for cmd in &seg.fingerprint {
-            let watch = seg.fingerprint_watch.get(cmd).map(Vec::as_slice);
-            fingerprints.insert(cmd.clone(), fingerprint(repo.root(), cmd, watch)?);
+        for fp in &seg.fingerprint {
+            let out = match fp {
+                Fingerprint::Command(cmd) => {
+                    let watch = seg.fingerprint_watch.get(cmd).map(Vec::as_slice);
+                    fingerprint(repo.root(), cmd, watch)?
+                }
+                Fingerprint::Python(interpreter) => {
+                    crate::pyenv::fingerprint(repo.root(), interpreter, &check_env(seg))?
+                }
+            };
+            fingerprints.insert(fp.key(), out);
         }
         jobs.push(Job {
             index,
             seg,
+            unmatched: unmatched(seg, &inputs),
             inputs,
             fingerprints,
         });
@@ -264,6 +393,7 @@ pub fn build_plan_filtered(
             env: job.seg.env.clone(),
             passthrough: job.seg.passthrough.clone(),
             sandbox: job.seg.sandbox,
+            unmatched: job.unmatched,
             fingerprints: job.fingerprints,
         })
         .collect();
@@ -375,6 +505,23 @@ impl Visit for Collect<'_> {
             });
         }
     }
+}
+
+/// The variables a segment's check runs with that its environment fingerprint's probe sees too:
+/// the declared `env` and the passthrough variables' current values (`PATH` among them), sorted.
+fn check_env(seg: &Segment) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = seg
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for k in &seg.passthrough {
+        if let Ok(v) = std::env::var(k) {
+            env.push((k.clone(), v));
+        }
+    }
+    env.sort();
+    env
 }
 
 /// The stdout of fingerprint command `cmd`, run with `sh -c` in `root`; each distinct

@@ -14,7 +14,7 @@ mod stamp;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
@@ -165,6 +165,26 @@ pub struct Caches {
     remote_deadline: std::sync::Mutex<tokio::time::Instant>,
     limits: NarLimits,
     stamps: Stamps,
+    /// Results this process uploaded to the remote (new there), and how many of them were
+    /// retries of uploads that failed in an earlier invocation.
+    uploaded: AtomicUsize,
+    retried: AtomicUsize,
+}
+
+/// Where the uploads that failed are remembered, inside the local cache directory: one
+/// directory per remote (named by a hash of its URL, so results are only ever retried to the
+/// remote they were meant for), one empty file per store path (`<hash part>-<name>`).
+pub const PENDING_DIR: &str = "checkdef-pending-uploads";
+
+/// What [`Caches::upload_local`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upload {
+    /// Uploaded (or, dry, would be).
+    Uploaded,
+    /// The remote already has a narinfo for the path.
+    AlreadyThere,
+    /// The local cache has no valid entry for the path.
+    NotLocal,
 }
 
 impl Caches {
@@ -188,6 +208,8 @@ impl Caches {
             remote_deadline: std::sync::Mutex::new(tokio::time::Instant::now() + settings_budget),
             limits: result_limits(),
             stamps,
+            uploaded: AtomicUsize::new(0),
+            retried: AtomicUsize::new(0),
         }))
     }
 
@@ -453,16 +475,26 @@ impl Caches {
         if outcome == PublishOutcome::Uploaded {
             self.stamp_written(path, result);
         }
-        if !push || self.remote_down.load(Ordering::Relaxed) {
+        if !push {
             return Ok(Stored::Local);
         }
         let (Some(remote), Some(key)) = (&self.remote, &self.settings.secret_key) else {
             return Ok(Stored::Local);
         };
+        if self.remote_down.load(Ordering::Relaxed) {
+            // Down since the lookups (or an earlier push): the next run uploads it.
+            self.remember_pending(path);
+            return Ok(Stored::Local);
+        }
         match remote.publish(path, &nar, &[], &keys).await {
-            Ok(_) => Ok(Stored::Pushed {
-                signer: key.name().to_owned(),
-            }),
+            Ok(outcome) => {
+                if outcome == PublishOutcome::Uploaded {
+                    self.uploaded.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Stored::Pushed {
+                    signer: key.name().to_owned(),
+                })
+            }
             Err(e) => {
                 // Each failed push costs the store's retries (three request timeouts when the
                 // server stalls): after one, stop pushing for the rest of this invocation.
@@ -470,10 +502,12 @@ impl Caches {
                 if unavailable {
                     self.remote_down.store(true, Ordering::Relaxed);
                 }
+                self.remember_pending(path);
                 Ok(Stored::PushFailed(format!(
-                    "could not push {} to {}: {e}{}",
+                    "could not push {} to {}: {}; the next run retries it{}",
                     result.record.segment,
                     remote.url(),
+                    describe_error(&e),
                     if unavailable {
                         "; not pushing other results"
                     } else {
@@ -482,6 +516,175 @@ impl Caches {
                 )))
             }
         }
+    }
+
+    /// The directory of the uploads to the current remote that failed.
+    fn pending_dir(&self) -> Option<PathBuf> {
+        use sha2::{Digest, Sha256};
+        let url = self.remote.as_ref()?.url();
+        let id = hex::encode(&Sha256::digest(url.as_bytes())[..16]);
+        Some(self.settings.local_dir.join(PENDING_DIR).join(id))
+    }
+
+    pub(crate) fn remember_pending(&self, path: &StorePath) {
+        if let Some(dir) = self.pending_dir() {
+            // Losing the note only loses the retry (`checkdef cache push` still uploads it).
+            let _ = write_atomic(&dir.join(path.base_name()), b"");
+        }
+    }
+
+    pub(crate) fn forget_pending(&self, path: &StorePath) {
+        if let Some(dir) = self.pending_dir() {
+            let _ = std::fs::remove_file(dir.join(path.base_name()));
+        }
+    }
+
+    /// The store paths whose upload to the current remote failed in an earlier invocation.
+    pub fn pending(&self) -> Vec<StorePath> {
+        let Some(dir) = self.pending_dir() else {
+            return Vec::new();
+        };
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        let mut out: Vec<StorePath> = rd
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name();
+                let name = name.to_str()?;
+                match StorePath::parse(&format!("{}/{name}", cache_proto::STORE_DIR)) {
+                    Ok(p) => Some(p),
+                    Err(_) => {
+                        // A temporary file of a killed writer, or junk: not an upload.
+                        let _ = std::fs::remove_file(e.path());
+                        None
+                    }
+                }
+            })
+            .collect();
+        out.sort_by_key(|p| p.to_string());
+        out
+    }
+
+    /// Retry the uploads that failed in earlier invocations (when pushing is possible and the
+    /// remote is not down). Failures stay remembered; the first unavailable answer stops.
+    pub async fn retry_pending(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if !self.can_push() || self.remote_down.load(Ordering::Relaxed) {
+            return warnings;
+        }
+        for path in self.pending() {
+            match self.upload_local(&path, false).await {
+                Ok(outcome) => {
+                    if outcome == Upload::Uploaded {
+                        self.retried.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.forget_pending(&path);
+                }
+                Err(e) => {
+                    warnings.push(format!("{e:#}; the next run retries it"));
+                    if self.remote_down.load(Ordering::Relaxed) {
+                        break;
+                    }
+                }
+            }
+        }
+        warnings
+    }
+
+    /// Upload the local result at `path` to the remote, unless the remote has it: the local
+    /// entry as stored (hashes checked, result validated), its narinfo signed with the secret
+    /// key. Idempotent. With `dry_run`, only say what would happen (no key needed).
+    pub async fn upload_local(&self, path: &StorePath, dry_run: bool) -> Result<Upload> {
+        let remote = self
+            .remote
+            .as_ref()
+            .context("no remote cache is configured")?;
+        let Some(mut fetched) = self
+            .local
+            .fetch(path, &self.limits)
+            .await
+            .with_context(|| format!("reading {path} from the local cache"))?
+        else {
+            return Ok(Upload::NotLocal);
+        };
+        // Only a valid passing result is ever signed and shared.
+        let node = nar::parse(&fetched.nar[..], &self.limits)
+            .with_context(|| format!("local entry {path}"))?;
+        let result = StoredResult::from_nar(node).with_context(|| format!("local entry {path}"))?;
+        let record = &result.record;
+        if result
+            .validate_hit(&record.segment, &record.input_hash)
+            .is_err()
+            || crate::plan::store_path_for(&record.input_hash, &record.segment) != path.to_string()
+        {
+            return Ok(Upload::NotLocal);
+        }
+        let present = match remote.narinfo(path).await {
+            Ok(found) => found.is_some(),
+            // There, but signed by no key this machine trusts: it is there all the same
+            // (published narinfos are never replaced).
+            Err(cache_proto::store::StoreError::Untrusted { .. }) => true,
+            Err(e) => {
+                if store_unavailable(&e) {
+                    self.remote_down.store(true, Ordering::Relaxed);
+                }
+                return Err(anyhow::anyhow!(
+                    "could not upload {} to {}: {}",
+                    record.segment,
+                    remote.url(),
+                    describe_error(&e)
+                ));
+            }
+        };
+        if present {
+            return Ok(Upload::AlreadyThere);
+        }
+        if dry_run {
+            return Ok(Upload::Uploaded);
+        }
+        let key = self
+            .settings
+            .secret_key
+            .as_ref()
+            .context("no secret key (CHECKDEF_SECRET_KEY_FILE) to sign uploads with")?;
+        fetched.narinfo.sign(key);
+        match remote.import(&fetched).await {
+            Ok(PublishOutcome::Uploaded) => Ok(Upload::Uploaded),
+            Ok(PublishOutcome::AlreadyPresent) => Ok(Upload::AlreadyThere),
+            Err(e) => {
+                if store_unavailable(&e) {
+                    self.remote_down.store(true, Ordering::Relaxed);
+                }
+                Err(anyhow::anyhow!(
+                    "could not upload {} to {}: {}",
+                    record.segment,
+                    remote.url(),
+                    describe_error(&e)
+                ))
+            }
+        }
+    }
+
+    /// `uploaded N results to URL` for what was uploaded since the last call, or `None` for
+    /// nothing.
+    pub fn upload_summary(&self) -> Option<String> {
+        let url = self.remote_url()?;
+        // Taken, so that each round of the pre-push hook reports its own uploads.
+        let retried = self.retried.swap(0, Ordering::Relaxed);
+        let n = self.uploaded.swap(0, Ordering::Relaxed) + retried;
+        if n == 0 {
+            return None;
+        }
+        Some(format!(
+            "uploaded {n} result{} to {url}{}",
+            if n == 1 { "" } else { "s" },
+            if retried > 0 {
+                format!(" ({retried} from earlier runs whose upload had failed)")
+            } else {
+                String::new()
+            }
+        ))
     }
 
     /// Whether results will be pushed (a remote and a secret key are configured).
@@ -524,19 +727,26 @@ impl LookupError {
             LookupError::Store(e) => e,
             LookupError::Invalid(_) => self,
         };
-        let mut s = top.to_string();
-        let mut cause = top.source();
-        while let Some(c) = cause {
-            let t = c.to_string();
-            if !s.contains(&t) {
-                s.push_str(": ");
-                s.push_str(&t);
-            }
-            cause = c.source();
-        }
-        s.replace(['\n', '\r'], " ")
+        describe_error(top)
     }
+}
 
+/// An error and its causes on one line (`outer: cause: root cause`).
+fn describe_error(top: &dyn std::error::Error) -> String {
+    let mut s = top.to_string();
+    let mut cause = top.source();
+    while let Some(c) = cause {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cause = c.source();
+    }
+    s.replace(['\n', '\r'], " ")
+}
+
+impl LookupError {
     /// The cache could not be reached or answered with a server-side failure (after the store's
     /// own retries): stop asking it for the rest of this invocation.
     fn is_unavailable(&self) -> bool {

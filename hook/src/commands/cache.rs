@@ -28,8 +28,9 @@ use crate::cli::CacheCommand;
 use crate::exit::{Code, usage};
 use crate::result::StoredResult;
 
-pub fn run(cmd: &CacheCommand) -> Result<Code> {
+pub fn run(config_flag: Option<&Path>, cmd: &CacheCommand) -> Result<Code> {
     match cmd {
+        CacheCommand::Push(args) => push(config_flag, args),
         CacheCommand::Verify => verify(&default_local_dir()),
         CacheCommand::Gc { max_size } => {
             let max = parse_size(max_size).ok_or_else(|| {
@@ -40,6 +41,102 @@ pub fn run(cmd: &CacheCommand) -> Result<Code> {
             gc(&default_local_dir(), max)
         }
     }
+}
+
+/// `checkdef cache push [--rev REV] [--dry-run]`: upload the local results of this
+/// repository's segments (for the snapshot) that the remote lacks, and the results whose upload
+/// failed in earlier runs, each signed with the secret key. Idempotent: what the remote has is
+/// never uploaded again. Exit 1 when an upload failed (it is retried by the next run).
+fn push(config_flag: Option<&Path>, args: &crate::cli::PushArgs) -> Result<Code> {
+    use crate::cache::{Caches, Upload};
+    use crate::commands::plan::{open_context, plan_error, resolve_target};
+    let ctx = open_context(config_flag)?;
+    let target = resolve_target(&ctx.repo, &args.target)?;
+    let plan = crate::plan::build_plan_filtered(&ctx.repo, &ctx.config, &target, None, |_| true)
+        .map_err(plan_error)?;
+    let settings = cache::settings_from(&ctx.config.cache)?;
+    if settings.remote.is_none() {
+        return Err(usage(
+            "no remote cache is configured, so there is nowhere to upload to\nhint: set `remote` in [cache] of checkdef.toml or CHECKDEF_REMOTE (docs/cache.md)",
+        ));
+    }
+    if settings.secret_key.is_none() && !args.dry_run {
+        return Err(usage(
+            "no secret key to sign the uploads with\nhint: set CHECKDEF_SECRET_KEY_FILE to a key file (create one with `checkdef keygen NAME`); --dry-run needs none",
+        ));
+    }
+    let caches = Caches::open(settings)?;
+    let url = caches.remote_url().unwrap_or_default();
+    // This snapshot's results, then the remembered failures (of any snapshot).
+    let pending = caches.pending();
+    let mut paths: Vec<(String, store_path::StorePath, bool)> = Vec::new();
+    for s in &plan.segments {
+        if let Ok(p) = store_path::StorePath::parse(&s.store_path) {
+            paths.push((s.name.clone(), p, false));
+        }
+    }
+    for p in pending {
+        if !paths.iter().any(|(_, known, _)| *known == p) {
+            let name = p
+                .name()
+                .strip_prefix("checkdef-")
+                .unwrap_or(p.name())
+                .to_owned();
+            paths.push((name, p, true));
+        }
+    }
+    let rt = crate::commands::run::runtime()?;
+    let (mut uploaded, mut there, mut missing, mut failed) = (0usize, 0usize, 0usize, 0usize);
+    rt.block_on(async {
+        for (name, p, _) in &paths {
+            match caches.upload_local(p, args.dry_run).await {
+                Ok(outcome) => {
+                    match outcome {
+                        Upload::Uploaded => {
+                            uploaded += 1;
+                            let verb = if args.dry_run {
+                                "would upload"
+                            } else {
+                                "uploaded"
+                            };
+                            eprintln!("  {verb:<13} {name}  {p}");
+                        }
+                        Upload::AlreadyThere => there += 1,
+                        Upload::NotLocal => missing += 1,
+                    }
+                    if !args.dry_run {
+                        caches.forget_pending(p);
+                    }
+                }
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("checkdef: warning: {e:#}");
+                    if !args.dry_run {
+                        caches.remember_pending(p);
+                    }
+                }
+            }
+        }
+    });
+    let verb = if args.dry_run {
+        "would upload"
+    } else {
+        "uploaded"
+    };
+    eprintln!(
+        "checkdef: {verb} {uploaded} result{} to {url}; {there} already there, {missing} not in the local cache{}",
+        if uploaded == 1 { "" } else { "s" },
+        if failed > 0 {
+            format!(", {failed} failed (retried by the next run)")
+        } else {
+            String::new()
+        }
+    );
+    Ok(if failed > 0 {
+        Code::Failed
+    } else {
+        Code::Success
+    })
 }
 
 /// `500M`, `2G`, `750MiB`, `1024` → bytes (K/M/G/T are powers of 1024, as `du` prints them).

@@ -60,6 +60,7 @@ pub fn pre_push(config_flag: Option<&Path>, remote: &str, url: &str) -> Result<C
         hit_logs: false,
         style,
         redact_env: ctx.config.redact_env.clone(),
+        force: false,
     };
     if url.starts_with("ssh://") || url.contains('@') {
         report::line(

@@ -65,7 +65,7 @@ pub fn run(config_flag: Option<&Path>, args: &InitArgs) -> Result<Code> {
         ))
     })?;
     let text = init::render(&ins);
-    Config::parse(&text, &out)
+    let config = Config::parse(&text, &out)
         .map_err(|e| anyhow::anyhow!("the drafted configuration is invalid (a bug): {e}"))?;
 
     eprintln!("checkdef init: inspected {}", root.display());
@@ -81,6 +81,13 @@ pub fn run(config_flag: Option<&Path>, args: &InitArgs) -> Result<Code> {
         eprintln!("review:");
         for r in &ins.review {
             eprintln!("  - {r}");
+        }
+    }
+    // The same warnings `plan` and `run` give, now rather than at the first run. A plan that
+    // cannot be built (a fingerprint failing) is reported by those commands with its hint.
+    if let Ok(plan) = crate::plan::build_plan(&repo, &config, &Target::WorkTree, None) {
+        for w in crate::plan::unmatched_warnings(&plan) {
+            eprintln!("checkdef: warning: {w}");
         }
     }
     eprintln!(

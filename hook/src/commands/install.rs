@@ -12,7 +12,7 @@ use crate::cli::InstallArgs;
 use crate::exit::{Code, usage};
 
 pub fn run(args: &InstallArgs) -> Result<Code> {
-    let loc = locate()?;
+    let loc = locate(Op::Install)?;
     if args.status {
         let status = installer::status(&loc).map_err(|e| map_error(e, Op::Install))?;
         eprint!("{}", format_status(&status));
@@ -29,9 +29,9 @@ pub fn run(args: &InstallArgs) -> Result<Code> {
 }
 
 /// Find the hooks directory of the repository around the current directory.
-pub(crate) fn locate() -> Result<HookLocation> {
+pub(crate) fn locate(op: Op) -> Result<HookLocation> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    installer::locate(&cwd).map_err(|e| map_error(e, Op::Install))
+    installer::locate(&cwd).map_err(|e| map_error(e, op))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +43,19 @@ pub(crate) enum Op {
 /// Turn an installer error into a usage error (exit 2) with a hint, or an internal one (exit 3).
 pub(crate) fn map_error(err: installer::Error, op: Op) -> anyhow::Error {
     use installer::Error as E;
+    if let E::GitFailed { dir, stderr, .. } = &err
+        && stderr.contains("not a git repository")
+    {
+        // git's own words and command line say less than this.
+        let cmd = match op {
+            Op::Install => "checkdef install",
+            Op::Uninstall => "checkdef uninstall",
+        };
+        return usage(format!(
+            "{} is not inside a git repository\nhint: run `{cmd}` in the work tree of the repository whose pushes it should check (or pass -C DIR)",
+            dir.display()
+        ));
+    }
     let hint = match &err {
         E::Managed { detections, .. } => managed_hint(detections),
         E::ChainSlotTaken { hook, local } => format!(

@@ -1,8 +1,11 @@
 //! `checkdef keygen NAME [--out FILE]`: a Nix-format ed25519 key pair. The secret key file is
 //! created with mode 0600 and never overwritten; the public key goes to stdout, ready for
-//! `trusted-public-keys` in checkdef.toml (or Nix's nix.conf).
+//! `trusted-public-keys` in checkdef.toml (or Nix's nix.conf). Without `--out` the secret goes
+//! to the user's configuration directory (`$XDG_CONFIG_HOME/checkdef/keys/NAME.secret`, else
+//! `~/.config/checkdef/keys/NAME.secret`, directory mode 0700): the current directory is
+//! usually a repository's root, where a key file is one `git add -A` away from being published.
 use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -18,10 +21,25 @@ pub fn run(args: &KeygenArgs) -> Result<Code> {
             args.name
         ))
     })?;
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("{}.secret", args.name)));
+    let out = match &args.out {
+        Some(p) => p.clone(),
+        None => {
+            let dir = keys_dir().ok_or_else(|| {
+                usage("neither XDG_CONFIG_HOME nor HOME is set, so there is no default place for the secret key\nhint: pass --out FILE (outside the repository)")
+            })?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|e| {
+                    usage(format!(
+                        "cannot create {}: {e}\nhint: pass --out FILE",
+                        dir.display()
+                    ))
+                })?;
+            dir.join(format!("{}.secret", args.name))
+        }
+    };
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -45,7 +63,23 @@ pub fn run(args: &KeygenArgs) -> Result<Code> {
         "checkdef: secret key written to {} (mode 0600; keep it out of the repository)",
         out.display()
     );
+    eprintln!(
+        "checkdef: sign results with it: export CHECKDEF_SECRET_KEY_FILE={}",
+        out.display()
+    );
     eprintln!("checkdef: add the public key below to `trusted-public-keys` in checkdef.toml");
     println!("{public}");
     Ok(Code::Success)
+}
+
+/// `$XDG_CONFIG_HOME/checkdef/keys`, else `~/.config/checkdef/keys`.
+fn keys_dir() -> Option<PathBuf> {
+    let non_empty = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    non_empty("XDG_CONFIG_HOME")
+        .or_else(|| non_empty("HOME").map(|h| h.join(".config")))
+        .map(|d| d.join("checkdef").join("keys"))
 }

@@ -29,7 +29,7 @@ pub fn dispatch(cli: Cli) -> Result<Code> {
         Command::Explain(args) => explain::run(cli.config.as_deref(), &args),
         Command::Run(args) => run::run(cli.config.as_deref(), &args),
         Command::Keygen(args) => keygen::run(&args),
-        Command::Cache(cmd) => cache::run(&cmd),
+        Command::Cache(cmd) => cache::run(cli.config.as_deref(), &cmd),
         Command::Hook(crate::cli::HookCommand::PrePush { remote, url }) => {
             hook::pre_push(cli.config.as_deref(), &remote, &url)
         }

@@ -42,7 +42,7 @@ pub fn open_context(config_flag: Option<&Path>) -> Result<Context> {
 fn config_error(e: &ConfigError) -> anyhow::Error {
     match e {
         ConfigError::Read { path, .. } if e.is_not_found() => usage(format!(
-            "no configuration file at {}\nhint: create checkdef.toml at the repository root (see docs/configuration.md), or pass --config PATH",
+            "no configuration file at {}\nhint: run `checkdef init` to draft one (a Python/pytest repository), write checkdef.toml at the repository root by hand (docs/configuration.md), or pass --config PATH",
             path.display()
         )),
         ConfigError::Read { .. } => usage(format!(
@@ -82,6 +82,9 @@ pub fn resolve_rev(repo: &Repo, rev: &str) -> Result<gix::ObjectId> {
 /// Map plan errors: a failing fingerprint command is a configuration problem (exit 2).
 pub fn plan_error(e: PlanError) -> anyhow::Error {
     match e {
+        PlanError::PythonNotFound { .. } => usage(format!(
+            "{e}\nhint: install it, put it on PATH, or name another interpreter with `fingerprint = [{{ python = \"...\" }}]` in checkdef.toml (`fingerprint = []` turns the default off)"
+        )),
         PlanError::FingerprintSpawn { .. } | PlanError::FingerprintFailed { .. } => usage(format!(
             "{e}\nhint: fix the command in `fingerprint = [...]` of checkdef.toml; it runs with `sh -c` at the repository root"
         )),
@@ -126,6 +129,9 @@ pub fn run(config_flag: Option<&Path>, args: &PlanArgs) -> Result<Code> {
         .map(|b| resolve_rev(&ctx.repo, b))
         .transpose()?;
     let plan = plan::build_plan(&ctx.repo, &ctx.config, &target, base).map_err(plan_error)?;
+    for w in plan::unmatched_warnings(&plan) {
+        eprintln!("checkdef: warning: {w}");
+    }
     let statuses = lookup_status(&ctx.config, &plan)?;
     if args.json {
         let doc = to_json(&plan, &statuses);

@@ -65,6 +65,7 @@ pub fn run(config_flag: Option<&Path>, args: &RunArgs) -> Result<Code> {
         hit_logs: args.verbose || args.junit.is_some(),
         style,
         redact_env: ctx.config.redact_env.clone(),
+        force: args.force,
     };
     let rt = runtime()?;
     let report = rt.block_on(async {

@@ -8,7 +8,7 @@ use crate::exit::Code;
 
 /// `force` removes a checkdef hook even when it was edited after install.
 pub fn run(force: bool) -> Result<Code> {
-    let loc = locate()?;
+    let loc = locate(Op::Uninstall)?;
     let report = installer::uninstall(&loc, force).map_err(|e| map_error(e, Op::Uninstall))?;
     eprint!("{}", format_report(&report));
     Ok(Code::Success)

@@ -149,8 +149,11 @@ pub struct Deps {
     pub nearby_data_dirs: BTreeSet<String>,
     /// Top-level names of the repository modules imported (absolute imports only).
     pub top_level: BTreeSet<String>,
-    /// Review notes (dynamic imports, modules outside the import path).
+    /// Review notes (modules outside the import path).
     pub notes: Vec<String>,
+    /// `file:line` of each import by computed name (`import_module`/`__import__`): reported
+    /// together, as one note (most load installed plugins, not repository files).
+    pub dynamic: Vec<String>,
 }
 
 /// A resolved import target.
@@ -170,6 +173,10 @@ pub struct Resolver<'a> {
     has_py: HashMap<String, bool>,
     /// Module or package name → the first file defining it anywhere in the repository.
     modules_by_name: Option<HashMap<String, String>>,
+    /// Top-level module names the Python environment provides (standard library, built-in
+    /// and installed); `None` when unknown. A directory holding one of them is never
+    /// proposed for `pythonpath`: it would shadow that module.
+    environment: Option<HashSet<String>>,
 }
 
 impl<'a> Resolver<'a> {
@@ -186,7 +193,14 @@ impl<'a> Resolver<'a> {
             scans: HashMap::new(),
             has_py: HashMap::new(),
             modules_by_name: None,
+            environment: None,
         }
+    }
+
+    /// Set the environment's top-level module names (see [`environment_modules`]).
+    pub fn with_environment(mut self, modules: Option<HashSet<String>>) -> Self {
+        self.environment = modules;
+        self
     }
 
     fn scan(&mut self, file: &str) -> Rc<Scan> {
@@ -339,9 +353,7 @@ impl<'a> Resolver<'a> {
                 );
             }
             for line in &scan.dynamic {
-                deps.notes.push(format!(
-                    "{file}:{line}: an import by computed name (import_module/__import__): add the files it loads to the segment's include"
-                ));
+                deps.dynamic.push(format!("{file}:{line}"));
             }
             if is_test {
                 self.data_for(&file, &scan, &mut deps, &mut queue);
@@ -465,10 +477,52 @@ impl<'a> Resolver<'a> {
             }
             m
         });
-        if let Some(path) = index.get(top) {
+        let Some(path) = index.get(top).cloned() else {
+            return;
+        };
+        let Some(env) = &self.environment else {
+            // Unknown environment: `import operator` may well be the standard library's.
             deps.notes.push(format!(
-                "{file}:{}: `{}` is not on the import path, but {path} exists: add its directory to pytest's `pythonpath` (then run `checkdef init --force` again) or to the segment's include",
+                "{file}:{}: `{}` is not on the import path, but {path} exists (python3 could not be asked whether `{top}` is a standard-library or installed module): if the test means that file, add it to the segment's include",
                 imp.line, imp.module
+            ));
+            return;
+        };
+        // The import resolves to the environment's module (`import operator` next to a
+        // `toolz/curried/operator.py`): nothing to do.
+        if env.contains(top) {
+            return;
+        }
+        // Putting the directory on `pythonpath` makes every module in it importable by its
+        // bare name: refuse when one of them would shadow the environment's.
+        let dir = if let Some(pkg) = path.strip_suffix("/__init__.py") {
+            parent(pkg)
+        } else {
+            parent(&path)
+        };
+        let shadowed: Vec<String> = files
+            .children(dir)
+            .filter_map(|c| {
+                let name = c.rsplit('/').next().unwrap_or(&c);
+                let module = name
+                    .strip_suffix(".py")
+                    .or_else(|| files.is_file(&format!("{c}/__init__.py")).then_some(name))?;
+                env.contains(module).then(|| module.to_owned())
+            })
+            .collect();
+        if shadowed.is_empty() {
+            let shown = if dir.is_empty() { "." } else { dir };
+            deps.notes.push(format!(
+                "{file}:{}: `{}` is not on the import path, but {path} exists: add `{shown}` to pytest's `pythonpath` (then run `checkdef init --force` again) or {path} to the segment's include",
+                imp.line, imp.module
+            ));
+        } else {
+            deps.notes.push(format!(
+                "{file}:{}: `{}` is not on the import path, but {path} exists; its directory cannot go on `pythonpath` (its {} would shadow the installed or standard-library module{} of that name): if the test means that file, add it to the segment's include",
+                imp.line,
+                imp.module,
+                shadowed.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", "),
+                if shadowed.len() == 1 { "" } else { "s" }
             ));
         }
     }
@@ -528,6 +582,45 @@ impl<'a> Resolver<'a> {
             }
         }
     }
+}
+
+/// The top-level module names the environment of `python3` provides, asked once from
+/// `python3` run in `root`: `sys.stdlib_module_names`, `sys.builtin_module_names` and every
+/// module or package on its `sys.path` (outside `root`). `None` when python3 cannot say.
+pub fn environment_modules(root: &std::path::Path) -> Option<HashSet<String>> {
+    const PROBE: &str = r#"
+import os, pkgutil, sys
+names = set(getattr(sys, "stdlib_module_names", ())) | set(sys.builtin_module_names)
+root = os.path.realpath(os.getcwd())
+dirs = []
+for p in sys.path:
+    if not p or not os.path.isdir(p):
+        continue
+    real = os.path.realpath(p)
+    if real == root or real.startswith(root + os.sep):
+        continue
+    dirs.append(p)
+names.update(m.name for m in pkgutil.iter_modules(dirs))
+print("\n".join(sorted(names)))
+"#;
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(PROBE)
+        .current_dir(root)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let names: HashSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    // Without the standard library's names the answer is no use (Python before 3.10).
+    names.contains("operator").then_some(names)
 }
 
 #[cfg(test)]
@@ -676,8 +769,8 @@ mod tests {
         assert_eq!(d.data_files, set(&["tests/data/in.json"]));
         assert!(d.data_dirs.is_empty());
         assert_eq!(d.nearby_data_dirs, set(&["tests/data", "tests/fixtures"]));
-        assert_eq!(d.notes.len(), 2, "{:?}", d.notes);
-        assert!(d.notes.iter().any(|n| n.contains("tests/test_io.py:2")));
+        assert_eq!(d.notes.len(), 1, "{:?}", d.notes);
+        assert_eq!(d.dynamic, ["tests/test_io.py:2"]);
         assert!(d.notes.iter().any(|n| n.contains("scripts/tool.py")));
     }
 

@@ -117,13 +117,22 @@ pub enum InitError {
 /// `/`-separated) and draft its segments. Reads the Python files it needs from disk.
 pub fn inspect(root: &Path, files: RepoFiles) -> Result<Inspection, InitError> {
     let read = |p: &str| std::fs::read(root.join(p)).ok();
-    inspect_with(&files, &read)
+    inspect_in(&files, &read, deps::environment_modules(root))
 }
 
-/// [`inspect`] with the file reader given (for tests).
+/// [`inspect`] with the file reader given (for tests), not knowing the Python environment.
 pub fn inspect_with(
     files: &RepoFiles,
     read: &dyn Fn(&str) -> Option<Vec<u8>>,
+) -> Result<Inspection, InitError> {
+    inspect_in(files, read, None)
+}
+
+/// [`inspect`] with the file reader and the environment's top-level module names given.
+pub fn inspect_in(
+    files: &RepoFiles,
+    read: &dyn Fn(&str) -> Option<Vec<u8>>,
+    environment: Option<HashSet<String>>,
 ) -> Result<Inspection, InitError> {
     let pytest = pytest::load(files, read);
     let mut review = Vec::new();
@@ -231,7 +240,8 @@ pub fn inspect_with(
             .or_default()
             .push(t.clone());
     }
-    let mut resolver = deps::Resolver::new(files, read, base_roots);
+    let mut resolver = deps::Resolver::new(files, read, base_roots).with_environment(environment);
+    let mut dynamic: BTreeSet<String> = BTreeSet::new();
     let mut drafts = Vec::new();
     let mut used_names = HashSet::new();
     let mut data_seen: Vec<(BTreeSet<String>, Vec<String>)> = Vec::new();
@@ -316,6 +326,7 @@ pub fn inspect_with(
             for note in &deps.notes {
                 review.push(note.clone());
             }
+            dynamic.extend(deps.dynamic.iter().cloned());
             if !deps.data_dirs.is_empty() || !deps.data_files.is_empty() {
                 let listed: Vec<String> = deps
                     .data_dirs
@@ -350,6 +361,23 @@ pub fn inspect_with(
                 "{d}/ looks like test data but no test names it, so it is no segment's input: add \"{d}/**\" to the include of the segments whose tests read it"
             ));
         }
+    }
+    // One note for every import by computed name: checkdef cannot follow them, and most load
+    // installed plugins rather than repository files, so one line to check is enough.
+    if !dynamic.is_empty() {
+        const SHOWN: usize = 4;
+        let mut places: Vec<&str> = dynamic.iter().take(SHOWN).map(String::as_str).collect();
+        let more = dynamic.len().saturating_sub(SHOWN);
+        let more_text = format!("and {more} more");
+        if more > 0 {
+            places.push(&more_text);
+        }
+        review.push(format!(
+            "{} import{} by computed name (import_module/__import__) that checkdef cannot follow: {}; only if one loads a file of this repository that no segment includes does it need adding to that segment's include",
+            dynamic.len(),
+            if dynamic.len() == 1 { "" } else { "s" },
+            places.join(", ")
+        ));
     }
     review.sort();
     review.dedup();
@@ -556,9 +584,12 @@ pub fn render(ins: &Inspection) -> String {
         );
     }
     out.push_str(
-        "# The interpreter is part of every result: another Python version reruns everything.\n\
-         # Add your environment's lock state too, e.g. \"uv pip freeze\" or \"pip freeze\".\n\
-         fingerprint = [\"python3 --version\"]\n",
+        "# The Python environment is part of every result: the interpreter (real path and\n\
+         # version) and every installed distribution (name and version), so another venv,\n\
+         # interpreter or package version reruns everything. Re-read only when a site-packages\n\
+         # directory changes. Add commands for more (e.g. \"sha256sum /etc/ssl/cert.pem\"), or\n\
+         # write `fingerprint = []` to hash no environment at all (docs/configuration.md).\n\
+         fingerprint = [{ python = \"python3\" }]\n",
     );
     for s in &ins.segments {
         out.push_str("\n[[segment]]\n");

@@ -38,6 +38,9 @@ pub struct RunOptions {
     /// `[defaults] redact_env`: variables whose values are replaced by `[redacted:NAME]` in
     /// every log before it is stored, pushed or printed as a failure tail.
     pub redact_env: Vec<String>,
+    /// `--force`: look nothing up, run every segment (passes are stored; an entry already in
+    /// the cache is kept, entries being immutable).
+    pub force: bool,
 }
 
 /// Where a segment's verdict came from.
@@ -81,6 +84,8 @@ pub struct RunReport {
     pub segments: Vec<SegmentOutcome>,
     pub wall_s: f64,
     pub interrupted: bool,
+    /// How many checks could run at once (`--jobs`), for [`RunReport::seconds_saved`].
+    pub jobs: usize,
 }
 
 impl RunReport {
@@ -108,14 +113,27 @@ impl RunReport {
             .filter(|s| matches!(s.origin, Origin::Cache(_)))
             .count()
     }
-    /// Time the cached results would have cost to run again.
+    /// How much longer this run would have taken had the cached segments run again: every
+    /// segment's duration (a cached one's original run) scheduled in order on `jobs` slots, as
+    /// the runner schedules its checks, minus this run's wall time; never negative. Adding the
+    /// cached durations up instead would count segments that run side by side twice, and claim
+    /// more than a plain run of everything takes.
     pub fn seconds_saved(&self) -> f64 {
-        self.segments
-            .iter()
-            .filter(|s| matches!(s.origin, Origin::Cache(_)))
-            .map(|s| s.original_duration_s.unwrap_or(0.0) - s.duration_s)
-            .filter(|d| *d > 0.0)
-            .fold(0.0, |a, b| a + b)
+        if self.cached() == 0 {
+            return 0.0;
+        }
+        let mut slots = vec![0.0_f64; self.jobs.max(1)];
+        for s in &self.segments {
+            let d = match s.origin {
+                Origin::Cache(_) => s.original_duration_s.unwrap_or(0.0),
+                Origin::Run => s.duration_s,
+            };
+            if let Some(free) = slots.iter_mut().min_by(|a, b| a.total_cmp(b)) {
+                *free += d.max(0.0);
+            }
+        }
+        let without = slots.iter().copied().fold(0.0, f64::max);
+        (without - self.wall_s).max(0.0)
     }
     pub fn all_passed(&self) -> bool {
         !self.interrupted && self.failed() == 0
@@ -236,9 +254,26 @@ pub async fn run_plan(
         }
     }
 
+    for w in crate::plan::unmatched_warnings(plan) {
+        report::line(None, &style.yellow(&format!("warning: {w}")));
+    }
+
     // 1. Every lookup, within one fresh remote budget.
     caches.begin_lookups();
-    let lookups = lookup_all(&caches, &plan.segments, opts.hit_logs).await;
+    let lookups = if opts.force {
+        plan.segments
+            .iter()
+            .map(|_| {
+                let nothing = Lookup {
+                    hit: None,
+                    warnings: Vec::new(),
+                };
+                (nothing, 0.0)
+            })
+            .collect()
+    } else {
+        lookup_all(&caches, &plan.segments, opts.hit_logs).await
+    };
 
     let mut outcomes: Vec<Option<SegmentOutcome>> = vec![None; plan.segments.len()];
     let mut misses = Vec::new();
@@ -404,11 +439,23 @@ pub async fn run_plan(
             }
         }
     }
+    // 3. Uploads that failed in earlier runs (a 401 before the credentials were set, an
+    //    outage): retried now, so the team gets them although this run found them locally.
+    if opts.push && !interrupted {
+        for w in caches.retry_pending().await {
+            report::line(None, &style.yellow(&format!("warning: {w}")));
+        }
+    }
+    // Part of the summary: printed with --quiet and --json too (on stderr).
+    if let Some(line) = caches.upload_summary() {
+        report::line(None, &format!("checkdef: {line}"));
+    }
     Ok(RunReport {
         commit,
         segments: outcomes.into_iter().flatten().collect(),
         wall_s: started.elapsed().as_secs_f64(),
         interrupted,
+        jobs: opts.jobs.max(1),
     })
 }
 
@@ -693,4 +740,58 @@ pub fn json_report(r: &RunReport) -> serde_json::Value {
             "wall_s": r.wall_s,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(name: &str, origin: Origin, took: f64, original: Option<f64>) -> SegmentOutcome {
+        SegmentOutcome {
+            name: name.into(),
+            status: Status::Passed,
+            origin,
+            duration_s: took,
+            original_duration_s: original,
+            exit_code: Some(0),
+            input_hash: String::new(),
+            store_path: String::new(),
+            signed_by: None,
+            log: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn saved_time_never_adds_up_segments_that_run_side_by_side() {
+        let cached = |n, d| seg(n, Origin::Cache(Source::Local), 0.001, Some(d));
+        let report = |segments, wall_s, jobs| RunReport {
+            commit: None,
+            segments,
+            wall_s,
+            interrupted: false,
+            jobs,
+        };
+        // Two 11 s segments on two slots: a plain run takes 11 s, not 22 s.
+        let r = report(vec![cached("a", 11.0), cached("b", 11.0)], 0.01, 2);
+        assert!(
+            (r.seconds_saved() - 10.99).abs() < 1e-9,
+            "{}",
+            r.seconds_saved()
+        );
+        // One slot: they would have run one after the other.
+        let r = report(vec![cached("a", 11.0), cached("b", 11.0)], 0.01, 1);
+        assert!((r.seconds_saved() - 21.99).abs() < 1e-9);
+        // One ran (10.7 s) while the other was cached (11 s): running it too would have cost
+        // 0.3 s more on two slots.
+        let r = report(
+            vec![seg("a", Origin::Run, 10.7, None), cached("b", 11.0)],
+            10.7,
+            2,
+        );
+        assert!((r.seconds_saved() - 0.3).abs() < 1e-9);
+        // Nothing cached: nothing saved.
+        let r = report(vec![seg("a", Origin::Run, 3.0, None)], 3.0, 2);
+        assert_eq!(r.seconds_saved(), 0.0);
+    }
 }

@@ -132,7 +132,10 @@ fn init_src_layout_drafts_precise_segments_that_pass() {
         ["pyproject.toml", "uv.lock"]
     );
     assert_eq!(defaults["env"]["PYTHONPATH"].as_str(), Some("src"));
-    assert_eq!(strings(defaults.get("fingerprint")), ["python3 --version"]);
+    // The environment (interpreter and installed distributions), not only `python3 --version`.
+    let fp = defaults["fingerprint"].as_array().unwrap();
+    assert_eq!(fp.len(), 1, "{fp:?}");
+    assert_eq!(fp[0]["python"].as_str(), Some("python3"));
     assert_eq!(
         strings(segment(&cfg, "foo-tests").get("include")),
         ["src/foo/**"]
@@ -367,4 +370,78 @@ fn init_without_tests_is_a_usage_error() {
         out.stderr
     );
     assert!(!repo.path("checkdef.toml").exists());
+}
+
+#[test]
+fn init_never_proposes_a_pythonpath_that_shadows_the_standard_library_and_groups_computed_imports()
+{
+    if !have_pytest() {
+        return;
+    }
+    let repo = TestRepo::new();
+    repo.write("pytest.ini", "[pytest]\ntestpaths = tests\n")
+        // Like toolz: a package directory holding a module named like the standard library's.
+        .write("toolz/__init__.py", "")
+        .write("toolz/curried/__init__.py", "")
+        .write("toolz/curried/operator.py", "from operator import *\n")
+        .write("toolz/curried/exceptions.py", "X = 1\n")
+        .write("scripts/helper_tool.py", "Y = 1\n")
+        .write(
+            "tests/test_a.py",
+            "import operator\nimport exceptions\nimport helper_tool\nimport importlib\nm = importlib.import_module('a' + 'b')\nn = __import__('c' + 'd')\n\ndef test_a():\n    assert operator.add(1, 2) == 3\n",
+        )
+        .write(
+            "tests/test_b.py",
+            "import importlib\nm = importlib.import_module('x' + 'y')\n\ndef test_b():\n    pass\n",
+        );
+    repo.commit("init");
+    let out = init(&repo, &[]);
+    out.expect_code(0);
+    let review: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("  - "))
+        .collect();
+    // `import operator` is the standard library's: no note at all.
+    assert!(
+        !review
+            .iter()
+            .any(|l| l.contains("`operator` is not on the import path")),
+        "{review:#?}"
+    );
+    // `exceptions` is in toolz/curried, whose operator.py would shadow the standard library's.
+    let exc: Vec<&&str> = review
+        .iter()
+        .filter(|l| l.contains("`exceptions`"))
+        .collect();
+    assert_eq!(exc.len(), 1, "{review:#?}");
+    assert!(
+        exc[0].contains("cannot go on `pythonpath`") && exc[0].contains("`operator`"),
+        "{}",
+        exc[0]
+    );
+    assert!(
+        !review
+            .iter()
+            .any(|l| l.contains("add `toolz/curried` to pytest's `pythonpath`"))
+    );
+    // A directory that shadows nothing may still be proposed.
+    assert!(
+        review
+            .iter()
+            .any(|l| l.contains("`helper_tool`")
+                && l.contains("add `scripts` to pytest's `pythonpath`")),
+        "{review:#?}"
+    );
+    // The three imports by computed name are one note.
+    let dynamic: Vec<&&str> = review
+        .iter()
+        .filter(|l| l.contains("computed name"))
+        .collect();
+    assert_eq!(dynamic.len(), 1, "{review:#?}");
+    assert!(
+        dynamic[0].contains("3 imports by computed name"),
+        "{}",
+        dynamic[0]
+    );
 }

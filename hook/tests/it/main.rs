@@ -1,6 +1,7 @@
 //! Integration tests of checkdef against real git repositories in temp dirs.
 mod concurrency;
 mod config;
+mod environment;
 mod explain;
 mod faults;
 mod init;
@@ -12,3 +13,5 @@ mod s3;
 mod status;
 mod support;
 mod teammate;
+mod uploads;
+mod usability;

@@ -1,0 +1,416 @@
+//! The built-in Python environment fingerprint, `fingerprint = [{ python = "python3" }]`, and
+//! the default of every segment whose command runs Python.
+//!
+//! What it hashes: the interpreter's real path (after symlinks, as `sys.executable` resolves),
+//! its implementation and version, and every installed distribution (`name==version`, from the
+//! `*.dist-info`/`*.egg-info` metadata found in the directories of the interpreter's
+//! `sys.path`). A venv with one more package, another interpreter or an upgraded package is
+//! another fingerprint, so a result from one environment is a miss in the other. Directory
+//! paths are not hashed, so the same packages in another checkout (or on a teammate's machine)
+//! share results.
+//!
+//! Why it costs nothing on a no-op: `sys.path` is learnt by running the interpreter once (with
+//! the check's own environment: `PATH`, the passthrough variables and `env`), and the output
+//! is kept in the local cache directory (`checkdef-fingerprints/`) together with the `stat`
+//! identity of every `sys.path` directory. Installing, upgrading or removing a distribution
+//! adds or removes a `*.dist-info` entry, which changes its directory's mtime, so while every
+//! directory's identity is unchanged the kept output is reused: a few `stat`s, no process.
+//! The key it is kept under names the interpreter as found (its path and identity, and the
+//! real file's), the venv's `pyvenv.cfg`, the environment the probe ran with, and for an
+//! interpreter that is a script (a pyenv shim) the `.python-version` files it may read.
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use crate::cache::FileId;
+use crate::plan::{FINGERPRINT_DIR, PlanError};
+
+/// Version of the kept record's format and of the rendered output.
+const FORMAT: &str = "checkdef-python-env 1";
+
+/// The manifest key of the environment of `interpreter` (how it is written in checkdef.toml).
+pub fn key(interpreter: &str) -> String {
+    format!("{{ python = {interpreter:?} }}")
+}
+
+/// Whether `word` (a command's first word) names a Python interpreter: `python`, `python3`,
+/// `python3.11`, or a path ending in one (`.venv/bin/python`).
+pub fn is_interpreter(word: &str) -> bool {
+    let base = word.rsplit('/').next().unwrap_or(word);
+    let Some(rest) = base.strip_prefix("python") else {
+        return false;
+    };
+    rest.is_empty()
+        || rest
+            .split('.')
+            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The interpreter a command runs, when its first word is one (see [`is_interpreter`]).
+pub fn command_interpreter(command: &str) -> Option<&str> {
+    command
+        .split_whitespace()
+        .next()
+        .filter(|w| is_interpreter(w))
+}
+
+/// The rendered fingerprint of `interpreter`'s environment for a check run in `root` with
+/// exactly `env` (see the module docs). Each distinct (root, interpreter, env) is computed once
+/// per process.
+pub fn fingerprint(
+    root: &Path,
+    interpreter: &str,
+    env: &[(String, String)],
+) -> Result<Vec<u8>, PlanError> {
+    type Cache = Mutex<HashMap<(PathBuf, String, Vec<(String, String)>), Vec<u8>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let mem_key = (root.to_path_buf(), interpreter.to_owned(), env.to_vec());
+    if let Some(out) = cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&mem_key)
+    {
+        return Ok(out.clone());
+    }
+    let path_var = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str());
+    let exe =
+        find_executable(root, interpreter, path_var).ok_or_else(|| PlanError::PythonNotFound {
+            interpreter: interpreter.to_owned(),
+            path: path_var.unwrap_or("").to_owned(),
+        })?;
+    let kept = crate::cache::local_dir().map(|d| {
+        d.join(FINGERPRINT_DIR)
+            .join(format!("python-{}", probe_key(root, &exe, env)))
+    });
+    let out = match kept.as_deref().and_then(read_kept) {
+        Some(out) => out,
+        None => {
+            let (dirs, out) = compute(root, interpreter, &exe, env)?;
+            if let Some(p) = &kept {
+                // Only saves time: failing to keep it is no reason to fail the plan.
+                let _ = crate::cache::write_atomic(p, &render_kept(&dirs, &out));
+            }
+            out
+        }
+    };
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(mem_key, out.clone());
+    Ok(out)
+}
+
+/// `interpreter` as `sh` would start it: relative to `root` when it contains a `/`, else the
+/// first executable file of that name on `path_var`.
+fn find_executable(root: &Path, interpreter: &str, path_var: Option<&str>) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let is_exe = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if interpreter.contains('/') {
+        let p = root.join(interpreter);
+        return is_exe(&p).then_some(p);
+    }
+    std::env::split_paths(path_var?)
+        .filter(|d| !d.as_os_str().is_empty())
+        .map(|d| d.join(interpreter))
+        .find(|p| is_exe(p))
+}
+
+fn identity(path: &Path) -> String {
+    FileId::of(path).map_or_else(|| "absent".to_owned(), |id| id.to_string())
+}
+
+/// What decides which `sys.path` the probe sees (see the module docs), hashed.
+fn probe_key(root: &Path, exe: &Path, env: &[(String, String)]) -> String {
+    use sha2::{Digest, Sha256};
+    use std::fmt::Write as _;
+    let mut k = String::from(FORMAT);
+    k.push('\n');
+    let _ = writeln!(k, "root {}", root.display());
+    let _ = writeln!(k, "exe {} {}", exe.display(), identity(exe));
+    if let Ok(real) = std::fs::canonicalize(exe) {
+        let _ = writeln!(k, "real {} {}", real.display(), identity(&real));
+    }
+    // A venv's interpreter is a symlink to the base one: its `pyvenv.cfg` is what differs.
+    if let Some(venv) = exe.parent().and_then(Path::parent) {
+        let cfg = venv.join("pyvenv.cfg");
+        let _ = writeln!(k, "pyvenv {} {}", cfg.display(), identity(&cfg));
+    }
+    for (name, value) in env {
+        let _ = writeln!(k, "env {name}={value:?}");
+    }
+    let is_script = std::fs::read(exe).is_ok_and(|b| b.starts_with(b"#!"));
+    if is_script {
+        // A shim (pyenv) picks the interpreter from these.
+        let mut dir = Some(root);
+        while let Some(d) = dir {
+            let f = d.join(".python-version");
+            let _ = writeln!(k, "version-file {} {}", f.display(), identity(&f));
+            dir = d.parent();
+        }
+        for var in ["PYENV_ROOT", "HOME"] {
+            if let Some(base) = std::env::var_os(var) {
+                let base = PathBuf::from(base);
+                let f = if var == "HOME" {
+                    base.join(".pyenv").join("version")
+                } else {
+                    base.join("version")
+                };
+                let _ = writeln!(k, "version-file {} {}", f.display(), identity(&f));
+            }
+        }
+    }
+    hex::encode(Sha256::digest(k.as_bytes()))
+}
+
+/// The kept record: the first line is [`FORMAT`], then `dir <identity>\t<path>` for each
+/// `sys.path` directory, an empty line, and the output.
+fn render_kept(dirs: &[(PathBuf, String)], out: &[u8]) -> Vec<u8> {
+    let mut s = format!("{FORMAT}\n");
+    for (path, id) in dirs {
+        s.push_str(&format!("dir {id}\t{}\n", path.display()));
+    }
+    s.push('\n');
+    let mut bytes = s.into_bytes();
+    bytes.extend_from_slice(out);
+    bytes
+}
+
+/// The kept output, if every directory it was listed from is unchanged.
+fn read_kept(path: &Path) -> Option<Vec<u8>> {
+    let bytes = std::fs::read(path).ok()?;
+    let split = bytes.windows(2).position(|w| w == b"\n\n")?;
+    let head = std::str::from_utf8(&bytes[..split]).ok()?;
+    let mut lines = head.lines();
+    if lines.next()? != FORMAT {
+        return None;
+    }
+    for line in lines {
+        let (id, dir) = line.strip_prefix("dir ")?.split_once('\t')?;
+        if identity(Path::new(dir)) != id {
+            return None;
+        }
+    }
+    Some(bytes[split + 2..].to_vec())
+}
+
+/// Printed by the probe: the real interpreter, its version, and the `sys.path` directories
+/// (without the current directory, which is the check's own files, not its environment).
+const PROBE: &str = r#"
+import os, platform, sys
+print("python", os.path.realpath(sys.executable))
+print("version", sys.implementation.name, platform.python_version())
+cwd = os.path.realpath(os.getcwd())
+for p in sys.path:
+    if p and "\n" not in p and os.path.isdir(p) and os.path.realpath(p) != cwd:
+        print("path", os.path.abspath(p))
+"#;
+
+/// `sys.path` directories with their `stat` identities.
+type Dirs = Vec<(PathBuf, String)>;
+
+/// Run the probe and list the distributions: the directories (with their identities, taken
+/// before listing them) and the rendered output.
+fn compute(
+    root: &Path,
+    interpreter: &str,
+    exe: &Path,
+    env: &[(String, String)],
+) -> Result<(Dirs, Vec<u8>), PlanError> {
+    let what = key(interpreter);
+    let output = std::process::Command::new(exe)
+        .arg("-c")
+        .arg(PROBE)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .current_dir(root)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|source| PlanError::FingerprintSpawn {
+            command: what.clone(),
+            source,
+        })?;
+    if !output.status.success() {
+        return Err(PlanError::FingerprintFailed {
+            command: what,
+            status: output.status,
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        });
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut python = None;
+    let mut version = None;
+    let mut dirs = Vec::new();
+    for line in text.lines() {
+        match line.split_once(' ') {
+            Some(("python", p)) => python = Some(p.to_owned()),
+            Some(("version", v)) => version = Some(v.to_owned()),
+            Some(("path", p)) => {
+                let p = PathBuf::from(p);
+                if !dirs.iter().any(|(d, _)| *d == p) {
+                    let id = identity(&p);
+                    dirs.push((p, id));
+                }
+            }
+            _ => {}
+        }
+    }
+    let (Some(python), Some(version)) = (python, version) else {
+        return Err(PlanError::FingerprintFailed {
+            command: what,
+            status: output.status,
+            stderr: format!("unexpected probe output: {}", text.trim()),
+        });
+    };
+    let mut dists = BTreeSet::new();
+    for (dir, _) in &dirs {
+        list_distributions(dir, &mut dists);
+    }
+    let mut out = format!("python {python}\nversion {version}\n");
+    for d in dists {
+        out.push_str("distribution ");
+        out.push_str(&d);
+        out.push('\n');
+    }
+    Ok((dirs, out.into_bytes()))
+}
+
+/// Add `name==version` for every distribution whose metadata is directly in `dir`.
+fn list_distributions(dir: &Path, out: &mut BTreeSet<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let path = entry.path();
+        let metadata = if let Some(stem) = name.strip_suffix(".dist-info") {
+            Some((stem, path.join("METADATA")))
+        } else if let Some(stem) = name.strip_suffix(".egg-info") {
+            // A directory holding PKG-INFO, or (distutils) the PKG-INFO file itself.
+            let file = if path.is_dir() {
+                path.join("PKG-INFO")
+            } else {
+                path.clone()
+            };
+            Some((stem, file))
+        } else {
+            None
+        };
+        let Some((stem, file)) = metadata else {
+            continue;
+        };
+        let (name, version) = read_metadata(&file).unwrap_or_else(|| from_stem(stem));
+        out.insert(format!("{}=={version}", normalize(&name)));
+    }
+}
+
+/// `Name` and `Version` from the headers of a core metadata file.
+fn read_metadata(file: &Path) -> Option<(String, String)> {
+    use std::io::{BufRead as _, BufReader};
+    let f = std::fs::File::open(file).ok()?;
+    let (mut name, mut version) = (None, None);
+    for line in BufReader::new(f).lines() {
+        let line = line.ok()?;
+        if line.is_empty() {
+            break; // the headers end at the first empty line
+        }
+        if let Some(v) = line.strip_prefix("Name:") {
+            name = Some(v.trim().to_owned());
+        } else if let Some(v) = line.strip_prefix("Version:") {
+            version = Some(v.trim().to_owned());
+        }
+        if name.is_some() && version.is_some() {
+            break;
+        }
+    }
+    Some((name?, version?))
+}
+
+/// `name-version[-pyX.Y]` from a metadata directory's name, when its file cannot be read.
+fn from_stem(stem: &str) -> (String, String) {
+    let mut parts = stem.splitn(3, '-');
+    let name = parts.next().unwrap_or(stem).to_owned();
+    let version = parts.next().unwrap_or("unknown").to_owned();
+    (name, version)
+}
+
+/// PEP 503 normalisation: lowercase, runs of `-`, `_` and `.` become one `-`.
+fn normalize(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut sep = false;
+    for c in name.chars() {
+        if matches!(c, '-' | '_' | '.') {
+            sep = true;
+        } else {
+            if sep && !out.is_empty() {
+                out.push('-');
+            }
+            sep = false;
+            out.push(c.to_ascii_lowercase());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interpreters() {
+        for w in [
+            "python",
+            "python3",
+            "python3.11",
+            ".venv/bin/python",
+            "/usr/bin/python3",
+        ] {
+            assert!(is_interpreter(w), "{w}");
+        }
+        for w in [
+            "pythonx",
+            "python3.",
+            "pytest",
+            "py",
+            "sh",
+            "python3-config",
+        ] {
+            assert!(!is_interpreter(w), "{w}");
+        }
+        assert_eq!(command_interpreter("python3 -m pytest -q"), Some("python3"));
+        assert_eq!(command_interpreter("make test"), None);
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(normalize("Foo_Bar.baz"), "foo-bar-baz");
+        assert_eq!(normalize("zope.interface"), "zope-interface");
+        assert_eq!(
+            from_stem("toolz-0.12.0-py3.11"),
+            ("toolz".into(), "0.12.0".into())
+        );
+    }
+
+    #[test]
+    fn kept_record_checks_its_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = dir.path().join("site");
+        std::fs::create_dir(&site).unwrap();
+        let rec = dir.path().join("rec");
+        let dirs = vec![(site.clone(), identity(&site))];
+        std::fs::write(&rec, render_kept(&dirs, b"python x\n")).unwrap();
+        assert_eq!(read_kept(&rec).unwrap(), b"python x\n");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::create_dir(site.join("extra-1.0.dist-info")).unwrap();
+        assert!(
+            read_kept(&rec).is_none(),
+            "a new distribution invalidates it"
+        );
+    }
+}

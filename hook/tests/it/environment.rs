@@ -1,0 +1,200 @@
+//! The default Python environment fingerprint: a result from one environment (a venv with one
+//! more package) is a miss in another, and a no-op reuses the kept answer without starting the
+//! interpreter.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::run::have_pytest;
+use crate::support::{TestRepo, seed_layout};
+
+/// The real interpreter behind `python3` on this machine (not a pyenv shim).
+fn real_python() -> PathBuf {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import os, sys; print(os.path.realpath(sys.executable))",
+        ])
+        .output()
+        .expect("python3");
+    assert!(out.status.success());
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// `python3 -m venv --without-pip --system-site-packages DIR` (pytest comes from the system):
+/// the venv's `site-packages` directory.
+fn venv(dir: &Path) -> PathBuf {
+    let st = Command::new(real_python())
+        .args(["-m", "venv", "--without-pip", "--system-site-packages"])
+        .arg(dir)
+        .status()
+        .expect("python3 -m venv");
+    assert!(st.success(), "python3 -m venv failed");
+    let out = Command::new(dir.join("bin/python3"))
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+        ])
+        .output()
+        .unwrap();
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// A distribution's metadata, as pip leaves it.
+fn install_fake_distribution(site: &Path, name: &str, version: &str) {
+    let d = site.join(format!("{name}-{version}.dist-info"));
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(
+        d.join("METADATA"),
+        format!("Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n\nreadme\n"),
+    )
+    .unwrap();
+    std::fs::write(site.join(format!("{name}.py")), "X = 1\n").unwrap();
+}
+
+fn path_with(dir: &Path) -> String {
+    format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+#[test]
+fn a_result_from_one_python_environment_is_a_miss_in_another() {
+    if !have_pytest() {
+        return;
+    }
+    let repo = TestRepo::new();
+    seed_layout(&repo); // `python3 -m pytest …` commands, no fingerprint declared
+    repo.commit("init");
+    let v = repo.tmp.path().join("venv");
+    let site = venv(&v);
+    let in_venv = path_with(&v.join("bin"));
+    let hash = |env: &[(&str, &str)]| {
+        let out = repo.checkdef_env(&["plan", "--json"], env);
+        out.expect_code(0);
+        out.json["segments"][0]["input_hash"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let outside = hash(&[]);
+    // The same packages (the venv adds none of its own): the same environment.
+    assert_eq!(hash(&[("PATH", &in_venv)]), outside);
+
+    install_fake_distribution(&site, "extra_pkg", "1.0");
+    let with_extra = hash(&[("PATH", &in_venv)]);
+    assert_ne!(
+        with_extra, outside,
+        "one more package is another environment"
+    );
+    install_fake_distribution(&site, "extra_pkg", "1.1");
+    std::fs::remove_dir_all(site.join("extra_pkg-1.0.dist-info")).unwrap();
+    let upgraded = hash(&[("PATH", &in_venv)]);
+    assert_ne!(
+        upgraded, with_extra,
+        "an upgraded package is another environment"
+    );
+
+    // A pass inside the venv is not served outside it (nor the other way round).
+    let run = repo.run_json(&[], &[("PATH", &in_venv)]);
+    run.expect_code(0);
+    assert_eq!(run.source("foo-tests"), "run");
+    let run = repo.run_json(&[], &[]);
+    run.expect_code(0);
+    assert_eq!(run.source("foo-tests"), "run", "{}", run.stderr);
+    let run = repo.run_json(&[], &[("PATH", &in_venv)]);
+    assert_eq!(run.source("foo-tests"), "local");
+
+    // The manifest says what was hashed.
+    let out = repo.checkdef_env(&["explain", "foo-tests"], &[("PATH", &in_venv)]);
+    assert!(
+        out.stdout.contains("fingerprint { python = \"python3\" }")
+            && out.stdout.contains("distribution extra-pkg==1.1")
+            && out.stdout.contains("version "),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn a_no_op_reuses_the_environment_without_starting_python() {
+    if !have_pytest() {
+        return;
+    }
+    let repo = TestRepo::new();
+    seed_layout(&repo);
+    repo.commit("init");
+    let v = repo.tmp.path().join("venv");
+    let site = venv(&v);
+    // A python3 that counts its starts.
+    let bin = repo.tmp.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let calls = repo.tmp.path().join("calls");
+    let wrapper = bin.join("python3");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho start >> '{}'\nexec '{}' \"$@\"\n",
+            calls.display(),
+            v.join("bin/python3").display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = path_with(&bin);
+    let starts = || {
+        std::fs::read_to_string(&calls)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+    let plan = || {
+        let out = repo.checkdef_env(&["plan", "--json"], &[("PATH", &path)]);
+        out.expect_code(0);
+        out.json["segments"][0]["input_hash"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let first = plan();
+    assert_eq!(
+        starts(),
+        1,
+        "the first plan asks python3 once for both segments"
+    );
+    assert_eq!(plan(), first);
+    assert_eq!(starts(), 1, "a no-op starts no python3");
+    // pip install: a new *.dist-info changes site-packages' mtime → asked again, new hash.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    install_fake_distribution(&site, "late", "2.0");
+    let after = plan();
+    assert_ne!(after, first);
+    assert_eq!(starts(), 2);
+    assert_eq!(plan(), after);
+    assert_eq!(starts(), 2);
+}
+
+#[test]
+fn fingerprint_empty_list_turns_the_default_off_and_a_missing_interpreter_is_exit_2() {
+    let repo = TestRepo::new();
+    seed_layout(&repo);
+    repo.commit("init");
+    // No python3 on PATH at all (plan needs nothing else from PATH: git is read in-process).
+    let empty = repo.tmp.path().join("empty-bin");
+    std::fs::create_dir(&empty).unwrap();
+    let no_python: &[(&str, &str)] = &[("PATH", empty.to_str().unwrap())];
+    let out = repo.checkdef_env(&["plan"], no_python);
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("no Python interpreter `python3`")
+            && out.stderr.contains("fingerprint = []"),
+        "{}",
+        out.stderr
+    );
+    let config =
+        crate::support::SEED_CONFIG.replace("[defaults]\n", "[defaults]\nfingerprint = []\n");
+    repo.write("checkdef.toml", &config);
+    let out = repo.checkdef_env(&["plan"], no_python);
+    out.expect_code(0);
+}
