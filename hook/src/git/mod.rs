@@ -273,6 +273,57 @@ impl Repo {
         }
     }
 
+    /// The file `name` at the root of `commit`'s tree, with its mode and contents; `None` when
+    /// the commit has no such entry (or it is a directory).
+    pub fn root_file_at(
+        &self,
+        commit: ObjectId,
+        name: &str,
+    ) -> Result<Option<(FileMode, ObjectId, Vec<u8>)>> {
+        let tree = self.tree_of(commit)?;
+        let mut buf = Vec::new();
+        let obj_err = |source| GitError::Object { id: tree, source };
+        let iter = self
+            .repo
+            .objects
+            .find_tree_iter(&tree, &mut buf)
+            .map_err(obj_err)?;
+        let mut found = None;
+        for entry in iter {
+            let entry = entry.map_err(obj_err)?;
+            if entry.filename == name.as_bytes() {
+                found = FileMode::from_tree_mode(entry.mode).map(|m| (m, entry.oid.to_owned()));
+                break;
+            }
+        }
+        match found {
+            Some((mode, id)) if mode != FileMode::Submodule => {
+                Ok(Some((mode, id, self.read_blob(&id)?)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The commits reachable from `tip` but not from `base` (all of `tip`'s history without a
+    /// base), parents before children.
+    pub fn new_commits(&self, tip: ObjectId, base: Option<ObjectId>) -> Result<Vec<ObjectId>> {
+        let err = |source| GitError::Object { id: tip, source };
+        let walk = self.repo.rev_walk([tip]).with_hidden(base);
+        let mut out = Vec::new();
+        for info in walk.all().map_err(err)? {
+            out.push(info.map_err(err)?.id);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// The first parent of `commit`, if it has one.
+    pub fn first_parent(&self, commit: ObjectId) -> Result<Option<ObjectId>> {
+        let obj_err = |source| GitError::Object { id: commit, source };
+        let c = self.repo.find_commit(commit).map_err(obj_err)?;
+        Ok(c.parent_ids().next().map(gix::Id::detach))
+    }
+
     /// Every file of `commit` (for `sandbox = "full"`), sorted by path bytes.
     pub fn tree_entries_all(&self, commit: ObjectId) -> Result<Vec<Input>> {
         self.entries_all(&Target::Commit(commit))
