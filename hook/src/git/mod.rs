@@ -12,6 +12,7 @@
 //! Paths are repository-relative, `/`-separated byte strings. Modes follow git:
 //! `100644` regular, `100755` executable, `120000` symlink (the blob holds the link target),
 //! `160000` submodule (the id is the submodule's commit).
+mod checkout;
 mod materialize;
 mod tree;
 mod worktree;
@@ -22,6 +23,7 @@ use gix::ObjectId;
 use gix::bstr::{BStr, BString};
 use gix::prelude::FindExt;
 
+pub use checkout::{CHECKOUT_RULES_KEY, Converter, is_attributes_file};
 pub use materialize::MaterializeStats;
 pub use worktree::{WorktreeStats, blob_id};
 
@@ -70,6 +72,12 @@ pub enum GitError {
     },
     #[error("{} changed while checkdef was reading it (expected blob {expected}); re-run", path.display())]
     Changed { path: PathBuf, expected: ObjectId },
+    #[error("cannot convert `{path}` as a checkout would (.gitattributes, filter configuration)")]
+    Checkout {
+        path: BString,
+        #[source]
+        source: gix::Error,
+    },
     #[error("refusing to materialise unsafe path `{path}`")]
     UnsafePath { path: BString },
     #[error("tree {id} is nested too deeply")]
