@@ -67,6 +67,7 @@ pub fn pre_push(config_flag: Option<&Path>, remote: &str, url: &str) -> Result<C
     //    checkdef.toml. Every pushed ref's commit must have one.
     let mut units: Vec<Unit> = Vec::new();
     let mut index: HashMap<ObjectId, usize> = HashMap::new();
+    let mut tracking: Option<Vec<ObjectId>> = None;
     for (range, check) in push.checks.iter().enumerate() {
         let Some(cfg) = configs.get(check.commit)? else {
             return Err(usage(format!(
@@ -88,7 +89,27 @@ pub fn pre_push(config_flag: Option<&Path>, remote: &str, url: &str) -> Result<C
         }
         let all = !tags_only && cfg.config.hook.commits == HookCommits::All;
         let commits = match (all, check.base) {
-            (true, Some(base)) => repo.new_commits(check.commit, Some(base))?,
+            (true, Some(base)) => {
+                // Not what the remote has: neither below the base nor below any of its
+                // branches we know (a merge of another pushed branch adds nothing new).
+                let mut hidden = match &tracking {
+                    Some(t) => t.clone(),
+                    None => tracking
+                        .insert(
+                            prepush::tracking_tips(repo.gix(), remote)
+                                .map_err(|e| usage(e.to_string()))?,
+                        )
+                        .clone(),
+                };
+                hidden.push(base);
+                let mut new = repo.new_commits(check.commit, &hidden)?;
+                // A ref moved to a commit the remote already has adds no commit, but its own
+                // commit is still what the ref will point to: check it, as with "tip".
+                if !new.contains(&check.commit) {
+                    new.push(check.commit);
+                }
+                new
+            }
             (true, None) => {
                 report::line(
                     None,

@@ -312,11 +312,13 @@ impl Repo {
         }
     }
 
-    /// The commits reachable from `tip` but not from `base` (all of `tip`'s history without a
-    /// base), parents before children.
-    pub fn new_commits(&self, tip: ObjectId, base: Option<ObjectId>) -> Result<Vec<ObjectId>> {
+    /// The commits reachable from `tip` but from none of `hidden`, parents before children.
+    pub fn new_commits(&self, tip: ObjectId, hidden: &[ObjectId]) -> Result<Vec<ObjectId>> {
         let err = |source| GitError::Object { id: tip, source };
-        let walk = self.repo.rev_walk([tip]).with_hidden(base);
+        let walk = self
+            .repo
+            .rev_walk([tip])
+            .with_hidden(hidden.iter().copied());
         let mut out = Vec::new();
         for info in walk.all().map_err(err)? {
             out.push(info.map_err(err)?.id);

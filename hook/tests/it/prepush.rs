@@ -1020,3 +1020,50 @@ fn a_stalled_remote_costs_one_budget_per_push_not_one_per_commit() {
         assert!(p.remote(name).is_some(), "{name}");
     }
 }
+
+#[test]
+fn commits_all_checks_only_what_the_remote_lacks_and_always_the_tip() {
+    let p = Pushy::without_hook();
+    p.repo.write(
+        "checkdef.toml",
+        &format!("{SHELL_CONFIG}\n[hook]\ncommits = \"all\"\n"),
+    );
+    p.repo.commit("commits = all");
+    p.install().expect_code(0);
+    p.repo.write("src/foo/more", "1\n");
+    let older = p.repo.commit("one");
+    p.repo.write("src/foo/more", "2\n");
+    p.repo.commit("two");
+    p.push(&["origin", "main"]).expect_code(0);
+    // A new branch at a commit the remote already has: nothing new, but its commit is checked.
+    let r = p.push(&["origin", &format!("{older}:refs/heads/old")]);
+    r.expect_code(0);
+    assert_eq!(
+        r.stderr.matches("checkdef: checking").count(),
+        1,
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains(&format!("checking {}", short(&older))),
+        "{}",
+        r.stderr
+    );
+    // A branch off main with one commit: only that commit, not main's history again.
+    p.repo.git(&["checkout", "-q", "-b", "topic"]);
+    p.repo.write("src/bar/more", "x\n");
+    let topic = p.repo.commit("topic");
+    let r = p.push(&["origin", "topic"]);
+    r.expect_code(0);
+    assert_eq!(
+        r.stderr.matches("checkdef: checking").count(),
+        1,
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains(&format!("checking {}", short(&topic))),
+        "{}",
+        r.stderr
+    );
+}
