@@ -105,6 +105,28 @@ pub enum HookMode {
     Affected,
 }
 
+/// Which commits of a pushed branch the pre-push hook checks (`[hook] commits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HookCommits {
+    /// The commit each pushed ref will point to (the default; see docs/hook.md for why).
+    #[default]
+    Tip,
+    /// Every commit the push adds to the remote, each with its own checkdef.toml.
+    All,
+}
+
+/// Whether the pre-push hook checks pushed tags (`[hook] tags`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HookTags {
+    /// Each distinct tagged commit is checked once (the default).
+    #[default]
+    Check,
+    /// Pushed tags are not checked (a push of branches and tags still checks the branches).
+    Skip,
+}
+
 /// One trusted public key, `name:base64` as Nix writes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrustedKey {
@@ -137,6 +159,8 @@ impl CacheConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct HookConfig {
     pub mode: HookMode,
+    pub commits: HookCommits,
+    pub tags: HookTags,
 }
 
 /// A resolved segment: `[defaults]` merged in, the `tests` shorthand expanded.
@@ -731,6 +755,10 @@ struct RawLabelledKey {
 struct RawHook {
     #[serde(default)]
     mode: HookMode,
+    #[serde(default)]
+    commits: HookCommits,
+    #[serde(default)]
+    tags: HookTags,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -822,9 +850,14 @@ fn resolve(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         Some(c) => resolve_cache(c, ctx)?,
         None => CacheConfig::default(),
     };
-    let hook = HookConfig {
-        mode: raw.hook.map(|h| h.mode).unwrap_or_default(),
-    };
+    let hook = raw
+        .hook
+        .map(|h| HookConfig {
+            mode: h.mode,
+            commits: h.commits,
+            tags: h.tags,
+        })
+        .unwrap_or_default();
     let redact_env = distinct(defaults.redact_env.iter().map(|s| s.get_ref().clone()));
     let matcher = Matcher::new(&segments);
     Ok(Config {
@@ -1343,6 +1376,8 @@ command = "true"
         assert_eq!(s.passthrough, vec!["PATH"]);
         assert_eq!(s.sandbox, Sandbox::Filtered);
         assert_eq!(c.hook.mode, HookMode::All);
+        assert_eq!(c.hook.commits, HookCommits::Tip);
+        assert_eq!(c.hook.tags, HookTags::Check);
         assert_eq!(c.cache, CacheConfig::default());
     }
 
@@ -1506,6 +1541,8 @@ timeout-secs = 5
 
 [hook]
 mode = "affected"
+commits = "all"
+tags = "skip"
 
 [[segment]]
 name = "foo-tests"
@@ -1567,6 +1604,8 @@ tests = ["tests/unit/test_bar.py::test_x"]
         assert_eq!(c.cache.trusted_public_keys[1].name, "ci-1");
         assert_eq!(c.cache.timeout(), std::time::Duration::from_secs(5));
         assert_eq!(c.hook.mode, HookMode::Affected);
+        assert_eq!(c.hook.commits, HookCommits::All);
+        assert_eq!(c.hook.tags, HookTags::Skip);
         assert_eq!(c.redact_env, vec!["TOKEN"]);
     }
 
@@ -1655,6 +1694,16 @@ tests = ["tests/unit/test_bar.py::test_x"]
         assert!(e.contains("both `command` and `tests`"), "{e}");
         let e = err(&format!("{MINIMAL}[hook]\nmode = \"some\"\n"));
         assert!(e.starts_with("checkdef.toml:8:"), "{e}");
+        let e = err(&format!("{MINIMAL}[hook]\ncommits = \"every\"\n"));
+        assert!(
+            e.starts_with("checkdef.toml:8:") && e.contains("tip"),
+            "{e}"
+        );
+        let e = err(&format!("{MINIMAL}[hook]\ntags = \"no\"\n"));
+        assert!(
+            e.starts_with("checkdef.toml:8:") && e.contains("skip"),
+            "{e}"
+        );
         let e = err(&format!(
             "{MINIMAL}[cache]\ntrusted-public-keys = [\"nocolon\"]\n"
         ));

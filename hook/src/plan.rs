@@ -258,6 +258,10 @@ pub struct Plan {
     pub segments: Vec<SegmentPlan>,
     /// With a base: changed paths that are an input of no segment, sorted.
     pub untracked_touched: Option<Vec<BString>>,
+    /// Whether a checkout converts files (see [`Repo::checkout_rules`]): inputs are then
+    /// materialised through `.gitattributes` and the filters, and every segment's manifest
+    /// lists the rules.
+    pub convert: bool,
 }
 
 impl Plan {
@@ -299,6 +303,7 @@ pub fn build_plan_filtered(
         scratch: MatchScratch::default(),
         hits: Vec::with_capacity(8),
         per_segment: vec![Vec::new(); config.segments.len()],
+        attributes: Vec::new(),
     };
     let changed = match (base, target) {
         // One work-tree walk serves both the inputs and the diff against the base.
@@ -321,6 +326,7 @@ pub fn build_plan_filtered(
         }
     };
     let mut per_segment = collect.per_segment;
+    let checkout_rules = repo.checkout_rules(&collect.attributes);
     let (touched, untracked_touched) = match changed {
         None => (None, None),
         Some(changed) => {
@@ -368,6 +374,13 @@ pub fn build_plan_filtered(
             };
             fingerprints.insert(fp.key(), out);
         }
+        if let Some(rules) = &checkout_rules {
+            // What decides the bytes a checkout holds is part of what the result depends on.
+            fingerprints.insert(
+                crate::git::CHECKOUT_RULES_KEY.to_owned(),
+                rules.clone().into_bytes(),
+            );
+        }
         jobs.push(Job {
             index,
             seg,
@@ -409,6 +422,7 @@ pub fn build_plan_filtered(
         platform,
         segments,
         untracked_touched,
+        convert: checkout_rules.is_some(),
     })
 }
 
@@ -487,16 +501,25 @@ struct Collect<'a> {
     scratch: MatchScratch,
     hits: Vec<u32>,
     per_segment: Vec<Vec<Input>>,
+    /// Every `.gitattributes` of the snapshot, input or not: they decide what a checkout holds.
+    attributes: Vec<Input>,
 }
 
 impl Visit for Collect<'_> {
     fn wants(&mut self, path: &BStr) -> bool {
         self.matcher
             .segments_for(path, &mut self.scratch, &mut self.hits);
-        !self.hits.is_empty()
+        !self.hits.is_empty() || crate::git::is_attributes_file(path)
     }
 
     fn visit(&mut self, path: &BStr, mode: FileMode, id: &gix::oid) {
+        if crate::git::is_attributes_file(path) {
+            self.attributes.push(Input {
+                mode,
+                id: id.to_owned(),
+                path: path.to_owned(),
+            });
+        }
         for &s in &self.hits {
             self.per_segment[s as usize].push(Input {
                 mode,

@@ -1,23 +1,33 @@
 //! `checkdef hook pre-push REMOTE URL`: git's pre-push hook. Reads the ref lines on stdin once,
-//! and verifies every distinct pushed commit from its git objects (never the work tree): each
-//! selected segment must have a passing result, from the cache or from a run, or the push is
-//! blocked. A cache outage never blocks a push by itself.
+//! and verifies the pushed commits from their git objects (never the work tree), each with its
+//! own `checkdef.toml`: each selected segment must have a passing result, from the cache or from
+//! a run, or the push is blocked. Which commits are checked is `[hook] commits` (the tip of each
+//! pushed ref, or every new commit) and `[hook] tags`. A cache outage never blocks a push by
+//! itself. See docs/hook.md.
+use std::collections::{HashMap, HashSet};
 use std::io::Read as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
 
 use anyhow::Result;
+use gix::ObjectId;
 
 use crate::cache::{self, Caches};
-use crate::commands::plan::{open_context, plan_error};
+use crate::commands::plan::{config_error, open_repo, plan_error};
 use crate::commands::run::{default_jobs, runtime};
-use crate::config::HookMode;
+use crate::config::{CacheConfig, Config, FILE_NAME, HookCommits, HookMode, HookTags};
 use crate::exit::{Code, usage};
-use crate::git::Target;
+use crate::git::{FileMode, Repo, Target};
 use crate::plan;
-use crate::prepush::{self, PushCheck};
+use crate::prepush;
 use crate::report::{self, Style};
 use crate::result::Status;
-use crate::run::{self, RunOptions};
+use crate::run::{self, Origin, RunOptions};
+
+/// How to get past the hook when it cannot help; every message that blocks a push for a reason
+/// other than a failing check ends with it.
+const BYPASS: &str = "git push --no-verify, or CHECKDEF_SKIP=1 git push";
 
 pub fn pre_push(config_flag: Option<&Path>, remote: &str, url: &str) -> Result<Code> {
     let mut input = String::new();
@@ -35,8 +45,8 @@ pub fn pre_push(config_flag: Option<&Path>, remote: &str, url: &str) -> Result<C
     if updates.is_empty() {
         return Ok(Code::Success);
     }
-    let ctx = open_context(config_flag)?;
-    let push = prepush::plan_push(ctx.repo.gix(), remote, &updates).map_err(|e| {
+    let repo = open_repo()?;
+    let push = prepush::plan_push(repo.gix(), remote, &updates).map_err(|e| {
         usage(format!(
             "{e}\nhint: fetch the missing objects or push from a complete clone"
         ))
@@ -51,17 +61,105 @@ pub fn pre_push(config_flag: Option<&Path>, remote: &str, url: &str) -> Result<C
     if push.checks.is_empty() {
         return Ok(Code::Success);
     }
-    let settings = cache::settings_from(&ctx.config.cache)?;
-    let caches = Caches::open(settings)?;
-    let opts = RunOptions {
-        jobs: default_jobs(),
-        push: true,
-        verbose: false,
-        hit_logs: false,
-        style,
-        redact_env: ctx.config.redact_env.clone(),
-        force: false,
-    };
+    let mut configs = Configs::new(&repo, config_flag)?;
+
+    // 1. The commits to check, each once, from the policy of each pushed commit's own
+    //    checkdef.toml. Every pushed ref's commit must have one.
+    let mut units: Vec<Unit> = Vec::new();
+    let mut index: HashMap<ObjectId, usize> = HashMap::new();
+    let mut tracking: Option<Vec<ObjectId>> = None;
+    for (range, check) in push.checks.iter().enumerate() {
+        let Some(cfg) = configs.get(check.commit)? else {
+            return Err(usage(format!(
+                "commit {} ({}) has no {FILE_NAME} at its root, so checkdef cannot tell what to check\nhint: commit a {FILE_NAME} (see docs/configuration.md), or push without the checks: {BYPASS}",
+                short(check.commit),
+                check.refs.join(", ")
+            )));
+        };
+        let tags_only = check.refs.iter().all(|r| r.starts_with("refs/tags/"));
+        if tags_only && cfg.config.hook.tags == HookTags::Skip {
+            report::line(
+                None,
+                &style.dim(&format!(
+                    "checkdef: {}: not checked ([hook] tags = \"skip\")",
+                    check.refs.join(", ")
+                )),
+            );
+            continue;
+        }
+        let all = !tags_only && cfg.config.hook.commits == HookCommits::All;
+        let commits = match (all, check.base) {
+            (true, Some(base)) => {
+                // Not what the remote has: neither below the base nor below any of its
+                // branches we know (a merge of another pushed branch adds nothing new).
+                let mut hidden = match &tracking {
+                    Some(t) => t.clone(),
+                    None => tracking
+                        .insert(
+                            prepush::tracking_tips(repo.gix(), remote)
+                                .map_err(|e| usage(e.to_string()))?,
+                        )
+                        .clone(),
+                };
+                hidden.push(base);
+                let mut new = repo.new_commits(check.commit, &hidden)?;
+                // A ref moved to a commit the remote already has adds no commit, but its own
+                // commit is still what the ref will point to: check it, as with "tip".
+                if !new.contains(&check.commit) {
+                    new.push(check.commit);
+                }
+                new
+            }
+            (true, None) => {
+                report::line(
+                    None,
+                    &style.dim(&format!(
+                        "checkdef: {}: no commit of {remote} is known here, so the whole history would be new; checking only {} ([hook] commits = \"all\" needs a base: fetch first)",
+                        check.refs.join(", "),
+                        short(check.commit)
+                    )),
+                );
+                vec![check.commit]
+            }
+            (false, _) => vec![check.commit],
+        };
+        for c in commits {
+            let is_tip = c == check.commit;
+            match index.get(&c) {
+                Some(&i) => {
+                    let u = &mut units[i];
+                    for r in &check.refs {
+                        if !u.refs.contains(r) {
+                            u.refs.push(r.clone());
+                        }
+                    }
+                    u.tip |= is_tip;
+                }
+                None => {
+                    let base = if all {
+                        repo.first_parent(c)?
+                    } else {
+                        check.base
+                    };
+                    index.insert(c, units.len());
+                    units.push(Unit {
+                        commit: c,
+                        base,
+                        base_from_remote: !all,
+                        refs: check.refs.clone(),
+                        tip: is_tip,
+                        range,
+                    });
+                }
+            }
+        }
+    }
+    if units.is_empty() {
+        return Ok(Code::Success);
+    }
+
+    // 2. Check them.
+    let jobs = default_jobs();
     if url.starts_with("ssh://") || url.contains('@') {
         report::line(
             None,
@@ -69,32 +167,76 @@ pub fn pre_push(config_flag: Option<&Path>, remote: &str, url: &str) -> Result<C
         );
     }
     let rt = runtime()?;
-    let mut failed: Vec<(PushCheck, Vec<String>)> = Vec::new();
+    let mut caches: Vec<(CacheConfig, Arc<Caches>)> = Vec::new();
+    let mut failed: Vec<(Unit, Vec<String>)> = Vec::new();
+    let mut failed_ranges: HashSet<usize> = HashSet::new();
     let mut interrupted = false;
-    for check in &push.checks {
-        let short = short_owned(&check.commit.to_string());
-        let base = check.base.map(|b| short_owned(&b.to_string()));
+    for unit in &units {
+        let sha = short(unit.commit);
+        let Some(cfg) = configs.get(unit.commit)? else {
+            // Only an intermediate commit can get here (a pushed ref's commit without one was
+            // refused above): it predates checkdef.toml, or removed it for a while.
+            report::line(
+                None,
+                &style.dim(&format!(
+                    "checkdef: {sha} has no {FILE_NAME}: nothing to check in it"
+                )),
+            );
+            continue;
+        };
+        if !unit.tip && failed_ranges.contains(&unit.range) {
+            report::line(
+                None,
+                &style.dim(&format!(
+                    "checkdef: {sha} not checked: an earlier commit of {} already failed",
+                    unit.refs.join(", ")
+                )),
+            );
+            continue;
+        }
         report::line(
             None,
             &style.bold(&format!(
-                "checkdef: checking {short} → {remote} {} ({})",
-                check.refs.join(", "),
-                match &base {
-                    Some(b) => format!("remote has {b}"),
+                "checkdef: checking {sha} → {remote} {}{} ({})",
+                unit.refs.join(", "),
+                if unit.tip { "" } else { " (a commit below it)" },
+                match unit.base {
+                    Some(b) if unit.base_from_remote => format!("remote has {}", short(b)),
+                    Some(b) => format!("compared with its parent {}", short(b)),
                     None => "all new to the remote".to_owned(),
                 }
             )),
         );
-        let target = Target::Commit(check.commit);
-        let all = plan::build_plan_filtered(&ctx.repo, &ctx.config, &target, check.base, |_| true)
+        if let Some(note) = configs.worktree_note(&cfg) {
+            report::line(None, &style.yellow(&note));
+        }
+        let caches = match caches.iter().find(|(c, _)| *c == cfg.config.cache) {
+            Some((_, c)) => c.clone(),
+            None => {
+                let c = open_caches(&cfg.config.cache, &style)?;
+                caches.push((cfg.config.cache.clone(), c.clone()));
+                c
+            }
+        };
+        let opts = RunOptions {
+            jobs,
+            push: true,
+            verbose: false,
+            hit_logs: false,
+            style,
+            redact_env: cfg.config.redact_env.clone(),
+            force: false,
+        };
+        let target = Target::Commit(unit.commit);
+        let plan = plan::build_plan_filtered(&repo, &cfg.config, &target, unit.base, |_| true)
             .map_err(plan_error)?;
-        let touched: Vec<&str> = all
-            .segments
-            .iter()
-            .filter(|s| s.touched != Some(false))
-            .map(|s| s.name.as_str())
-            .collect();
-        if check.base.is_some() {
+        if unit.base.is_some() {
+            let touched: Vec<&str> = plan
+                .segments
+                .iter()
+                .filter(|s| s.touched != Some(false))
+                .map(|s| s.name.as_str())
+                .collect();
             report::line(
                 None,
                 &format!(
@@ -107,23 +249,36 @@ pub fn pre_push(config_flag: Option<&Path>, remote: &str, url: &str) -> Result<C
                 ),
             );
         }
-        let mut plan = all;
-        if ctx.config.hook.mode == HookMode::Affected && check.base.is_some() {
-            plan.segments.retain(|s| s.touched == Some(true));
-            if plan.segments.is_empty() {
-                report::line(
-                    None,
-                    "checkdef: mode = \"affected\": no segment touched, nothing to check",
-                );
-                continue;
-            }
-        }
         let report = rt.block_on(async {
             let (tx, rx) = run::interrupt_channel();
             run::watch_signals(tx);
-            run::run_plan(&ctx.repo, &plan, caches.clone(), &opts, rx).await
+            run::run_plan(&repo, &plan, caches.clone(), &opts, rx).await
         })?;
         report::line(None, &run::summary_line(&report, &style));
+        if cfg.config.hook.mode == HookMode::Affected
+            && let Some(base) = unit.base
+        {
+            // An untouched segment counts as checked only when a passing result proves it:
+            // that the remote has the base commit proves nothing (it may have been pushed
+            // with --no-verify).
+            let unproven: Vec<&str> = plan
+                .segments
+                .iter()
+                .zip(&report.segments)
+                .filter(|(s, o)| s.touched == Some(false) && o.origin == Origin::Run)
+                .map(|(s, _)| s.name.as_str())
+                .collect();
+            if !unproven.is_empty() {
+                report::line(
+                    None,
+                    &style.dim(&format!(
+                        "checkdef: mode = \"affected\": {} untouched since {}, but no passing result proved it, so it was checked (a commit can reach the remote without checks: --no-verify)",
+                        unproven.join(", "),
+                        short(base)
+                    )),
+                );
+            }
+        }
         if report.interrupted {
             interrupted = true;
             break;
@@ -135,7 +290,8 @@ pub fn pre_push(config_flag: Option<&Path>, remote: &str, url: &str) -> Result<C
                 .filter(|s| s.status == Status::Failed)
                 .map(|s| s.name.clone())
                 .collect();
-            failed.push((check.clone(), names));
+            failed_ranges.insert(unit.range);
+            failed.push((unit.clone(), names));
         }
     }
     if interrupted {
@@ -147,26 +303,197 @@ pub fn pre_push(config_flag: Option<&Path>, remote: &str, url: &str) -> Result<C
     }
     eprintln!();
     eprintln!("{}", style.red(&style.bold("checkdef: push blocked")));
-    for (check, names) in &failed {
-        let sha = check.commit.to_string();
+    for (unit, names) in &failed {
+        let sha = unit.commit.to_string();
         eprintln!(
-            "  {} ({}) failed: {}",
-            short(&sha),
-            check.refs.join(", "),
+            "  {} ({}{}) failed: {}",
+            short(unit.commit),
+            if unit.tip { "" } else { "a commit below " },
+            unit.refs.join(", "),
             names.join(", ")
         );
         for n in names {
             eprintln!("    reproduce: checkdef run --rev {sha} --segment {n} -v");
         }
     }
-    eprintln!("  bypass (not recommended): git push --no-verify, or CHECKDEF_SKIP=1 git push");
+    eprintln!("  bypass (not recommended): {BYPASS}");
     Ok(Code::Failed)
 }
 
-fn short(s: &str) -> &str {
-    &s[..s.len().min(12)]
+/// One commit to check.
+#[derive(Debug, Clone)]
+struct Unit {
+    commit: ObjectId,
+    /// What `touched` is relative to: the remote's commit for a pushed ref's commit under
+    /// `commits = "tip"`, the first parent under `commits = "all"`.
+    base: Option<ObjectId>,
+    /// Whether `base` is what the remote has (else it is the first parent).
+    base_from_remote: bool,
+    /// The pushed refs it goes to (or lies below).
+    refs: Vec<String>,
+    /// Whether it is the commit of a pushed ref (not only a commit below one).
+    tip: bool,
+    /// Which pushed ref line's range it came from first.
+    range: usize,
 }
 
-fn short_owned(s: &str) -> String {
-    short(s).to_owned()
+/// A configuration read from a commit (or from `--config`).
+struct Loaded {
+    config: Config,
+    /// The blob it was read from; `None` for `--config`.
+    blob: Option<ObjectId>,
+    /// The commit it was first read from, for messages.
+    commit: ObjectId,
+    text: Vec<u8>,
+}
+
+/// Each pushed commit's checkdef.toml, parsed once per distinct blob.
+struct Configs<'r> {
+    repo: &'r Repo,
+    explicit: Option<Rc<Loaded>>,
+    by_commit: HashMap<ObjectId, Option<Rc<Loaded>>>,
+    by_blob: HashMap<ObjectId, Rc<Loaded>>,
+    /// The work tree's checkdef.toml (`None`: bare, or no such file).
+    worktree: Option<Option<Vec<u8>>>,
+    noted: HashSet<Option<ObjectId>>,
+}
+
+impl<'r> Configs<'r> {
+    fn new(repo: &'r Repo, explicit: Option<&Path>) -> Result<Configs<'r>> {
+        let explicit = match explicit {
+            None => None,
+            Some(path) => {
+                let config = Config::load(repo.root(), Some(path)).map_err(|e| config_error(&e))?;
+                report::line(
+                    None,
+                    &format!(
+                        "checkdef: note: --config {} is used for every pushed commit instead of its own {FILE_NAME}",
+                        path.display()
+                    ),
+                );
+                Some(Rc::new(Loaded {
+                    config,
+                    blob: None,
+                    commit: ObjectId::null(repo.object_hash()),
+                    text: Vec::new(),
+                }))
+            }
+        };
+        Ok(Configs {
+            repo,
+            explicit,
+            by_commit: HashMap::new(),
+            by_blob: HashMap::new(),
+            worktree: None,
+            noted: HashSet::new(),
+        })
+    }
+
+    /// The configuration `commit` is checked with: its own checkdef.toml (`None` when it has
+    /// none). An invalid one is a usage error naming `<commit>:checkdef.toml:line:column`.
+    fn get(&mut self, commit: ObjectId) -> Result<Option<Rc<Loaded>>> {
+        if let Some(e) = &self.explicit {
+            return Ok(Some(e.clone()));
+        }
+        if let Some(c) = self.by_commit.get(&commit) {
+            return Ok(c.clone());
+        }
+        let loaded = match self.repo.root_file_at(commit, FILE_NAME)? {
+            None => None,
+            Some((mode, blob, text)) => {
+                let name = PathBuf::from(format!("{}:{FILE_NAME}", short(commit)));
+                if mode == FileMode::Symlink {
+                    return Err(usage(format!(
+                        "{} is a symbolic link; checkdef reads the configuration from the commit's objects and needs a regular file\nhint: commit {FILE_NAME} as a file, or push without the checks: {BYPASS}",
+                        name.display()
+                    )));
+                }
+                match self.by_blob.get(&blob) {
+                    Some(l) => Some(l.clone()),
+                    None => {
+                        let parsed = std::str::from_utf8(&text)
+                            .map_err(|_| {
+                                usage(format!(
+                                    "{} is not UTF-8\nhint: fix it in a new commit, or push without the checks: {BYPASS}",
+                                    name.display()
+                                ))
+                            })
+                            .and_then(|t| {
+                                Config::parse(t, &name).map_err(|e| {
+                                    usage(format!(
+                                        "{e}\nhint: that is {FILE_NAME} as committed in {} (`git show {}`); fix it in a new commit (see docs/configuration.md), or push without the checks: {BYPASS}",
+                                        short(commit),
+                                        name.display()
+                                    ))
+                                })
+                            })?;
+                        let l = Rc::new(Loaded {
+                            config: parsed,
+                            blob: Some(blob),
+                            commit,
+                            text,
+                        });
+                        self.by_blob.insert(blob, l.clone());
+                        Some(l)
+                    }
+                }
+            }
+        };
+        self.by_commit.insert(commit, loaded.clone());
+        Ok(loaded)
+    }
+
+    /// Once per distinct configuration: a note when the work tree's checkdef.toml is not the
+    /// one the commit is checked with.
+    fn worktree_note(&mut self, cfg: &Loaded) -> Option<String> {
+        let blob = cfg.blob?;
+        if !self.noted.insert(Some(blob)) {
+            return None;
+        }
+        let worktree = self.worktree.get_or_insert_with(|| {
+            let dir = self.repo.workdir()?;
+            std::fs::read(dir.join(FILE_NAME)).ok()
+        });
+        let commit = short(cfg.commit);
+        match worktree {
+            Some(text) if *text == cfg.text => None,
+            Some(_) => Some(format!(
+                "checkdef: note: the work tree's {FILE_NAME} differs from the one committed in {commit}; checking with the committed one (uncommitted changes to {FILE_NAME} are not used)"
+            )),
+            None if self.repo.workdir().is_some() => Some(format!(
+                "checkdef: note: the work tree has no {FILE_NAME}; checking with the one committed in {commit}"
+            )),
+            None => None,
+        }
+    }
+}
+
+/// The caches for `config`. A remote that cannot even be opened (a malformed `CHECKDEF_REMOTE`,
+/// a `file://` path that is not a directory) is a warning: the push is checked locally, as it
+/// is when the remote is unreachable.
+fn open_caches(config: &CacheConfig, style: &Style) -> Result<Arc<Caches>> {
+    let settings = cache::settings_from(config)?;
+    if settings.remote.is_none() {
+        return Caches::open(settings);
+    }
+    match Caches::open(settings) {
+        Ok(c) => Ok(c),
+        Err(e) if Code::from_error(&e) == Code::Usage => {
+            report::line(
+                None,
+                &style.yellow(&format!(
+                    "checkdef: warning: {e:#}\ncheckdef: warning: checking this push without the remote cache\nhint: fix CHECKDEF_REMOTE (or [cache] remote in {FILE_NAME}), or unset it"
+                )),
+            );
+            let mut settings = cache::settings_from(config)?;
+            settings.remote = None;
+            Caches::open(settings)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn short(id: ObjectId) -> String {
+    let s = id.to_string();
+    s[..s.len().min(12)].to_owned()
 }

@@ -28,18 +28,24 @@ pub struct Context {
 /// Open the repository around the current directory and load its configuration (`--config`
 /// overrides the location). Failures are usage errors (exit 2) with a hint.
 pub fn open_context(config_flag: Option<&Path>) -> Result<Context> {
-    let cwd = std::env::current_dir()
-        .map_err(|e| usage(format!("cannot read the current directory: {e}")))?;
-    let repo = Repo::discover(&cwd).map_err(|e| {
-        usage(format!(
-            "{e}\nhint: run checkdef inside a git work tree, or pass -C DIR"
-        ))
-    })?;
+    let repo = open_repo()?;
     let config = Config::load(repo.root(), config_flag).map_err(|e| config_error(&e))?;
     Ok(Context { repo, config })
 }
 
-fn config_error(e: &ConfigError) -> anyhow::Error {
+/// Open the repository around the current directory (a usage error with a hint when there is
+/// none).
+pub fn open_repo() -> Result<Repo> {
+    let cwd = std::env::current_dir()
+        .map_err(|e| usage(format!("cannot read the current directory: {e}")))?;
+    Repo::discover(&cwd).map_err(|e| {
+        usage(format!(
+            "{e}\nhint: run checkdef inside a git work tree, or pass -C DIR"
+        ))
+    })
+}
+
+pub fn config_error(e: &ConfigError) -> anyhow::Error {
     match e {
         ConfigError::Read { path, .. } if e.is_not_found() => usage(format!(
             "no configuration file at {}\nhint: run `checkdef init` to draft one (a Python/pytest repository), write checkdef.toml at the repository root by hand (docs/configuration.md), or pass --config PATH",

@@ -36,6 +36,21 @@ impl Repo {
         entries: &[Input],
         dest: &Path,
     ) -> Result<MaterializeStats> {
+        self.materialize_checkout(target, entries, dest, false)
+    }
+
+    /// [`materialize`](Self::materialize), and with `convert` (the snapshot has checkout rules,
+    /// see [`Repo::checkout_rules`]) each regular file is written as a checkout holds it:
+    /// smudged through `.gitattributes` and the configured filters. In work-tree mode the file
+    /// on disk is cleaned first, must still hash to its planned id (which is what the index
+    /// holds: git's form), and is then smudged, so the copy is a function of what was hashed.
+    pub fn materialize_checkout(
+        &self,
+        target: &Target,
+        entries: &[Input],
+        dest: &Path,
+        convert: bool,
+    ) -> Result<MaterializeStats> {
         let io_err = |path: &Path| {
             let path = path.to_path_buf();
             move |source| GitError::Io { path, source }
@@ -72,6 +87,12 @@ impl Repo {
         };
         let kind = self.object_hash();
         let mut buf = Vec::new();
+        let mut converter = if convert {
+            Some(self.converter(target)?)
+        } else {
+            None
+        };
+        let mut converted: Vec<u8>;
         // 2. Regular files.
         for e in entries
             .iter()
@@ -88,6 +109,9 @@ impl Repo {
                 Some(wd) => {
                     let src = wd.join(native(e.path.as_ref()));
                     buf = std::fs::read(&src).map_err(io_err(&src))?;
+                    if let Some(c) = converter.as_mut() {
+                        buf = c.to_git(e.path.as_ref(), &buf)?;
+                    }
                     if blob_id(kind, &buf).map_err(io_err(&src))? != e.id {
                         return Err(GitError::Changed {
                             path: src,
@@ -95,6 +119,13 @@ impl Repo {
                         });
                     }
                     &buf
+                }
+            };
+            let data: &[u8] = match converter.as_mut() {
+                None => data,
+                Some(c) => {
+                    converted = c.to_worktree(e.path.as_ref(), data)?;
+                    &converted
                 }
             };
             let out = dest.join(native(e.path.as_ref()));

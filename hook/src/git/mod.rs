@@ -12,6 +12,7 @@
 //! Paths are repository-relative, `/`-separated byte strings. Modes follow git:
 //! `100644` regular, `100755` executable, `120000` symlink (the blob holds the link target),
 //! `160000` submodule (the id is the submodule's commit).
+mod checkout;
 mod materialize;
 mod tree;
 mod worktree;
@@ -22,6 +23,7 @@ use gix::ObjectId;
 use gix::bstr::{BStr, BString};
 use gix::prelude::FindExt;
 
+pub use checkout::{CHECKOUT_RULES_KEY, Converter, is_attributes_file};
 pub use materialize::MaterializeStats;
 pub use worktree::{WorktreeStats, blob_id};
 
@@ -70,6 +72,12 @@ pub enum GitError {
     },
     #[error("{} changed while checkdef was reading it (expected blob {expected}); re-run", path.display())]
     Changed { path: PathBuf, expected: ObjectId },
+    #[error("cannot convert `{path}` as a checkout would (.gitattributes, filter configuration)")]
+    Checkout {
+        path: BString,
+        #[source]
+        source: gix::Error,
+    },
     #[error("refusing to materialise unsafe path `{path}`")]
     UnsafePath { path: BString },
     #[error("tree {id} is nested too deeply")]
@@ -271,6 +279,59 @@ impl Repo {
             }
             Target::WorkTree => self.walk_worktree(visit).map(|_| ()),
         }
+    }
+
+    /// The file `name` at the root of `commit`'s tree, with its mode and contents; `None` when
+    /// the commit has no such entry (or it is a directory).
+    pub fn root_file_at(
+        &self,
+        commit: ObjectId,
+        name: &str,
+    ) -> Result<Option<(FileMode, ObjectId, Vec<u8>)>> {
+        let tree = self.tree_of(commit)?;
+        let mut buf = Vec::new();
+        let obj_err = |source| GitError::Object { id: tree, source };
+        let iter = self
+            .repo
+            .objects
+            .find_tree_iter(&tree, &mut buf)
+            .map_err(obj_err)?;
+        let mut found = None;
+        for entry in iter {
+            let entry = entry.map_err(obj_err)?;
+            if entry.filename == name.as_bytes() {
+                found = FileMode::from_tree_mode(entry.mode).map(|m| (m, entry.oid.to_owned()));
+                break;
+            }
+        }
+        match found {
+            Some((mode, id)) if mode != FileMode::Submodule => {
+                Ok(Some((mode, id, self.read_blob(&id)?)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The commits reachable from `tip` but from none of `hidden`, parents before children.
+    pub fn new_commits(&self, tip: ObjectId, hidden: &[ObjectId]) -> Result<Vec<ObjectId>> {
+        let err = |source| GitError::Object { id: tip, source };
+        let walk = self
+            .repo
+            .rev_walk([tip])
+            .with_hidden(hidden.iter().copied());
+        let mut out = Vec::new();
+        for info in walk.all().map_err(err)? {
+            out.push(info.map_err(err)?.id);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// The first parent of `commit`, if it has one.
+    pub fn first_parent(&self, commit: ObjectId) -> Result<Option<ObjectId>> {
+        let obj_err = |source| GitError::Object { id: commit, source };
+        let c = self.repo.find_commit(commit).map_err(obj_err)?;
+        Ok(c.parent_ids().next().map(gix::Id::detach))
     }
 
     /// Every file of `commit` (for `sandbox = "full"`), sorted by path bytes.

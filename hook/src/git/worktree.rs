@@ -132,6 +132,34 @@ impl Repo {
         let probes = probes?;
         walked.map_err(wt_err)?;
 
+        // A file that was read (not proven unchanged by the index) is hashed as git would store
+        // it: cleaned through .gitattributes and the filters when a checkout converts anything,
+        // so its id is the one `git add` would record and matches what the index holds for an
+        // unchanged file. Without attributes (the common case) this costs one scan of the
+        // index's paths and nothing else.
+        let may_convert = self.may_convert(
+            entries
+                .iter()
+                .any(|e| super::is_attributes_file(e.path(&index))),
+        );
+        let mut converter = None;
+        let mut clean_id = |path: &BStr, mode: FileMode, raw: ObjectId| -> Result<ObjectId> {
+            if !may_convert || !matches!(mode, FileMode::Regular | FileMode::Executable) {
+                return Ok(raw);
+            }
+            let c = match &mut converter {
+                Some(c) => c,
+                None => converter.insert(self.converter(&super::Target::WorkTree)?),
+            };
+            let abs = workdir.join(native(path));
+            let data = std::fs::read(&abs).map_err(|source| GitError::Io {
+                path: abs.clone(),
+                source,
+            })?;
+            let clean = c.to_git(path, &data)?;
+            blob_id(hash_kind, &clean).map_err(|source| GitError::Io { path: abs, source })
+        };
+
         // 3. Visit the tracked files in index order.
         let CollectUntracked {
             visit,
@@ -146,7 +174,7 @@ impl Repo {
                 }
                 Probe::Hashed(mode, id) => {
                     stats.hashed += 1;
-                    (mode, id)
+                    (mode, clean_id(entries[i].path(&index), mode, id)?)
                 }
             };
             let path = entries[i].path(&index);
@@ -172,7 +200,7 @@ impl Repo {
             if !visit.wants(path.as_bstr()) {
                 continue;
             }
-            let id = hash_file(&abs, mode, hash_kind)?;
+            let id = clean_id(path.as_bstr(), mode, hash_file(&abs, mode, hash_kind)?)?;
             stats.hashed += 1;
             stats.untracked += 1;
             visit.visit(path.as_bstr(), mode, &id);

@@ -7,6 +7,7 @@ mod range;
 pub use parse::{DELETE_REF, ParseError, Problem, RefUpdate, UpdateKind, parse_stdin};
 pub use range::{
     PushCheck, PushPlan, RangeError, SkipReason, Skipped, commits_to_check, plan_push,
+    tracking_tips,
 };
 
 #[cfg(test)]

@@ -128,15 +128,29 @@ fn parse_line(line: &str) -> Result<RefUpdate, Problem> {
     if line.contains('\r') {
         return Err(Problem::CarriageReturn);
     }
-    let fields: Vec<&str> = line.split(' ').collect();
-    if fields.iter().any(|f| f.is_empty()) {
-        return Err(Problem::ExtraSpace);
-    }
-    let [local_ref, local_oid, remote_ref, remote_oid] = fields.as_slice() else {
-        return Err(Problem::FieldCount {
-            found: fields.len(),
+    // From the right: git writes the local ref as the push source was typed, so it may hold
+    // spaces (`git push origin 'HEAD^{/fix bug}:y'`); the other three fields never do (object
+    // ids are hex, and a full ref name cannot contain a space).
+    let mut right = line.rsplitn(4, ' ');
+    let remote_oid = right.next().unwrap_or_default();
+    let remote_ref = right.next();
+    let local_oid = right.next();
+    let local_ref = right.next();
+    let (Some(remote_ref), Some(local_oid), Some(local_ref)) = (remote_ref, local_oid, local_ref)
+    else {
+        let found = line.split(' ').count();
+        return Err(if line.split(' ').any(str::is_empty) {
+            Problem::ExtraSpace
+        } else {
+            Problem::FieldCount { found }
         });
     };
+    if [local_ref, local_oid, remote_ref, remote_oid]
+        .iter()
+        .any(|f| f.is_empty())
+    {
+        return Err(Problem::ExtraSpace);
+    }
     check_ref("local ref", local_ref)?;
     check_ref("remote ref", remote_ref)?;
     let local = parse_oid("local oid", local_oid)?;
@@ -147,21 +161,21 @@ fn parse_line(line: &str) -> Result<RefUpdate, Problem> {
             remote: remote_oid.len(),
         });
     }
-    let kind = match (*local_ref == DELETE_REF, local.is_null()) {
+    let kind = match (local_ref == DELETE_REF, local.is_null()) {
         (true, true) => UpdateKind::Delete,
         (true, false) => return Err(Problem::DeleteWithObject),
         (false, true) => {
             return Err(Problem::ZeroOidWithoutDelete {
-                local_ref: (*local_ref).to_owned(),
+                local_ref: local_ref.to_owned(),
             });
         }
         (false, false) if remote.is_null() => UpdateKind::Create,
         (false, false) => UpdateKind::Update,
     };
     Ok(RefUpdate {
-        local_ref: (*local_ref).to_owned(),
+        local_ref: local_ref.to_owned(),
         local_oid: local,
-        remote_ref: (*remote_ref).to_owned(),
+        remote_ref: remote_ref.to_owned(),
         remote_oid: remote,
         kind,
     })
@@ -237,6 +251,25 @@ mod tests {
     }
 
     #[test]
+    fn the_local_ref_is_read_from_the_right_and_may_hold_spaces() {
+        // `git push origin 'HEAD^{/fix bug}:y'`: git writes the source as typed.
+        let updates = parse_stdin(&format!(
+            "HEAD^{{/fix  bug}} {A} refs/heads/y {Z}\n~ {A} refs/heads/z {B}\n"
+        ))
+        .unwrap();
+        assert_eq!(updates[0].local_ref, "HEAD^{/fix  bug}");
+        assert_eq!(updates[0].remote_ref, "refs/heads/y");
+        assert!(updates[0].is_create());
+        assert_eq!(updates[1].local_ref, "~");
+        assert_eq!(
+            problem(&format!(" {A} refs/heads/z {B}")),
+            (1, Problem::ExtraSpace)
+        );
+        let rendered = format!("{}\n", updates[0]);
+        assert_eq!(parse_stdin(&rendered).unwrap()[0], updates[0]);
+    }
+
+    #[test]
     fn last_line_without_newline() {
         let updates = parse_stdin(&format!("refs/tags/v1 {A} refs/tags/v1 {Z}")).unwrap();
         assert!(updates[0].is_tag() && updates[0].is_create());
@@ -270,13 +303,22 @@ mod tests {
             (3, Problem::FieldCount { found: 3 })
         );
         assert_eq!(
-            problem(&format!("refs/heads/main  {A} refs/heads/main {B}")),
+            problem(&format!("refs/heads/main {A}  refs/heads/main {B}")),
             (1, Problem::ExtraSpace)
         );
         assert_eq!(
-            problem(&format!("{good} extra")),
-            (1, Problem::FieldCount { found: 5 })
+            problem(&format!("refs/heads/main {A} refs/heads/main {B} ")),
+            (1, Problem::ExtraSpace)
         );
+        assert_eq!(
+            problem(&format!("{A} refs/heads/main {B}")),
+            (1, Problem::FieldCount { found: 3 })
+        );
+        // An extra field is read from the right: the fields are then not object ids.
+        assert!(matches!(
+            problem(&format!("{good} extra")).1,
+            Problem::BadOid { .. }
+        ));
         assert_eq!(
             problem(&format!("refs/heads/main\t{A} refs/heads/main {B}")).1,
             Problem::FieldCount { found: 3 }
@@ -330,6 +372,15 @@ mod tests {
         "refs/(heads|tags|remotes/origin)/[A-Za-z0-9._/-]{1,24}"
     }
 
+    /// A push source as typed: a ref, or a revision expression with spaces.
+    fn local_name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            ref_name(),
+            "HEAD\\^\\{/[a-z ]{1,12}\\}",
+            "[A-Za-z0-9 ^~:{}/]{1,20}"
+        ]
+    }
+
     fn hex_oid(len: usize) -> impl Strategy<Value = ObjectId> {
         proptest::collection::vec(0u8..16, len).prop_map(|nibbles| {
             let s: String = nibbles
@@ -342,7 +393,7 @@ mod tests {
 
     fn update() -> impl Strategy<Value = RefUpdate> {
         (prop_oneof![Just(40usize), Just(64usize)], 0u8..3).prop_flat_map(|(len, kind)| {
-            (ref_name(), hex_oid(len), ref_name(), hex_oid(len)).prop_filter_map(
+            (local_name(), hex_oid(len), ref_name(), hex_oid(len)).prop_filter_map(
                 "non-null oids",
                 move |(local_ref, local_oid, remote_ref, remote_oid)| {
                     if local_oid.is_null() || remote_oid.is_null() {

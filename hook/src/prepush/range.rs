@@ -229,7 +229,7 @@ fn is_remote_name(remote: &str) -> bool {
 
 /// The commits `refs/remotes/<remote>/*` point to (symbolic refs followed, tags peeled,
 /// non-commits dropped), deduplicated, sorted.
-fn tracking_tips(repo: &gix::Repository, remote: &str) -> Result<Vec<ObjectId>, RangeError> {
+pub fn tracking_tips(repo: &gix::Repository, remote: &str) -> Result<Vec<ObjectId>, RangeError> {
     if !is_remote_name(remote) {
         return Ok(Vec::new());
     }

@@ -572,7 +572,7 @@ fn populate(
         .with_context(|| format!("creating the sandbox directory in {}", base.display()))?;
     let root: PathBuf = dir.path().join("src");
     std::fs::create_dir(&root).with_context(|| format!("creating {}", root.display()))?;
-    repo.materialize(&plan.target, inputs, &root)
+    repo.materialize_checkout(&plan.target, inputs, &root, plan.convert)
         .with_context(|| format!("materialising the inputs of {}", seg.name))?;
     Ok(dir)
 }

@@ -545,7 +545,7 @@ fn checkdef_skip_bypasses_the_checks_with_a_warning() {
 }
 
 #[test]
-fn hook_mode_affected_checks_only_touched_segments() {
+fn hook_mode_affected_counts_an_untouched_segment_only_when_a_result_proves_it() {
     let p = Pushy::without_hook();
     let marker = p.repo.tmp.path().join("bar-must-not-run");
     // bar passes until the marker exists; the marker is outside the repository.
@@ -569,33 +569,337 @@ fn hook_mode_affected_checks_only_touched_segments() {
     r.expect_code(0);
     assert_eq!(checklist(&r.stderr, "bar").len(), 1, "{}", r.stderr);
 
+    // bar's passing result proves it: a push touching foo only costs bar a lookup.
     std::fs::write(&marker, "").unwrap();
-    std::fs::remove_dir_all(&p.repo.cache).unwrap();
     p.repo.write("src/foo/more", "more\n");
     let c = p.repo.commit("touch foo only");
     let r = p.push(&["origin", "main"]);
     r.expect_code(0);
     assert_eq!(p.remote("main").as_deref(), Some(c.as_str()));
     assert!(r.stderr.contains("touched segments: foo\n"), "{}", r.stderr);
-    assert_eq!(checklist(&r.stderr, "foo").len(), 1, "{}", r.stderr);
-    assert!(checklist(&r.stderr, "bar").is_empty(), "{}", r.stderr);
+    assert!(
+        checklist(&r.stderr, "bar")[0].contains("cached (local)"),
+        "{}",
+        r.stderr
+    );
 
-    // Nothing touched at all: nothing to check.
-    p.repo.write("README.md", "changed\n");
-    let c = p.repo.commit("docs only");
-    let r = p.push(&["origin", "main"]);
-    r.expect_code(0);
-    assert!(r.stderr.contains("no segment touched"), "{}", r.stderr);
-    assert_eq!(p.remote("main").as_deref(), Some(c.as_str()));
-
-    // In "all" mode the same kind of push checks bar too (and bar now fails).
-    p.repo.write("checkdef.toml", &config("all"));
+    // Without a result, that the remote has the base proves nothing (it may have arrived
+    // with --no-verify): bar is checked, fails, and blocks the push.
+    std::fs::remove_dir_all(&p.repo.cache).unwrap();
     p.repo.write("src/foo/more", "more 2\n");
-    p.repo.commit("all mode, touch foo");
+    p.repo.commit("touch foo again");
     let r = p.push(&["origin", "main"]);
     assert_ne!(r.code, 0, "{}", r.stderr);
     assert!(r.stderr.contains("failed: bar"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("bar untouched since") && r.stderr.contains("no passing result"),
+        "{}",
+        r.stderr
+    );
     assert_eq!(p.remote("main").as_deref(), Some(c.as_str()));
+}
+
+#[test]
+fn hook_mode_affected_does_not_trust_a_commit_pushed_with_no_verify() {
+    let p = Pushy::without_hook();
+    p.repo.write(
+        "checkdef.toml",
+        &format!("{SHELL_CONFIG}\n[hook]\nmode = \"affected\"\n"),
+    );
+    p.repo.commit("affected mode");
+    p.install().expect_code(0);
+    p.push(&["origin", "main"]).expect_code(0);
+    p.break_bar();
+    let bad = p.repo.commit("break bar");
+    p.push(&["--no-verify", "origin", "main"]).expect_code(0);
+    assert_eq!(p.remote("main").as_deref(), Some(bad.as_str()));
+    // The next push touches foo only; bar is still broken and no result proves it.
+    p.repo.write("src/foo/more", "more\n");
+    let next = p.repo.commit("touch foo");
+    let r = p.push(&["origin", "main"]);
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains(&format!("{} (refs/heads/main) failed: bar", short(&next))),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(p.remote("main").as_deref(), Some(bad.as_str()));
+}
+
+#[test]
+fn an_uncommitted_command_true_does_not_let_a_broken_commit_through() {
+    let p = Pushy::new();
+    p.break_bar();
+    let bad = p.repo.commit("break bar");
+    // Not committed: the work tree's checkdef.toml says bar always passes.
+    p.repo.write(
+        "checkdef.toml",
+        &SHELL_CONFIG.replace(
+            "command = \"echo checking bar; grep -qx ok src/bar/value\"",
+            "command = \"true\"",
+        ),
+    );
+    let r = p.push(&["origin", "main"]);
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains(&format!("{} (refs/heads/main) failed: bar", short(&bad))),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("the work tree's checkdef.toml differs")
+            && r.stderr.contains("checking with the committed one"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(p.remote("main"), None);
+}
+
+#[test]
+fn a_branch_that_adds_a_failing_segment_fails_when_pushed_from_another_checkout() {
+    let p = Pushy::new();
+    let main = p.repo.head();
+    p.push(&["origin", "main"]).expect_code(0);
+    p.repo.git(&["checkout", "-q", "-b", "feature"]);
+    p.repo.write(
+        "checkdef.toml",
+        &format!(
+            "{SHELL_CONFIG}\n[[segment]]\nname = \"baz\"\ninclude = [\"src/baz/**\"]\ncommand = \"grep -qx ok src/baz/value\"\n"
+        ),
+    );
+    p.repo.write("src/baz/value", "broken\n");
+    let feature = p.repo.commit("add a failing segment");
+    // Push the branch from a checkout of main, whose checkdef.toml has no `baz`.
+    p.repo.git(&["checkout", "-q", "main"]);
+    assert_eq!(p.repo.head(), main);
+    let r = p.push(&["origin", "feature"]);
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "{} (refs/heads/feature) failed: baz",
+            short(&feature)
+        )),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(p.remote("feature"), None);
+}
+
+#[test]
+fn a_bad_checkdef_toml_in_the_pushed_commit_names_the_commit_and_line() {
+    let p = Pushy::new();
+    p.repo.write(
+        "checkdef.toml",
+        &format!("{SHELL_CONFIG}\n[hook]\nmode = \"some\"\n"),
+    );
+    let bad = p.repo.commit("bad config");
+    // The work tree's copy is fine again: the committed one is what counts.
+    p.repo.write("checkdef.toml", SHELL_CONFIG);
+    let r = p.push(&["origin", "main"]);
+    assert_eq!(r.code, 1, "git reports a failed hook as 1: {}", r.stderr);
+    let line = SHELL_CONFIG.lines().count() + 3;
+    assert!(
+        r.stderr
+            .contains(&format!("{}:checkdef.toml:{line}:", short(&bad))),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("--no-verify"), "{}", r.stderr);
+    assert_eq!(p.remote("main"), None);
+}
+
+#[test]
+fn a_pushed_commit_without_checkdef_toml_is_refused_with_a_hint_to_bypass() {
+    let p = Pushy::new();
+    p.repo.git(&["checkout", "-q", "--orphan", "pages"]);
+    p.repo.git(&["rm", "-rq", "--cached", "."]);
+    for f in [
+        "checkdef.toml",
+        "src/foo/value",
+        "src/bar/value",
+        "README.md",
+    ] {
+        p.repo.remove(f);
+    }
+    p.repo.write("index.html", "<p>hi</p>\n");
+    let pages = p.repo.commit("pages");
+    let r = p.push(&["origin", "pages"]);
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "commit {} (refs/heads/pages) has no checkdef.toml",
+            short(&pages)
+        )),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("git push --no-verify") && r.stderr.contains("CHECKDEF_SKIP=1"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(p.remote("pages"), None);
+    p.push_env(&["origin", "pages"], &[("CHECKDEF_SKIP", "1")])
+        .expect_code(0);
+    assert_eq!(p.remote("pages").as_deref(), Some(pages.as_str()));
+}
+
+#[test]
+fn a_local_ref_with_a_space_is_read_from_the_right() {
+    let p = Pushy::new();
+    let first = p.repo.head();
+    p.repo.write("src/foo/more", "more\n");
+    p.repo.commit("fix the bug");
+    p.repo.write("src/foo/more", "more 2\n");
+    p.repo.commit("later");
+    let r = p.push(&["origin", "HEAD^{/fix the}:refs/heads/y"]);
+    r.expect_code(0);
+    let fixed = p.repo.git(&["rev-parse", "HEAD^"]).trim().to_owned();
+    assert_ne!(fixed, first);
+    assert_eq!(p.remote("y").as_deref(), Some(fixed.as_str()));
+    assert!(
+        r.stderr
+            .contains(&format!("checking {} → origin refs/heads/y", short(&fixed))),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn commits_all_blocks_a_failing_commit_below_the_tip_and_names_it() {
+    let p = Pushy::without_hook();
+    let counter = p.repo.tmp.path().join("bar-runs");
+    let config = |commits: &str| {
+        format!(
+            "{}\n[hook]\ncommits = \"{commits}\"\n",
+            SHELL_CONFIG.replace(
+                "command = \"echo checking bar; grep -qx ok src/bar/value\"",
+                &format!(
+                    "command = \"echo run >> '{}'; grep -qx ok src/bar/value\"",
+                    counter.display()
+                ),
+            )
+        )
+    };
+    p.repo.write("checkdef.toml", &config("all"));
+    p.repo.commit("commits = all");
+    p.install().expect_code(0);
+    p.push(&["origin", "main"]).expect_code(0);
+    let runs = || {
+        std::fs::read_to_string(&counter)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let before = runs();
+    // Three new commits: one touches foo, one breaks bar, the tip fixes bar.
+    p.repo.write("src/foo/more", "more\n");
+    let c1 = p.repo.commit("more foo");
+    p.break_bar();
+    let c2 = p.repo.commit("break bar");
+    p.fix_bar();
+    p.repo.write("src/bar/extra", "x\n");
+    let c3 = p.repo.commit("fix bar");
+    let r = p.push(&["origin", "main"]);
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "{} (a commit below refs/heads/main) failed: bar",
+            short(&c2)
+        )),
+        "{}",
+        r.stderr
+    );
+    for c in [&c1, &c2, &c3] {
+        assert!(
+            r.stderr.contains(&format!("checking {}", short(c))),
+            "{c}: {}",
+            r.stderr
+        );
+    }
+    // c1 left bar's inputs alone: its bar result is the previous commit's (a hash, no run);
+    // bar ran for c2 (fails) and c3 (passes).
+    assert_eq!(runs() - before, 2, "{}", r.stderr);
+    assert_ne!(p.remote("main").as_deref(), Some(c3.as_str()));
+
+    // The same push with commits = "tip" (committed) checks the tip only, and it passes.
+    p.repo.write("checkdef.toml", &config("tip"));
+    let tip = p.repo.commit("commits = tip");
+    let r = p.push(&["origin", "main"]);
+    r.expect_code(0);
+    assert!(
+        !r.stderr.contains(&format!("checking {}", short(&c2))),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(p.remote("main").as_deref(), Some(tip.as_str()));
+}
+
+#[test]
+fn push_tags_checks_each_distinct_commit_once_or_skips_tags() {
+    let p = Pushy::new();
+    let first = p.repo.head();
+    p.push(&["origin", "main"]).expect_code(0);
+    p.repo.write("src/foo/more", "more\n");
+    let second = p.repo.commit("more");
+    p.push(&["origin", "main"]).expect_code(0);
+    // Five tags on two commits, lightweight and annotated.
+    p.repo.git(&["tag", "v1", &first]);
+    p.repo.git(&["tag", "-a", "-m", "one", "v1.0", &first]);
+    p.repo.git(&["tag", "v2", &second]);
+    p.repo.git(&["tag", "-a", "-m", "two", "v2.0", &second]);
+    p.repo.git(&["tag", "latest", &second]);
+    let r = p.push(&["origin", "--tags"]);
+    r.expect_code(0);
+    assert_eq!(
+        r.stderr.matches("checkdef: checking").count(),
+        2,
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("(0 ran, 2 cached)"), "{}", r.stderr);
+
+    // tags = "skip": tags are not checked, even a tag of a broken commit.
+    p.repo.write(
+        "checkdef.toml",
+        &format!("{SHELL_CONFIG}\n[hook]\ntags = \"skip\"\n"),
+    );
+    p.break_bar();
+    p.repo.commit("tags skip, break bar");
+    p.repo.git(&["tag", "v3"]);
+    let r = p.push(&["origin", "v3"]);
+    r.expect_code(0);
+    assert!(
+        r.stderr
+            .contains("refs/tags/v3: not checked ([hook] tags = \"skip\")"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("checkdef: checking"), "{}", r.stderr);
+    // The branch is still checked.
+    let r = p.push(&["origin", "main"]);
+    assert_ne!(r.code, 0, "{}", r.stderr);
+}
+
+#[test]
+fn an_invalid_checkdef_remote_during_a_push_warns_and_checks_locally() {
+    let p = Pushy::new();
+    for (i, bad) in ["not a url", "ftp://cache.example.invalid/x"]
+        .iter()
+        .enumerate()
+    {
+        let to = format!("main:refs/heads/t{i}");
+        let r = p.push_env(&["origin", &to], &[("CHECKDEF_REMOTE", bad)]);
+        r.expect_code(0);
+        assert!(r.stderr.contains("warning:"), "{bad}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("without the remote cache"),
+            "{bad}: {}",
+            r.stderr
+        );
+    }
 }
 
 #[test]
@@ -715,4 +1019,51 @@ fn a_stalled_remote_costs_one_budget_per_push_not_one_per_commit() {
     for name in ["a", "b", "c"] {
         assert!(p.remote(name).is_some(), "{name}");
     }
+}
+
+#[test]
+fn commits_all_checks_only_what_the_remote_lacks_and_always_the_tip() {
+    let p = Pushy::without_hook();
+    p.repo.write(
+        "checkdef.toml",
+        &format!("{SHELL_CONFIG}\n[hook]\ncommits = \"all\"\n"),
+    );
+    p.repo.commit("commits = all");
+    p.install().expect_code(0);
+    p.repo.write("src/foo/more", "1\n");
+    let older = p.repo.commit("one");
+    p.repo.write("src/foo/more", "2\n");
+    p.repo.commit("two");
+    p.push(&["origin", "main"]).expect_code(0);
+    // A new branch at a commit the remote already has: nothing new, but its commit is checked.
+    let r = p.push(&["origin", &format!("{older}:refs/heads/old")]);
+    r.expect_code(0);
+    assert_eq!(
+        r.stderr.matches("checkdef: checking").count(),
+        1,
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains(&format!("checking {}", short(&older))),
+        "{}",
+        r.stderr
+    );
+    // A branch off main with one commit: only that commit, not main's history again.
+    p.repo.git(&["checkout", "-q", "-b", "topic"]);
+    p.repo.write("src/bar/more", "x\n");
+    let topic = p.repo.commit("topic");
+    let r = p.push(&["origin", "topic"]);
+    r.expect_code(0);
+    assert_eq!(
+        r.stderr.matches("checkdef: checking").count(),
+        1,
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains(&format!("checking {}", short(&topic))),
+        "{}",
+        r.stderr
+    );
 }
