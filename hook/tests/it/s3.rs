@@ -528,3 +528,45 @@ fn s3_status_probes_the_bucket_and_names_the_credentials_source_only() {
         "{out}"
     );
 }
+
+#[test]
+fn s3_cache_push_uploads_local_results_into_the_bucket() {
+    let Some(t) = Team::new() else { return };
+    let remote = t.s3.url("team");
+    // Results made before there was a remote: local only.
+    let local = t.fresh_cache("alice");
+    let mut cmd = t.repo.checkdef_cmd_in(&t.repo.root, &["run", "--json"]);
+    cmd.env("CHECKDEF_CACHE_DIR", &local);
+    CmdOut::from_output(cmd.output().unwrap()).expect_code(0);
+    let mut cmd = t.repo.checkdef_cmd_in(&t.repo.root, &["cache", "push"]);
+    for (k, _) in std::env::vars_os() {
+        if k.to_str().is_some_and(|k| k.starts_with("AWS_")) {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("CHECKDEF_CACHE_DIR", &local)
+        .env("CHECKDEF_REMOTE", &remote)
+        .env("CHECKDEF_SECRET_KEY_FILE", &t.secret)
+        .envs(good_keys());
+    let push = CmdOut::from_output(cmd.output().unwrap());
+    push.expect_code(0);
+    assert!(
+        push.stderr.contains("uploaded 2 results"),
+        "{}",
+        push.stderr
+    );
+    let keys = t.s3.keys("team");
+    assert_eq!(
+        keys.iter().filter(|k| k.ends_with(".narinfo")).count(),
+        2,
+        "{keys:?}"
+    );
+    // A teammate hits both, signed by the key `cache push` signed with.
+    let cache = t.fresh_cache("teammate");
+    let r = t.run(&remote, &cache, &good_keys(), false);
+    r.expect_code(0);
+    for s in ["foo", "bar"] {
+        assert_eq!(r.source(s), "remote", "{}", r.stderr);
+        assert_eq!(r.seg(s)["signed_by"], "ci.example.org-1");
+    }
+}
