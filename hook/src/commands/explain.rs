@@ -266,9 +266,8 @@ fn last_run_line(repo: &crate::git::Repo, seg: &SegmentPlan) -> Option<String> {
     } else {
         "other inputs"
     };
-    Some(if rec.undeclared.is_empty() {
-        format!("undeclared reads in the last run ({when}): none")
-    } else {
+    // Silent when there were none: explain's output is about what needs attention.
+    (!rec.undeclared.is_empty()).then(|| {
         format!(
             "undeclared reads in the last run: {} ({when}; add them to include)",
             rec.undeclared.join(", ")

@@ -700,27 +700,39 @@ fn prepare(
                     v
                 }
             };
-            for sub in ["upper", "work"] {
-                let p = d.join(sub);
+            let in_memory = sandbox::writes_in_memory();
+            let (upper, work) = if in_memory && views.root.is_some() {
+                // A mount point for the check's own tmpfs: the directory every sandbox lives in,
+                // hidden from the check anyway (not for a bare repository, whose view is there).
+                (sandbox::parent_dir(), d.join("work"))
+            } else if in_memory {
+                let p = d.join("writes");
                 std::fs::create_dir(&p).with_context(|| format!("creating {}", p.display()))?;
-            }
+                (p, d.join("work"))
+            } else {
+                for sub in ["upper", "work"] {
+                    let p = d.join(sub);
+                    std::fs::create_dir(&p).with_context(|| format!("creating {}", p.display()))?;
+                }
+                (d.join("upper"), d.join("work"))
+            };
             let spec = isolate::Spec {
                 root,
                 lower: vec![layer.tree.clone(), skeleton.tree.clone()],
-                upper: d.join("upper"),
-                work: d.join("work"),
+                upper,
+                work,
                 tmp: tmp.clone(),
                 hide: views.hide.clone(),
                 expose: views.expose.clone(),
                 network: seg.network,
+                writes_in_memory: in_memory,
             };
-            let spec_file = d.join("spec.json");
-            view::write_spec(&spec_file, &spec)?;
+            // The spec travels on the command line: no file to write and remove.
             let wrapper = vec![
                 views.exe.clone().into_os_string(),
                 isolate::ENTRY.into(),
-                "--spec".into(),
-                spec_file.into_os_string(),
+                "--spec-json".into(),
+                serde_json::to_string(&spec)?.into(),
                 "--".into(),
             ];
             let p = Prepared {

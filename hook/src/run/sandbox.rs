@@ -61,6 +61,13 @@ impl Isolation {
     }
 }
 
+/// Whether an isolated check's writes into its view go to a tmpfs of its own (the default) or
+/// to disk (`CHECKDEF_SANDBOX_WRITES=disk`, for checks that write large outputs into the
+/// repository). Its `TMPDIR` is on disk either way.
+pub fn writes_in_memory() -> bool {
+    std::env::var_os("CHECKDEF_SANDBOX_WRITES").is_none_or(|v| v != "disk")
+}
+
 /// [`Isolation`] of this system, probed on first use.
 pub fn isolation() -> Isolation {
     static ONCE: std::sync::OnceLock<Isolation> = std::sync::OnceLock::new();
@@ -75,30 +82,20 @@ fn probe() -> Isolation {
         Ok(e) => e,
         Err(e) => return Isolation::Unavailable(format!("cannot find the checkdef binary: {e}")),
     };
-    let dir = match tempfile::Builder::new()
-        .prefix("checkdef-probe-")
-        .tempdir_in(base())
-    {
-        Ok(d) => d,
-        Err(e) => return Isolation::Unavailable(format!("cannot create a probe directory: {e}")),
-    };
     let out = std::process::Command::new(exe)
         .arg(super::isolate::ENTRY)
         .arg("--probe")
-        .arg(dir.path())
         .env_clear()
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .output();
-    let result = match out {
+    match out {
         Ok(o) if o.status.success() => Isolation::Available {
             landlock: super::isolate::landlock_abi(),
         },
         Ok(o) => Isolation::Unavailable(String::from_utf8_lossy(&o.stdout).trim().to_owned()),
         Err(e) => Isolation::Unavailable(format!("cannot start the probe: {e}")),
-    };
-    super::view::force_remove(dir.path());
-    result
+    }
 }
 
 /// The directory this user's sandboxes are created in: `<base>/checkdef-<uid>` (mode 0700).
@@ -118,7 +115,7 @@ pub fn create_parent() -> std::io::Result<()> {
 
 /// One check's private directory: `upper/` and `work/` (its overlay layers), `tmp/` (its
 /// `TMPDIR`), `spec.json`, and a private `inputs/` copy when the persistent one is busy.
-/// Removed on drop, with its parent when that is empty.
+/// Removed on drop.
 #[derive(Debug)]
 pub struct RunDir {
     path: PathBuf,
@@ -151,9 +148,7 @@ impl RunDir {
 
 impl Drop for RunDir {
     fn drop(&mut self) {
+        // The parent stays for the run's other checks; the run removes it at its end.
         super::view::force_remove(&self.path);
-        if let Some(parent) = self.path.parent() {
-            let _ = std::fs::remove_dir(parent);
-        }
     }
 }

@@ -21,7 +21,6 @@
 //! after it, so a run killed halfway rebuilds the directory from scratch next time.
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
@@ -376,11 +375,12 @@ impl InputsLayer {
                     .filter(|(_, l)| !old_set.contains(l.as_str()))
                     .map(|(e, _)| e.clone())
                     .collect();
-                // Paths that were removed but are also added again are not pruned away.
+                repo.materialize(target, &added, &tree)?;
+                // Directories left empty go after the additions, so a directory that holds a
+                // changed file is kept, not removed and made again.
                 for p in &gone {
                     prune_empty_parents(&tree, p);
                 }
-                repo.materialize(target, &added, &tree)?;
             }
         }
         let mut text = want.join("\n");
@@ -509,13 +509,6 @@ pub fn store_for(cache_dir: &Path, root: &Path) -> PathBuf {
     cache_dir
         .join(STORE_DIR)
         .join(key(root.as_os_str().as_encoded_bytes()))
-}
-
-/// Write `spec` as JSON to `path`.
-pub fn write_spec(path: &Path, spec: &super::isolate::Spec) -> Result<()> {
-    let mut f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(&serde_json::to_vec(spec)?)
-        .with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]

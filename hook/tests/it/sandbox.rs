@@ -276,3 +276,39 @@ command = "echo forged > {}"
     assert!(!planted.exists(), "the check wrote into the local cache");
     assert!(!Path::new(&planted).exists());
 }
+
+/// Where the kernel cannot isolate (here: forced off), checks run as before, in a copy of their
+/// inputs, and the run says so once.
+#[test]
+fn without_isolation_checks_run_in_a_copy_and_the_run_says_so_once() {
+    let repo = TestRepo::new();
+    repo.write("src/x", "x\n").write(
+        "checkdef.toml",
+        &config(
+            r#"[[segment]]
+name = "a"
+include = ["src/**"]
+command = "test -f src/x"
+
+[[segment]]
+name = "b"
+include = ["src/**"]
+command = "test -f src/x"
+"#,
+        ),
+    );
+    repo.commit("init");
+    let r = repo.run_json(&[], &[("CHECKDEF_ISOLATION", "off")]);
+    r.expect_code(0);
+    assert_eq!(
+        r.stderr
+            .matches("warning: sandbox: NOT isolated (CHECKDEF_ISOLATION=off)")
+            .count(),
+        1,
+        "{}",
+        r.stderr
+    );
+    // A run with nothing to run has nothing to say about sandboxes.
+    let r = repo.run_json(&[], &[("CHECKDEF_ISOLATION", "off")]);
+    assert!(!r.stderr.contains("sandbox:"), "{}", r.stderr);
+}
