@@ -31,6 +31,7 @@ fn with_spec<R>(n: usize, f: impl FnOnce(&ManifestSpec<'_>) -> R) -> R {
         platform: "x86_64-linux",
         object_format: gix::hash::Kind::Sha1,
         sandbox: checkdef::config::Sandbox::Filtered,
+        network: false,
         command: "python3 -m pytest -q tests/test_pkg0000.py",
         env: &env,
         fingerprints: &fingerprints,

@@ -194,6 +194,9 @@ pub struct Segment {
     /// [`crate::plan::fingerprint`]). A command not listed here runs on every invocation.
     pub fingerprint_watch: BTreeMap<String, Vec<String>>,
     pub sandbox: Sandbox,
+    /// `network = true`: the check keeps the host's network (by default it has only its own
+    /// loopback interface). Hashed (the manifest's `sandbox` line says `+network`).
+    pub network: bool,
     matcher: OnceLock<(GlobSet, GlobSet)>,
 }
 
@@ -616,6 +619,8 @@ struct RawSegment {
     fingerprint: Option<Vec<Spanned<RawFingerprint>>>,
     #[serde(default)]
     sandbox: Sandbox,
+    #[serde(default)]
+    network: bool,
 }
 
 #[derive(Deserialize)]
@@ -1038,6 +1043,7 @@ fn resolve_segment(
         fingerprint,
         fingerprint_watch,
         sandbox: seg.sandbox,
+        network: seg.network,
         matcher: OnceLock::new(),
     })
 }

@@ -26,6 +26,11 @@ use std::process::ExitCode;
 
 /// Entry point used by `main.rs`: parse arguments, dispatch, map errors to the documented exit codes.
 pub fn main() -> ExitCode {
+    // The sandbox entry runs before anything else (no runtime, no threads): see run/isolate.rs.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == run::isolate::ENTRY) {
+        run::isolate::entry_main(&args[2..]);
+    }
     let cli = <cli::Cli as clap::Parser>::parse();
     match commands::dispatch(cli) {
         Ok(code) => code.into(),

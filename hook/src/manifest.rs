@@ -51,6 +51,9 @@ pub struct ManifestSpec<'a> {
     pub platform: &'a str,
     pub object_format: gix::hash::Kind,
     pub sandbox: Sandbox,
+    /// `network = true`: written as `sandbox <mode>+network`, so a result that needed the
+    /// network never answers for a check that has none. Without it the line is unchanged.
+    pub network: bool,
     pub command: &'a str,
     /// Hashed environment.
     pub env: &'a BTreeMap<String, String>,
@@ -116,7 +119,15 @@ fn render_into(
         "object-format",
         object_format_name(spec.object_format).as_bytes(),
     );
-    line(out, "sandbox", spec.sandbox.as_str().as_bytes());
+    if spec.network {
+        line(
+            out,
+            "sandbox",
+            format!("{}+network", spec.sandbox.as_str()).as_bytes(),
+        );
+    } else {
+        line(out, "sandbox", spec.sandbox.as_str().as_bytes());
+    }
     line(out, "command", spec.command.as_bytes());
     for (k, v) in spec.env {
         out.push_str("env ");
@@ -614,6 +625,7 @@ mod tests {
             platform: "x86_64-linux",
             object_format: gix::hash::Kind::Sha1,
             sandbox: Sandbox::Filtered,
+            network: false,
             command: "python3 -m pytest -q tests/test_foo.py",
             env,
             fingerprints: fp,
@@ -769,6 +781,10 @@ mod tests {
                 sandbox: Sandbox::Full,
                 ..base
             },
+            ManifestSpec {
+                network: true,
+                ..base
+            },
             ManifestSpec { env: &env2, ..base },
             ManifestSpec {
                 fingerprints: &fp2,
@@ -830,6 +846,7 @@ mod diff_tests {
             platform: m.platform,
             object_format: gix::hash::Kind::Sha1,
             sandbox: m.sandbox,
+            network: false,
             command: m.command,
             env: &m.env,
             fingerprints: &m.fp,

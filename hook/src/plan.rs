@@ -101,6 +101,8 @@ pub struct SegmentPlan {
     /// Variables passed through unhashed (always includes `PATH` unless it is in `env`).
     pub passthrough: Vec<String>,
     pub sandbox: Sandbox,
+    /// `network = true` (see [`crate::config::Segment::network`]).
+    pub network: bool,
     /// Fingerprint command → its stdout (hashed).
     pub fingerprints: BTreeMap<String, Vec<u8>>,
     /// Declared include globs and `tests` paths that match none of the inputs (a typo, a
@@ -230,6 +232,7 @@ impl SegmentPlan {
             platform: &self.platform,
             object_format: self.object_format,
             sandbox: self.sandbox,
+            network: self.network,
             command: &self.command,
             env: &self.env,
             fingerprints: &self.fingerprints,
@@ -407,6 +410,7 @@ pub fn build_plan_filtered(
             passthrough: job.seg.passthrough.clone(),
             sandbox: job.seg.sandbox,
             unmatched: job.unmatched,
+            network: job.seg.network,
             fingerprints: job.fingerprints,
         })
         .collect();

@@ -246,5 +246,31 @@ pub fn run(config_flag: Option<&Path>, args: &ExplainArgs) -> Result<Code> {
         "{}",
         render_explanation(local_cache_dir().as_deref(), seg, status)
     );
+    if let Some(line) = last_run_line(&ctx.repo, seg) {
+        eprintln!("{line}");
+    }
     Ok(Code::Success)
+}
+
+/// What the segment's last sandboxed run read without declaring it (see `run/view.rs`).
+fn last_run_line(repo: &crate::git::Repo, seg: &SegmentPlan) -> Option<String> {
+    let cache = local_cache_dir()?;
+    let root = repo
+        .workdir()
+        .and_then(|w| w.canonicalize().ok())
+        .unwrap_or_else(|| repo.git_dir().to_path_buf());
+    let store = crate::run::view::store_for(&cache, &root);
+    let rec = crate::run::view::load_last_run(&store, &seg.name)?;
+    let when = if rec.input_hash == seg.input_hash {
+        "these inputs"
+    } else {
+        "other inputs"
+    };
+    // Silent when there were none: explain's output is about what needs attention.
+    (!rec.undeclared.is_empty()).then(|| {
+        format!(
+            "undeclared reads in the last run: {} ({when}; add them to include)",
+            rec.undeclared.join(", ")
+        )
+    })
 }

@@ -73,6 +73,11 @@ pub fn run(config_flag: Option<&Path>) -> Result<Code> {
     };
     let cache_cfg = config.map(|c| c.cache).unwrap_or_default();
     row(&mut out, "local cache", &local_cache_line());
+    row(
+        &mut out,
+        "sandbox",
+        &crate::run::sandbox::isolation().describe(),
+    );
     for (i, line) in remote_lines(&cache_cfg).into_iter().enumerate() {
         row(&mut out, if i == 0 { "remote" } else { "" }, &line);
     }

@@ -21,6 +21,9 @@ pub struct ExecSpec {
     pub command: String,
     /// The complete environment of the check (nothing else is inherited).
     pub env: Vec<(String, String)>,
+    /// A program (and its arguments) that starts `sh -c COMMAND` for us: the sandbox entry
+    /// (`checkdef __sandbox --spec FILE --`, see `run/isolate.rs`). Empty: run `sh` directly.
+    pub wrapper: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Clone)]
@@ -51,7 +54,14 @@ pub async fn execute(
     on_line: Option<LineSink>,
 ) -> std::io::Result<ExecOutcome> {
     let started = Instant::now();
-    let mut cmd = tokio::process::Command::new("/bin/sh");
+    let mut cmd = match spec.wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = tokio::process::Command::new(program);
+            c.args(args).arg("/bin/sh");
+            c
+        }
+        None => tokio::process::Command::new("/bin/sh"),
+    };
     cmd.arg("-c")
         .arg(&spec.command)
         .current_dir(&spec.cwd)
@@ -210,6 +220,7 @@ mod tests {
                 ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
                 ("X".into(), "42".into()),
             ],
+            wrapper: Vec::new(),
         };
         (spec, dir)
     }

@@ -2,7 +2,9 @@
 //! (local cache, then remote, all concurrently), run the misses in parallel — each in a fresh
 //! directory holding only its inputs — and store (and push) the passing results.
 pub mod exec;
+pub mod isolate;
 pub mod sandbox;
+pub mod view;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -308,7 +310,12 @@ pub async fn run_plan(
         }
     }
 
-    // 2. Misses, `jobs` at a time.
+    // 2. Misses, `jobs` at a time, each in its sandbox.
+    let views = if misses.is_empty() {
+        None
+    } else {
+        Some(Views::new(repo, plan, &style)?)
+    };
     let progress = (style.progress && !misses.is_empty()).then(Progress::new);
     let mut queue = misses.into_iter();
     let mut running = FuturesUnordered::new();
@@ -321,7 +328,8 @@ pub async fn run_plan(
             };
             let seg = &plan.segments[i];
             let bar = progress.as_ref().map(|p| p.start(&seg.name, width));
-            let prepared = prepare(repo, plan, seg, opts, bar.clone(), width, &style);
+            let views = views.as_ref().expect("views exist when there are misses");
+            let prepared = prepare(repo, plan, seg, views, opts, bar.clone(), width, &style);
             let cancel = cancel.clone();
             running.push(async move {
                 let res = match prepared {
@@ -357,8 +365,23 @@ pub async fn run_plan(
             interrupted = true;
         }
         let mut outcome = outcome;
+        // A read of a file of the snapshot that is not an input fails the check, named.
+        let undeclared = views
+            .as_ref()
+            .map(|v| v.undeclared(seg, &outcome.log))
+            .unwrap_or_default();
+        for path in &undeclared {
+            outcome.log.extend_from_slice(
+                format!("checkdef: {}\n", undeclared_message(&seg.name, path)).as_bytes(),
+            );
+        }
+        if let Some(v) = &views
+            && !outcome.cancelled
+        {
+            v.record(seg, &undeclared);
+        }
         outcome.log = redact(&outcome.log, &redactions(&opts.redact_env, seg));
-        let status = if outcome.passed() {
+        let status = if outcome.passed() && undeclared.is_empty() {
             Status::Passed
         } else {
             Status::Failed
@@ -376,6 +399,11 @@ pub async fn run_plan(
             log: outcome.log,
             warnings,
         };
+        for path in &undeclared {
+            let w = undeclared_message(&seg.name, path);
+            report::line(progress.as_ref().map(|p| p.multi()), &style.red(&w));
+            o.warnings.push(w);
+        }
         if outcome.cancelled {
             o.log.extend_from_slice(b"\n[checkdef: interrupted]\n");
         } else if status == Status::Passed {
@@ -511,16 +539,118 @@ fn hostname() -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-/// Materialise a segment's sandbox and build its command spec.
+/// `SEGMENT: read PATH, which is not an input of this segment (add it to include)`.
+pub fn undeclared_message(segment: &str, path: &str) -> String {
+    format!("{segment}: read {path}, which is not an input of this segment (add it to include)")
+}
+
+/// What every sandbox of one run shares: whether checks are isolated, the skeleton of the
+/// snapshot, where persistent layers live, what is hidden and exposed.
+struct Views {
+    /// The repository's path: the view is mounted here (`None` for a bare repository).
+    root: Option<PathBuf>,
+    /// `<local cache>/checkdef-sandboxes/<repository key>`.
+    store: Option<PathBuf>,
+    skeleton: Option<view::Skeleton>,
+    hide: Vec<PathBuf>,
+    expose: Vec<PathBuf>,
+    exe: PathBuf,
+}
+
+impl Views {
+    fn new(repo: &Repo, plan: &Plan, style: &Style) -> Result<Views> {
+        let isolation = sandbox::isolation();
+        let root = repo.workdir().and_then(|w| w.canonicalize().ok());
+        let local = crate::cache::local_dir();
+        let store = local
+            .as_ref()
+            .map(|d| view::store_for(d, root.as_deref().unwrap_or_else(|| repo.git_dir())));
+        let mut views = Views {
+            root,
+            store,
+            skeleton: None,
+            hide: Vec::new(),
+            expose: Vec::new(),
+            exe: std::env::current_exe().context("locating the checkdef binary")?,
+        };
+        if let sandbox::Isolation::Unavailable(_) = &isolation {
+            report::line(
+                None,
+                &style.yellow(&format!("warning: sandbox: {}", isolation.describe())),
+            );
+            return Ok(views);
+        }
+        let all = repo.entries_all(&plan.target)?;
+        let private = sandbox::parent_dir();
+        // It must exist now to be hidden from the checks (it is removed when empty).
+        sandbox::create_parent().with_context(|| format!("creating {}", private.display()))?;
+        let skeleton = view::Skeleton::prepare(&all, views.store.as_deref(), &private)
+            .context("preparing the sandbox skeleton")?;
+        if let Some(root) = &views.root {
+            views.expose = view::environments(root, &skeleton.paths);
+        }
+        views.skeleton = Some(skeleton);
+        views.hide = local
+            .into_iter()
+            .chain([sandbox::parent_dir()])
+            .filter_map(|p| p.canonicalize().ok())
+            .collect();
+        Ok(views)
+    }
+
+    fn isolated(&self) -> bool {
+        self.skeleton.is_some()
+    }
+
+    fn undeclared(&self, seg: &SegmentPlan, log: &[u8]) -> Vec<String> {
+        match (&self.skeleton, &self.root) {
+            (Some(sk), Some(root)) => view::undeclared_reads(log, root, &sk.paths, &seg.inputs),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Keep the undeclared reads of this run for `checkdef explain`.
+    fn record(&self, seg: &SegmentPlan, undeclared: &[String]) {
+        if let (Some(store), true) = (&self.store, self.isolated()) {
+            let rec = view::LastRun {
+                input_hash: seg.input_hash.clone(),
+                finished_at: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+                undeclared: undeclared.to_vec(),
+            };
+            let _ = view::save_last_run(store, &seg.name, &rec);
+        }
+    }
+}
+
+impl Drop for Views {
+    fn drop(&mut self) {
+        // A private skeleton goes first, then the sandboxes' directory if no other run uses it.
+        self.skeleton = None;
+        let _ = std::fs::remove_dir(sandbox::parent_dir());
+    }
+}
+
+/// A running check's private directory and the persistent layer it holds locked.
+struct Prepared {
+    _inputs: Option<view::InputsLayer>,
+    _dir: sandbox::RunDir,
+}
+
+/// Set a segment's sandbox up and build its command spec.
+#[allow(clippy::too_many_arguments)]
 fn prepare(
     repo: &Repo,
     plan: &Plan,
     seg: &SegmentPlan,
+    views: &Views,
     opts: &RunOptions,
     bar: Option<ProgressBar>,
     width: usize,
     style: &Style,
-) -> Result<(tempfile::TempDir, ExecSpec, Option<LineSink>)> {
+) -> Result<(Prepared, ExecSpec, Option<LineSink>)> {
     let entries;
     let inputs = match seg.sandbox {
         Sandbox::Filtered => &seg.inputs,
@@ -529,11 +659,103 @@ fn prepare(
             &entries
         }
     };
-    let dir = populate(repo, plan, seg, inputs, &sandbox::base())?;
+    let dir = sandbox::RunDir::new(&seg.name).with_context(|| {
+        format!(
+            "creating the sandbox directory in {}",
+            sandbox::parent_dir().display()
+        )
+    })?;
+    let d = dir.path().to_path_buf();
+    let tmp = d.join("tmp");
+    let (prepared, cwd, wrapper) = match &views.skeleton {
+        None => {
+            // No isolation: a copy of the inputs, as before.
+            let src = d.join("src");
+            view::InputsLayer::private(repo, &plan.target, &src, inputs, plan.convert)
+                .with_context(|| format!("materialising the inputs of {}", seg.name))?;
+            let p = Prepared {
+                _inputs: None,
+                _dir: dir,
+            };
+            (p, src, Vec::new())
+        }
+        Some(skeleton) => {
+            // With checkout rules (.gitattributes, filters) what a file holds depends on more
+            // than its blob id, which is all the persistent layer's state records: such
+            // snapshots get a fresh private copy every time.
+            let persistent = match &views.store {
+                Some(store) if !plan.convert => {
+                    view::InputsLayer::acquire(repo, &plan.target, store, &seg.name, inputs)
+                        .with_context(|| format!("materialising the inputs of {}", seg.name))?
+                }
+                _ => None,
+            };
+            let layer = match persistent {
+                Some(l) => l,
+                None => view::InputsLayer::private(
+                    repo,
+                    &plan.target,
+                    &d.join("inputs"),
+                    inputs,
+                    plan.convert,
+                )
+                .with_context(|| format!("materialising the inputs of {}", seg.name))?,
+            };
+            let root = match &views.root {
+                Some(r) => r.clone(),
+                None => {
+                    let v = d.join("view");
+                    std::fs::create_dir(&v).with_context(|| format!("creating {}", v.display()))?;
+                    v
+                }
+            };
+            let in_memory = sandbox::writes_in_memory();
+            let (upper, work) = if in_memory && views.root.is_some() {
+                // A mount point for the check's own tmpfs: the directory every sandbox lives in,
+                // hidden from the check anyway (not for a bare repository, whose view is there).
+                (sandbox::parent_dir(), d.join("work"))
+            } else if in_memory {
+                let p = d.join("writes");
+                std::fs::create_dir(&p).with_context(|| format!("creating {}", p.display()))?;
+                (p, d.join("work"))
+            } else {
+                for sub in ["upper", "work"] {
+                    let p = d.join(sub);
+                    std::fs::create_dir(&p).with_context(|| format!("creating {}", p.display()))?;
+                }
+                (d.join("upper"), d.join("work"))
+            };
+            let spec = isolate::Spec {
+                root,
+                lower: vec![layer.tree.clone(), skeleton.tree.clone()],
+                upper,
+                work,
+                tmp: tmp.clone(),
+                hide: views.hide.clone(),
+                expose: views.expose.clone(),
+                network: seg.network,
+                writes_in_memory: in_memory,
+            };
+            // The spec travels on the command line: no file to write and remove.
+            let wrapper = vec![
+                views.exe.clone().into_os_string(),
+                isolate::ENTRY.into(),
+                "--spec-json".into(),
+                serde_json::to_string(&spec)?.into(),
+                "--".into(),
+            ];
+            let p = Prepared {
+                _inputs: Some(layer),
+                _dir: dir,
+            };
+            (p, d.clone(), wrapper)
+        }
+    };
     let spec = ExecSpec {
-        cwd: dir.path().join("src"),
+        cwd,
         command: seg.command.clone(),
-        env: run_env(seg, &dir.path().join("tmp")),
+        env: run_env(seg, &tmp),
+        wrapper,
     };
     let sink: Option<LineSink> = if opts.verbose {
         let prefix = style.dim(&format!("{:width$} │ ", seg.name));
@@ -555,26 +777,7 @@ fn prepare(
             }) as LineSink
         })
     };
-    Ok((dir, spec, sink))
-}
-
-/// A fresh sandbox in `base` holding `inputs` below `src/`.
-fn populate(
-    repo: &Repo,
-    plan: &Plan,
-    seg: &SegmentPlan,
-    inputs: &[crate::git::Input],
-    base: &std::path::Path,
-) -> Result<tempfile::TempDir> {
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("checkdef-{}-", seg.name))
-        .tempdir_in(base)
-        .with_context(|| format!("creating the sandbox directory in {}", base.display()))?;
-    let root: PathBuf = dir.path().join("src");
-    std::fs::create_dir(&root).with_context(|| format!("creating {}", root.display()))?;
-    repo.materialize_checkout(&plan.target, inputs, &root, plan.convert)
-        .with_context(|| format!("materialising the inputs of {}", seg.name))?;
-    Ok(dir)
+    Ok((prepared, spec, sink))
 }
 
 /// The complete environment of a check: PATH, the passthrough variables (not hashed), the
@@ -677,6 +880,7 @@ pub fn outcome_line(o: &SegmentOutcome, width: usize, style: &Style) -> String {
         ),
         (Status::Failed, _) => {
             let how = match o.exit_code {
+                Some(0) => "exit 0, but read files that are not its inputs".to_owned(),
                 Some(c) => format!("exit {c}"),
                 None if o.log.ends_with(b"[checkdef: not started, interrupted]\n") => {
                     "not run (interrupted)".to_owned()

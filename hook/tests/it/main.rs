@@ -11,6 +11,7 @@ mod prepush;
 mod reports;
 mod run;
 mod s3;
+mod sandbox;
 mod status;
 mod support;
 mod teammate;

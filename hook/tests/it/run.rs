@@ -201,8 +201,12 @@ fn an_undeclared_import_fails_in_the_filtered_sandbox_and_passes_with_sandbox_fu
     let r = repo.run_json(&["--segment", "foo-tests"], &[]);
     r.expect_code(1);
     assert_eq!(r.status("foo-tests"), "failed");
+    // Isolated, the sandbox names the file; without isolation, the import is missing.
     assert!(
-        r.stderr.contains("No module named 'bar'") || r.stderr.contains("ModuleNotFoundError"),
+        r.stderr.contains(
+            "foo-tests: read src/bar/__init__.py, which is not an input of this segment (add it to include)"
+        ) || (r.stderr.contains("sandbox: NOT isolated")
+            && r.stderr.contains("No module named 'bar'")),
         "{}",
         r.stderr
     );
@@ -491,8 +495,10 @@ command = "echo \"home=$HOME\"; test -n \"$HOME\" && test -d \"$HOME\""
     );
 }
 
-/// Where the sandbox goes: the temporary directory by default, `CHECKDEF_SANDBOX_DIR` when set;
-/// the check's `TMPDIR` inside it; both removed afterwards.
+/// Where the sandbox goes: the temporary directory by default, `CHECKDEF_SANDBOX_DIR` when set
+/// (in `checkdef-<uid>/`); the check's `TMPDIR` inside it; both removed afterwards. Isolated,
+/// the check's working directory is the repository's own path (the view is mounted there);
+/// without isolation, a copy of the inputs in the sandbox.
 #[test]
 fn sandboxes_go_to_the_temporary_directory_or_where_told() {
     let out_dir = tempfile::tempdir().unwrap();
@@ -520,26 +526,38 @@ command = "pwd > \"$OUT/pwd\"; echo \"$TMPDIR\" > \"$OUT/tmp\"; touch \"$TMPDIR/
         let o = CmdOut::from_output(cmd.output().unwrap());
         o.expect_code(0);
         assert_eq!(o.source("where"), "run", "{}", o.stderr);
-        (PathBuf::from(read("pwd")), PathBuf::from(read("tmp")))
+        let isolated = !o.stderr.contains("sandbox: NOT isolated");
+        (
+            PathBuf::from(read("pwd")),
+            PathBuf::from(read("tmp")),
+            isolated,
+        )
     };
     let empty = |d: &Path| std::fs::read_dir(d).unwrap().count() == 0;
+    let root = repo.root.canonicalize().unwrap();
 
     let tmpdir = repo.tmp.path().join("tmpdir");
     std::fs::create_dir(&tmpdir).unwrap();
-    let (pwd, tmp) = run(&[("TMPDIR", tmpdir.to_str().unwrap())]);
-    assert!(pwd.starts_with(&tmpdir) && pwd.ends_with("src"), "{pwd:?}");
-    assert_eq!(tmp, pwd.parent().unwrap().join("tmp"));
+    let (pwd, tmp, isolated) = run(&[("TMPDIR", tmpdir.to_str().unwrap())]);
+    assert!(tmp.starts_with(&tmpdir) && tmp.ends_with("tmp"), "{tmp:?}");
+    if isolated {
+        assert_eq!(pwd, root);
+    } else {
+        assert_eq!(tmp, pwd.parent().unwrap().join("tmp"));
+    }
     assert!(empty(&tmpdir), "removed after the run");
 
     let chosen = repo.tmp.path().join("sandboxes");
     std::fs::create_dir(&chosen).unwrap();
     let other_cache = repo.tmp.path().join("cache2");
-    let (pwd, tmp) = run(&[
+    let (pwd, tmp, isolated) = run(&[
         ("TMPDIR", tmpdir.to_str().unwrap()),
         ("CHECKDEF_SANDBOX_DIR", chosen.to_str().unwrap()),
         ("CHECKDEF_CACHE_DIR", other_cache.to_str().unwrap()),
     ]);
-    assert!(pwd.starts_with(&chosen), "{pwd:?}");
-    assert_eq!(tmp, pwd.parent().unwrap().join("tmp"));
+    assert!(tmp.starts_with(&chosen), "{tmp:?}");
+    if isolated {
+        assert_eq!(pwd, root);
+    }
     assert!(empty(&chosen) && empty(&tmpdir), "removed after the run");
 }

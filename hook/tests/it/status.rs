@@ -39,6 +39,24 @@ fn status_on_a_fresh_repository() {
     assert!(row(&out, "remote").starts_with("none: results stay on this machine"));
     assert!(row(&out, "trusted keys").starts_with("none: no remote result is accepted"));
     assert!(row(&out, "secret key").starts_with("not set (CHECKDEF_SECRET_KEY_FILE)"));
+    let sandbox = row(&out, "sandbox");
+    assert!(
+        sandbox.starts_with("isolated (") || sandbox.starts_with("NOT isolated ("),
+        "{sandbox}"
+    );
+    if testkit::in_ci() {
+        assert!(
+            sandbox.starts_with("isolated ("),
+            "CI must isolate checks: {sandbox}"
+        );
+    }
+    // Forced off, status says so and why.
+    let off = repo.checkdef_env(&["status"], &[("CHECKDEF_ISOLATION", "off")]);
+    assert!(
+        row(&off, "sandbox").starts_with("NOT isolated (CHECKDEF_ISOLATION=off)"),
+        "{}",
+        off.stderr
+    );
 }
 
 #[test]

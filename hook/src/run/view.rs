@@ -1,0 +1,543 @@
+//! The directories a sandboxed check's view is made of, kept between runs so that setting a
+//! sandbox up costs what changed, not what the segment holds (the idea of Bazel's
+//! `--reuse_sandbox_directories`).
+//!
+//! Below `<local cache>/checkdef-sandboxes/<repository key>/`:
+//!
+//! * `skeleton/tree` — every path of the snapshot, as an empty mode-000 file (submodules as
+//!   directories): the bottom overlay layer, shared by every check of the repository. A check
+//!   that opens a file that is not one of its inputs gets `EACCES` instead of a silently missing
+//!   file, and [`undeclared_reads`] names it. Updated from the previous listing (`skeleton/state`):
+//!   only added and removed paths cost anything; an edit costs nothing.
+//! * `inputs/<segment key>/tree` — the segment's inputs with their contents, the layer above;
+//!   updated from the previous `(mode, id, path)` listing (`state`): a changed file is one
+//!   unlink and one write.
+//!
+//! A check never writes to either: its writes go to its private overlay `upper` directory, and
+//! both directories are hidden from it (the local cache is covered). Each has a `lock` file:
+//! a run holds `inputs/<segment>` exclusively while the check runs, and the skeleton shared
+//! (after updating it exclusively); when another run holds one, this run uses a private copy
+//! instead (correct, only slower). The `state` file is removed before an update and written
+//! after it, so a run killed halfway rebuilds the directory from scratch next time.
+use std::collections::HashSet;
+use std::fs::File;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use gix::bstr::{BStr, BString, ByteSlice as _};
+use rustix::fs::FlockOperation;
+use sha2::{Digest as _, Sha256};
+
+use crate::git::{FileMode, Input, Repo, Target};
+
+/// The directory persistent sandbox layers live in, inside the local cache directory.
+pub const STORE_DIR: &str = "checkdef-sandboxes";
+
+/// A short stable key for a repository root or segment name.
+pub fn key(bytes: &[u8]) -> String {
+    hex::encode(&Sha256::digest(bytes)[..8])
+}
+
+/// An flock held until drop.
+#[derive(Debug)]
+pub struct Lock(#[allow(dead_code)] File);
+
+fn lock(path: &Path, op: FlockOperation) -> Result<Option<Lock>> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match rustix::fs::flock(&f, op) {
+        Ok(()) => Ok(Some(Lock(f))),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("locking {}", path.display())),
+    }
+}
+
+/// Remove `path` and everything below it, also directories a check made unreadable (and the
+/// mode-000 `work/work` directory overlayfs leaves in its work directory).
+pub fn force_remove(path: &Path) {
+    if std::fs::remove_dir_all(path).is_ok() || !path.exists() {
+        return;
+    }
+    fn open_up(p: &Path) {
+        if let Ok(meta) = std::fs::symlink_metadata(p)
+            && meta.is_dir()
+        {
+            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700));
+            if let Ok(rd) = std::fs::read_dir(p) {
+                for e in rd.flatten() {
+                    open_up(&e.path());
+                }
+            }
+        }
+    }
+    open_up(path);
+    let _ = std::fs::remove_dir_all(path);
+}
+
+/// The skeleton of one snapshot, in use by this run.
+#[derive(Debug)]
+pub struct Skeleton {
+    pub tree: PathBuf,
+    /// Every path of the snapshot (files, symlinks, submodules).
+    pub paths: HashSet<BString>,
+    _lock: Option<Lock>,
+    /// A private skeleton (another run holds the shared one on another snapshot): removed on drop.
+    private: Option<PathBuf>,
+}
+
+impl Drop for Skeleton {
+    fn drop(&mut self) {
+        if let Some(p) = &self.private {
+            force_remove(p);
+        }
+    }
+}
+
+fn listing(all: &[Input]) -> String {
+    let mut s = String::with_capacity(all.len() * 40);
+    for e in all {
+        s.push(if e.mode == FileMode::Submodule {
+            'd'
+        } else {
+            'f'
+        });
+        s.push(' ');
+        s.push_str(&escape(e.path.as_ref()));
+        s.push('\n');
+    }
+    s
+}
+
+/// Paths in state files are one per line: newlines and backslashes escaped.
+fn escape(p: &BStr) -> String {
+    let s = p.to_str_lossy();
+    if p.contains(&b'\n') || p.contains(&b'\\') || s.contains('\u{FFFD}') {
+        let mut out = String::new();
+        for b in p.iter() {
+            match b {
+                b'\\' => out.push_str("\\\\"),
+                b'\n' => out.push_str("\\n"),
+                0x20..=0x7e => out.push(*b as char),
+                _ => out.push_str(&format!("\\x{b:02x}")),
+            }
+        }
+        out
+    } else {
+        s.into_owned()
+    }
+}
+
+impl Skeleton {
+    /// The skeleton of `all` (every entry of the snapshot, sorted): the shared one below
+    /// `store` when it can be used, else a private one in `private_dir`.
+    pub fn prepare(all: &[Input], store: Option<&Path>, private_dir: &Path) -> Result<Skeleton> {
+        let paths: HashSet<BString> = all.iter().map(|e| e.path.clone()).collect();
+        let want = listing(all);
+        if let Some(store) = store {
+            let dir = store.join("skeleton");
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let lock_path = dir.join("lock");
+            let tree = dir.join("tree");
+            let state = dir.join("state");
+            if let Some(l) = lock(&lock_path, FlockOperation::NonBlockingLockExclusive)? {
+                update_skeleton(&tree, &state, all, &want)?;
+                drop(l);
+            }
+            // Shared from here on; the listing is checked again, as another run may have
+            // changed it between the two locks.
+            if let Some(l) = lock(&lock_path, FlockOperation::NonBlockingLockShared)?
+                && std::fs::read_to_string(&state).is_ok_and(|s| s == want)
+            {
+                return Ok(Skeleton {
+                    tree,
+                    paths,
+                    _lock: Some(l),
+                    private: None,
+                });
+            }
+        }
+        let tree = tempfile::Builder::new()
+            .prefix("skeleton-")
+            .tempdir_in(private_dir)
+            .with_context(|| format!("creating a skeleton in {}", private_dir.display()))?
+            .keep();
+        build_placeholders(&tree, all.iter())?;
+        Ok(Skeleton {
+            tree: tree.clone(),
+            paths,
+            _lock: None,
+            private: Some(tree),
+        })
+    }
+}
+
+fn update_skeleton(tree: &Path, state: &Path, all: &[Input], want: &str) -> Result<()> {
+    let old = std::fs::read_to_string(state).ok();
+    if old.as_deref() == Some(want) && tree.is_dir() {
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(state);
+    match old.filter(|_| tree.is_dir()) {
+        None => {
+            force_remove(tree);
+            build_placeholders(tree, all.iter())?;
+        }
+        Some(old) => {
+            let old: HashSet<&str> = old.lines().collect();
+            let new_lines: Vec<&str> = want.lines().collect();
+            let new: HashSet<&str> = new_lines.iter().copied().collect();
+            let mut removed: Vec<&str> = old.difference(&new).copied().collect();
+            // Deepest first, so a directory goes after what it held.
+            removed.sort_by(|a, b| b.cmp(a));
+            for line in removed {
+                let Some(rel) = unescape_line(line) else {
+                    force_remove(tree);
+                    build_placeholders(tree, all.iter())?;
+                    break;
+                };
+                let p = tree.join(crate::git::native(rel.as_bstr()));
+                if line.starts_with('d') {
+                    force_remove(&p);
+                } else {
+                    let _ = std::fs::remove_file(&p);
+                }
+                prune_empty_parents(tree, &p);
+            }
+            let added = all
+                .iter()
+                .zip(&new_lines)
+                .filter(|(_, l)| !old.contains(**l));
+            build_placeholders(tree, added.map(|(e, _)| e))?;
+        }
+    }
+    crate::cache::write_atomic(state, want.as_bytes())
+        .with_context(|| format!("writing {}", state.display()))
+}
+
+fn unescape_line(line: &str) -> Option<BString> {
+    unescape(line.get(2..)?)
+}
+
+fn unescape(rel: &str) -> Option<BString> {
+    if !rel.contains('\\') {
+        return Some(rel.into());
+    }
+    let mut out = Vec::new();
+    let b = rel.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' {
+            match b.get(i + 1)? {
+                b'\\' => out.push(b'\\'),
+                b'n' => out.push(b'\n'),
+                b'x' => {
+                    out.push(u8::from_str_radix(rel.get(i + 2..i + 4)?, 16).ok()?);
+                    i += 2;
+                }
+                _ => return None,
+            }
+            i += 2;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(out.into())
+}
+
+fn prune_empty_parents(root: &Path, removed: &Path) {
+    let mut p = removed.parent();
+    while let Some(d) = p {
+        if d == root || !d.starts_with(root) || std::fs::remove_dir(d).is_err() {
+            break;
+        }
+        p = d.parent();
+    }
+}
+
+fn build_placeholders<'a>(tree: &Path, entries: impl Iterator<Item = &'a Input>) -> Result<()> {
+    std::fs::create_dir_all(tree).with_context(|| format!("creating {}", tree.display()))?;
+    let mut made: HashSet<PathBuf> = HashSet::new();
+    for e in entries {
+        let p = tree.join(crate::git::native(e.path.as_ref()));
+        if let Some(parent) = p.parent()
+            && !made.contains(parent)
+        {
+            // A path whose parent is a placeholder file (file replaced by a directory) clears it.
+            if parent.is_file() {
+                let _ = std::fs::remove_file(parent);
+            }
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+            made.insert(parent.to_path_buf());
+        }
+        if e.mode == FileMode::Submodule {
+            let _ = std::fs::create_dir(&p);
+            continue;
+        }
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o000)
+            .open(&p)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(err) => {
+                return Err(err).with_context(|| format!("creating {}", p.display()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A segment's inputs layer, in use by one check.
+#[derive(Debug)]
+pub struct InputsLayer {
+    pub tree: PathBuf,
+    _lock: Option<Lock>,
+}
+
+/// Line of an inputs state file.
+fn input_line(e: &Input) -> String {
+    format!(
+        "{:o} {} {}",
+        mode_bits(e.mode),
+        e.id,
+        escape(e.path.as_ref())
+    )
+}
+
+fn mode_bits(m: FileMode) -> u32 {
+    match m {
+        FileMode::Regular => 0o100644,
+        FileMode::Executable => 0o100755,
+        FileMode::Symlink => 0o120000,
+        FileMode::Submodule => 0o160000,
+    }
+}
+
+impl InputsLayer {
+    /// The persistent inputs layer of `segment` below `store`, brought up to date with `inputs`
+    /// by their difference to what it held; `None` when another run is using it.
+    pub fn acquire(
+        repo: &Repo,
+        target: &Target,
+        store: &Path,
+        segment: &str,
+        inputs: &[Input],
+    ) -> Result<Option<InputsLayer>> {
+        let dir = store.join("inputs").join(key(segment.as_bytes()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let Some(l) = lock(&dir.join("lock"), FlockOperation::NonBlockingLockExclusive)? else {
+            return Ok(None);
+        };
+        let tree = dir.join("tree");
+        let state = dir.join("state");
+        let want: Vec<String> = inputs.iter().map(input_line).collect();
+        let old = std::fs::read_to_string(&state)
+            .ok()
+            .filter(|_| tree.is_dir());
+        let _ = std::fs::remove_file(&state);
+        match old {
+            None => {
+                force_remove(&tree);
+                std::fs::create_dir_all(&tree)
+                    .with_context(|| format!("creating {}", tree.display()))?;
+                repo.materialize(target, inputs, &tree)?;
+            }
+            Some(old) => {
+                let old_set: HashSet<&str> = old.lines().collect();
+                let new_set: HashSet<&str> = want.iter().map(String::as_str).collect();
+                // What no longer matches goes first (a changed file is removed, then written).
+                let mut gone: Vec<PathBuf> = Vec::new();
+                for line in old.lines().filter(|l| !new_set.contains(l)) {
+                    let Some(rel) = line.splitn(3, ' ').nth(2).and_then(unescape) else {
+                        continue;
+                    };
+                    let p = tree.join(crate::git::native(rel.as_bstr()));
+                    if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+                        force_remove(&p);
+                    } else {
+                        let _ = std::fs::remove_file(&p);
+                    }
+                    gone.push(p);
+                }
+                let added: Vec<Input> = inputs
+                    .iter()
+                    .zip(&want)
+                    .filter(|(_, l)| !old_set.contains(l.as_str()))
+                    .map(|(e, _)| e.clone())
+                    .collect();
+                repo.materialize(target, &added, &tree)?;
+                // Directories left empty go after the additions, so a directory that holds a
+                // changed file is kept, not removed and made again.
+                for p in &gone {
+                    prune_empty_parents(&tree, p);
+                }
+            }
+        }
+        let mut text = want.join("\n");
+        text.push('\n');
+        crate::cache::write_atomic(&state, text.as_bytes())
+            .with_context(|| format!("writing {}", state.display()))?;
+        Ok(Some(InputsLayer {
+            tree,
+            _lock: Some(l),
+        }))
+    }
+
+    /// A private copy of `inputs` in `dir` (when the persistent layer is busy, there is no
+    /// local cache directory, or `convert`: the snapshot has checkout rules to apply).
+    pub fn private(
+        repo: &Repo,
+        target: &Target,
+        dir: &Path,
+        inputs: &[Input],
+        convert: bool,
+    ) -> Result<InputsLayer> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        repo.materialize_checkout(target, inputs, dir, convert)?;
+        Ok(InputsLayer {
+            tree: dir.to_path_buf(),
+            _lock: None,
+        })
+    }
+}
+
+/// Top-level directories of the work tree that are Python environments (`pyvenv.cfg`) and not
+/// part of the snapshot: bound read-only into every view, so `.venv/bin/python` keeps working.
+pub fn environments(workdir: &Path, snapshot: &HashSet<BString>) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(workdir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        use std::os::unix::ffi::OsStrExt as _;
+        let bytes = name.as_bytes();
+        let prefix_in_snapshot = snapshot
+            .iter()
+            .any(|p| p.starts_with(bytes) && p.get(bytes.len()) == Some(&b'/'));
+        if e.path().join("pyvenv.cfg").is_file() && !prefix_in_snapshot {
+            out.push(PathBuf::from(name));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Paths of the snapshot that are not inputs and that `log` reports a permission error for:
+/// the check tried to read a file it did not declare. `root` is where the view was mounted.
+pub fn undeclared_reads(
+    log: &[u8],
+    root: &Path,
+    snapshot: &HashSet<BString>,
+    inputs: &[Input],
+) -> Vec<String> {
+    let inputs: HashSet<&[u8]> = inputs.iter().map(|i| i.path.as_slice()).collect();
+    let root = root.as_os_str().as_encoded_bytes();
+    let mut found: Vec<String> = Vec::new();
+    for line in log.split(|b| *b == b'\n') {
+        let l = line.to_ascii_lowercase();
+        let denied = l.find(b"permission denied").is_some()
+            || l.find(b"eacces").is_some()
+            || l.find(b"errno 13").is_some();
+        if !denied {
+            continue;
+        }
+        for token in line.split(|b| {
+            matches!(
+                b,
+                b' ' | b'\'' | b'"' | b'`' | b'(' | b')' | b'[' | b']' | b',' | b'\t' | b'\r'
+            )
+        }) {
+            let mut t = token;
+            while let Some(rest) = t.strip_suffix(b":") {
+                t = rest;
+            }
+            let t = t
+                .strip_prefix(root)
+                .and_then(|r| r.strip_prefix(b"/"))
+                .unwrap_or(t);
+            let t = t.strip_prefix(b"./").unwrap_or(t);
+            if t.is_empty() || inputs.contains(t) {
+                continue;
+            }
+            if snapshot.contains(t.as_bstr()) {
+                let s = t.to_str_lossy().into_owned();
+                if !found.contains(&s) {
+                    found.push(s);
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The record of a segment's last run's undeclared reads, for `checkdef explain`.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct LastRun {
+    pub input_hash: String,
+    pub finished_at: u64,
+    pub undeclared: Vec<String>,
+}
+
+fn last_run_path(store: &Path, segment: &str) -> PathBuf {
+    store
+        .join("last-run")
+        .join(format!("{}.json", key(segment.as_bytes())))
+}
+
+pub fn save_last_run(store: &Path, segment: &str, rec: &LastRun) -> std::io::Result<()> {
+    let text = serde_json::to_vec(rec).map_err(std::io::Error::other)?;
+    crate::cache::write_atomic(&last_run_path(store, segment), &text)
+}
+
+pub fn load_last_run(store: &Path, segment: &str) -> Option<LastRun> {
+    let text = std::fs::read(last_run_path(store, segment)).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+/// The store directory of the repository whose work tree (or git directory) is `root`.
+pub fn store_for(cache_dir: &Path, root: &Path) -> PathBuf {
+    cache_dir
+        .join(STORE_DIR)
+        .join(key(root.as_os_str().as_encoded_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(paths: &[&str]) -> HashSet<BString> {
+        paths.iter().map(|p| BString::from(*p)).collect()
+    }
+
+    #[test]
+    fn permission_errors_on_non_inputs_are_named() {
+        let s = snap(&["tests/data.txt", "src/a.py", "README.md"]);
+        let log = b"E   PermissionError: [Errno 13] Permission denied: '/r/repo/tests/data.txt'\n\
+cat: README.md: Permission denied\nother line src/a.py\n";
+        let found = undeclared_reads(log, Path::new("/r/repo"), &s, &[]);
+        assert_eq!(found, vec!["tests/data.txt", "README.md"]);
+        // An input is never reported; nor is a path on a line without a permission error.
+        assert!(
+            undeclared_reads(b"src/a.py: file not found\n", Path::new("/r"), &s, &[]).is_empty()
+        );
+    }
+
+    #[test]
+    fn escaped_state_lines_round_trip() {
+        for p in ["a/b", "we\\ird\nname", "caf\u{e9}"] {
+            let line = format!("f {}", escape(p.as_bytes().as_bstr()));
+            assert_eq!(unescape_line(&line).unwrap(), BString::from(p));
+        }
+    }
+}
