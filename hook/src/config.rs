@@ -951,7 +951,8 @@ fn resolve_cache(c: RawCache, ctx: &Ctx<'_>) -> Result<CacheConfig, ConfigError>
             return Err(ctx.error(
                 remote.span(),
                 format!(
-                    "invalid cache remote `{url}` (expected an http://, https:// or file:// URL)"
+                    "invalid cache remote `{}` (expected an http://, https:// or file:// URL)",
+                    cache_proto::RedactedUrl::new(url)
                 ),
             ));
         }

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
+use cache_proto::RedactedUrl;
 use cache_proto::nar::{self, NarLimits};
 use cache_proto::narinfo::NarInfo;
 use cache_proto::signing::{PublicKey, SecretKey};
@@ -179,7 +180,7 @@ impl Caches {
             Some(url) if url.starts_with("file://") || url.starts_with('/') => {
                 let keys = accepted_keys(&settings);
                 let store = Store::open(url)
-                    .map_err(|e| usage(format!("remote cache {url}: {e}")))?
+                    .map_err(|e| usage(format!("remote cache {}: {e}", RedactedUrl::new(url))))?
                     .with_trust(Trust::Keys(keys));
                 Some(store)
             }
@@ -195,7 +196,7 @@ impl Caches {
                     user_agent: format!("checkdef/{}", env!("CARGO_PKG_VERSION")),
                 };
                 let store = HttpStore::new(cfg)
-                    .map_err(|e| usage(format!("remote cache {url}: {e}")))?
+                    .map_err(|e| usage(format!("remote cache {}: {e}", RedactedUrl::new(url))))?
                     .with_trust(Trust::Keys(keys));
                 Some(Store::Http(store))
             }

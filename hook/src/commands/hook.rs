@@ -36,6 +36,8 @@ pub fn pre_push(config_flag: Option<&Path>, remote: &str, url: &str) -> Result<C
         return Ok(Code::Success);
     }
     let ctx = open_context(config_flag)?;
+    // git passes a URL as typed when the push names no remote, credentials included.
+    let shown_remote = cache_proto::RedactedUrl::new(remote);
     let push = prepush::plan_push(ctx.repo.gix(), remote, &updates).map_err(|e| {
         usage(format!(
             "{e}\nhint: fetch the missing objects or push from a complete clone"
@@ -76,7 +78,7 @@ pub fn pre_push(config_flag: Option<&Path>, remote: &str, url: &str) -> Result<C
         report::line(
             None,
             &style.bold(&format!(
-                "checkdef: checking {short} → {remote} {} ({})",
+                "checkdef: checking {short} → {shown_remote} {} ({})",
                 check.refs.join(", "),
                 match &base {
                     Some(b) => format!("remote has {b}"),

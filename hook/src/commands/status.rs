@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
+use cache_proto::RedactedUrl;
 use cache_proto::store::{HttpConfig, HttpStore, Store};
 use installer::HookState;
 
@@ -249,10 +250,14 @@ fn remote_lines(cfg: &CacheConfig) -> Vec<String> {
             }
         },
     };
-    let mut lines = vec![format!("{url} (from {from}): {}", probe(&url))];
+    let shown = RedactedUrl::new(&url);
+    let mut lines = vec![format!("{shown} (from {from}): {}", probe(&url))];
     if url.starts_with("http://") || url.starts_with("https://") {
         let auth = if env_nonempty("CHECKDEF_REMOTE_TOKEN").is_some() {
             "bearer token from CHECKDEF_REMOTE_TOKEN".to_owned()
+        } else if url_has_user_info(&url) {
+            "basic auth from the user info in the URL (shown as ***; a netrc file keeps it out of checkdef.toml)"
+                .to_owned()
         } else {
             match netrc_path() {
                 Some((p, true)) => format!("netrc {} (basic auth when it has the host)", p),
@@ -263,6 +268,15 @@ fn remote_lines(cfg: &CacheConfig) -> Vec<String> {
         lines.push(format!("credentials: {auth}"));
     }
     lines
+}
+
+/// Whether `url` carries `user[:password]@` (checkdef then sends it as basic auth).
+fn url_has_user_info(url: &str) -> bool {
+    url.split_once("://").is_some_and(|(_, rest)| {
+        rest.split(['/', '?', '#'])
+            .next()
+            .is_some_and(|authority| authority.contains('@'))
+    })
 }
 
 /// The netrc file checkdef would read and whether it exists.

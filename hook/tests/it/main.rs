@@ -8,6 +8,7 @@ mod plan;
 mod prepush;
 mod reports;
 mod run;
+mod secrets;
 mod status;
 mod support;
 mod teammate;
