@@ -12,3 +12,4 @@ mod secrets;
 mod status;
 mod support;
 mod teammate;
+mod trust;
