@@ -1,15 +1,17 @@
 //! The caches checkdef reads and writes, and the rules for trusting what they return.
 //!
 //! * The local cache is a Nix `file://` binary cache directory, always on:
-//!   `$CHECKDEF_CACHE_DIR`, else `$XDG_CACHE_HOME/checkdef`, else `~/.cache/checkdef`. It holds
-//!   only what this machine ran or already verified, so it is read as trusted (hashes are still
-//!   checked: a torn write can never be read as valid).
+//!   `$CHECKDEF_CACHE_DIR`, else `$XDG_CACHE_HOME/checkdef`, else `~/.cache/checkdef`, and
+//!   private to its owner (see [`trust`]). It holds what this machine ran, which is trusted as
+//!   it is, and copies of remote results, which count only while a key accepted *now* signed
+//!   them (hashes are always checked: a torn write can never be read as valid).
 //! * The remote is any Nix HTTP binary cache (`[cache] remote` or `CHECKDEF_REMOTE`). A remote
 //!   result counts only with a valid signature from a trusted key (and, with `accept = "ci-only"`,
 //!   only from a key labelled `ci`). Anything else is a miss with a one-line warning. Remote
 //!   lookups share one time budget so an outage costs seconds, not minutes, and never blocks.
 //! * A local entry verified once is served from its stamp afterwards (see [`stamp`]).
 mod stamp;
+mod trust;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,9 +29,14 @@ use cache_proto::store_path::StorePath;
 use crate::exit::usage;
 use crate::result::StoredResult;
 
+pub use stamp::Origin;
 use stamp::Stamps;
 pub(crate) use stamp::{FileId, older_than, safe_rel, touch, write_atomic};
 pub use stamp::{STAMP_DIR, stamp_path};
+pub(crate) use trust::mark_ran_here;
+pub use trust::{
+    RAN_HERE_DIR, TrustPolicy, check_private, ensure_private, no_cache_dir, ran_here_path,
+};
 
 pub use crate::config::Accept;
 
@@ -69,7 +76,8 @@ pub struct CacheSettings {
 }
 
 /// Where the local cache lives, by the XDG rules: `$CHECKDEF_CACHE_DIR`, else
-/// `$XDG_CACHE_HOME/checkdef`, else `~/.cache/checkdef`; `None` when none of them is set.
+/// `$XDG_CACHE_HOME/checkdef`, else `~/.cache/checkdef`; `None` when none of them is set (there
+/// is no shared fallback: see [`trust`]).
 pub fn local_dir() -> Option<PathBuf> {
     let non_empty = |k: &str| {
         std::env::var_os(k)
@@ -81,9 +89,12 @@ pub fn local_dir() -> Option<PathBuf> {
         .or_else(|| non_empty("HOME").map(|h| h.join(".cache").join("checkdef")))
 }
 
-/// [`local_dir`], falling back to `/tmp/.cache/checkdef` when no home is known.
-pub fn default_local_dir() -> PathBuf {
-    local_dir().unwrap_or_else(|| PathBuf::from("/tmp/.cache/checkdef"))
+/// [`local_dir`], created when missing and checked to be private ([`ensure_private`]); a usage
+/// error (exit 2) when there is none or it is not private.
+pub fn private_local_dir() -> Result<PathBuf> {
+    let dir = local_dir().ok_or_else(no_cache_dir)?;
+    ensure_private(&dir)?;
+    Ok(dir)
 }
 
 /// Read a Nix-format secret key file, refusing files others can read.
@@ -140,7 +151,8 @@ pub struct Hit {
     /// The stored result. A local hit served from its stamp (when the caller did not ask for
     /// the log) has only the record: its manifest and log are empty.
     pub result: StoredResult,
-    /// Name (and label) of the key whose signature was verified; `None` for local entries.
+    /// Name (and label) of the key whose signature was verified; `None` for results this
+    /// machine ran.
     pub signed_by: Option<String>,
 }
 
@@ -162,30 +174,27 @@ pub struct Caches {
     remote_deadline: std::sync::Mutex<tokio::time::Instant>,
     limits: NarLimits,
     stamps: Stamps,
+    trust: TrustPolicy,
 }
 
 impl Caches {
     pub fn open(settings: CacheSettings) -> Result<Arc<Caches>> {
-        std::fs::create_dir_all(&settings.local_dir).with_context(|| {
-            format!(
-                "cannot create the local cache {}",
-                settings.local_dir.display()
-            )
-        })?;
+        ensure_private(&settings.local_dir)?;
+        let trust = TrustPolicy::new(&settings);
         let local =
             Store::File(FileStore::new(settings.local_dir.clone()).with_trust(Trust::Local));
         let stamps = Stamps::new(settings.local_dir.clone());
         let remote = match &settings.remote {
             None => None,
             Some(url) if url.starts_with("file://") || url.starts_with('/') => {
-                let keys = accepted_keys(&settings);
+                let keys = trust.accepted().to_vec();
                 let store = Store::open(url)
                     .map_err(|e| usage(format!("remote cache {}: {e}", RedactedUrl::new(url))))?
                     .with_trust(Trust::Keys(keys));
                 Some(store)
             }
             Some(url) => {
-                let keys = accepted_keys(&settings);
+                let keys = trust.accepted().to_vec();
                 let cfg = HttpConfig {
                     url: url.clone(),
                     connect_timeout: Duration::from_secs(2),
@@ -210,6 +219,7 @@ impl Caches {
             remote_deadline: std::sync::Mutex::new(tokio::time::Instant::now() + settings_budget),
             limits: result_limits(),
             stamps,
+            trust,
         }))
     }
 
@@ -241,7 +251,12 @@ impl Caches {
         input_hash: &str,
         need_log: bool,
     ) -> Lookup {
-        if !need_log && let Some(record) = self.stamps.check(path) {
+        // A stamp vouches for the files and records where the entry came from; whether that
+        // origin still counts is decided now (a copy's key may have been removed since).
+        if !need_log
+            && let Some((record, origin)) = self.stamps.check(path)
+            && let Some(signed_by) = self.trust.still_trusted(&origin)
+        {
             let result = StoredResult {
                 record,
                 manifest: String::new(),
@@ -254,7 +269,7 @@ impl Caches {
                     hit: Some(Hit {
                         source: Source::Local,
                         result,
-                        signed_by: None,
+                        signed_by,
                     }),
                     warnings: Vec::new(),
                 };
@@ -267,16 +282,30 @@ impl Caches {
             .await
         {
             Ok(Some((result, fetched))) => {
-                self.stamps
-                    .write(path, &fetched.narinfo.url, &result.record, Some(started));
-                return Lookup {
-                    hit: Some(Hit {
-                        source: Source::Local,
-                        result,
-                        signed_by: None,
-                    }),
-                    warnings,
-                };
+                match self.trust.judge(&self.settings.local_dir, &fetched.narinfo) {
+                    Ok(origin) => {
+                        self.stamps.write(
+                            path,
+                            &fetched.narinfo.url,
+                            &result.record,
+                            &origin,
+                            Some(started),
+                        );
+                        let signed_by = self.trust.still_trusted(&origin).flatten();
+                        return Lookup {
+                            hit: Some(Hit {
+                                source: Source::Local,
+                                result,
+                                signed_by,
+                            }),
+                            warnings,
+                        };
+                    }
+                    // Kept: the key may be trusted again; a pass of this machine replaces it.
+                    Err(why) => warnings.push(format!(
+                        "local copy of a remote result for {segment} ignored: {why}"
+                    )),
+                }
             }
             Ok(None) => {}
             Err(e) => {
@@ -339,12 +368,24 @@ impl Caches {
                 let signed_by = fetched
                     .signed_by
                     .as_ref()
-                    .map(|name| self.describe_key(name));
+                    .map(|name| self.trust.describe(name));
                 // Keep a local copy so the next lookup costs no network: the remote's bytes and
                 // signatures as they are (nothing to recompress). Failing to is not worth a
                 // warning: the next lookup asks the remote again.
-                if let Ok(PublishOutcome::Uploaded) = self.local.import(&fetched).await {
-                    self.stamp_written(path, &result);
+                let origin = fetched
+                    .signed_by
+                    .as_deref()
+                    .and_then(|name| self.trust.signed_by(name));
+                if let Some(origin) = origin {
+                    let mut outcome = self.local.import(&fetched).await;
+                    if let Ok(PublishOutcome::AlreadyPresent) = outcome
+                        && self.replace_untrusted_local(path)
+                    {
+                        outcome = self.local.import(&fetched).await;
+                    }
+                    if let Ok(PublishOutcome::Uploaded) = outcome {
+                        self.stamp_written(path, &result, &origin);
+                    }
                 }
                 Lookup {
                     hit: Some(Hit {
@@ -421,38 +462,48 @@ impl Caches {
     /// Remove a local entry's narinfo (readers then see a miss; `cache verify` sweeps the NAR).
     fn unpublish_local(&self, path: &StorePath) -> bool {
         self.stamps.remove(path);
-        let p = self
-            .settings
+        let _ = std::fs::remove_file(ran_here_path(&self.settings.local_dir, path.hash_part()));
+        std::fs::remove_file(self.local_narinfo_path(path)).is_ok()
+    }
+
+    fn local_narinfo_path(&self, path: &StorePath) -> PathBuf {
+        self.settings
             .local_dir
-            .join(format!("{}.narinfo", path.hash_part()));
-        std::fs::remove_file(p).is_ok()
+            .join(format!("{}.narinfo", path.hash_part()))
+    }
+
+    fn local_narinfo(&self, path: &StorePath) -> Option<NarInfo> {
+        std::fs::read_to_string(self.local_narinfo_path(path))
+            .ok()
+            .and_then(|t| NarInfo::parse(&t).ok())
+    }
+
+    /// Unpublish the local entry of `path` when it is a copy that does not count now (its key
+    /// is no longer accepted), so that a result that does count can take its place.
+    fn replace_untrusted_local(&self, path: &StorePath) -> bool {
+        match self.local_narinfo(path) {
+            Some(info) if self.trust.judge(&self.settings.local_dir, &info).is_err() => {
+                self.unpublish_local(path)
+            }
+            _ => false,
+        }
     }
 
     /// Stamp an entry this process has just written to the local cache, so that the next
     /// lookup costs a few `stat`s.
-    fn stamp_written(&self, path: &StorePath, result: &StoredResult) {
-        let p = self
-            .settings
-            .local_dir
-            .join(format!("{}.narinfo", path.hash_part()));
-        if let Some(info) = std::fs::read_to_string(p)
-            .ok()
-            .and_then(|t| NarInfo::parse(&t).ok())
-        {
-            self.stamps.write(path, &info.url, &result.record, None);
+    fn stamp_written(&self, path: &StorePath, result: &StoredResult, origin: &Origin) {
+        if let Some(info) = self.local_narinfo(path) {
+            self.stamps
+                .write(path, &info.url, &result.record, origin, None);
         }
     }
 
-    fn describe_key(&self, name: &str) -> String {
-        match self
-            .settings
-            .trusted_keys
-            .iter()
-            .find(|k| k.key.name() == name)
-            .and_then(|k| k.label.clone())
-        {
-            Some(label) => format!("{name} ({label})"),
-            None => name.to_owned(),
+    /// Record an entry this process has just stored from its own run: this machine ran it.
+    fn record_ran_here(&self, path: &StorePath, result: &StoredResult) {
+        if let Some(info) = self.local_narinfo(path) {
+            mark_ran_here(&self.settings.local_dir, path, &info);
+            self.stamps
+                .write(path, &info.url, &result.record, &Origin::RanHere, None);
         }
     }
 
@@ -467,13 +518,19 @@ impl Caches {
         debug_assert_eq!(result.record.status, crate::result::Status::Passed);
         let nar = result.to_nar().to_bytes()?;
         let keys: Vec<SecretKey> = self.settings.secret_key.iter().cloned().collect();
-        let outcome = self
-            .local
-            .publish(path, &nar, &[], &keys)
-            .await
-            .with_context(|| format!("storing {} in the local cache", result.record.segment))?;
+        let publish = || async {
+            self.local
+                .publish(path, &nar, &[], &keys)
+                .await
+                .with_context(|| format!("storing {} in the local cache", result.record.segment))
+        };
+        let mut outcome = publish().await?;
+        // A copy whose key no longer counts is why this check ran: this pass replaces it.
+        if outcome == PublishOutcome::AlreadyPresent && self.replace_untrusted_local(path) {
+            outcome = publish().await?;
+        }
         if outcome == PublishOutcome::Uploaded {
-            self.stamp_written(path, result);
+            self.record_ran_here(path, result);
         }
         if !push || self.remote_down.load(Ordering::Relaxed) {
             return Ok(Stored::Local);
@@ -580,15 +637,6 @@ fn store_unavailable(e: &cache_proto::store::StoreError) -> bool {
     }
 }
 
-fn accepted_keys(settings: &CacheSettings) -> Vec<PublicKey> {
-    settings
-        .trusted_keys
-        .iter()
-        .filter(|k| settings.accept == Accept::Trusted || k.label.as_deref() == Some("ci"))
-        .map(|k| k.key.clone())
-        .collect()
-}
-
 /// Merge `[cache]` from checkdef.toml with the `CHECKDEF_*` variables:
 /// `CHECKDEF_REMOTE` (overrides `remote`; empty disables it), `CHECKDEF_TRUSTED_PUBLIC_KEYS`
 /// (space-separated, added to `trusted-public-keys`), `CHECKDEF_SECRET_KEY_FILE` (signs pushes),
@@ -655,7 +703,7 @@ pub fn settings_from(config: &crate::config::CacheConfig) -> Result<CacheSetting
             p.is_file().then_some(p)
         });
     Ok(CacheSettings {
-        local_dir: default_local_dir(),
+        local_dir: local_dir().ok_or_else(no_cache_dir)?,
         remote,
         trusted_keys,
         accept: config.accept,

@@ -14,7 +14,7 @@ use cache_proto::RedactedUrl;
 use cache_proto::store::{HttpConfig, HttpStore, Store};
 use installer::HookState;
 
-use crate::cache::default_local_dir;
+use crate::cache::{check_private, local_dir};
 use crate::config::{Accept, CacheConfig, Config};
 use crate::exit::Code;
 use crate::git::Repo;
@@ -166,7 +166,9 @@ fn hook_lines(cwd: &Path) -> Vec<String> {
 }
 
 fn local_cache_line() -> String {
-    let dir = default_local_dir();
+    let Some(dir) = local_dir() else {
+        return "none: HOME is not set (nor CHECKDEF_CACHE_DIR or XDG_CACHE_HOME), so run, plan and the hook refuse to start (checkdef never falls back to a shared directory); set CHECKDEF_CACHE_DIR".to_owned();
+    };
     let why = if std::env::var_os("CHECKDEF_CACHE_DIR").is_some_and(|v| !v.is_empty()) {
         "CHECKDEF_CACHE_DIR"
     } else if std::env::var_os("XDG_CACHE_HOME").is_some_and(|v| !v.is_empty()) {
@@ -174,13 +176,20 @@ fn local_cache_line() -> String {
     } else {
         "~/.cache/checkdef"
     };
-    let (entries, bytes) = cache_usage(&dir);
-    if !dir.is_dir() {
-        return format!(
-            "{} ({why}): not created yet (the first run creates it)",
-            dir.display()
-        );
+    match check_private(&dir) {
+        Err(e) => {
+            let e = e.replace('\n', "; ");
+            return format!("{} ({why}): REFUSED: {e}", dir.display());
+        }
+        Ok(false) => {
+            return format!(
+                "{} ({why}): not created yet (the first run creates it, mode 700)",
+                dir.display()
+            );
+        }
+        Ok(true) => {}
     }
+    let (entries, bytes) = cache_usage(&dir);
     format!(
         "{} ({why}): {entries} entr{}, {}",
         dir.display(),
