@@ -33,10 +33,10 @@ pub use stamp::Origin;
 use stamp::Stamps;
 pub(crate) use stamp::{FileId, older_than, safe_rel, touch, write_atomic};
 pub use stamp::{STAMP_DIR, stamp_path};
-pub(crate) use trust::mark_ran_here;
 pub use trust::{
     RAN_HERE_DIR, TrustPolicy, check_private, ensure_private, no_cache_dir, ran_here_path,
 };
+pub(crate) use trust::{forget_ran_here, mark_ran_here};
 
 pub use crate::config::Accept;
 
@@ -462,7 +462,9 @@ impl Caches {
     /// Remove a local entry's narinfo (readers then see a miss; `cache verify` sweeps the NAR).
     fn unpublish_local(&self, path: &StorePath) -> bool {
         self.stamps.remove(path);
-        let _ = std::fs::remove_file(ran_here_path(&self.settings.local_dir, path.hash_part()));
+        if let Some(info) = self.local_narinfo(path) {
+            forget_ran_here(&self.settings.local_dir, path.hash_part(), &info);
+        }
         std::fs::remove_file(self.local_narinfo_path(path)).is_ok()
     }
 
@@ -498,10 +500,11 @@ impl Caches {
         }
     }
 
-    /// Record an entry this process has just stored from its own run: this machine ran it.
-    fn record_ran_here(&self, path: &StorePath, result: &StoredResult) {
-        if let Some(info) = self.local_narinfo(path) {
-            mark_ran_here(&self.settings.local_dir, path, &info);
+    /// Stamp an entry this process has just stored from its own run.
+    fn stamp_ran_here(&self, path: &StorePath, result: &StoredResult) {
+        if let Some(info) = self.local_narinfo(path)
+            && trust::ran_here(&self.settings.local_dir, &info)
+        {
             self.stamps
                 .write(path, &info.url, &result.record, &Origin::RanHere, None);
         }
@@ -518,6 +521,8 @@ impl Caches {
         debug_assert_eq!(result.record.status, crate::result::Status::Passed);
         let nar = result.to_nar().to_bytes()?;
         let keys: Vec<SecretKey> = self.settings.secret_key.iter().cloned().collect();
+        // Recorded first: a reader that sees the narinfo sees the record too.
+        mark_ran_here(&self.settings.local_dir, path, &nar);
         let publish = || async {
             self.local
                 .publish(path, &nar, &[], &keys)
@@ -530,7 +535,7 @@ impl Caches {
             outcome = publish().await?;
         }
         if outcome == PublishOutcome::Uploaded {
-            self.record_ran_here(path, result);
+            self.stamp_ran_here(path, result);
         }
         if !push || self.remote_down.load(Ordering::Relaxed) {
             return Ok(Stored::Local);

@@ -3,9 +3,9 @@
 //!
 //! A local entry is either a result this machine ran (trusted as it is) or a copy of another
 //! machine's result taken from a remote (trusted only while a key accepted *now* signed it). The
-//! difference is recorded when checkdef stores its own result: `checkdef-ran-here/<hash part>`
-//! holds the `NarHash` of the entry it wrote. An entry is this machine's when that record names
-//! its `NarHash`, or when its narinfo has no signature at all (checkdef copies nothing unsigned
+//! difference is recorded when checkdef stores its own result, before it publishes the narinfo:
+//! an empty file `checkdef-ran-here/<hash part>-<NarHash>`. An entry is this machine's when
+//! such a record names its `NarHash` (one `stat`), or when its narinfo has no signature at all (checkdef copies nothing unsigned
 //! from anywhere, so an unsigned entry was written here — also by checkdef versions that kept no
 //! record). Everything else must carry a valid signature by an accepted key: the trusted keys,
 //! or only those labelled `ci` under `accept = "ci-only"`.
@@ -13,7 +13,8 @@
 //! Losing a record costs at most a rerun (the entry then looks like a signed copy; when its key
 //! is not trusted, the check runs and this machine's result replaces it); a record can never
 //! make a copy trusted, as it must name the copy's exact `NarHash`, which only a result this
-//! machine stored has.
+//! machine stored has. One record per `NarHash` (not one per path) lets two processes that ran
+//! the same check at once each record theirs, whichever narinfo wins.
 //!
 //! The local cache is trusted without signatures, so it must be private: a directory owned by
 //! another user, or writable by its group or by others, is refused (exit 2), and checkdef
@@ -22,6 +23,7 @@
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
+use cache_proto::hash::Sha256Hash;
 use cache_proto::narinfo::NarInfo;
 use cache_proto::signing::PublicKey;
 use cache_proto::store_path::StorePath;
@@ -30,37 +32,36 @@ use super::stamp::Origin;
 use super::{Accept, CacheSettings, TrustedKey};
 use crate::exit::usage;
 
-/// `<cache>/checkdef-ran-here/<hash part>`: the `NarHash` of an entry this machine stored.
+/// `<cache>/checkdef-ran-here/<hash part>-<NarHash in nix32>`: this machine stored that NAR.
 pub const RAN_HERE_DIR: &str = "checkdef-ran-here";
 
-/// Records are one `sha256:…` line; anything longer is not one of ours.
-const MAX_RECORD: u64 = 256;
-
-pub fn ran_here_path(cache_dir: &Path, hash_part: &str) -> PathBuf {
-    cache_dir.join(RAN_HERE_DIR).join(hash_part)
+pub fn ran_here_path(cache_dir: &Path, hash_part: &str, nar_hash: &Sha256Hash) -> PathBuf {
+    cache_dir
+        .join(RAN_HERE_DIR)
+        .join(format!("{hash_part}-{}", nar_hash.nix32()))
 }
 
-/// Record that this machine stored the entry of `path` whose narinfo is `info`.
-pub(crate) fn mark_ran_here(cache_dir: &Path, path: &StorePath, info: &NarInfo) {
+/// Record that this machine is storing `nar` as the entry of `path` (before its narinfo is
+/// published, so a reader never sees the entry without the record). Best effort: without it the
+/// entry only needs a trusted signature.
+pub(crate) fn mark_ran_here(cache_dir: &Path, path: &StorePath, nar: &[u8]) {
     let _ = super::write_atomic(
-        &ran_here_path(cache_dir, path.hash_part()),
-        info.nar_hash.to_nix_string().as_bytes(),
+        &ran_here_path(cache_dir, path.hash_part(), &Sha256Hash::digest(nar)),
+        b"",
     );
+}
+
+/// Forget the record of the entry stored as `<hash_part>.narinfo` whose narinfo is `info` (the
+/// file's name, not the narinfo's `StorePath`: a misnamed narinfo must not take another entry's
+/// record with it).
+pub(crate) fn forget_ran_here(cache_dir: &Path, hash_part: &str, info: &NarInfo) {
+    let _ = std::fs::remove_file(ran_here_path(cache_dir, hash_part, &info.nar_hash));
 }
 
 /// Whether this machine stored the entry whose narinfo is `info` (see the module docs).
 pub(crate) fn ran_here(cache_dir: &Path, info: &NarInfo) -> bool {
-    if info.sigs.is_empty() {
-        return true;
-    }
-    let path = ran_here_path(cache_dir, info.store_path.hash_part());
-    let Ok(f) = std::fs::File::open(path) else {
-        return false;
-    };
-    let mut text = String::new();
-    use std::io::Read as _;
-    f.take(MAX_RECORD).read_to_string(&mut text).is_ok()
-        && text.trim() == info.nar_hash.to_nix_string()
+    info.sigs.is_empty()
+        || ran_here_path(cache_dir, info.store_path.hash_part(), &info.nar_hash).is_file()
 }
 
 /// The keys whose signatures count now, and how to name them.

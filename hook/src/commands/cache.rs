@@ -249,7 +249,12 @@ fn stamp_of(narinfo_path: &Path) -> Option<PathBuf> {
 fn unpublish(narinfo_path: &Path) -> u64 {
     if let (Some(dir), Some(hash_part)) = (narinfo_path.parent(), hash_part_of(narinfo_path)) {
         let _ = std::fs::remove_file(cache::stamp_path(dir, hash_part));
-        let _ = std::fs::remove_file(cache::ran_here_path(dir, hash_part));
+        if let Some(info) = std::fs::read_to_string(narinfo_path)
+            .ok()
+            .and_then(|t| NarInfo::parse(&t).ok())
+        {
+            cache::forget_ran_here(dir, hash_part, &info);
+        }
     }
     let size = std::fs::metadata(narinfo_path)
         .map(|m| m.len())
@@ -315,12 +320,16 @@ fn sweep_strays(dir: &Path, referenced: &HashSet<String>) -> Result<usize> {
         };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
+            // A ran-here record is `<hash part>-<NarHash>`.
+            let hash_part = name.split('-').next().unwrap_or(&name);
             let orphan = if name.starts_with('.') {
                 old(&e.path())
             } else {
-                !dir.join(format!("{name}.narinfo")).exists()
+                !dir.join(format!("{hash_part}.narinfo")).exists()
             };
-            if orphan && std::fs::remove_file(e.path()).is_ok() {
+            // Orphaned ran-here records are bookkeeping (a removed entry whose narinfo could not
+            // be read leaves its record): removed, not counted as strays.
+            if orphan && std::fs::remove_file(e.path()).is_ok() && sub == cache::STAMP_DIR {
                 n += 1;
             }
         }
