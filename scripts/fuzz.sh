@@ -3,7 +3,8 @@
 #
 # usage: scripts/fuzz.sh [SECONDS] [TARGET...]     (default: 30 seconds for every target)
 #
-# Targets (fuzz/fuzz_targets/): narinfo, cache_info, nar_parse, nar_unpack, config, prepush.
+# Targets (fuzz/fuzz_targets/): narinfo, cache_info, nar_parse, nar_unpack, config,
+# config_matcher (huge generated globs: loading builds the matcher), prepush.
 # Each runs for SECONDS, one after the other, starting from the seeds in fuzz/seeds/<target>
 # and the corpus it grew before (fuzz/corpus/<target>, not committed). A crash stops the script
 # with libFuzzer's report; the input is saved under fuzz/artifacts/<target>/ and can be replayed
@@ -20,7 +21,7 @@ cd "$(dirname "$0")/.."
 SECS=${1:-30}
 [[ $SECS =~ ^[0-9]+$ ]] || { echo "usage: $0 [SECONDS] [TARGET...]" >&2; exit 2; }
 shift || true
-ALL=(narinfo cache_info nar_parse nar_unpack config prepush)
+ALL=(narinfo cache_info nar_parse nar_unpack config config_matcher prepush)
 TARGETS=("$@")
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=("${ALL[@]}")
 

@@ -9,6 +9,7 @@
 //! * [`narinfo`]: `.narinfo` files, their fingerprints and signatures.
 //! * [`signing`]: Nix's ed25519 key format (`name:base64`).
 //! * [`cache_info`]: the `nix-cache-info` file at the cache root.
+//! * [`redact`]: URLs and secrets in the form that is safe to print.
 //! * [`compression`]: the NAR compressions (`none`, `xz`, `bzip2`, `zstd`) with bounded output.
 //! * [`store`]: the I/O layer, a `file://` store, an HTTP store (GET/HEAD/PUT) and an S3
 //!   store (the same objects, SigV4-signed).
@@ -23,6 +24,7 @@ pub mod hash;
 pub mod nar;
 pub mod narinfo;
 pub mod nix32;
+pub mod redact;
 pub mod signing;
 pub mod store;
 pub mod store_path;
@@ -32,6 +34,7 @@ pub use compression::Compression;
 pub use hash::Sha256Hash;
 pub use nar::{NarLimits, NarNode};
 pub use narinfo::NarInfo;
+pub use redact::{RedactedUrl, Secret};
 pub use signing::{PublicKey, SecretKey};
 pub use store::{
     Fetched, FileStore, HttpConfig, HttpStore, PublishOutcome, S3Config, S3Store, Store,

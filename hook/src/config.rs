@@ -211,7 +211,10 @@ impl Segment {
                 for g in globs {
                     b.add(compile_glob(g).expect("validated while loading"));
                 }
-                b.build().expect("validated while loading")
+                // Cannot fail: loading built the combined matcher, whose sets hold every glob
+                // that needs the regex engine (a segment's are a subset, so smaller; plain
+                // paths and `DIR/**` compile to literal and prefix matches, no regex).
+                b.build().expect("built while loading")
             };
             (build(&self.include), build(&self.exclude))
         });
@@ -268,7 +271,11 @@ impl Config {
 
     /// Parse and validate `text`; `path` is only used in messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let ctx = Ctx { text, path };
+        let ctx = Ctx {
+            text,
+            path,
+            glob_spans: Default::default(),
+        };
         let raw: RawConfig = toml::from_str(text).map_err(|e| ctx.toml_error(&e))?;
         resolve(raw, &ctx)
     }
@@ -325,7 +332,7 @@ pub struct MatchScratch {
 }
 
 impl Matcher {
-    fn new(segments: &[Segment]) -> Matcher {
+    fn new(segments: &[Segment]) -> Result<Matcher, globset::Error> {
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let mut literal: HashMap<Box<[u8]>, Vec<u32>, FastHash> = HashMap::default();
         let mut prefix: HashMap<Box<[u8]>, Vec<u32>, FastHash> = HashMap::default();
@@ -349,9 +356,9 @@ impl Matcher {
                 exclude.add(g, i as u32);
             }
         }
-        let (include, include_owners) = include.build();
-        let (exclude, exclude_owners) = exclude.build();
-        Matcher {
+        let (include, include_owners) = include.build()?;
+        let (exclude, exclude_owners) = exclude.build()?;
+        Ok(Matcher {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             literal,
             prefix,
@@ -360,7 +367,7 @@ impl Matcher {
             exclude,
             exclude_owners,
             segments: segments.len(),
-        }
+        })
     }
 
     /// Number of segments.
@@ -543,13 +550,83 @@ impl Distinct {
         }
     }
 
-    fn build(self) -> (GlobSet, Vec<Vec<u32>>) {
+    fn build(self) -> Result<(GlobSet, Vec<Vec<u32>>), globset::Error> {
         let mut b = GlobSetBuilder::new();
         for g in self.globs {
             b.add(g);
         }
-        (b.build().expect("validated while loading"), self.owners)
+        Ok((b.build()?, self.owners))
     }
+}
+
+/// A glob for messages: a pattern can be megabytes long.
+fn clip_glob(p: &str) -> String {
+    const MAX: usize = 80;
+    if p.len() <= MAX {
+        return p.to_owned();
+    }
+    let mut end = MAX;
+    while !p.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &p[..end], p.len())
+}
+
+/// The located error for a configuration whose globs parse but do not compile: the first glob
+/// (in file order) that fails to compile on its own, else the segment whose globs are too much
+/// together.
+fn locate_uncompilable(
+    segments: &[Segment],
+    segment_spans: &[Range<usize>],
+    err: &globset::Error,
+    ctx: &Ctx<'_>,
+) -> ConfigError {
+    let alone = |g: &str| {
+        let glob = compile_glob(g).ok()?;
+        GlobSetBuilder::new().add(glob).build().err()
+    };
+    let spans = ctx.glob_spans.borrow();
+    let mut globs: Vec<(&str, Range<usize>)> = segments
+        .iter()
+        .flat_map(|s| s.include.iter().chain(&s.exclude))
+        .filter(|g| plain_glob(g).is_none())
+        .filter_map(|g| Some((g.as_str(), spans.get(g.as_str())?.clone())))
+        .collect();
+    globs.sort_by_key(|(_, span)| span.start);
+    globs.dedup_by_key(|(g, _)| *g);
+    for (g, span) in &globs {
+        if let Some(e) = alone(g) {
+            return ctx.error(
+                span.clone(),
+                format!(
+                    "invalid glob `{}`: too large to compile ({})\nhint: split it into several simpler globs",
+                    clip_glob(g),
+                    e.kind()
+                ),
+            );
+        }
+    }
+    // Each compiles alone: point at the segment with the most globs that need the engine.
+    let i = segments
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, s)| {
+            s.include
+                .iter()
+                .chain(&s.exclude)
+                .filter(|g| plain_glob(g).is_none())
+                .map(String::len)
+                .sum::<usize>()
+        })
+        .map_or(0, |(i, _)| i);
+    ctx.error(
+        segment_spans.get(i).cloned().unwrap_or(0..0),
+        format!(
+            "the globs of the configuration are too large to compile together ({}), the largest share being segment `{}`'s\nhint: use fewer or simpler globs (plain paths and `DIR/**` cost nothing)",
+            err.kind(),
+            segments.get(i).map_or("", |s| s.name.as_str())
+        ),
+    )
 }
 
 /// Compile one pattern with checkdef's glob semantics: `*` and `?` stay within one path
@@ -772,9 +849,19 @@ struct RawHook {
 struct Ctx<'a> {
     text: &'a str,
     path: &'a Path,
+    /// Where each glob was first written (the `tests` entry for those the shorthand adds), to
+    /// locate a glob that parses but does not compile (see [`locate_uncompilable`]).
+    glob_spans: std::cell::RefCell<HashMap<String, Range<usize>>>,
 }
 
 impl Ctx<'_> {
+    fn note_glob(&self, glob: &str, span: Range<usize>) {
+        self.glob_spans
+            .borrow_mut()
+            .entry(glob.to_owned())
+            .or_insert(span);
+    }
+
     fn error(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
         let (line, column) = line_column(self.text, span.start);
         ConfigError::Invalid {
@@ -835,8 +922,10 @@ fn resolve(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
     }
     let mut seen: HashMap<String, Range<usize>> = HashMap::new();
     let mut segments = Vec::with_capacity(raw.segment.len());
+    let mut segment_spans = Vec::with_capacity(raw.segment.len());
     for spanned in raw.segment {
         let seg_span = spanned.span();
+        segment_spans.push(seg_span.clone());
         let seg = spanned.into_inner();
         let name = seg.name.get_ref().clone();
         check_segment_name(&seg.name, ctx)?;
@@ -864,7 +953,10 @@ fn resolve(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         })
         .unwrap_or_default();
     let redact_env = distinct(defaults.redact_env.iter().map(|s| s.get_ref().clone()));
-    let matcher = Matcher::new(&segments);
+    // Validation by building what will be used: a glob can parse and still be too large for
+    // the glob engine (alone, or together with the others).
+    let matcher = Matcher::new(&segments)
+        .map_err(|e| locate_uncompilable(&segments, &segment_spans, &e, ctx))?;
     Ok(Config {
         path: ctx.path.to_path_buf(),
         segments,
@@ -945,6 +1037,11 @@ fn resolve_segment(
     let declared_include = distinct(include.clone());
     if let Some(tests) = tests {
         include.extend(pytest_inputs(tests.iter().map(|s| s.get_ref().as_str())));
+        for t in tests {
+            for g in pytest_inputs([t.get_ref().as_str()]) {
+                ctx.note_glob(&g, t.span());
+            }
+        }
     }
     let include = distinct(include);
     let exclude = distinct(
@@ -1060,7 +1157,8 @@ fn resolve_cache(c: RawCache, ctx: &Ctx<'_>) -> Result<CacheConfig, ConfigError>
             return Err(ctx.error(
                 remote.span(),
                 format!(
-                    "invalid cache remote `{url}` (expected an http://, https://, s3:// or file:// URL)"
+                    "invalid cache remote `{}` (expected an http://, https://, s3:// or file:// URL)",
+                    cache_proto::RedactedUrl::new(url)
                 ),
             ));
         }
@@ -1163,6 +1261,7 @@ fn check_segment_name(name: &Spanned<String>, ctx: &Ctx<'_>) -> Result<(), Confi
 
 fn check_glob(g: &Spanned<String>, ctx: &Ctx<'_>) -> Result<(), ConfigError> {
     let p = g.get_ref();
+    ctx.note_glob(p, g.span());
     let why = if p.is_empty() {
         Some("it is empty".to_owned())
     } else if p.starts_with('/') {
@@ -1180,7 +1279,7 @@ fn check_glob(g: &Spanned<String>, ctx: &Ctx<'_>) -> Result<(), ConfigError> {
         compile_glob(p).err().map(|e| e.kind().to_string())
     };
     match why {
-        Some(why) => Err(ctx.error(g.span(), format!("invalid glob `{p}`: {why}"))),
+        Some(why) => Err(ctx.error(g.span(), format!("invalid glob `{}`: {why}", clip_glob(p)))),
         None => Ok(()),
     }
 }

@@ -565,7 +565,11 @@ pub fn fingerprint(root: &Path, cmd: &str, watch: Option<&[String]>) -> Result<V
         return Ok(out.clone());
     }
     let stored = watch.and_then(|w| {
-        let dir = crate::cache::local_dir()?.join(FINGERPRINT_DIR);
+        // Kept outputs decide input hashes: only from a private cache directory (one that is
+        // not is refused, with exit 2, when the caches are opened).
+        let dir = crate::cache::local_dir()
+            .filter(|d| crate::cache::ensure_private(d).is_ok())?
+            .join(FINGERPRINT_DIR);
         Some(dir.join(watch_key(root, cmd, w)))
     });
     let out = match stored {

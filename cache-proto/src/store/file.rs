@@ -84,7 +84,10 @@ fn read_capped(path: &Path, max: u64, url: String) -> Result<Option<Vec<u8>>, St
         .read_to_end(&mut buf)
         .map_err(io_err(path))?;
     if buf.len() as u64 > max {
-        return Err(StoreError::TooLarge { url, limit: max });
+        return Err(StoreError::TooLarge {
+            url: url.into(),
+            limit: max,
+        });
     }
     Ok(Some(buf))
 }

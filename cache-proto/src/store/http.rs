@@ -28,6 +28,7 @@ use tokio::sync::OnceCell;
 use super::netrc::Netrc;
 use super::{Backend, StoreError, Trust, store_methods};
 use crate::cache_info::CacheInfo;
+use crate::redact::RedactedUrl;
 
 /// Settings of an [`HttpStore`].
 #[derive(Clone)]
@@ -66,7 +67,7 @@ impl HttpConfig {
 impl fmt::Debug for HttpConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpConfig")
-            .field("url", &strip_credentials(&self.url))
+            .field("url", &RedactedUrl::new(&self.url))
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("retries", &self.retries)
@@ -117,17 +118,6 @@ impl fmt::Debug for HttpStore {
     }
 }
 
-fn strip_credentials(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.to_string()
-        }
-        Err(_) => crate::clip(url),
-    }
-}
-
 /// What one request is for.
 enum Op<'a> {
     Get {
@@ -164,7 +154,7 @@ impl HttpStore {
     /// [`HttpStore::with_trust`].
     pub fn new(config: HttpConfig) -> Result<Self, StoreError> {
         let invalid = |reason: &str| StoreError::InvalidUrl {
-            url: strip_credentials(&config.url),
+            url: config.url.as_str().into(),
             reason: reason.to_owned(),
         };
         let mut url = reqwest::Url::parse(&config.url).map_err(|e| invalid(&e.to_string()))?;
@@ -228,7 +218,7 @@ impl HttpStore {
             .redirect(reqwest::redirect::Policy::limited(5))
             .build()
             .map_err(|source| StoreError::Client {
-                url: base.clone(),
+                url: base.as_str().into(),
                 source,
             })?;
         Ok(Self {
@@ -253,12 +243,12 @@ impl HttpStore {
         let retryable = e.is_timeout() || e.is_connect() || e.is_request() || e.is_body();
         let error = if e.is_timeout() {
             StoreError::Timeout {
-                url: url.to_owned(),
+                url: url.into(),
                 timeout: self.request_timeout,
             }
         } else {
             StoreError::Http {
-                url: url.to_owned(),
+                url: url.into(),
                 source: e.without_url(),
             }
         };
@@ -269,7 +259,7 @@ impl HttpStore {
         Failure {
             error: StoreError::Status {
                 method,
-                url: url.to_owned(),
+                url: url.into(),
                 status: status.as_u16(),
             },
             retryable: retryable_status(status),
@@ -303,7 +293,7 @@ impl HttpStore {
                 }
                 let too_large = || Failure {
                     error: StoreError::TooLarge {
-                        url: url.to_owned(),
+                        url: url.into(),
                         limit: *max,
                     },
                     retryable: false,

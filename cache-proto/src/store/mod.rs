@@ -41,6 +41,7 @@ use crate::compression::{self, Compression, CompressionError};
 use crate::hash::{HashingReader, Sha256Hash};
 use crate::nar::{self, NarError, NarLimits};
 use crate::narinfo::{MAX_NARINFO_SIZE, NarInfo, NarInfoError};
+use crate::redact::RedactedUrl;
 use crate::signing::{PublicKey, SecretKey};
 use crate::store_path::StorePath;
 
@@ -119,30 +120,30 @@ pub enum StoreError {
     /// An HTTP request failed (connection refused, reset, …) after all retries.
     #[error("http request to {url} failed")]
     Http {
-        url: String,
+        url: RedactedUrl,
         #[source]
         source: reqwest::Error,
     },
     /// An HTTP request timed out after all retries.
     #[error("http request to {url} timed out (limit {timeout:?})")]
-    Timeout { url: String, timeout: Duration },
+    Timeout { url: RedactedUrl, timeout: Duration },
     /// The server answered with an unexpected status.
     #[error("{method} {url} returned http status {status}")]
     Status {
         method: &'static str,
-        url: String,
+        url: RedactedUrl,
         status: u16,
     },
     /// A response or file was larger than allowed.
     #[error("{url} is larger than the limit of {limit} bytes")]
-    TooLarge { url: String, limit: u64 },
+    TooLarge { url: RedactedUrl, limit: u64 },
     /// The cache URL or a store option is invalid.
     #[error("invalid cache url {url:?}: {reason}")]
-    InvalidUrl { url: String, reason: String },
+    InvalidUrl { url: RedactedUrl, reason: String },
     /// The HTTP client could not be set up.
     #[error("cannot set up the http client for {url}")]
     Client {
-        url: String,
+        url: RedactedUrl,
         #[source]
         source: reqwest::Error,
     },
@@ -151,48 +152,48 @@ pub enum StoreError {
     Netrc { path: PathBuf, reason: String },
     /// A narinfo or cache info file is not UTF-8.
     #[error("{url} is not valid utf-8")]
-    NotUtf8 { url: String },
+    NotUtf8 { url: RedactedUrl },
     /// A narinfo file is malformed.
     #[error("narinfo {url} is corrupt")]
     NarInfo {
-        url: String,
+        url: RedactedUrl,
         #[source]
         source: NarInfoError,
     },
     /// The `nix-cache-info` file is malformed or for another store.
     #[error("{url} is not a usable binary cache")]
     CacheInfo {
-        url: String,
+        url: RedactedUrl,
         #[source]
         source: CacheInfoError,
     },
     /// The narinfo describes another store path than the one asked for.
     #[error("narinfo {url} is for {found}, not {expected}")]
     StorePathMismatch {
-        url: String,
+        url: RedactedUrl,
         expected: String,
         found: String,
     },
     /// No signature on the narinfo verifies with a trusted key.
     #[error("narinfo {url} for {path} lacks a valid signature from a trusted key")]
-    Untrusted { url: String, path: String },
+    Untrusted { url: RedactedUrl, path: String },
     /// The narinfo's `URL` is absolute, escapes the cache root or has odd characters.
     #[error("narinfo for {path} has an unsafe nar url {nar_url:?}")]
     UnsafeNarUrl { path: String, nar_url: String },
     /// The narinfo points at a NAR file that does not exist.
     #[error("file {url} does not exist in the binary cache")]
-    MissingNar { url: String },
+    MissingNar { url: RedactedUrl },
     /// The NAR file's size differs from `FileSize`.
     #[error("{url} has {actual} bytes, but the narinfo says FileSize {expected}")]
     FileSizeMismatch {
-        url: String,
+        url: RedactedUrl,
         expected: u64,
         actual: u64,
     },
     /// The NAR file's hash differs from `FileHash`.
     #[error("hash mismatch for {url}: narinfo says FileHash {expected}, got {actual}")]
     FileHashMismatch {
-        url: String,
+        url: RedactedUrl,
         expected: String,
         actual: String,
     },
@@ -219,14 +220,14 @@ pub enum StoreError {
     /// The compression is unsupported, or decompressing failed.
     #[error("cannot decompress {url}")]
     Decompress {
-        url: String,
+        url: RedactedUrl,
         #[source]
         source: CompressionError,
     },
     /// The decompressed data is corrupt.
     #[error("corrupt compressed data in {url}")]
     CorruptCompressed {
-        url: String,
+        url: RedactedUrl,
         #[source]
         source: std::io::Error,
     },
@@ -345,7 +346,7 @@ fn check_trust(info: &NarInfo, trust: &Trust, url: &str) -> Result<Option<String
             .verify(keys)
             .map(Some)
             .ok_or_else(|| StoreError::Untrusted {
-                url: url.to_owned(),
+                url: url.into(),
                 path: info.store_path.to_string(),
             }),
     }
@@ -361,14 +362,16 @@ async fn narinfo_impl<B: Backend>(
         return Ok(None);
     };
     let url = b.location(&rel);
-    let text = String::from_utf8(bytes).map_err(|_| StoreError::NotUtf8 { url: url.clone() })?;
+    let text = String::from_utf8(bytes).map_err(|_| StoreError::NotUtf8 {
+        url: url.as_str().into(),
+    })?;
     let info = NarInfo::parse(&text).map_err(|source| StoreError::NarInfo {
-        url: url.clone(),
+        url: url.as_str().into(),
         source,
     })?;
     if info.store_path != *p {
         return Err(StoreError::StorePathMismatch {
-            url,
+            url: url.into(),
             expected: p.to_string(),
             found: info.store_path.to_string(),
         });
@@ -405,22 +408,25 @@ async fn fetch_impl<B: Backend>(
     let url = b.location(&rel);
     let compression = Compression::from_narinfo(info.compression.as_deref()).map_err(|source| {
         StoreError::Decompress {
-            url: url.clone(),
+            url: url.as_str().into(),
             source,
         }
     })?;
     let cap = compressed_cap(info.nar_size);
     if info.file_size.is_some_and(|size| size > cap) {
-        return Err(StoreError::TooLarge { url, limit: cap });
+        return Err(StoreError::TooLarge {
+            url: url.into(),
+            limit: cap,
+        });
     }
     let Some(file) = b.get(&rel, cap).await? else {
-        return Err(StoreError::MissingNar { url });
+        return Err(StoreError::MissingNar { url: url.into() });
     };
     if let Some(expected) = info.file_size
         && expected != file.len() as u64
     {
         return Err(StoreError::FileSizeMismatch {
-            url,
+            url: url.into(),
             expected,
             actual: file.len() as u64,
         });
@@ -452,7 +458,7 @@ fn decode_and_verify(
         let actual = Sha256Hash::digest(file);
         if actual != *expected {
             return Err(StoreError::FileHashMismatch {
-                url: url.to_owned(),
+                url: url.into(),
                 expected: expected.to_nix_string(),
                 actual: actual.to_nix_string(),
             });
@@ -460,7 +466,7 @@ fn decode_and_verify(
     }
     let decoder = compression::decompress(compression, file, info.nar_size).map_err(|source| {
         StoreError::Decompress {
-            url: url.to_owned(),
+            url: url.into(),
             source,
         }
     })?;
@@ -474,7 +480,7 @@ fn decode_and_verify(
             });
         }
         return Err(StoreError::CorruptCompressed {
-            url: url.to_owned(),
+            url: url.into(),
             source: e,
         });
     }
@@ -503,10 +509,15 @@ async fn read_cache_info<B: Backend>(b: &B) -> Result<Option<CacheInfo>, StoreEr
         return Ok(None);
     };
     let url = b.location(rel);
-    let text = String::from_utf8(bytes).map_err(|_| StoreError::NotUtf8 { url: url.clone() })?;
+    let text = String::from_utf8(bytes).map_err(|_| StoreError::NotUtf8 {
+        url: url.as_str().into(),
+    })?;
     CacheInfo::parse(&text)
         .map(Some)
-        .map_err(|source| StoreError::CacheInfo { url, source })
+        .map_err(|source| StoreError::CacheInfo {
+            url: url.into(),
+            source,
+        })
 }
 
 async fn ensure_cache_info_impl<B: Backend>(
@@ -623,7 +634,7 @@ async fn import_impl<B: Backend>(
     let mut info = fetched.narinfo.clone();
     let compression = Compression::from_narinfo(info.compression.as_deref()).map_err(|source| {
         StoreError::Decompress {
-            url: b.location(&info.url),
+            url: b.location(&info.url).into(),
             source,
         }
     })?;
@@ -686,7 +697,7 @@ impl Store {
         if let Some(path) = url.strip_prefix("file://") {
             if !path.starts_with('/') {
                 return Err(StoreError::InvalidUrl {
-                    url: url.to_owned(),
+                    url: url.into(),
                     reason: "a file url needs an absolute path".into(),
                 });
             }
@@ -702,7 +713,7 @@ impl Store {
             return Ok(Store::S3(S3Store::new(S3Config::from_env(url)?)?));
         }
         Err(StoreError::InvalidUrl {
-            url: url.to_owned(),
+            url: url.into(),
             reason: "expected file://, http://, https:// or s3://".into(),
         })
     }

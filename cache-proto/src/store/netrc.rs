@@ -160,10 +160,14 @@ impl Netrc {
                     value("macdef")?;
                     t.skip_macro();
                 }
-                other => {
+                _ => {
+                    // The word itself is not shown: after an unquoted password with a space, it
+                    // is the rest of that password.
                     return Err(NetrcError {
                         line,
-                        reason: format!("unexpected token {:?}", crate::clip(other)),
+                        reason: "unexpected word (expected machine, default, login, password, \
+                                 account or macdef; the word is not shown, it may be a secret)"
+                            .into(),
                     });
                 }
             }
@@ -230,5 +234,12 @@ mod tests {
         assert_eq!(Netrc::parse("machine a\n\nbogus y").unwrap_err().line, 3);
         assert!(Netrc::parse("machine \"a").is_err());
         assert!(Netrc::parse("").unwrap().credentials_for("a").is_none());
+    }
+
+    #[test]
+    fn errors_never_show_a_password() {
+        let e = Netrc::parse("machine h login u password s3 cr3t\n").unwrap_err();
+        assert_eq!(e.line, 1);
+        assert!(!e.to_string().contains("cr3t"), "{e}");
     }
 }

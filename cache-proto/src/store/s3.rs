@@ -90,7 +90,7 @@ impl S3Location {
     /// Parses Nix's S3 store URL (see the module docs).
     pub fn parse(url: &str) -> Result<S3Location, StoreError> {
         let invalid = |reason: String| StoreError::InvalidUrl {
-            url: crate::clip(url),
+            url: crate::clip(url).into(),
             reason,
         };
         let rest = url
@@ -575,7 +575,7 @@ impl S3Store {
         let loc = S3Location::parse(&config.url)?;
         let (origin, bucket_path) = loc.origin_and_bucket_path();
         let parsed = reqwest::Url::parse(&origin).map_err(|e| StoreError::InvalidUrl {
-            url: crate::clip(&config.url),
+            url: crate::clip(&config.url).into(),
             reason: format!("endpoint: {e}"),
         })?;
         let host = match (parsed.host_str(), parsed.port()) {
@@ -583,7 +583,7 @@ impl S3Store {
             (Some(h), None) => h.to_owned(),
             (None, _) => {
                 return Err(StoreError::InvalidUrl {
-                    url: crate::clip(&config.url),
+                    url: crate::clip(&config.url).into(),
                     reason: "the endpoint has no host".into(),
                 });
             }
@@ -597,7 +597,7 @@ impl S3Store {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|source| StoreError::Client {
-                url: loc.root(),
+                url: loc.root().into(),
                 source,
             })?;
         Ok(Self {
@@ -655,12 +655,12 @@ impl S3Store {
         let retryable = e.is_timeout() || e.is_connect() || e.is_request() || e.is_body();
         let error = if e.is_timeout() {
             StoreError::Timeout {
-                url: url.to_owned(),
+                url: url.to_owned().into(),
                 timeout: self.request_timeout,
             }
         } else {
             StoreError::Http {
-                url: url.to_owned(),
+                url: url.to_owned().into(),
                 source: e.without_url(),
             }
         };
@@ -790,7 +790,7 @@ impl S3Store {
                 }
                 let too_large = || Failure {
                     error: StoreError::TooLarge {
-                        url: url.to_owned(),
+                        url: url.to_owned().into(),
                         limit: *max,
                     },
                     retryable: false,

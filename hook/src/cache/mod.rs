@@ -1,9 +1,10 @@
 //! The caches checkdef reads and writes, and the rules for trusting what they return.
 //!
 //! * The local cache is a Nix `file://` binary cache directory, always on:
-//!   `$CHECKDEF_CACHE_DIR`, else `$XDG_CACHE_HOME/checkdef`, else `~/.cache/checkdef`. It holds
-//!   only what this machine ran or already verified, so it is read as trusted (hashes are still
-//!   checked: a torn write can never be read as valid).
+//!   `$CHECKDEF_CACHE_DIR`, else `$XDG_CACHE_HOME/checkdef`, else `~/.cache/checkdef`, and
+//!   private to its owner (see [`trust`]). It holds what this machine ran, which is trusted as
+//!   it is, and copies of remote results, which count only while a key accepted *now* signed
+//!   them (hashes are always checked: a torn write can never be read as valid).
 //! * The remote is any Nix HTTP binary cache or S3 bucket (`[cache] remote` or
 //!   `CHECKDEF_REMOTE`). A remote
 //!   result counts only with a valid signature from a trusted key (and, with `accept = "ci-only"`,
@@ -11,6 +12,7 @@
 //!   lookups share one time budget so an outage costs seconds, not minutes, and never blocks.
 //! * A local entry verified once is served from its stamp afterwards (see [`stamp`]).
 mod stamp;
+mod trust;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
+use cache_proto::RedactedUrl;
 use cache_proto::nar::{self, NarLimits};
 use cache_proto::narinfo::NarInfo;
 use cache_proto::signing::{PublicKey, SecretKey};
@@ -30,9 +33,14 @@ use cache_proto::store_path::StorePath;
 use crate::exit::usage;
 use crate::result::StoredResult;
 
+pub use stamp::Origin;
 use stamp::Stamps;
 pub(crate) use stamp::{FileId, older_than, safe_rel, touch, write_atomic};
 pub use stamp::{STAMP_DIR, stamp_path};
+pub use trust::{
+    RAN_HERE_DIR, TrustPolicy, check_private, ensure_private, no_cache_dir, ran_here_path,
+};
+pub(crate) use trust::{forget_ran_here, mark_ran_here};
 
 pub use crate::config::Accept;
 
@@ -72,7 +80,8 @@ pub struct CacheSettings {
 }
 
 /// Where the local cache lives, by the XDG rules: `$CHECKDEF_CACHE_DIR`, else
-/// `$XDG_CACHE_HOME/checkdef`, else `~/.cache/checkdef`; `None` when none of them is set.
+/// `$XDG_CACHE_HOME/checkdef`, else `~/.cache/checkdef`; `None` when none of them is set (there
+/// is no shared fallback: see [`trust`]).
 pub fn local_dir() -> Option<PathBuf> {
     let non_empty = |k: &str| {
         std::env::var_os(k)
@@ -84,9 +93,12 @@ pub fn local_dir() -> Option<PathBuf> {
         .or_else(|| non_empty("HOME").map(|h| h.join(".cache").join("checkdef")))
 }
 
-/// [`local_dir`], falling back to `/tmp/.cache/checkdef` when no home is known.
-pub fn default_local_dir() -> PathBuf {
-    local_dir().unwrap_or_else(|| PathBuf::from("/tmp/.cache/checkdef"))
+/// [`local_dir`], created when missing and checked to be private ([`ensure_private`]); a usage
+/// error (exit 2) when there is none or it is not private.
+pub fn private_local_dir() -> Result<PathBuf> {
+    let dir = local_dir().ok_or_else(no_cache_dir)?;
+    ensure_private(&dir)?;
+    Ok(dir)
 }
 
 /// Read a Nix-format secret key file, refusing files others can read.
@@ -143,7 +155,8 @@ pub struct Hit {
     /// The stored result. A local hit served from its stamp (when the caller did not ask for
     /// the log) has only the record: its manifest and log are empty.
     pub result: StoredResult,
-    /// Name (and label) of the key whose signature was verified; `None` for local entries.
+    /// Name (and label) of the key whose signature was verified; `None` for results this
+    /// machine ran.
     pub signed_by: Option<String>,
 }
 
@@ -165,6 +178,7 @@ pub struct Caches {
     remote_deadline: std::sync::Mutex<tokio::time::Instant>,
     limits: NarLimits,
     stamps: Stamps,
+    trust: TrustPolicy,
     /// Results this process uploaded to the remote (new there), and how many of them were
     /// retries of uploads that failed in an earlier invocation.
     uploaded: AtomicUsize,
@@ -189,12 +203,8 @@ pub enum Upload {
 
 impl Caches {
     pub fn open(settings: CacheSettings) -> Result<Arc<Caches>> {
-        std::fs::create_dir_all(&settings.local_dir).with_context(|| {
-            format!(
-                "cannot create the local cache {}",
-                settings.local_dir.display()
-            )
-        })?;
+        ensure_private(&settings.local_dir)?;
+        let trust = TrustPolicy::new(&settings);
         let local =
             Store::File(FileStore::new(settings.local_dir.clone()).with_trust(Trust::Local));
         let stamps = Stamps::new(settings.local_dir.clone());
@@ -210,6 +220,7 @@ impl Caches {
             stamps,
             uploaded: AtomicUsize::new(0),
             retried: AtomicUsize::new(0),
+            trust,
         }))
     }
 
@@ -241,7 +252,12 @@ impl Caches {
         input_hash: &str,
         need_log: bool,
     ) -> Lookup {
-        if !need_log && let Some(record) = self.stamps.check(path) {
+        // A stamp vouches for the files and records where the entry came from; whether that
+        // origin still counts is decided now (a copy's key may have been removed since).
+        if !need_log
+            && let Some((record, origin)) = self.stamps.check(path)
+            && let Some(signed_by) = self.trust.still_trusted(&origin)
+        {
             let result = StoredResult {
                 record,
                 manifest: String::new(),
@@ -254,7 +270,7 @@ impl Caches {
                     hit: Some(Hit {
                         source: Source::Local,
                         result,
-                        signed_by: None,
+                        signed_by,
                     }),
                     warnings: Vec::new(),
                 };
@@ -267,16 +283,30 @@ impl Caches {
             .await
         {
             Ok(Some((result, fetched))) => {
-                self.stamps
-                    .write(path, &fetched.narinfo.url, &result.record, Some(started));
-                return Lookup {
-                    hit: Some(Hit {
-                        source: Source::Local,
-                        result,
-                        signed_by: None,
-                    }),
-                    warnings,
-                };
+                match self.trust.judge(&self.settings.local_dir, &fetched.narinfo) {
+                    Ok(origin) => {
+                        self.stamps.write(
+                            path,
+                            &fetched.narinfo.url,
+                            &result.record,
+                            &origin,
+                            Some(started),
+                        );
+                        let signed_by = self.trust.still_trusted(&origin).flatten();
+                        return Lookup {
+                            hit: Some(Hit {
+                                source: Source::Local,
+                                result,
+                                signed_by,
+                            }),
+                            warnings,
+                        };
+                    }
+                    // Kept: the key may be trusted again; a pass of this machine replaces it.
+                    Err(why) => warnings.push(format!(
+                        "local copy of a remote result for {segment} ignored: {why}"
+                    )),
+                }
             }
             Ok(None) => {}
             Err(e) => {
@@ -339,12 +369,24 @@ impl Caches {
                 let signed_by = fetched
                     .signed_by
                     .as_ref()
-                    .map(|name| self.describe_key(name));
+                    .map(|name| self.trust.describe(name));
                 // Keep a local copy so the next lookup costs no network: the remote's bytes and
                 // signatures as they are (nothing to recompress). Failing to is not worth a
                 // warning: the next lookup asks the remote again.
-                if let Ok(PublishOutcome::Uploaded) = self.local.import(&fetched).await {
-                    self.stamp_written(path, &result);
+                let origin = fetched
+                    .signed_by
+                    .as_deref()
+                    .and_then(|name| self.trust.signed_by(name));
+                if let Some(origin) = origin {
+                    let mut outcome = self.local.import(&fetched).await;
+                    if let Ok(PublishOutcome::AlreadyPresent) = outcome
+                        && self.replace_untrusted_local(path)
+                    {
+                        outcome = self.local.import(&fetched).await;
+                    }
+                    if let Ok(PublishOutcome::Uploaded) = outcome {
+                        self.stamp_written(path, &result, &origin);
+                    }
                 }
                 Lookup {
                     hit: Some(Hit {
@@ -421,38 +463,51 @@ impl Caches {
     /// Remove a local entry's narinfo (readers then see a miss; `cache verify` sweeps the NAR).
     fn unpublish_local(&self, path: &StorePath) -> bool {
         self.stamps.remove(path);
-        let p = self
-            .settings
+        if let Some(info) = self.local_narinfo(path) {
+            forget_ran_here(&self.settings.local_dir, path.hash_part(), &info);
+        }
+        std::fs::remove_file(self.local_narinfo_path(path)).is_ok()
+    }
+
+    fn local_narinfo_path(&self, path: &StorePath) -> PathBuf {
+        self.settings
             .local_dir
-            .join(format!("{}.narinfo", path.hash_part()));
-        std::fs::remove_file(p).is_ok()
+            .join(format!("{}.narinfo", path.hash_part()))
+    }
+
+    fn local_narinfo(&self, path: &StorePath) -> Option<NarInfo> {
+        std::fs::read_to_string(self.local_narinfo_path(path))
+            .ok()
+            .and_then(|t| NarInfo::parse(&t).ok())
+    }
+
+    /// Unpublish the local entry of `path` when it is a copy that does not count now (its key
+    /// is no longer accepted), so that a result that does count can take its place.
+    fn replace_untrusted_local(&self, path: &StorePath) -> bool {
+        match self.local_narinfo(path) {
+            Some(info) if self.trust.judge(&self.settings.local_dir, &info).is_err() => {
+                self.unpublish_local(path)
+            }
+            _ => false,
+        }
     }
 
     /// Stamp an entry this process has just written to the local cache, so that the next
     /// lookup costs a few `stat`s.
-    fn stamp_written(&self, path: &StorePath, result: &StoredResult) {
-        let p = self
-            .settings
-            .local_dir
-            .join(format!("{}.narinfo", path.hash_part()));
-        if let Some(info) = std::fs::read_to_string(p)
-            .ok()
-            .and_then(|t| NarInfo::parse(&t).ok())
-        {
-            self.stamps.write(path, &info.url, &result.record, None);
+    fn stamp_written(&self, path: &StorePath, result: &StoredResult, origin: &Origin) {
+        if let Some(info) = self.local_narinfo(path) {
+            self.stamps
+                .write(path, &info.url, &result.record, origin, None);
         }
     }
 
-    fn describe_key(&self, name: &str) -> String {
-        match self
-            .settings
-            .trusted_keys
-            .iter()
-            .find(|k| k.key.name() == name)
-            .and_then(|k| k.label.clone())
+    /// Stamp an entry this process has just stored from its own run.
+    fn stamp_ran_here(&self, path: &StorePath, result: &StoredResult) {
+        if let Some(info) = self.local_narinfo(path)
+            && trust::ran_here(&self.settings.local_dir, &info)
         {
-            Some(label) => format!("{name} ({label})"),
-            None => name.to_owned(),
+            self.stamps
+                .write(path, &info.url, &result.record, &Origin::RanHere, None);
         }
     }
 
@@ -467,13 +522,21 @@ impl Caches {
         debug_assert_eq!(result.record.status, crate::result::Status::Passed);
         let nar = result.to_nar().to_bytes()?;
         let keys: Vec<SecretKey> = self.settings.secret_key.iter().cloned().collect();
-        let outcome = self
-            .local
-            .publish(path, &nar, &[], &keys)
-            .await
-            .with_context(|| format!("storing {} in the local cache", result.record.segment))?;
+        // Recorded first: a reader that sees the narinfo sees the record too.
+        mark_ran_here(&self.settings.local_dir, path, &nar);
+        let publish = || async {
+            self.local
+                .publish(path, &nar, &[], &keys)
+                .await
+                .with_context(|| format!("storing {} in the local cache", result.record.segment))
+        };
+        let mut outcome = publish().await?;
+        // A copy whose key no longer counts is why this check ran: this pass replaces it.
+        if outcome == PublishOutcome::AlreadyPresent && self.replace_untrusted_local(path) {
+            outcome = publish().await?;
+        }
         if outcome == PublishOutcome::Uploaded {
-            self.stamp_written(path, result);
+            self.stamp_ran_here(path, result);
         }
         if !push {
             return Ok(Stored::Local);
@@ -784,9 +847,12 @@ pub fn open_remote(settings: &CacheSettings) -> Result<Option<Store>> {
     let request_timeout = settings.remote_budget.min(Duration::from_secs(10));
     let user_agent = format!("checkdef/{}", env!("CARGO_PKG_VERSION"));
     let store = if url.starts_with("file://") || url.starts_with('/') {
-        Store::open(url).map_err(|e| usage(format!("remote cache {url}: {e}")))?
+        Store::open(url)
+            .map_err(|e| usage(format!("remote cache {}: {e}", RedactedUrl::new(url))))?
     } else if url.starts_with("s3://") {
-        let bad = |e: cache_proto::store::StoreError| usage(format!("remote cache {url}: {e}"));
+        let bad = |e: cache_proto::store::StoreError| {
+            usage(format!("remote cache {}: {e}", RedactedUrl::new(url)))
+        };
         let loc = S3Location::parse(url).map_err(bad)?;
         // Unusable credentials are not a usage error: like a refused request they make the
         // remote unavailable, with one warning, and never block a push.
@@ -807,7 +873,10 @@ pub fn open_remote(settings: &CacheSettings) -> Result<Option<Store>> {
             bearer_token: settings.bearer_token.clone(),
             user_agent,
         };
-        Store::Http(HttpStore::new(cfg).map_err(|e| usage(format!("remote cache {url}: {e}")))?)
+        Store::Http(
+            HttpStore::new(cfg)
+                .map_err(|e| usage(format!("remote cache {}: {e}", RedactedUrl::new(url))))?,
+        )
     };
     Ok(Some(store.with_trust(keys)))
 }
@@ -887,7 +956,7 @@ pub fn settings_from(config: &crate::config::CacheConfig) -> Result<CacheSetting
             p.is_file().then_some(p)
         });
     Ok(CacheSettings {
-        local_dir: default_local_dir(),
+        local_dir: local_dir().ok_or_else(no_cache_dir)?,
         remote,
         trusted_keys,
         accept: config.accept,

@@ -7,10 +7,16 @@
 //! verified (device, inode, size, mtime and ctime of the narinfo and of the NAR). A later lookup
 //! that finds both files with exactly that identity serves the record without reading the NAR.
 //!
-//! Why this is as safe as re-reading: the local cache is trusted as a whole (it holds no
-//! signatures worth checking; see `cache/mod.rs`), so a stamp protects against accidents —
-//! torn writes, a `cache gc` or another process replacing an entry — not against someone who
-//! can write the directory (they could write a stamp as well as an entry). Any change to either
+//! A stamp also records the entry's [`Origin`]: this machine ran it, or it is a copy of a remote
+//! result whose signature verified with a given key. The trust decision itself is not cached:
+//! a copy is served from its stamp only while that key is still accepted (see
+//! `Caches::lookup_local`), so removing a key or setting `accept = "ci-only"` takes effect at
+//! once, without a signature check per hit.
+//!
+//! Why this is as safe as re-reading: the local cache is private to its owner (see
+//! `cache/mod.rs`), so a stamp protects against accidents — torn writes, a `cache gc` or
+//! another process replacing an entry — not against someone who can write the directory (they
+//! could write a stamp as well as an entry). Any change to either
 //! file changes its ctime, which no user-space call can set back, and replacing a file changes
 //! its inode. A stamp is only written for files whose ctime is older than the read that
 //! verified them (so nothing changed between the read and the `stat`), or right after this
@@ -34,7 +40,8 @@ use crate::result::ResultRecord;
 pub const STAMP_DIR: &str = "checkdef-stamps";
 
 /// Bumped when the stamp layout changes; other versions are ignored (a full read replaces them).
-const STAMP_FORMAT: u32 = 1;
+/// 2: the entry's origin.
+const STAMP_FORMAT: u32 = 2;
 
 /// Stamps are small; anything larger is not one of ours.
 const MAX_STAMP_SIZE: u64 = 64 << 10;
@@ -95,6 +102,17 @@ impl FileId {
     }
 }
 
+/// Where a local entry came from, as far as trusting it goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Origin {
+    /// This machine ran the check (see `cache::ran_here`): trusted without a signature.
+    RanHere,
+    /// A copy of another machine's result, whose narinfo carries a valid signature by this key
+    /// (`name:base64`): a hit only while the key is accepted.
+    SignedBy(String),
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Stamp {
@@ -102,6 +120,7 @@ struct Stamp {
     narinfo: FileId,
     nar_url: String,
     nar: FileId,
+    origin: Origin,
     record: ResultRecord,
 }
 
@@ -126,9 +145,9 @@ impl Stamps {
         self.cache_dir.join(format!("{}.narinfo", path.hash_part()))
     }
 
-    /// The stamped record of `path` when its narinfo and NAR are exactly the files that were
-    /// verified; `None` otherwise (the caller then reads the entry in full).
-    pub fn check(&self, path: &StorePath) -> Option<ResultRecord> {
+    /// The stamped record and origin of `path` when its narinfo and NAR are exactly the files
+    /// that were verified; `None` otherwise (the caller then reads the entry in full).
+    pub fn check(&self, path: &StorePath) -> Option<(ResultRecord, Origin)> {
         let stamp_path = self.stamp_path(path);
         let mut f = fs::File::open(&stamp_path).ok()?;
         let meta = f.metadata().ok()?;
@@ -149,7 +168,7 @@ impl Stamps {
         if meta.modified().is_ok_and(|t| older_than(t, TOUCH_INTERVAL)) {
             touch(&stamp_path);
         }
-        Some(stamp.record)
+        Some((stamp.record, stamp.origin))
     }
 
     /// Record that the entry of `path` (narinfo naming `nar_url`) was verified in full by a read
@@ -162,6 +181,7 @@ impl Stamps {
         path: &StorePath,
         nar_url: &str,
         record: &ResultRecord,
+        origin: &Origin,
         read_started: Option<SystemTime>,
     ) {
         if !safe_rel(nar_url) {
@@ -184,6 +204,7 @@ impl Stamps {
             narinfo,
             nar_url: nar_url.to_owned(),
             nar,
+            origin: origin.clone(),
             record: record.clone(),
         };
         let Ok(bytes) = serde_json::to_vec(&stamp) else {
@@ -286,8 +307,8 @@ mod tests {
         let p = entry(d.path());
         let s = Stamps::new(d.path());
         assert!(s.check(&p).is_none(), "no stamp yet");
-        s.write(&p, "nar/x.nar.zst", &record(), None);
-        assert_eq!(s.check(&p), Some(record()));
+        s.write(&p, "nar/x.nar.zst", &record(), &Origin::RanHere, None);
+        assert_eq!(s.check(&p), Some((record(), Origin::RanHere)));
 
         // Rewriting the NAR with the same size and mtime still changes its ctime.
         let nar = d.path().join("nar/x.nar.zst");
@@ -302,7 +323,7 @@ mod tests {
             .unwrap();
         assert!(s.check(&p).is_none(), "a rewritten NAR must not match");
 
-        s.write(&p, "nar/x.nar.zst", &record(), None);
+        s.write(&p, "nar/x.nar.zst", &record(), &Origin::RanHere, None);
         assert!(s.check(&p).is_some());
         // Replacing the narinfo (new inode) invalidates it too.
         let ni = d.path().join(format!("{}.narinfo", p.hash_part()));
@@ -324,6 +345,7 @@ mod tests {
             &p,
             "nar/x.nar.zst",
             &record(),
+            &Origin::RanHere,
             Some(SystemTime::now() - Duration::from_secs(1)),
         );
         assert!(s.check(&p).is_none());
@@ -332,9 +354,10 @@ mod tests {
             &p,
             "nar/x.nar.zst",
             &record(),
+            &Origin::RanHere,
             Some(SystemTime::now() + SETTLE + Duration::from_secs(1)),
         );
-        assert_eq!(s.check(&p), Some(record()));
+        assert_eq!(s.check(&p), Some((record(), Origin::RanHere)));
     }
 
     #[test]
@@ -342,18 +365,18 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = entry(d.path());
         let s = Stamps::new(d.path());
-        s.write(&p, "../x", &record(), None);
+        s.write(&p, "../x", &record(), &Origin::RanHere, None);
         assert!(s.check(&p).is_none(), "unsafe NAR urls are never stamped");
         fs::create_dir_all(d.path().join(STAMP_DIR)).unwrap();
         for junk in ["", "{", "null", "{\"format\":1}"] {
             fs::write(s.stamp_path(&p), junk).unwrap();
             assert!(s.check(&p).is_none(), "{junk:?}");
         }
-        s.write(&p, "nar/x.nar.zst", &record(), None);
+        s.write(&p, "nar/x.nar.zst", &record(), &Origin::RanHere, None);
         let text = fs::read_to_string(s.stamp_path(&p)).unwrap();
         fs::write(
             s.stamp_path(&p),
-            text.replace("\"format\":1", "\"format\":2"),
+            text.replace("\"format\":2", "\"format\":3"),
         )
         .unwrap();
         assert!(s.check(&p).is_none(), "other stamp formats are ignored");
@@ -366,7 +389,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = entry(d.path());
         let s = Stamps::new(d.path());
-        s.write(&p, "nar/x.nar.zst", &record(), None);
+        s.write(&p, "nar/x.nar.zst", &record(), &Origin::RanHere, None);
         age(&s.stamp_path(&p), 7200);
         let old = fs::metadata(s.stamp_path(&p)).unwrap().modified().unwrap();
         assert!(s.check(&p).is_some());

@@ -1,18 +1,28 @@
 //! `checkdef cache verify` and `checkdef cache gc --max-size SIZE`: maintenance of the local
-//! cache directory (a Nix `file://` binary cache).
+//! cache directory (a Nix `file://` binary cache, which may be shared with Nix itself).
 //!
-//! * verify: every narinfo must parse, name its own file, point at a NAR whose hash and size
-//!   match, carry only signatures that verify when the key is known, and hold a valid checkdef
+//! Both touch only what checkdef wrote: entries whose store path is a checkdef result
+//! (`…-checkdef-<segment>`), their NARs when no other narinfo names them, checkdef's own
+//! directories (`checkdef-stamps/`, `checkdef-ran-here/`, `checkdef-fingerprints/`), its
+//! temporary files (`.<name>.tmp-…`), and orphaned `.nar.zst` files. Other narinfos (what
+//! `nix copy --to file://…` wrote), their NARs, `log/`, `realisations/`, `.ls` listings and
+//! Nix's temporary files are left alone, and not counted by gc.
+//!
+//! * verify: every checkdef narinfo must parse, name its own file, point at a NAR whose hash and
+//!   size match, carry only signatures that verify when the key is known, hold a valid checkdef
 //!   result (a pass whose manifest hashes to its input hash and whose store path follows from
-//!   it). Bad entries are removed, narinfo first so no reader sees a half-removed entry;
-//!   unreferenced NARs and temporary files left by killed writers are removed too.
-//!   Stamps (`checkdef-stamps/`, see `cache::stamp`) of removed or missing entries go too, and
-//!   kept fingerprint outputs (`checkdef-fingerprints/`) unused for 30 days.
-//! * gc: removes least-recently-used entries (a hit refreshes its stamp's mtime, at most once an
-//!   hour; an entry without a stamp counts from its narinfo's mtime) until the cache is at most
-//!   SIZE. Removal is narinfo-first, so a concurrent reader sees either the
+//!   it), and count here: a result this machine ran, or a copy signed by a key trusted now
+//!   (checkdef.toml of the repository verify runs in, and CHECKDEF_TRUSTED_PUBLIC_KEYS: the
+//!   rule every lookup applies). Bad entries are removed, narinfo first so no reader sees a
+//!   half-removed entry; orphaned NARs and temporary files left by killed writers are removed
+//!   too. Stamps (`checkdef-stamps/`, see `cache::stamp`) and ran-here records of removed or
+//!   missing entries go too, and kept fingerprint outputs (`checkdef-fingerprints/`) unused for
+//!   30 days.
+//! * gc: removes least-recently-used checkdef entries (a hit refreshes its stamp's mtime, at
+//!   most once an hour; an entry without a stamp counts from its narinfo's mtime) until they
+//!   take at most SIZE. Removal is narinfo-first, so a concurrent reader sees either the
 //!   whole entry or a miss, never a corrupt hit.
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -21,9 +31,9 @@ use cache_proto::nar::{self, NarLimits};
 use cache_proto::narinfo::NarInfo;
 use cache_proto::signing::PublicKey;
 use cache_proto::store::{FileStore, Store, Trust};
-use cache_proto::store_path;
+use cache_proto::store_path::{self, StorePath};
 
-use crate::cache::{self, default_local_dir, older_than, safe_rel};
+use crate::cache::{self, TrustPolicy, older_than, safe_rel};
 use crate::cli::CacheCommand;
 use crate::exit::{Code, usage};
 use crate::result::StoredResult;
@@ -31,14 +41,18 @@ use crate::result::StoredResult;
 pub fn run(config_flag: Option<&Path>, cmd: &CacheCommand) -> Result<Code> {
     match cmd {
         CacheCommand::Push(args) => push(config_flag, args),
-        CacheCommand::Verify => verify(&default_local_dir()),
+        CacheCommand::Verify => {
+            let dir = cache::private_local_dir()?;
+            let (trust, known) = trust_here()?;
+            verify(&dir, &trust, &known)
+        }
         CacheCommand::Gc { max_size } => {
             let max = parse_size(max_size).ok_or_else(|| {
                 usage(format!(
                     "invalid size `{max_size}`\nhint: use bytes or a suffix: 500M, 2G, 750MiB"
                 ))
             })?;
-            gc(&default_local_dir(), max)
+            gc(&cache::private_local_dir()?, max)
         }
     }
 }
@@ -156,6 +170,48 @@ pub fn parse_size(s: &str) -> Option<u64> {
     n.checked_mul(mult)
 }
 
+/// A narinfo of the cache directory, read leniently: whose it is and which NAR it names, even
+/// when it does not parse (so that no one's NAR is swept for want of a strict parse).
+struct Listed {
+    path: PathBuf,
+    /// Its `StorePath` is a checkdef result (`…-checkdef-<segment>`): checkdef wrote it.
+    ours: bool,
+    /// Its `URL`, when it has one.
+    url: Option<String>,
+}
+
+fn field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
+}
+
+fn list(dir: &Path) -> Result<Vec<Listed>> {
+    let mut out = Vec::new();
+    for path in narinfos(dir)? {
+        let text = std::fs::read(&path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let ours = field(&text, "StorePath")
+            .and_then(|p| StorePath::parse(p).ok())
+            .is_some_and(|p| p.name().starts_with("checkdef-"));
+        let url = field(&text, "URL").map(str::to_owned);
+        out.push(Listed { path, ours, url });
+    }
+    Ok(out)
+}
+
+/// How many narinfos name each NAR.
+fn references(listed: &[Listed]) -> HashMap<String, usize> {
+    let mut refs = HashMap::new();
+    for l in listed {
+        if let Some(u) = &l.url {
+            *refs.entry(u.clone()).or_insert(0) += 1;
+        }
+    }
+    refs
+}
+
 fn narinfos(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let rd = match std::fs::read_dir(dir) {
@@ -175,24 +231,38 @@ fn narinfos(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Keys whose signatures `verify` can judge: the trusted keys and our own signing key.
-fn known_keys() -> Vec<PublicKey> {
-    let mut keys = Vec::new();
-    let cfg = crate::commands::plan::open_context(None)
-        .ok()
-        .map(|c| c.config.cache)
-        .unwrap_or_default();
-    if let Ok(s) = cache::settings_from(&cfg) {
-        keys.extend(s.trusted_keys.into_iter().map(|k| k.key));
-        keys.extend(s.secret_key.map(|k| k.to_public()));
-    }
-    keys
+/// The trust rule lookups apply here (checkdef.toml of the repository around the current
+/// directory, if any, and the `CHECKDEF_*` variables), and the keys whose signatures `verify`
+/// can judge: the trusted keys and our own signing key. A configuration that does not load is
+/// an error: judging by no keys would remove every copy of a remote result.
+fn trust_here() -> Result<(TrustPolicy, Vec<PublicKey>)> {
+    let cwd = std::env::current_dir()
+        .map_err(|e| usage(format!("cannot read the current directory: {e}")))?;
+    let cfg = match crate::git::Repo::discover(&cwd) {
+        Err(_) => crate::config::CacheConfig::default(),
+        Ok(repo) => match crate::config::Config::load(repo.root(), None) {
+            Ok(c) => c.cache,
+            Err(e) if e.is_not_found() => crate::config::CacheConfig::default(),
+            Err(e) => {
+                return Err(usage(format!(
+                    "{e}\nhint: cache verify judges copies of remote results by the trusted keys of checkdef.toml; fix it first"
+                )));
+            }
+        },
+    };
+    let settings = cache::settings_from(&cfg)?;
+    let trust = TrustPolicy::new(&settings);
+    let mut keys: Vec<PublicKey> = settings.trusted_keys.into_iter().map(|k| k.key).collect();
+    keys.extend(settings.secret_key.map(|k| k.to_public()));
+    Ok((trust, keys))
 }
 
 fn check_entry(
     store: &Store,
     rt: &tokio::runtime::Runtime,
+    dir: &Path,
     narinfo_path: &Path,
+    trust: &TrustPolicy,
     keys: &[PublicKey],
 ) -> Result<String, String> {
     let text = std::fs::read_to_string(narinfo_path).map_err(|e| format!("unreadable: {e}"))?;
@@ -235,76 +305,92 @@ fn check_entry(
             info.store_path
         ));
     }
+    trust.judge(dir, &info)?;
     Ok(info.url)
 }
 
-/// Remove an entry: the narinfo first (atomically unpublishing it), then its NAR.
-fn remove_entry(dir: &Path, narinfo_path: &Path) -> u64 {
-    let (mut freed, url) = unpublish(narinfo_path);
-    if let Some(url) = url.filter(|u| safe_rel(u)) {
-        let nar = dir.join(&url);
-        if let Ok(m) = std::fs::metadata(&nar) {
-            freed += m.len();
+/// Remove an entry: the narinfo first (atomically unpublishing it), then its NAR unless another
+/// narinfo still names it (`refs` counts them).
+fn remove_entry(dir: &Path, listed: &Listed, refs: &mut HashMap<String, usize>) -> u64 {
+    let mut freed = unpublish(&listed.path);
+    if let Some(url) = listed.url.as_deref().filter(|u| safe_rel(u)) {
+        let left = refs.get_mut(url).map_or(0, |n| {
+            *n = n.saturating_sub(1);
+            *n
+        });
+        let nar = dir.join(url);
+        if left == 0 {
+            if let Ok(m) = std::fs::metadata(&nar) {
+                freed += m.len();
+            }
+            let _ = std::fs::remove_file(nar);
         }
-        let _ = std::fs::remove_file(nar);
     }
     freed
 }
 
-/// The stamp of the entry whose narinfo is `narinfo_path`.
-fn stamp_of(narinfo_path: &Path) -> Option<PathBuf> {
-    let dir = narinfo_path.parent()?;
-    let hash_part = narinfo_path
-        .file_name()?
-        .to_str()?
-        .strip_suffix(".narinfo")?;
-    Some(cache::stamp_path(dir, hash_part))
+/// The hash part of the entry whose narinfo is `narinfo_path`.
+fn hash_part_of(narinfo_path: &Path) -> Option<&str> {
+    narinfo_path.file_name()?.to_str()?.strip_suffix(".narinfo")
 }
 
-/// Remove a narinfo (and its stamp); returns its size and the NAR URL it named (if it parsed).
-fn unpublish(narinfo_path: &Path) -> (u64, Option<String>) {
-    if let Some(stamp) = stamp_of(narinfo_path) {
-        let _ = std::fs::remove_file(stamp);
+/// The stamp of the entry whose narinfo is `narinfo_path`.
+fn stamp_of(narinfo_path: &Path) -> Option<PathBuf> {
+    Some(cache::stamp_path(
+        narinfo_path.parent()?,
+        hash_part_of(narinfo_path)?,
+    ))
+}
+
+/// Remove a narinfo, its stamp and its ran-here record; returns the narinfo's size.
+fn unpublish(narinfo_path: &Path) -> u64 {
+    if let (Some(dir), Some(hash_part)) = (narinfo_path.parent(), hash_part_of(narinfo_path)) {
+        let _ = std::fs::remove_file(cache::stamp_path(dir, hash_part));
+        if let Some(info) = std::fs::read_to_string(narinfo_path)
+            .ok()
+            .and_then(|t| NarInfo::parse(&t).ok())
+        {
+            cache::forget_ran_here(dir, hash_part, &info);
+        }
     }
-    let url = std::fs::read_to_string(narinfo_path)
-        .ok()
-        .and_then(|t| NarInfo::parse(&t).ok())
-        .map(|i| i.url);
     let size = std::fs::metadata(narinfo_path)
         .map(|m| m.len())
         .unwrap_or(0);
     let _ = std::fs::remove_file(narinfo_path);
-    (size, url)
+    size
 }
 
-fn verify(dir: &Path) -> Result<Code> {
+fn verify(dir: &Path, trust: &TrustPolicy, keys: &[PublicKey]) -> Result<Code> {
     let rt = crate::commands::run::runtime()?;
     let store = Store::File(FileStore::new(dir).with_trust(Trust::Local));
-    let keys = known_keys();
     let (mut good, mut bad) = (0usize, 0usize);
-    let mut referenced = HashSet::new();
-    let mut unreferenced = Vec::new();
-    for p in narinfos(dir)? {
-        match check_entry(&store, &rt, &p, &keys) {
-            Ok(url) => {
-                good += 1;
-                referenced.insert(url);
-            }
+    let listed = list(dir)?;
+    let mut refs = references(&listed);
+    let others = listed.iter().filter(|l| !l.ours).count();
+    for l in listed.iter().filter(|l| l.ours) {
+        match check_entry(&store, &rt, dir, &l.path, trust, keys) {
+            Ok(_) => good += 1,
             Err(why) => {
                 bad += 1;
-                eprintln!("checkdef: removing {}: {why}", p.display());
-                unreferenced.extend(unpublish(&p).1);
+                eprintln!("checkdef: removing {}: {why}", l.path.display());
+                // A bad narinfo may name the NAR of a valid entry (a copied or misnamed
+                // narinfo): its NAR goes only when no other narinfo names it.
+                remove_entry(dir, l, &mut refs);
             }
         }
     }
-    // A bad narinfo may name the NAR of a valid entry (a copied or misnamed narinfo): remove
-    // only NARs that no valid entry uses.
-    for url in unreferenced {
-        if safe_rel(&url) && !referenced.contains(&url) {
-            let _ = std::fs::remove_file(dir.join(url));
-        }
-    }
+    let referenced: HashSet<String> = refs
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(u, _)| u)
+        .collect();
     let strays = sweep_strays(dir, &referenced)?;
+    if others > 0 {
+        eprintln!(
+            "checkdef: left {others} entr{} of other tools alone (not checkdef results)",
+            if others == 1 { "y" } else { "ies" }
+        );
+    }
     eprintln!(
         "checkdef: {} — {good} valid entries, {bad} bad entries removed, {strays} stray files removed",
         dir.display()
@@ -323,16 +409,24 @@ fn sweep_strays(dir: &Path, referenced: &HashSet<String>) -> Result<usize> {
     let hour = Duration::from_secs(3600);
     let old = |p: &Path| modified_before(p, hour);
     let mut n = 0;
-    // Stamps of entries that no longer exist (removed by hand, or by an older checkdef).
-    if let Ok(rd) = std::fs::read_dir(dir.join(cache::STAMP_DIR)) {
+    // Stamps and ran-here records of entries that no longer exist (removed by hand, or by an
+    // older checkdef).
+    for sub in [cache::STAMP_DIR, cache::RAN_HERE_DIR] {
+        let Ok(rd) = std::fs::read_dir(dir.join(sub)) else {
+            continue;
+        };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
+            // A ran-here record is `<hash part>-<NarHash>`.
+            let hash_part = name.split('-').next().unwrap_or(&name);
             let orphan = if name.starts_with('.') {
                 old(&e.path())
             } else {
-                !dir.join(format!("{name}.narinfo")).exists()
+                !dir.join(format!("{hash_part}.narinfo")).exists()
             };
-            if orphan && std::fs::remove_file(e.path()).is_ok() {
+            // Orphaned ran-here records are bookkeeping (a removed entry whose narinfo could not
+            // be read leaves its record): removed, not counted as strays.
+            if orphan && std::fs::remove_file(e.path()).is_ok() && sub == cache::STAMP_DIR {
                 n += 1;
             }
         }
@@ -363,8 +457,14 @@ fn sweep_strays(dir: &Path, referenced: &HashSet<String>) -> Result<usize> {
             } else {
                 format!("{sub}/{name}")
             };
+            // checkdef's temporary files are `.<name>.tmp-…` (Nix's are `<name>.tmp.<pid>`).
             let is_tmp = name.starts_with('.') && name.contains(".tmp-");
-            let is_orphan_nar = !sub.is_empty() && !is_tmp && !referenced.contains(&rel);
+            // Only the kind of NAR checkdef writes: an orphaned `.nar.xz` may be a `nix copy`
+            // between its NAR and its narinfo.
+            let is_orphan_nar = !sub.is_empty()
+                && !is_tmp
+                && name.ends_with(".nar.zst")
+                && !referenced.contains(&rel);
             if (is_tmp || is_orphan_nar) && old(&e.path()) && std::fs::remove_file(e.path()).is_ok()
             {
                 n += 1;
@@ -375,19 +475,16 @@ fn sweep_strays(dir: &Path, referenced: &HashSet<String>) -> Result<usize> {
 }
 
 fn gc(dir: &Path, max: u64) -> Result<Code> {
+    let listed = list(dir)?;
+    let mut refs = references(&listed);
     let mut entries = Vec::new();
     let mut total = 0u64;
-    for p in narinfos(dir)? {
-        let Ok(meta) = std::fs::metadata(&p) else {
+    for l in listed.iter().filter(|l| l.ours) {
+        let Ok(meta) = std::fs::metadata(&l.path) else {
             continue;
         };
         let mut size = meta.len();
-        if let Some(url) = std::fs::read_to_string(&p)
-            .ok()
-            .and_then(|t| NarInfo::parse(&t).ok())
-            .map(|i| i.url)
-            && safe_rel(&url)
-        {
+        if let Some(url) = l.url.as_deref().filter(|u| safe_rel(u)) {
             size += std::fs::metadata(dir.join(url))
                 .map(|m| m.len())
                 .unwrap_or(0);
@@ -397,32 +494,38 @@ fn gc(dir: &Path, max: u64) -> Result<Code> {
         // its ctime and so void the stamp); the narinfo's mtime is when it was written.
         let used = [
             Some(meta),
-            stamp_of(&p).and_then(|s| std::fs::metadata(s).ok()),
+            stamp_of(&l.path).and_then(|s| std::fs::metadata(s).ok()),
         ]
         .into_iter()
         .flatten()
         .filter_map(|m| m.modified().ok())
         .max()
         .unwrap_or(SystemTime::UNIX_EPOCH);
-        entries.push((used, size, p));
+        entries.push((used, size, l));
     }
-    entries.sort();
+    entries.sort_by(|a, b| (a.0, a.1, &a.2.path).cmp(&(b.0, b.1, &b.2.path)));
     let before = total;
     let mut removed = 0usize;
-    for (_, size, p) in &entries {
+    for (_, size, l) in &entries {
         if total <= max {
             break;
         }
-        remove_entry(dir, p);
+        remove_entry(dir, l, &mut refs);
         total = total.saturating_sub(*size);
         removed += 1;
     }
+    let others = listed.len() - entries.len();
     eprintln!(
-        "checkdef: {} — {} entries, {} → {} bytes; removed {removed} least recently used",
+        "checkdef: {} — {} entries, {} → {} bytes; removed {removed} least recently used{}",
         dir.display(),
         entries.len(),
         before,
-        total
+        total,
+        if others > 0 {
+            format!(" ({others} entries of other tools left alone, not counted)")
+        } else {
+            String::new()
+        }
     );
     Ok(Code::Success)
 }

@@ -46,6 +46,8 @@ pub fn pre_push(config_flag: Option<&Path>, remote: &str, url: &str) -> Result<C
         return Ok(Code::Success);
     }
     let repo = open_repo()?;
+    // git passes a URL as typed when the push names no remote, credentials included.
+    let shown_remote = cache_proto::RedactedUrl::new(remote);
     let push = prepush::plan_push(repo.gix(), remote, &updates).map_err(|e| {
         usage(format!(
             "{e}\nhint: fetch the missing objects or push from a complete clone"
@@ -114,7 +116,7 @@ pub fn pre_push(config_flag: Option<&Path>, remote: &str, url: &str) -> Result<C
                 report::line(
                     None,
                     &style.dim(&format!(
-                        "checkdef: {}: no commit of {remote} is known here, so the whole history would be new; checking only {} ([hook] commits = \"all\" needs a base: fetch first)",
+                        "checkdef: {}: no commit of {shown_remote} is known here, so the whole history would be new; checking only {} ([hook] commits = \"all\" needs a base: fetch first)",
                         check.refs.join(", "),
                         short(check.commit)
                     )),
@@ -197,7 +199,7 @@ pub fn pre_push(config_flag: Option<&Path>, remote: &str, url: &str) -> Result<C
         report::line(
             None,
             &style.bold(&format!(
-                "checkdef: checking {sha} → {remote} {}{} ({})",
+                "checkdef: checking {sha} → {shown_remote} {}{} ({})",
                 unit.refs.join(", "),
                 if unit.tip { "" } else { " (a commit below it)" },
                 match unit.base {

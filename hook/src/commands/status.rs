@@ -10,12 +10,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
+use cache_proto::RedactedUrl;
 use cache_proto::store::{
     HttpConfig, HttpStore, S3Config, S3Location, S3Store, Store, resolve_credentials,
 };
 use installer::HookState;
 
-use crate::cache::default_local_dir;
+use crate::cache::{check_private, local_dir};
 use crate::config::{Accept, CacheConfig, Config};
 use crate::exit::Code;
 use crate::git::Repo;
@@ -172,7 +173,9 @@ fn hook_lines(cwd: &Path) -> Vec<String> {
 }
 
 fn local_cache_line() -> String {
-    let dir = default_local_dir();
+    let Some(dir) = local_dir() else {
+        return "none: HOME is not set (nor CHECKDEF_CACHE_DIR or XDG_CACHE_HOME), so run, plan and the hook refuse to start (checkdef never falls back to a shared directory); set CHECKDEF_CACHE_DIR".to_owned();
+    };
     let why = if std::env::var_os("CHECKDEF_CACHE_DIR").is_some_and(|v| !v.is_empty()) {
         "CHECKDEF_CACHE_DIR"
     } else if std::env::var_os("XDG_CACHE_HOME").is_some_and(|v| !v.is_empty()) {
@@ -180,13 +183,20 @@ fn local_cache_line() -> String {
     } else {
         "~/.cache/checkdef"
     };
-    let (entries, bytes) = cache_usage(&dir);
-    if !dir.is_dir() {
-        return format!(
-            "{} ({why}): not created yet (the first run creates it)",
-            dir.display()
-        );
+    match check_private(&dir) {
+        Err(e) => {
+            let e = e.replace('\n', "; ");
+            return format!("{} ({why}): REFUSED: {e}", dir.display());
+        }
+        Ok(false) => {
+            return format!(
+                "{} ({why}): not created yet (the first run creates it, mode 700)",
+                dir.display()
+            );
+        }
+        Ok(true) => {}
     }
+    let (entries, bytes) = cache_usage(&dir);
     format!(
         "{} ({why}): {entries} entr{}, {}",
         dir.display(),
@@ -256,10 +266,14 @@ fn remote_lines(cfg: &CacheConfig) -> Vec<String> {
             }
         },
     };
-    let mut lines = vec![format!("{url} (from {from}): {}", probe(&url))];
+    let shown = RedactedUrl::new(&url);
+    let mut lines = vec![format!("{shown} (from {from}): {}", probe(&url))];
     if url.starts_with("http://") || url.starts_with("https://") {
         let auth = if env_nonempty("CHECKDEF_REMOTE_TOKEN").is_some() {
             "bearer token from CHECKDEF_REMOTE_TOKEN".to_owned()
+        } else if url_has_user_info(&url) {
+            "basic auth from the user info in the URL (shown as ***; a netrc file keeps it out of checkdef.toml)"
+                .to_owned()
         } else {
             match netrc_path() {
                 Some((p, true)) => format!("netrc {} (basic auth when it has the host)", p),
@@ -282,6 +296,15 @@ fn remote_lines(cfg: &CacheConfig) -> Vec<String> {
         lines.push(format!("credentials: {creds}"));
     }
     lines
+}
+
+/// Whether `url` carries `user[:password]@` (checkdef then sends it as basic auth).
+fn url_has_user_info(url: &str) -> bool {
+    url.split_once("://").is_some_and(|(_, rest)| {
+        rest.split(['/', '?', '#'])
+            .next()
+            .is_some_and(|authority| authority.contains('@'))
+    })
 }
 
 /// The netrc file checkdef would read and whether it exists.

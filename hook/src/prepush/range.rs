@@ -83,14 +83,15 @@ pub enum RangeError {
     },
     #[error("cannot read the tracking refs of remote {remote}")]
     TrackingRefs {
-        remote: String,
+        /// A remote name or the URL as typed (credentials hidden).
+        remote: cache_proto::RedactedUrl,
         #[source]
         source: gix::Error,
     },
     #[error("cannot find the merge base of {commit} and the commits of remote {remote}")]
     MergeBase {
         commit: ObjectId,
-        remote: String,
+        remote: cache_proto::RedactedUrl,
         #[source]
         source: gix::Error,
     },
@@ -234,7 +235,7 @@ pub fn tracking_tips(repo: &gix::Repository, remote: &str) -> Result<Vec<ObjectI
         return Ok(Vec::new());
     }
     let err = |source| RangeError::TrackingRefs {
-        remote: remote.to_owned(),
+        remote: remote.into(),
         source,
     };
     let prefix = format!("refs/remotes/{remote}/");
@@ -274,7 +275,7 @@ fn nearest_known(
         .merge_bases_many(commit, tips)
         .map_err(|source| RangeError::MergeBase {
             commit,
-            remote: remote.to_owned(),
+            remote: remote.into(),
             source,
         })?;
     if let Some(best) = bases.first() {
@@ -308,7 +309,7 @@ fn merge_base(
         .map(|id| id.map(gix::Id::detach))
         .map_err(|source| RangeError::MergeBase {
             commit: a,
-            remote: remote.to_owned(),
+            remote: remote.into(),
             source,
         })
 }

@@ -161,3 +161,44 @@ tests = ["tests/test_bar.py"]
         "{err}"
     );
 }
+
+#[test]
+fn globs_too_complex_to_compile_are_located_errors_not_panics() {
+    // Each glob is valid syntax, but compiling it (alone, or all of them together) exceeds the
+    // glob engine's size limit; that used to panic (exit 101) after validation.
+    let alternatives = (0..200_000)
+        .map(|i| format!("a{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let huge = format!("{{{alternatives}}}");
+    assert_located(
+        &format!(
+            "version = 1\n[[segment]]\nname = \"a\"\ninclude = [\"src/**\",\n  \"{huge}\"]\ncommand = \"true\"\n"
+        ),
+        "5:3",
+        "too large to compile",
+    );
+    let questions = "a?".repeat(200_000);
+    assert_located(
+        &format!("version = 1\n[defaults]\nexclude = [\"{questions}\"]\n{SEGMENT}"),
+        "3:12",
+        "too large to compile",
+    );
+    // Many globs that each compile, but not together.
+    let many: Vec<String> = (0..400)
+        .map(|i| format!("\"d{i}/{}\"", "x?".repeat(400)))
+        .collect();
+    assert_located(
+        &format!(
+            "version = 1\n{SEGMENT}[[segment]]\nname = \"b\"\ninclude = [{}]\ncommand = \"true\"\n",
+            many.join(", ")
+        ),
+        "6:1",
+        "too large to compile together",
+    );
+    // The message quotes a long glob only in part.
+    let (_, err) = plan_with(&format!(
+        "version = 1\n[[segment]]\nname = \"a\"\ninclude = [\"{huge}\"]\ncommand = \"true\"\n"
+    ));
+    assert!(err.len() < 2_000, "{} bytes of error", err.len());
+}

@@ -1409,10 +1409,12 @@ fn labelled_keys_show_who_signed_each_cached_result() {
         r.stderr
     );
 
-    // The copies in the local cache are this machine's: no remote signer is claimed.
+    // The copies in the local cache still say who signed them (they count only while that key
+    // does).
     let r = run_plain(&fx, &["run", "--json"]);
     assert_eq!(r.source("foo"), "local");
-    assert!(r.seg("foo")["signed_by"].is_null());
+    assert_eq!(r.seg("foo")["signed_by"], "dev-alice-1");
+    assert_eq!(r.seg("bar")["signed_by"], "ci.example.org-1 (ci)");
 }
 
 #[test]
