@@ -2,7 +2,10 @@
 //! (local cache, then remote, all concurrently), run the misses in parallel — each in a fresh
 //! directory holding only its inputs — and store (and push) the passing results.
 pub mod exec;
+pub mod lines;
 pub mod sandbox;
+pub mod supervise;
+pub mod sweep;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -23,7 +26,9 @@ use crate::plan::{Plan, SegmentPlan};
 use crate::report::{self, Progress, Style};
 use crate::result::{RESULT_FORMAT, ResultRecord, Status, StoredResult};
 
+pub use exec::Failure;
 use exec::{ExecSpec, LineSink};
+use lines::Piece;
 
 /// Options of one engine invocation.
 #[derive(Debug, Clone)]
@@ -70,6 +75,8 @@ pub struct SegmentOutcome {
     /// Duration of the run that produced a cached result.
     pub original_duration_s: Option<f64>,
     pub exit_code: Option<i32>,
+    /// Why it failed (`None` when it passed).
+    pub failure: Option<Failure>,
     pub input_hash: String,
     pub store_path: String,
     pub signed_by: Option<String>,
@@ -290,6 +297,7 @@ pub async fn run_plan(
                     duration_s: took,
                     original_duration_s: Some(hit.result.record.duration_s),
                     exit_code: hit.result.record.exit_code,
+                    failure: None,
                     input_hash: s.input_hash.clone(),
                     store_path: s.store_path.clone(),
                     signed_by: hit.signed_by,
@@ -308,7 +316,10 @@ pub async fn run_plan(
         }
     }
 
-    // 2. Misses, `jobs` at a time.
+    // 2. Misses, `jobs` at a time, after removing what killed runs left in the sandbox base.
+    if !misses.is_empty() {
+        sweep::sweep(&sandbox::base());
+    }
     let progress = (style.progress && !misses.is_empty()).then(Progress::new);
     let mut queue = misses.into_iter();
     let mut running = FuturesUnordered::new();
@@ -324,36 +335,26 @@ pub async fn run_plan(
             let prepared = prepare(repo, plan, seg, opts, bar.clone(), width, &style);
             let cancel = cancel.clone();
             running.push(async move {
-                let res = match prepared {
+                let outcome = match prepared {
                     Ok((dir, spec, sink)) => {
-                        let r = exec::execute(&spec, cancel, sink).await;
+                        let o = exec::execute(&spec, cancel, sink).await;
                         drop(dir);
-                        r.map_err(anyhow::Error::from)
+                        o
                     }
-                    Err(e) => Err(e),
+                    Err(e) => exec::ExecOutcome::not_started(format!("{e:#}")),
                 };
-                (i, warnings, bar, res)
+                (i, warnings, bar, outcome)
             });
         }
-        let Some((i, warnings, bar, res)) = running.next().await else {
+        let Some((i, warnings, bar, outcome)) = running.next().await else {
             break;
         };
         if let Some(b) = bar {
             b.finish_and_clear();
         }
         let seg = &plan.segments[i];
-        let outcome = match res {
-            Ok(o) => o,
-            Err(e) => exec::ExecOutcome {
-                exit_code: None,
-                signal: None,
-                duration: Duration::ZERO,
-                log: format!("checkdef: could not prepare or start the check: {e:#}\n")
-                    .into_bytes(),
-                cancelled: false,
-            },
-        };
-        if outcome.cancelled {
+        let cancelled = outcome.cancelled();
+        if cancelled {
             interrupted = true;
         }
         let mut outcome = outcome;
@@ -370,13 +371,14 @@ pub async fn run_plan(
             duration_s: outcome.duration.as_secs_f64(),
             original_duration_s: None,
             exit_code: outcome.exit_code,
+            failure: outcome.failure,
             input_hash: seg.input_hash.clone(),
             store_path: seg.store_path.clone(),
             signed_by: None,
             log: outcome.log,
             warnings,
         };
-        if outcome.cancelled {
+        if cancelled {
             o.log.extend_from_slice(b"\n[checkdef: interrupted]\n");
         } else if status == Status::Passed {
             // Only a complete, passing, uninterrupted run is ever stored.
@@ -409,7 +411,7 @@ pub async fn run_plan(
         if !style.quiet || o.status == Status::Failed {
             let mp = progress.as_ref().map(|p| p.multi());
             report::line(mp, &outcome_line(&o, width, &style));
-            if o.status == Status::Failed && !outcome.cancelled && !opts.verbose {
+            if o.status == Status::Failed && !cancelled && !opts.verbose {
                 report::line(
                     mp,
                     report::log_tail(&o.log, report::FAILURE_TAIL_LINES).trim_end(),
@@ -430,6 +432,7 @@ pub async fn run_plan(
                     duration_s: 0.0,
                     original_duration_s: None,
                     exit_code: None,
+                    failure: Some(Failure::NotRun),
                     input_hash: seg.input_hash.clone(),
                     store_path: seg.store_path.clone(),
                     signed_by: None,
@@ -520,7 +523,7 @@ fn prepare(
     bar: Option<ProgressBar>,
     width: usize,
     style: &Style,
-) -> Result<(tempfile::TempDir, ExecSpec, Option<LineSink>)> {
+) -> Result<(sweep::Sandbox, ExecSpec, Option<LineSink>)> {
     let entries;
     let inputs = match seg.sandbox {
         Sandbox::Filtered => &seg.inputs,
@@ -531,22 +534,40 @@ fn prepare(
     };
     let dir = populate(repo, plan, seg, inputs, &sandbox::base())?;
     let spec = ExecSpec {
+        supervisor: exec::SELF_EXE.into(),
         cwd: dir.path().join("src"),
-        command: seg.command.clone(),
+        argv: ExecSpec::shell(&seg.command),
         env: run_env(seg, &dir.path().join("tmp")),
+        timeout: seg.timeout,
     };
     let sink: Option<LineSink> = if opts.verbose {
         let prefix = style.dim(&format!("{:width$} │ ", seg.name));
         // Live lines are redacted like the stored log (line by line: a value spanning a line
         // break is not recognised here).
         let reds = redactions(&opts.redact_env, seg);
-        Some(Arc::new(move |l: &[u8]| {
+        // A `\r` progress redraw is printed at most every few seconds (the final state of the
+        // line comes with its newline): a progress bar redrawn a thousand times is one line
+        // on a terminal, not a thousand.
+        let last_progress: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+        Some(Arc::new(move |p: Piece<'_>| {
+            let l = match p {
+                Piece::Line(l) => l,
+                Piece::Progress(l) => {
+                    let mut last = last_progress.lock().unwrap_or_else(|e| e.into_inner());
+                    if last.is_some_and(|t| t.elapsed() < PROGRESS_EVERY) {
+                        return;
+                    }
+                    *last = Some(Instant::now());
+                    l
+                }
+            };
             let l = redact(l, &reds);
             report::line(None, &format!("{prefix}{}", String::from_utf8_lossy(&l)));
         }))
     } else {
         bar.map(|b| {
-            Arc::new(move |l: &[u8]| {
+            Arc::new(move |p: Piece<'_>| {
+                let (Piece::Line(l) | Piece::Progress(l)) = p;
                 let text = String::from_utf8_lossy(l);
                 let t = text.trim();
                 if !t.is_empty() {
@@ -558,6 +579,9 @@ fn prepare(
     Ok((dir, spec, sink))
 }
 
+/// How often `-v` prints a line that `\r` keeps redrawing.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
 /// A fresh sandbox in `base` holding `inputs` below `src/`.
 fn populate(
     repo: &Repo,
@@ -565,10 +589,8 @@ fn populate(
     seg: &SegmentPlan,
     inputs: &[crate::git::Input],
     base: &std::path::Path,
-) -> Result<tempfile::TempDir> {
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("checkdef-{}-", seg.name))
-        .tempdir_in(base)
+) -> Result<sweep::Sandbox> {
+    let dir = sweep::Sandbox::create(base, &seg.name)
         .with_context(|| format!("creating the sandbox directory in {}", base.display()))?;
     let root: PathBuf = dir.path().join("src");
     std::fs::create_dir(&root).with_context(|| format!("creating {}", root.display()))?;
@@ -676,20 +698,22 @@ pub fn outcome_line(o: &SegmentOutcome, width: usize, style: &Style) -> String {
             report::secs(o.duration_s)
         ),
         (Status::Failed, _) => {
-            let how = match o.exit_code {
-                Some(c) => format!("exit {c}"),
-                None if o.log.ends_with(b"[checkdef: not started, interrupted]\n") => {
-                    "not run (interrupted)".to_owned()
-                }
-                None if o.log.ends_with(b"[checkdef: interrupted]\n") => "interrupted".to_owned(),
-                None => "killed by a signal".to_owned(),
-            };
+            let how = failure_reason(o);
             format!(
                 "❌ {name}  {}  {how}, {}",
                 style.red("FAILED"),
                 report::secs(o.duration_s)
             )
         }
+    }
+}
+
+/// Why a failed segment failed, as the checklist, JSON and JUnit say it.
+pub fn failure_reason(o: &SegmentOutcome) -> String {
+    match (&o.failure, o.exit_code) {
+        (Some(f), _) => f.to_string(),
+        (None, Some(c)) => format!("exit {c}"),
+        (None, None) => "failed".to_owned(),
     }
 }
 
@@ -726,6 +750,7 @@ pub fn json_report(r: &RunReport) -> serde_json::Value {
             "duration_s": s.duration_s,
             "original_duration_s": s.original_duration_s,
             "exit_code": s.exit_code,
+            "reason": (s.status == Status::Failed).then(|| failure_reason(s)),
             "input_hash": s.input_hash,
             "store_path": s.store_path,
             "signed_by": s.signed_by,
@@ -754,6 +779,7 @@ mod tests {
             duration_s: took,
             original_duration_s: original,
             exit_code: Some(0),
+            failure: None,
             input_hash: String::new(),
             store_path: String::new(),
             signed_by: None,
