@@ -252,6 +252,12 @@ fn describe_spawn_error(e: &std::io::Error, spec: &ExecSpec) -> String {
             "{e}: the command is {len} bytes and its environment {env} (Linux limits one argument to 128 KiB); put a long command in a script"
         );
     }
+    if e.kind() == std::io::ErrorKind::NotFound {
+        return format!(
+            "{e}: checkdef cannot re-execute itself as {} (is /proc mounted?)",
+            spec.supervisor.display()
+        );
+    }
     e.to_string()
 }
 

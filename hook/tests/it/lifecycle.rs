@@ -387,3 +387,40 @@ command = "exit 3"
     assert_eq!(out.seg("exits")["exit_code"], 3);
     assert!(!out.stderr.contains("killed by a signal"), "{}", out.stderr);
 }
+
+#[test]
+fn the_progress_bar_handles_output_without_newlines() {
+    // On a terminal (a pty from util-linux `script`, part of every Debian), where the progress
+    // bar shows each check's last line: 128 MiB without a newline (quadratic before: 32 MB took
+    // 47 s, so this took many minutes).
+    let (repo, _pids) = repo_with(
+        r#"version = 1
+
+[[segment]]
+name = "flood"
+include = ["a"]
+command = "head -c 134217728 /dev/zero | tr '\\0' x; echo; echo done"
+"#,
+    );
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qec"])
+        .arg(format!("{} run", env!("CARGO_BIN_EXE_checkdef")))
+        .arg("/dev/null")
+        .current_dir(&repo.root);
+    crate::support::hermetic(&mut cmd, &repo.home);
+    crate::support::clear_checkdef_env(&mut cmd);
+    cmd.env("CHECKDEF_CACHE_DIR", &repo.cache)
+        .env_remove("CI")
+        .env("TERM", "xterm")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = output_within_guard(cmd.spawn().unwrap(), "checkdef run on a terminal");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("all checks passed"), "{text}");
+    assert!(
+        text.contains("done"),
+        "the last line never reached the bar: {text}"
+    );
+}
