@@ -1416,6 +1416,31 @@ command = "true"
 "#;
 
     #[test]
+    fn timeouts_come_from_the_segment_then_the_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.segments[0].timeout, DEFAULT_CHECK_TIMEOUT);
+        assert_eq!(c.fingerprint_timeout, DEFAULT_FINGERPRINT_TIMEOUT);
+        let c = parse(
+            "version = 1\n[defaults]\ntimeout = \"moderate\"\nfingerprint_timeout = \"5s\"\n\
+             [[segment]]\nname = \"a\"\ninclude = [\"a\"]\ncommand = \"true\"\n\
+             [[segment]]\nname = \"b\"\ninclude = [\"b\"]\ncommand = \"true\"\ntimeout = \"3s\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.segments[0].timeout, std::time::Duration::from_secs(300));
+        assert_eq!(c.segments[1].timeout, std::time::Duration::from_secs(3));
+        assert_eq!(c.fingerprint_timeout, std::time::Duration::from_secs(5));
+        let e = err(
+            "version = 1\n[defaults]\nfingerprint_timeout = \"0s\"\n[[segment]]\nname = \"a\"\ninclude = [\"a\"]\ncommand = \"true\"\n",
+        );
+        assert!(
+            e.contains(
+                "checkdef.toml:3:23: fingerprint_timeout: duration `0s` must be longer than zero"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn minimal() {
         let c = parse(MINIMAL).unwrap();
         assert_eq!(c.segments.len(), 1);
