@@ -31,6 +31,16 @@ pub const MAX_SEGMENT_NAME_LEN: usize = 211 - "checkdef-".len();
 /// Default cache timeout when `[cache] timeout-secs` is not set.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
 
+/// A check's time limit when neither the segment nor `[defaults]` sets `timeout`: Bazel's
+/// `long` (15 minutes). Bazel's default, `moderate` (5 minutes), is for one test target; a
+/// segment is usually a whole suite, and a limit that fails honest pushes is worse than a late
+/// answer to a hung one.
+pub const DEFAULT_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(900);
+
+/// A fingerprint command's time limit unless `[defaults] fingerprint_timeout` sets one. They
+/// print a version or a lock state; a minute is ample, and every plan, run and push waits on them.
+pub const DEFAULT_FINGERPRINT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The pytest configuration files added to a segment declared with the `tests` shorthand.
 pub const PYTEST_CONFIG_FILES: [&str; 4] = ["pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg"];
 
@@ -197,6 +207,9 @@ pub struct Segment {
     /// `network = true`: the check keeps the host's network (by default it has only its own
     /// loopback interface). Hashed (the manifest's `sandbox` line says `+network`).
     pub network: bool,
+    /// The check's time limit (`timeout`, else `[defaults] timeout`, else
+    /// [`DEFAULT_CHECK_TIMEOUT`]). Not hashed: a pass within any limit is a pass.
+    pub timeout: std::time::Duration,
     matcher: OnceLock<(GlobSet, GlobSet)>,
 }
 
@@ -252,6 +265,8 @@ pub struct Config {
     pub hook: HookConfig,
     /// Variables whose values are redacted from stored logs (`[defaults] redact_env`).
     pub redact_env: Vec<String>,
+    /// Time limit of each fingerprint command (`[defaults] fingerprint_timeout`).
+    pub fingerprint_timeout: std::time::Duration,
     matcher: Matcher,
 }
 
@@ -672,6 +687,10 @@ struct RawDefaults {
     fingerprint: Option<Vec<Spanned<RawFingerprint>>>,
     #[serde(default)]
     redact_env: SpannedList,
+    #[serde(default)]
+    timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    fingerprint_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -698,6 +717,7 @@ struct RawSegment {
     sandbox: Sandbox,
     #[serde(default)]
     network: bool,
+    timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -913,6 +933,13 @@ fn resolve(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
     for f in defaults.fingerprint.iter().flatten() {
         check_fingerprint(f, ctx)?;
     }
+    duration_field(defaults.timeout.as_ref(), "timeout", ctx)?;
+    let fingerprint_timeout = duration_field(
+        defaults.fingerprint_timeout.as_ref(),
+        "fingerprint_timeout",
+        ctx,
+    )?
+    .unwrap_or(DEFAULT_FINGERPRINT_TIMEOUT);
 
     if raw.segment.is_empty() {
         return Err(ctx.error(
@@ -963,8 +990,23 @@ fn resolve(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         cache,
         hook,
         redact_env,
+        fingerprint_timeout,
         matcher,
     })
+}
+
+/// A duration-valued field (`timeout`), validated with file:line:column.
+fn duration_field(
+    value: Option<&Spanned<String>>,
+    field: &str,
+    ctx: &Ctx<'_>,
+) -> Result<Option<std::time::Duration>, ConfigError> {
+    value
+        .map(|v| {
+            crate::duration::parse(v.get_ref())
+                .map_err(|why| ctx.error(v.span(), format!("{field}: {why}")))
+        })
+        .transpose()
 }
 
 fn resolve_segment(
@@ -1073,6 +1115,11 @@ fn resolve_segment(
         .collect();
     passthrough.sort();
     passthrough.dedup();
+    let timeout = match duration_field(seg.timeout.as_ref(), "timeout", ctx)? {
+        Some(t) => t,
+        None => duration_field(defaults.timeout.as_ref(), "timeout", ctx)?
+            .unwrap_or(DEFAULT_CHECK_TIMEOUT),
+    };
     let declared = || {
         defaults
             .fingerprint
@@ -1141,6 +1188,7 @@ fn resolve_segment(
         fingerprint_watch,
         sandbox: seg.sandbox,
         network: seg.network,
+        timeout,
         matcher: OnceLock::new(),
     })
 }
@@ -1470,6 +1518,31 @@ name = "foo"
 include = ["src/foo/**"]
 command = "true"
 "#;
+
+    #[test]
+    fn timeouts_come_from_the_segment_then_the_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.segments[0].timeout, DEFAULT_CHECK_TIMEOUT);
+        assert_eq!(c.fingerprint_timeout, DEFAULT_FINGERPRINT_TIMEOUT);
+        let c = parse(
+            "version = 1\n[defaults]\ntimeout = \"moderate\"\nfingerprint_timeout = \"5s\"\n\
+             [[segment]]\nname = \"a\"\ninclude = [\"a\"]\ncommand = \"true\"\n\
+             [[segment]]\nname = \"b\"\ninclude = [\"b\"]\ncommand = \"true\"\ntimeout = \"3s\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.segments[0].timeout, std::time::Duration::from_secs(300));
+        assert_eq!(c.segments[1].timeout, std::time::Duration::from_secs(3));
+        assert_eq!(c.fingerprint_timeout, std::time::Duration::from_secs(5));
+        let e = err(
+            "version = 1\n[defaults]\nfingerprint_timeout = \"0s\"\n[[segment]]\nname = \"a\"\ninclude = [\"a\"]\ncommand = \"true\"\n",
+        );
+        assert!(
+            e.contains(
+                "checkdef.toml:3:23: fingerprint_timeout: duration `0s` must be longer than zero"
+            ),
+            "{e}"
+        );
+    }
 
     #[test]
     fn minimal() {

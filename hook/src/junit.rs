@@ -121,14 +121,7 @@ fn testcase(x: &mut String, s: &SegmentOutcome) {
 }
 
 fn failure_message(s: &SegmentOutcome) -> String {
-    match s.exit_code {
-        Some(c) => format!("exit {c}"),
-        None if s.log.ends_with(b"[checkdef: not started, interrupted]\n") => {
-            "not run (interrupted)".to_owned()
-        }
-        None if s.log.ends_with(b"[checkdef: interrupted]\n") => "interrupted".to_owned(),
-        None => "killed by a signal".to_owned(),
-    }
+    crate::run::failure_reason(s)
 }
 
 fn property(x: &mut String, indent: usize, name: &str, value: &str) {
@@ -274,6 +267,7 @@ mod tests {
             duration_s: 0.5,
             original_duration_s: matches!(origin, Origin::Cache(_)).then_some(1.234),
             exit_code: Some(if status == Status::Passed { 0 } else { 1 }),
+            failure: (status == Status::Failed).then_some(crate::run::Failure::Exit(1)),
             input_hash: "ab".repeat(32),
             store_path: format!("/nix/store/{}-checkdef-{name}", "a".repeat(32)),
             signed_by: None,

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod duration;
 pub mod exit;
 pub mod git;
 pub mod init;
@@ -15,6 +16,7 @@ pub mod junit;
 pub mod manifest;
 pub mod plan;
 pub mod prepush;
+pub mod process;
 pub mod pyenv;
 pub mod report;
 pub mod result;
@@ -26,8 +28,13 @@ use std::process::ExitCode;
 
 /// Entry point used by `main.rs`: parse arguments, dispatch, map errors to the documented exit codes.
 pub fn main() -> ExitCode {
-    // The sandbox entry runs before anything else (no runtime, no threads): see run/isolate.rs.
+    // The supervisor stage of every check (see `run::supervise`): dispatched before clap and
+    // before any runtime starts, so it stays single-threaded and small.
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == run::supervise::SUBCOMMAND) {
+        return run::supervise::main(&args[2..]);
+    }
+    // The sandbox entry runs before anything else (no runtime, no threads): see run/isolate.rs.
     if args.get(1).is_some_and(|a| a == run::isolate::ENTRY) {
         run::isolate::entry_main(&args[2..]);
     }

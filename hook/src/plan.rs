@@ -25,11 +25,11 @@ pub const JSON_VERSION: u32 = 1;
 pub enum PlanError {
     #[error(transparent)]
     Git(#[from] GitError),
-    #[error("cannot run fingerprint command `{command}`")]
+    #[error("fingerprint command `{command}` {source}")]
     FingerprintSpawn {
         command: String,
         #[source]
-        source: std::io::Error,
+        source: crate::process::BoundedError,
     },
     #[error("no Python interpreter `{interpreter}` for the environment fingerprint (PATH={path})")]
     PythonNotFound { interpreter: String, path: String },
@@ -108,6 +108,8 @@ pub struct SegmentPlan {
     /// Declared include globs and `tests` paths that match none of the inputs (a typo, a
     /// renamed directory, an uncommitted file), reported as warnings.
     pub unmatched: Vec<Unmatched>,
+    /// The check's time limit (not hashed).
+    pub timeout: Duration,
 }
 
 /// A pattern of a segment that matches none of its inputs in this snapshot.
@@ -369,11 +371,14 @@ pub fn build_plan_filtered(
             let out = match fp {
                 Fingerprint::Command(cmd) => {
                     let watch = seg.fingerprint_watch.get(cmd).map(Vec::as_slice);
-                    fingerprint(repo.root(), cmd, watch)?
+                    fingerprint(repo.root(), cmd, watch, config.fingerprint_timeout)?
                 }
-                Fingerprint::Python(interpreter) => {
-                    crate::pyenv::fingerprint(repo.root(), interpreter, &check_env(seg))?
-                }
+                Fingerprint::Python(interpreter) => crate::pyenv::fingerprint(
+                    repo.root(),
+                    interpreter,
+                    &check_env(seg),
+                    config.fingerprint_timeout,
+                )?,
             };
             fingerprints.insert(fp.key(), out);
         }
@@ -412,6 +417,7 @@ pub fn build_plan_filtered(
             unmatched: job.unmatched,
             network: job.seg.network,
             fingerprints: job.fingerprints,
+            timeout: job.seg.timeout,
         })
         .collect();
     let hashes = parallel_map(&segments, |s| manifest::spec_hash(&s.spec()));
@@ -556,7 +562,12 @@ fn check_env(seg: &Segment) -> Vec<(String, String)> {
 /// `watch` list), the output is also kept in the local cache directory under a key made of
 /// everything it is declared to depend on (see [`watch_key`]) and reused by later invocations
 /// while that key is unchanged: a no-op run then spawns nothing.
-pub fn fingerprint(root: &Path, cmd: &str, watch: Option<&[String]>) -> Result<Vec<u8>, PlanError> {
+pub fn fingerprint(
+    root: &Path,
+    cmd: &str,
+    watch: Option<&[String]>,
+    limit: Duration,
+) -> Result<Vec<u8>, PlanError> {
     type Cache = Mutex<HashMap<(PathBuf, String), Vec<u8>>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
@@ -573,7 +584,7 @@ pub fn fingerprint(root: &Path, cmd: &str, watch: Option<&[String]>) -> Result<V
         Some(dir.join(watch_key(root, cmd, w)))
     });
     let out = match stored {
-        None => run_fingerprint(root, cmd)?,
+        None => run_fingerprint(root, cmd, limit)?,
         Some(p) => match std::fs::read(&p) {
             Ok(out) => {
                 // Its last use, for `cache verify`; refreshed daily so uses do not write.
@@ -586,7 +597,7 @@ pub fn fingerprint(root: &Path, cmd: &str, watch: Option<&[String]>) -> Result<V
                 out
             }
             Err(_) => {
-                let out = run_fingerprint(root, cmd)?;
+                let out = run_fingerprint(root, cmd, limit)?;
                 // Only saves time: a failure to keep it is no reason to fail the plan.
                 let _ = crate::cache::write_atomic(&p, &out);
                 out
@@ -606,17 +617,25 @@ pub const FINGERPRINT_DIR: &str = "checkdef-fingerprints";
 /// `checkdef cache verify` removes kept outputs unused for this long.
 pub const FINGERPRINT_UNUSED_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
 
-fn run_fingerprint(root: &Path, cmd: &str) -> Result<Vec<u8>, PlanError> {
-    let output = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .current_dir(root)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|source| PlanError::FingerprintSpawn {
-            command: cmd.to_owned(),
-            source,
-        })?;
+/// A fingerprint's output is hashed into every manifest that names it; more than this is a
+/// mistake (a command that dumps a tree), not a version.
+pub const MAX_FINGERPRINT_OUTPUT: usize = 16 << 20;
+
+/// Run one fingerprint command: bounded by `limit`, its output ending when the command exits
+/// (see [`crate::process::run_bounded`]).
+fn run_fingerprint(root: &Path, cmd: &str, limit: Duration) -> Result<Vec<u8>, PlanError> {
+    let output = crate::process::run_bounded(
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .current_dir(root),
+        limit,
+        MAX_FINGERPRINT_OUTPUT,
+    )
+    .map_err(|source| PlanError::FingerprintSpawn {
+        command: cmd.to_owned(),
+        source,
+    })?;
     if !output.status.success() {
         return Err(PlanError::FingerprintFailed {
             command: cmd.to_owned(),
@@ -749,17 +768,19 @@ mod tests {
         assert_ne!(watch_key(dir.path(), "./tool --version", &[]), k1);
     }
 
+    const LIMIT: Duration = Duration::from_secs(60);
+
     #[test]
     fn fingerprint_runs_once() {
         let dir = tempfile::tempdir().unwrap();
         let cmd = "echo run >> count; echo v1";
-        assert_eq!(fingerprint(dir.path(), cmd, None).unwrap(), b"v1\n");
-        assert_eq!(fingerprint(dir.path(), cmd, None).unwrap(), b"v1\n");
+        assert_eq!(fingerprint(dir.path(), cmd, None, LIMIT).unwrap(), b"v1\n");
+        assert_eq!(fingerprint(dir.path(), cmd, None, LIMIT).unwrap(), b"v1\n");
         assert_eq!(
             std::fs::read_to_string(dir.path().join("count")).unwrap(),
             "run\n"
         );
-        let e = fingerprint(dir.path(), "echo oops >&2; exit 3", None)
+        let e = fingerprint(dir.path(), "echo oops >&2; exit 3", None, LIMIT)
             .unwrap_err()
             .to_string();
         assert!(e.contains("failed") && e.contains("oops"), "{e}");

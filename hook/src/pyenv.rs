@@ -61,6 +61,7 @@ pub fn fingerprint(
     root: &Path,
     interpreter: &str,
     env: &[(String, String)],
+    limit: std::time::Duration,
 ) -> Result<Vec<u8>, PlanError> {
     type Cache = Mutex<HashMap<(PathBuf, String, Vec<(String, String)>), Vec<u8>>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
@@ -89,7 +90,7 @@ pub fn fingerprint(
     let out = match kept.as_deref().and_then(read_kept) {
         Some(out) => out,
         None => {
-            let (dirs, out) = compute(root, interpreter, &exe, env)?;
+            let (dirs, out) = compute(root, interpreter, &exe, env, limit)?;
             if let Some(p) = &kept {
                 // Only saves time: failing to keep it is no reason to fail the plan.
                 let _ = crate::cache::write_atomic(p, &render_kept(&dirs, &out));
@@ -221,20 +222,24 @@ fn compute(
     interpreter: &str,
     exe: &Path,
     env: &[(String, String)],
+    limit: std::time::Duration,
 ) -> Result<(Dirs, Vec<u8>), PlanError> {
     let what = key(interpreter);
-    let output = std::process::Command::new(exe)
-        .arg("-c")
-        .arg(PROBE)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .current_dir(root)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|source| PlanError::FingerprintSpawn {
-            command: what.clone(),
-            source,
-        })?;
+    // Bounded like every fingerprint command (see `crate::process::run_bounded`).
+    let output = crate::process::run_bounded(
+        std::process::Command::new(exe)
+            .arg("-c")
+            .arg(PROBE)
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .current_dir(root),
+        limit,
+        crate::plan::MAX_FINGERPRINT_OUTPUT,
+    )
+    .map_err(|source| PlanError::FingerprintSpawn {
+        command: what.clone(),
+        source,
+    })?;
     if !output.status.success() {
         return Err(PlanError::FingerprintFailed {
             command: what,

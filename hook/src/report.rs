@@ -88,10 +88,27 @@ pub fn log_tail(log: &[u8], n: usize) -> String {
     }
     for l in &lines[start..] {
         out.push_str("    ");
-        out.push_str(l);
+        out.push_str(&as_shown(l));
         out.push('\n');
     }
     out
+}
+
+/// The longest log line a failure tail shows whole; longer ones keep their end.
+pub const TAIL_LINE_CHARS: usize = 2000;
+
+/// A log line as a terminal would leave it: what follows its last `\r` (tqdm-style progress
+/// redraws the line in place), and at most [`TAIL_LINE_CHARS`] characters of its end.
+fn as_shown(line: &str) -> std::borrow::Cow<'_, str> {
+    let line = line.trim_end_matches('\r');
+    let line = line.rsplit('\r').next().unwrap_or(line);
+    let chars = line.chars().count();
+    if chars <= TAIL_LINE_CHARS {
+        return line.into();
+    }
+    let skip = chars - TAIL_LINE_CHARS;
+    let rest: String = line.chars().skip(skip).collect();
+    format!("… ({skip} characters) {rest}").into()
 }
 
 /// Progress display: one spinner per running check with its elapsed time and last output line.
@@ -140,6 +157,19 @@ mod tests {
         assert!(t.contains("27 earlier lines"));
         assert!(t.ends_with("    l28\n    l29\n    l30\n"));
         assert_eq!(log_tail(b"one", 5), "    one\n");
+    }
+
+    #[test]
+    fn tail_lines_show_what_a_terminal_would() {
+        let t = log_tail(b"\r 10%\r 50%\r100% done\nnext\r\n", 5);
+        assert_eq!(t, "    100% done\n    next\n");
+        let long = "y".repeat(TAIL_LINE_CHARS + 10);
+        let t = log_tail(long.as_bytes(), 1);
+        assert!(t.starts_with("    … (10 characters) y"), "{}", &t[..40]);
+        assert_eq!(
+            t.trim_end().chars().filter(|c| *c == 'y').count(),
+            TAIL_LINE_CHARS
+        );
     }
 
     #[test]

@@ -88,6 +88,12 @@ pub fn resolve_rev(repo: &Repo, rev: &str) -> Result<gix::ObjectId> {
 /// Map plan errors: a failing fingerprint command is a configuration problem (exit 2).
 pub fn plan_error(e: PlanError) -> anyhow::Error {
     match e {
+        PlanError::FingerprintSpawn {
+            source: crate::process::BoundedError::TimedOut(_),
+            ..
+        } => usage(format!(
+            "{e}\nhint: a fingerprint command must print and exit; raise `[defaults] fingerprint_timeout` in checkdef.toml if it is just slow"
+        )),
         PlanError::PythonNotFound { .. } => usage(format!(
             "{e}\nhint: install it, put it on PATH, or name another interpreter with `fingerprint = [{{ python = \"...\" }}]` in checkdef.toml (`fingerprint = []` turns the default off)"
         )),

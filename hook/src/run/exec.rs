@@ -1,79 +1,167 @@
-//! Running one check: `sh -c COMMAND` in its own process group, with a controlled environment,
-//! stdout and stderr captured (interleaved, as they arrive) into one log.
+//! Running one check: its argv (`/bin/sh -c COMMAND`) under the supervisor stage
+//! ([`super::supervise`]) in a process group of its own, with a controlled environment and a
+//! time limit, stdout and stderr captured (interleaved, as they arrive) into one log.
 //!
-//! The process group matters twice: Ctrl-C/SIGTERM must stop every process a check started
-//! (pytest workers, servers a test spawned), and when the check's shell exits, anything it left
-//! running in the background is killed so it cannot hold the log pipes open or outlive the run.
+//! The process group and the supervisor matter: a timeout, Ctrl-C or SIGTERM must stop every
+//! process a check started (pytest workers, servers a test spawned); when the check's shell
+//! exits, anything it left running is killed so it cannot hold the log pipes open; and when
+//! checkdef itself dies, even by SIGKILL, the supervisor kills the check.
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
+
+use super::lines::{Piece, Splitter};
+use super::supervise::{self, Report};
 
 /// Logs beyond this size keep their head and tail; the middle is replaced by a marker line.
 pub const MAX_LOG_BYTES: usize = 8 << 20;
 
+/// The program that is re-executed as the supervisor stage: this very binary (the path stays
+/// valid even if the file was replaced or deleted since checkdef started).
+pub const SELF_EXE: &str = "/proc/self/exe";
+
 #[derive(Debug, Clone)]
 pub struct ExecSpec {
+    /// The binary providing the supervisor stage ([`SELF_EXE`] in checkdef).
+    pub supervisor: PathBuf,
     pub cwd: PathBuf,
-    pub command: String,
+    /// What to run (`/bin/sh -c COMMAND`; other stages may wrap it).
+    pub argv: Vec<OsString>,
     /// The complete environment of the check (nothing else is inherited).
     pub env: Vec<(String, String)>,
-    /// A program (and its arguments) that starts `sh -c COMMAND` for us: the sandbox entry
-    /// (`checkdef __sandbox --spec FILE --`, see `run/isolate.rs`). Empty: run `sh` directly.
-    pub wrapper: Vec<std::ffi::OsString>,
+    /// At this limit the check's group gets SIGTERM, then SIGKILL after [`crate::process::GRACE`].
+    pub timeout: Duration,
+}
+
+impl ExecSpec {
+    /// `/bin/sh -c command`.
+    pub fn shell(command: &str) -> Vec<OsString> {
+        vec!["/bin/sh".into(), "-c".into(), command.into()]
+    }
+}
+
+/// Why a check did not pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The command exited with a non-zero code.
+    Exit(i32),
+    /// A signal ended it (not one checkdef sent).
+    Signal(i32),
+    /// It reached its `timeout`.
+    TimedOut(Duration),
+    /// It never ran: the sandbox, the exec of the supervisor or of the shell failed.
+    CouldNotStart(String),
+    /// Ctrl-C or SIGTERM stopped it.
+    Interrupted,
+    /// Ctrl-C or SIGTERM came before it started.
+    NotRun,
+    /// checkdef lost track of it (the supervisor stage failed).
+    Lost(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Exit(c) => write!(f, "exit {c}"),
+            Failure::Signal(s) => write!(f, "killed by {}", crate::process::signal_name(*s)),
+            Failure::TimedOut(d) => write!(f, "timed out after {}", crate::duration::display(*d)),
+            Failure::CouldNotStart(why) => write!(f, "could not start: {why}"),
+            Failure::Interrupted => f.write_str("interrupted"),
+            Failure::NotRun => f.write_str("not run (interrupted)"),
+            Failure::Lost(why) => f.write_str(why),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct ExecOutcome {
-    /// `Some(code)` when the shell exited; `None` when a signal ended it.
+    /// `Some(code)` when the check's shell exited by itself.
     pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
+    /// `None` when it passed.
+    pub failure: Option<Failure>,
     pub duration: Duration,
     pub log: Vec<u8>,
-    /// True when the run was cancelled (Ctrl-C, SIGTERM): its outcome must never be stored.
-    pub cancelled: bool,
 }
 
 impl ExecOutcome {
     pub fn passed(&self) -> bool {
-        !self.cancelled && self.exit_code == Some(0)
+        self.failure.is_none()
+    }
+
+    /// True when the run was cancelled (Ctrl-C, SIGTERM): its outcome must never be stored.
+    pub fn cancelled(&self) -> bool {
+        matches!(self.failure, Some(Failure::Interrupted | Failure::NotRun))
+    }
+
+    /// An outcome for a check that could not start.
+    pub fn not_started(why: String) -> ExecOutcome {
+        ExecOutcome {
+            exit_code: None,
+            log: format!("checkdef: could not start the check: {why}\n").into_bytes(),
+            failure: Some(Failure::CouldNotStart(why)),
+            duration: Duration::ZERO,
+        }
     }
 }
 
-/// Called with each complete output line (without the newline), for live streaming and progress.
-pub type LineSink = Arc<dyn Fn(&[u8]) + Send + Sync>;
+/// Called with each piece of live output (lines, and `\r` progress redraws), for `-v` streaming
+/// and the progress bar; see [`super::lines`].
+pub type LineSink = Arc<dyn Fn(Piece<'_>) + Send + Sync>;
 
-/// Run `spec`. `cancel` flipping to true kills the whole process group (TERM, then KILL after a
-/// grace period) and returns with `cancelled = true`.
+/// Why checkdef asked the supervisor to stop the check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Timeout,
+    Cancel,
+}
+
+/// Run `spec`. `cancel` flipping to true, or the time limit, stops the whole process group
+/// (TERM, then KILL after a grace period); a cancelled run fails with [`Failure::Interrupted`].
 pub async fn execute(
     spec: &ExecSpec,
     mut cancel: watch::Receiver<bool>,
     on_line: Option<LineSink>,
-) -> std::io::Result<ExecOutcome> {
+) -> ExecOutcome {
     let started = Instant::now();
-    let mut cmd = match spec.wrapper.split_first() {
-        Some((program, args)) => {
-            let mut c = tokio::process::Command::new(program);
-            c.args(args).arg("/bin/sh");
-            c
-        }
-        None => tokio::process::Command::new("/bin/sh"),
-    };
-    cmd.arg("-c")
-        .arg(&spec.command)
-        .current_dir(&spec.cwd)
+    match run(spec, &mut cancel, on_line, started).await {
+        Ok(o) => o,
+        Err(e) => ExecOutcome::not_started(describe_spawn_error(&e, spec)),
+    }
+}
+
+async fn run(
+    spec: &ExecSpec,
+    cancel: &mut watch::Receiver<bool>,
+    on_line: Option<LineSink>,
+    started: Instant,
+) -> std::io::Result<ExecOutcome> {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+    ours.set_nonblocking(true)?;
+    let mut cmd = tokio::process::Command::new(&spec.supervisor);
+    cmd.arg0("checkdef")
+        .args(supervise::args(
+            crate::process::GRACE,
+            &spec.cwd,
+            &spec.argv,
+        ))
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
+        .stdin(Stdio::from(OwnedFd::from(theirs)))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own group: a Ctrl-C on the terminal reaches checkdef only, which then asks the
+        // supervisor to stop the check in order.
         .process_group(0)
         .kill_on_drop(true);
     let mut child = cmd.spawn()?;
-    let pgid = child.id().map(|p| p as i32);
+    drop(cmd); // closes our copy of the supervisor's end of the socket
+    let (mut rd, mut wr) = tokio::net::UnixStream::from_std(ours)?.into_split();
     let log = Arc::new(Mutex::new(LogBuf::default()));
     let out = child
         .stdout
@@ -84,41 +172,93 @@ pub async fn execute(
         .take()
         .map(|s| tokio::spawn(pump(s, log.clone(), on_line.clone())));
 
-    let mut cancelled = *cancel.borrow();
-    let status = if cancelled {
-        kill_group(pgid, libc::SIGKILL);
-        child.wait().await?
-    } else {
-        tokio::select! {
-            st = child.wait() => st?,
-            _ = wait_cancel(&mut cancel) => {
-                cancelled = true;
-                kill_group(pgid, libc::SIGTERM);
-                match tokio::time::timeout(Duration::from_secs(3), child.wait()).await {
-                    Ok(st) => st?,
-                    Err(_) => {
-                        kill_group(pgid, libc::SIGKILL);
-                        child.wait().await?
-                    }
+    let mut report = Vec::new();
+    let mut stop: Option<Stop> = None;
+    {
+        let read = rd.read_to_end(&mut report);
+        tokio::pin!(read);
+        let deadline = tokio::time::sleep(spec.timeout);
+        tokio::pin!(deadline);
+        // Only if the supervisor does not answer long after the grace period.
+        let fallback = tokio::time::sleep(Duration::MAX / 4);
+        tokio::pin!(fallback);
+        loop {
+            let request = tokio::select! {
+                _ = &mut read => break,
+                _ = &mut deadline, if stop.is_none() => Stop::Timeout,
+                _ = wait_cancel(cancel), if stop.is_none() => Stop::Cancel,
+                _ = &mut fallback, if stop.is_some() => {
+                    let _ = child.start_kill();
+                    break;
                 }
-            }
+            };
+            stop = Some(request);
+            let _ = wr.write_all(&[supervise::TERMINATE]).await;
+            fallback.as_mut().reset(
+                tokio::time::Instant::now() + crate::process::GRACE + Duration::from_secs(10),
+            );
         }
-    };
-    // Whatever the shell left behind goes too, so the pipes reach EOF.
-    kill_group(pgid, libc::SIGKILL);
+    }
+    drop(wr);
+    let status = child.wait().await?;
     for pump in [out, err].into_iter().flatten() {
+        // Everything holding the pipes is gone once the supervisor has exited; the bound is
+        // for a process that escaped it (e.g. handed the pipe to an unrelated daemon).
         let _ = tokio::time::timeout(Duration::from_secs(5), pump).await;
     }
     let duration = started.elapsed();
-    use std::os::unix::process::ExitStatusExt;
-    let log = std::mem::take(&mut *log.lock().expect("log lock")).finish();
+    let mut log = std::mem::take(&mut *log.lock().expect("log lock")).finish();
+    let report = Report::parse(&String::from_utf8_lossy(&report));
+    let exit_code = match (&report, stop) {
+        (Some(Report::Exited(c)), None) => Some(*c),
+        _ => None,
+    };
+    let failure = match (stop, report) {
+        (Some(Stop::Cancel), _) => Some(Failure::Interrupted),
+        (Some(Stop::Timeout), _) => Some(Failure::TimedOut(spec.timeout)),
+        (None, Some(Report::Exited(0))) => None,
+        (None, Some(Report::Exited(c))) => Some(Failure::Exit(c)),
+        (None, Some(Report::Signaled(s))) => Some(Failure::Signal(s)),
+        (None, Some(Report::CannotStart(why))) => Some(Failure::CouldNotStart(why)),
+        (None, None) => Some(Failure::Lost(format!(
+            "checkdef's supervisor stage ended without a report ({status})"
+        ))),
+    };
+    match &failure {
+        Some(Failure::TimedOut(_)) | Some(Failure::CouldNotStart(_)) | Some(Failure::Lost(_)) => {
+            if let Some(f) = &failure {
+                if !log.is_empty() && !log.ends_with(b"\n") {
+                    log.push(b'\n');
+                }
+                log.extend_from_slice(format!("[checkdef: {f}]\n").as_bytes());
+            }
+        }
+        _ => {}
+    }
     Ok(ExecOutcome {
-        exit_code: status.code(),
-        signal: status.signal(),
+        exit_code,
+        failure,
         duration,
         log,
-        cancelled,
     })
+}
+
+/// A spawn error of the supervisor stage, said as what it is.
+fn describe_spawn_error(e: &std::io::Error, spec: &ExecSpec) -> String {
+    if e.raw_os_error() == Some(libc::E2BIG) {
+        let len: usize = spec.argv.iter().map(|a| a.len() + 1).sum();
+        let env: usize = spec.env.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+        return format!(
+            "{e}: the command is {len} bytes and its environment {env} (Linux limits one argument to 128 KiB); put a long command in a script"
+        );
+    }
+    if e.kind() == std::io::ErrorKind::NotFound {
+        return format!(
+            "{e}: checkdef cannot re-execute itself as {} (is /proc mounted?)",
+            spec.supervisor.display()
+        );
+    }
+    e.to_string()
 }
 
 async fn wait_cancel(rx: &mut watch::Receiver<bool>) {
@@ -133,24 +273,13 @@ async fn wait_cancel(rx: &mut watch::Receiver<bool>) {
     }
 }
 
-/// Send `sig` to the process group led by `pgid`.
-fn kill_group(pgid: Option<i32>, sig: i32) {
-    if let Some(pgid) = pgid.filter(|p| *p > 1) {
-        // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::kill(-pgid, sig);
-        }
-    }
-}
-
 async fn pump(
     mut r: impl tokio::io::AsyncRead + Unpin,
     log: Arc<Mutex<LogBuf>>,
     on_line: Option<LineSink>,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
-    let mut pending: Vec<u8> = Vec::new();
+    let mut splitter = Splitter::default();
     loop {
         let n = match r.read(&mut buf).await {
             Ok(0) | Err(_) => break,
@@ -159,15 +288,11 @@ async fn pump(
         let chunk = &buf[..n];
         log.lock().expect("log lock").push(chunk);
         if let Some(sink) = &on_line {
-            pending.extend_from_slice(chunk);
-            while let Some(i) = pending.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=i).collect();
-                sink(&line[..line.len() - 1]);
-            }
+            splitter.push(chunk, &mut |p| sink(p));
         }
     }
-    if let (Some(sink), false) = (&on_line, pending.is_empty()) {
-        sink(&pending);
+    if let Some(sink) = &on_line {
+        splitter.finish(&mut |p| sink(p));
     }
 }
 
@@ -211,60 +336,18 @@ impl LogBuf {
 mod tests {
     use super::*;
 
-    fn spec(cmd: &str) -> (ExecSpec, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let spec = ExecSpec {
-            cwd: dir.path().to_path_buf(),
-            command: cmd.into(),
-            env: vec![
-                ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
-                ("X".into(), "42".into()),
-            ],
-            wrapper: Vec::new(),
-        };
-        (spec, dir)
-    }
-
-    #[tokio::test]
-    async fn captures_output_env_and_exit_code() {
-        let (s, _d) =
-            spec("echo out; echo err >&2; echo x=$X; test -z \"$HOME\" && echo nohome; exit 3");
-        let (_tx, rx) = watch::channel(false);
-        let o = execute(&s, rx, None).await.unwrap();
-        assert_eq!(o.exit_code, Some(3));
-        assert!(!o.passed());
-        let log = String::from_utf8(o.log).unwrap();
-        for want in ["out", "err", "x=42", "nohome"] {
-            assert!(log.contains(want), "{want} missing from {log:?}");
-        }
-    }
-
-    #[tokio::test]
-    async fn cancel_kills_the_whole_group() {
-        let (s, d) = spec("(sleep 30; touch late) & sleep 30");
-        let (tx, rx) = watch::channel(false);
-        let t = tokio::spawn(async move { execute(&s, rx, None).await.unwrap() });
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        tx.send(true).unwrap();
-        let o = tokio::time::timeout(Duration::from_secs(10), t)
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(o.cancelled);
-        assert!(!o.passed());
-        assert!(o.duration < Duration::from_secs(10));
-        assert!(!d.path().join("late").exists());
-    }
-
-    #[tokio::test]
-    async fn background_leftovers_do_not_hold_the_run() {
-        let (s, _d) = spec("sleep 30 & echo done");
-        let (_tx, rx) = watch::channel(false);
-        let o = tokio::time::timeout(Duration::from_secs(10), execute(&s, rx, None))
-            .await
-            .expect("a background process kept the run alive")
-            .unwrap();
-        assert!(o.passed());
+    #[test]
+    fn failures_say_what_happened() {
+        assert_eq!(Failure::Exit(3).to_string(), "exit 3");
+        assert_eq!(Failure::Signal(9).to_string(), "killed by SIGKILL");
+        assert_eq!(
+            Failure::TimedOut(Duration::from_secs(3)).to_string(),
+            "timed out after 3s"
+        );
+        assert_eq!(
+            Failure::CouldNotStart("Argument list too long (os error 7)".into()).to_string(),
+            "could not start: Argument list too long (os error 7)"
+        );
     }
 
     #[test]

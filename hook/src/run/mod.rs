@@ -3,7 +3,10 @@
 //! directory holding only its inputs — and store (and push) the passing results.
 pub mod exec;
 pub mod isolate;
+pub mod lines;
 pub mod sandbox;
+pub mod supervise;
+pub mod sweep;
 pub mod view;
 
 use std::collections::HashSet;
@@ -25,7 +28,9 @@ use crate::plan::{Plan, SegmentPlan};
 use crate::report::{self, Progress, Style};
 use crate::result::{RESULT_FORMAT, ResultRecord, Status, StoredResult};
 
+pub use exec::Failure;
 use exec::{ExecSpec, LineSink};
+use lines::Piece;
 
 /// Options of one engine invocation.
 #[derive(Debug, Clone)]
@@ -72,6 +77,8 @@ pub struct SegmentOutcome {
     /// Duration of the run that produced a cached result.
     pub original_duration_s: Option<f64>,
     pub exit_code: Option<i32>,
+    /// Why it failed (`None` when it passed).
+    pub failure: Option<Failure>,
     pub input_hash: String,
     pub store_path: String,
     pub signed_by: Option<String>,
@@ -292,6 +299,7 @@ pub async fn run_plan(
                     duration_s: took,
                     original_duration_s: Some(hit.result.record.duration_s),
                     exit_code: hit.result.record.exit_code,
+                    failure: None,
                     input_hash: s.input_hash.clone(),
                     store_path: s.store_path.clone(),
                     signed_by: hit.signed_by,
@@ -310,10 +318,12 @@ pub async fn run_plan(
         }
     }
 
-    // 2. Misses, `jobs` at a time, each in its sandbox.
+    // 2. Misses, `jobs` at a time, each in its sandbox, after removing what killed runs left
+    // in the sandbox directory.
     let views = if misses.is_empty() {
         None
     } else {
+        sweep::sweep(&sandbox::parent_dir());
         Some(Views::new(repo, plan, &style)?)
     };
     let progress = (style.progress && !misses.is_empty()).then(Progress::new);
@@ -332,36 +342,26 @@ pub async fn run_plan(
             let prepared = prepare(repo, plan, seg, views, opts, bar.clone(), width, &style);
             let cancel = cancel.clone();
             running.push(async move {
-                let res = match prepared {
+                let outcome = match prepared {
                     Ok((dir, spec, sink)) => {
-                        let r = exec::execute(&spec, cancel, sink).await;
+                        let o = exec::execute(&spec, cancel, sink).await;
                         drop(dir);
-                        r.map_err(anyhow::Error::from)
+                        o
                     }
-                    Err(e) => Err(e),
+                    Err(e) => exec::ExecOutcome::not_started(format!("{e:#}")),
                 };
-                (i, warnings, bar, res)
+                (i, warnings, bar, outcome)
             });
         }
-        let Some((i, warnings, bar, res)) = running.next().await else {
+        let Some((i, warnings, bar, outcome)) = running.next().await else {
             break;
         };
         if let Some(b) = bar {
             b.finish_and_clear();
         }
         let seg = &plan.segments[i];
-        let outcome = match res {
-            Ok(o) => o,
-            Err(e) => exec::ExecOutcome {
-                exit_code: None,
-                signal: None,
-                duration: Duration::ZERO,
-                log: format!("checkdef: could not prepare or start the check: {e:#}\n")
-                    .into_bytes(),
-                cancelled: false,
-            },
-        };
-        if outcome.cancelled {
+        let cancelled = outcome.cancelled();
+        if cancelled {
             interrupted = true;
         }
         let mut outcome = outcome;
@@ -376,7 +376,7 @@ pub async fn run_plan(
             );
         }
         if let Some(v) = &views
-            && !outcome.cancelled
+            && !cancelled
         {
             v.record(seg, &undeclared);
         }
@@ -393,6 +393,7 @@ pub async fn run_plan(
             duration_s: outcome.duration.as_secs_f64(),
             original_duration_s: None,
             exit_code: outcome.exit_code,
+            failure: outcome.failure,
             input_hash: seg.input_hash.clone(),
             store_path: seg.store_path.clone(),
             signed_by: None,
@@ -404,7 +405,7 @@ pub async fn run_plan(
             report::line(progress.as_ref().map(|p| p.multi()), &style.red(&w));
             o.warnings.push(w);
         }
-        if outcome.cancelled {
+        if cancelled {
             o.log.extend_from_slice(b"\n[checkdef: interrupted]\n");
         } else if status == Status::Passed {
             // Only a complete, passing, uninterrupted run is ever stored.
@@ -437,7 +438,7 @@ pub async fn run_plan(
         if !style.quiet || o.status == Status::Failed {
             let mp = progress.as_ref().map(|p| p.multi());
             report::line(mp, &outcome_line(&o, width, &style));
-            if o.status == Status::Failed && !outcome.cancelled && !opts.verbose {
+            if o.status == Status::Failed && !cancelled && !opts.verbose {
                 report::line(
                     mp,
                     report::log_tail(&o.log, report::FAILURE_TAIL_LINES).trim_end(),
@@ -458,6 +459,7 @@ pub async fn run_plan(
                     duration_s: 0.0,
                     original_duration_s: None,
                     exit_code: None,
+                    failure: Some(Failure::NotRun),
                     input_hash: seg.input_hash.clone(),
                     store_path: seg.store_path.clone(),
                     signed_by: None,
@@ -710,9 +712,11 @@ fn prepare(
                 }
             };
             let in_memory = sandbox::writes_in_memory();
-            let (upper, work) = if in_memory && views.root.is_some() {
+            let private_layer = layer.tree.starts_with(sandbox::parent_dir());
+            let (upper, work) = if in_memory && views.root.is_some() && !private_layer {
                 // A mount point for the check's own tmpfs: the directory every sandbox lives in,
-                // hidden from the check anyway (not for a bare repository, whose view is there).
+                // hidden from the check anyway (not for a bare repository, whose view is there,
+                // nor when the inputs layer is a private copy there, which it would cover).
                 (sandbox::parent_dir(), d.join("work"))
             } else if in_memory {
                 let p = d.join("writes");
@@ -752,23 +756,43 @@ fn prepare(
         }
     };
     let spec = ExecSpec {
+        supervisor: exec::SELF_EXE.into(),
         cwd,
-        command: seg.command.clone(),
+        argv: wrapper
+            .into_iter()
+            .chain(ExecSpec::shell(&seg.command))
+            .collect(),
         env: run_env(seg, &tmp),
-        wrapper,
+        timeout: seg.timeout,
     };
     let sink: Option<LineSink> = if opts.verbose {
         let prefix = style.dim(&format!("{:width$} │ ", seg.name));
         // Live lines are redacted like the stored log (line by line: a value spanning a line
         // break is not recognised here).
         let reds = redactions(&opts.redact_env, seg);
-        Some(Arc::new(move |l: &[u8]| {
+        // A `\r` progress redraw is printed at most every few seconds (the final state of the
+        // line comes with its newline): a progress bar redrawn a thousand times is one line
+        // on a terminal, not a thousand.
+        let last_progress: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+        Some(Arc::new(move |p: Piece<'_>| {
+            let l = match p {
+                Piece::Line(l) => l,
+                Piece::Progress(l) => {
+                    let mut last = last_progress.lock().unwrap_or_else(|e| e.into_inner());
+                    if last.is_some_and(|t| t.elapsed() < PROGRESS_EVERY) {
+                        return;
+                    }
+                    *last = Some(Instant::now());
+                    l
+                }
+            };
             let l = redact(l, &reds);
             report::line(None, &format!("{prefix}{}", String::from_utf8_lossy(&l)));
         }))
     } else {
         bar.map(|b| {
-            Arc::new(move |l: &[u8]| {
+            Arc::new(move |p: Piece<'_>| {
+                let (Piece::Line(l) | Piece::Progress(l)) = p;
                 let text = String::from_utf8_lossy(l);
                 let t = text.trim();
                 if !t.is_empty() {
@@ -779,6 +803,9 @@ fn prepare(
     };
     Ok((prepared, spec, sink))
 }
+
+/// How often `-v` prints a line that `\r` keeps redrawing.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// The complete environment of a check: PATH, the passthrough variables (not hashed), the
 /// declared env (hashed), and a private TMPDIR (`tmp`, created here).
@@ -879,21 +906,23 @@ pub fn outcome_line(o: &SegmentOutcome, width: usize, style: &Style) -> String {
             report::secs(o.duration_s)
         ),
         (Status::Failed, _) => {
-            let how = match o.exit_code {
-                Some(0) => "exit 0, but read files that are not its inputs".to_owned(),
-                Some(c) => format!("exit {c}"),
-                None if o.log.ends_with(b"[checkdef: not started, interrupted]\n") => {
-                    "not run (interrupted)".to_owned()
-                }
-                None if o.log.ends_with(b"[checkdef: interrupted]\n") => "interrupted".to_owned(),
-                None => "killed by a signal".to_owned(),
-            };
+            let how = failure_reason(o);
             format!(
                 "❌ {name}  {}  {how}, {}",
                 style.red("FAILED"),
                 report::secs(o.duration_s)
             )
         }
+    }
+}
+
+/// Why a failed segment failed, as the checklist, JSON and JUnit say it.
+pub fn failure_reason(o: &SegmentOutcome) -> String {
+    match (&o.failure, o.exit_code) {
+        (Some(f), _) => f.to_string(),
+        (None, Some(0)) => "exit 0, but read files that are not its inputs".to_owned(),
+        (None, Some(c)) => format!("exit {c}"),
+        (None, None) => "failed".to_owned(),
     }
 }
 
@@ -930,6 +959,7 @@ pub fn json_report(r: &RunReport) -> serde_json::Value {
             "duration_s": s.duration_s,
             "original_duration_s": s.original_duration_s,
             "exit_code": s.exit_code,
+            "reason": (s.status == Status::Failed).then(|| failure_reason(s)),
             "input_hash": s.input_hash,
             "store_path": s.store_path,
             "signed_by": s.signed_by,
@@ -958,6 +988,7 @@ mod tests {
             duration_s: took,
             original_duration_s: original,
             exit_code: Some(0),
+            failure: None,
             input_hash: String::new(),
             store_path: String::new(),
             signed_by: None,

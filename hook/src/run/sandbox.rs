@@ -119,6 +119,9 @@ pub fn create_parent() -> std::io::Result<()> {
 #[derive(Debug)]
 pub struct RunDir {
     path: PathBuf,
+    // Held while the check runs, so a concurrent run's sweep (run/sweep.rs) leaves it alone; a
+    // killed run's directory is free to sweep.
+    _lock: std::fs::File,
 }
 
 impl RunDir {
@@ -129,11 +132,15 @@ impl RunDir {
         for _ in 0..3 {
             let _ = create_parent();
             match tempfile::Builder::new()
-                .prefix(&format!("{name}-"))
+                .prefix(&format!("{}{name}-", super::sweep::PREFIX))
                 .tempdir_in(&parent)
             {
                 Ok(d) => {
-                    return Ok(RunDir { path: d.keep() });
+                    let lock = super::sweep::lock_new(d.path())?;
+                    return Ok(RunDir {
+                        path: d.keep(),
+                        _lock: lock,
+                    });
                 }
                 Err(e) => last = Some(e),
             }

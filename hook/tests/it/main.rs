@@ -6,6 +6,7 @@ mod environment;
 mod explain;
 mod faults;
 mod init;
+mod lifecycle;
 mod plan;
 mod prepush;
 mod reports;

@@ -1,0 +1,328 @@
+//! The supervisor stage: `checkdef __supervise [--grace-ms N] [--cwd DIR] -- PROGRAM ARGS...`,
+//! a re-exec of checkdef that stands between checkdef and every check, so that no check outlives
+//! checkdef, however checkdef ends (SIGKILL included).
+//!
+//! It is small and single-threaded, and is dispatched from `main` before any runtime starts.
+//! It makes itself a child subreaper (`PR_SET_CHILD_SUBREAPER`: every orphaned descendant of the
+//! check is reparented to it, not to init, even one that left the check's process group with
+//! `setsid`), enters `--cwd`, and spawns `PROGRAM ARGS` in a process group of its own. Its stdin is
+//! one end of a socket pair whose other end only checkdef holds:
+//!
+//! * checkdef writes `t` to ask for termination (a timeout or Ctrl-C), and end of file on that
+//!   socket means checkdef is gone: either way the check's group gets SIGTERM, up to the grace
+//!   period to finish, then SIGKILL;
+//! * when the program exits, whatever it left running (its group, and every descendant that was
+//!   reparented here) is killed, so nothing holds the log pipes or the sandbox;
+//! * last, the supervisor writes one line back on the socket — `exited CODE`, `signaled SIGNAL`
+//!   or `cannot-start MESSAGE` — and exits 0.
+//!
+//! Why not `PR_SET_PDEATHSIG`: it fires when the parent *thread* that forked ends, not the parent
+//! process, and a signal the supervisor cannot handle without `unsafe` would kill it before it
+//! could clean up. End of file on a socket is exact and needs neither.
+//!
+//! The stage only spawns the argv it is given, so other stages (a namespace sandbox) chain after
+//! it: checkdef → supervisor → sandbox → `sh -c`.
+use std::ffi::OsString;
+use std::io::Write as _;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::process::CommandExt as _;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags};
+use rustix::process::{Pid, Signal, WaitOptions, WaitStatus};
+
+use crate::process::{group_alive, kill_group};
+
+/// The hidden subcommand.
+pub const SUBCOMMAND: &str = "__supervise";
+
+/// The message checkdef writes to ask for termination.
+pub const TERMINATE: u8 = b't';
+
+/// How the supervised program ended, as reported on the socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Report {
+    Exited(i32),
+    Signaled(i32),
+    CannotStart(String),
+}
+
+impl Report {
+    pub fn render(&self) -> String {
+        match self {
+            Report::Exited(c) => format!("exited {c}\n"),
+            Report::Signaled(s) => format!("signaled {s}\n"),
+            // One line: the message must not contain a newline.
+            Report::CannotStart(m) => format!("cannot-start {}\n", m.replace('\n', " ")),
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Report> {
+        let line = text.strip_suffix('\n')?;
+        let (kind, rest) = line.split_once(' ')?;
+        match kind {
+            "exited" => rest.parse().ok().map(Report::Exited),
+            "signaled" => rest.parse().ok().map(Report::Signaled),
+            "cannot-start" => Some(Report::CannotStart(rest.to_owned())),
+            _ => None,
+        }
+    }
+}
+
+/// The argv (after the program) that runs `argv` under the supervisor.
+pub fn args(grace: Duration, cwd: &std::path::Path, argv: &[OsString]) -> Vec<OsString> {
+    let mut out: Vec<OsString> = vec![
+        SUBCOMMAND.into(),
+        "--grace-ms".into(),
+        grace.as_millis().to_string().into(),
+        "--cwd".into(),
+        cwd.as_os_str().to_owned(),
+        "--".into(),
+    ];
+    out.extend(argv.iter().cloned());
+    out
+}
+
+struct Args {
+    grace: Duration,
+    cwd: Option<PathBuf>,
+    argv: Vec<OsString>,
+}
+
+fn parse_args(args: &[OsString]) -> Result<Args, String> {
+    let mut grace = crate::process::GRACE;
+    let mut cwd = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.to_str() {
+            Some("--") => {
+                let argv: Vec<OsString> = it.cloned().collect();
+                if argv.is_empty() {
+                    return Err("no program after --".into());
+                }
+                return Ok(Args { grace, cwd, argv });
+            }
+            Some("--grace-ms") => {
+                let v = it.next().and_then(|v| v.to_str()?.parse().ok());
+                grace = Duration::from_millis(v.ok_or("--grace-ms needs milliseconds")?);
+            }
+            Some("--cwd") => cwd = Some(PathBuf::from(it.next().ok_or("--cwd needs a path")?)),
+            _ => return Err(format!("unexpected argument {a:?}")),
+        }
+    }
+    Err("missing -- PROGRAM".into())
+}
+
+/// Entry point of the stage; `args` follow the subcommand.
+pub fn main(args: &[OsString]) -> ExitCode {
+    let args = match parse_args(args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("checkdef {SUBCOMMAND}: {e} (an internal stage of checkdef run)");
+            return ExitCode::from(2);
+        }
+    };
+    let stdin = std::io::stdin();
+    let ctl = stdin.as_fd();
+    let report = supervise(&args, ctl);
+    // If checkdef is gone nobody reads this; EPIPE is fine (Rust ignores SIGPIPE).
+    let _ = rustix::io::write(ctl, report.render().as_bytes());
+    ExitCode::SUCCESS
+}
+
+fn supervise(args: &Args, ctl: BorrowedFd<'_>) -> Report {
+    if let Err(e) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
+        // Still useful without it: the group is killed, only setsid escapees are missed.
+        let _ = writeln!(
+            std::io::stderr(),
+            "checkdef: warning: cannot become a child subreaper: {e}"
+        );
+    }
+    if let Some(cwd) = &args.cwd
+        && let Err(e) = std::env::set_current_dir(cwd)
+    {
+        return Report::CannotStart(format!("working directory {}: {e}", cwd.display()));
+    }
+    let program = &args.argv[0];
+    let child = Command::new(program)
+        .args(&args.argv[1..])
+        .stdin(Stdio::null())
+        .process_group(0)
+        .spawn();
+    let child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            return Report::CannotStart(format!("{}: {e}", program.to_string_lossy()));
+        }
+    };
+    let pid = child.id();
+    let Some(child_pid) = Pid::from_raw(pid as i32) else {
+        return Report::CannotStart("spawned a process without a pid".into());
+    };
+    let mut status: Option<WaitStatus> = None;
+    match rustix::process::pidfd_open(child_pid, rustix::process::PidfdFlags::empty()) {
+        Ok(pidfd) => {
+            if !wait_exit_or_terminate(&pidfd, ctl) {
+                terminate(pid, child_pid, args.grace, &mut status);
+            }
+        }
+        // No pidfd (a kernel before 5.3): wait for the program; termination requests and
+        // checkdef's death are then only noticed after it ends.
+        Err(_) => {
+            if let Ok(Some((_, st))) =
+                rustix::process::waitpid(Some(child_pid), WaitOptions::empty())
+            {
+                status = Some(st);
+            }
+        }
+    }
+    sweep(pid, child_pid, &mut status);
+    match status {
+        Some(st) => match (st.exit_status(), st.terminating_signal()) {
+            (Some(code), _) => Report::Exited(code),
+            (None, Some(sig)) => Report::Signaled(sig),
+            _ => Report::Signaled(Signal::KILL.as_raw()),
+        },
+        None => Report::Signaled(Signal::KILL.as_raw()),
+    }
+}
+
+/// Block until the program exits (`true`) or termination is asked for or checkdef is gone
+/// (`false`).
+fn wait_exit_or_terminate(pidfd: &impl AsFd, ctl: BorrowedFd<'_>) -> bool {
+    loop {
+        let mut fds = [
+            PollFd::new(pidfd, PollFlags::IN),
+            PollFd::from_borrowed_fd(ctl, PollFlags::IN),
+        ];
+        match rustix::event::poll(&mut fds, None) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return false,
+        }
+        if !fds[0].revents().is_empty() {
+            return true;
+        }
+        if !fds[1].revents().is_empty() {
+            let mut b = [0u8; 1];
+            match rustix::io::read(ctl, &mut b) {
+                Ok(1) if b[0] != TERMINATE => continue,
+                Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => continue,
+                // `t`, end of file (checkdef is gone) or an error on the socket.
+                _ => return false,
+            }
+        }
+    }
+}
+
+/// SIGTERM to the program's group and every reparented descendant; up to `grace` for all of
+/// them to finish.
+fn terminate(pgid: u32, child: Pid, grace: Duration, status: &mut Option<WaitStatus>) {
+    kill_group(pgid, Signal::TERM);
+    for pid in children() {
+        let _ = rustix::process::kill_process(pid, Signal::TERM);
+    }
+    let until = Instant::now() + grace;
+    while Instant::now() < until {
+        reap_ready(child, status);
+        if !group_alive(pgid) && children().is_empty() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Kill everything left — the group, then every child of ours, repeatedly, as killing one
+/// reparents its own children here — and reap until no child is left.
+fn sweep(pgid: u32, child: Pid, status: &mut Option<WaitStatus>) {
+    loop {
+        kill_group(pgid, Signal::KILL);
+        for pid in children() {
+            let _ = rustix::process::kill_process(pid, Signal::KILL);
+        }
+        match rustix::process::wait(WaitOptions::empty()) {
+            Ok(Some((pid, st))) => {
+                if pid == child {
+                    *status = Some(st);
+                }
+            }
+            Ok(None) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            // ECHILD: nothing is left.
+            Err(_) => return,
+        }
+    }
+}
+
+/// Reap every child that has already ended, keeping the program's status.
+fn reap_ready(child: Pid, status: &mut Option<WaitStatus>) {
+    while let Ok(Some((pid, st))) = rustix::process::wait(WaitOptions::NOHANG) {
+        if pid == child {
+            *status = Some(st);
+        }
+    }
+}
+
+/// Our children: `/proc/self/task/<pid>/children` (this stage is single-threaded), else a scan of
+/// `/proc/*/stat` for our pid as the parent.
+fn children() -> Vec<Pid> {
+    let me = rustix::process::getpid();
+    let raw = me.as_raw_nonzero().get();
+    if let Ok(text) = std::fs::read_to_string(format!("/proc/self/task/{raw}/children")) {
+        return text
+            .split_ascii_whitespace()
+            .filter_map(|p| p.parse().ok().and_then(Pid::from_raw))
+            .collect();
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                // `pid (comm) state ppid ...`; comm may contain spaces and parentheses.
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_ascii_whitespace().nth(1)?.parse().ok())
+                    == Some(raw)
+            })
+        })
+        .filter_map(Pid::from_raw)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_round_trip() {
+        for r in [
+            Report::Exited(0),
+            Report::Exited(3),
+            Report::Signaled(9),
+            Report::CannotStart("/bin/sh: No such file or directory (os error 2)".into()),
+        ] {
+            assert_eq!(Report::parse(&r.render()), Some(r));
+        }
+        assert_eq!(
+            Report::parse(&Report::CannotStart("a\nb".into()).render()),
+            Some(Report::CannotStart("a b".into()))
+        );
+        assert_eq!(Report::parse(""), None);
+        assert_eq!(Report::parse("exited x\n"), None);
+    }
+
+    #[test]
+    fn arguments_round_trip() {
+        let argv: Vec<OsString> = vec!["/bin/sh".into(), "-c".into(), "echo --cwd".into()];
+        let a = args(Duration::from_millis(1500), "/tmp/x".as_ref(), &argv);
+        let parsed = parse_args(&a[1..]).unwrap();
+        assert_eq!(parsed.grace, Duration::from_millis(1500));
+        assert_eq!(parsed.cwd.as_deref(), Some(std::path::Path::new("/tmp/x")));
+        assert_eq!(parsed.argv, argv);
+        assert!(parse_args(&["--".into()]).is_err());
+    }
+}
