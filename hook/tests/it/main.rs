@@ -7,6 +7,7 @@ mod faults;
 mod init;
 mod plan;
 mod prepush;
+mod pytest_files;
 mod reports;
 mod run;
 mod s3;
