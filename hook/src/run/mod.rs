@@ -1,6 +1,7 @@
 //! The engine behind `checkdef run` and the pre-push hook: look every selected segment up
 //! (local cache, then remote, all concurrently), run the misses in parallel — each in a fresh
 //! directory holding only its inputs — and store (and push) the passing results.
+pub mod durations;
 pub mod exec;
 pub mod sandbox;
 
@@ -308,32 +309,66 @@ pub async fn run_plan(
         }
     }
 
-    // 2. Misses, `jobs` at a time.
+    // 2. Misses, `jobs` at a time, the longest expected first (see [`durations::order`]).
+    // While they run, the next one's sandbox is prepared on a blocking thread, so that a
+    // finishing check is followed at once by the next, and so that the event loop (a single
+    // thread) keeps draining the running checks' output meanwhile.
+    let mut history =
+        (!misses.is_empty()).then(|| durations::History::load(&caches.settings.local_dir));
+    if let Some(h) = &history {
+        let expected: Vec<(Option<f64>, usize)> = misses
+            .iter()
+            .map(|(i, _)| {
+                let seg = &plan.segments[*i];
+                (h.get(&seg.name), seg.inputs.len())
+            })
+            .collect();
+        let mut slots: Vec<Option<(usize, Vec<String>)>> = misses.into_iter().map(Some).collect();
+        misses = durations::order(&expected)
+            .into_iter()
+            .filter_map(|k| slots[k].take())
+            .collect();
+    }
     let progress = (style.progress && !misses.is_empty()).then(Progress::new);
     let mut queue = misses.into_iter();
     let mut running = FuturesUnordered::new();
     let jobs = opts.jobs.max(1);
     let mut interrupted = *cancel.borrow();
+    let mut ahead: Option<(usize, Vec<String>, SandboxTask)> = None;
     loop {
         while running.len() < jobs && !interrupted {
-            let Some((i, warnings)) = queue.next() else {
-                break;
+            let (i, warnings, sandbox) = match ahead.take() {
+                Some(next) => next,
+                None => match queue.next() {
+                    Some((i, warnings)) => {
+                        (i, warnings, spawn_sandbox(repo, plan, &plan.segments[i]))
+                    }
+                    None => break,
+                },
             };
             let seg = &plan.segments[i];
             let bar = progress.as_ref().map(|p| p.start(&seg.name, width));
-            let prepared = prepare(repo, plan, seg, opts, bar.clone(), width, &style);
             let cancel = cancel.clone();
+            let sink_bar = bar.clone();
             running.push(async move {
-                let res = match prepared {
-                    Ok((dir, spec, sink)) => {
+                let res = match sandbox.await {
+                    Ok(Ok(dir)) => {
+                        let (spec, sink) = command_spec(seg, &dir, opts, sink_bar, width, &style);
                         let r = exec::execute(&spec, cancel, sink).await;
                         drop(dir);
                         r.map_err(anyhow::Error::from)
                     }
-                    Err(e) => Err(e),
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(anyhow::anyhow!("preparing the sandbox failed: {e}")),
                 };
                 (i, warnings, bar, res)
             });
+        }
+        if ahead.is_none()
+            && !interrupted
+            && let Some((i, warnings)) = queue.next()
+        {
+            ahead = Some((i, warnings, spawn_sandbox(repo, plan, &plan.segments[i])));
         }
         let Some((i, warnings, bar, res)) = running.next().await else {
             break;
@@ -416,7 +451,26 @@ pub async fn run_plan(
                 );
             }
         }
+        if !outcome.cancelled
+            && let Some(h) = &mut history
+        {
+            h.record(&seg.name, o.duration_s);
+        }
         outcomes[i] = Some(o);
+    }
+    // A sandbox prepared for a check that never started (interrupted): wait for it, so that
+    // it is removed before the run ends.
+    if let Some((_, _, task)) = ahead {
+        drop(task.await);
+    }
+    if let Some(mut h) = history {
+        // Cached results' original durations predict the next miss of those segments.
+        for o in outcomes.iter().flatten() {
+            if let (Origin::Cache(_), Some(d)) = (o.origin, o.original_duration_s) {
+                h.record(&o.name, d);
+            }
+        }
+        h.save();
     }
     if interrupted {
         // Segments that never started are reported as failed (not run), never as passed.
@@ -511,25 +565,39 @@ fn hostname() -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-/// Materialise a segment's sandbox and build its command spec.
-fn prepare(
-    repo: &Repo,
-    plan: &Plan,
+/// A sandbox being materialised on tokio's blocking pool.
+type SandboxTask = tokio::task::JoinHandle<Result<tempfile::TempDir>>;
+
+/// Start materialising `seg`'s sandbox on a blocking thread (git object reads and file writes:
+/// milliseconds to a second, which must not stall the event loop).
+fn spawn_sandbox(repo: &Repo, plan: &Plan, seg: &SegmentPlan) -> SandboxTask {
+    let repo = repo.sendable();
+    let target = plan.target;
+    let name = seg.name.clone();
+    let inputs = match seg.sandbox {
+        Sandbox::Filtered => Some(seg.inputs.clone()),
+        Sandbox::Full => None,
+    };
+    tokio::task::spawn_blocking(move || {
+        repo.with(|repo| {
+            let inputs = match inputs {
+                Some(i) => i,
+                None => repo.entries_all(&target)?,
+            };
+            populate(repo, &target, &name, &inputs, &sandbox::base())
+        })?
+    })
+}
+
+/// The command spec of a check in its sandbox `dir`, and where its output lines go.
+fn command_spec(
     seg: &SegmentPlan,
+    dir: &tempfile::TempDir,
     opts: &RunOptions,
     bar: Option<ProgressBar>,
     width: usize,
     style: &Style,
-) -> Result<(tempfile::TempDir, ExecSpec, Option<LineSink>)> {
-    let entries;
-    let inputs = match seg.sandbox {
-        Sandbox::Filtered => &seg.inputs,
-        Sandbox::Full => {
-            entries = repo.entries_all(&plan.target)?;
-            &entries
-        }
-    };
-    let dir = populate(repo, plan, seg, inputs, &sandbox::base())?;
+) -> (ExecSpec, Option<LineSink>) {
     let spec = ExecSpec {
         cwd: dir.path().join("src"),
         command: seg.command.clone(),
@@ -555,25 +623,25 @@ fn prepare(
             }) as LineSink
         })
     };
-    Ok((dir, spec, sink))
+    (spec, sink)
 }
 
 /// A fresh sandbox in `base` holding `inputs` below `src/`.
 fn populate(
     repo: &Repo,
-    plan: &Plan,
-    seg: &SegmentPlan,
+    target: &Target,
+    name: &str,
     inputs: &[crate::git::Input],
     base: &std::path::Path,
 ) -> Result<tempfile::TempDir> {
     let dir = tempfile::Builder::new()
-        .prefix(&format!("checkdef-{}-", seg.name))
+        .prefix(&format!("checkdef-{name}-"))
         .tempdir_in(base)
         .with_context(|| format!("creating the sandbox directory in {}", base.display()))?;
     let root: PathBuf = dir.path().join("src");
     std::fs::create_dir(&root).with_context(|| format!("creating {}", root.display()))?;
-    repo.materialize(&plan.target, inputs, &root)
-        .with_context(|| format!("materialising the inputs of {}", seg.name))?;
+    repo.materialize(target, inputs, &root)
+        .with_context(|| format!("materialising the inputs of {name}"))?;
     Ok(dir)
 }
 

@@ -11,6 +11,7 @@ mod pytest_files;
 mod reports;
 mod run;
 mod s3;
+mod schedule;
 mod status;
 mod support;
 mod teammate;
