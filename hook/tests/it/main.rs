@@ -5,6 +5,7 @@ mod environment;
 mod explain;
 mod faults;
 mod init;
+mod loose;
 mod plan;
 mod prepush;
 mod pytest_files;
