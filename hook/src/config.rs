@@ -41,8 +41,26 @@ pub const DEFAULT_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from
 /// print a version or a lock state; a minute is ample, and every plan, run and push waits on them.
 pub const DEFAULT_FINGERPRINT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// The pytest configuration files added to a segment declared with the `tests` shorthand.
-pub const PYTEST_CONFIG_FILES: [&str; 4] = ["pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg"];
+/// The configuration file names pytest looks for, in its order of precedence (pytest 9's
+/// `CONFIG_LOADERS_BY_NAME`; pytest 8 reads all but the two `.toml` ones). pytest searches
+/// each of them in the common ancestor of its test arguments and every directory above it, so
+/// the `tests` shorthand adds each name in every directory on a test's path.
+pub const PYTEST_CONFIG_FILES: [&str; 7] = [
+    "pytest.toml",
+    ".pytest.toml",
+    "pytest.ini",
+    ".pytest.ini",
+    "pyproject.toml",
+    "tox.ini",
+    "setup.cfg",
+];
+
+/// Files besides the configuration that pytest reads, in every directory from the rootdir down
+/// to a test: `conftest.py` (loaded), `__init__.py` (it decides a test module's package and so
+/// its import name, and is imported), and `setup.py`, whose presence makes its directory the
+/// rootdir when no configuration file is found (and the rootdir decides which conftest.py files
+/// are loaded).
+pub const PYTEST_PATH_FILES: [&str; 3] = ["conftest.py", "__init__.py", "setup.py"];
 
 /// A configuration problem, located in the file when possible.
 #[derive(Debug, thiserror::Error)]
@@ -1467,27 +1485,43 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
-/// The inputs the `tests` shorthand adds: the tests themselves (as a file or a directory), the
-/// pytest configuration files at the root, and `conftest.py` in every directory on each test's
-/// path (the root included).
+/// The inputs the `tests` shorthand adds: the tests themselves (as a file or a directory), and
+/// every file pytest itself reads for them in each directory from the repository root down to
+/// each test (the test itself, when it is a directory, included): the configuration files
+/// ([`PYTEST_CONFIG_FILES`]) and [`PYTEST_PATH_FILES`]. A directory test's `<dir>/**` covers
+/// what lies below it.
 pub fn pytest_inputs<'a>(tests: impl IntoIterator<Item = &'a str>) -> Vec<String> {
-    let mut out: Vec<String> = PYTEST_CONFIG_FILES.iter().map(|s| s.to_string()).collect();
-    out.push("conftest.py".to_owned());
+    let mut out: Vec<String> = Vec::new();
+    let mut dirs: Vec<String> = vec![String::new()];
+    let mut own: Vec<String> = Vec::new();
     for t in tests {
-        let file = test_file(t);
+        let file = test_file(t).trim_end_matches('/');
         let escaped = globset::escape(file);
-        out.push(escaped.clone());
-        out.push(format!("{escaped}/**"));
+        own.push(escaped.clone());
+        own.push(format!("{escaped}/**"));
         let comps: Vec<&str> = file.split('/').collect();
-        // Directories on the path: every proper prefix, plus the entry itself when it is a
-        // directory (then `<dir>/**` already covers its conftest.py, but list it for clarity).
-        for k in 1..comps.len() {
-            out.push(format!(
-                "{}/conftest.py",
-                globset::escape(&comps[..k].join("/"))
-            ));
+        // Every proper prefix is a directory on the path. The entry itself is one too unless
+        // it names a module (a directory test's `/**` covers its files already, but pytest's
+        // configuration search starts there, so they are listed for clarity).
+        let last = if file.ends_with(".py") {
+            comps.len() - 1
+        } else {
+            comps.len()
+        };
+        for k in 1..=last {
+            dirs.push(comps[..k].join("/"));
         }
     }
+    for d in distinct(dirs) {
+        for name in PYTEST_CONFIG_FILES.iter().chain(&PYTEST_PATH_FILES) {
+            out.push(if d.is_empty() {
+                (*name).to_owned()
+            } else {
+                format!("{}/{name}", globset::escape(&d))
+            });
+        }
+    }
+    out.extend(own);
     distinct(out)
 }
 
@@ -1694,6 +1728,36 @@ fingerprint = [{ python = "python3.11" }, "python3 --version"]
             let e = parse(&text).unwrap_err().to_string();
             assert!(e.contains(why) && e.contains(":6:"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn pytest_inputs_cover_every_file_pytest_reads_on_the_test_paths() {
+        let got = pytest_inputs(["tests/unit/test_a.py::test_x", "it"]);
+        for dir in ["", "tests/", "tests/unit/", "it/"] {
+            for name in PYTEST_CONFIG_FILES.iter().chain(&PYTEST_PATH_FILES) {
+                let want = format!("{dir}{name}");
+                assert!(got.contains(&want), "{want} in {got:?}");
+            }
+        }
+        for want in [
+            "tests/unit/test_a.py",
+            "it",
+            "it/**",
+            "pytest.toml",
+            ".pytest.toml",
+        ] {
+            assert!(got.iter().any(|g| g == want), "{want} in {got:?}");
+        }
+        assert!(
+            !got.iter().any(|g| (g.starts_with("tests/unit/test_a.py/")
+                && g != "tests/unit/test_a.py/**")
+                || g.contains("::")),
+            "{got:?}"
+        );
+        // Globs in a test path are escaped: `[` is a literal character of the directory name.
+        let got = pytest_inputs(["t[1]/test_a.py"]);
+        let want = format!("{}/conftest.py", globset::escape("t[1]"));
+        assert!(got.contains(&want), "{want} in {got:?}");
     }
 
     #[test]

@@ -27,7 +27,12 @@
 #             server) on 127.0.0.1, populated by a signed push through CHECKDEF_REMOTE=s3://…;
 #             vs all local hits
 #   rss       peak RSS (/usr/bin/time -v) of checkdef run --rev HEAD and of work-tree mode
-#   cold      checkdef run with an empty cache (all segments run, -j JOBS) vs one plain
+#   cold      checkdef run with an empty cache (all segments run, -j JOBS), and with every
+#             result gone but the durations of earlier runs kept (as after a change of the
+#             interpreter, which changes every input hash), vs one plain `python3 -m pytest` of
+#             the whole suite
+#   shared    the module imported by about half the segments (gen-configs.py shared-target)
+#             changed before every run (not timed): checkdef run (work tree) vs one plain
 #             `python3 -m pytest` of the whole suite
 #
 # The first use of rev/worktree/touch/remote/s3/rss fills checkdef's cache (one cold run of every
@@ -40,12 +45,12 @@
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-[ $# -ge 2 ] || { sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,44p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 REPO=$(cd "$1" && pwd)
 shift
 [ -f "$REPO/checkdef.toml" ] || die "$REPO has no checkdef.toml"
 for s in "$@"; do
-  case $s in rev | worktree | nix | turbo | touch | remote | s3 | rss | cold) ;; *) die "unknown scenario $s" ;; esac
+  case $s in rev | worktree | nix | turbo | touch | remote | s3 | rss | cold | shared) ;; *) die "unknown scenario $s" ;; esac
 done
 
 RUNS=${RUNS:-7}
@@ -304,11 +309,29 @@ EOF
     ;;
   cold)
     COLD=$STATE/cold-cache
+    KNOWN=$STATE/cold-known-cache
+    # The second cache keeps only checkdef-durations.json between runs (filled once here).
+    [ -f "$KNOWN/checkdef-durations.json" ] ||
+      (cd "$REPO" && CHECKDEF_CACHE_DIR=$KNOWN "$CD" run -q -j "$JOBS" >/dev/null 2>&1 || true)
     AB_RUNS=$COLD_RUNS AB_WARMUP=0 ab "cold: every segment runs (-j $JOBS) vs one pytest of the whole suite" \
       --prepare "checkdef run, empty cache=rm -rf '$COLD'" \
       --env "checkdef run, empty cache=CHECKDEF_CACHE_DIR=$COLD" \
+      --prepare "checkdef run, no results, durations known=find '$KNOWN' -mindepth 1 -maxdepth 1 ! -name checkdef-durations.json -exec rm -rf {} +" \
+      --env "checkdef run, no results, durations known=CHECKDEF_CACHE_DIR=$KNOWN" \
       "python3 -m pytest (whole suite)=python3 -m pytest -q -p no:cacheprovider >/dev/null 2>&1" \
-      "checkdef run, empty cache=$CD run -q -j $JOBS"
+      "checkdef run, empty cache=$CD run -q -j $JOBS" \
+      "checkdef run, no results, durations known=$CD run -q -j $JOBS"
+    ;;
+  shared)
+    warm_checkdef
+    read -r SHARED SHARED_N SHARED_OF < <(python3 "$BENCH_DIR/gen-configs.py" shared-target "$REPO")
+    log "changing $SHARED before each run: an input of $SHARED_N of $SHARED_OF segments"
+    EDIT="printf '\\n_bench_edit = %s\\n' \"\$(date +%s%N)\" >> $SHARED"
+    ab "$SHARED changed (an input of $SHARED_N of $SHARED_OF segments)" \
+      --prepare "checkdef run=$EDIT" --prepare "python3 -m pytest (whole suite)=$EDIT" \
+      "python3 -m pytest (whole suite)=python3 -m pytest -q -p no:cacheprovider >/dev/null 2>&1" \
+      "checkdef run=$CD run -q -j $JOBS"
+    git -C "$REPO" checkout -q -- "$SHARED"
     ;;
   esac
 done

@@ -10,6 +10,10 @@ usage: gen-configs.py nix REPO            write REPO/default.nix: the seed's app
        gen-configs.py touch-target REPO   print a tracked file that is an input of the first
                                           segment only (what the "one touched file" runs edit)
        gen-configs.py segments REPO       print the segments as JSON
+       gen-configs.py shared-target REPO  print the tracked .py file (not a test) that is an
+                                          input of the number of segments closest to half of
+                                          them (at least 40%), and that number: "PATH COUNT
+                                          TOTAL"
 
 Only the subset of checkdef.toml the benchmarks use is read: [defaults] include, and per
 segment name, include and command.
@@ -29,9 +33,14 @@ def segments(repo):
     out = []
     for s in cfg.get("segment", []):
         own = list(s.get("include", []))
+        if "tests" in s:  # the pytest shorthand (what `checkdef init` drafts)
+            own += s["tests"] + [t + "/**" for t in s["tests"]]
+            command = "python3 -m pytest " + " ".join(s["tests"])
+        else:
+            command = s["command"]
         out.append({"name": s["name"], "own": own,
                     "include": own + [g for g in common if g not in own],
-                    "command": s["command"]})
+                    "command": command})
     if not out:
         sys.exit("checkdef.toml declares no [[segment]]")
     return out
@@ -150,8 +159,30 @@ def touch_target(repo):
     print((inits or mine)[0])
 
 
+def shared_target(repo):
+    import re
+    segs = segments(repo)
+    files = subprocess.check_output(["git", "-C", repo, "ls-files"], text=True).splitlines()
+    counts = {}
+    for s in segs:
+        res = [re.compile(glob_re(g)) for g in s["own"]]
+        for f in files:
+            if f.endswith(".py") and any(r.fullmatch(f) for r in res):
+                counts[f] = counts.get(f, 0) + 1
+    tests = {t for s in segs for t in s["own"] if t.endswith(".py") and "test" in os.path.basename(t)}
+    # At least 40% of the segments: a repository whose modules are each imported by a few
+    # tests or by all of them gets the "all" case (the harder one), not a "few" one.
+    cands = [(abs(2 * c - len(segs)), -c, f) for f, c in counts.items()
+             if f not in tests and not f.endswith("conftest.py") and 5 * c >= 2 * len(segs)]
+    if not cands:
+        sys.exit("no module is an input of several segments")
+    _, negc, f = min(cands)
+    print(f, -negc, len(segs))
+
+
 def main():
     cmds = {"nix": gen_nix, "turbo": gen_turbo, "touch-target": touch_target,
+            "shared-target": shared_target,
             "segments": lambda r: print(json.dumps(segments(r), indent=2))}
     if len(sys.argv) != 3 or sys.argv[1] not in cmds:
         sys.exit(__doc__.strip())

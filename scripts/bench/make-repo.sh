@@ -14,6 +14,9 @@
 # COMMAND=CMD gives every segment the shell command CMD instead of its pytest run (e.g. `true`
 # for a stress repository whose cold run should not start thousands of Python processes).
 #
+# LOOSE=1 leaves the last commit's trees and commits as loose objects (the blobs packed), as a
+# repository holds its newest trees between two `git gc` runs.
+#
 # HISTORY=N (default 0) inserts N commits before the last one, each changing 10 modules spread
 # over the packages, so that `git gc` stores most trees as deltas, as in a repository with a
 # real history.
@@ -95,6 +98,22 @@ file("src/pkg0000/__init__.py", init_py("pkg0000", b"\n\ndef double(x):\n    ret
 w(b"\ndone\n")
 PY
 git -C "$DIR" gc -q
+if [ -n "${LOOSE:-}" ]; then
+  # As between two `git gc` runs: HEAD's trees and commits are loose objects, the blobs packed.
+  log "making the trees and commits loose"
+  objs=$(mktemp)
+  git -C "$DIR" rev-list --objects HEAD | cut -d' ' -f1 |
+    git -C "$DIR" cat-file --batch-check='%(objecttype) %(objectname)' >"$objs"
+  nonblobs=$(mktemp)
+  grep -v '^blob ' "$objs" | cut -d' ' -f2 | git -C "$DIR" pack-objects -q --stdout >"$nonblobs"
+  old_packs=$(ls "$DIR"/.git/objects/pack/pack-*)
+  grep '^blob ' "$objs" | cut -d' ' -f2 | git -C "$DIR" pack-objects -q "$DIR/.git/objects/pack/pack" >/dev/null
+  # shellcheck disable=SC2086
+  rm -f $old_packs
+  git -C "$DIR" unpack-objects -q <"$nonblobs"
+  rm -f "$objs" "$nonblobs"
+  log "$(git -C "$DIR" count-objects -v | tr '\n' ' ')"
+fi
 log "checking out"
 git -C "$DIR" checkout -q -f main
 git -C "$DIR" status --porcelain | head -3 | grep -q . && die "work tree not clean after checkout"

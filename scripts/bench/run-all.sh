@@ -8,6 +8,10 @@
 #     100k    100,000 files / 100 segments: rev, worktree, nix, turbo, touch, remote, s3, rss
 #     cold    1,000 files / 100 small segments: cold run vs one pytest of the whole suite
 #     500k    500,000 files / 1,000 segments (segment command `true`): rev, worktree, rss
+#     loose   100,000 files / 100 segments (command `true`), packed and with HEAD's trees loose
+#             (make-repo.sh LOOSE=1): rev
+#     pypi    real projects from PyPI sdists ($PYPI_PROJECTS, default boltons==26.2.0
+#             simplejson==4.3.0), segments drafted by `checkdef init`: cold, shared
 #
 # Repositories go to $CHECKDEF_BENCH_WORK/repos (default /tmp/checkdef-bench/repos) and are
 # reused when present (delete them to regenerate), results to $CHECKDEF_BENCH_WORK/results.jsonl
@@ -25,7 +29,8 @@ export CHECKDEF_BENCH_WORK=$WORK
 REPOS=$WORK/repos
 mkdir -p "$REPOS"
 PARTS=("$@")
-[ ${#PARTS[@]} -gt 0 ] || PARTS=(seed 100k cold 500k)
+[ ${#PARTS[@]} -gt 0 ] || PARTS=(seed 100k cold 500k loose pypi)
+PYPI_PROJECTS=${PYPI_PROJECTS:-boltons==26.2.0 simplejson==4.3.0}
 
 ensure_git
 ensure_python
@@ -80,7 +85,19 @@ for part in "${PARTS[@]}"; do
     repo r500k sh -c 'COMMAND=true exec "$0" "$1" 500000 1000' "$BENCH_DIR/make-repo.sh"
     "$BENCH_DIR/compare.sh" "$REPOS/r500k" rev worktree rss
     ;;
-  *) die "unknown part $part (seed, 100k, cold, 500k)" ;;
+  loose)
+    repo r100k-true sh -c 'COMMAND=true exec "$0" "$1" 100000 100' "$BENCH_DIR/make-repo.sh"
+    repo r100k-loose sh -c 'LOOSE=1 COMMAND=true exec "$0" "$1" 100000 100' "$BENCH_DIR/make-repo.sh"
+    "$BENCH_DIR/compare.sh" "$REPOS/r100k-true" rev
+    "$BENCH_DIR/compare.sh" "$REPOS/r100k-loose" rev
+    ;;
+  pypi)
+    for spec in $PYPI_PROJECTS; do
+      repo "${spec%%==*}" sh -c 'exec "$0" "$2" "$1"' "$BENCH_DIR/make-pypi-repo.sh" "$spec"
+      "$BENCH_DIR/compare.sh" "$REPOS/${spec%%==*}" cold shared
+    done
+    ;;
+  *) die "unknown part $part (seed, 100k, cold, 500k, loose, pypi)" ;;
   esac
 done
 

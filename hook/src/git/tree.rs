@@ -13,12 +13,147 @@ use super::{FileMode, GitError, Repo, Result, Visit};
 /// Trees nested deeper than this are refused (a guard against crafted repositories).
 const MAX_DEPTH: usize = 1024;
 
+/// Largest loose tree the fast path inflates (a bigger one goes through gix).
+const MAX_LOOSE_TREE: u64 = 64 << 20;
+
+/// A fast path for loose tree objects, which a repository holds for its newest commits between
+/// two `git gc` runs. gix reads each loose object with a `stat`, an `open` of its full path, an
+/// `mmap` and an `munmap`, and sets up a fresh zlib state: on 1,300 loose trees that was a
+/// quarter of a no-op run's CPU time (perf). Here each object costs an `openat` relative to
+/// its already open fan-out directory, `read`s into one reused buffer and a reset of one zlib
+/// state. Only a complete, well-formed loose tree is taken; anything else (not loose, another
+/// kind, truncated or corrupt, too big) is left to gix, which also reports the errors.
+struct LooseTrees {
+    /// Fan-out directories by first byte: `None` where the directory does not exist; opened
+    /// when first needed.
+    fan: Vec<Option<FanDir>>,
+    objects: std::path::PathBuf,
+    raw: Vec<u8>,
+    inflate: gix::zlib::Inflate,
+    name: String,
+}
+
+enum FanDir {
+    Unopened,
+    Open(rustix::fd::OwnedFd),
+    Missing,
+}
+
+impl LooseTrees {
+    /// `None` when the object directory has no fan-out directory at all (a packed repository):
+    /// one `getdents` instead of a failed `openat` per tree.
+    fn new(objects: &std::path::Path) -> Option<LooseTrees> {
+        let mut fan: Vec<Option<FanDir>> = (0..256).map(|_| None).collect();
+        let mut any = false;
+        for e in std::fs::read_dir(objects).ok()?.flatten() {
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.len() == 2
+                && let Ok(b) = u8::from_str_radix(name, 16)
+            {
+                fan[b as usize] = Some(FanDir::Unopened);
+                any = true;
+            }
+        }
+        any.then(|| LooseTrees {
+            fan,
+            objects: objects.to_path_buf(),
+            raw: Vec::new(),
+            inflate: gix::zlib::Inflate::default(),
+            name: String::with_capacity(64),
+        })
+    }
+
+    /// Put the data of loose tree `id` into `out`; `false` when the fast path does not apply.
+    fn read(&mut self, id: &gix::oid, out: &mut Vec<u8>) -> bool {
+        use std::fmt::Write as _;
+        use std::io::Read as _;
+        let first = id.as_bytes()[0] as usize;
+        self.name.clear();
+        let _ = write!(self.name, "{}", id.to_hex());
+        let dir = match &mut self.fan[first] {
+            None | Some(FanDir::Missing) => return false,
+            Some(slot @ FanDir::Unopened) => {
+                let path = self.objects.join(&self.name[..2]);
+                let flags = rustix::fs::OFlags::RDONLY
+                    | rustix::fs::OFlags::DIRECTORY
+                    | rustix::fs::OFlags::CLOEXEC;
+                match rustix::fs::open(&path, flags, rustix::fs::Mode::empty()) {
+                    Ok(fd) => *slot = FanDir::Open(fd),
+                    Err(_) => {
+                        *slot = FanDir::Missing;
+                        return false;
+                    }
+                }
+                match slot {
+                    FanDir::Open(fd) => fd,
+                    _ => unreachable!("just opened"),
+                }
+            }
+            Some(FanDir::Open(fd)) => fd,
+        };
+        let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC;
+        let Ok(fd) = rustix::fs::openat(&*dir, &self.name[2..], flags, rustix::fs::Mode::empty())
+        else {
+            return false;
+        };
+        // Read the whole file without the `fstat` `read_to_end` would add for a size hint.
+        let mut file = std::fs::File::from(fd);
+        let mut len = 0;
+        if self.raw.len() < 8192 {
+            self.raw.resize(8192, 0);
+        }
+        loop {
+            if len == self.raw.len() {
+                let grown = self.raw.len() * 2;
+                self.raw.resize(grown, 0);
+            }
+            match file.read(&mut self.raw[len..]) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+            if len as u64 > MAX_LOOSE_TREE {
+                return false;
+            }
+        }
+        let raw = &self.raw[..len];
+        self.inflate.reset();
+        let mut header = [0u8; 64];
+        let Ok((status, used_in, used_out)) = self.inflate.prefix(raw, &mut header) else {
+            return false;
+        };
+        let Ok((kind, size, header_len)) = gix::objs::decode::loose_header(&header[..used_out])
+        else {
+            return false;
+        };
+        if kind != gix::objs::Kind::Tree || size > MAX_LOOSE_TREE {
+            return false;
+        }
+        let size = size as usize;
+        if status == gix::zlib::Status::StreamEnd {
+            if used_out - header_len != size {
+                return false;
+            }
+            out.clear();
+            out.extend_from_slice(&header[header_len..used_out]);
+            return true;
+        }
+        matches!(
+            self.inflate.rest(&raw[used_in..], &header[..used_out], header_len, out, size),
+            Ok(n) if n == size
+        )
+    }
+}
+
 impl Repo {
     /// Visit every non-tree entry below `tree`.
     pub(crate) fn walk_tree(&self, tree: ObjectId, visit: &mut dyn Visit) -> Result<()> {
         let mut path = Vec::with_capacity(256);
         let mut bufs = Vec::new();
-        self.walk_rec(&tree, &mut path, 0, &mut bufs, visit)
+        let mut loose = LooseTrees::new(self.repo.objects.store_ref().path());
+        self.walk_rec(&tree, &mut path, 0, &mut bufs, &mut loose, visit)
     }
 
     fn walk_rec(
@@ -27,6 +162,7 @@ impl Repo {
         path: &mut Vec<u8>,
         depth: usize,
         bufs: &mut Vec<Vec<u8>>,
+        loose: &mut Option<LooseTrees>,
         visit: &mut dyn Visit,
     ) -> Result<()> {
         if depth >= MAX_DEPTH {
@@ -42,11 +178,14 @@ impl Repo {
             id: tree.to_owned(),
             source,
         };
-        let iter = self
-            .repo
-            .objects
-            .find_tree_iter(tree, &mut buf)
-            .map_err(obj_err)?;
+        let iter = if loose.as_mut().is_some_and(|l| l.read(tree, &mut buf)) {
+            gix::objs::TreeRefIter::from_bytes(&buf, tree.kind())
+        } else {
+            self.repo
+                .objects
+                .find_tree_iter(tree, &mut buf)
+                .map_err(obj_err)?
+        };
         for entry in iter {
             let entry = entry.map_err(obj_err)?;
             let len = path.len();
@@ -55,7 +194,7 @@ impl Repo {
             }
             path.extend_from_slice(entry.filename);
             match FileMode::from_tree_mode(entry.mode) {
-                None => self.walk_rec(entry.oid, path, depth + 1, bufs, visit)?,
+                None => self.walk_rec(entry.oid, path, depth + 1, bufs, loose, visit)?,
                 Some(mode) => {
                     let p = path.as_bstr();
                     if visit.wants(p) {

@@ -546,9 +546,14 @@ impl<'a> Resolver<'a> {
             bases.push(d);
         }
         for s in &scan.strings {
-            let s = s.trim_start_matches("./").trim_end_matches('/');
+            // A leading `/` is usually the tail of a joined path (`HERE + '/data.txt'`, as in
+            // boltons' tests); only files of the repository are ever taken, so an absolute path
+            // elsewhere cannot match by accident unless the repository mirrors it.
+            let s = s
+                .trim_start_matches("./")
+                .trim_start_matches('/')
+                .trim_end_matches('/');
             if s.is_empty()
-                || s.starts_with('/')
                 || s.contains("://")
                 || s.split('/').any(|c| c == ".." || c == "." || c.is_empty())
                 || s.trim() != s
@@ -756,9 +761,10 @@ mod tests {
                 ("plugins/db.py", ""),
                 (
                     "tests/test_io.py",
-                    "import importlib\nm = importlib.import_module(x)\nopen('data/in.json')\nimport tool\n",
+                    "import importlib\nm = importlib.import_module(x)\nopen('data/in.json')\nimport tool\nP = HERE + '/lines.txt'\n",
                 ),
                 ("tests/data/in.json", "{}"),
+                ("tests/lines.txt", ""),
                 ("tests/fixtures/big.csv", ""),
                 ("scripts/tool.py", ""),
             ],
@@ -766,7 +772,10 @@ mod tests {
             &["conftest.py", "tests/test_io.py"],
         );
         assert!(d.files.contains("plugins/db.py"));
-        assert_eq!(d.data_files, set(&["tests/data/in.json"]));
+        assert_eq!(
+            d.data_files,
+            set(&["tests/data/in.json", "tests/lines.txt"])
+        );
         assert!(d.data_dirs.is_empty());
         assert_eq!(d.nearby_data_dirs, set(&["tests/data", "tests/fixtures"]));
         assert_eq!(d.notes.len(), 1, "{:?}", d.notes);

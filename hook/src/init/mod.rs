@@ -16,16 +16,15 @@
 //! * `conftest.py` files and lockfiles (`uv.lock`, `poetry.lock`, `pdm.lock`, `Pipfile.lock`,
 //!   `requirements*.txt`, `requirements/*.txt`).
 //!
-//! Segments: one per test module, except that a directory with many small modules
-//! ([`groups_directory`]) becomes one segment. A segment's inputs are its tests (the `tests`
-//! shorthand, which also adds pytest's configuration files and the `conftest.py` files on the
-//! tests' paths), plus everything its tests and those conftest files import from the repository,
+//! Segments: one per test module. A segment's inputs are its test (the `tests` shorthand,
+//! which also adds every file pytest reads for it: its configuration files and the
+//! `conftest.py`, `__init__.py` and `setup.py` files on the test's path), plus everything its tests and those conftest files import from the repository,
 //! transitively ([`deps`]), plus data files the tests name.
 pub mod deps;
 pub mod pyimports;
 pub mod pytest;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -46,25 +45,6 @@ const SKIP_DIRS: [&str; 8] = [
     "__pycache__",
     "_darcs",
 ];
-
-/// A directory with at least this many test modules becomes one segment when they are small…
-pub const GROUP_MIN_MODULES: usize = 5;
-/// …meaning at most this many lines each on average;
-pub const GROUP_MAX_AVG_LINES: usize = 60;
-/// and any directory with more test modules than this becomes one segment.
-pub const GROUP_ALWAYS_OVER: usize = 12;
-
-/// Whether a directory's test modules (line counts given) become one segment: at least
-/// [`GROUP_MIN_MODULES`] modules averaging at most [`GROUP_MAX_AVG_LINES`] lines, or more
-/// than [`GROUP_ALWAYS_OVER`] modules. Small modules are cheap to run together and one segment
-/// each would mostly multiply pytest's start-up time; big ones are worth caching separately.
-pub fn groups_directory(line_counts: &[usize]) -> bool {
-    let n = line_counts.len();
-    if n > GROUP_ALWAYS_OVER {
-        return true;
-    }
-    n >= GROUP_MIN_MODULES && line_counts.iter().sum::<usize>() <= GROUP_MAX_AVG_LINES * n
-}
 
 /// The repository's layout.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,7 +123,6 @@ pub fn inspect_in(
     }
     let config_files: Vec<String> = crate::config::PYTEST_CONFIG_FILES
         .iter()
-        .chain(&[".pytest.ini"])
         .filter(|f| files.is_file(f))
         .map(|f| f.to_string())
         .collect();
@@ -232,120 +211,84 @@ pub fn inspect_in(
         });
     }
 
-    // Group by directory.
-    let mut by_dir: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for t in &test_modules {
-        by_dir
-            .entry(parent(t).to_owned())
-            .or_default()
-            .push(t.clone());
-    }
     let mut resolver = deps::Resolver::new(files, read, base_roots).with_environment(environment);
     let mut dynamic: BTreeSet<String> = BTreeSet::new();
     let mut drafts = Vec::new();
     let mut used_names = HashSet::new();
     let mut data_seen: Vec<(BTreeSet<String>, Vec<String>)> = Vec::new();
-    for (dir, modules) in &by_dir {
-        let lines: Vec<usize> = modules
-            .iter()
-            .map(|m| {
-                read(m)
-                    .map(|b| b.iter().filter(|&&c| c == b'\n').count())
-                    .unwrap_or(0)
-            })
+    // One segment per test module: a change reruns only the modules that depend on it. (An
+    // earlier rule put a directory of many or small modules into one segment to save pytest
+    // start-ups; docs/benchmarks.md, "One segment per test module", measures why it went.)
+    for module in &test_modules {
+        let starts: Vec<String> = conftests_on_path(module, files)
+            .into_iter()
+            .chain(std::iter::once(module.clone()))
             .collect();
-        let units: Vec<Vec<String>> = if !dir.is_empty() && groups_directory(&lines) {
-            vec![modules.clone()]
-        } else {
-            modules.iter().map(|m| vec![m.clone()]).collect()
-        };
-        for unit in units {
-            let grouped = unit.len() > 1;
-            let starts: Vec<String> = unit
-                .iter()
-                .flat_map(|t| conftests_on_path(t, files))
-                .chain(unit.iter().cloned())
+        let deps = resolver.closure(&starts);
+        let tests = vec![module.clone()];
+        let name = unique_name(&segment_name(module, false), &mut used_names);
+        // What the `tests` shorthand adds anyway.
+        let mut implied: HashSet<String> =
+            crate::config::pytest_inputs(tests.iter().map(String::as_str))
+                .into_iter()
                 .collect();
-            let deps = resolver.closure(&starts);
-            let tests = if grouped {
-                let has_sub_tests = test_modules
-                    .iter()
-                    .any(|t| t.starts_with(&format!("{dir}/")) && parent(t) != dir);
-                if has_sub_tests {
-                    unit.clone()
-                } else {
-                    vec![dir.clone()]
-                }
-            } else {
-                unit.clone()
-            };
-            let name = unique_name(
-                &segment_name(if grouped { dir } else { &unit[0] }, grouped),
-                &mut used_names,
-            );
-            // What the `tests` shorthand adds anyway.
-            let mut implied: HashSet<String> =
-                crate::config::pytest_inputs(tests.iter().map(String::as_str))
-                    .into_iter()
-                    .collect();
-            implied.extend(config_files.iter().cloned());
-            implied.extend(lockfiles.iter().cloned());
-            let covered_by_tests = |p: &str| {
-                tests
-                    .iter()
-                    .any(|t| p == t || p.starts_with(&format!("{t}/")))
-            };
-            let mut include: BTreeSet<String> = BTreeSet::new();
-            for g in &deps.globs {
-                if !covered_by_tests(g) {
-                    include.insert(format!("{}/**", globset::escape(g)));
-                }
+        implied.extend(config_files.iter().cloned());
+        implied.extend(lockfiles.iter().cloned());
+        let covered_by_tests = |p: &str| {
+            tests
+                .iter()
+                .any(|t| p == t || p.starts_with(&format!("{t}/")))
+        };
+        let mut include: BTreeSet<String> = BTreeSet::new();
+        for g in &deps.globs {
+            if !covered_by_tests(g) {
+                include.insert(format!("{}/**", globset::escape(g)));
             }
-            for f in &deps.files {
-                let under_glob = deps
-                    .globs
-                    .iter()
-                    .any(|g| g.is_empty() || f.starts_with(&format!("{g}/")));
-                if !under_glob && !covered_by_tests(f) && !implied.contains(&globset::escape(f)) {
-                    include.insert(globset::escape(f));
-                }
-            }
-            for d in &deps.data_dirs {
-                if !covered_by_tests(d) {
-                    include.insert(format!("{}/**", globset::escape(d)));
-                }
-            }
-            data_seen.push((
-                deps.nearby_data_dirs.clone(),
-                deps.data_dirs
-                    .iter()
-                    .chain(&deps.data_files)
-                    .cloned()
-                    .collect::<Vec<_>>(),
-            ));
-            for note in &deps.notes {
-                review.push(note.clone());
-            }
-            dynamic.extend(deps.dynamic.iter().cloned());
-            if !deps.data_dirs.is_empty() || !deps.data_files.is_empty() {
-                let listed: Vec<String> = deps
-                    .data_dirs
-                    .iter()
-                    .map(|d| format!("{d}/**"))
-                    .chain(deps.data_files.iter().cloned())
-                    .collect();
-                review.push(format!(
-                    "{name}: added data its tests may read: {} (remove what they do not need)",
-                    listed.join(", ")
-                ));
-            }
-            drafts.push(SegmentDraft {
-                name,
-                tests,
-                include: include.into_iter().collect(),
-                imports: deps.top_level.iter().cloned().collect(),
-            });
         }
+        for f in &deps.files {
+            let under_glob = deps
+                .globs
+                .iter()
+                .any(|g| g.is_empty() || f.starts_with(&format!("{g}/")));
+            if !under_glob && !covered_by_tests(f) && !implied.contains(&globset::escape(f)) {
+                include.insert(globset::escape(f));
+            }
+        }
+        for d in &deps.data_dirs {
+            if !covered_by_tests(d) {
+                include.insert(format!("{}/**", globset::escape(d)));
+            }
+        }
+        data_seen.push((
+            deps.nearby_data_dirs.clone(),
+            deps.data_dirs
+                .iter()
+                .chain(&deps.data_files)
+                .cloned()
+                .collect::<Vec<_>>(),
+        ));
+        for note in &deps.notes {
+            review.push(note.clone());
+        }
+        dynamic.extend(deps.dynamic.iter().cloned());
+        if !deps.data_dirs.is_empty() || !deps.data_files.is_empty() {
+            let listed: Vec<String> = deps
+                .data_dirs
+                .iter()
+                .map(|d| format!("{d}/**"))
+                .chain(deps.data_files.iter().cloned())
+                .collect();
+            review.push(format!(
+                "{name}: added data its tests may read: {} (remove what they do not need)",
+                listed.join(", ")
+            ));
+        }
+        drafts.push(SegmentDraft {
+            name,
+            tests,
+            include: include.into_iter().collect(),
+            imports: deps.top_level.iter().cloned().collect(),
+        });
     }
     // Data directories near tests that no segment took in.
     let mut nearby: BTreeSet<String> = BTreeSet::new();
@@ -553,9 +496,9 @@ pub fn render(ins: &Inspection) -> String {
         "# checkdef.toml, drafted by `checkdef init`. Review it (see the notes `checkdef init`\n\
          # printed), run `checkdef run`, then commit it. Reference: docs/configuration.md.\n\
          #\n\
-         # One segment per pytest module; a directory of many small modules is one segment.\n\
-         # A segment's inputs are its tests, the conftest.py files on their paths, pytest's\n\
-         # configuration (added by `tests = [...]`), [defaults] include, and the repository\n\
+         # One segment per pytest module. A segment's inputs are its tests, the files pytest\n\
+         # reads for them (configuration, conftest.py and __init__.py files on their paths,\n\
+         # added by `tests = [...]`), [defaults] include, and the repository\n\
          # files its tests import, followed transitively (the `include` lists below). A test\n\
          # that imports a package as a whole gets the package's directory (`pkg/**`).\n\
          # Each segment runs in a sandbox holding only those inputs, so a missing input fails\n\
@@ -684,6 +627,7 @@ fn plural(n: usize) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn files(list: &[(&str, &str)]) -> (RepoFiles, BTreeMap<String, Vec<u8>>) {
         let map: BTreeMap<String, Vec<u8>> = list
@@ -721,14 +665,6 @@ mod tests {
             segment_name("tests/my tests/test_a b.py", false),
             "my-tests-a-b-tests"
         );
-    }
-
-    #[test]
-    fn grouping_rule() {
-        assert!(!groups_directory(&[10, 10, 10, 10]));
-        assert!(groups_directory(&[10, 10, 10, 10, 10]));
-        assert!(!groups_directory(&[100, 100, 100, 100, 100]));
-        assert!(groups_directory(&[500; 13]));
     }
 
     #[test]
@@ -812,19 +748,41 @@ mod tests {
     }
 
     #[test]
-    fn many_small_modules_share_a_segment() {
-        let mut list = vec![("pkg/__init__.py", "")];
-        let names: Vec<String> = (0..6).map(|i| format!("tests/api/test_{i}.py")).collect();
+    fn every_test_module_is_its_own_segment_however_many_share_a_directory() {
+        let mut list = vec![("pkg/__init__.py", ""), ("pkg/other.py", "")];
+        let names: Vec<String> = (0..30).map(|i| format!("tests/api/test_{i}.py")).collect();
         for n in &names {
             list.push((n.as_str(), "import pkg\n"));
         }
-        list.push(("tests/test_one.py", "def test(): pass\n"));
+        list.push(("tests/test_one.py", "from pkg import other\n"));
+        list.push(("tests/__init__.py", ""));
+        list.push(("tests/api/__init__.py", ""));
+        list.push(("pytest.toml", "[pytest]\n"));
         let ins = draft(&list);
-        assert_eq!(ins.segments.len(), 2);
-        let api = seg(&ins, "api-tests");
-        assert_eq!(api.tests, ["tests/api"]);
+        assert_eq!(ins.segments.len(), 31);
+        let api = seg(&ins, "api-7-tests");
+        assert_eq!(api.tests, ["tests/api/test_7.py"]);
+        // The test package's __init__.py files and pytest.toml come with the shorthand.
         assert_eq!(api.include, ["pkg/**"]);
-        assert!(seg(&ins, "one-tests").include.is_empty());
+        assert_eq!(ins.config_files, ["pytest.toml"]);
+        assert_eq!(
+            seg(&ins, "one-tests").include,
+            ["pkg/__init__.py", "pkg/other.py"]
+        );
+        let text = render(&ins);
+        let cfg = crate::config::Config::parse(&text, Path::new("checkdef.toml")).unwrap();
+        let api = cfg
+            .segments
+            .iter()
+            .find(|s| s.name == "api-7-tests")
+            .unwrap();
+        for want in ["tests/__init__.py", "tests/api/__init__.py", "pytest.toml"] {
+            assert!(
+                api.include.iter().any(|g| g == want),
+                "{want}: {:?}",
+                api.include
+            );
+        }
     }
 
     #[test]

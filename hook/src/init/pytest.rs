@@ -1,7 +1,8 @@
 //! pytest's configuration at the repository root, as far as `checkdef init` needs it:
 //! which file it is, `testpaths`, `python_files` and `pythonpath`.
 //!
-//! The file is chosen as pytest does: `pytest.ini` (also `.pytest.ini`) always wins, then
+//! The file is chosen as pytest does: `pytest.toml` (also `.pytest.toml`, pytest 9) and then
+//! `pytest.ini` (also `.pytest.ini`) always win, then
 //! `pyproject.toml` with `[tool.pytest.ini_options]` (or pytest 9's native `[tool.pytest]`),
 //! then `tox.ini` with `[pytest]`, then `setup.cfg` with `[tool:pytest]`. INI values that are
 //! lists are whitespace-separated and may continue on indented lines.
@@ -83,6 +84,12 @@ pub fn load(files: &RepoFiles, read: &dyn Fn(&str) -> Option<Vec<u8>>) -> Pytest
         }
         read(p).map(|b| String::from_utf8_lossy(&b).into_owned())
     };
+    // pytest 9's own TOML files come first and, like pytest.ini, win even when empty.
+    for name in ["pytest.toml", ".pytest.toml"] {
+        if let Some(t) = text(name) {
+            return from_pytest_toml(name, &t);
+        }
+    }
     for name in ["pytest.ini", ".pytest.ini"] {
         if let Some(t) = text(name) {
             let section = ini_section(&t, "pytest").unwrap_or_default();
@@ -131,6 +138,23 @@ fn from_pyproject(text: &str) -> Option<PytestConfig> {
         Some(t) => t.as_table()?,
         None => pytest.as_table()?,
     };
+    Some(from_toml_table("pyproject.toml", table))
+}
+
+/// `pytest.toml` / `.pytest.toml`: the `[pytest]` table (none or an unreadable file: pytest's
+/// defaults, the file still being the configuration).
+fn from_pytest_toml(file: &str, text: &str) -> PytestConfig {
+    let doc: Option<toml::Table> = toml::from_str(text).ok();
+    match doc.as_ref().and_then(|d| d.get("pytest")?.as_table()) {
+        Some(table) => from_toml_table(file, table),
+        None => PytestConfig {
+            file: Some(file.to_owned()),
+            ..PytestConfig::default()
+        },
+    }
+}
+
+fn from_toml_table(file: &str, table: &toml::Table) -> PytestConfig {
     let list = |key: &str| -> Option<Vec<String>> {
         match table.get(key)? {
             toml::Value::String(s) => Some(s.split_whitespace().map(str::to_owned).collect()),
@@ -143,7 +167,7 @@ fn from_pyproject(text: &str) -> Option<PytestConfig> {
         }
     };
     let mut cfg = PytestConfig {
-        file: Some("pyproject.toml".to_owned()),
+        file: Some(file.to_owned()),
         ..PytestConfig::default()
     };
     if let Some(t) = list("testpaths") {
@@ -153,7 +177,7 @@ fn from_pyproject(text: &str) -> Option<PytestConfig> {
         cfg.python_files = p;
     }
     cfg.pythonpath = list("pythonpath");
-    Some(cfg)
+    cfg
 }
 
 /// The `key = value` pairs of `[name]` in an INI file (`None` when there is no such section).
@@ -258,6 +282,23 @@ mod tests {
         // A pyproject.toml without pytest settings is not pytest's configuration.
         let c = load_from(&[("pyproject.toml", "[project]\nname = \"x\"\n")]);
         assert_eq!(c, PytestConfig::default());
+    }
+
+    #[test]
+    fn pytest_toml_comes_first() {
+        let c = load_from(&[
+            (
+                "pytest.toml",
+                "[pytest]\ntestpaths = [\"t\"]\npythonpath = [\"src\"]\n",
+            ),
+            ("pytest.ini", "[pytest]\ntestpaths = other\n"),
+        ]);
+        assert_eq!(c.file.as_deref(), Some("pytest.toml"));
+        assert_eq!(c.testpaths, ["t"]);
+        assert_eq!(c.pythonpath, Some(vec!["src".into()]));
+        // Even without a [pytest] table it is the configuration, as in pytest.
+        let c = load_from(&[(".pytest.toml", ""), ("pytest.ini", "[pytest]\n")]);
+        assert_eq!(c.file.as_deref(), Some(".pytest.toml"));
     }
 
     #[test]

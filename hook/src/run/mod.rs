@@ -1,6 +1,7 @@
 //! The engine behind `checkdef run` and the pre-push hook: look every selected segment up
 //! (local cache, then remote, all concurrently), run the misses in parallel — each in a fresh
 //! directory holding only its inputs — and store (and push) the passing results.
+pub mod durations;
 pub mod exec;
 pub mod isolate;
 pub mod lines;
@@ -318,8 +319,24 @@ pub async fn run_plan(
         }
     }
 
-    // 2. Misses, `jobs` at a time, each in its sandbox, after removing what killed runs left
-    // in the sandbox directory.
+    // 2. Misses, `jobs` at a time, the longest expected first (see [`durations::order`]),
+    // each in its sandbox, after removing what killed runs left in the sandbox directory.
+    let mut history =
+        (!misses.is_empty()).then(|| durations::History::load(&caches.settings.local_dir));
+    if let Some(h) = &history {
+        let expected: Vec<(Option<f64>, usize)> = misses
+            .iter()
+            .map(|(i, _)| {
+                let seg = &plan.segments[*i];
+                (h.get(&seg.name), seg.inputs.len())
+            })
+            .collect();
+        let mut slots: Vec<Option<(usize, Vec<String>)>> = misses.into_iter().map(Some).collect();
+        misses = durations::order(&expected)
+            .into_iter()
+            .filter_map(|k| slots[k].take())
+            .collect();
+    }
     let views = if misses.is_empty() {
         None
     } else {
@@ -445,7 +462,19 @@ pub async fn run_plan(
                 );
             }
         }
+        if !cancelled && let Some(h) = &mut history {
+            h.record(&seg.name, o.duration_s);
+        }
         outcomes[i] = Some(o);
+    }
+    if let Some(mut h) = history {
+        // Cached results' original durations predict the next miss of those segments.
+        for o in outcomes.iter().flatten() {
+            if let (Origin::Cache(_), Some(d)) = (o.origin, o.original_duration_s) {
+                h.record(&o.name, d);
+            }
+        }
+        h.save();
     }
     if interrupted {
         // Segments that never started are reported as failed (not run), never as passed.

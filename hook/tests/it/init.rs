@@ -1,5 +1,5 @@
 //! `checkdef init` on fixture repositories (src layout, flat layout, nested test packages with a
-//! conftest chain and pytest plugins, a directory of small modules): the drafted segments must
+//! conftest chain and pytest plugins, a directory of many modules, each its own segment): the drafted segments must
 //! pass with real pytest in checkdef's filtered sandbox, and must be precise (an edit reruns
 //! only the segments that import the edited file).
 use crate::run::have_pytest;
@@ -287,50 +287,60 @@ fn init_nested_test_packages_conftest_chain_and_small_modules() {
     let out = init(&repo, &[]);
     out.expect_code(0);
     let cfg = drafted(&repo);
-    assert_eq!(names(&cfg), ["unit-deep-tests", "unit-small-tests"]);
+    let mut want: Vec<String> = (0..6).map(|i| format!("unit-small-s{i}-tests")).collect();
+    want.push("unit-deep-tests".to_owned());
+    assert_eq!(
+        names(&cfg),
+        want,
+        "one segment per test module, in path order"
+    );
     let defaults = cfg["defaults"].as_table().unwrap();
     assert!(defaults.get("env").is_none(), "pytest's pythonpath is set");
-    let small = segment(&cfg, "unit-small-tests");
-    assert_eq!(strings(small.get("tests")), ["tests/unit/small"]);
+    let small = segment(&cfg, "unit-small-s0-tests");
+    assert_eq!(strings(small.get("tests")), ["tests/unit/small/test_s0.py"]);
+    // The __init__.py files on the test's path come with the `tests` shorthand.
     assert_eq!(
         strings(small.get("include")),
         [
             "lib/calc/__init__.py",
             "lib/calc/fixtures.py",
-            "tests/__init__.py",
             "tests/support/__init__.py",
             "tests/support/data.py",
-            "tests/unit/__init__.py"
         ]
     );
     assert_eq!(
         strings(segment(&cfg, "unit-deep-tests").get("include")),
         [
             "lib/calc/**",
-            "tests/__init__.py",
             "tests/support/__init__.py",
             "tests/support/data.py",
-            "tests/unit/__init__.py"
         ]
     );
     let r = run_all_pass(&repo);
-    assert_eq!(r.json["summary"]["ran"], 2);
+    assert_eq!(r.json["summary"]["ran"], 7);
     repo.write(
         "tests/unit/small/test_s0.py",
         "def test_s(mid):\n    assert mid == 42  # edited\n",
     );
     let r = run_all_pass(&repo);
-    assert_eq!(r.source("unit-small-tests"), "run");
+    assert_eq!(r.source("unit-small-s0-tests"), "run");
+    assert_eq!(r.source("unit-small-s1-tests"), "local");
     assert_eq!(r.source("unit-deep-tests"), "local");
+    assert_eq!(r.json["summary"]["ran"], 1);
     repo.write(
         "lib/calc/fixtures.py",
         "import pytest\n\n\n@pytest.fixture\ndef two():\n    return 1 + 1\n",
     );
     let r = run_all_pass(&repo);
     assert_eq!(
-        r.json["summary"]["ran"], 2,
-        "the plugin is an input of both"
+        r.json["summary"]["ran"], 7,
+        "the plugin is an input of every segment"
     );
+    // An edit of a test package's __init__.py reruns the tests below it, and only those.
+    repo.write("tests/unit/small/__init__.py", "# edited\n");
+    let r = run_all_pass(&repo);
+    assert_eq!(r.json["summary"]["ran"], 6);
+    assert_eq!(r.source("unit-deep-tests"), "local");
 }
 
 #[test]
