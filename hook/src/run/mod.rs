@@ -741,11 +741,15 @@ fn prepare(
                 }
             };
             let in_memory = sandbox::writes_in_memory();
-            let private_layer = layer.tree.starts_with(sandbox::parent_dir());
+            // A private inputs layer or skeleton (another run holds the persistent one, or
+            // checkout rules apply) lives in that directory: it must not be covered.
+            let private_layer = [&layer.tree, &skeleton.tree]
+                .iter()
+                .any(|t| t.starts_with(sandbox::parent_dir()));
             let (upper, work) = if in_memory && views.root.is_some() && !private_layer {
                 // A mount point for the check's own tmpfs: the directory every sandbox lives in,
                 // hidden from the check anyway (not for a bare repository, whose view is there,
-                // nor when the inputs layer is a private copy there, which it would cover).
+                // nor when a layer of the view is a private copy there, which it would cover).
                 (sandbox::parent_dir(), d.join("work"))
             } else if in_memory {
                 let p = d.join("writes");

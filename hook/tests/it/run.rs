@@ -297,7 +297,11 @@ command = "echo never started"
             .filter(|n| n.starts_with("checkdef-"))
             .collect()
     };
-    let during = sandboxes(&tmpdir);
+    // Sandboxes live in the user's directory of the temporary directory (`checkdef-UID/`).
+    let during: Vec<String> = sandboxes(&tmpdir)
+        .into_iter()
+        .flat_map(|d| sandboxes(&tmpdir.join(d)))
+        .collect();
     assert!(
         during.iter().any(|n| n.starts_with("checkdef-slow-")) && during.len() <= 2,
         "{during:?}"
