@@ -188,36 +188,7 @@ impl std::fmt::Debug for Repo {
     }
 }
 
-/// How to open a [`Repo`] again on another thread (gix's handles are not `Send` without its
-/// `parallel` feature): the directory it was found from.
-#[derive(Debug, Clone)]
-pub struct SendRepo(PathBuf);
-
-thread_local! {
-    /// The repository last opened on this thread by [`SendRepo::with`], kept for the next call
-    /// (tokio's blocking pool reuses its threads).
-    static OPENED: std::cell::RefCell<Option<(PathBuf, Repo)>> = const { std::cell::RefCell::new(None) };
-}
-
-impl SendRepo {
-    /// Run `f` with the repository, opened once per thread.
-    pub fn with<T>(&self, f: impl FnOnce(&Repo) -> T) -> Result<T> {
-        OPENED.with(|cell| {
-            let mut slot = cell.borrow_mut();
-            if slot.as_ref().is_none_or(|(p, _)| *p != self.0) {
-                *slot = Some((self.0.clone(), Repo::discover(&self.0)?));
-            }
-            Ok(f(&slot.as_ref().expect("just opened").1))
-        })
-    }
-}
-
 impl Repo {
-    /// What another thread needs to open this repository again.
-    pub fn sendable(&self) -> SendRepo {
-        SendRepo(self.root().to_path_buf())
-    }
-
     /// Open the repository containing `dir`: any subdirectory of a work tree, a linked work tree,
     /// or a `.git` directory.
     pub fn discover(dir: &Path) -> Result<Repo> {

@@ -20,29 +20,6 @@ pub const LOCK_FILE: &str = ".checkdef-sandbox.lock";
 /// The prefix of every sandbox directory's name.
 pub const PREFIX: &str = "checkdef-";
 
-/// A sandbox directory and the lock that marks it as in use.
-pub struct Sandbox {
-    // Field order is drop order: the directory goes first, then the lock is released.
-    dir: tempfile::TempDir,
-    _lock: File,
-}
-
-impl Sandbox {
-    /// A fresh, locked sandbox directory in `base` named `checkdef-<name>-XXXXXX`.
-    pub fn create(base: &Path, name: &str) -> std::io::Result<Sandbox> {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("{PREFIX}{name}-"))
-            .tempdir_in(base)?;
-        let lock = lock_new(dir.path())?;
-        Ok(Sandbox { dir, _lock: lock })
-    }
-
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-/// Remove every sandbox in `base` whose run is gone; returns the removed directories.
 /// Lock the fresh sandbox directory `dir` for as long as the returned file is open: the lock
 /// is taken under a temporary name and renamed into place, so a sweep never finds it free.
 pub fn lock_new(dir: &Path) -> std::io::Result<File> {
@@ -54,6 +31,7 @@ pub fn lock_new(dir: &Path) -> std::io::Result<File> {
     Ok(lock)
 }
 
+/// Remove every sandbox in `base` whose run is gone; returns the removed directories.
 pub fn sweep(base: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(base) else {
         return Vec::new();
@@ -111,7 +89,9 @@ mod tests {
     #[test]
     fn only_sandboxes_of_dead_runs_are_swept() {
         let base = tempfile::tempdir().unwrap();
-        let live = Sandbox::create(base.path(), "live").unwrap();
+        let live = base.path().join("checkdef-live-abc");
+        std::fs::create_dir(&live).unwrap();
+        let held = lock_new(&live).unwrap();
         // A run that died: its lock file exists but nobody holds it.
         let dead = base.path().join("checkdef-dead-abc");
         std::fs::create_dir_all(dead.join("src/ro")).unwrap();
@@ -126,11 +106,12 @@ mod tests {
 
         assert_eq!(sweep(base.path()), vec![dead.clone()]);
         assert!(!dead.exists());
-        assert!(live.path().join(LOCK_FILE).exists());
+        assert!(live.join(LOCK_FILE).exists());
         assert!(other.exists());
-        let kept = live.path().to_path_buf();
-        drop(live);
-        assert!(!kept.exists());
+        // Once its run lets go of the lock, it is a dead run's sandbox.
+        drop(held);
+        assert_eq!(sweep(base.path()), vec![live.clone()]);
+        assert!(!live.exists());
         assert!(sweep(base.path()).is_empty());
     }
 }
