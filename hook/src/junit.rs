@@ -34,8 +34,7 @@ pub fn write(path: &Path, report: &RunReport) -> Result<()> {
             .with_context(|| format!("cannot create {} for the JUnit report", dir.display()))?;
     }
     let xml = render(report, SystemTime::now());
-    crate::commands::init::write_atomic(path, xml.as_bytes())
-        .context("cannot write the JUnit report")
+    crate::fsutil::write_durable(path, xml.as_bytes()).context("cannot write the JUnit report")
 }
 
 /// The JUnit XML document.

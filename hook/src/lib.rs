@@ -10,6 +10,7 @@ pub mod commands;
 pub mod config;
 pub mod duration;
 pub mod exit;
+pub mod fsutil;
 pub mod git;
 pub mod init;
 pub mod junit;

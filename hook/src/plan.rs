@@ -590,16 +590,16 @@ pub fn fingerprint(
                 // Its last use, for `cache verify`; refreshed daily so uses do not write.
                 if std::fs::metadata(&p)
                     .and_then(|m| m.modified())
-                    .is_ok_and(|t| crate::cache::older_than(t, Duration::from_secs(24 * 3600)))
+                    .is_ok_and(|t| crate::fsutil::older_than(t, Duration::from_secs(24 * 3600)))
                 {
-                    crate::cache::touch(&p);
+                    crate::fsutil::touch(&p);
                 }
                 out
             }
             Err(_) => {
                 let out = run_fingerprint(root, cmd, limit)?;
                 // Only saves time: a failure to keep it is no reason to fail the plan.
-                let _ = crate::cache::write_atomic(&p, &out);
+                let _ = crate::fsutil::write_atomic(&p, &out);
                 out
             }
         },
@@ -684,7 +684,7 @@ pub fn watch_key(root: &Path, cmd: &str, watch: &[String]) -> String {
 
 /// `dev ino size mtime ctime` of `path` (following symlinks), or `absent`.
 fn identity(path: &Path) -> String {
-    crate::cache::FileId::of(path).map_or_else(|| "absent".to_owned(), |id| id.to_string())
+    crate::fsutil::FileId::of(path).map_or_else(|| "absent".to_owned(), |id| id.to_string())
 }
 
 /// The real path of the program the command starts with, as `sh` would find it: relative to

@@ -22,7 +22,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-use crate::cache::FileId;
+use crate::fsutil::FileId;
 use crate::plan::{FINGERPRINT_DIR, PlanError};
 
 /// Version of the kept record's format and of the rendered output.
@@ -93,7 +93,7 @@ pub fn fingerprint(
             let (dirs, out) = compute(root, interpreter, &exe, env, limit)?;
             if let Some(p) = &kept {
                 // Only saves time: failing to keep it is no reason to fail the plan.
-                let _ = crate::cache::write_atomic(p, &render_kept(&dirs, &out));
+                let _ = crate::fsutil::write_atomic(p, &render_kept(&dirs, &out));
             }
             out
         }

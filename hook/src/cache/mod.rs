@@ -31,11 +31,12 @@ use cache_proto::store::{
 use cache_proto::store_path::StorePath;
 
 use crate::exit::usage;
+use crate::fsutil::write_atomic;
 use crate::result::StoredResult;
 
 pub use stamp::Origin;
 use stamp::Stamps;
-pub(crate) use stamp::{FileId, older_than, safe_rel, touch, write_atomic};
+pub(crate) use stamp::safe_rel;
 pub use stamp::{STAMP_DIR, stamp_path};
 pub use trust::{
     RAN_HERE_DIR, TrustPolicy, check_private, ensure_private, no_cache_dir, ran_here_path,

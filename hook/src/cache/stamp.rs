@@ -27,13 +27,13 @@
 //! refreshed at most once an hour so that a hit does not write to the disk.
 use std::fs;
 use std::io::Read as _;
-use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use cache_proto::store_path::StorePath;
 use serde::{Deserialize, Serialize};
 
+use crate::fsutil::{FileId, older_than, touch, write_atomic};
 use crate::result::ResultRecord;
 
 /// The directory of stamps inside the local cache.
@@ -52,55 +52,6 @@ const TOUCH_INTERVAL: Duration = Duration::from_secs(3600);
 /// How long before a full read a file must have last changed for its stamp to be trusted: a
 /// margin for the coarse clock the kernel stamps ctime with.
 const SETTLE: Duration = Duration::from_secs(2);
-
-/// The identity of a file as `stat` reports it (following symlinks): any write changes its
-/// ctime, any replacement its inode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileId {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-}
-
-impl std::fmt::Display for FileId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {} {} {}.{} {}.{}",
-            self.dev, self.ino, self.size, self.mtime.0, self.mtime.1, self.ctime.0, self.ctime.1
-        )
-    }
-}
-
-impl FileId {
-    pub fn of(path: &Path) -> Option<FileId> {
-        fs::metadata(path).ok().map(|m| FileId {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime: (m.mtime(), m.mtime_nsec()),
-            ctime: (m.ctime(), m.ctime_nsec()),
-        })
-    }
-
-    /// Whether the file last changed before `t` (minus a margin for clock granularity).
-    fn settled_before(&self, t: SystemTime) -> bool {
-        let Ok(since) = t.duration_since(SystemTime::UNIX_EPOCH) else {
-            return false;
-        };
-        // A ctime before the epoch or absurdly far ahead never counts as settled.
-        let (Ok(secs), Ok(nanos)) = (u64::try_from(self.ctime.0), u32::try_from(self.ctime.1))
-        else {
-            return false;
-        };
-        Duration::new(secs, 0)
-            .checked_add(Duration::from_nanos(u64::from(nanos)))
-            .and_then(|c| c.checked_add(SETTLE))
-            .is_some_and(|c| c <= since)
-    }
-}
 
 /// Where a local entry came from, as far as trusting it goes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,7 +145,7 @@ impl Stamps {
             return;
         };
         if let Some(t) = read_started
-            && !(narinfo.settled_before(t) && nar.settled_before(t))
+            && !(narinfo.settled_before(t, SETTLE) && nar.settled_before(t, SETTLE))
         {
             touch(&self.stamp_path(path));
             return;
@@ -224,20 +175,6 @@ pub fn stamp_path(cache_dir: &Path, hash_part: &str) -> PathBuf {
     cache_dir.join(STAMP_DIR).join(hash_part)
 }
 
-/// Whether `t` lies more than `age` in the past.
-pub(crate) fn older_than(t: SystemTime, age: Duration) -> bool {
-    SystemTime::now()
-        .duration_since(t)
-        .is_ok_and(|elapsed| elapsed > age)
-}
-
-/// Set `path`'s mtime to now, recording a use (a read-only cache simply keeps its old times).
-pub(crate) fn touch(path: &Path) {
-    if let Ok(w) = fs::File::options().append(true).open(path) {
-        let _ = w.set_modified(SystemTime::now());
-    }
-}
-
 /// A relative path below the cache root: no `..`, `.` or empty component, not absolute.
 pub(crate) fn safe_rel(url: &str) -> bool {
     !url.is_empty()
@@ -245,18 +182,6 @@ pub(crate) fn safe_rel(url: &str) -> bool {
         && !url
             .split('/')
             .any(|c| c == ".." || c == "." || c.is_empty())
-}
-
-/// Temp file + rename, without fsync: for files whose loss in a crash only costs time (a stamp,
-/// a kept fingerprint output).
-pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(data)?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -45,7 +45,7 @@ pub fn ran_here_path(cache_dir: &Path, hash_part: &str, nar_hash: &Sha256Hash) -
 /// published, so a reader never sees the entry without the record). Best effort: without it the
 /// entry only needs a trusted signature.
 pub(crate) fn mark_ran_here(cache_dir: &Path, path: &StorePath, nar: &[u8]) {
-    let _ = super::write_atomic(
+    let _ = crate::fsutil::write_atomic(
         &ran_here_path(cache_dir, path.hash_part(), &Sha256Hash::digest(nar)),
         b"",
     );

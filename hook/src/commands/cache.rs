@@ -33,9 +33,10 @@ use cache_proto::signing::PublicKey;
 use cache_proto::store::{FileStore, Store, Trust};
 use cache_proto::store_path::{self, StorePath};
 
-use crate::cache::{self, TrustPolicy, older_than, safe_rel};
+use crate::cache::{self, TrustPolicy, safe_rel};
 use crate::cli::CacheCommand;
 use crate::exit::{Code, usage};
+use crate::fsutil::older_than;
 use crate::result::StoredResult;
 
 pub fn run(config_flag: Option<&Path>, cmd: &CacheCommand) -> Result<Code> {

@@ -2,7 +2,6 @@
 //! [`crate::init`] for what is inspected and how segments are chosen). Never overwrites an
 //! existing file without `--force`; writes atomically. What was found and what to review goes
 //! to stderr.
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
@@ -70,7 +69,7 @@ pub fn run(config_flag: Option<&Path>, args: &InitArgs) -> Result<Code> {
 
     eprintln!("checkdef init: inspected {}", root.display());
     eprint!("{}", init::summary(&ins));
-    write_atomic(&out, text.as_bytes())?;
+    crate::fsutil::write_durable(&out, text.as_bytes())?;
     eprintln!(
         "checkdef: wrote {} ({} segment{})",
         out.display(),
@@ -94,28 +93,4 @@ pub fn run(config_flag: Option<&Path>, args: &InitArgs) -> Result<Code> {
         "next: `checkdef plan` shows each segment's inputs and hash, `checkdef run` runs them (each in a sandbox holding only its inputs), `checkdef install` adds the pre-push hook"
     );
     Ok(Code::Success)
-}
-
-/// Write `bytes` to `path` through a temporary file in the same directory and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".checkdef-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    tmp.write_all(bytes)
-        .and_then(|_| tmp.as_file().sync_all())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644));
-    }
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
 }

@@ -85,7 +85,7 @@ impl History {
             }
         }
         if let Ok(bytes) = serde_json::to_vec(&self.entries) {
-            let _ = crate::cache::write_atomic(&self.path, &bytes);
+            let _ = crate::fsutil::write_atomic(&self.path, &bytes);
         }
     }
 }

@@ -216,7 +216,7 @@ fn update_skeleton(tree: &Path, state: &Path, all: &[Input], want: &str) -> Resu
             build_placeholders(tree, added.map(|(e, _)| e))?;
         }
     }
-    crate::cache::write_atomic(state, want.as_bytes())
+    crate::fsutil::write_atomic(state, want.as_bytes())
         .with_context(|| format!("writing {}", state.display()))
 }
 
@@ -385,7 +385,7 @@ impl InputsLayer {
         }
         let mut text = want.join("\n");
         text.push('\n');
-        crate::cache::write_atomic(&state, text.as_bytes())
+        crate::fsutil::write_atomic(&state, text.as_bytes())
             .with_context(|| format!("writing {}", state.display()))?;
         Ok(Some(InputsLayer {
             tree,
@@ -497,7 +497,7 @@ fn last_run_path(store: &Path, segment: &str) -> PathBuf {
 
 pub fn save_last_run(store: &Path, segment: &str, rec: &LastRun) -> std::io::Result<()> {
     let text = serde_json::to_vec(rec).map_err(std::io::Error::other)?;
-    crate::cache::write_atomic(&last_run_path(store, segment), &text)
+    crate::fsutil::write_atomic(&last_run_path(store, segment), &text)
 }
 
 pub fn load_last_run(store: &Path, segment: &str) -> Option<LastRun> {
