@@ -143,6 +143,10 @@ pub struct InstallArgs {
     /// Only report what is installed.
     #[arg(long)]
     pub status: bool,
+    /// Install into the hooks directory that a global or system `core.hooksPath` shares with
+    /// every repository using it: each of their pushes then runs checkdef.
+    #[arg(long)]
+    pub global: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -173,6 +177,10 @@ pub struct UninstallArgs {
     /// Remove the hook even if it was edited by hand.
     #[arg(long)]
     pub force: bool,
+    /// Remove the hook from the hooks directory that a global or system `core.hooksPath` shares
+    /// with every repository using it.
+    #[arg(long)]
+    pub global: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,6 +5,7 @@ use std::io;
 use std::path::PathBuf;
 
 use crate::detect::Detection;
+use crate::locate::ConfigScope;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -85,6 +86,17 @@ pub enum Error {
     /// The hook to move aside (or already in `pre-push.local`) is itself a checkdef hook.
     #[error("{path} is a checkdef hook itself; chaining it would run checkdef twice")]
     SelfChain { path: PathBuf },
+    /// `core.hooksPath` from the user's or the machine's configuration points outside the
+    /// repository: a hook written there runs for every repository that uses that configuration.
+    #[error(
+        "core.hooksPath = {value} comes from the {scope} git configuration, so {hooks_dir} is the hooks directory of every repository {}, not only of this one",
+        reach(*scope)
+    )]
+    SharedHooksDir {
+        hooks_dir: PathBuf,
+        value: String,
+        scope: ConfigScope,
+    },
     /// The hook script is text; the binary's path must be UTF-8 to be written into it.
     #[error("the path of the checkdef binary is not valid UTF-8: {path}")]
     NonUtf8Exe { path: PathBuf },
@@ -101,5 +113,12 @@ fn names(detections: &[Detection]) -> String {
         "another tool".to_owned()
     } else {
         names.join(" and ")
+    }
+}
+
+fn reach(scope: ConfigScope) -> &'static str {
+    match scope {
+        ConfigScope::System => "on this machine",
+        _ => "of this user",
     }
 }

@@ -19,9 +19,9 @@ pub mod script;
 pub use detect::{Detection, Evidence, Manager, detect};
 pub use error::Error;
 pub use locate::{
-    Git, HookLocation, PRE_PUSH, PRE_PUSH_LOCAL, RepoLayout, locate, resolve_hooks_dir,
+    ConfigScope, Git, HookLocation, PRE_PUSH, PRE_PUSH_LOCAL, RepoLayout, locate, resolve_hooks_dir,
 };
 pub use ops::{
     HookState, InstallAction, InstallOptions, InstallReport, Status, UninstallReport, install,
-    status, uninstall,
+    refuse_if_shared, status, uninstall,
 };

@@ -39,6 +39,9 @@ pub struct HookLocation {
     pub layout: RepoLayout,
     /// The raw `core.hooksPath` value, when it is set (and not empty).
     pub hooks_path_config: Option<String>,
+    /// Which configuration file set `core.hooksPath` (`git config --show-scope`); `None` when it
+    /// is unset or the scope is not known.
+    pub hooks_path_scope: Option<ConfigScope>,
     /// The directory git runs hooks from (it may not exist yet).
     pub hooks_dir: PathBuf,
 }
@@ -51,8 +54,33 @@ impl HookLocation {
         HookLocation {
             layout,
             hooks_path_config,
+            hooks_path_scope: None,
             hooks_dir,
         }
+    }
+
+    /// The same location, knowing which configuration scope set `core.hooksPath`.
+    pub fn with_scope(mut self, scope: Option<ConfigScope>) -> Self {
+        self.hooks_path_scope = scope.filter(|_| self.hooks_path_config.is_some());
+        self
+    }
+
+    /// `Some` when the hooks directory is shared beyond this repository: `core.hooksPath` comes
+    /// from the user's (global) or the machine's (system) configuration and points outside this
+    /// repository's work tree and git directory, so git runs a hook installed there for every
+    /// repository that does not override it. A relative global value resolves inside each
+    /// repository and is not shared; neither is a value set in this repository's own config.
+    pub fn shared(&self) -> Option<ConfigScope> {
+        let scope = self.hooks_path_scope?;
+        if !scope.is_shared() {
+            return None;
+        }
+        let dir = &self.hooks_dir;
+        let inside = |root: &Path| dir.starts_with(root);
+        let own = self.layout.work_tree.as_deref().is_some_and(inside)
+            || inside(&self.layout.git_dir)
+            || inside(&self.layout.common_dir);
+        (!own).then_some(scope)
     }
 
     /// `<hooks dir>/pre-push`.
@@ -63,6 +91,57 @@ impl HookLocation {
     /// `<hooks dir>/pre-push.local`, where a pre-existing hook is kept while checkdef's is installed.
     pub fn pre_push_local(&self) -> PathBuf {
         self.hooks_dir.join(PRE_PUSH_LOCAL)
+    }
+}
+
+/// The configuration file a value came from, as `git config --show-scope` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigScope {
+    /// `/etc/gitconfig` (or `$GIT_CONFIG_SYSTEM`): every user of the machine.
+    System,
+    /// `~/.gitconfig`, `$XDG_CONFIG_HOME/git/config` (or `$GIT_CONFIG_GLOBAL`): every repository
+    /// of the user.
+    Global,
+    /// This repository's `.git/config`.
+    Local,
+    /// This worktree's `config.worktree`.
+    Worktree,
+    /// `git -c` or `$GIT_CONFIG_PARAMETERS`/`GIT_CONFIG_COUNT`: this invocation only.
+    Command,
+}
+
+impl ConfigScope {
+    fn parse(word: &[u8]) -> Option<ConfigScope> {
+        Some(match word {
+            b"system" => ConfigScope::System,
+            b"global" => ConfigScope::Global,
+            b"local" => ConfigScope::Local,
+            b"worktree" => ConfigScope::Worktree,
+            b"command" => ConfigScope::Command,
+            _ => return None,
+        })
+    }
+
+    /// The name git gives the scope.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConfigScope::System => "system",
+            ConfigScope::Global => "global",
+            ConfigScope::Local => "local",
+            ConfigScope::Worktree => "worktree",
+            ConfigScope::Command => "command",
+        }
+    }
+
+    /// Whether a value from this scope applies to other repositories too.
+    pub fn is_shared(self) -> bool {
+        matches!(self, ConfigScope::System | ConfigScope::Global)
+    }
+}
+
+impl std::fmt::Display for ConfigScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -203,15 +282,22 @@ impl Git {
             common_dir,
             work_tree,
         };
-        // Exit status 1 means "not set".
-        let hooks_path = self
-            .run(&cwd, &["config", "--get", "core.hooksPath"])?
-            .map(|v| String::from_utf8_lossy(v.strip_suffix(b"\n").unwrap_or(&v)).into_owned());
-        Ok(HookLocation::new(
-            layout,
-            hooks_path,
-            self.home().as_deref(),
-        ))
+        // Exit status 1 means "not set". `--show-scope` prefixes the value that wins (the last
+        // one) with the scope it came from and a tab.
+        let args = ["config", "--show-scope", "--get", "core.hooksPath"];
+        let (scope, hooks_path) = match self.run(&cwd, &args)? {
+            None => (None, None),
+            Some(out) => {
+                let out = out.strip_suffix(b"\n").unwrap_or(&out);
+                let tab = out
+                    .iter()
+                    .position(|b| *b == b'\t')
+                    .ok_or_else(|| unexpected(&cwd, &args, out))?;
+                let value = String::from_utf8_lossy(&out[tab + 1..]).into_owned();
+                (ConfigScope::parse(&out[..tab]), Some(value))
+            }
+        };
+        Ok(HookLocation::new(layout, hooks_path, self.home().as_deref()).with_scope(scope))
     }
 
     /// Run git; `Ok(None)` when it exits with status 1 (used by `git config --get` for "unset").
@@ -336,6 +422,34 @@ mod tests {
             resolve_hooks_dir(&l, Some("~u/h"), Some(home)),
             Path::new("/w/~u/h")
         );
+    }
+
+    #[test]
+    fn only_a_global_or_system_value_outside_the_repository_is_shared() {
+        let at = |value: &str, scope| {
+            HookLocation::new(layout(Some("/w")), Some(value.into()), None)
+                .with_scope(Some(scope))
+                .shared()
+        };
+        assert_eq!(
+            at("/etc/hooks", ConfigScope::Global),
+            Some(ConfigScope::Global)
+        );
+        assert_eq!(
+            at("/etc/hooks", ConfigScope::System),
+            Some(ConfigScope::System)
+        );
+        assert_eq!(at("/etc/hooks", ConfigScope::Local), None);
+        assert_eq!(at("/etc/hooks", ConfigScope::Worktree), None);
+        assert_eq!(at("/etc/hooks", ConfigScope::Command), None);
+        // Relative global values land in each repository; absolute ones inside it are its own.
+        assert_eq!(at(".githooks", ConfigScope::Global), None);
+        assert_eq!(at("/w/hooks", ConfigScope::Global), None);
+        assert_eq!(at("/r/.git/hooks", ConfigScope::Global), None);
+        // Unset: nothing is shared, whatever the scope claims.
+        let unset =
+            HookLocation::new(layout(Some("/w")), None, None).with_scope(Some(ConfigScope::Global));
+        assert_eq!(unset.shared(), None);
     }
 
     #[test]

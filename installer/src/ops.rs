@@ -16,6 +16,9 @@ pub struct InstallOptions {
     /// Install even when another hook manager owns the hooks directory, and replace a checkdef
     /// hook that was edited by hand.
     pub force: bool,
+    /// Install into a hooks directory that a global or system `core.hooksPath` shares with other
+    /// repositories ([`HookLocation::shared`]); refused with [`Error::SharedHooksDir`] otherwise.
+    pub global: bool,
 }
 
 /// What [`install`] did to the `pre-push` file.
@@ -109,6 +112,8 @@ pub struct Status {
 ///   runs it first; refused with [`Error::ChainSlotTaken`] if `pre-push.local` exists.
 /// - Another hook manager detected ([`detect`]) and checkdef's hook not yet installed: refused
 ///   with [`Error::Managed`] unless `force`.
+/// - A hooks directory shared with other repositories ([`HookLocation::shared`]): refused with
+///   [`Error::SharedHooksDir`] unless `global`.
 pub fn install(loc: &HookLocation, opts: &InstallOptions) -> Result<InstallReport, Error> {
     let exe = &opts.checkdef_exe;
     if exe.to_str().is_none() {
@@ -117,6 +122,7 @@ pub fn install(loc: &HookLocation, opts: &InstallOptions) -> Result<InstallRepor
     if !exe.is_absolute() {
         return Err(Error::RelativeExe { path: exe.clone() });
     }
+    refuse_if_shared(loc, opts.global)?;
     let hook = loc.pre_push();
     let local = loc.pre_push_local();
     let managers = detect(loc);
@@ -201,6 +207,8 @@ pub fn install(loc: &HookLocation, opts: &InstallOptions) -> Result<InstallRepor
 /// Remove checkdef's hook and move back the hook install had moved aside, so the hooks directory
 /// is as it was before install. Nothing to do when checkdef's hook is not there. Refused with
 /// [`Error::Modified`] when the hook was edited after install, unless `force`.
+///
+/// Callers check [`refuse_if_shared`] first, as [`install`] does.
 pub fn uninstall(loc: &HookLocation, force: bool) -> Result<UninstallReport, Error> {
     let hook = loc.pre_push();
     let local = loc.pre_push_local();
@@ -271,6 +279,19 @@ pub fn status(loc: &HookLocation) -> Result<Status, Error> {
         chained,
         managers: detect(loc),
     })
+}
+
+/// Refuse to touch a hooks directory shared with other repositories unless the caller said
+/// `global`: a hook there runs for (and an uninstall there stops checking) every one of them.
+pub fn refuse_if_shared(loc: &HookLocation, global: bool) -> Result<(), Error> {
+    match loc.shared() {
+        Some(scope) if !global => Err(Error::SharedHooksDir {
+            hooks_dir: loc.hooks_dir.clone(),
+            value: loc.hooks_path_config.clone().unwrap_or_default(),
+            scope,
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn refuse_if_managed(loc: &HookLocation, managers: &[Detection], force: bool) -> Result<(), Error> {

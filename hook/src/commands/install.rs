@@ -22,6 +22,7 @@ pub fn run(args: &InstallArgs) -> Result<Code> {
     let opts = InstallOptions {
         checkdef_exe: exe,
         force: args.force,
+        global: args.global,
     };
     let report = installer::install(&loc, &opts).map_err(|e| map_error(e, Op::Install))?;
     eprint!("{}", format_report(&report, &opts.checkdef_exe));
@@ -76,6 +77,26 @@ pub(crate) fn map_error(err: installer::Error, op: Op) -> anyhow::Error {
             "hint: remove {} (it is a leftover checkdef hook), then run `checkdef install` again",
             path.display()
         ),
+        E::SharedHooksDir { hooks_dir, .. } => {
+            let (verb, effect) = match op {
+                Op::Install => (
+                    "checkdef install --global",
+                    "installs checkdef's hook there, so every push of every one of those \
+                     repositories runs checkdef (those without a checkdef.toml are blocked \
+                     until pushed with `git push --no-verify` or `CHECKDEF_SKIP=1`)",
+                ),
+                Op::Uninstall => (
+                    "checkdef uninstall --global",
+                    "removes checkdef's hook from there, for every one of those repositories",
+                ),
+            };
+            format!(
+                "hint: to check only this repository, give it its own hooks directory: \
+                 `git config core.hooksPath \"$(git rev-parse --path-format=absolute --git-common-dir)/hooks\"`, then run the command again\n\
+                 hint: `{verb}` {effect} ({})",
+                hooks_dir.display()
+            )
+        }
         E::GitFailed { .. } | E::NotInWorkTree { .. } => {
             "hint: run this inside the work tree of a git repository (or pass -C DIR)".to_owned()
         }
@@ -168,7 +189,12 @@ fn format_status(s: &Status) -> String {
     let mut out = String::new();
     let dir = s.location.hooks_dir.display();
     match &s.location.hooks_path_config {
-        Some(v) => out.push_str(&format!("hooks directory: {dir} (core.hooksPath = {v})\n")),
+        Some(v) => match s.location.shared() {
+            Some(scope) => out.push_str(&format!(
+                "hooks directory: {dir} (core.hooksPath = {v}, from the {scope} git configuration: shared with other repositories)\n"
+            )),
+            None => out.push_str(&format!("hooks directory: {dir} (core.hooksPath = {v})\n")),
+        },
         None => out.push_str(&format!("hooks directory: {dir}\n")),
     }
     let hook = s.hook.display();

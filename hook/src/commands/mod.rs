@@ -24,7 +24,7 @@ pub fn dispatch(cli: Cli) -> Result<Code> {
     }
     match cli.command {
         Command::Install(args) => install::run(&args),
-        Command::Uninstall(args) => uninstall::run(args.force),
+        Command::Uninstall(args) => uninstall::run(args.force, args.global),
         Command::Plan(args) => plan::run(cli.config.as_deref(), &args),
         Command::Explain(args) => explain::run(cli.config.as_deref(), &args),
         Command::Run(args) => run::run(cli.config.as_deref(), &args),

@@ -115,9 +115,12 @@ fn hook_lines(cwd: &Path) -> Vec<String> {
     };
     let hook = status.hook.display();
     let mut lines = vec![match &status.state {
-        HookState::Absent => {
-            format!("not installed ({hook} does not exist); `checkdef install` adds it")
-        }
+        HookState::Absent => match loc.shared() {
+            Some(scope) => format!(
+                "not installed ({hook} does not exist; core.hooksPath from the {scope} git configuration shares it with other repositories: `checkdef install` explains)"
+            ),
+            None => format!("not installed ({hook} does not exist); `checkdef install` adds it"),
+        },
         HookState::Foreign { .. } => format!(
             "not installed: {hook} is another hook; `checkdef install` keeps it as pre-push.local and runs it first"
         ),

@@ -286,6 +286,86 @@ fn core_hooks_path_relative_and_absolute() {
 }
 
 #[test]
+fn install_refuses_a_global_hooks_path_outside_the_repository_unless_global() {
+    let p = Pushy::without_hook();
+    let tmp = p.repo.tmp.path();
+    let shared = tmp.join("global-hooks");
+    let gitconfig = tmp.join("gitconfig");
+    std::fs::write(
+        &gitconfig,
+        format!("[core]\n\thooksPath = {}\n", shared.display()),
+    )
+    .unwrap();
+    let g = gitconfig.to_str().unwrap();
+    let env = [("GIT_CONFIG_GLOBAL", g)];
+    let checkdef = |args: &[&str]| p.repo.checkdef_env(args, &env);
+
+    // Refused, saying why and what --global would do; nothing is written anywhere.
+    let r = checkdef(&["install"]);
+    r.expect_code(2);
+    assert!(
+        r.stderr.contains("global git configuration"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains(&shared.display().to_string()),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("checkdef install --global"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("every push"), "{}", r.stderr);
+    assert!(!shared.exists(), "nothing may be installed there");
+    assert!(!p.hooks_dir().join("pre-push").exists());
+    let st = checkdef(&["install", "--status"]);
+    st.expect_code(0);
+    assert!(
+        st.stderr.contains("shared with other repositories"),
+        "{}",
+        st.stderr
+    );
+
+    // --global installs there, and git runs it for this repository's pushes.
+    checkdef(&["install", "--global"]).expect_code(0);
+    assert!(shared.join("pre-push").is_file());
+    let r = p.push_env(&["origin", "main"], &env);
+    r.expect_code(0);
+    assert!(r.stderr.contains("checkdef: checking"), "{}", r.stderr);
+
+    // Uninstall is symmetric: refused without --global, the hook left in place.
+    let r = checkdef(&["uninstall"]);
+    r.expect_code(2);
+    assert!(
+        r.stderr.contains("checkdef uninstall --global"),
+        "{}",
+        r.stderr
+    );
+    assert!(shared.join("pre-push").is_file());
+    checkdef(&["uninstall", "--global"]).expect_code(0);
+    assert!(!shared.join("pre-push").exists());
+
+    // A repository-local core.hooksPath wins over the global one and needs no flag, even when
+    // it is an absolute path outside the repository.
+    let own = tmp.join("own-hooks");
+    p.repo
+        .git(&["config", "core.hooksPath", own.to_str().unwrap()]);
+    checkdef(&["install"]).expect_code(0);
+    assert!(own.join("pre-push").is_file());
+    checkdef(&["uninstall"]).expect_code(0);
+    p.repo.git(&["config", "--unset", "core.hooksPath"]);
+
+    // A relative global value lands inside each repository: not shared, no flag needed.
+    std::fs::write(&gitconfig, "[core]\n\thooksPath = .githooks\n").unwrap();
+    checkdef(&["install"]).expect_code(0);
+    assert!(p.repo.path(".githooks/pre-push").is_file());
+    assert!(!shared.join("pre-push").exists());
+}
+
+#[test]
 fn a_linked_worktree_uses_the_shared_hook_and_checks_its_own_commit() {
     let p = Pushy::new();
     p.push(&["origin", "main"]).expect_code(0);

@@ -302,6 +302,7 @@ fn relative_or_non_utf8_binary_paths_are_refused() {
     let rel = installer::InstallOptions {
         checkdef_exe: "target/debug/checkdef".into(),
         force: false,
+        global: false,
     };
     assert!(matches!(
         install(&loc, &rel),
@@ -311,6 +312,7 @@ fn relative_or_non_utf8_binary_paths_are_refused() {
     let bad = installer::InstallOptions {
         checkdef_exe: std::ffi::OsStr::from_bytes(b"/bin/\xffcheckdef").into(),
         force: false,
+        global: false,
     };
     assert!(matches!(install(&loc, &bad), Err(Error::NonUtf8Exe { .. })));
     assert!(!loc.pre_push().exists());

@@ -242,5 +242,6 @@ pub fn opts(fake: &Fake, force: bool) -> installer::InstallOptions {
     installer::InstallOptions {
         checkdef_exe: fake.exe.clone(),
         force,
+        global: false,
     }
 }
