@@ -10,7 +10,7 @@
 //! segment foo-tests
 //! platform x86_64-linux
 //! object-format sha1
-//! sandbox filtered
+//! sandbox filtered v2
 //! command python3 -m pytest -q tests/test_foo.py
 //! env PYTHONPATH=src
 //! fingerprint python3 --version
@@ -42,6 +42,13 @@ use crate::git::Input;
 
 /// The manifest format version (first line).
 pub const FORMAT_VERSION: u32 = 1;
+
+/// The version of what a check can see, written at the end of the `sandbox` line
+/// (`sandbox filtered v2`). Bumped whenever the sandbox changes what a check could read or
+/// reach, so results produced under an older, leakier sandbox are misses and run once more
+/// instead of answering for the stricter one. 1 (written without a version): a copy of the
+/// inputs; 2: the isolated view (namespaces, placeholders, Landlock; issue 14).
+pub const SANDBOX_VERSION: u32 = 2;
 
 /// What goes into one segment's manifest.
 #[derive(Debug, Clone, Copy)]
@@ -119,15 +126,12 @@ fn render_into(
         "object-format",
         object_format_name(spec.object_format).as_bytes(),
     );
-    if spec.network {
-        line(
-            out,
-            "sandbox",
-            format!("{}+network", spec.sandbox.as_str()).as_bytes(),
-        );
-    } else {
-        line(out, "sandbox", spec.sandbox.as_str().as_bytes());
-    }
+    let network = if spec.network { "+network" } else { "" };
+    line(
+        out,
+        "sandbox",
+        format!("{}{network} v{SANDBOX_VERSION}", spec.sandbox.as_str()).as_bytes(),
+    );
     line(out, "command", spec.command.as_bytes());
     for (k, v) in spec.env {
         out.push_str("env ");
@@ -656,7 +660,7 @@ mod tests {
                  segment foo-tests\n\
                  platform x86_64-linux\n\
                  object-format sha1\n\
-                 sandbox filtered\n\
+                 sandbox filtered v2\n\
                  command python3 -m pytest -q tests/test_foo.py\n\
                  env A=x\\ny\n\
                  env Z=1\n\
@@ -801,6 +805,29 @@ mod tests {
         let p = platform();
         assert!(p.contains('-') && !p.contains("macos"), "{p}");
     }
+
+    #[test]
+    fn the_sandbox_line_carries_its_version_and_is_documented() {
+        let env = BTreeMap::new();
+        let fp = BTreeMap::new();
+        let line = format!("\nsandbox filtered v{SANDBOX_VERSION}\n");
+        let text = render(&spec(&env, &fp, &[]));
+        assert!(text.contains(&line), "{text}");
+        // Results stored under the copy sandbox (the line without a version) are misses now.
+        assert_ne!(
+            input_hash(&text),
+            input_hash(&text.replace(&line, "\nsandbox filtered\n"))
+        );
+        let docs = include_str!("../../docs/configuration.md");
+        assert!(
+            docs.contains(&line),
+            "docs/configuration.md's manifest example"
+        );
+        assert!(
+            docs.contains(&format!("`v{SANDBOX_VERSION}`")),
+            "docs/configuration.md says what the sandbox version is"
+        );
+    }
 }
 
 #[cfg(test)]
@@ -883,7 +910,7 @@ mod diff_tests {
         assert!(parse(&t.replace("checkdef-manifest 1", "checkdef-manifest 2")).is_err());
         assert!(parse(t.trim_end()).is_err());
         assert!(parse("").is_err());
-        let e = parse(&t.replace("sandbox filtered\n", "")).unwrap_err();
+        let e = parse(&t.replace("sandbox filtered v2\n", "")).unwrap_err();
         assert_eq!(e.line, 5, "{e}");
     }
 
@@ -932,7 +959,7 @@ mod diff_tests {
         );
         assert_eq!(
             summary(|m| m.sandbox = Sandbox::Full),
-            "sandbox filtered→full"
+            "sandbox filtered v2→full v2"
         );
     }
 
