@@ -35,6 +35,9 @@ pub fn main() -> ExitCode {
     if args.get(1).is_some_and(|a| a == run::supervise::SUBCOMMAND) {
         return run::supervise::main(&args[2..]);
     }
+    if args.get(1).is_some_and(|a| a == run::supervise::GUARD) {
+        return run::supervise::guard_main(&args[2..]);
+    }
     // The sandbox entry runs before anything else (no runtime, no threads): see run/isolate.rs.
     if args.get(1).is_some_and(|a| a == run::isolate::ENTRY) {
         run::isolate::entry_main(&args[2..]);

@@ -20,8 +20,20 @@
 //! process, and a signal the supervisor cannot handle without `unsafe` would kill it before it
 //! could clean up. End of file on a socket is exact and needs neither.
 //!
+//! Who watches the supervisor? It does not start `PROGRAM` itself but a **guard**
+//! (`checkdef __guard --parent PID -- PROGRAM ARGS...`, [`guard_main`]), the leader of the
+//! check's process group, which runs `PROGRAM` and waits on two pidfds: its program's and the
+//! supervisor's. When the program ends, the guard exits with its status (re-raising a signal),
+//! so the supervisor sees the program's own status. When the supervisor ends first (SIGKILLed,
+//! or killed by a terminal's signal), the guard kills everything below it: it is a child
+//! subreaper too, so every descendant that is not in the group any more is still its child.
+//! A parent-death signal could only kill the guard itself, not the processes below it; a pidfd
+//! of the parent lets the guard act on the parent's death. The guard checks that its parent
+//! is still the supervisor *after* opening that pidfd, so a supervisor that dies before the
+//! guard starts watching is noticed as well.
+//!
 //! The stage only spawns the argv it is given, so other stages (a namespace sandbox) chain after
-//! it: checkdef → supervisor → sandbox → `sh -c`.
+//! it: checkdef → supervisor → guard → sandbox → `sh -c`.
 use std::ffi::OsString;
 use std::io::Write as _;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -37,6 +49,9 @@ use crate::process::{group_alive, kill_group};
 
 /// The hidden subcommand.
 pub const SUBCOMMAND: &str = "__supervise";
+
+/// The hidden subcommand of the guard stage between the supervisor and the program.
+pub const GUARD: &str = "__guard";
 
 /// The message checkdef writes to ask for termination.
 pub const TERMINATE: u8 = b't';
@@ -146,11 +161,25 @@ fn supervise(args: &Args, ctl: BorrowedFd<'_>) -> Report {
         return Report::CannotStart(format!("working directory {}: {e}", cwd.display()));
     }
     let program = &args.argv[0];
-    let child = Command::new(program)
-        .args(&args.argv[1..])
-        .stdin(Stdio::null())
-        .process_group(0)
-        .spawn();
+    // The program runs under a guard that kills it if this supervisor dies (see the module
+    // documentation); without our own executable's path, it runs unguarded.
+    let mut cmd = match std::env::current_exe() {
+        Ok(exe) => {
+            let mut cmd = Command::new(exe);
+            cmd.arg(GUARD)
+                .arg("--parent")
+                .arg(rustix::process::getpid().as_raw_nonzero().to_string())
+                .arg("--")
+                .args(&args.argv);
+            cmd
+        }
+        Err(_) => {
+            let mut cmd = Command::new(program);
+            cmd.args(&args.argv[1..]);
+            cmd
+        }
+    };
+    let child = cmd.stdin(Stdio::null()).process_group(0).spawn();
     let child = match child {
         Ok(c) => c,
         Err(e) => {
@@ -187,6 +216,131 @@ fn supervise(args: &Args, ctl: BorrowedFd<'_>) -> Report {
         },
         None => Report::Signaled(Signal::KILL.as_raw()),
     }
+}
+
+/// Entry point of the guard stage (`__guard --parent PID -- PROGRAM ARGS...`); `args` follow the
+/// subcommand. It exits with the program's status; the program's failure to start is reported
+/// on stderr with status 127 (the supervisor's caller names it from the log).
+pub fn guard_main(args: &[OsString]) -> ExitCode {
+    let (parent, argv) = match args {
+        [flag, pid, dashdash, argv @ ..]
+            if flag == "--parent" && dashdash == "--" && !argv.is_empty() =>
+        {
+            match pid
+                .to_str()
+                .and_then(|p| p.parse().ok())
+                .and_then(Pid::from_raw)
+            {
+                Some(pid) => (pid, argv),
+                None => return guard_usage(),
+            }
+        }
+        _ => return guard_usage(),
+    };
+    // Watch the parent first, then make sure it is still our parent: a supervisor that died
+    // before `pidfd_open` has left us to init (or another subreaper) and there is no one to
+    // report to.
+    let parent_fd = rustix::process::pidfd_open(parent, rustix::process::PidfdFlags::empty());
+    if rustix::process::getppid() != Some(parent) {
+        return ExitCode::from(GUARD_ORPHANED);
+    }
+    let Ok(parent_fd) = parent_fd else {
+        // No pidfd (a kernel before 5.3): become the program, as without a guard.
+        let err = Command::new(&argv[0]).args(&argv[1..]).exec();
+        let _ = writeln!(
+            std::io::stderr(),
+            "checkdef: cannot start {}: {err}",
+            argv[0].to_string_lossy()
+        );
+        return ExitCode::from(127);
+    };
+    let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
+    let child = match Command::new(&argv[0]).args(&argv[1..]).spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            // The supervisor reports what the check could not start as; keep the cause.
+            let _ = writeln!(
+                std::io::stderr(),
+                "checkdef: cannot start {}: {e}",
+                argv[0].to_string_lossy()
+            );
+            return ExitCode::from(127);
+        }
+    };
+    let Some(child_pid) = Pid::from_raw(child.id() as i32) else {
+        return ExitCode::from(127);
+    };
+    let Ok(child_fd) = rustix::process::pidfd_open(child_pid, rustix::process::PidfdFlags::empty())
+    else {
+        return pass_on(rustix::process::waitpid(
+            Some(child_pid),
+            WaitOptions::empty(),
+        ));
+    };
+    loop {
+        let mut fds = [
+            PollFd::new(&child_fd, PollFlags::IN),
+            PollFd::new(&parent_fd, PollFlags::IN),
+        ];
+        match rustix::event::poll(&mut fds, None) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => break,
+        }
+        if !fds[0].revents().is_empty() {
+            // Descendants left behind become the supervisor's when we exit (it is the next
+            // subreaper up), and it kills them.
+            return pass_on(rustix::process::waitpid(
+                Some(child_pid),
+                WaitOptions::empty(),
+            ));
+        }
+        if !fds[1].revents().is_empty() {
+            break;
+        }
+    }
+    // The supervisor is gone: kill every descendant. All of them are our children or become
+    // ours when their parent dies (we are a subreaper), so killing children until none is left
+    // reaches the whole tree, including those that left the process group.
+    loop {
+        for pid in children() {
+            let _ = rustix::process::kill_process(pid, Signal::KILL);
+        }
+        match rustix::process::wait(WaitOptions::empty()) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(_) => break,
+        }
+    }
+    ExitCode::from(GUARD_ORPHANED)
+}
+
+/// The guard's status when its supervisor died: nobody reads it.
+const GUARD_ORPHANED: u8 = 125;
+
+fn guard_usage() -> ExitCode {
+    let _ = writeln!(
+        std::io::stderr(),
+        "checkdef {GUARD}: internal stage of checkdef run: {GUARD} --parent PID -- PROGRAM ARGS..."
+    );
+    ExitCode::from(2)
+}
+
+/// Exit as the program did: its exit code, or the same signal.
+fn pass_on(status: rustix::io::Result<Option<(Pid, WaitStatus)>>) -> ExitCode {
+    let Ok(Some((_, st))) = status else {
+        return ExitCode::from(127);
+    };
+    if let Some(code) = st.exit_status() {
+        return ExitCode::from(code as u8);
+    }
+    if let Some(sig) = st.terminating_signal() {
+        if let Some(signal) = Signal::from_named_raw(sig) {
+            let _ = rustix::process::kill_process(rustix::process::getpid(), signal);
+        }
+        // Still here: a signal we ignore (SIGPIPE) or cannot name; the shell's convention.
+        return ExitCode::from((128 + sig).clamp(0, 255) as u8);
+    }
+    ExitCode::from(127)
 }
 
 /// Block until the program exits (`true`) or termination is asked for or checkdef is gone

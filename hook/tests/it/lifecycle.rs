@@ -210,6 +210,92 @@ command = "echo fine"
     assert!(!sandbox.exists(), "{} was not swept", sandbox.display());
 }
 
+/// Field `n` (1-based, after the command name) of `/proc/PID/stat`: 1 state, 2 ppid, 3 pgrp.
+fn stat_field(pid: u32, n: usize) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_ascii_whitespace().nth(n - 1).map(str::to_owned)
+}
+
+/// Live (not zombie) processes in process group `pgid`.
+fn group_members(pgid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| stat_field(*p, 3).as_deref() == Some(&pgid.to_string()) && running(*p))
+        .collect()
+}
+
+#[test]
+fn checks_do_not_outlive_a_killed_supervisor() {
+    let (repo, pids) = repo_with(
+        r#"version = 1
+
+[[segment]]
+name = "hangs"
+include = ["a"]
+env = { PIDS = "@PIDS@" }
+command = "setsid sh -c 'echo $$ > $PIDS/escaped; exec sleep 300' & sleep 302 & echo $! > $PIDS/bg; echo $$ > $PIDS/sh; wait"
+
+[[segment]]
+name = "quick"
+include = ["a"]
+command = "echo fine"
+"#,
+    );
+    let base = repo.tmp.path().join("sandboxes");
+    std::fs::create_dir(&base).unwrap();
+    let env = [("CHECKDEF_SANDBOX_DIR", base.to_str().unwrap())];
+    let mut cmd = repo.checkdef_cmd_in(&repo.root, &["run", "--json", "--segment", "hangs"]);
+    cmd.envs(env).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let checkdef = cmd.spawn().unwrap();
+    let sh = read_pid(&pids.join("sh"));
+    let all = [
+        sh,
+        read_pid(&pids.join("bg")),
+        read_pid(&pids.join("escaped")),
+    ];
+    let pgid: u32 = stat_field(sh, 3).unwrap().parse().unwrap();
+    assert!(!group_members(pgid).is_empty());
+    // The supervisor: the child of checkdef running `checkdef __supervise`.
+    let me = checkdef.id().to_string();
+    let supervisor = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|p| {
+            stat_field(*p, 2).as_deref() == Some(&me)
+                && std::fs::read(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"__supervise"))
+        })
+        .expect("checkdef runs the check under a __supervise process");
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &supervisor.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+
+    assert!(
+        survivors(&all).is_empty(),
+        "still running: {:?}",
+        survivors(&all)
+    );
+    let start = Instant::now();
+    while !group_members(pgid).is_empty() && start.elapsed() < HANG_GUARD {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(group_members(pgid), Vec::<u32>::new(), "the check's group");
+    // checkdef itself carries on and says the check was lost (never a pass).
+    let out = CmdOut::from_output(output_within_guard(checkdef, "checkdef run"));
+    out.expect_code(1);
+    assert_eq!(out.status("hangs"), "failed");
+
+    // Nothing of the check is left in the sandbox directory after the next run.
+    repo.run_json(&["--segment", "quick"], &env).expect_code(0);
+    assert_eq!(find_sandbox(&base, "hangs"), None);
+}
+
 #[test]
 fn a_live_runs_sandbox_is_never_swept() {
     let (repo, pids) = repo_with(
