@@ -13,8 +13,28 @@ pub struct Cli {
     /// Run as if started in this directory.
     #[arg(short = 'C', global = true, value_name = "DIR")]
     pub directory: Option<PathBuf>,
+    #[command(flatten)]
+    pub globals: GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Output flags every subcommand takes.
+#[derive(Debug, Args, Clone, Copy, Default)]
+pub struct GlobalArgs {
+    /// Say more: `run` and the hook stream each check's output live and replay stored logs of
+    /// cached results.
+    #[arg(long, short = 'v', global = true, conflicts_with = "quiet")]
+    pub verbose: bool,
+    /// Only print failures, warnings and the summary.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+    /// No progress bars (also `CHECKDEF_NO_PROGRESS`, and under `CI`).
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+    /// No colour (also `NO_COLOR`).
+    #[arg(long, global = true)]
+    pub no_color: bool,
 }
 
 /// Which snapshot of the repository to check.
@@ -110,12 +130,6 @@ pub struct RunArgs {
     /// Print one JSON document on stdout.
     #[arg(long)]
     pub json: bool,
-    /// Stream each check's output live; replay stored logs of cached results.
-    #[arg(long, short = 'v')]
-    pub verbose: bool,
-    /// Only print failures and the summary.
-    #[arg(long, short = 'q')]
-    pub quiet: bool,
     /// Also write a JUnit XML report to FILE (one testcase per segment).
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,

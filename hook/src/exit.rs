@@ -32,8 +32,37 @@ impl Code {
     }
 }
 
+/// An error's message (its chain, `: `-separated) and its hints: every line of it that starts
+/// with `hint: `, in order, so that a hint given deep down is printed after the whole message
+/// (`error: …` then `hint: …`), not between it and the context added above it.
+pub fn message_and_hints(err: &anyhow::Error) -> (String, Vec<String>) {
+    let text = format!("{err:#}");
+    let mut message = Vec::new();
+    let mut hints = Vec::new();
+    for line in text.split('\n') {
+        match line.strip_prefix("hint: ") {
+            Some(h) => hints.push(h.to_owned()),
+            None => message.push(line),
+        }
+    }
+    (message.join("\n"), hints)
+}
+
 impl From<Code> for ExitCode {
     fn from(c: Code) -> ExitCode {
         ExitCode::from(c as u8)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints_follow_the_whole_message() {
+        let err = usage("no such thing\nhint: make one").context("reading the list");
+        let (m, h) = message_and_hints(&err);
+        assert_eq!(m, "reading the list: no such thing");
+        assert_eq!(h, ["make one"]);
     }
 }

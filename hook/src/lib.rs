@@ -2,12 +2,16 @@
 //!
 //! Layers (see `docs/architecture.md`): `config` (checkdef.toml) → `git` (trees, blobs, work tree via
 //! gix) → `manifest` (canonical input listing and hash) → `plan` (per-segment keys and cache status)
-//! → `run` (materialise, execute, store, push) → `prepush` (the hook). Only this crate prints.
+//! → `run` (materialise, execute, store, push) → `prepush` (the hook). Only this crate prints,
+//! and only through [`printer`] (the lints below enforce it; the hidden re-exec stages, which
+//! run before any printer exists, are the narrow exceptions).
+#![warn(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod cache;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod context;
 pub mod duration;
 pub mod exit;
 pub mod fsutil;
@@ -17,6 +21,7 @@ pub mod junit;
 pub mod manifest;
 pub mod plan;
 pub mod prepush;
+pub mod printer;
 pub mod process;
 pub mod pyenv;
 pub mod report;
@@ -43,10 +48,11 @@ pub fn main() -> ExitCode {
         run::isolate::entry_main(&args[2..]);
     }
     let cli = <cli::Cli as clap::Parser>::parse();
-    match commands::dispatch(cli) {
+    let ctx = context::Context::new(&cli.globals, cli.config.clone());
+    match commands::dispatch(&ctx, cli) {
         Ok(code) => code.into(),
         Err(err) => {
-            eprintln!("checkdef: error: {err:#}");
+            ctx.printer.error(&err);
             exit::Code::from_error(&err).into()
         }
     }

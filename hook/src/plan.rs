@@ -14,6 +14,7 @@ use gix::ObjectId;
 use gix::bstr::{BStr, BString};
 
 use crate::config::{Config, Fingerprint, MatchScratch, Matcher, Sandbox, Segment};
+use crate::context::Env;
 use crate::git::{FileMode, GitError, Input, Repo, Target, Visit, sort_inputs};
 use crate::manifest::{self, ManifestSpec};
 
@@ -279,14 +280,17 @@ impl Plan {
     }
 }
 
-/// Build the plan for every segment of `config`.
+/// Build the plan for every segment of `config`. `env` is checkdef's environment: the
+/// passthrough variables a check gets and fingerprints watch come from it, and the local cache
+/// directory that keeps fingerprint outputs.
 pub fn build_plan(
     repo: &Repo,
     config: &Config,
+    env: &Env,
     target: &Target,
     base: Option<ObjectId>,
 ) -> Result<Plan, PlanError> {
-    build_plan_filtered(repo, config, target, base, |_| true)
+    build_plan_filtered(repo, config, env, target, base, |_| true)
 }
 
 /// Build the plan for the segments `select` accepts (the others are matched, so they still
@@ -294,6 +298,7 @@ pub fn build_plan(
 pub fn build_plan_filtered(
     repo: &Repo,
     config: &Config,
+    env: &Env,
     target: &Target,
     base: Option<ObjectId>,
     select: impl Fn(&Segment) -> bool,
@@ -371,13 +376,14 @@ pub fn build_plan_filtered(
             let out = match fp {
                 Fingerprint::Command(cmd) => {
                     let watch = seg.fingerprint_watch.get(cmd).map(Vec::as_slice);
-                    fingerprint(repo.root(), cmd, watch, config.fingerprint_timeout)?
+                    fingerprint(repo.root(), cmd, watch, config.fingerprint_timeout, env)?
                 }
                 Fingerprint::Python(interpreter) => crate::pyenv::fingerprint(
                     repo.root(),
                     interpreter,
-                    &check_env(seg),
+                    &check_env(seg, env),
                     config.fingerprint_timeout,
+                    env,
                 )?,
             };
             fingerprints.insert(fp.key(), out);
@@ -542,15 +548,15 @@ impl Visit for Collect<'_> {
 
 /// The variables a segment's check runs with that its environment fingerprint's probe sees too:
 /// the declared `env` and the passthrough variables' current values (`PATH` among them), sorted.
-fn check_env(seg: &Segment) -> Vec<(String, String)> {
+fn check_env(seg: &Segment, environ: &Env) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = seg
         .env
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     for k in &seg.passthrough {
-        if let Ok(v) = std::env::var(k) {
-            env.push((k.clone(), v));
+        if let Some(v) = environ.var(k) {
+            env.push((k.clone(), v.to_owned()));
         }
     }
     env.sort();
@@ -567,6 +573,7 @@ pub fn fingerprint(
     cmd: &str,
     watch: Option<&[String]>,
     limit: Duration,
+    env: &Env,
 ) -> Result<Vec<u8>, PlanError> {
     type Cache = Mutex<HashMap<(PathBuf, String), Vec<u8>>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
@@ -578,10 +585,11 @@ pub fn fingerprint(
     let stored = watch.and_then(|w| {
         // Kept outputs decide input hashes: only from a private cache directory (one that is
         // not is refused, with exit 2, when the caches are opened).
-        let dir = crate::cache::local_dir()
+        let dir = crate::context::CacheDir::from_env(env)
+            .map(|d| d.path)
             .filter(|d| crate::cache::ensure_private(d).is_ok())?
             .join(FINGERPRINT_DIR);
-        Some(dir.join(watch_key(root, cmd, w)))
+        Some(dir.join(watch_key(root, cmd, w, env)))
     });
     let out = match stored {
         None => run_fingerprint(root, cmd, limit)?,
@@ -652,13 +660,13 @@ fn run_fingerprint(root: &Path, cmd: &str, limit: Duration) -> Result<Vec<u8>, P
 /// identity (device, inode, size, mtime, ctime) of the path — relative to the repository root,
 /// or to `$HOME` with `~/` — or that it is absent. Any change to any of them, an upgraded
 /// interpreter included, makes a new key and so a new run.
-pub fn watch_key(root: &Path, cmd: &str, watch: &[String]) -> String {
+pub fn watch_key(root: &Path, cmd: &str, watch: &[String], env: &Env) -> String {
     use sha2::{Digest, Sha256};
     use std::fmt::Write as _;
     let mut k = String::from("checkdef-fingerprint 1\n");
     let _ = writeln!(k, "root {}", root.display());
     let _ = writeln!(k, "command {cmd}");
-    let path_var = std::env::var_os("PATH");
+    let path_var = env.var_os("PATH").map(std::ffi::OsStr::to_os_string);
     let _ = writeln!(k, "PATH {:?}", path_var);
     if let Some(exe) = first_word_executable(root, cmd, path_var.as_deref()) {
         let _ = writeln!(k, "exe {} {}", exe.display(), identity(&exe));
@@ -666,11 +674,12 @@ pub fn watch_key(root: &Path, cmd: &str, watch: &[String]) -> String {
     for entry in watch {
         match entry.strip_prefix('$') {
             Some(var) => {
-                let _ = writeln!(k, "env {var} {:?}", std::env::var_os(var));
+                let _ = writeln!(k, "env {var} {:?}", env.var_os(var));
             }
             None => {
                 let path = match entry.strip_prefix("~/") {
-                    Some(rest) => std::env::var_os("HOME")
+                    Some(rest) => env
+                        .var_os("HOME")
                         .map(|h| PathBuf::from(h).join(rest))
                         .unwrap_or_else(|| PathBuf::from(entry)),
                     None => root.join(entry),
@@ -760,12 +769,18 @@ mod tests {
             Some(std::fs::canonicalize(&tool).unwrap())
         );
         // The key follows the program: replacing it (an upgrade) changes the key.
-        let k1 = watch_key(dir.path(), "./tool --version", &[]);
-        assert_eq!(watch_key(dir.path(), "./tool --version", &[]), k1);
+        let k1 = watch_key(dir.path(), "./tool --version", &[], &Env::capture());
+        assert_eq!(
+            watch_key(dir.path(), "./tool --version", &[], &Env::capture()),
+            k1
+        );
         std::fs::remove_file(&tool).unwrap();
         std::fs::write(&tool, "#!/bin/sh\n").unwrap();
         std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
-        assert_ne!(watch_key(dir.path(), "./tool --version", &[]), k1);
+        assert_ne!(
+            watch_key(dir.path(), "./tool --version", &[], &Env::capture()),
+            k1
+        );
     }
 
     const LIMIT: Duration = Duration::from_secs(60);
@@ -774,15 +789,27 @@ mod tests {
     fn fingerprint_runs_once() {
         let dir = tempfile::tempdir().unwrap();
         let cmd = "echo run >> count; echo v1";
-        assert_eq!(fingerprint(dir.path(), cmd, None, LIMIT).unwrap(), b"v1\n");
-        assert_eq!(fingerprint(dir.path(), cmd, None, LIMIT).unwrap(), b"v1\n");
+        assert_eq!(
+            fingerprint(dir.path(), cmd, None, LIMIT, &Env::default()).unwrap(),
+            b"v1\n"
+        );
+        assert_eq!(
+            fingerprint(dir.path(), cmd, None, LIMIT, &Env::default()).unwrap(),
+            b"v1\n"
+        );
         assert_eq!(
             std::fs::read_to_string(dir.path().join("count")).unwrap(),
             "run\n"
         );
-        let e = fingerprint(dir.path(), "echo oops >&2; exit 3", None, LIMIT)
-            .unwrap_err()
-            .to_string();
+        let e = fingerprint(
+            dir.path(),
+            "echo oops >&2; exit 3",
+            None,
+            LIMIT,
+            &Env::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("failed") && e.contains("oops"), "{e}");
     }
 }

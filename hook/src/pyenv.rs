@@ -62,6 +62,7 @@ pub fn fingerprint(
     interpreter: &str,
     env: &[(String, String)],
     limit: std::time::Duration,
+    environ: &crate::context::Env,
 ) -> Result<Vec<u8>, PlanError> {
     type Cache = Mutex<HashMap<(PathBuf, String, Vec<(String, String)>), Vec<u8>>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
@@ -83,9 +84,10 @@ pub fn fingerprint(
             interpreter: interpreter.to_owned(),
             path: path_var.unwrap_or("").to_owned(),
         })?;
-    let kept = crate::cache::local_dir().map(|d| {
-        d.join(FINGERPRINT_DIR)
-            .join(format!("python-{}", probe_key(root, &exe, env)))
+    let kept = crate::context::CacheDir::from_env(environ).map(|d| {
+        d.path
+            .join(FINGERPRINT_DIR)
+            .join(format!("python-{}", probe_key(root, &exe, env, environ)))
     });
     let out = match kept.as_deref().and_then(read_kept) {
         Some(out) => out,
@@ -127,7 +129,12 @@ fn identity(path: &Path) -> String {
 }
 
 /// What decides which `sys.path` the probe sees (see the module docs), hashed.
-fn probe_key(root: &Path, exe: &Path, env: &[(String, String)]) -> String {
+fn probe_key(
+    root: &Path,
+    exe: &Path,
+    env: &[(String, String)],
+    environ: &crate::context::Env,
+) -> String {
     use sha2::{Digest, Sha256};
     use std::fmt::Write as _;
     let mut k = String::from(FORMAT);
@@ -155,7 +162,7 @@ fn probe_key(root: &Path, exe: &Path, env: &[(String, String)]) -> String {
             dir = d.parent();
         }
         for var in ["PYENV_ROOT", "HOME"] {
-            if let Some(base) = std::env::var_os(var) {
+            if let Some(base) = environ.var_os(var) {
                 let base = PathBuf::from(base);
                 let f = if var == "HOME" {
                     base.join(".pyenv").join("version")

@@ -1,78 +1,27 @@
-//! Human output on stderr, in the seed's spirit: one line per segment, failures followed by the
-//! tail of their log, then a summary. Colour only when stderr is a terminal and `NO_COLOR` is
-//! unset; every line still reads correctly without colour or emoji. Progress bars only on a TTY,
-//! never under `CI`, `--quiet`, `--verbose` (which streams output instead) or
-//! `CHECKDEF_NO_PROGRESS`.
-use std::io::{IsTerminal, Write};
-use std::time::Duration;
+//! Human output of a run on stderr, in the seed's spirit: one line per segment, failures
+//! followed by the tail of their log, then a summary; [`HumanReporter`] turns the engine's
+//! events into it. Colour only when stderr is a terminal and `NO_COLOR` is unset; every line
+//! still reads correctly without colour or emoji. Progress bars only on a TTY, never under `CI`,
+//! `--quiet`, `--verbose` (which streams output instead) or `CHECKDEF_NO_PROGRESS` (see
+//! [`crate::printer`]).
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::printer::Printer;
+pub use crate::printer::Style;
+use crate::result::Status;
+use crate::run::lines::Piece;
+use crate::run::{Event, Origin, Reporter, RunReport, SegmentOutcome, failure_reason};
 
 /// How many log lines follow a failure.
 pub const FAILURE_TAIL_LINES: usize = 25;
 
-#[derive(Debug, Clone, Copy)]
-pub struct Style {
-    pub color: bool,
-    pub progress: bool,
-    pub quiet: bool,
-}
-
-impl Style {
-    pub fn detect(quiet: bool, verbose: bool) -> Style {
-        let tty = std::io::stderr().is_terminal();
-        let env_set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
-        Style {
-            color: tty && !env_set("NO_COLOR"),
-            progress: tty
-                && !quiet
-                && !verbose
-                && !env_set("CI")
-                && !env_set("CHECKDEF_NO_PROGRESS"),
-            quiet,
-        }
-    }
-
-    fn paint(&self, code: &str, s: &str) -> String {
-        if self.color {
-            format!("\x1b[{code}m{s}\x1b[0m")
-        } else {
-            s.to_owned()
-        }
-    }
-
-    pub fn green(&self, s: &str) -> String {
-        self.paint("32", s)
-    }
-    pub fn red(&self, s: &str) -> String {
-        self.paint("31", s)
-    }
-    pub fn yellow(&self, s: &str) -> String {
-        self.paint("33", s)
-    }
-    pub fn dim(&self, s: &str) -> String {
-        self.paint("2", s)
-    }
-    pub fn bold(&self, s: &str) -> String {
-        self.paint("1", s)
-    }
-}
-
 /// Seconds with two decimals, the unit the seed uses.
 pub fn secs(d: f64) -> String {
     format!("{d:.2}s")
-}
-
-/// Print a line to stderr, above any progress bars.
-pub fn line(progress: Option<&MultiProgress>, text: &str) {
-    match progress {
-        Some(mp) => {
-            let _ = mp.println(text);
-        }
-        None => {
-            let _ = writeln!(std::io::stderr().lock(), "{text}");
-        }
-    }
 }
 
 /// The last `n` lines of a log, lossily decoded, each indented.
@@ -146,6 +95,185 @@ impl Default for Progress {
     }
 }
 
+/// The seed-style line for one segment.
+pub fn outcome_line(o: &SegmentOutcome, width: usize, style: &Style) -> String {
+    let name = format!("{:width$}", o.name);
+    match (o.status, o.origin) {
+        (Status::Passed, Origin::Cache(src)) => {
+            let mut s = format!(
+                "✅ {name}  {}  cached ({}), original {}",
+                style.green("PASSED"),
+                src.as_str(),
+                secs(o.original_duration_s.unwrap_or(0.0))
+            );
+            if let Some(k) = &o.signed_by {
+                s.push_str(&format!(", signed by {k}"));
+            }
+            s
+        }
+        (Status::Passed, Origin::Run) => format!(
+            "✅ {name}  {}  {}",
+            style.green("PASSED"),
+            secs(o.duration_s)
+        ),
+        (Status::Failed, _) => {
+            let how = failure_reason(o);
+            format!(
+                "❌ {name}  {}  {how}, {}",
+                style.red("FAILED"),
+                secs(o.duration_s)
+            )
+        }
+    }
+}
+
+/// The summary line.
+pub fn summary_line(r: &RunReport, style: &Style) -> String {
+    let verdict = if r.all_passed() {
+        style.green(&style.bold("all checks passed"))
+    } else if r.interrupted {
+        style.red(&style.bold("interrupted"))
+    } else {
+        style.red(&style.bold(&format!("{} failed", r.failed())))
+    };
+    format!(
+        "checkdef: {verdict}: {} passed ({} ran, {} cached), {} failed in {} wall; {} saved by the cache",
+        r.passed(),
+        r.ran(),
+        r.cached(),
+        r.failed(),
+        secs(r.wall_s),
+        secs(r.seconds_saved())
+    )
+}
+
+/// How often `-v` prints a line that `\r` keeps redrawing.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// The [`Reporter`] of `checkdef run` and the hook: prints each event through the printer.
+pub struct HumanReporter {
+    printer: Printer,
+    style: Style,
+    /// Stream each check's output live, replay cached results' logs.
+    verbose: bool,
+    /// The width of the segment-name column.
+    width: usize,
+    progress: Mutex<Bars>,
+    /// When each segment's `\r` progress redraw was last printed under `-v`.
+    last_progress: Mutex<HashMap<String, Instant>>,
+}
+
+#[derive(Default)]
+struct Bars {
+    multi: Option<Progress>,
+    running: HashMap<String, ProgressBar>,
+}
+
+impl HumanReporter {
+    /// For segments whose longest name is `width` characters long.
+    pub fn new(printer: Printer, verbose: bool, width: usize) -> HumanReporter {
+        HumanReporter {
+            printer,
+            style: printer.style(),
+            verbose,
+            width,
+            progress: Mutex::new(Bars::default()),
+            last_progress: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn bars(&self) -> std::sync::MutexGuard<'_, Bars> {
+        self.progress.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A line above the progress bars, if any are shown.
+    fn line(&self, text: &str) {
+        let bars = self.bars();
+        let mp = bars.multi.as_ref().map(Progress::multi);
+        self.printer.line_above(mp, text);
+    }
+}
+
+impl Reporter for HumanReporter {
+    fn wants_output(&self) -> bool {
+        self.verbose || self.style.progress
+    }
+
+    fn report(&self, event: Event<'_>) {
+        match event {
+            Event::Warning(w) => self.line(&self.printer.warning_line(w)),
+            Event::Cached(o) => {
+                if !self.style.quiet {
+                    self.line(&outcome_line(o, self.width, &self.style));
+                }
+                if self.verbose {
+                    self.line(&self.style.dim(&String::from_utf8_lossy(&o.log)));
+                }
+            }
+            Event::Started { segment } => {
+                if self.style.progress && !self.verbose {
+                    let mut bars = self.bars();
+                    let bar = bars
+                        .multi
+                        .get_or_insert_with(Progress::new)
+                        .start(segment, self.width);
+                    bars.running.insert(segment.to_owned(), bar);
+                }
+            }
+            Event::Output { segment, piece } => {
+                if self.verbose {
+                    let l = match piece {
+                        Piece::Line(l) => l,
+                        Piece::Progress(l) => {
+                            // A progress bar redrawn a thousand times is one line on a
+                            // terminal, not a thousand: print it at most every few seconds (its
+                            // final state comes with its newline).
+                            let mut last =
+                                self.last_progress.lock().unwrap_or_else(|e| e.into_inner());
+                            let now = Instant::now();
+                            if last
+                                .get(segment)
+                                .is_some_and(|t| now.duration_since(*t) < PROGRESS_EVERY)
+                            {
+                                return;
+                            }
+                            last.insert(segment.to_owned(), now);
+                            l
+                        }
+                    };
+                    let prefix = self.style.dim(&format!("{segment:w$} │ ", w = self.width));
+                    self.printer
+                        .line(&format!("{prefix}{}", String::from_utf8_lossy(l)));
+                } else if let Some(bar) = self.bars().running.get(segment) {
+                    let (Piece::Line(l) | Piece::Progress(l)) = piece;
+                    let text = String::from_utf8_lossy(l);
+                    let t = text.trim();
+                    if !t.is_empty() {
+                        bar.set_message(t.to_owned());
+                    }
+                }
+            }
+            Event::Undeclared { message } => self.line(&self.style.red(message)),
+            Event::Finished {
+                outcome,
+                interrupted,
+            } => {
+                if let Some(bar) = self.bars().running.remove(&outcome.name) {
+                    bar.finish_and_clear();
+                }
+                let failed = outcome.status == Status::Failed;
+                if !self.style.quiet || failed {
+                    self.line(&outcome_line(outcome, self.width, &self.style));
+                    if failed && !interrupted && !self.verbose {
+                        self.line(log_tail(&outcome.log, FAILURE_TAIL_LINES).trim_end());
+                    }
+                }
+            }
+            Event::Summary(line) => self.line(&format!("checkdef: {line}")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,17 +298,5 @@ mod tests {
             t.trim_end().chars().filter(|c| *c == 'y').count(),
             TAIL_LINE_CHARS
         );
-    }
-
-    #[test]
-    fn plain_style_has_no_escapes() {
-        let s = Style {
-            color: false,
-            progress: false,
-            quiet: false,
-        };
-        assert_eq!(s.red("x"), "x");
-        let c = Style { color: true, ..s };
-        assert_eq!(c.red("x"), "\x1b[31mx\x1b[0m");
     }
 }

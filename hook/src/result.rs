@@ -40,8 +40,9 @@ pub struct ResultRecord {
     pub status: Status,
     pub exit_code: Option<i32>,
     pub duration_s: f64,
-    /// The commit the inputs were read from (`null` for a dirty work tree).
-    pub commit: Option<String>,
+    /// The commit the inputs were read from, or the work tree's HEAD (`null` for a work tree
+    /// without commits).
+    pub commit: Option<SourceCommit>,
     pub input_hash: String,
     pub command: String,
     pub checkdef_version: String,
@@ -50,6 +51,54 @@ pub struct ResultRecord {
     pub signer: Option<String>,
     /// Unix time (seconds) when the run finished.
     pub finished_at: u64,
+}
+
+/// Where a result's inputs came from: a commit, or the work tree on top of a commit (its HEAD).
+/// Stored in `result.json` as the commit id, with `+worktree` appended for a work tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub struct SourceCommit {
+    /// The commit id (hex).
+    pub id: String,
+    /// The inputs were the work tree's files, which may differ from the commit.
+    pub worktree: bool,
+}
+
+const WORKTREE_SUFFIX: &str = "+worktree";
+
+impl SourceCommit {
+    pub fn commit(id: impl Into<String>) -> SourceCommit {
+        SourceCommit {
+            id: id.into(),
+            worktree: false,
+        }
+    }
+
+    pub fn worktree_on(head: impl Into<String>) -> SourceCommit {
+        SourceCommit {
+            id: head.into(),
+            worktree: true,
+        }
+    }
+}
+
+impl From<String> for SourceCommit {
+    fn from(text: String) -> SourceCommit {
+        match text.strip_suffix(WORKTREE_SUFFIX) {
+            Some(id) => SourceCommit::worktree_on(id),
+            None => SourceCommit::commit(text),
+        }
+    }
+}
+
+impl From<SourceCommit> for String {
+    fn from(c: SourceCommit) -> String {
+        if c.worktree {
+            format!("{}{WORKTREE_SUFFIX}", c.id)
+        } else {
+            c.id
+        }
+    }
 }
 
 /// A stored result, unpacked.
@@ -170,7 +219,7 @@ mod tests {
                 status,
                 exit_code: Some(if status == Status::Passed { 0 } else { 1 }),
                 duration_s: 1.5,
-                commit: Some("ab".repeat(20)),
+                commit: Some(SourceCommit::commit("ab".repeat(20))),
                 input_hash: crate::manifest_hash(&manifest),
                 command: "true".into(),
                 checkdef_version: "0.1.0".into(),
@@ -229,5 +278,15 @@ mod tests {
             StoredResult::from_nar(file(vec![])),
             Err(ResultError::NotADirectory)
         ));
+    }
+
+    #[test]
+    fn the_source_commit_keeps_its_stored_spelling() {
+        let wt: SourceCommit = serde_json::from_str("\"abc+worktree\"").unwrap();
+        assert_eq!(wt, SourceCommit::worktree_on("abc"));
+        assert_eq!(serde_json::to_string(&wt).unwrap(), "\"abc+worktree\"");
+        let c: SourceCommit = serde_json::from_str("\"abc\"").unwrap();
+        assert_eq!(c, SourceCommit::commit("abc"));
+        assert_eq!(serde_json::to_string(&c).unwrap(), "\"abc\"");
     }
 }

@@ -78,26 +78,19 @@ pub struct CacheSettings {
     pub remote_budget: Duration,
     pub netrc: Option<PathBuf>,
     pub bearer_token: Option<String>,
+    /// The environment S3 credentials are resolved from (`AWS_*`, the shared credentials
+    /// file under `HOME`).
+    pub env: crate::context::Env,
 }
 
-/// Where the local cache lives, by the XDG rules: `$CHECKDEF_CACHE_DIR`, else
-/// `$XDG_CACHE_HOME/checkdef`, else `~/.cache/checkdef`; `None` when none of them is set (there
-/// is no shared fallback: see [`trust`]).
-pub fn local_dir() -> Option<PathBuf> {
-    let non_empty = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    non_empty("CHECKDEF_CACHE_DIR")
-        .or_else(|| non_empty("XDG_CACHE_HOME").map(|d| d.join("checkdef")))
-        .or_else(|| non_empty("HOME").map(|h| h.join(".cache").join("checkdef")))
-}
-
-/// [`local_dir`], created when missing and checked to be private ([`ensure_private`]); a usage
-/// error (exit 2) when there is none or it is not private.
-pub fn private_local_dir() -> Result<PathBuf> {
-    let dir = local_dir().ok_or_else(no_cache_dir)?;
+/// The local cache directory of `settings` ([`crate::context::CacheDir`]), created when
+/// missing and checked to be private ([`ensure_private`]); a usage error (exit 2) when there is
+/// none or it is not private.
+pub fn private_local_dir(settings: &crate::context::Settings) -> Result<PathBuf> {
+    let dir = settings
+        .cache_path()
+        .ok_or_else(no_cache_dir)?
+        .to_path_buf();
     ensure_private(&dir)?;
     Ok(dir)
 }
@@ -857,7 +850,7 @@ pub fn open_remote(settings: &CacheSettings) -> Result<Option<Store>> {
         let loc = S3Location::parse(url).map_err(bad)?;
         // Unusable credentials are not a usage error: like a refused request they make the
         // remote unavailable, with one warning, and never block a push.
-        let resolved = resolve_credentials(loc.profile.as_deref(), &|k| std::env::var(k).ok());
+        let resolved = resolve_credentials(loc.profile.as_deref(), &settings.env.lookup());
         let mut cfg = S3Config::new(url.clone()).with_resolved(resolved);
         cfg.connect_timeout = connect_timeout;
         cfg.request_timeout = request_timeout;
@@ -891,17 +884,19 @@ fn accepted_keys(settings: &CacheSettings) -> Vec<PublicKey> {
         .collect()
 }
 
-/// Merge `[cache]` from checkdef.toml with the `CHECKDEF_*` variables:
-/// `CHECKDEF_REMOTE` (overrides `remote`; empty disables it), `CHECKDEF_TRUSTED_PUBLIC_KEYS`
-/// (space-separated, added to `trusted-public-keys`), `CHECKDEF_SECRET_KEY_FILE` (signs pushes),
-/// `CHECKDEF_NETRC_FILE` (default `~/.netrc` when it exists), `CHECKDEF_REMOTE_TOKEN` (bearer).
-pub fn settings_from(config: &crate::config::CacheConfig) -> Result<CacheSettings> {
-    let var = |k: &str| std::env::var(k).ok();
-    let remote = match var("CHECKDEF_REMOTE") {
-        Some(v) if v.trim().is_empty() => None,
-        Some(v) => Some(v.trim().to_owned()),
-        None => config.remote.clone(),
-    };
+/// Merge `[cache]` from checkdef.toml with the `CHECKDEF_*` variables of `settings` (see
+/// [`crate::context::RemoteEnv`]): `CHECKDEF_REMOTE` (overrides `remote`; empty disables it),
+/// `CHECKDEF_TRUSTED_PUBLIC_KEYS` (space-separated, added to `trusted-public-keys`),
+/// `CHECKDEF_SECRET_KEY_FILE` (signs pushes), `CHECKDEF_NETRC_FILE` (default `~/.netrc` when it
+/// exists), `CHECKDEF_REMOTE_TOKEN` (bearer).
+pub fn settings_from(
+    config: &crate::config::CacheConfig,
+    settings: &crate::context::Settings,
+) -> Result<CacheSettings> {
+    let vars = &settings.remote;
+    let remote = vars
+        .remote_url(config.remote.as_deref())
+        .map(|(url, _)| url.to_owned());
     let mut trusted_keys = Vec::new();
     for k in &config.trusted_public_keys {
         let key = PublicKey::parse(&k.key).map_err(|e| {
@@ -915,7 +910,7 @@ pub fn settings_from(config: &crate::config::CacheConfig) -> Result<CacheSetting
             label: k.label.clone(),
         });
     }
-    if let Some(list) = var("CHECKDEF_TRUSTED_PUBLIC_KEYS") {
+    if let Some(list) = &vars.trusted_public_keys {
         for k in list.split_whitespace() {
             let key = PublicKey::parse(k).map_err(|e| {
                 usage(format!(
@@ -945,25 +940,23 @@ pub fn settings_from(config: &crate::config::CacheConfig) -> Result<CacheSetting
         }
     }
     let trusted_keys = distinct;
-    let secret_key = match var("CHECKDEF_SECRET_KEY_FILE").filter(|v| !v.is_empty()) {
-        Some(p) => Some(load_secret_key(Path::new(&p))?),
+    let secret_key = match &vars.secret_key_file {
+        Some(p) => Some(load_secret_key(p)?),
         None => None,
     };
-    let netrc = var("CHECKDEF_NETRC_FILE")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            let p = PathBuf::from(var("HOME")?).join(".netrc");
-            p.is_file().then_some(p)
-        });
+    let netrc = vars.netrc().map(|(p, _)| p);
     Ok(CacheSettings {
-        local_dir: local_dir().ok_or_else(no_cache_dir)?,
+        local_dir: settings
+            .cache_path()
+            .ok_or_else(no_cache_dir)?
+            .to_path_buf(),
         remote,
         trusted_keys,
         accept: config.accept,
         secret_key,
         remote_budget: config.timeout(),
         netrc,
-        bearer_token: var("CHECKDEF_REMOTE_TOKEN").filter(|v| !v.is_empty()),
+        bearer_token: vars.token.clone(),
+        env: settings.env.clone(),
     })
 }

@@ -26,7 +26,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, Result};
+use anyhow::{Context as _, Result};
 use cache_proto::nar::{self, NarLimits};
 use cache_proto::narinfo::NarInfo;
 use cache_proto::signing::PublicKey;
@@ -35,17 +35,19 @@ use cache_proto::store_path::{self, StorePath};
 
 use crate::cache::{self, TrustPolicy, safe_rel};
 use crate::cli::CacheCommand;
+use crate::context::Context;
 use crate::exit::{Code, usage};
 use crate::fsutil::older_than;
+use crate::printer::Printer;
 use crate::result::StoredResult;
 
-pub fn run(config_flag: Option<&Path>, cmd: &CacheCommand) -> Result<Code> {
+pub fn run(ctx: &Context, cmd: &CacheCommand) -> Result<Code> {
     match cmd {
-        CacheCommand::Push(args) => push(config_flag, args),
+        CacheCommand::Push(args) => push(ctx, args),
         CacheCommand::Verify => {
-            let dir = cache::private_local_dir()?;
-            let (trust, known) = trust_here()?;
-            verify(&dir, &trust, &known)
+            let dir = cache::private_local_dir(&ctx.settings)?;
+            let (trust, known) = trust_here(ctx)?;
+            verify(ctx, &dir, &trust, &known)
         }
         CacheCommand::Gc { max_size } => {
             let max = parse_size(max_size).ok_or_else(|| {
@@ -53,7 +55,7 @@ pub fn run(config_flag: Option<&Path>, cmd: &CacheCommand) -> Result<Code> {
                     "invalid size `{max_size}`\nhint: use bytes or a suffix: 500M, 2G, 750MiB"
                 ))
             })?;
-            gc(&cache::private_local_dir()?, max)
+            gc(&ctx.printer, &cache::private_local_dir(&ctx.settings)?, max)
         }
     }
 }
@@ -62,14 +64,15 @@ pub fn run(config_flag: Option<&Path>, cmd: &CacheCommand) -> Result<Code> {
 /// repository's segments (for the snapshot) that the remote lacks, and the results whose upload
 /// failed in earlier runs, each signed with the secret key. Idempotent: what the remote has is
 /// never uploaded again. Exit 1 when an upload failed (it is retried by the next run).
-fn push(config_flag: Option<&Path>, args: &crate::cli::PushArgs) -> Result<Code> {
+fn push(ctx: &Context, args: &crate::cli::PushArgs) -> Result<Code> {
     use crate::cache::{Caches, Upload};
-    use crate::commands::plan::{open_context, plan_error, resolve_target};
-    let ctx = open_context(config_flag)?;
-    let target = resolve_target(&ctx.repo, &args.target)?;
-    let plan = crate::plan::build_plan_filtered(&ctx.repo, &ctx.config, &target, None, |_| true)
+    use crate::context::{plan_error, resolve_target};
+    let printer = &ctx.printer;
+    let ws = ctx.open_workspace()?;
+    let target = resolve_target(&ws.repo, &args.target)?;
+    let plan = crate::plan::build_plan(&ws.repo, &ws.config, ctx.env(), &target, None)
         .map_err(plan_error)?;
-    let settings = cache::settings_from(&ctx.config.cache)?;
+    let settings = ctx.cache_settings(&ws.config.cache)?;
     if settings.remote.is_none() {
         return Err(usage(
             "no remote cache is configured, so there is nowhere to upload to\nhint: set `remote` in [cache] of checkdef.toml or CHECKDEF_REMOTE (docs/cache.md)",
@@ -100,7 +103,7 @@ fn push(config_flag: Option<&Path>, args: &crate::cli::PushArgs) -> Result<Code>
             paths.push((name, p, true));
         }
     }
-    let rt = crate::commands::run::runtime()?;
+    let rt = ctx.runtime()?;
     let (mut uploaded, mut there, mut missing, mut failed) = (0usize, 0usize, 0usize, 0usize);
     rt.block_on(async {
         for (name, p, _) in &paths {
@@ -114,7 +117,7 @@ fn push(config_flag: Option<&Path>, args: &crate::cli::PushArgs) -> Result<Code>
                             } else {
                                 "uploaded"
                             };
-                            eprintln!("  {verb:<13} {name}  {p}");
+                            printer.line(&format!("  {verb:<13} {name}  {p}"));
                         }
                         Upload::AlreadyThere => there += 1,
                         Upload::NotLocal => missing += 1,
@@ -125,7 +128,7 @@ fn push(config_flag: Option<&Path>, args: &crate::cli::PushArgs) -> Result<Code>
                 }
                 Err(e) => {
                     failed += 1;
-                    eprintln!("checkdef: warning: {e:#}");
+                    printer.warn(&format!("{e:#}"));
                     if !args.dry_run {
                         caches.remember_pending(p);
                     }
@@ -138,7 +141,7 @@ fn push(config_flag: Option<&Path>, args: &crate::cli::PushArgs) -> Result<Code>
     } else {
         "uploaded"
     };
-    eprintln!(
+    printer.line(&format!(
         "checkdef: {verb} {uploaded} result{} to {url}; {there} already there, {missing} not in the local cache{}",
         if uploaded == 1 { "" } else { "s" },
         if failed > 0 {
@@ -146,7 +149,7 @@ fn push(config_flag: Option<&Path>, args: &crate::cli::PushArgs) -> Result<Code>
         } else {
             String::new()
         }
-    );
+    ));
     Ok(if failed > 0 {
         Code::Failed
     } else {
@@ -236,14 +239,18 @@ fn narinfos(dir: &Path) -> Result<Vec<PathBuf>> {
 /// directory, if any, and the `CHECKDEF_*` variables), and the keys whose signatures `verify`
 /// can judge: the trusted keys and our own signing key. A configuration that does not load is
 /// an error: judging by no keys would remove every copy of a remote result.
-fn trust_here() -> Result<(TrustPolicy, Vec<PublicKey>)> {
+fn trust_here(ctx: &Context) -> Result<(TrustPolicy, Vec<PublicKey>)> {
     let cwd = std::env::current_dir()
         .map_err(|e| usage(format!("cannot read the current directory: {e}")))?;
+    let explicit = ctx.settings.config_flag.is_some();
     let cfg = match crate::git::Repo::discover(&cwd) {
-        Err(_) => crate::config::CacheConfig::default(),
-        Ok(repo) => match crate::config::Config::load(repo.root(), None) {
+        Err(_) if !explicit => crate::config::CacheConfig::default(),
+        Err(_) => ctx.open_workspace()?.config.cache,
+        Ok(repo) => match ctx.load_config(&repo) {
             Ok(c) => c.cache,
-            Err(e) if e.is_not_found() => crate::config::CacheConfig::default(),
+            // No checkdef.toml here: no trusted keys. A --config that names no file is a
+            // mistake, not an empty trust list.
+            Err(e) if e.is_not_found() && !explicit => crate::config::CacheConfig::default(),
             Err(e) => {
                 return Err(usage(format!(
                     "{e}\nhint: cache verify judges copies of remote results by the trusted keys of checkdef.toml; fix it first"
@@ -251,7 +258,7 @@ fn trust_here() -> Result<(TrustPolicy, Vec<PublicKey>)> {
             }
         },
     };
-    let settings = cache::settings_from(&cfg)?;
+    let settings = ctx.cache_settings(&cfg)?;
     let trust = TrustPolicy::new(&settings);
     let mut keys: Vec<PublicKey> = settings.trusted_keys.into_iter().map(|k| k.key).collect();
     keys.extend(settings.secret_key.map(|k| k.to_public()));
@@ -361,8 +368,9 @@ fn unpublish(narinfo_path: &Path) -> u64 {
     size
 }
 
-fn verify(dir: &Path, trust: &TrustPolicy, keys: &[PublicKey]) -> Result<Code> {
-    let rt = crate::commands::run::runtime()?;
+fn verify(ctx: &Context, dir: &Path, trust: &TrustPolicy, keys: &[PublicKey]) -> Result<Code> {
+    let printer = &ctx.printer;
+    let rt = ctx.runtime()?;
     let store = Store::File(FileStore::new(dir).with_trust(Trust::Local));
     let (mut good, mut bad) = (0usize, 0usize);
     let listed = list(dir)?;
@@ -373,7 +381,7 @@ fn verify(dir: &Path, trust: &TrustPolicy, keys: &[PublicKey]) -> Result<Code> {
             Ok(_) => good += 1,
             Err(why) => {
                 bad += 1;
-                eprintln!("checkdef: removing {}: {why}", l.path.display());
+                printer.line(&format!("checkdef: removing {}: {why}", l.path.display()));
                 // A bad narinfo may name the NAR of a valid entry (a copied or misnamed
                 // narinfo): its NAR goes only when no other narinfo names it.
                 remove_entry(dir, l, &mut refs);
@@ -387,15 +395,15 @@ fn verify(dir: &Path, trust: &TrustPolicy, keys: &[PublicKey]) -> Result<Code> {
         .collect();
     let strays = sweep_strays(dir, &referenced)?;
     if others > 0 {
-        eprintln!(
+        printer.line(&format!(
             "checkdef: left {others} entr{} of other tools alone (not checkdef results)",
             if others == 1 { "y" } else { "ies" }
-        );
+        ));
     }
-    eprintln!(
+    printer.line(&format!(
         "checkdef: {} — {good} valid entries, {bad} bad entries removed, {strays} stray files removed",
         dir.display()
-    );
+    ));
     Ok(Code::Success)
 }
 
@@ -475,7 +483,7 @@ fn sweep_strays(dir: &Path, referenced: &HashSet<String>) -> Result<usize> {
     Ok(n)
 }
 
-fn gc(dir: &Path, max: u64) -> Result<Code> {
+fn gc(printer: &Printer, dir: &Path, max: u64) -> Result<Code> {
     let listed = list(dir)?;
     let mut refs = references(&listed);
     let mut entries = Vec::new();
@@ -516,7 +524,7 @@ fn gc(dir: &Path, max: u64) -> Result<Code> {
         removed += 1;
     }
     let others = listed.len() - entries.len();
-    eprintln!(
+    printer.line(&format!(
         "checkdef: {} — {} entries, {} → {} bytes; removed {removed} least recently used{}",
         dir.display(),
         entries.len(),
@@ -527,7 +535,7 @@ fn gc(dir: &Path, max: u64) -> Result<Code> {
         } else {
             String::new()
         }
-    );
+    ));
     Ok(Code::Success)
 }
 

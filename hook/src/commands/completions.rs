@@ -8,12 +8,11 @@
 //! checkdef completions fish > ~/.config/fish/completions/checkdef.fish
 //! checkdef man > ~/.local/share/man/man1/checkdef.1
 //! ```
-use std::io::Write as _;
-
 use anyhow::Result;
 use clap::CommandFactory as _;
 
 use crate::cli::Cli;
+use crate::context::Context;
 use crate::exit::Code;
 
 /// The completion script for `shell`.
@@ -24,14 +23,13 @@ pub fn completion_script(shell: clap_complete::Shell) -> Vec<u8> {
     buf
 }
 
-pub fn completions(shell: clap_complete::Shell) -> Result<Code> {
-    print(&completion_script(shell))
+pub fn completions(ctx: &Context, shell: clap_complete::Shell) -> Result<Code> {
+    print(ctx, &completion_script(shell))
 }
 
 /// Write to stdout; a closed pipe (`checkdef man | head`) is not an error.
-fn print(bytes: &[u8]) -> Result<Code> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(bytes).and_then(|_| out.flush()) {
+fn print(ctx: &Context, bytes: &[u8]) -> Result<Code> {
+    match ctx.printer.stdout(bytes) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(Code::Success),
     }
@@ -45,8 +43,8 @@ pub fn man_page() -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-pub fn man() -> Result<Code> {
-    print(&man_page()?)
+pub fn man(ctx: &Context) -> Result<Code> {
+    print(ctx, &man_page()?)
 }
 
 #[cfg(test)]

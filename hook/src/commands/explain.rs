@@ -9,7 +9,6 @@
 //! whose store path is named `checkdef-<SEGMENT>`, other than the segment's current store path,
 //! that unpacks to a valid result. `checkdef plan --explain` and `checkdef run --json` use the
 //! same comparison, one line per segment.
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -18,8 +17,8 @@ use cache_proto::nar::{self, NarLimits};
 use cache_proto::narinfo::NarInfo;
 use cache_proto::store::{FileStore, Trust};
 
-use super::plan::{local_cache_dir, open_context, plan_error, resolve_target};
 use crate::cli::ExplainArgs;
+use crate::context::{Context, plan_error, resolve_target};
 use crate::exit::{Code, usage};
 use crate::manifest::{self, ManifestDiff};
 use crate::plan::{self, Plan, SegmentPlan, Status};
@@ -123,40 +122,18 @@ pub fn summary_line(dir: Option<&Path>, seg: &SegmentPlan) -> Option<String> {
 }
 
 /// `checkdef plan --explain`: one line per missing segment.
-pub fn plan_lines(plan: &Plan, statuses: &[Status]) -> String {
-    let dir = local_cache_dir();
+pub fn plan_lines(ctx: &Context, plan: &Plan, statuses: &[Status]) -> String {
+    let dir = ctx.settings.cache_path();
     let mut out = String::new();
     for (s, st) in plan.segments.iter().zip(statuses) {
         if *st != Status::Miss {
             continue;
         }
-        let line = summary_line(dir.as_deref(), s)
+        let line = summary_line(dir, s)
             .unwrap_or_else(|| "no earlier result in the local cache".to_owned());
         out.push_str(&format!("{}: {line}\n", s.name));
     }
     out
-}
-
-/// Add `"explain"` to each segment of a `checkdef run --json` document: for segments that ran,
-/// the one-line summary of what changed since their most recent earlier local result (`null`
-/// when there is none); `null` for cached segments.
-pub fn annotate_run_json(doc: &mut serde_json::Value, plan: &Plan) {
-    let dir = local_cache_dir();
-    let Some(segs) = doc.get_mut("segments").and_then(|s| s.as_array_mut()) else {
-        return;
-    };
-    for s in segs {
-        let ran = s.get("source").and_then(|v| v.as_str()) == Some("run");
-        let explain = match (ran, s.get("name").and_then(|n| n.as_str())) {
-            (true, Some(name)) => plan
-                .segment(name)
-                .and_then(|seg| summary_line(dir.as_deref(), seg)),
-            _ => None,
-        };
-        if let Some(obj) = s.as_object_mut() {
-            obj.insert("explain".to_owned(), explain.into());
-        }
-    }
 }
 
 /// The human explanation printed on stderr by `checkdef explain`.
@@ -192,10 +169,11 @@ pub fn render_explanation(dir: Option<&Path>, seg: &SegmentPlan, status: Status)
                 .result
                 .record
                 .commit
-                .as_deref()
+                .as_ref()
                 .map(|c| {
-                    let (id, rest) = c.split_at(c.find('+').unwrap_or(c.len()));
-                    format!(", commit {}{rest}", &id[..id.len().min(12)])
+                    let id = &c.id[..c.id.len().min(12)];
+                    let worktree = if c.worktree { "+worktree" } else { "" };
+                    format!(", commit {id}{worktree}")
                 })
                 .unwrap_or_default();
             out.push_str(&format!(
@@ -213,53 +191,43 @@ pub fn render_explanation(dir: Option<&Path>, seg: &SegmentPlan, status: Status)
     out
 }
 
-pub fn run(config_flag: Option<&Path>, args: &ExplainArgs) -> Result<Code> {
-    let ctx = open_context(config_flag)?;
-    if ctx.config.segment(&args.segment).is_none() {
-        let names: Vec<&str> = ctx
-            .config
-            .segments
-            .iter()
-            .map(|s| s.name.as_str())
-            .collect();
+pub fn run(ctx: &Context, args: &ExplainArgs) -> Result<Code> {
+    let ws = ctx.open_workspace()?;
+    if ws.config.segment(&args.segment).is_none() {
+        let names: Vec<&str> = ws.config.segments.iter().map(|s| s.name.as_str()).collect();
         return Err(usage(format!(
             "no segment named `{}` in {}\nhint: segments are: {}",
             args.segment,
-            ctx.config.path.display(),
+            ws.config.path.display(),
             names.join(", ")
         )));
     }
-    let target = resolve_target(&ctx.repo, &args.target)?;
-    let plan = plan::build_plan_filtered(&ctx.repo, &ctx.config, &target, None, |s| {
+    let target = resolve_target(&ws.repo, &args.target)?;
+    let plan = plan::build_plan_filtered(&ws.repo, &ws.config, ctx.env(), &target, None, |s| {
         s.name == args.segment
     })
     .map_err(plan_error)?;
     let seg = plan.segment(&args.segment).expect("selected above");
-    let mut out = std::io::stdout().lock();
-    out.write_all(seg.manifest().as_bytes())?;
-    out.flush()?;
-    let status = super::plan::lookup_status(&ctx.config, &plan)?
+    ctx.printer.stdout(seg.manifest())?;
+    let status = super::plan::lookup_status(ctx, &ws.config, &plan)?
         .first()
         .copied()
         .unwrap_or(Status::Miss);
-    eprint!(
-        "{}",
-        render_explanation(local_cache_dir().as_deref(), seg, status)
-    );
-    if let Some(line) = last_run_line(&ctx.repo, seg) {
-        eprintln!("{line}");
+    let dir = ctx.settings.cache_path();
+    ctx.printer.text(&render_explanation(dir, seg, status));
+    if let Some(line) = dir.and_then(|d| last_run_line(d, &ws.repo, seg)) {
+        ctx.printer.line(&line);
     }
     Ok(Code::Success)
 }
 
 /// What the segment's last sandboxed run read without declaring it (see `run/view.rs`).
-fn last_run_line(repo: &crate::git::Repo, seg: &SegmentPlan) -> Option<String> {
-    let cache = local_cache_dir()?;
+fn last_run_line(cache: &Path, repo: &crate::git::Repo, seg: &SegmentPlan) -> Option<String> {
     let root = repo
         .workdir()
         .and_then(|w| w.canonicalize().ok())
         .unwrap_or_else(|| repo.git_dir().to_path_buf());
-    let store = crate::run::view::store_for(&cache, &root);
+    let store = crate::run::view::store_for(cache, &root);
     let rec = crate::run::view::load_last_run(&store, &seg.name)?;
     let when = if rec.input_hash == seg.input_hash {
         "these inputs"

@@ -13,15 +13,15 @@ use std::sync::Arc;
 use anyhow::Result;
 use gix::ObjectId;
 
-use crate::cache::{self, Caches};
-use crate::commands::plan::{config_error, open_repo, plan_error};
-use crate::commands::run::{default_jobs, runtime};
+use crate::cache::Caches;
 use crate::config::{CacheConfig, Config, FILE_NAME, HookCommits, HookMode, HookTags};
+use crate::context::{Context, config_error, plan_error};
 use crate::exit::{Code, usage};
 use crate::git::{FileMode, Repo, Target};
 use crate::plan;
 use crate::prepush;
-use crate::report::{self, Style};
+use crate::printer::Printer;
+use crate::report::{self, HumanReporter};
 use crate::result::Status;
 use crate::run::{self, Origin, RunOptions};
 
@@ -29,15 +29,16 @@ use crate::run::{self, Origin, RunOptions};
 /// other than a failing check ends with it.
 const BYPASS: &str = "git push --no-verify, or CHECKDEF_SKIP=1 git push";
 
-pub fn pre_push(config_flag: Option<&Path>, remote: &str, url: &str) -> Result<Code> {
+pub fn pre_push(ctx: &Context, remote: &str, url: &str) -> Result<Code> {
+    let p = &ctx.printer;
     let mut input = String::new();
     std::io::stdin().read_to_string(&mut input).map_err(|e| {
         usage(format!(
             "cannot read the ref list git writes to the pre-push hook's stdin: {e}"
         ))
     })?;
-    if std::env::var_os("CHECKDEF_SKIP").is_some_and(|v| !v.is_empty() && v != "0") {
-        eprintln!("checkdef: warning: CHECKDEF_SKIP is set — this push is NOT verified");
+    if ctx.settings.skip {
+        p.warn("CHECKDEF_SKIP is set — this push is NOT verified");
         return Ok(Code::Success);
     }
     let updates =
@@ -45,7 +46,7 @@ pub fn pre_push(config_flag: Option<&Path>, remote: &str, url: &str) -> Result<C
     if updates.is_empty() {
         return Ok(Code::Success);
     }
-    let repo = open_repo()?;
+    let repo = ctx.open_repo()?;
     // git passes a URL as typed when the push names no remote, credentials included.
     let shown_remote = cache_proto::RedactedUrl::new(remote);
     let push = prepush::plan_push(repo.gix(), remote, &updates).map_err(|e| {
@@ -53,17 +54,14 @@ pub fn pre_push(config_flag: Option<&Path>, remote: &str, url: &str) -> Result<C
             "{e}\nhint: fetch the missing objects or push from a complete clone"
         ))
     })?;
-    let style = Style::detect(false, false);
+    let style = p.style();
     for s in &push.skipped {
-        report::line(
-            None,
-            &style.dim(&format!("checkdef: {}: {}", s.remote_ref, s.reason)),
-        );
+        p.info(&style.dim(&format!("checkdef: {}: {}", s.remote_ref, s.reason)));
     }
     if push.checks.is_empty() {
         return Ok(Code::Success);
     }
-    let mut configs = Configs::new(&repo, config_flag)?;
+    let mut configs = Configs::new(&repo, ctx.settings.config_flag.as_deref(), p)?;
 
     // 1. The commits to check, each once, from the policy of each pushed commit's own
     //    checkdef.toml. Every pushed ref's commit must have one.
@@ -80,13 +78,10 @@ pub fn pre_push(config_flag: Option<&Path>, remote: &str, url: &str) -> Result<C
         };
         let tags_only = check.refs.iter().all(|r| r.starts_with("refs/tags/"));
         if tags_only && cfg.config.hook.tags == HookTags::Skip {
-            report::line(
-                None,
-                &style.dim(&format!(
-                    "checkdef: {}: not checked ([hook] tags = \"skip\")",
-                    check.refs.join(", ")
-                )),
-            );
+            p.info(&style.dim(&format!(
+                "checkdef: {}: not checked ([hook] tags = \"skip\")",
+                check.refs.join(", ")
+            )));
             continue;
         }
         let all = !tags_only && cfg.config.hook.commits == HookCommits::All;
@@ -113,9 +108,7 @@ pub fn pre_push(config_flag: Option<&Path>, remote: &str, url: &str) -> Result<C
                 new
             }
             (true, None) => {
-                report::line(
-                    None,
-                    &style.dim(&format!(
+                p.info(&style.dim(&format!(
                         "checkdef: {}: no commit of {shown_remote} is known here, so the whole history would be new; checking only {} ([hook] commits = \"all\" needs a base: fetch first)",
                         check.refs.join(", "),
                         short(check.commit)
@@ -161,14 +154,12 @@ pub fn pre_push(config_flag: Option<&Path>, remote: &str, url: &str) -> Result<C
     }
 
     // 2. Check them.
-    let jobs = default_jobs();
+    let jobs = ctx.settings.default_jobs();
     if url.starts_with("ssh://") || url.contains('@') {
-        report::line(
-            None,
-            &style.dim("checkdef: note: the SSH connection is open while checks run; long runs may hit the server's idle timeout"),
+        p.info(&style.dim("checkdef: note: the SSH connection is open while checks run; long runs may hit the server's idle timeout"),
         );
     }
-    let rt = runtime()?;
+    let rt = ctx.runtime()?;
     let mut caches: Vec<(CacheConfig, Arc<Caches>)> = Vec::new();
     let mut failed: Vec<(Unit, Vec<String>)> = Vec::new();
     let mut failed_ranges: HashSet<usize> = HashSet::new();
@@ -178,44 +169,35 @@ pub fn pre_push(config_flag: Option<&Path>, remote: &str, url: &str) -> Result<C
         let Some(cfg) = configs.get(unit.commit)? else {
             // Only an intermediate commit can get here (a pushed ref's commit without one was
             // refused above): it predates checkdef.toml, or removed it for a while.
-            report::line(
-                None,
-                &style.dim(&format!(
-                    "checkdef: {sha} has no {FILE_NAME}: nothing to check in it"
-                )),
-            );
+            p.info(&style.dim(&format!(
+                "checkdef: {sha} has no {FILE_NAME}: nothing to check in it"
+            )));
             continue;
         };
         if !unit.tip && failed_ranges.contains(&unit.range) {
-            report::line(
-                None,
-                &style.dim(&format!(
-                    "checkdef: {sha} not checked: an earlier commit of {} already failed",
-                    unit.refs.join(", ")
-                )),
-            );
+            p.info(&style.dim(&format!(
+                "checkdef: {sha} not checked: an earlier commit of {} already failed",
+                unit.refs.join(", ")
+            )));
             continue;
         }
-        report::line(
-            None,
-            &style.bold(&format!(
-                "checkdef: checking {sha} → {shown_remote} {}{} ({})",
-                unit.refs.join(", "),
-                if unit.tip { "" } else { " (a commit below it)" },
-                match unit.base {
-                    Some(b) if unit.base_from_remote => format!("remote has {}", short(b)),
-                    Some(b) => format!("compared with its parent {}", short(b)),
-                    None => "all new to the remote".to_owned(),
-                }
-            )),
-        );
+        p.line(&style.bold(&format!(
+            "checkdef: checking {sha} → {shown_remote} {}{} ({})",
+            unit.refs.join(", "),
+            if unit.tip { "" } else { " (a commit below it)" },
+            match unit.base {
+                Some(b) if unit.base_from_remote => format!("remote has {}", short(b)),
+                Some(b) => format!("compared with its parent {}", short(b)),
+                None => "all new to the remote".to_owned(),
+            }
+        )));
         if let Some(note) = configs.worktree_note(&cfg) {
-            report::line(None, &style.yellow(&note));
+            p.line(&style.yellow(&note));
         }
         let caches = match caches.iter().find(|(c, _)| *c == cfg.config.cache) {
             Some((_, c)) => c.clone(),
             None => {
-                let c = open_caches(&cfg.config.cache, &style)?;
+                let c = open_caches(ctx, &cfg.config.cache)?;
                 caches.push((cfg.config.cache.clone(), c.clone()));
                 c
             }
@@ -223,15 +205,17 @@ pub fn pre_push(config_flag: Option<&Path>, remote: &str, url: &str) -> Result<C
         let opts = RunOptions {
             jobs,
             push: true,
-            verbose: false,
-            hit_logs: false,
-            style,
+            hit_logs: p.is_verbose(),
             redact_env: cfg.config.redact_env.clone(),
             force: false,
+            env: ctx.env().clone(),
+            sandbox: ctx.settings.sandbox.clone(),
+            supervisor: run::exec::SELF_EXE.into(),
         };
         let target = Target::Commit(unit.commit);
-        let plan = plan::build_plan_filtered(&repo, &cfg.config, &target, unit.base, |_| true)
-            .map_err(plan_error)?;
+        let plan =
+            plan::build_plan_filtered(&repo, &cfg.config, ctx.env(), &target, unit.base, |_| true)
+                .map_err(plan_error)?;
         if unit.base.is_some() {
             let touched: Vec<&str> = plan
                 .segments
@@ -239,24 +223,28 @@ pub fn pre_push(config_flag: Option<&Path>, remote: &str, url: &str) -> Result<C
                 .filter(|s| s.touched != Some(false))
                 .map(|s| s.name.as_str())
                 .collect();
-            report::line(
-                None,
-                &format!(
-                    "checkdef: touched segments: {}",
-                    if touched.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        touched.join(", ")
-                    }
-                ),
-            );
+            p.line(&format!(
+                "checkdef: touched segments: {}",
+                if touched.is_empty() {
+                    "none".to_owned()
+                } else {
+                    touched.join(", ")
+                }
+            ));
         }
+        let width = plan
+            .segments
+            .iter()
+            .map(|s| s.name.len())
+            .max()
+            .unwrap_or(0);
+        let reporter = Arc::new(HumanReporter::new(*p, p.is_verbose(), width));
         let report = rt.block_on(async {
             let (tx, rx) = run::interrupt_channel();
             run::watch_signals(tx);
-            run::run_plan(&repo, &plan, caches.clone(), &opts, rx).await
+            run::run_plan(&repo, &plan, caches.clone(), &opts, rx, reporter).await
         })?;
-        report::line(None, &run::summary_line(&report, &style));
+        p.line(&report::summary_line(&report, &style));
         if cfg.config.hook.mode == HookMode::Affected
             && let Some(base) = unit.base
         {
@@ -271,9 +259,7 @@ pub fn pre_push(config_flag: Option<&Path>, remote: &str, url: &str) -> Result<C
                 .map(|(s, _)| s.name.as_str())
                 .collect();
             if !unproven.is_empty() {
-                report::line(
-                    None,
-                    &style.dim(&format!(
+                p.info(&style.dim(&format!(
                         "checkdef: mode = \"affected\": {} untouched since {}, but no passing result proved it, so it was checked (a commit can reach the remote without checks: --no-verify)",
                         unproven.join(", "),
                         short(base)
@@ -297,28 +283,30 @@ pub fn pre_push(config_flag: Option<&Path>, remote: &str, url: &str) -> Result<C
         }
     }
     if interrupted {
-        eprintln!("checkdef: interrupted — push blocked, nothing partial was stored");
+        p.line("checkdef: interrupted — push blocked, nothing partial was stored");
         return Ok(Code::Interrupted);
     }
     if failed.is_empty() {
         return Ok(Code::Success);
     }
-    eprintln!();
-    eprintln!("{}", style.red(&style.bold("checkdef: push blocked")));
+    p.line("");
+    p.line(&style.red(&style.bold("checkdef: push blocked")));
     for (unit, names) in &failed {
         let sha = unit.commit.to_string();
-        eprintln!(
+        p.line(&format!(
             "  {} ({}{}) failed: {}",
             short(unit.commit),
             if unit.tip { "" } else { "a commit below " },
             unit.refs.join(", "),
             names.join(", ")
-        );
+        ));
         for n in names {
-            eprintln!("    reproduce: checkdef run --rev {sha} --segment {n} -v");
+            p.line(&format!(
+                "    reproduce: checkdef run --rev {sha} --segment {n} -v"
+            ));
         }
     }
-    eprintln!("  bypass (not recommended): {BYPASS}");
+    p.line(&format!("  bypass (not recommended): {BYPASS}"));
     Ok(Code::Failed)
 }
 
@@ -361,14 +349,12 @@ struct Configs<'r> {
 }
 
 impl<'r> Configs<'r> {
-    fn new(repo: &'r Repo, explicit: Option<&Path>) -> Result<Configs<'r>> {
+    fn new(repo: &'r Repo, explicit: Option<&Path>, p: &Printer) -> Result<Configs<'r>> {
         let explicit = match explicit {
             None => None,
             Some(path) => {
                 let config = Config::load(repo.root(), Some(path)).map_err(|e| config_error(&e))?;
-                report::line(
-                    None,
-                    &format!(
+                p.line(&format!(
                         "checkdef: note: --config {} is used for every pushed commit instead of its own {FILE_NAME}",
                         path.display()
                     ),
@@ -473,21 +459,21 @@ impl<'r> Configs<'r> {
 /// The caches for `config`. A remote that cannot even be opened (a malformed `CHECKDEF_REMOTE`,
 /// a `file://` path that is not a directory) is a warning: the push is checked locally, as it
 /// is when the remote is unreachable.
-fn open_caches(config: &CacheConfig, style: &Style) -> Result<Arc<Caches>> {
-    let settings = cache::settings_from(config)?;
+fn open_caches(ctx: &Context, config: &CacheConfig) -> Result<Arc<Caches>> {
+    let settings = ctx.cache_settings(config)?;
     if settings.remote.is_none() {
         return Caches::open(settings);
     }
     match Caches::open(settings) {
         Ok(c) => Ok(c),
         Err(e) if Code::from_error(&e) == Code::Usage => {
-            report::line(
-                None,
-                &style.yellow(&format!(
-                    "checkdef: warning: {e:#}\ncheckdef: warning: checking this push without the remote cache\nhint: fix CHECKDEF_REMOTE (or [cache] remote in {FILE_NAME}), or unset it"
-                )),
-            );
-            let mut settings = cache::settings_from(config)?;
+            let p = &ctx.printer;
+            p.warn(&format!("{e:#}"));
+            p.warn("checking this push without the remote cache");
+            p.hint(&format!(
+                "fix CHECKDEF_REMOTE (or [cache] remote in {FILE_NAME}), or unset it"
+            ));
+            let mut settings = ctx.cache_settings(config)?;
             settings.remote = None;
             Caches::open(settings)
         }

@@ -2,7 +2,7 @@
 //! [`crate::init`] for what is inspected and how segments are chosen). Never overwrites an
 //! existing file without `--force`; writes atomically. What was found and what to review goes
 //! to stderr.
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use gix::bstr::BStr;
@@ -35,7 +35,9 @@ pub fn worktree_files(repo: &Repo) -> Result<RepoFiles> {
     Ok(RepoFiles::new(paths.0))
 }
 
-pub fn run(config_flag: Option<&Path>, args: &InitArgs) -> Result<Code> {
+pub fn run(ctx: &crate::context::Context, args: &InitArgs) -> Result<Code> {
+    let config_flag = ctx.settings.config_flag.as_deref();
+    let p = &ctx.printer;
     let cwd = std::env::current_dir()
         .map_err(|e| usage(format!("cannot read the current directory: {e}")))?;
     let repo = Repo::discover(&cwd).map_err(|e| {
@@ -67,30 +69,30 @@ pub fn run(config_flag: Option<&Path>, args: &InitArgs) -> Result<Code> {
     let config = Config::parse(&text, &out)
         .map_err(|e| anyhow::anyhow!("the drafted configuration is invalid (a bug): {e}"))?;
 
-    eprintln!("checkdef init: inspected {}", root.display());
-    eprint!("{}", init::summary(&ins));
+    p.line(&format!("checkdef init: inspected {}", root.display()));
+    p.text(&init::summary(&ins));
     crate::fsutil::write_durable(&out, text.as_bytes())?;
-    eprintln!(
+    p.line(&format!(
         "checkdef: wrote {} ({} segment{})",
         out.display(),
         ins.segments.len(),
         if ins.segments.len() == 1 { "" } else { "s" }
-    );
+    ));
     if !ins.review.is_empty() {
-        eprintln!("review:");
+        p.line("review:");
         for r in &ins.review {
-            eprintln!("  - {r}");
+            p.line(&format!("  - {r}"));
         }
     }
     // The same warnings `plan` and `run` give, now rather than at the first run. A plan that
     // cannot be built (a fingerprint failing) is reported by those commands with its hint.
-    if let Ok(plan) = crate::plan::build_plan(&repo, &config, &Target::WorkTree, None) {
+    if let Ok(plan) = crate::plan::build_plan(&repo, &config, ctx.env(), &Target::WorkTree, None) {
         for w in crate::plan::unmatched_warnings(&plan) {
-            eprintln!("checkdef: warning: {w}");
+            p.warn(&w);
         }
     }
-    eprintln!(
-        "next: `checkdef plan` shows each segment's inputs and hash, `checkdef run` runs them (each in a sandbox holding only its inputs), `checkdef install` adds the pre-push hook"
+    p.info(
+        "next: `checkdef plan` shows each segment's inputs and hash, `checkdef run` runs them (each in a sandbox holding only its inputs), `checkdef install` adds the pre-push hook",
     );
     Ok(Code::Success)
 }

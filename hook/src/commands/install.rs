@@ -11,11 +11,11 @@ use installer::{
 use crate::cli::InstallArgs;
 use crate::exit::{Code, usage};
 
-pub fn run(args: &InstallArgs) -> Result<Code> {
+pub fn run(ctx: &crate::context::Context, args: &InstallArgs) -> Result<Code> {
     let loc = locate(Op::Install)?;
     if args.status {
         let status = installer::status(&loc).map_err(|e| map_error(e, Op::Install))?;
-        eprint!("{}", format_status(&status));
+        ctx.printer.text(&format_status(&status));
         return Ok(Code::Success);
     }
     let exe = std::env::current_exe().context("cannot find the path of the running checkdef")?;
@@ -25,7 +25,8 @@ pub fn run(args: &InstallArgs) -> Result<Code> {
         global: args.global,
     };
     let report = installer::install(&loc, &opts).map_err(|e| map_error(e, Op::Install))?;
-    eprint!("{}", format_report(&report, &opts.checkdef_exe));
+    ctx.printer
+        .text(&format_report(&report, &opts.checkdef_exe));
     Ok(Code::Success)
 }
 

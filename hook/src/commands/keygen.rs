@@ -14,7 +14,7 @@ use cache_proto::signing::SecretKey;
 use crate::cli::KeygenArgs;
 use crate::exit::{Code, usage};
 
-pub fn run(args: &KeygenArgs) -> Result<Code> {
+pub fn run(ctx: &crate::context::Context, args: &KeygenArgs) -> Result<Code> {
     let key = SecretKey::generate(&args.name).map_err(|e| {
         usage(format!(
             "invalid key name `{}`: {e}\nhint: use letters, digits, dots and dashes, e.g. ci.example.org-1",
@@ -24,7 +24,7 @@ pub fn run(args: &KeygenArgs) -> Result<Code> {
     let out = match &args.out {
         Some(p) => p.clone(),
         None => {
-            let dir = keys_dir().ok_or_else(|| {
+            let dir = keys_dir(ctx.env()).ok_or_else(|| {
                 usage("neither XDG_CONFIG_HOME nor HOME is set, so there is no default place for the secret key\nhint: pass --out FILE (outside the repository)")
             })?;
             std::fs::DirBuilder::new()
@@ -59,27 +59,23 @@ pub fn run(args: &KeygenArgs) -> Result<Code> {
         .and_then(|_| f.sync_all())
         .with_context(|| format!("writing {}", out.display()))?;
     let public = key.to_public();
-    eprintln!(
+    let p = &ctx.printer;
+    p.line(&format!(
         "checkdef: secret key written to {} (mode 0600; keep it out of the repository)",
         out.display()
-    );
-    eprintln!(
+    ));
+    p.line(&format!(
         "checkdef: sign results with it: export CHECKDEF_SECRET_KEY_FILE={}",
         out.display()
-    );
-    eprintln!("checkdef: add the public key below to `trusted-public-keys` in checkdef.toml");
-    println!("{public}");
+    ));
+    p.line("checkdef: add the public key below to `trusted-public-keys` in checkdef.toml");
+    p.stdout(format!("{public}\n"))?;
     Ok(Code::Success)
 }
 
 /// `$XDG_CONFIG_HOME/checkdef/keys`, else `~/.config/checkdef/keys`.
-fn keys_dir() -> Option<PathBuf> {
-    let non_empty = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    non_empty("XDG_CONFIG_HOME")
-        .or_else(|| non_empty("HOME").map(|h| h.join(".config")))
+fn keys_dir(env: &crate::context::Env) -> Option<PathBuf> {
+    env.path("XDG_CONFIG_HOME")
+        .or_else(|| env.path("HOME").map(|h| h.join(".config")))
         .map(|d| d.join("checkdef").join("keys"))
 }

@@ -5,6 +5,7 @@ pub mod uninstall;
 use anyhow::Result;
 
 use crate::cli::{Cli, Command};
+use crate::context::Context;
 use crate::exit::Code;
 
 pub mod cache;
@@ -17,25 +18,26 @@ pub mod plan;
 pub mod run;
 pub mod status;
 
-pub fn dispatch(cli: Cli) -> Result<Code> {
+/// Run the command `cli` names in `ctx` (made from the same command line).
+pub fn dispatch(ctx: &Context, cli: Cli) -> Result<Code> {
     if let Some(dir) = &cli.directory {
         std::env::set_current_dir(dir)
             .map_err(|e| crate::exit::usage(format!("cannot enter {}: {e}", dir.display())))?;
     }
     match cli.command {
-        Command::Install(args) => install::run(&args),
-        Command::Uninstall(args) => uninstall::run(args.force, args.global),
-        Command::Plan(args) => plan::run(cli.config.as_deref(), &args),
-        Command::Explain(args) => explain::run(cli.config.as_deref(), &args),
-        Command::Run(args) => run::run(cli.config.as_deref(), &args),
-        Command::Keygen(args) => keygen::run(&args),
-        Command::Cache(cmd) => cache::run(cli.config.as_deref(), &cmd),
+        Command::Install(args) => install::run(ctx, &args),
+        Command::Uninstall(args) => uninstall::run(ctx, args.force, args.global),
+        Command::Plan(args) => plan::run(ctx, &args),
+        Command::Explain(args) => explain::run(ctx, &args),
+        Command::Run(args) => run::run(ctx, &args),
+        Command::Keygen(args) => keygen::run(ctx, &args),
+        Command::Cache(cmd) => cache::run(ctx, &cmd),
         Command::Hook(crate::cli::HookCommand::PrePush { remote, url }) => {
-            hook::pre_push(cli.config.as_deref(), &remote, &url)
+            hook::pre_push(ctx, &remote, &url)
         }
-        Command::Init(args) => init::run(cli.config.as_deref(), &args),
-        Command::Status => status::run(cli.config.as_deref()),
-        Command::Completions(args) => completions::completions(args.shell),
-        Command::Man => completions::man(),
+        Command::Init(args) => init::run(ctx, &args),
+        Command::Status => status::run(ctx),
+        Command::Completions(args) => completions::completions(ctx, args.shell),
+        Command::Man => completions::man(ctx),
     }
 }

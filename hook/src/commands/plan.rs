@@ -8,120 +8,28 @@
 //!               "touched":true|false|null,"status":"hit-local"|"hit-remote"|"miss"}],
 //!  "untracked_touched":["README.md"]|null}
 //! ```
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-
 use anyhow::Result;
 
-use crate::cli::{PlanArgs, Target as CliTarget};
-use crate::config::{Config, ConfigError};
-use crate::exit::{Code, usage};
-use crate::git::{GitError, Repo, Target};
-use crate::plan::{self, JSON_VERSION, Plan, PlanError, Status};
-
-/// The repository and configuration a command works on.
-pub struct Context {
-    pub repo: Repo,
-    pub config: Config,
-}
-
-/// Open the repository around the current directory and load its configuration (`--config`
-/// overrides the location). Failures are usage errors (exit 2) with a hint.
-pub fn open_context(config_flag: Option<&Path>) -> Result<Context> {
-    let repo = open_repo()?;
-    let config = Config::load(repo.root(), config_flag).map_err(|e| config_error(&e))?;
-    Ok(Context { repo, config })
-}
-
-/// Open the repository around the current directory (a usage error with a hint when there is
-/// none).
-pub fn open_repo() -> Result<Repo> {
-    let cwd = std::env::current_dir()
-        .map_err(|e| usage(format!("cannot read the current directory: {e}")))?;
-    Repo::discover(&cwd).map_err(|e| {
-        usage(format!(
-            "{e}\nhint: run checkdef inside a git work tree, or pass -C DIR"
-        ))
-    })
-}
-
-pub fn config_error(e: &ConfigError) -> anyhow::Error {
-    match e {
-        ConfigError::Read { path, .. } if e.is_not_found() => usage(format!(
-            "no configuration file at {}\nhint: run `checkdef init` to draft one (a Python/pytest repository), write checkdef.toml at the repository root by hand (docs/configuration.md), or pass --config PATH",
-            path.display()
-        )),
-        ConfigError::Read { .. } => usage(format!(
-            "{e}\nhint: check the file's permissions and that it is UTF-8"
-        )),
-        ConfigError::Invalid { .. } => usage(format!(
-            "{e}\nhint: see docs/configuration.md for every key checkdef.toml accepts"
-        )),
-    }
-}
-
-/// The snapshot the flags select: `--rev REV` (a commit), else the work tree.
-pub fn resolve_target(repo: &Repo, target: &CliTarget) -> Result<Target> {
-    match &target.rev {
-        Some(rev) => Ok(Target::Commit(resolve_rev(repo, rev)?)),
-        None => {
-            repo.require_workdir().map_err(|e| {
-                usage(format!(
-                    "{e}\nhint: pass --rev REV to check a commit of a bare repository"
-                ))
-            })?;
-            Ok(Target::WorkTree)
-        }
-    }
-}
-
-/// Resolve a revision, mapping failures to usage errors with a hint.
-pub fn resolve_rev(repo: &Repo, rev: &str) -> Result<gix::ObjectId> {
-    repo.resolve_commit(rev).map_err(|e| match e {
-        GitError::BadRevision { .. } | GitError::NotACommit { .. } => usage(format!(
-            "{e}\nhint: pass a commit id, branch or tag that exists in this repository (`git fetch` first if it is remote)"
-        )),
-        other => anyhow::Error::new(other),
-    })
-}
-
-/// Map plan errors: a failing fingerprint command is a configuration problem (exit 2).
-pub fn plan_error(e: PlanError) -> anyhow::Error {
-    match e {
-        PlanError::FingerprintSpawn {
-            source: crate::process::BoundedError::TimedOut(_),
-            ..
-        } => usage(format!(
-            "{e}\nhint: a fingerprint command must print and exit; raise `[defaults] fingerprint_timeout` in checkdef.toml if it is just slow"
-        )),
-        PlanError::PythonNotFound { .. } => usage(format!(
-            "{e}\nhint: install it, put it on PATH, or name another interpreter with `fingerprint = [{{ python = \"...\" }}]` in checkdef.toml (`fingerprint = []` turns the default off)"
-        )),
-        PlanError::FingerprintSpawn { .. } | PlanError::FingerprintFailed { .. } => usage(format!(
-            "{e}\nhint: fix the command in `fingerprint = [...]` of checkdef.toml; it runs with `sh -c` at the repository root"
-        )),
-        PlanError::Git(g) => anyhow::Error::new(g).context("cannot read the snapshot"),
-    }
-}
-
-/// The local cache directory by the XDG rules (see [`crate::cache::local_dir`]).
-pub fn local_cache_dir() -> Option<PathBuf> {
-    crate::cache::local_dir()
-}
+use crate::cli::PlanArgs;
+use crate::config::Config;
+use crate::context::{Context, plan_error, resolve_rev, resolve_target};
+use crate::exit::Code;
+use crate::git::Target;
+use crate::plan::{self, JSON_VERSION, Plan, Status};
 
 /// Each segment's cache status, from the same verified lookups `checkdef run` makes: the
 /// local cache first, then the remote (signature, hashes and result checked). Entries that
 /// exist but fail a check are misses, with the warning printed on stderr.
-pub fn lookup_status(config: &Config, plan: &Plan) -> Result<Vec<Status>> {
-    let settings = crate::cache::settings_from(&config.cache)?;
+pub fn lookup_status(ctx: &Context, config: &Config, plan: &Plan) -> Result<Vec<Status>> {
+    let settings = ctx.cache_settings(&config.cache)?;
     let caches = crate::cache::Caches::open(settings)?;
-    let rt = crate::commands::run::runtime()?;
+    let rt = ctx.runtime()?;
     let lookups = rt.block_on(crate::run::lookup_all(&caches, &plan.segments, false));
     Ok(lookups
         .into_iter()
         .map(|(l, _)| {
             for w in &l.warnings {
-                eprintln!("checkdef: warning: {w}");
+                ctx.printer.warn(w);
             }
             match l.hit.map(|h| h.source) {
                 Some(crate::cache::Source::Local) => Status::HitLocal,
@@ -132,29 +40,31 @@ pub fn lookup_status(config: &Config, plan: &Plan) -> Result<Vec<Status>> {
         .collect())
 }
 
-pub fn run(config_flag: Option<&Path>, args: &PlanArgs) -> Result<Code> {
-    let ctx = open_context(config_flag)?;
-    let target = resolve_target(&ctx.repo, &args.target)?;
+pub fn run(ctx: &Context, args: &PlanArgs) -> Result<Code> {
+    let ws = ctx.open_workspace()?;
+    let target = resolve_target(&ws.repo, &args.target)?;
     let base = args
         .base
         .as_deref()
-        .map(|b| resolve_rev(&ctx.repo, b))
+        .map(|b| resolve_rev(&ws.repo, b))
         .transpose()?;
-    let plan = plan::build_plan(&ctx.repo, &ctx.config, &target, base).map_err(plan_error)?;
+    let plan =
+        plan::build_plan(&ws.repo, &ws.config, ctx.env(), &target, base).map_err(plan_error)?;
     for w in plan::unmatched_warnings(&plan) {
-        eprintln!("checkdef: warning: {w}");
+        ctx.printer.warn(&w);
     }
-    let statuses = lookup_status(&ctx.config, &plan)?;
+    let statuses = lookup_status(ctx, &ws.config, &plan)?;
     if args.json {
         let doc = to_json(&plan, &statuses);
-        let mut out = std::io::stdout().lock();
-        serde_json::to_writer(&mut out, &doc)?;
-        writeln!(out)?;
+        let mut text = serde_json::to_string(&doc)?;
+        text.push('\n');
+        ctx.printer.stdout(text)?;
     } else {
-        eprint!("{}", render_table(&plan, &statuses));
+        ctx.printer.text(&render_table(&plan, &statuses));
     }
     if args.explain {
-        eprint!("{}", super::explain::plan_lines(&plan, &statuses));
+        ctx.printer
+            .text(&super::explain::plan_lines(ctx, &plan, &statuses));
     }
     // The process ends here: skip freeing ~2 allocations per input one by one.
     std::mem::forget(plan);

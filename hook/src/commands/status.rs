@@ -9,6 +9,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::context::{Context, RemoteEnv};
+
 use anyhow::Result;
 use cache_proto::RedactedUrl;
 use cache_proto::store::{
@@ -16,15 +18,16 @@ use cache_proto::store::{
 };
 use installer::HookState;
 
-use crate::cache::{check_private, local_dir};
-use crate::config::{Accept, CacheConfig, Config};
+use crate::cache::check_private;
+use crate::config::{Accept, CacheConfig};
 use crate::exit::Code;
 use crate::git::Repo;
 
 /// How long the remote gets to answer `GET nix-cache-info`.
 pub const REMOTE_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
-pub fn run(config_flag: Option<&Path>) -> Result<Code> {
+pub fn run(ctx: &Context) -> Result<Code> {
+    let vars = &ctx.settings.remote;
     let mut out = String::new();
     let _ = writeln!(out, "checkdef {}", env!("CARGO_PKG_VERSION"));
     let cwd = std::env::current_dir()?;
@@ -34,7 +37,7 @@ pub fn run(config_flag: Option<&Path>) -> Result<Code> {
         row(&mut out, if i == 0 { "hook" } else { "" }, &line);
     }
     let config = match &repo {
-        Some(r) => match Config::load(r.root(), config_flag) {
+        Some(r) => match ctx.load_config(r) {
             Ok(c) => {
                 let names: Vec<&str> = c.segments.iter().map(|s| s.name.as_str()).collect();
                 let shown = if names.len() > 6 {
@@ -73,18 +76,22 @@ pub fn run(config_flag: Option<&Path>) -> Result<Code> {
         }
     };
     let cache_cfg = config.map(|c| c.cache).unwrap_or_default();
-    row(&mut out, "local cache", &local_cache_line());
+    row(&mut out, "local cache", &local_cache_line(ctx));
     row(
         &mut out,
         "sandbox",
-        &crate::run::sandbox::isolation().describe(),
+        &crate::run::sandbox::isolation(&ctx.settings.sandbox).describe(),
     );
-    for (i, line) in remote_lines(&cache_cfg).into_iter().enumerate() {
+    for (i, line) in remote_lines(ctx, &cache_cfg).into_iter().enumerate() {
         row(&mut out, if i == 0 { "remote" } else { "" }, &line);
     }
-    row(&mut out, "trusted keys", &trusted_keys_line(&cache_cfg));
-    row(&mut out, "secret key", &secret_key_line(&cache_cfg));
-    eprint!("{out}");
+    row(
+        &mut out,
+        "trusted keys",
+        &trusted_keys_line(vars, &cache_cfg),
+    );
+    row(&mut out, "secret key", &secret_key_line(vars, &cache_cfg));
+    ctx.printer.text(&out);
     Ok(Code::Success)
 }
 
@@ -175,18 +182,13 @@ fn hook_lines(cwd: &Path) -> Vec<String> {
     lines
 }
 
-fn local_cache_line() -> String {
-    let Some(dir) = local_dir() else {
+fn local_cache_line(ctx: &Context) -> String {
+    let Some(cache_dir) = &ctx.settings.cache_dir else {
         return "none: HOME is not set (nor CHECKDEF_CACHE_DIR or XDG_CACHE_HOME), so run, plan and the hook refuse to start (checkdef never falls back to a shared directory); set CHECKDEF_CACHE_DIR".to_owned();
     };
-    let why = if std::env::var_os("CHECKDEF_CACHE_DIR").is_some_and(|v| !v.is_empty()) {
-        "CHECKDEF_CACHE_DIR"
-    } else if std::env::var_os("XDG_CACHE_HOME").is_some_and(|v| !v.is_empty()) {
-        "$XDG_CACHE_HOME/checkdef"
-    } else {
-        "~/.cache/checkdef"
-    };
-    match check_private(&dir) {
+    let dir = &cache_dir.path;
+    let why = cache_dir.origin.describe();
+    match check_private(dir) {
         Err(e) => {
             let e = e.replace('\n', "; ");
             return format!("{} ({why}): REFUSED: {e}", dir.display());
@@ -199,7 +201,7 @@ fn local_cache_line() -> String {
         }
         Ok(true) => {}
     }
-    let (entries, bytes) = cache_usage(&dir);
+    let (entries, bytes) = cache_usage(dir);
     format!(
         "{} ({why}): {entries} entr{}, {}",
         dir.display(),
@@ -249,38 +251,32 @@ pub fn human_size(bytes: u64) -> String {
     }
 }
 
-fn env_nonempty(k: &str) -> Option<String> {
-    std::env::var(k).ok().filter(|v| !v.trim().is_empty())
-}
-
-fn remote_lines(cfg: &CacheConfig) -> Vec<String> {
-    let (url, from) = match std::env::var("CHECKDEF_REMOTE") {
-        Ok(v) if v.trim().is_empty() => {
-            return vec!["none (disabled by an empty CHECKDEF_REMOTE)".to_owned()];
-        }
-        Ok(v) => (v.trim().to_owned(), "CHECKDEF_REMOTE"),
-        Err(_) => match &cfg.remote {
-            Some(r) => (r.clone(), "checkdef.toml"),
-            None => {
-                return vec![
-                    "none: results stay on this machine ([cache] remote or CHECKDEF_REMOTE shares them; docs/cache.md)"
-                        .to_owned(),
-                ];
-            }
-        },
+fn remote_lines(ctx: &Context, cfg: &CacheConfig) -> Vec<String> {
+    let vars = &ctx.settings.remote;
+    if vars.remote == crate::context::RemoteOverride::Disabled {
+        return vec!["none (disabled by an empty CHECKDEF_REMOTE)".to_owned()];
+    }
+    let Some((url, from)) = vars.remote_url(cfg.remote.as_deref()) else {
+        return vec![
+            "none: results stay on this machine ([cache] remote or CHECKDEF_REMOTE shares them; docs/cache.md)"
+                .to_owned(),
+        ];
     };
+    let url = url.to_owned();
     let shown = RedactedUrl::new(&url);
-    let mut lines = vec![format!("{shown} (from {from}): {}", probe(&url))];
+    let mut lines = vec![format!("{shown} (from {from}): {}", probe(ctx, &url))];
     if url.starts_with("http://") || url.starts_with("https://") {
-        let auth = if env_nonempty("CHECKDEF_REMOTE_TOKEN").is_some() {
+        let auth = if vars.token.is_some() {
             "bearer token from CHECKDEF_REMOTE_TOKEN".to_owned()
         } else if url_has_user_info(&url) {
             "basic auth from the user info in the URL (shown as ***; a netrc file keeps it out of checkdef.toml)"
                 .to_owned()
         } else {
-            match netrc_path() {
-                Some((p, true)) => format!("netrc {} (basic auth when it has the host)", p),
-                Some((p, false)) => format!("none (netrc {p} does not exist)"),
+            match vars.netrc() {
+                Some((p, true)) => {
+                    format!("netrc {} (basic auth when it has the host)", p.display())
+                }
+                Some((p, false)) => format!("none (netrc {} does not exist)", p.display()),
                 None => "none".to_owned(),
             }
         };
@@ -288,12 +284,10 @@ fn remote_lines(cfg: &CacheConfig) -> Vec<String> {
     }
     if url.starts_with("s3://") {
         let creds = match S3Location::parse(&url) {
-            Ok(loc) => {
-                match resolve_credentials(loc.profile.as_deref(), &|k| std::env::var(k).ok()) {
-                    Ok((_, source)) => source.to_string(),
-                    Err(e) => format!("UNUSABLE ({e}); the remote is not used until this is fixed"),
-                }
-            }
+            Ok(loc) => match resolve_credentials(loc.profile.as_deref(), &ctx.env().lookup()) {
+                Ok((_, source)) => source.to_string(),
+                Err(e) => format!("UNUSABLE ({e}); the remote is not used until this is fixed"),
+            },
             Err(e) => format!("none ({e})"),
         };
         lines.push(format!("credentials: {creds}"));
@@ -310,19 +304,9 @@ fn url_has_user_info(url: &str) -> bool {
     })
 }
 
-/// The netrc file checkdef would read and whether it exists.
-fn netrc_path() -> Option<(String, bool)> {
-    if let Some(p) = env_nonempty("CHECKDEF_NETRC_FILE") {
-        let exists = Path::new(&p).is_file();
-        return Some((p, exists));
-    }
-    let home = env_nonempty("HOME")?;
-    let p = Path::new(&home).join(".netrc");
-    p.is_file().then(|| (p.display().to_string(), true))
-}
-
 /// Whether the cache answers `nix-cache-info` within [`REMOTE_PROBE_TIMEOUT`].
-fn probe(url: &str) -> String {
+fn probe(ctx: &Context, url: &str) -> String {
+    let vars = &ctx.settings.remote;
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -334,16 +318,19 @@ fn probe(url: &str) -> String {
         cfg.connect_timeout = REMOTE_PROBE_TIMEOUT;
         cfg.request_timeout = REMOTE_PROBE_TIMEOUT;
         cfg.retries = 0;
-        cfg.bearer_token = env_nonempty("CHECKDEF_REMOTE_TOKEN");
-        cfg.netrc = netrc_path().map(|(p, _)| p.into());
+        cfg.bearer_token = vars.token.clone();
+        cfg.netrc = vars.netrc().map(|(p, _)| p);
         cfg.user_agent = format!("checkdef/{}", env!("CARGO_PKG_VERSION"));
         match HttpStore::new(cfg) {
             Ok(s) => Store::Http(s),
             Err(e) => return format!("invalid ({e})"),
         }
     } else if url.starts_with("s3://") {
-        let cfg = match S3Config::from_env(url) {
-            Ok(mut cfg) => {
+        // Credentials resolved as `run` resolves them, from the same environment.
+        let cfg = match S3Location::parse(url) {
+            Ok(loc) => {
+                let resolved = resolve_credentials(loc.profile.as_deref(), &ctx.env().lookup());
+                let mut cfg = S3Config::new(url).with_resolved(resolved);
                 cfg.connect_timeout = REMOTE_PROBE_TIMEOUT;
                 cfg.request_timeout = REMOTE_PROBE_TIMEOUT;
                 cfg.retries = 0;
@@ -389,7 +376,7 @@ fn probe(url: &str) -> String {
     }
 }
 
-fn trusted_keys_line(cfg: &CacheConfig) -> String {
+fn trusted_keys_line(vars: &RemoteEnv, cfg: &CacheConfig) -> String {
     let mut keys: Vec<String> = cfg
         .trusted_public_keys
         .iter()
@@ -398,7 +385,7 @@ fn trusted_keys_line(cfg: &CacheConfig) -> String {
             None => k.name.clone(),
         })
         .collect();
-    if let Some(extra) = env_nonempty("CHECKDEF_TRUSTED_PUBLIC_KEYS") {
+    if let Some(extra) = &vars.trusted_public_keys {
         for k in extra.split_whitespace() {
             let name = k.split(':').next().unwrap_or(k);
             keys.push(format!("{name} (CHECKDEF_TRUSTED_PUBLIC_KEYS)"));
@@ -415,8 +402,12 @@ fn trusted_keys_line(cfg: &CacheConfig) -> String {
     format!("{}; {accept}", keys.join(", "))
 }
 
-fn secret_key_line(cfg: &CacheConfig) -> String {
-    let Some(path) = env_nonempty("CHECKDEF_SECRET_KEY_FILE") else {
+fn secret_key_line(vars: &RemoteEnv, cfg: &CacheConfig) -> String {
+    let Some(path) = vars
+        .secret_key_file
+        .as_ref()
+        .map(|p| p.display().to_string())
+    else {
         return "not set (CHECKDEF_SECRET_KEY_FILE): results are stored locally and never pushed"
             .to_owned();
     };
@@ -431,11 +422,7 @@ fn secret_key_line(cfg: &CacheConfig) -> String {
     }
     match crate::cache::load_secret_key(Path::new(&path)) {
         Ok(k) => {
-            let remote = std::env::var("CHECKDEF_REMOTE")
-                .ok()
-                .map(|v| v.trim().to_owned())
-                .or_else(|| cfg.remote.clone())
-                .filter(|v| !v.is_empty());
+            let remote = vars.remote_url(cfg.remote.as_deref());
             let push = match remote {
                 Some(_) => "passing results are signed with it and pushed",
                 None => "passing results are signed with it (no remote to push to)",

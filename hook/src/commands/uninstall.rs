@@ -4,15 +4,16 @@ use anyhow::Result;
 use installer::UninstallReport;
 
 use super::install::{Op, locate, map_error};
+use crate::context::Context;
 use crate::exit::Code;
 
 /// `force` removes a checkdef hook even when it was edited after install; `global` allows a
 /// hooks directory shared with other repositories (a global or system `core.hooksPath`).
-pub fn run(force: bool, global: bool) -> Result<Code> {
+pub fn run(ctx: &Context, force: bool, global: bool) -> Result<Code> {
     let loc = locate(Op::Uninstall)?;
     installer::refuse_if_shared(&loc, global).map_err(|e| map_error(e, Op::Uninstall))?;
     let report = installer::uninstall(&loc, force).map_err(|e| map_error(e, Op::Uninstall))?;
-    eprint!("{}", format_report(&report));
+    ctx.printer.text(&format_report(&report));
     Ok(Code::Success)
 }
 

@@ -63,6 +63,8 @@ pub enum Failure {
     NotRun,
     /// checkdef lost track of it (the supervisor stage failed).
     Lost(String),
+    /// It exited 0, but read files of the snapshot that are not its inputs (how many).
+    UndeclaredReads(usize),
 }
 
 impl std::fmt::Display for Failure {
@@ -75,6 +77,9 @@ impl std::fmt::Display for Failure {
             Failure::Interrupted => f.write_str("interrupted"),
             Failure::NotRun => f.write_str("not run (interrupted)"),
             Failure::Lost(why) => f.write_str(why),
+            Failure::UndeclaredReads(_) => {
+                f.write_str("exit 0, but read files that are not its inputs")
+            }
         }
     }
 }

@@ -371,6 +371,9 @@ fn landlock_scope() {
 
 /// `checkdef __sandbox --spec FILE -- ARGV...`, `checkdef __sandbox --spec-json JSON -- ARGV...`
 /// and `checkdef __sandbox --probe`: handled in `main` before anything else runs. Never returns.
+// The stage runs before any context or printer exists, and its parent reads what it writes:
+// the probe's one line on stdout, a failure on stderr (which the check's log captures).
+#[allow(clippy::print_stdout, clippy::print_stderr)]
 pub fn entry_main(args: &[OsString]) -> ! {
     let code = match args {
         [flag, spec, dashdash, argv @ ..]

@@ -2,8 +2,10 @@
 //! (local cache, then remote, all concurrently), run the misses in parallel — each in a fresh
 //! directory holding only its inputs — and store (and push) the passing results.
 pub mod durations;
+pub mod events;
 pub mod exec;
 pub mod isolate;
+pub mod json;
 pub mod lines;
 pub mod sandbox;
 pub mod supervise;
@@ -13,22 +15,22 @@ pub mod view;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context as _, Result};
 use cache_proto::store_path::StorePath;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use indicatif::ProgressBar;
 use tokio::sync::watch;
 
 use crate::cache::{Caches, Lookup, Source};
 use crate::config::Sandbox;
+use crate::context::{Env, SandboxSettings};
 use crate::git::{Repo, Target};
 use crate::plan::{Plan, SegmentPlan};
-use crate::report::{self, Progress, Style};
-use crate::result::{RESULT_FORMAT, ResultRecord, Status, StoredResult};
+use crate::result::{RESULT_FORMAT, ResultRecord, SourceCommit, Status, StoredResult};
 
+pub use events::{Event, Reporter};
 pub use exec::Failure;
 use exec::{ExecSpec, LineSink};
 use lines::Piece;
@@ -38,11 +40,17 @@ use lines::Piece;
 pub struct RunOptions {
     pub jobs: usize,
     pub push: bool,
-    pub verbose: bool,
     /// Read every local hit's log (for `-v` and `--junit`); otherwise a stamped local hit
     /// costs a few `stat`s and reports no log.
     pub hit_logs: bool,
-    pub style: Style,
+    /// checkdef's environment: where `PATH` and the passthrough variables of a check come from,
+    /// and the values `redact_env` names.
+    pub env: Env,
+    /// Where sandboxes go and how they are made.
+    pub sandbox: SandboxSettings,
+    /// The binary providing the supervisor stage of every check (`__supervise`):
+    /// [`exec::SELF_EXE`] in checkdef, the checkdef binary when a test drives the library.
+    pub supervisor: PathBuf,
     /// `[defaults] redact_env`: variables whose values are replaced by `[redacted:NAME]` in
     /// every log before it is stored, pushed or printed as a failure tail.
     pub redact_env: Vec<String>,
@@ -234,38 +242,31 @@ pub async fn lookup_all(
     .await
 }
 
-/// Run the engine over `plan` (whose segments are already the selected ones).
+/// Run the engine over `plan` (whose segments are already the selected ones), telling
+/// `reporter` what happens.
 pub async fn run_plan(
     repo: &Repo,
     plan: &Plan,
     caches: Arc<Caches>,
     opts: &RunOptions,
     cancel: watch::Receiver<bool>,
+    reporter: Arc<dyn Reporter>,
 ) -> Result<RunReport> {
     let started = Instant::now();
-    let style = opts.style;
-    let width = plan
-        .segments
-        .iter()
-        .map(|s| s.name.len())
-        .max()
-        .unwrap_or(0);
     let commit = commit_label(plan);
+    let warn = |w: &str| reporter.report(Event::Warning(w));
 
     for s in &plan.segments {
         if s.inputs.is_empty() {
-            report::line(
-                None,
-                &style.yellow(&format!(
-                    "warning: segment {} matches no files in this snapshot; check its include globs",
-                    s.name
-                )),
-            );
+            warn(&format!(
+                "segment {} matches no files in this snapshot; check its include globs",
+                s.name
+            ));
         }
     }
 
     for w in crate::plan::unmatched_warnings(plan) {
-        report::line(None, &style.yellow(&format!("warning: {w}")));
+        warn(&w);
     }
 
     // 1. Every lookup, within one fresh remote budget.
@@ -289,7 +290,7 @@ pub async fn run_plan(
     let mut misses = Vec::new();
     for (i, (s, (lookup, took))) in plan.segments.iter().zip(lookups).enumerate() {
         for w in &lookup.warnings {
-            report::line(None, &style.yellow(&format!("warning: {w}")));
+            warn(w);
         }
         match lookup.hit {
             Some(hit) => {
@@ -307,12 +308,7 @@ pub async fn run_plan(
                     log: hit.result.log,
                     warnings: lookup.warnings,
                 };
-                if !style.quiet {
-                    report::line(None, &outcome_line(&o, width, &style));
-                }
-                if opts.verbose {
-                    report::line(None, &style.dim(&String::from_utf8_lossy(&o.log)));
-                }
+                reporter.report(Event::Cached(&o));
                 outcomes[i] = Some(o);
             }
             None => misses.push((i, lookup.warnings)),
@@ -340,10 +336,15 @@ pub async fn run_plan(
     let views = if misses.is_empty() {
         None
     } else {
-        sweep::sweep(&sandbox::parent_dir());
-        Some(Views::new(repo, plan, &style)?)
+        sweep::sweep(&opts.sandbox.parent_dir());
+        Some(Views::new(
+            repo,
+            plan,
+            opts,
+            &caches.settings.local_dir,
+            &*reporter,
+        )?)
     };
-    let progress = (style.progress && !misses.is_empty()).then(Progress::new);
     let mut queue = misses.into_iter();
     let mut running = FuturesUnordered::new();
     let jobs = opts.jobs.max(1);
@@ -354,9 +355,9 @@ pub async fn run_plan(
                 break;
             };
             let seg = &plan.segments[i];
-            let bar = progress.as_ref().map(|p| p.start(&seg.name, width));
+            reporter.report(Event::Started { segment: &seg.name });
             let views = views.as_ref().expect("views exist when there are misses");
-            let prepared = prepare(repo, plan, seg, views, opts, bar.clone(), width, &style);
+            let prepared = prepare(repo, plan, seg, views, opts, &reporter);
             let cancel = cancel.clone();
             running.push(async move {
                 let outcome = match prepared {
@@ -367,15 +368,12 @@ pub async fn run_plan(
                     }
                     Err(e) => exec::ExecOutcome::not_started(format!("{e:#}")),
                 };
-                (i, warnings, bar, outcome)
+                (i, warnings, outcome)
             });
         }
-        let Some((i, warnings, bar, outcome)) = running.next().await else {
+        let Some((i, warnings, outcome)) = running.next().await else {
             break;
         };
-        if let Some(b) = bar {
-            b.finish_and_clear();
-        }
         let seg = &plan.segments[i];
         let cancelled = outcome.cancelled();
         if cancelled {
@@ -397,8 +395,11 @@ pub async fn run_plan(
         {
             v.record(seg, &undeclared);
         }
-        outcome.log = redact(&outcome.log, &redactions(&opts.redact_env, seg));
-        let status = if outcome.passed() && undeclared.is_empty() {
+        outcome.log = redact(&outcome.log, &redactions(&opts.redact_env, seg, &opts.env));
+        if outcome.failure.is_none() && !undeclared.is_empty() {
+            outcome.failure = Some(Failure::UndeclaredReads(undeclared.len()));
+        }
+        let status = if outcome.passed() {
             Status::Passed
         } else {
             Status::Failed
@@ -419,7 +420,7 @@ pub async fn run_plan(
         };
         for path in &undeclared {
             let w = undeclared_message(&seg.name, path);
-            report::line(progress.as_ref().map(|p| p.multi()), &style.red(&w));
+            reporter.report(Event::Undeclared { message: &w });
             o.warnings.push(w);
         }
         if cancelled {
@@ -427,41 +428,29 @@ pub async fn run_plan(
         } else if status == Status::Passed {
             // Only a complete, passing, uninterrupted run is ever stored.
             let stored = StoredResult {
-                record: record_for(plan, seg, &o, &caches),
+                record: record_for(plan, seg, &o, &caches, &opts.env),
                 manifest: seg.manifest(),
                 log: o.log.clone(),
             };
             let path = StorePath::parse(&seg.store_path).context("store path of a result")?;
             match caches.store(&path, &stored, opts.push).await {
                 Ok(crate::cache::Stored::PushFailed(warning)) => {
-                    report::line(
-                        progress.as_ref().map(|p| p.multi()),
-                        &style.yellow(&format!("warning: {warning}")),
-                    );
+                    warn(&warning);
                     o.warnings.push(warning);
                 }
                 Ok(crate::cache::Stored::Pushed { signer }) => o.signed_by = Some(signer),
                 Ok(crate::cache::Stored::Local) => {}
                 Err(e) => {
                     let w = format!("could not store the result of {}: {e:#}", seg.name);
-                    report::line(
-                        progress.as_ref().map(|p| p.multi()),
-                        &style.yellow(&format!("warning: {w}")),
-                    );
+                    warn(&w);
                     o.warnings.push(w);
                 }
             }
         }
-        if !style.quiet || o.status == Status::Failed {
-            let mp = progress.as_ref().map(|p| p.multi());
-            report::line(mp, &outcome_line(&o, width, &style));
-            if o.status == Status::Failed && !cancelled && !opts.verbose {
-                report::line(
-                    mp,
-                    report::log_tail(&o.log, report::FAILURE_TAIL_LINES).trim_end(),
-                );
-            }
-        }
+        reporter.report(Event::Finished {
+            outcome: &o,
+            interrupted: cancelled,
+        });
         if !cancelled && let Some(h) = &mut history {
             h.record(&seg.name, o.duration_s);
         }
@@ -502,12 +491,12 @@ pub async fn run_plan(
     //    outage): retried now, so the team gets them although this run found them locally.
     if opts.push && !interrupted {
         for w in caches.retry_pending().await {
-            report::line(None, &style.yellow(&format!("warning: {w}")));
+            warn(&w);
         }
     }
     // Part of the summary: printed with --quiet and --json too (on stderr).
     if let Some(line) = caches.upload_summary() {
-        report::line(None, &format!("checkdef: {line}"));
+        reporter.report(Event::Summary(&line));
     }
     Ok(RunReport {
         commit,
@@ -532,7 +521,13 @@ fn commit_label(plan: &Plan) -> Option<String> {
     }
 }
 
-fn record_for(plan: &Plan, seg: &SegmentPlan, o: &SegmentOutcome, caches: &Caches) -> ResultRecord {
+fn record_for(
+    plan: &Plan,
+    seg: &SegmentPlan,
+    o: &SegmentOutcome,
+    caches: &Caches,
+    env: &Env,
+) -> ResultRecord {
     let signer = (caches.can_push() || caches.settings.secret_key.is_some())
         .then(|| {
             caches
@@ -548,11 +543,16 @@ fn record_for(plan: &Plan, seg: &SegmentPlan, o: &SegmentOutcome, caches: &Cache
         status: o.status,
         exit_code: o.exit_code,
         duration_s: o.duration_s,
-        commit: commit_label(plan).or_else(|| plan.commit.map(|c| format!("{c}+worktree"))),
+        commit: match plan.target {
+            Target::Commit(c) => Some(SourceCommit::commit(c.to_string())),
+            Target::WorkTree => plan
+                .commit
+                .map(|c| SourceCommit::worktree_on(c.to_string())),
+        },
         input_hash: seg.input_hash.clone(),
         command: seg.command.clone(),
         checkdef_version: env!("CARGO_PKG_VERSION").to_owned(),
-        host: hostname(),
+        host: hostname(env),
         signer,
         finished_at: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -561,12 +561,12 @@ fn record_for(plan: &Plan, seg: &SegmentPlan, o: &SegmentOutcome, caches: &Cache
     }
 }
 
-fn hostname() -> String {
+fn hostname(env: &Env) -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
         .ok()
         .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| env.var("HOSTNAME").map(str::to_owned))
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
@@ -586,16 +586,24 @@ struct Views {
     hide: Vec<PathBuf>,
     expose: Vec<PathBuf>,
     exe: PathBuf,
+    /// This user's directory of sandboxes ([`SandboxSettings::parent_dir`]).
+    parent: PathBuf,
 }
 
 impl Views {
-    fn new(repo: &Repo, plan: &Plan, style: &Style) -> Result<Views> {
-        let isolation = sandbox::isolation();
+    fn new(
+        repo: &Repo,
+        plan: &Plan,
+        opts: &RunOptions,
+        local: &std::path::Path,
+        reporter: &dyn Reporter,
+    ) -> Result<Views> {
+        let isolation = sandbox::isolation(&opts.sandbox);
         let root = repo.workdir().and_then(|w| w.canonicalize().ok());
-        let local = crate::cache::local_dir();
-        let store = local
-            .as_ref()
-            .map(|d| view::store_for(d, root.as_deref().unwrap_or_else(|| repo.git_dir())));
+        let store = Some(view::store_for(
+            local,
+            root.as_deref().unwrap_or_else(|| repo.git_dir()),
+        ));
         let mut views = Views {
             root,
             store,
@@ -603,27 +611,28 @@ impl Views {
             hide: Vec::new(),
             expose: Vec::new(),
             exe: std::env::current_exe().context("locating the checkdef binary")?,
+            parent: opts.sandbox.parent_dir(),
         };
         if let sandbox::Isolation::Unavailable(_) = &isolation {
-            report::line(
-                None,
-                &style.yellow(&format!("warning: sandbox: {}", isolation.describe())),
-            );
+            reporter.report(Event::Warning(&format!(
+                "sandbox: {}",
+                isolation.describe()
+            )));
             return Ok(views);
         }
         let all = repo.entries_all(&plan.target)?;
-        let private = sandbox::parent_dir();
+        let private = views.parent.clone();
         // It must exist now to be hidden from the checks (it is removed when empty).
-        sandbox::create_parent().with_context(|| format!("creating {}", private.display()))?;
+        sandbox::create_parent(&private)
+            .with_context(|| format!("creating {}", private.display()))?;
         let skeleton = view::Skeleton::prepare(&all, views.store.as_deref(), &private)
             .context("preparing the sandbox skeleton")?;
         if let Some(root) = &views.root {
             views.expose = view::environments(root, &skeleton.paths);
         }
         views.skeleton = Some(skeleton);
-        views.hide = local
+        views.hide = [local.to_path_buf(), private]
             .into_iter()
-            .chain([sandbox::parent_dir()])
             .filter_map(|p| p.canonicalize().ok())
             .collect();
         Ok(views)
@@ -660,7 +669,7 @@ impl Drop for Views {
     fn drop(&mut self) {
         // A private skeleton goes first, then the sandboxes' directory if no other run uses it.
         self.skeleton = None;
-        let _ = std::fs::remove_dir(sandbox::parent_dir());
+        let _ = std::fs::remove_dir(&self.parent);
     }
 }
 
@@ -671,16 +680,13 @@ struct Prepared {
 }
 
 /// Set a segment's sandbox up and build its command spec.
-#[allow(clippy::too_many_arguments)]
 fn prepare(
     repo: &Repo,
     plan: &Plan,
     seg: &SegmentPlan,
     views: &Views,
     opts: &RunOptions,
-    bar: Option<ProgressBar>,
-    width: usize,
-    style: &Style,
+    reporter: &Arc<dyn Reporter>,
 ) -> Result<(Prepared, ExecSpec, Option<LineSink>)> {
     let entries;
     let inputs = match seg.sandbox {
@@ -690,10 +696,10 @@ fn prepare(
             &entries
         }
     };
-    let dir = sandbox::RunDir::new(&seg.name).with_context(|| {
+    let dir = sandbox::RunDir::new(&views.parent, &seg.name).with_context(|| {
         format!(
             "creating the sandbox directory in {}",
-            sandbox::parent_dir().display()
+            views.parent.display()
         )
     })?;
     let d = dir.path().to_path_buf();
@@ -740,17 +746,17 @@ fn prepare(
                     v
                 }
             };
-            let in_memory = sandbox::writes_in_memory();
+            let in_memory = opts.sandbox.writes_in_memory;
             // A private inputs layer or skeleton (another run holds the persistent one, or
             // checkout rules apply) lives in that directory: it must not be covered.
             let private_layer = [&layer.tree, &skeleton.tree]
                 .iter()
-                .any(|t| t.starts_with(sandbox::parent_dir()));
+                .any(|t| t.starts_with(&views.parent));
             let (upper, work) = if in_memory && views.root.is_some() && !private_layer {
                 // A mount point for the check's own tmpfs: the directory every sandbox lives in,
                 // hidden from the check anyway (not for a bare repository, whose view is there,
                 // nor when a layer of the view is a private copy there, which it would cover).
-                (sandbox::parent_dir(), d.join("work"))
+                (views.parent.clone(), d.join("work"))
             } else if in_memory {
                 let p = d.join("writes");
                 std::fs::create_dir(&p).with_context(|| format!("creating {}", p.display()))?;
@@ -789,60 +795,45 @@ fn prepare(
         }
     };
     let spec = ExecSpec {
-        supervisor: exec::SELF_EXE.into(),
+        supervisor: opts.supervisor.clone(),
         cwd,
         argv: wrapper
             .into_iter()
             .chain(ExecSpec::shell(&seg.command))
             .collect(),
-        env: run_env(seg, &tmp),
+        env: run_env(seg, &tmp, &opts.env),
         timeout: seg.timeout,
     };
-    let sink: Option<LineSink> = if opts.verbose {
-        let prefix = style.dim(&format!("{:width$} │ ", seg.name));
+    let sink: Option<LineSink> = reporter.wants_output().then(|| {
         // Live lines are redacted like the stored log (line by line: a value spanning a line
         // break is not recognised here).
-        let reds = redactions(&opts.redact_env, seg);
-        // A `\r` progress redraw is printed at most every few seconds (the final state of the
-        // line comes with its newline): a progress bar redrawn a thousand times is one line
-        // on a terminal, not a thousand.
-        let last_progress: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
-        Some(Arc::new(move |p: Piece<'_>| {
-            let l = match p {
-                Piece::Line(l) => l,
-                Piece::Progress(l) => {
-                    let mut last = last_progress.lock().unwrap_or_else(|e| e.into_inner());
-                    if last.is_some_and(|t| t.elapsed() < PROGRESS_EVERY) {
-                        return;
-                    }
-                    *last = Some(Instant::now());
-                    l
+        let reds = redactions(&opts.redact_env, seg, &opts.env);
+        let reporter = reporter.clone();
+        let name = seg.name.clone();
+        Arc::new(move |p: Piece<'_>| {
+            let redacted;
+            let piece = if reds.is_empty() {
+                p
+            } else {
+                let (Piece::Line(l) | Piece::Progress(l)) = p;
+                redacted = redact(l, &reds);
+                match p {
+                    Piece::Line(_) => Piece::Line(&redacted),
+                    Piece::Progress(_) => Piece::Progress(&redacted),
                 }
             };
-            let l = redact(l, &reds);
-            report::line(None, &format!("{prefix}{}", String::from_utf8_lossy(&l)));
-        }))
-    } else {
-        bar.map(|b| {
-            Arc::new(move |p: Piece<'_>| {
-                let (Piece::Line(l) | Piece::Progress(l)) = p;
-                let text = String::from_utf8_lossy(l);
-                let t = text.trim();
-                if !t.is_empty() {
-                    b.set_message(t.to_owned());
-                }
-            }) as LineSink
-        })
-    };
+            reporter.report(Event::Output {
+                segment: &name,
+                piece,
+            });
+        }) as LineSink
+    });
     Ok((prepared, spec, sink))
 }
 
-/// How often `-v` prints a line that `\r` keeps redrawing.
-const PROGRESS_EVERY: Duration = Duration::from_secs(5);
-
 /// The complete environment of a check: PATH, the passthrough variables (not hashed), the
 /// declared env (hashed), and a private TMPDIR (`tmp`, created here).
-fn run_env(seg: &SegmentPlan, tmp: &std::path::Path) -> Vec<(String, String)> {
+fn run_env(seg: &SegmentPlan, tmp: &std::path::Path, environ: &Env) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = Vec::new();
     let mut seen = HashSet::new();
     let mut push = |k: &str, v: String, env: &mut Vec<(String, String)>| {
@@ -854,12 +845,12 @@ fn run_env(seg: &SegmentPlan, tmp: &std::path::Path) -> Vec<(String, String)> {
     for (k, v) in &seg.env {
         push(k, v.clone(), &mut env);
     }
-    if let Ok(path) = std::env::var("PATH") {
-        push("PATH", path, &mut env);
+    if let Some(path) = environ.var("PATH") {
+        push("PATH", path.to_owned(), &mut env);
     }
     for k in &seg.passthrough {
-        if let Ok(v) = std::env::var(k) {
-            push(k, v, &mut env);
+        if let Some(v) = environ.var(k) {
+            push(k, v.to_owned(), &mut env);
         }
     }
     if std::fs::create_dir(tmp).is_ok() {
@@ -872,7 +863,7 @@ fn run_env(seg: &SegmentPlan, tmp: &std::path::Path) -> Vec<(String, String)> {
 /// `(value, replacement)` for each `redact_env` variable: its value in the check's declared
 /// `env` and in checkdef's own environment (where passthrough values come from), skipping empty
 /// values; longest first, so a value that contains another is replaced whole.
-pub fn redactions(names: &[String], seg: &SegmentPlan) -> Vec<(Vec<u8>, Vec<u8>)> {
+pub fn redactions(names: &[String], seg: &SegmentPlan, env: &Env) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     for name in names {
         let replacement = format!("[redacted:{name}]").into_bytes();
@@ -881,9 +872,9 @@ pub fn redactions(names: &[String], seg: &SegmentPlan) -> Vec<(Vec<u8>, Vec<u8>)
             .get(name)
             .map(|v| v.as_bytes().to_vec())
             .into_iter()
-            .chain(std::env::var_os(name).map(|v| {
-                use std::os::unix::ffi::OsStringExt as _;
-                v.into_vec()
+            .chain(env.var_os(name).map(|v| {
+                use std::os::unix::ffi::OsStrExt as _;
+                v.as_bytes().to_vec()
             }));
         for v in values {
             if !v.is_empty() && !out.iter().any(|(known, _)| *known == v) {
@@ -917,38 +908,6 @@ pub fn redact(log: &[u8], redactions: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
     out
 }
 
-/// The seed-style line for one segment.
-pub fn outcome_line(o: &SegmentOutcome, width: usize, style: &Style) -> String {
-    let name = format!("{:width$}", o.name);
-    match (o.status, o.origin) {
-        (Status::Passed, Origin::Cache(src)) => {
-            let mut s = format!(
-                "✅ {name}  {}  cached ({}), original {}",
-                style.green("PASSED"),
-                src.as_str(),
-                report::secs(o.original_duration_s.unwrap_or(0.0))
-            );
-            if let Some(k) = &o.signed_by {
-                s.push_str(&format!(", signed by {k}"));
-            }
-            s
-        }
-        (Status::Passed, Origin::Run) => format!(
-            "✅ {name}  {}  {}",
-            style.green("PASSED"),
-            report::secs(o.duration_s)
-        ),
-        (Status::Failed, _) => {
-            let how = failure_reason(o);
-            format!(
-                "❌ {name}  {}  {how}, {}",
-                style.red("FAILED"),
-                report::secs(o.duration_s)
-            )
-        }
-    }
-}
-
 /// Why a failed segment failed, as the checklist, JSON and JUnit say it.
 pub fn failure_reason(o: &SegmentOutcome) -> String {
     match (&o.failure, o.exit_code) {
@@ -957,56 +916,6 @@ pub fn failure_reason(o: &SegmentOutcome) -> String {
         (None, Some(c)) => format!("exit {c}"),
         (None, None) => "failed".to_owned(),
     }
-}
-
-/// The summary line.
-pub fn summary_line(r: &RunReport, style: &Style) -> String {
-    let verdict = if r.all_passed() {
-        style.green(&style.bold("all checks passed"))
-    } else if r.interrupted {
-        style.red(&style.bold("interrupted"))
-    } else {
-        style.red(&style.bold(&format!("{} failed", r.failed())))
-    };
-    format!(
-        "checkdef: {verdict}: {} passed ({} ran, {} cached), {} failed in {} wall; {} saved by the cache",
-        r.passed(),
-        r.ran(),
-        r.cached(),
-        r.failed(),
-        report::secs(r.wall_s),
-        report::secs(r.seconds_saved())
-    )
-}
-
-/// The `--json` document.
-pub fn json_report(r: &RunReport) -> serde_json::Value {
-    serde_json::json!({
-        "version": 1,
-        "commit": r.commit,
-        "interrupted": r.interrupted,
-        "segments": r.segments.iter().map(|s| serde_json::json!({
-            "name": s.name,
-            "status": s.status.as_str(),
-            "source": s.origin.as_str(),
-            "duration_s": s.duration_s,
-            "original_duration_s": s.original_duration_s,
-            "exit_code": s.exit_code,
-            "reason": (s.status == Status::Failed).then(|| failure_reason(s)),
-            "input_hash": s.input_hash,
-            "store_path": s.store_path,
-            "signed_by": s.signed_by,
-            "warnings": s.warnings,
-        })).collect::<Vec<_>>(),
-        "summary": {
-            "passed": r.passed(),
-            "failed": r.failed(),
-            "ran": r.ran(),
-            "cached": r.cached(),
-            "seconds_saved": r.seconds_saved(),
-            "wall_s": r.wall_s,
-        },
-    })
 }
 
 #[cfg(test)]

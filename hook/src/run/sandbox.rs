@@ -10,30 +10,9 @@
 //! allocator skips recently freed inodes), which is why `CHECKDEF_SANDBOX_DIR=/dev/shm` was the
 //! fast choice for copies — the same trade as Bazel's `--sandbox_base=/dev/shm` — but not the
 //! default: whatever a check writes would then live in memory.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-/// The directory new sandboxes are created in.
-pub fn base() -> PathBuf {
-    base_from(std::env::var_os("CHECKDEF_SANDBOX_DIR").filter(|v| !v.is_empty()))
-}
-
-fn base_from(explicit: Option<std::ffi::OsString>) -> PathBuf {
-    explicit.map_or_else(std::env::temp_dir, PathBuf::from)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_setting_wins_over_the_temporary_directory() {
-        assert_eq!(
-            base_from(Some("/dev/shm".into())),
-            PathBuf::from("/dev/shm")
-        );
-        assert_eq!(base_from(None), std::env::temp_dir());
-    }
-}
+pub use crate::context::SandboxSettings;
 
 /// Whether this system can isolate checks (see `run/isolate.rs`), decided once per process
 /// by entering a throwaway sandbox.
@@ -61,23 +40,17 @@ impl Isolation {
     }
 }
 
-/// Whether an isolated check's writes into its view go to a tmpfs of its own (the default) or
-/// to disk (`CHECKDEF_SANDBOX_WRITES=disk`, for checks that write large outputs into the
-/// repository). Its `TMPDIR` is on disk either way.
-pub fn writes_in_memory() -> bool {
-    std::env::var_os("CHECKDEF_SANDBOX_WRITES").is_none_or(|v| v != "disk")
-}
-
-/// [`Isolation`] of this system, probed on first use.
-pub fn isolation() -> Isolation {
+/// [`Isolation`] of this system, probed on first use (`CHECKDEF_ISOLATION=off` in `settings`
+/// turns it off without a probe).
+pub fn isolation(settings: &SandboxSettings) -> Isolation {
+    if settings.isolation_off {
+        return Isolation::Unavailable("CHECKDEF_ISOLATION=off".to_owned());
+    }
     static ONCE: std::sync::OnceLock<Isolation> = std::sync::OnceLock::new();
     ONCE.get_or_init(probe).clone()
 }
 
 fn probe() -> Isolation {
-    if std::env::var_os("CHECKDEF_ISOLATION").is_some_and(|v| v == "off") {
-        return Isolation::Unavailable("CHECKDEF_ISOLATION=off".to_owned());
-    }
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => return Isolation::Unavailable(format!("cannot find the checkdef binary: {e}")),
@@ -98,19 +71,15 @@ fn probe() -> Isolation {
     }
 }
 
-/// The directory this user's sandboxes are created in: `<base>/checkdef-<uid>` (mode 0700).
-/// It is hidden from every check, so no check sees another's files.
-pub fn parent_dir() -> PathBuf {
-    base().join(format!("checkdef-{}", rustix::process::getuid().as_raw()))
-}
-
-/// Create [`parent_dir`] (mode 0700) if it is missing.
-pub fn create_parent() -> std::io::Result<()> {
+/// Create `parent` (this user's directory of sandboxes, [`SandboxSettings::parent_dir`]:
+/// `<base>/checkdef-<uid>`, mode 0700) if it is missing. It is hidden from every check, so no
+/// check sees another's files.
+pub fn create_parent(parent: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt as _;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(parent_dir())
+        .create(parent)
 }
 
 /// One check's private directory: `upper/` and `work/` (its overlay layers), `tmp/` (its
@@ -125,15 +94,15 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    pub fn new(name: &str) -> std::io::Result<RunDir> {
-        let parent = parent_dir();
+    /// A new directory for segment `name` in `parent` (see [`create_parent`]).
+    pub fn new(parent: &Path, name: &str) -> std::io::Result<RunDir> {
         let mut last = None;
         // A concurrent run may remove the (empty) parent between the two calls: try again.
         for _ in 0..3 {
-            let _ = create_parent();
+            let _ = create_parent(parent);
             match tempfile::Builder::new()
                 .prefix(&format!("{}{name}-", super::sweep::PREFIX))
-                .tempdir_in(&parent)
+                .tempdir_in(parent)
             {
                 Ok(d) => {
                     let lock = super::sweep::lock_new(d.path())?;
@@ -148,7 +117,7 @@ impl RunDir {
         Err(last.unwrap_or_else(|| std::io::Error::other("cannot create a sandbox directory")))
     }
 
-    pub fn path(&self) -> &std::path::Path {
+    pub fn path(&self) -> &Path {
         &self.path
     }
 }

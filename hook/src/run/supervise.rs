@@ -131,6 +131,9 @@ fn parse_args(args: &[OsString]) -> Result<Args, String> {
 }
 
 /// Entry point of the stage; `args` follow the subcommand.
+// Dispatched before any context or printer exists (single-threaded, small): a bad command line
+// is reported on stderr directly.
+#[allow(clippy::print_stderr)]
 pub fn main(args: &[OsString]) -> ExitCode {
     let args = match parse_args(args) {
         Ok(a) => a,

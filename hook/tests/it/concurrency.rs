@@ -460,6 +460,7 @@ fn stamped_hits_are_served_without_reading_the_nar_but_never_hide_a_change() {
         remote_budget: Duration::from_secs(1),
         netrc: None,
         bearer_token: None,
+        env: Default::default(),
     })
     .unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -2,6 +2,7 @@
 mod checkout;
 mod concurrency;
 mod config;
+mod engine;
 mod environment;
 mod explain;
 mod faults;

@@ -732,7 +732,14 @@ fn library_plan_matches_cli_and_exposes_run_inputs() {
     let r = Repo::discover(&repo.root).unwrap();
     let config = Config::load(r.root(), None).unwrap();
     let head = r.resolve_commit("HEAD").unwrap();
-    let plan = build_plan(&r, &config, &Target::Commit(head), None).unwrap();
+    let plan = build_plan(
+        &r,
+        &config,
+        &checkdef::context::Env::capture(),
+        &Target::Commit(head),
+        None,
+    )
+    .unwrap();
     let foo = plan.segment("foo-tests").unwrap();
     assert_eq!(foo.input_hash, repo.hash("foo-tests", &["--rev", "HEAD"]));
     assert_eq!(foo.command, "python3 -m pytest -q tests/test_foo.py");

@@ -335,3 +335,46 @@ fn a_cache_directory_others_can_write_or_own_is_refused() {
     out.expect_code(2);
     assert!(out.stderr.contains("owned by"), "{}", out.stderr);
 }
+
+/// `cache verify` judges copies by the configuration the command line names: `--config`
+/// (it used to read `<root>/checkdef.toml` whatever `--config` said).
+#[test]
+fn cache_verify_honours_config() {
+    let fx = Fixture::new();
+    let remote = serve_seed(&fx);
+    let ci = fx.ci_public();
+    let r = cmd(
+        &fx,
+        &["run", "--json"],
+        &[
+            ("CHECKDEF_REMOTE", &remote),
+            ("CHECKDEF_TRUSTED_PUBLIC_KEYS", ci.as_str()),
+        ],
+    );
+    r.expect_code(0);
+    assert_eq!((r.source("foo"), r.source("bar")), ("remote", "remote"));
+    // checkdef.toml trusts no key; the file --config names trusts the ci key.
+    let alt = fx.repo.tmp.path().join("alt.toml");
+    std::fs::write(
+        &alt,
+        format!("{SHELL_SEGMENTS}\n[cache]\ntrusted-public-keys = [\"{ci}\"]\n"),
+    )
+    .unwrap();
+    let untrusted = [("CHECKDEF_TRUSTED_PUBLIC_KEYS", "")];
+    let v = cmd(
+        &fx,
+        &["--config", alt.to_str().unwrap(), "cache", "verify"],
+        &untrusted,
+    );
+    v.expect_code(0);
+    assert!(v.stderr.contains("2 valid entries, 0 bad"), "{}", v.stderr);
+    // A --config that names no file is an error, not an empty list of trusted keys.
+    let missing = fx.repo.tmp.path().join("missing.toml");
+    let v = cmd(
+        &fx,
+        &["--config", missing.to_str().unwrap(), "cache", "verify"],
+        &untrusted,
+    );
+    v.expect_code(2);
+    assert_eq!(narinfos_in(&fx.repo.cache).len(), 2, "{}", v.stderr);
+}

@@ -1,0 +1,41 @@
+//! What the engine tells whoever watches a run. The engine never prints: `checkdef run` and the
+//! hook pass a reporter that prints (`crate::report::HumanReporter`), tests pass one that
+//! records.
+use super::SegmentOutcome;
+use super::lines::Piece;
+
+/// One thing that happened during a run, in the order it happened.
+#[derive(Debug, Clone, Copy)]
+pub enum Event<'a> {
+    /// Something to know that does not fail the run by itself (a segment without inputs, a glob
+    /// matching nothing, a cache that failed, checks that cannot be isolated).
+    Warning(&'a str),
+    /// A segment's passing result came from a cache.
+    Cached(&'a SegmentOutcome),
+    /// A segment's check starts.
+    Started { segment: &'a str },
+    /// A piece of a running check's output (already redacted), only when
+    /// [`Reporter::wants_output`].
+    Output { segment: &'a str, piece: Piece<'a> },
+    /// A check read a file of the snapshot that is not one of its inputs (this fails it).
+    Undeclared { message: &'a str },
+    /// A segment's check ended (`interrupted`: by Ctrl-C or SIGTERM, and its log is partial).
+    Finished {
+        outcome: &'a SegmentOutcome,
+        interrupted: bool,
+    },
+    /// A line of the run's summary (the uploads of this run).
+    Summary(&'a str),
+}
+
+/// The receiver of a run's [`Event`]s. Called from the engine's one thread, and for
+/// [`Event::Output`] from the tasks reading the checks' output.
+pub trait Reporter: Send + Sync {
+    fn report(&self, event: Event<'_>);
+
+    /// Whether live output is wanted ([`Event::Output`]); the engine skips the work of splitting
+    /// it into lines otherwise.
+    fn wants_output(&self) -> bool {
+        false
+    }
+}
