@@ -276,11 +276,8 @@ command = "echo fine"
         .unwrap();
     assert!(killed.success());
 
-    assert!(
-        survivors(&all).is_empty(),
-        "still running: {:?}",
-        survivors(&all)
-    );
+    let left = survivors(&all);
+    assert!(left.is_empty(), "still running: {left:?}");
     let start = Instant::now();
     while !group_members(pgid).is_empty() && start.elapsed() < HANG_GUARD {
         std::thread::sleep(Duration::from_millis(50));

@@ -9,6 +9,7 @@ mod faults;
 mod init;
 mod lifecycle;
 mod loose;
+mod nixcache;
 mod plan;
 mod prepush;
 mod pytest_files;
