@@ -347,6 +347,24 @@ impl Repo {
         Ok(all.0)
     }
 
+    /// The paths a sandbox's skeleton shows (`run/view.rs`), sorted by path, with their modes:
+    /// every file of a commit's tree; in the work tree, every tracked path of the index, read
+    /// without a `stat` of each file (unlike [`entries_all`](Self::entries_all), which costs a
+    /// second `git status`). Untracked files are not in it: one that is a segment's input is in
+    /// that segment's inputs layer, and the others are absent from every view, as from a fresh
+    /// checkout. A tracked file deleted from the disk keeps its placeholder. Blob ids are the
+    /// index's; the skeleton never reads them.
+    pub fn skeleton_entries(&self, target: &Target) -> Result<Vec<Input>> {
+        match target {
+            Target::Commit(_) => self.entries_all(target),
+            Target::WorkTree => {
+                let mut all = self.tracked_entries()?;
+                sort_inputs(&mut all);
+                Ok(all)
+            }
+        }
+    }
+
     /// The contents of blob `id`.
     pub fn read_blob(&self, id: &gix::oid) -> Result<Vec<u8>> {
         let mut buf = Vec::new();

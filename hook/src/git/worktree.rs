@@ -28,6 +28,39 @@ pub struct WorktreeStats {
 }
 
 impl Repo {
+    /// Every tracked path of the index with its index mode and blob id, one per path (the
+    /// first stage of a conflicted one), sorted by path bytes: no `stat`, no hashing, so it
+    /// costs a read of the index. A tracked file deleted from the disk is listed too.
+    pub fn tracked_entries(&self) -> Result<Vec<super::Input>> {
+        let workdir = self.require_workdir()?.to_path_buf();
+        let index = gix::index::File::at_or_default(
+            self.repo.index_path(),
+            self.repo.object_hash(),
+            true,
+            Default::default(),
+        )
+        .map_err(|e| GitError::Worktree {
+            workdir,
+            source: gix::Error::from_error(e),
+        })?;
+        let mut out: Vec<super::Input> = Vec::with_capacity(index.entries().len());
+        for entry in index.entries() {
+            if entry.mode.is_sparse() {
+                continue;
+            }
+            let path = entry.path(&index);
+            if out.last().is_some_and(|l| l.path.as_bstr() == path) {
+                continue;
+            }
+            out.push(super::Input {
+                mode: index_file_mode(entry.mode),
+                id: entry.id,
+                path: path.to_owned(),
+            });
+        }
+        Ok(out)
+    }
+
     /// Visit every file on disk that git would consider: tracked files still present, and
     /// untracked files that are not ignored.
     pub fn walk_worktree(&self, visit: &mut dyn Visit) -> Result<WorktreeStats> {

@@ -85,10 +85,39 @@ pub fn force_remove(path: &Path) {
 pub struct Skeleton {
     pub tree: PathBuf,
     /// Every path of the snapshot (files, symlinks, submodules).
-    pub paths: HashSet<BString>,
+    pub paths: SnapshotPaths,
     _lock: Option<Lock>,
     /// A private skeleton (another run holds the shared one on another snapshot): removed on drop.
     private: Option<PathBuf>,
+}
+
+/// The paths of a snapshot, sorted: looked up by binary search (a set of 100,000 paths would
+/// cost more to build than every lookup a run makes).
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotPaths(Vec<Input>);
+
+impl SnapshotPaths {
+    pub fn new(mut entries: Vec<Input>) -> SnapshotPaths {
+        crate::git::sort_inputs(&mut entries);
+        entries.dedup_by(|a, b| a.path == b.path);
+        SnapshotPaths(entries)
+    }
+
+    pub fn contains(&self, path: &BStr) -> bool {
+        self.0
+            .binary_search_by(|e| e.path.as_bstr().cmp(path))
+            .is_ok()
+    }
+
+    /// Whether some path lies below the directory `dir` (relative, no trailing `/`).
+    pub fn has_below(&self, dir: &[u8]) -> bool {
+        let mut prefix = dir.to_vec();
+        prefix.push(b'/');
+        let i = self
+            .0
+            .partition_point(|e| e.path.as_slice() < prefix.as_slice());
+        self.0.get(i).is_some_and(|e| e.path.starts_with(&prefix))
+    }
 }
 
 impl Drop for Skeleton {
@@ -136,8 +165,9 @@ fn escape(p: &BStr) -> String {
 impl Skeleton {
     /// The skeleton of `all` (every entry of the snapshot, sorted): the shared one below
     /// `store` when it can be used, else a private one in `private_dir`.
-    pub fn prepare(all: &[Input], store: Option<&Path>, private_dir: &Path) -> Result<Skeleton> {
-        let paths: HashSet<BString> = all.iter().map(|e| e.path.clone()).collect();
+    pub fn prepare(all: Vec<Input>, store: Option<&Path>, private_dir: &Path) -> Result<Skeleton> {
+        let paths = SnapshotPaths::new(all);
+        let all = paths.0.as_slice();
         let want = listing(all);
         if let Some(store) = store {
             let dir = store.join("skeleton");
@@ -413,7 +443,7 @@ impl InputsLayer {
 
 /// Top-level directories of the work tree that are Python environments (`pyvenv.cfg`) and not
 /// part of the snapshot: bound read-only into every view, so `.venv/bin/python` keeps working.
-pub fn environments(workdir: &Path, snapshot: &HashSet<BString>) -> Vec<PathBuf> {
+pub fn environments(workdir: &Path, snapshot: &SnapshotPaths) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir(workdir) else {
         return out;
@@ -422,10 +452,7 @@ pub fn environments(workdir: &Path, snapshot: &HashSet<BString>) -> Vec<PathBuf>
         let name = e.file_name();
         use std::os::unix::ffi::OsStrExt as _;
         let bytes = name.as_bytes();
-        let prefix_in_snapshot = snapshot
-            .iter()
-            .any(|p| p.starts_with(bytes) && p.get(bytes.len()) == Some(&b'/'));
-        if e.path().join("pyvenv.cfg").is_file() && !prefix_in_snapshot {
+        if e.path().join("pyvenv.cfg").is_file() && !snapshot.has_below(bytes) {
             out.push(PathBuf::from(name));
         }
     }
@@ -438,7 +465,7 @@ pub fn environments(workdir: &Path, snapshot: &HashSet<BString>) -> Vec<PathBuf>
 pub fn undeclared_reads(
     log: &[u8],
     root: &Path,
-    snapshot: &HashSet<BString>,
+    snapshot: &SnapshotPaths,
     inputs: &[Input],
 ) -> Vec<String> {
     let inputs: HashSet<&[u8]> = inputs.iter().map(|i| i.path.as_slice()).collect();
@@ -516,8 +543,28 @@ pub fn store_for(cache_dir: &Path, root: &Path) -> PathBuf {
 mod tests {
     use super::*;
 
-    fn snap(paths: &[&str]) -> HashSet<BString> {
-        paths.iter().map(|p| BString::from(*p)).collect()
+    fn snap(paths: &[&str]) -> SnapshotPaths {
+        SnapshotPaths::new(
+            paths
+                .iter()
+                .map(|p| Input {
+                    mode: FileMode::Regular,
+                    id: gix::ObjectId::null(gix::hash::Kind::Sha1),
+                    path: BString::from(*p),
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn snapshot_paths_answer_membership_and_directories() {
+        let s = snap(&["b/c.py", "a.txt", ".venv-not/x", "b.txt"]);
+        assert!(s.contains("b/c.py".into()));
+        assert!(!s.contains("b".into()));
+        assert!(s.has_below(b"b"));
+        assert!(s.has_below(b".venv-not"));
+        assert!(!s.has_below(b".venv"));
+        assert!(!s.has_below(b"a.txt"));
     }
 
     #[test]
