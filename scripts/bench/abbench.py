@@ -13,7 +13,8 @@ not timed. Commands run with `sh -c` (stdout and stderr to /dev/null) and must e
 Prints, per command: median, min-max, the ratio of its median to the baseline's (the first
 command unless --baseline), and the peak RSS of the `sh -c` child tree's largest process
 (wait4 ru_maxrss; it is the command's own when sh execs it, which sh does for a simple
-command). --json appends one JSON object per command to FILE (for report.py).
+command), and the median CPU time (user + system) of the command's process tree, which says
+more than wall time on a shared machine. --json appends one JSON object per command to FILE (for report.py).
 """
 import argparse
 import json
@@ -32,7 +33,11 @@ def run_once(cmd, cwd, env):
     _, status, usage = os.wait4(p.pid, 0)
     elapsed = time.perf_counter() - t0
     p.returncode = os.waitstatus_to_exitcode(status)
-    return elapsed, p.returncode, usage.ru_maxrss  # KiB on Linux
+    # CPU time (user + system) of the child and of every descendant it waited for (Linux's
+    # wait4 reports both): on a shared machine it says what the command costs when wall time
+    # is inflated by other jobs.
+    cpu = usage.ru_utime + usage.ru_stime
+    return elapsed, p.returncode, usage.ru_maxrss, cpu  # KiB on Linux
 
 
 def main():
@@ -80,10 +85,10 @@ def main():
         if name in prep:
             subprocess.run(["/bin/sh", "-c", prep[name]], cwd=a.cwd, env=env_for(name), check=True,
                            stdout=subprocess.DEVNULL)
-        t, code, rss = run_once(cmds[name], a.cwd, env_for(name))
+        t, code, rss, cpu = run_once(cmds[name], a.cwd, env_for(name))
         if code != 0:
             sys.exit(f"{name}: `{cmds[name]}` exited with {code}")
-        return t, rss
+        return t, rss, cpu
 
     names = list(cmds)
     for _ in range(a.warmup):
@@ -91,23 +96,33 @@ def main():
             one(n)
     times = {n: [] for n in names}
     rss = {n: [] for n in names}
+    cpus = {n: [] for n in names}
+    load = os.getloadavg()[0]
     for r in range(a.runs):
         for n in (names if r % 2 == 0 else names[::-1]):
-            t, m = one(n)
+            t, m, c = one(n)
             times[n].append(t)
             rss[n].append(m)
+            cpus[n].append(c)
+    load = (load + os.getloadavg()[0]) / 2
 
     base = statistics.median(times[baseline])
     width = max(len(n) for n in names)
-    head = f"{'':{width}}  {'median':>9}  {'min–max':>17}  {'ratio':>6}  {'peak RSS':>9}"
-    print(f"# {a.group} ({a.runs} runs each, alternating; ratio = median / median of {baseline})" if a.group
-          else f"# {a.runs} runs each, alternating; ratio = median / median of {baseline}")
+    base_cpu = statistics.median(cpus[baseline])
+    head = (f"{'':{width}}  {'median':>9}  {'min–max':>17}  {'ratio':>6}  {'CPU':>9}  {'ratio':>6}  "
+            f"{'peak RSS':>9}")
+    print(f"# {a.group} ({a.runs} runs each, alternating; ratio = median / median of {baseline}; "
+          f"load average {load:.1f})" if a.group
+          else f"# {a.runs} runs each, alternating; ratio = median / median of {baseline}; "
+               f"load average {load:.1f}")
     print(head)
     for n in names:
         t = times[n]
         med = statistics.median(t)
+        cpu = statistics.median(cpus[n])
         line = (f"{n:{width}}  {fmt(med):>9}  {fmt(min(t)) + '–' + fmt(max(t)):>17}  "
-                f"{med / base:>5.2f}×  {max(rss[n]) / 1024:>6.1f} MiB")
+                f"{med / base:>5.2f}×  {fmt(cpu):>9}  {cpu / base_cpu if base_cpu else 0:>5.2f}×  "
+                f"{max(rss[n]) / 1024:>6.1f} MiB")
         print(line)
         if a.json:
             with open(a.json, "a") as f:
@@ -115,7 +130,8 @@ def main():
                                     "cwd": os.path.abspath(a.cwd), "runs": a.runs, "times_s": t,
                                     "median_s": med, "min_s": min(t), "max_s": max(t),
                                     "baseline": baseline, "ratio": med / base,
-                                    "maxrss_kib": max(rss[n])}) + "\n")
+                                    "maxrss_kib": max(rss[n]), "cpu_s": cpus[n],
+                                    "median_cpu_s": cpu, "loadavg": load}) + "\n")
     sys.stdout.flush()
 
 
