@@ -66,7 +66,28 @@ fn explain(repo: &TestRepo, args: &[&str]) -> (CmdOut, String) {
     let out = repo.checkdef_text(&full, &[]);
     out.expect_code(0);
     let text = normalize(repo, &out.stderr);
+    snapshot(args, &text);
     (out, text)
+}
+
+/// The normalised human output as an insta snapshot (`tests/it/snapshots/`), named after the
+/// test and the extra arguments; the explicit assertions of each test stay.
+fn snapshot(args: &[&str], text: &str) {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("explain")
+        .rsplit("::")
+        .next()
+        .unwrap_or("explain")
+        .to_owned();
+    let mut name = test;
+    for a in args {
+        name.push('_');
+        name.push_str(a.trim_start_matches('-'));
+    }
+    let mut settings = insta::Settings::clone_current();
+    settings.set_prepend_module_to_snapshot(false);
+    settings.bind(|| insta::assert_snapshot!(name, text));
 }
 
 fn miss_report(details: &[&str], summary: &str) -> String {
