@@ -9,22 +9,22 @@
 
 pub mod cache;
 pub mod cli;
-pub mod commands;
+mod commands;
 pub mod config;
 pub mod context;
-pub mod duration;
-pub mod exit;
-pub mod fsutil;
+mod duration;
+mod exit;
+mod fsutil;
 pub mod git;
 pub mod init;
-pub mod junit;
+mod junit;
 pub mod manifest;
 pub mod plan;
 pub mod prepush;
-pub mod printer;
-pub mod process;
-pub mod pyenv;
-pub mod report;
+mod printer;
+mod process;
+mod pyenv;
+mod report;
 pub mod result;
 pub mod run;
 

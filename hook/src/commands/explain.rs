@@ -29,7 +29,6 @@ use crate::result::StoredResult;
 pub struct Previous {
     pub store_path: String,
     pub result: StoredResult,
-    pub modified: SystemTime,
 }
 
 /// The most recent valid result named `checkdef-<segment>` in the local cache `dir`, other than
@@ -76,7 +75,7 @@ pub fn previous_result(dir: &Path, segment: &str, current_store_path: &str) -> O
         .ok()?;
     let store = FileStore::new(dir).with_trust(Trust::Local);
     let limits = NarLimits::default();
-    for (modified, _, info) in candidates {
+    for (_, _, info) in candidates {
         let Ok(Some(fetched)) = rt.block_on(store.fetch(&info.store_path, &limits)) else {
             continue;
         };
@@ -95,7 +94,6 @@ pub fn previous_result(dir: &Path, segment: &str, current_store_path: &str) -> O
         return Some(Previous {
             store_path: info.store_path.to_string(),
             result,
-            modified,
         });
     }
     None
