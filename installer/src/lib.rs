@@ -23,5 +23,6 @@ pub use locate::{
 };
 pub use ops::{
     HookState, InstallAction, InstallOptions, InstallReport, Status, UninstallReport, install,
-    refuse_if_shared, status, uninstall,
+    install_hook, refuse_if_shared, status, uninstall, uninstall_hook,
 };
+pub use script::HookKind;

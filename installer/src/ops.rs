@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::detect::{Detection, detect};
 use crate::error::Error;
 use crate::locate::HookLocation;
-use crate::script::{self, ScriptParams};
+use crate::script::{self, HookKind, ScriptParams};
 
 /// How to install.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +115,16 @@ pub struct Status {
 /// - A hooks directory shared with other repositories ([`HookLocation::shared`]): refused with
 ///   [`Error::SharedHooksDir`] unless `global`.
 pub fn install(loc: &HookLocation, opts: &InstallOptions) -> Result<InstallReport, Error> {
+    install_hook(loc, HookKind::PrePush, opts)
+}
+
+/// [`install`] for any of checkdef's hooks: `<hooks dir>/<kind>`, chained through
+/// `<kind>.local` exactly as the pre-push hook is.
+pub fn install_hook(
+    loc: &HookLocation,
+    kind: HookKind,
+    opts: &InstallOptions,
+) -> Result<InstallReport, Error> {
     let exe = &opts.checkdef_exe;
     if exe.to_str().is_none() {
         return Err(Error::NonUtf8Exe { path: exe.clone() });
@@ -123,17 +133,18 @@ pub fn install(loc: &HookLocation, opts: &InstallOptions) -> Result<InstallRepor
         return Err(Error::RelativeExe { path: exe.clone() });
     }
     refuse_if_shared(loc, opts.global)?;
-    let hook = loc.pre_push();
-    let local = loc.pre_push_local();
+    let hook = loc.hooks_dir.join(kind.file_name());
+    let local = loc.hooks_dir.join(kind.local_name());
     let managers = detect(loc);
 
     match read_hook(&hook)? {
-        Some(existing) => match script::parse(&existing.content) {
+        Some(existing) => match parse_kind(&existing.content, kind) {
             Some(parsed) => {
                 if parsed.modified && !opts.force {
                     return Err(Error::Modified { path: hook });
                 }
                 let content = script::render(&ScriptParams {
+                    kind,
                     checkdef_exe: exe.clone(),
                     moved_aside: parsed.moved_aside,
                 });
@@ -158,6 +169,7 @@ pub fn install(loc: &HookLocation, opts: &InstallOptions) -> Result<InstallRepor
                 }
                 rename(&hook, &local)?;
                 let content = script::render(&ScriptParams {
+                    kind,
                     checkdef_exe: exe.clone(),
                     moved_aside: true,
                 });
@@ -189,6 +201,7 @@ pub fn install(loc: &HookLocation, opts: &InstallOptions) -> Result<InstallRepor
                 source,
             })?;
             let content = script::render(&ScriptParams {
+                kind,
                 checkdef_exe: exe.clone(),
                 moved_aside: false,
             });
@@ -210,15 +223,24 @@ pub fn install(loc: &HookLocation, opts: &InstallOptions) -> Result<InstallRepor
 ///
 /// Callers check [`refuse_if_shared`] first, as [`install`] does.
 pub fn uninstall(loc: &HookLocation, force: bool) -> Result<UninstallReport, Error> {
-    let hook = loc.pre_push();
-    let local = loc.pre_push_local();
+    uninstall_hook(loc, HookKind::PrePush, force)
+}
+
+/// [`uninstall`] for any of checkdef's hooks.
+pub fn uninstall_hook(
+    loc: &HookLocation,
+    kind: HookKind,
+    force: bool,
+) -> Result<UninstallReport, Error> {
+    let hook = loc.hooks_dir.join(kind.file_name());
+    let local = loc.hooks_dir.join(kind.local_name());
     let Some(existing) = read_hook(&hook)? else {
         return Ok(UninstallReport::NotInstalled {
             hook,
             foreign: false,
         });
     };
-    let Some(parsed) = script::parse(&existing.content) else {
+    let Some(parsed) = parse_kind(&existing.content, kind) else {
         return Ok(UninstallReport::NotInstalled {
             hook,
             foreign: true,
@@ -292,6 +314,12 @@ pub fn refuse_if_shared(loc: &HookLocation, global: bool) -> Result<(), Error> {
         }),
         _ => Ok(()),
     }
+}
+
+/// `content` parsed as checkdef's hook of `kind` (a checkdef hook of another kind under this
+/// name is foreign here: it is not what install writes at this path).
+fn parse_kind(content: &[u8], kind: HookKind) -> Option<script::ParsedScript> {
+    script::parse(content).filter(|p| p.kind == kind)
 }
 
 fn refuse_if_managed(loc: &HookLocation, managers: &[Detection], force: bool) -> Result<(), Error> {

@@ -12,8 +12,55 @@
 //! [`parse`] can tell an untouched script from one edited by hand by rendering it again.
 use std::path::PathBuf;
 
+/// Which git hook a script is: checkdef installs `pre-push` (the checks) and, with
+/// `checkdef install --warm`, `post-commit` (pre-warming: `checkdef warm` after each commit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HookKind {
+    PrePush,
+    PostCommit,
+}
+
+impl HookKind {
+    /// The hook's file name in the hooks directory.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            HookKind::PrePush => "pre-push",
+            HookKind::PostCommit => "post-commit",
+        }
+    }
+
+    /// Where a pre-existing hook of this kind is kept (and run first) while checkdef's is
+    /// installed.
+    pub fn local_name(self) -> &'static str {
+        match self {
+            HookKind::PrePush => "pre-push.local",
+            HookKind::PostCommit => "post-commit.local",
+        }
+    }
+
+    fn marker_prefix(self) -> &'static str {
+        match self {
+            HookKind::PrePush => MARKER_PREFIX,
+            HookKind::PostCommit => POST_COMMIT_MARKER_PREFIX,
+        }
+    }
+
+    fn moved_line(self) -> &'static str {
+        match self {
+            HookKind::PrePush => MOVED_LINE,
+            HookKind::PostCommit => POST_COMMIT_MOVED_LINE,
+        }
+    }
+}
+
 /// The header line that marks a hook as checkdef's, up to the version number.
 pub const MARKER_PREFIX: &str = "# checkdef pre-push hook v";
+/// The same for the post-commit hook.
+pub const POST_COMMIT_MARKER_PREFIX: &str = "# checkdef post-commit hook v";
+/// The full header line of the post-commit hook written by this version.
+pub const POST_COMMIT_MARKER: &str = "# checkdef post-commit hook v1 — managed by checkdef install";
+const POST_COMMIT_MOVED_LINE: &str =
+    "# moved-aside: post-commit.local (restored by checkdef uninstall)";
 /// The version of the script written by this crate.
 pub const VERSION: u32 = 1;
 /// The full header line written by this version.
@@ -26,6 +73,7 @@ const BIN_PREFIX: &str = "checkdef_bin=";
 /// What a checkdef hook script is made from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScriptParams {
+    pub kind: HookKind,
     /// The absolute path of the checkdef binary the hook calls first.
     pub checkdef_exe: PathBuf,
     /// Whether install moved a pre-existing hook to `pre-push.local` (uninstall restores it).
@@ -35,6 +83,7 @@ pub struct ScriptParams {
 /// A hook file recognised as checkdef's (it carries the marker line).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedScript {
+    pub kind: HookKind,
     /// The version in the marker line.
     pub version: u32,
     /// The binary path written in the script, when it could be read back.
@@ -48,6 +97,9 @@ pub struct ParsedScript {
 
 /// Render the hook script. `checkdef_exe` must be valid UTF-8 (checked by the caller).
 pub fn render(params: &ScriptParams) -> String {
+    if params.kind == HookKind::PostCommit {
+        return render_post_commit(params);
+    }
     let exe = params.checkdef_exe.to_string_lossy();
     let moved = if params.moved_aside {
         format!("{MOVED_LINE}\n")
@@ -87,15 +139,56 @@ printf '%s' "$stdin" | "$checkdef_bin" hook pre-push "$@"
     )
 }
 
-/// Whether `content` carries checkdef's marker line (within the first lines).
-pub fn is_ours(content: &[u8]) -> bool {
-    marker_version(content).is_some()
+/// The post-commit hook: `post-commit.local` first (when executable), then `checkdef warm`,
+/// which starts the new commit's misses in the background and returns at once, so `git commit`
+/// is not held up. git ignores a post-commit hook's exit status; the hook still passes on
+/// `post-commit.local`'s, as the pre-push hook does.
+fn render_post_commit(params: &ScriptParams) -> String {
+    let exe = params.checkdef_exe.to_string_lossy();
+    let moved = if params.moved_aside {
+        format!("{POST_COMMIT_MOVED_LINE}\n")
+    } else {
+        String::new()
+    };
+    let bin = sh_quote(&exe);
+    format!(
+        r#"#!/bin/sh
+{POST_COMMIT_MARKER}
+# Runs post-commit.local (if executable) first, then starts the new commit's checks in the
+# background (checkdef warm). Remove: checkdef uninstall.
+{moved}{BIN_PREFIX}{bin}
+hook_dir=$(dirname -- "$0")
+rc=0
+if [ -x "$hook_dir/post-commit.local" ]; then
+	"$hook_dir/post-commit.local" "$@"
+	rc=$?
+fi
+if [ ! -x "$checkdef_bin" ]; then
+	command -v checkdef >/dev/null 2>&1 || exit "$rc"
+	checkdef_bin=checkdef
+fi
+"$checkdef_bin" warm --quiet </dev/null || :
+exit "$rc"
+"#
+    )
 }
 
-fn marker_version(content: &[u8]) -> Option<u32> {
+/// Whether `content` carries checkdef's marker line (within the first lines), of any kind.
+pub fn is_ours(content: &[u8]) -> bool {
+    kind_of(content).is_some()
+}
+
+/// Which checkdef hook `content` is, by its marker line.
+pub fn kind_of(content: &[u8]) -> Option<HookKind> {
+    [HookKind::PrePush, HookKind::PostCommit]
+        .into_iter()
+        .find(|k| marker_version(content, *k).is_some())
+}
+
+fn marker_version(content: &[u8], kind: HookKind) -> Option<u32> {
     let text = String::from_utf8_lossy(&content[..content.len().min(4096)]);
     text.lines().take(5).find_map(|line| {
-        let rest = line.strip_prefix(MARKER_PREFIX)?;
+        let rest = line.strip_prefix(kind.marker_prefix())?;
         let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
         digits.parse().ok()
     })
@@ -104,17 +197,19 @@ fn marker_version(content: &[u8]) -> Option<u32> {
 /// Recognise a checkdef hook and check whether it is exactly what [`render`] would write.
 /// `None` when the content is not a checkdef hook.
 pub fn parse(content: &[u8]) -> Option<ParsedScript> {
-    let version = marker_version(content)?;
+    let kind = kind_of(content)?;
+    let version = marker_version(content, kind)?;
     let text = String::from_utf8_lossy(content);
     let checkdef_exe = text
         .lines()
         .find_map(|line| line.strip_prefix(BIN_PREFIX))
         .and_then(sh_unquote)
         .map(PathBuf::from);
-    let moved_aside = text.lines().any(|line| line == MOVED_LINE);
+    let moved_aside = text.lines().any(|line| line == kind.moved_line());
     let modified = match &checkdef_exe {
         Some(exe) => {
             let expected = render(&ScriptParams {
+                kind,
                 checkdef_exe: exe.clone(),
                 moved_aside,
             });
@@ -123,6 +218,7 @@ pub fn parse(content: &[u8]) -> Option<ParsedScript> {
         None => true,
     };
     Some(ParsedScript {
+        kind,
         version,
         checkdef_exe,
         moved_aside,
@@ -161,6 +257,7 @@ mod tests {
 
     fn params(exe: &str, moved: bool) -> ScriptParams {
         ScriptParams {
+            kind: HookKind::PrePush,
             checkdef_exe: PathBuf::from(exe),
             moved_aside: moved,
         }
@@ -178,6 +275,27 @@ mod tests {
                 assert!(!p.modified, "{s}");
             }
         }
+    }
+
+    #[test]
+    fn post_commit_scripts_round_trip_and_are_told_apart() {
+        for moved in [false, true] {
+            let p = ScriptParams {
+                kind: HookKind::PostCommit,
+                ..params("/a b/checkdef", moved)
+            };
+            let s = render(&p);
+            assert_eq!(s.lines().nth(1), Some(POST_COMMIT_MARKER));
+            assert!(s.contains("warm"), "{s}");
+            let parsed = parse(s.as_bytes()).expect("ours");
+            assert_eq!(parsed.kind, HookKind::PostCommit);
+            assert_eq!(parsed.moved_aside, moved);
+            assert!(!parsed.modified, "{s}");
+            assert!(parse(format!("{s}#\n").as_bytes()).unwrap().modified);
+        }
+        let pre = render(&params("/x/checkdef", false));
+        assert_eq!(parse(pre.as_bytes()).unwrap().kind, HookKind::PrePush);
+        assert_eq!(kind_of(b"#!/bin/sh\nexit 0\n"), None);
     }
 
     #[test]

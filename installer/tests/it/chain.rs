@@ -164,6 +164,7 @@ fn checkdef_hook_in_the_chain_slot_is_refused() {
     let fake = sb.fake_checkdef();
     let loc = sb.locate(&repo);
     let ours = script::render(&script::ScriptParams {
+        kind: script::HookKind::PrePush,
         checkdef_exe: fake.exe.clone(),
         moved_aside: false,
     });
