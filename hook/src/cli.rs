@@ -72,10 +72,35 @@ pub enum Command {
     Init(InitArgs),
     /// Show the hook, configuration, caches and keys checkdef would use here.
     Status,
+    /// Start a commit's checks in the background (low priority) and return at once, so that
+    /// the push finds their results cached.
+    Warm(WarmArgs),
+    /// A background run (started by `checkdef warm` or a push's budget).
+    #[command(name = "__background", hide = true)]
+    Background(BackgroundArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
     /// Print checkdef's man page (roff) on stdout.
     Man,
+}
+
+#[derive(Debug, Args)]
+pub struct WarmArgs {
+    /// The commit to warm (any rev git understands; default HEAD).
+    #[arg(long, value_name = "REV")]
+    pub rev: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackgroundArgs {
+    #[arg(long)]
+    pub id: String,
+    #[arg(long, value_enum)]
+    pub reason: crate::background::Reason,
+    #[arg(long)]
+    pub rev: String,
+    #[arg(long = "segment")]
+    pub segments: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -161,6 +186,9 @@ pub struct InstallArgs {
     /// every repository using it: each of their pushes then runs checkdef.
     #[arg(long)]
     pub global: bool,
+    /// Also install a post-commit hook that runs `checkdef warm` after each commit.
+    #[arg(long)]
+    pub warm: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -220,6 +220,9 @@ impl Reporter for HumanReporter {
                     bars.running.insert(segment.to_owned(), bar);
                 }
             }
+            Event::Waiting { segment } => self.line(&self.style.dim(&format!(
+                "checkdef: {segment} is being run by another checkdef (a background run or another push); waiting for its result"
+            ))),
             Event::Output { segment, piece } => {
                 if self.verbose {
                     let l = match piece {

@@ -14,7 +14,7 @@ use anyhow::Result;
 use gix::ObjectId;
 
 use crate::cache::Caches;
-use crate::config::{CacheConfig, Config, FILE_NAME, HookCommits, HookMode, HookTags};
+use crate::config::{CacheConfig, Config, FILE_NAME, HookCommits, HookMode, HookTags, OnBudget};
 use crate::context::{Context, config_error, plan_error};
 use crate::exit::{Code, usage};
 use crate::git::{FileMode, Repo, Target};
@@ -30,6 +30,8 @@ use crate::run::{self, Origin, RunOptions};
 const BYPASS: &str = "git push --no-verify, or CHECKDEF_SKIP=1 git push";
 
 pub fn pre_push(ctx: &Context, remote: &str, url: &str) -> Result<Code> {
+    // The budget counts from the moment git started the hook.
+    let started = std::time::Instant::now();
     let p = &ctx.printer;
     let mut input = String::new();
     std::io::stdin().read_to_string(&mut input).map_err(|e| {
@@ -155,11 +157,15 @@ pub fn pre_push(ctx: &Context, remote: &str, url: &str) -> Result<Code> {
 
     // 2. Check them.
     let jobs = ctx.settings.default_jobs();
-    if url.starts_with("ssh://") || url.contains('@') {
-        p.info(&style.dim("checkdef: note: the SSH connection is open while checks run; long runs may hit the server's idle timeout"),
-        );
+    let ssh = is_ssh_url(url);
+    if let crate::context::BudgetOverride::Invalid(why) = &ctx.settings.budget {
+        p.warn(&format!(
+            "CHECKDEF_BUDGET: {why}; using [hook] budget from {FILE_NAME}"
+        ));
     }
     let rt = ctx.runtime()?;
+    // Checks stopped at the budget: (commit, segments, policy, budget).
+    let mut over: Vec<Over> = Vec::new();
     let mut caches: Vec<(CacheConfig, Arc<Caches>)> = Vec::new();
     let mut failed: Vec<(Unit, Vec<String>)> = Vec::new();
     let mut failed_ranges: HashSet<usize> = HashSet::new();
@@ -202,6 +208,7 @@ pub fn pre_push(ctx: &Context, remote: &str, url: &str) -> Result<Code> {
                 c
             }
         };
+        let budget = ctx.settings.budget.apply(cfg.config.hook.budget);
         let opts = RunOptions {
             jobs,
             push: true,
@@ -211,6 +218,8 @@ pub fn pre_push(ctx: &Context, remote: &str, url: &str) -> Result<Code> {
             env: ctx.env().clone(),
             sandbox: ctx.settings.sandbox.clone(),
             supervisor: run::exec::SELF_EXE.into(),
+            deadline: budget.map(|b| (started + b, b)),
+            warn_if_slow: ssh && budget.is_none(),
         };
         let target = Target::Commit(unit.commit);
         let plan =
@@ -271,13 +280,32 @@ pub fn pre_push(ctx: &Context, remote: &str, url: &str) -> Result<Code> {
             interrupted = true;
             break;
         }
-        if !report.all_passed() {
-            let names = report
-                .segments
-                .iter()
-                .filter(|s| s.status == Status::Failed)
-                .map(|s| s.name.clone())
-                .collect();
+        let stopped: Vec<String> = report
+            .segments
+            .iter()
+            .filter(|s| matches!(s.failure, Some(run::Failure::OverBudget(_))))
+            .map(|s| s.name.clone())
+            .collect();
+        if !stopped.is_empty()
+            && let Some((_, b)) = opts.deadline
+        {
+            over.push(Over {
+                commit: unit.commit,
+                names: stopped,
+                policy: cfg.config.hook.on_budget,
+                budget: b,
+            });
+        }
+        let names: Vec<String> = report
+            .segments
+            .iter()
+            .filter(|s| {
+                s.status == Status::Failed
+                    && !matches!(s.failure, Some(run::Failure::OverBudget(_)))
+            })
+            .map(|s| s.name.clone())
+            .collect();
+        if !names.is_empty() {
             failed_ranges.insert(unit.range);
             failed.push((unit.clone(), names));
         }
@@ -286,11 +314,65 @@ pub fn pre_push(ctx: &Context, remote: &str, url: &str) -> Result<Code> {
         p.line("checkdef: interrupted — push blocked, nothing partial was stored");
         return Ok(Code::Interrupted);
     }
-    if failed.is_empty() {
+    let blocking = over.iter().any(|o| o.policy == OnBudget::Block);
+    if failed.is_empty() && !blocking {
+        // Deferred checks go on in the background; the push proceeds.
+        for o in &over {
+            let id = crate::background::new_id();
+            let names = o.names.join(", ");
+            let b = crate::duration::display(o.budget);
+            match super::warm::spawn(
+                ctx,
+                &repo,
+                o.commit,
+                &o.names,
+                crate::background::Reason::Deferred,
+                &id,
+            ) {
+                Ok(log) => p.warn(&format!(
+                    "not finished within the push budget of {b}, handed on to a background run: {names} ({}); this push proceeds WITHOUT their verdict\n  the next checkdef command (or `checkdef status`) says how they ended; log: {}",
+                    short(o.commit),
+                    log.display()
+                )),
+                Err(e) => {
+                    // Nothing would finish them: the push must not proceed unchecked.
+                    p.line(&style.red(&style.bold(&format!(
+                        "checkdef: push blocked: {names} did not finish within the budget of {b} and could not be handed on to a background run: {e:#}"
+                    ))));
+                    p.line(&format!(
+                        "  finish them: checkdef run --rev {}, then push again (their results will be cached)",
+                        o.commit
+                    ));
+                    return Ok(Code::Failed);
+                }
+            }
+        }
         return Ok(Code::Success);
     }
     p.line("");
     p.line(&style.red(&style.bold("checkdef: push blocked")));
+    for o in &over {
+        let b = crate::duration::display(o.budget);
+        let names = o.names.join(", ");
+        if o.policy == OnBudget::Defer {
+            p.line(&format!(
+                "  {} not finished within the push budget of {b} (not deferred: the push is blocked anyway): {names}",
+                short(o.commit)
+            ));
+        } else {
+            p.line(&format!(
+                "  {} not finished within the push budget of {b} (stopped): {names}",
+                short(o.commit)
+            ));
+        }
+        p.line(&format!(
+            "    finish them: checkdef run --rev {}, then push again (the push will find their results cached)",
+            o.commit
+        ));
+        p.line(
+            "    or let pushes hand them on: [hook] on-budget = \"defer\", or a larger budget (CHECKDEF_BUDGET=15m git push)",
+        );
+    }
     for (unit, names) in &failed {
         let sha = unit.commit.to_string();
         p.line(&format!(
@@ -308,6 +390,27 @@ pub fn pre_push(ctx: &Context, remote: &str, url: &str) -> Result<Code> {
     }
     p.line(&format!("  bypass (not recommended): {BYPASS}"));
     Ok(Code::Failed)
+}
+
+/// Checks of one commit that the push's budget stopped (or never started).
+struct Over {
+    commit: ObjectId,
+    names: Vec<String>,
+    policy: OnBudget,
+    budget: std::time::Duration,
+}
+
+/// Whether git talks to `url` over SSH (`ssh://`, `git+ssh://`, `ssh+git://`, or the scp-like
+/// `[user@]host:path`), where the connection sits open and idle while the hook runs.
+pub fn is_ssh_url(url: &str) -> bool {
+    if let Some((scheme, _)) = url.split_once("://") {
+        return matches!(scheme, "ssh" | "git+ssh" | "ssh+git");
+    }
+    // scp-like syntax: a colon before any slash (git's rule), and not a local path.
+    match url.find(':') {
+        Some(colon) => colon > 0 && !url[..colon].contains('/'),
+        None => false,
+    }
 }
 
 /// One commit to check.
@@ -484,4 +587,31 @@ fn open_caches(ctx: &Context, config: &CacheConfig) -> Result<Arc<Caches>> {
 fn short(id: ObjectId) -> String {
     let s = id.to_string();
     s[..s.len().min(12)].to_owned()
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::is_ssh_url;
+
+    #[test]
+    fn ssh_push_urls_are_recognised_as_git_does() {
+        for url in [
+            "ssh://git@github.com/o/r.git",
+            "git+ssh://host/r",
+            "git@github.com:o/r.git",
+            "host:r.git",
+        ] {
+            assert!(is_ssh_url(url), "{url}");
+        }
+        for url in [
+            "https://github.com/o/r.git",
+            "file:///srv/r.git",
+            "/srv/r.git",
+            "./a:b",
+            "../remote.git",
+            "origin",
+        ] {
+            assert!(!is_ssh_url(url), "{url}");
+        }
+    }
 }

@@ -27,6 +27,12 @@ pub fn run(ctx: &crate::context::Context, args: &InstallArgs) -> Result<Code> {
     let report = installer::install(&loc, &opts).map_err(|e| map_error(e, Op::Install))?;
     ctx.printer
         .text(&format_report(&report, &opts.checkdef_exe));
+    if args.warm {
+        let report = installer::install_hook(&loc, installer::HookKind::PostCommit, &opts)
+            .map_err(|e| map_error(e, Op::Install))?;
+        ctx.printer
+            .text(&format_post_commit_report(&report, &opts.checkdef_exe));
+    }
     Ok(Code::Success)
 }
 
@@ -183,6 +189,30 @@ fn format_report(report: &InstallReport, exe: &Path) -> String {
         ));
     }
     out.push_str("  skip the checks for one push with: git push --no-verify\n");
+    out
+}
+
+fn format_post_commit_report(report: &InstallReport, exe: &Path) -> String {
+    let hook = report.hook.display();
+    let mut out = match report.action {
+        InstallAction::Created => format!("checkdef: installed the post-commit hook at {hook}\n"),
+        InstallAction::Updated => format!("checkdef: updated the post-commit hook at {hook}\n"),
+        InstallAction::Unchanged => format!(
+            "checkdef: the post-commit hook at {hook} is already installed; nothing changed\n"
+        ),
+    };
+    out.push_str(&format!(
+        "  after each commit it runs: {} warm (the commit's checks start in the background; git commit returns at once)\n",
+        exe.display()
+    ));
+    if let Some(moved) = &report.moved_aside {
+        out.push_str(&format!(
+            "  the hook that was there is now {} and runs first; `checkdef uninstall` puts it back\n",
+            moved.display()
+        ));
+    } else if let Some(chained) = &report.chained {
+        out.push_str(&format!("  {} runs first\n", chained.display()));
+    }
     out
 }
 

@@ -17,6 +17,7 @@ pub mod keygen;
 pub mod plan;
 pub mod run;
 pub mod status;
+pub mod warm;
 
 /// Run the command `cli` names in `ctx` (made from the same command line).
 pub fn dispatch(ctx: &Context, cli: Cli) -> Result<Code> {
@@ -24,7 +25,17 @@ pub fn dispatch(ctx: &Context, cli: Cli) -> Result<Code> {
         std::env::set_current_dir(dir)
             .map_err(|e| crate::exit::usage(format!("cannot enter {}: {e}", dir.display())))?;
     }
+    // How the background runs that ended since the last command ended (a failed deferred
+    // check loudly); not from the background stage itself, nor for completions and the man page.
+    if !matches!(
+        cli.command,
+        Command::Background(_) | Command::Completions(_) | Command::Man
+    ) {
+        warm::report_ended(ctx);
+    }
     match cli.command {
+        Command::Warm(args) => warm::warm(ctx, &args),
+        Command::Background(args) => warm::background_main(ctx, &args),
         Command::Install(args) => install::run(ctx, &args),
         Command::Uninstall(args) => uninstall::run(ctx, args.force, args.global),
         Command::Plan(args) => plan::run(ctx, &args),

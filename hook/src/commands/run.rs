@@ -48,6 +48,8 @@ pub fn run(ctx: &Context, args: &RunArgs) -> Result<Code> {
         env: ctx.env().clone(),
         sandbox: ctx.settings.sandbox.clone(),
         supervisor: run::exec::SELF_EXE.into(),
+        deadline: None,
+        warn_if_slow: false,
     };
     let width = plan
         .segments

@@ -91,6 +91,17 @@ pub fn run(ctx: &Context) -> Result<Code> {
         &trusted_keys_line(vars, &cache_cfg),
     );
     row(&mut out, "secret key", &secret_key_line(vars, &cache_cfg));
+    let background = super::warm::status_lines(ctx, 8);
+    if background.is_empty() {
+        row(
+            &mut out,
+            "background",
+            "none (checkdef warm, or a push's deferred checks)",
+        );
+    }
+    for (i, line) in background.into_iter().enumerate() {
+        row(&mut out, if i == 0 { "background" } else { "" }, &line);
+    }
     ctx.printer.text(&out);
     Ok(Code::Success)
 }

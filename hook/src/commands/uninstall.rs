@@ -14,6 +14,14 @@ pub fn run(ctx: &Context, force: bool, global: bool) -> Result<Code> {
     installer::refuse_if_shared(&loc, global).map_err(|e| map_error(e, Op::Uninstall))?;
     let report = installer::uninstall(&loc, force).map_err(|e| map_error(e, Op::Uninstall))?;
     ctx.printer.text(&format_report(&report));
+    // The post-commit hook of `checkdef install --warm`, undone the same way (said only when
+    // there was one).
+    let post = installer::uninstall_hook(&loc, installer::HookKind::PostCommit, force)
+        .map_err(|e| map_error(e, Op::Uninstall))?;
+    if matches!(post, UninstallReport::Removed { .. }) {
+        ctx.printer
+            .text(&format_report(&post).replace("pre-push", "post-commit"));
+    }
     Ok(Code::Success)
 }
 

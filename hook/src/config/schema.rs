@@ -100,12 +100,27 @@ impl CacheConfig {
     }
 }
 
+/// What the pre-push hook does with checks still running when its `budget` runs out
+/// (`[hook] on-budget`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnBudget {
+    /// Stop them and refuse the push (the default: nothing reaches the remote unchecked).
+    #[default]
+    Block,
+    /// Let the push proceed and finish them in a detached background run.
+    Defer,
+}
+
 /// The `[hook]` table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct HookConfig {
     pub mode: HookMode,
     pub commits: HookCommits,
     pub tags: HookTags,
+    /// How long a push may spend on checks (`[hook] budget`; `None`: no limit, the default).
+    pub budget: Option<std::time::Duration>,
+    pub on_budget: OnBudget,
 }
 
 /// A resolved segment: `[defaults]` merged in, the `tests` shorthand expanded.
@@ -398,4 +413,8 @@ pub(super) struct RawHook {
     pub(super) commits: HookCommits,
     #[serde(default)]
     pub(super) tags: HookTags,
+    #[serde(default)]
+    pub(super) budget: Option<Spanned<String>>,
+    #[serde(default, rename = "on-budget")]
+    pub(super) on_budget: OnBudget,
 }

@@ -17,6 +17,26 @@ command = "true"
 "#;
 
 #[test]
+fn budget_and_its_policy() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.hook.budget, None);
+    assert_eq!(c.hook.on_budget, OnBudget::Block);
+    let c = parse(&format!(
+        "{MINIMAL}[hook]\nbudget = \"2m\"\non-budget = \"defer\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.hook.budget, Some(std::time::Duration::from_secs(120)));
+    assert_eq!(c.hook.on_budget, OnBudget::Defer);
+    let e = err(&format!("{MINIMAL}[hook]\nbudget = \"soon\"\n"));
+    assert!(
+        e.starts_with("checkdef.toml:8:10: budget: invalid duration"),
+        "{e}"
+    );
+    let e = err(&format!("{MINIMAL}[hook]\non-budget = \"wait\"\n"));
+    assert!(e.starts_with("checkdef.toml:8:"), "{e}");
+}
+
+#[test]
 fn timeouts_come_from_the_segment_then_the_defaults() {
     let c = parse(MINIMAL).unwrap();
     assert_eq!(c.segments[0].timeout, DEFAULT_CHECK_TIMEOUT);

@@ -184,14 +184,16 @@ pub(super) fn resolve(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigErr
         Some(c) => resolve_cache(c, ctx)?,
         None => CacheConfig::default(),
     };
-    let hook = raw
-        .hook
-        .map(|h| HookConfig {
+    let hook = match raw.hook {
+        Some(h) => HookConfig {
             mode: h.mode,
             commits: h.commits,
             tags: h.tags,
-        })
-        .unwrap_or_default();
+            budget: duration_field(h.budget.as_ref(), "budget", ctx)?,
+            on_budget: h.on_budget,
+        },
+        None => HookConfig::default(),
+    };
     let redact_env = distinct(defaults.redact_env.iter().map(|s| s.get_ref().clone()));
     // Validation by building what will be used: a glob can parse and still be too large for
     // the glob engine (alone, or together with the others).

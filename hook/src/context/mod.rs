@@ -214,7 +214,50 @@ pub struct Settings {
     pub sandbox: SandboxSettings,
     /// `CHECKDEF_SKIP` (set, not empty, not `0`): the hook lets the push through unchecked.
     pub skip: bool,
+    /// `CHECKDEF_BUDGET`: the push budget instead of `[hook] budget`.
+    pub budget: BudgetOverride,
     jobs: OnceLock<usize>,
+}
+
+/// What `CHECKDEF_BUDGET` says about the push budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BudgetOverride {
+    /// Unset or empty: `[hook] budget` decides.
+    Unset,
+    /// `off`, `none` or `0`: no budget, whatever checkdef.toml says.
+    Off,
+    Set(std::time::Duration),
+    /// Not a duration: the hook warns and uses `[hook] budget` (an invalid variable must not
+    /// block every push).
+    Invalid(String),
+}
+
+impl BudgetOverride {
+    pub fn from_env(env: &Env) -> BudgetOverride {
+        let Some(v) = env
+            .var("CHECKDEF_BUDGET")
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+        else {
+            return BudgetOverride::Unset;
+        };
+        if matches!(v, "off" | "none" | "0") {
+            return BudgetOverride::Off;
+        }
+        match crate::duration::parse(v) {
+            Ok(d) => BudgetOverride::Set(d),
+            Err(why) => BudgetOverride::Invalid(why),
+        }
+    }
+
+    /// The budget of a push whose checkdef.toml says `configured`.
+    pub fn apply(&self, configured: Option<std::time::Duration>) -> Option<std::time::Duration> {
+        match self {
+            BudgetOverride::Unset | BudgetOverride::Invalid(_) => configured,
+            BudgetOverride::Off => None,
+            BudgetOverride::Set(d) => Some(*d),
+        }
+    }
 }
 
 impl Settings {
@@ -226,6 +269,7 @@ impl Settings {
             remote: RemoteEnv::from_env(&env),
             sandbox: SandboxSettings::from_env(&env),
             skip: env.non_empty("CHECKDEF_SKIP").is_some_and(|v| v != "0"),
+            budget: BudgetOverride::from_env(&env),
             jobs: OnceLock::new(),
             env,
         }

@@ -14,12 +14,16 @@ pub enum Event<'a> {
     Cached(&'a SegmentOutcome),
     /// A segment's check starts.
     Started { segment: &'a str },
+    /// Another process (a background run, another push) is running this segment's check for
+    /// the same inputs; the run waits for it and then uses its stored result.
+    Waiting { segment: &'a str },
     /// A piece of a running check's output (already redacted), only when
     /// [`Reporter::wants_output`].
     Output { segment: &'a str, piece: Piece<'a> },
     /// A check read a file of the snapshot that is not one of its inputs (this fails it).
     Undeclared { message: &'a str },
-    /// A segment's check ended (`interrupted`: by Ctrl-C or SIGTERM, and its log is partial).
+    /// A segment's check ended (`interrupted`: stopped by Ctrl-C, SIGTERM or the push's budget,
+    /// and its log is partial).
     Finished {
         outcome: &'a SegmentOutcome,
         interrupted: bool,

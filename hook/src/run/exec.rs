@@ -61,6 +61,9 @@ pub enum Failure {
     Interrupted,
     /// Ctrl-C or SIGTERM came before it started.
     NotRun,
+    /// The push's `[hook] budget` ran out while it ran or before it started; it was stopped
+    /// (or never started) and its outcome is unknown.
+    OverBudget(Duration),
     /// checkdef lost track of it (the supervisor stage failed).
     Lost(String),
     /// It exited 0, but read files of the snapshot that are not its inputs (how many).
@@ -76,6 +79,11 @@ impl std::fmt::Display for Failure {
             Failure::CouldNotStart(why) => write!(f, "could not start: {why}"),
             Failure::Interrupted => f.write_str("interrupted"),
             Failure::NotRun => f.write_str("not run (interrupted)"),
+            Failure::OverBudget(d) => write!(
+                f,
+                "not finished within the push budget of {}",
+                crate::duration::display(*d)
+            ),
             Failure::Lost(why) => f.write_str(why),
             Failure::UndeclaredReads(_) => {
                 f.write_str("exit 0, but read files that are not its inputs")
@@ -102,6 +110,17 @@ impl ExecOutcome {
     /// True when the run was cancelled (Ctrl-C, SIGTERM): its outcome must never be stored.
     pub fn cancelled(&self) -> bool {
         matches!(self.failure, Some(Failure::Interrupted | Failure::NotRun))
+    }
+
+    /// An outcome for a check stopped before it started (while it waited for another
+    /// process's run of the same check).
+    pub fn stopped() -> ExecOutcome {
+        ExecOutcome {
+            exit_code: None,
+            log: Vec::new(),
+            failure: Some(Failure::NotRun),
+            duration: Duration::ZERO,
+        }
     }
 
     /// An outcome for a check that could not start.
@@ -266,7 +285,7 @@ fn describe_spawn_error(e: &std::io::Error, spec: &ExecSpec) -> String {
     e.to_string()
 }
 
-async fn wait_cancel(rx: &mut watch::Receiver<bool>) {
+pub(crate) async fn wait_cancel(rx: &mut watch::Receiver<bool>) {
     loop {
         if *rx.borrow() {
             return;

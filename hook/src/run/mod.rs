@@ -15,7 +15,7 @@ pub mod view;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use cache_proto::store_path::StorePath;
@@ -57,7 +57,18 @@ pub struct RunOptions {
     /// `--force`: look nothing up, run every segment (passes are stored; an entry already in
     /// the cache is kept, entries being immutable).
     pub force: bool,
+    /// The push's budget: when this instant passes, the checks still running are stopped and
+    /// those not started are not started; both end as [`Failure::OverBudget`] (with the budget
+    /// it came from), never stored. `None`: no limit.
+    pub deadline: Option<(Instant, Duration)>,
+    /// Warn before starting when the misses are expected to take longer than
+    /// [`SLOW_OVER_SSH`] (a push over SSH without a budget).
+    pub warn_if_slow: bool,
 }
+
+/// Above this expected time for a push's misses, a push over SSH without a budget is warned:
+/// hosted remotes close an idle SSH session after a few minutes (docs/hook.md#the-push-budget).
+pub const SLOW_OVER_SSH: Duration = Duration::from_secs(180);
 
 /// Where a segment's verdict came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -332,6 +343,16 @@ pub async fn run_plan(
             .into_iter()
             .filter_map(|k| slots[k].take())
             .collect();
+        if opts.warn_if_slow {
+            let known: Vec<f64> = expected.iter().filter_map(|(d, _)| *d).collect();
+            let eta = expected_wall(&known, opts.jobs.max(1));
+            if eta > SLOW_OVER_SSH.as_secs_f64() {
+                warn(&format!(
+                    "the checks to run are expected to take about {} (earlier runs), while git holds the SSH connection to the remote idle; hosted remotes close idle SSH sessions after a few minutes, and the push then fails after the checks\nhint: set a budget, e.g. [hook] budget = \"3m\" with on-budget = \"defer\" in checkdef.toml (or CHECKDEF_BUDGET=3m), or run `checkdef run` (or `checkdef warm`) before pushing",
+                    crate::duration::display(Duration::from_secs_f64(eta.round()))
+                ));
+            }
+        }
     }
     let views = if misses.is_empty() {
         None
@@ -345,41 +366,91 @@ pub async fn run_plan(
             &*reporter,
         )?)
     };
+    // Declared before the running futures, which borrow it.
+    let local = caches.settings.local_dir.clone();
     let mut queue = misses.into_iter();
     let mut running = FuturesUnordered::new();
     let jobs = opts.jobs.max(1);
     let mut interrupted = *cancel.borrow();
+    // What the checks see: flipped on Ctrl-C/SIGTERM (forwarded from `cancel`) or when the
+    // budget runs out. Which of the two it was is `interrupted` / `over_budget`.
+    let (stop_tx, stop_rx) = watch::channel(interrupted);
+    let mut user_cancel = cancel.clone();
+    let mut over_budget = opts
+        .deadline
+        .is_some_and(|(d, _)| Instant::now() >= d && queue.len() > 0);
+    let budget = opts.deadline.map(|(_, b)| b).unwrap_or_default();
     loop {
-        while running.len() < jobs && !interrupted {
+        while running.len() < jobs && !interrupted && !over_budget {
             let Some((i, warnings)) = queue.next() else {
                 break;
             };
             let seg = &plan.segments[i];
-            reporter.report(Event::Started { segment: &seg.name });
             let views = views.as_ref().expect("views exist when there are misses");
-            let prepared = prepare(repo, plan, seg, views, opts, &reporter);
-            let cancel = cancel.clone();
+            let stop = stop_rx.clone();
+            let caches = caches.clone();
+            let local = &local;
+            let reporter = &reporter;
             running.push(async move {
+                // One run per input hash at a time, across processes: a check another
+                // checkdef (a background run, a concurrent push) is running is waited for, and
+                // its stored result used.
+                let lock =
+                    match wait_for_input(local, seg, &caches, stop.clone(), &**reporter).await {
+                        Waited::Lock(lock) => lock,
+                        Waited::Hit(o) => return (i, warnings, Done::Cached(o)),
+                        Waited::Stopped => {
+                            return (i, warnings, Done::Ran(exec::ExecOutcome::stopped(), None));
+                        }
+                    };
+                reporter.report(Event::Started { segment: &seg.name });
+                let prepared = prepare(repo, plan, seg, views, opts, reporter);
                 let outcome = match prepared {
                     Ok((dir, spec, sink)) => {
-                        let o = exec::execute(&spec, cancel, sink).await;
+                        let o = exec::execute(&spec, stop, sink).await;
                         drop(dir);
                         o
                     }
                     Err(e) => exec::ExecOutcome::not_started(format!("{e:#}")),
                 };
-                (i, warnings, outcome)
+                (i, warnings, Done::Ran(outcome, lock))
             });
         }
-        let Some((i, warnings, outcome)) = running.next().await else {
+        let next = tokio::select! {
+            n = running.next() => n,
+            _ = exec::wait_cancel(&mut user_cancel), if !interrupted => {
+                interrupted = true;
+                let _ = stop_tx.send(true);
+                continue;
+            }
+            _ = sleep_until(opts.deadline.map(|(d, _)| d)), if !over_budget && !interrupted => {
+                over_budget = true;
+                let _ = stop_tx.send(true);
+                continue;
+            }
+        };
+        let Some((i, warnings, done)) = next else {
             break;
         };
         let seg = &plan.segments[i];
+        // Held until this check's result is stored (end of this iteration).
+        let (outcome, _input_lock) = match done {
+            Done::Cached(o) => {
+                reporter.report(Event::Cached(&o));
+                outcomes[i] = Some(o);
+                continue;
+            }
+            Done::Ran(o, lock) => (o, lock),
+        };
+        let mut outcome = outcome;
         let cancelled = outcome.cancelled();
         if cancelled {
-            interrupted = true;
+            if over_budget && !interrupted {
+                outcome.failure = Some(Failure::OverBudget(budget));
+            } else {
+                interrupted = true;
+            }
         }
-        let mut outcome = outcome;
         // A read of a file of the snapshot that is not an input fails the check, named.
         let undeclared = views
             .as_ref()
@@ -423,7 +494,11 @@ pub async fn run_plan(
             reporter.report(Event::Undeclared { message: &w });
             o.warnings.push(w);
         }
-        if cancelled {
+        if cancelled && !interrupted {
+            o.log.extend_from_slice(
+                format!("\n[checkdef: {}]\n", Failure::OverBudget(budget)).as_bytes(),
+            );
+        } else if cancelled {
             o.log.extend_from_slice(b"\n[checkdef: interrupted]\n");
         } else if status == Status::Passed {
             // Only a complete, passing, uninterrupted run is ever stored.
@@ -465,25 +540,42 @@ pub async fn run_plan(
         }
         h.save();
     }
-    if interrupted {
+    if interrupted || over_budget {
         // Segments that never started are reported as failed (not run), never as passed.
+        let (failure, log) = if interrupted {
+            (
+                Failure::NotRun,
+                "[checkdef: not started, interrupted]\n".to_owned(),
+            )
+        } else {
+            let f = Failure::OverBudget(budget);
+            let log = format!("[checkdef: not started: {f}]\n");
+            (f, log)
+        };
         for (i, slot) in outcomes.iter_mut().enumerate() {
             if slot.is_none() {
                 let seg = &plan.segments[i];
-                *slot = Some(SegmentOutcome {
+                let o = SegmentOutcome {
                     name: seg.name.clone(),
                     status: Status::Failed,
                     origin: Origin::Run,
                     duration_s: 0.0,
                     original_duration_s: None,
                     exit_code: None,
-                    failure: Some(Failure::NotRun),
+                    failure: Some(failure.clone()),
                     input_hash: seg.input_hash.clone(),
                     store_path: seg.store_path.clone(),
                     signed_by: None,
-                    log: b"[checkdef: not started, interrupted]\n".to_vec(),
+                    log: log.clone().into_bytes(),
                     warnings: Vec::new(),
-                });
+                };
+                if !interrupted {
+                    reporter.report(Event::Finished {
+                        outcome: &o,
+                        interrupted: true,
+                    });
+                }
+                *slot = Some(o);
             }
         }
     }
@@ -505,6 +597,101 @@ pub async fn run_plan(
         interrupted,
         jobs: opts.jobs.max(1),
     })
+}
+
+/// What one started miss came to.
+enum Done {
+    /// Another process ran it while we waited, and stored a pass.
+    Cached(SegmentOutcome),
+    /// It ran here (holding its input lock, released once its result is stored), or was
+    /// stopped while it waited for another process's run.
+    Ran(exec::ExecOutcome, Option<crate::background::InputLock>),
+}
+
+enum Waited {
+    Lock(Option<crate::background::InputLock>),
+    Hit(SegmentOutcome),
+    Stopped,
+}
+
+/// Take `seg`'s input lock, waiting while another process holds it; after a wait, a result it
+/// stored is used instead of running the check again. A lock that cannot be taken at all (the
+/// cache directory is read-only) runs the check without one.
+async fn wait_for_input(
+    local: &std::path::Path,
+    seg: &SegmentPlan,
+    caches: &Arc<Caches>,
+    mut stop: watch::Receiver<bool>,
+    reporter: &dyn Reporter,
+) -> Waited {
+    use crate::background::InputLock;
+    let mut waited = false;
+    loop {
+        match InputLock::try_acquire(local, &seg.input_hash) {
+            Ok(Some(lock)) if !waited => return Waited::Lock(Some(lock)),
+            Ok(Some(lock)) => {
+                let t = Instant::now();
+                if let Ok(p) = StorePath::parse(&seg.store_path) {
+                    let lookup = caches
+                        .lookup_local(&p, &seg.name, &seg.input_hash, false)
+                        .await;
+                    if let Some(hit) = lookup.hit {
+                        return Waited::Hit(SegmentOutcome {
+                            name: seg.name.clone(),
+                            status: Status::Passed,
+                            origin: Origin::Cache(hit.source),
+                            duration_s: t.elapsed().as_secs_f64(),
+                            original_duration_s: Some(hit.result.record.duration_s),
+                            exit_code: hit.result.record.exit_code,
+                            failure: None,
+                            input_hash: seg.input_hash.clone(),
+                            store_path: seg.store_path.clone(),
+                            signed_by: hit.signed_by,
+                            log: hit.result.log,
+                            warnings: lookup.warnings,
+                        });
+                    }
+                }
+                // The other run did not store a pass (it failed, or was stopped): run it here.
+                return Waited::Lock(Some(lock));
+            }
+            Ok(None) => {
+                if !waited {
+                    waited = true;
+                    reporter.report(Event::Waiting { segment: &seg.name });
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(LOCK_POLL) => {}
+                    _ = exec::wait_cancel(&mut stop) => return Waited::Stopped,
+                }
+            }
+            Err(_) => return Waited::Lock(None),
+        }
+    }
+}
+
+/// How often a run waiting for another process's check tries its lock again.
+const LOCK_POLL: Duration = Duration::from_millis(200);
+
+/// Sleep until `deadline`; forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The wall time of running checks of these durations longest first on `jobs` slots.
+fn expected_wall(durations: &[f64], jobs: usize) -> f64 {
+    let mut sorted = durations.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let mut slots = vec![0.0_f64; jobs.max(1)];
+    for d in sorted {
+        if let Some(free) = slots.iter_mut().min_by(|a, b| a.total_cmp(b)) {
+            *free += d.max(0.0);
+        }
+    }
+    slots.into_iter().fold(0.0, f64::max)
 }
 
 /// How many local cache lookups run at once: enough to keep every CPU busy hashing while

@@ -20,6 +20,7 @@ impl Reporter for Recorder {
             Event::Warning(w) => format!("warning {w}"),
             Event::Cached(o) => format!("cached {} {}", o.name, o.status.as_str()),
             Event::Started { segment } => format!("started {segment}"),
+            Event::Waiting { segment } => format!("waiting {segment}"),
             Event::Output { segment, piece } => {
                 let (Piece::Line(l) | Piece::Progress(l)) = piece;
                 format!("output {segment} {}", String::from_utf8_lossy(l))
@@ -95,6 +96,8 @@ fn the_engine_reports_events_and_prints_nothing() {
         env: ctx.env().clone(),
         sandbox: ctx.settings.sandbox.clone(),
         supervisor: env!("CARGO_BIN_EXE_checkdef").into(),
+        deadline: None,
+        warn_if_slow: false,
     };
     let rt = ctx.runtime().unwrap();
     let go = || {

@@ -1,4 +1,5 @@
 //! Integration tests of checkdef against real git repositories in temp dirs.
+mod budget;
 mod checkout;
 mod concurrency;
 mod config;
