@@ -222,6 +222,14 @@ impl Drop for Background {
     }
 }
 
+/// How segment `name` ended in a background run's record.
+fn segment_end<'a>(record: &'a Value, name: &str) -> &'a Value {
+    record["segments"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == name))
+        .unwrap_or_else(|| panic!("no {name} in {record}"))
+}
+
 fn pid(record: &Value) -> u32 {
     record["pid"].as_u64().unwrap() as u32
 }
@@ -284,7 +292,7 @@ fn at_the_budget_block_stops_the_running_check_and_refuses_the_push() {
     );
     // The stopped check's pytest (if it got as far as starting) is gone (its group was stopped by the supervisor).
     let pids: Vec<u32> = std::fs::read_to_string(s.marks.join("slow.runs"))
-        .unwrap()
+        .unwrap_or_default()
         .lines()
         .map(|l| l.parse().unwrap())
         .collect();
@@ -324,7 +332,9 @@ fn at_the_budget_defer_pushes_and_the_check_finishes_in_the_background() {
     );
     let records = s.bg.wait_started(1);
     assert_eq!(records[0]["reason"], "deferred");
-    assert_eq!(records[0]["requested"], serde_json::json!(["slow"]));
+    // On a loaded machine the quick one may not have made it within the budget either.
+    let requested = records[0]["requested"].as_array().unwrap();
+    assert!(requested.contains(&"slow".into()), "{records:?}");
     s.wait_live("slow");
     assert!(!s.marks.join("gate").exists());
     let status = s.repo.checkdef_env(&["status"], &[]);
@@ -336,15 +346,16 @@ fn at_the_budget_defer_pushes_and_the_check_finishes_in_the_background() {
 
     s.open_gate();
     let records = s.bg.wait_finished();
-    assert_eq!(records[0]["segments"][0]["status"], "passed", "{records:?}");
-    assert_eq!(records[0]["segments"][0]["source"], "run", "{records:?}");
+    let slow = segment_end(&records[0], "slow");
+    assert_eq!(slow["status"], "passed", "{records:?}");
+    assert_eq!(slow["source"], "run", "{records:?}");
     let runs = s.runs("slow");
     // Its result was stored like any run's: the next run of that commit is all hits.
     let run = s.repo.run_json(&["--rev", &head], &[]);
     run.expect_code(0);
     assert_eq!(run.source("slow"), "local");
     assert!(
-        run.stderr.contains("deferred from a push of") && run.stderr.contains("1 passed"),
+        run.stderr.contains("deferred from a push of") && run.stderr.contains("finished: "),
         "the next command says how it ended:\n{}",
         run.stderr
     );
@@ -362,7 +373,11 @@ fn a_deferred_check_that_fails_is_reported_loudly_by_the_next_command() {
     s.wait_live("slow");
     s.open_gate();
     let records = s.bg.wait_finished();
-    assert_eq!(records[0]["segments"][0]["status"], "failed", "{records:?}");
+    assert_eq!(
+        segment_end(&records[0], "slow")["status"],
+        "failed",
+        "{records:?}"
+    );
 
     let next = s.repo.checkdef_env(&["plan"], &[]);
     assert!(
