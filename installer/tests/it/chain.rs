@@ -254,3 +254,49 @@ fn missing_binary_falls_back_to_checkdef_on_path() {
         "hook\npre-push\norigin\nurl\n"
     );
 }
+
+#[test]
+fn post_commit_hook_is_chained_run_by_git_commit_and_uninstalled_exactly() {
+    use installer::{HookKind, InstallAction, UninstallReport, install_hook, uninstall_hook};
+    let sb = Sandbox::new();
+    let repo = sb.repo("repo");
+    let fake = sb.fake_checkdef();
+    let loc = sb.locate(&repo);
+    let post = loc.hooks_dir.join("post-commit");
+    let local = loc.hooks_dir.join("post-commit.local");
+    recording_script(&post, &fake.dir, "local");
+    let before = snapshot(&loc.hooks_dir);
+
+    let report = install_hook(&loc, HookKind::PostCommit, &opts(&fake, false)).unwrap();
+    assert_eq!(report.action, InstallAction::Created);
+    assert_eq!(report.moved_aside.as_deref(), Some(local.as_path()));
+    assert!(!loc.pre_push().exists(), "only the post-commit hook");
+    // Idempotent, like the pre-push hook.
+    let again = install_hook(&loc, HookKind::PostCommit, &opts(&fake, false)).unwrap();
+    assert_eq!(again.action, InstallAction::Unchanged);
+
+    // git runs it after a commit: the chained hook first, then `checkdef warm`, and a failing
+    // chained hook does not stop checkdef (git ignores post-commit's status anyway).
+    fake.set_exit("local", 3);
+    sb.git(&repo, &["commit", "-q", "--allow-empty", "-m", "x"]);
+    assert_eq!(fake.args("local").unwrap(), "\n", "run, with no arguments");
+    assert_eq!(fake.args("checkdef").unwrap(), "warm\n--quiet\n");
+
+    // A pre-push install does not mistake checkdef's post-commit script for its own, and
+    // uninstalling one kind leaves the other.
+    install(&loc, &opts(&fake, false)).unwrap();
+    let r = uninstall_hook(&loc, HookKind::PostCommit, false).unwrap();
+    assert!(
+        matches!(
+            r,
+            UninstallReport::Removed {
+                restored: Some(_),
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    assert!(loc.pre_push().exists());
+    installer::uninstall(&loc, false).unwrap();
+    assert_eq!(snapshot(&loc.hooks_dir), before);
+}
