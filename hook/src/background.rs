@@ -144,6 +144,10 @@ pub struct Record {
     pub segments: Vec<SegmentEnd>,
     /// Whether some later checkdef command has said how it ended.
     pub reported: bool,
+    /// A warm run that never ran because a newer warm of the same repository was queued
+    /// behind it (a rebase commits many times in a row; only its last commit is warmed).
+    #[serde(default)]
+    pub superseded: bool,
 }
 
 /// What is known about a background run.
@@ -210,6 +214,29 @@ pub fn hold_life_lock(local: &Path, id: &str) -> io::Result<File> {
     let file = File::create(life_lock_path(local, id))?;
     rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive)?;
     Ok(file)
+}
+
+/// Serialise warm runs: hold `checkdef-background/warm.lock` (waiting for it) for as long as
+/// the returned file is open. Many commits in a row (a rebase, a scripted series) then warm one
+/// at a time instead of flooding the machine.
+pub fn wait_warm_turn(local: &Path) -> io::Result<File> {
+    std::fs::create_dir_all(runs_dir(local))?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(runs_dir(local).join("warm.lock"))?;
+    rustix::fs::flock(&file, FlockOperation::LockExclusive)?;
+    Ok(file)
+}
+
+/// Whether a warm run of `repo` newer than `id` exists (queued or running): then `id`'s
+/// commit is no longer the one worth warming.
+pub fn newer_warm(local: &Path, repo: &Path, id: &str) -> bool {
+    list(local)
+        .iter()
+        .any(|(r, _)| r.reason == Reason::Warm && r.repo == repo && r.id.as_str() > id)
 }
 
 /// Write `record` atomically.
@@ -336,6 +363,7 @@ mod tests {
             finished_at: None,
             segments: Vec::new(),
             reported: false,
+            superseded: false,
         };
         let life = hold_life_lock(local, &r.id).unwrap();
         save(local, &r).unwrap();

@@ -113,8 +113,24 @@ pub fn background_main(ctx: &Context, args: &BackgroundArgs) -> Result<Code> {
         finished_at: None,
         segments: Vec::new(),
         reported: false,
+        superseded: false,
     };
     background::save(&local, &record)?;
+    let _turn = if args.reason == Reason::Warm {
+        let turn = background::wait_warm_turn(&local).context("waiting for the warm lock")?;
+        if background::newer_warm(&local, &record.repo, &record.id) {
+            record.superseded = true;
+            record.reported = true; // nothing to say
+            record.finished_at = Some(background::now_secs());
+            background::save(&local, &record)?;
+            ctx.printer
+                .line("checkdef: superseded by a newer warm of this repository; nothing run");
+            return Ok(Code::Success);
+        }
+        Some(turn)
+    } else {
+        None
+    };
     let outcome = run_commit(ctx, &repo, commit, &args.segments);
     let code = match outcome {
         Ok(report) => {
@@ -311,6 +327,9 @@ pub fn status_lines(ctx: &Context, limit: usize) -> Vec<String> {
             let how = match state {
                 State::Running => format!("running (pid {})", r.pid),
                 State::Died => "ended without finishing (killed?)".to_owned(),
+                State::Finished if r.superseded => {
+                    "superseded by a newer warm (not run)".to_owned()
+                }
                 State::Finished => {
                     let failed: Vec<&str> = r.failed().iter().map(|s| s.name.as_str()).collect();
                     if failed.is_empty() {

@@ -152,6 +152,17 @@ impl Setup {
         output_within_guard(cmd.spawn().unwrap(), "git push")
     }
 
+    /// `git add -A && git commit` with the hooks seeing this repository's cache; the new commit.
+    fn commit_with_hooks(&self, msg: &str) -> String {
+        self.repo.git(&["add", "-A"]);
+        let mut cmd = self
+            .repo
+            .git_cmd_in(&self.repo.root, &["commit", "-q", "-m", msg]);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        output_within_guard(cmd.spawn().unwrap(), "git commit").expect_code(0);
+        self.repo.head()
+    }
+
     fn remote_main(&self) -> Option<String> {
         rev_parse_in(&self.bare, "refs/heads/main")
     }
@@ -539,4 +550,84 @@ fn a_sigkilled_background_run_leaves_no_lock_behind() {
         "{}",
         status.stderr
     );
+}
+
+#[test]
+fn a_long_push_over_ssh_without_a_budget_is_warned_and_checkdef_budget_sets_one() {
+    let s = Setup::new("", &[]);
+    s.repo.commit("init");
+    // Earlier runs say slow takes ten minutes.
+    std::fs::create_dir_all(&s.repo.cache).unwrap();
+    std::fs::write(
+        s.repo.cache.join("checkdef-durations.json"),
+        r#"{"slow": [600.0, 1700000000], "quick": [1.0, 1700000000]}"#,
+    )
+    .unwrap();
+    // An "ssh" that runs the remote command locally: git talks to the bare repository over
+    // an ssh:// URL without any network.
+    let ssh = s.repo.tmp.path().join("fake-ssh");
+    std::fs::write(&ssh, "#!/bin/sh\nshift\nexec sh -c \"$1\"\n").unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let url = format!("ssh://localhost{}", s.bare.display());
+    let ssh_env = [
+        ("GIT_SSH_COMMAND", ssh.to_str().unwrap()),
+        ("GIT_SSH_VARIANT", "simple"),
+    ];
+    s.open_gate();
+    let out = s.repo.git_out(&["push", &url, "main"], &ssh_env);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("expected to take about 10m")
+            && out.stderr.contains("[hook] budget = \"3m\""),
+        "{}",
+        out.stderr
+    );
+    assert!(s.remote_main().is_some());
+
+    // CHECKDEF_BUDGET sets a budget for one push (and then there is nothing to warn about).
+    std::fs::remove_file(s.marks.join("gate")).unwrap();
+    s.repo
+        .write("tests/test_slow.py", &format!("{SLOW_TEST}\n# changed\n"));
+    let head = s.repo.commit("change slow");
+    let mut env = ssh_env.to_vec();
+    env.push(("CHECKDEF_BUDGET", "3s"));
+    let out = s.repo.git_out(&["push", &url, "main"], &env);
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stderr.contains("expected to take"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("not finished within the push budget of 3s (stopped): slow"),
+        "{}",
+        out.stderr
+    );
+    assert_ne!(s.remote_main().as_deref(), Some(head.as_str()));
+}
+
+#[test]
+fn commits_in_a_row_warm_one_at_a_time_and_only_the_newest_waiting_one_runs() {
+    let s = Setup::new("", &["--warm"]);
+    s.commit_with_hooks("one"); // its warm run takes the turn, and waits for the gate
+    s.bg.wait_started(1);
+    s.wait_runs("slow", 1);
+    s.repo
+        .write("tests/test_slow.py", &format!("{SLOW_TEST}\n# two\n"));
+    s.commit_with_hooks("two");
+    s.repo
+        .write("tests/test_slow.py", &format!("{SLOW_TEST}\n# three\n"));
+    let three = s.commit_with_hooks("three");
+    s.bg.wait_started(3);
+    // Only the first runs a check while the others queue behind it.
+    assert_eq!(s.runs("slow"), 1);
+    s.open_gate();
+    let records = s.bg.wait_finished();
+    let superseded: Vec<bool> = records
+        .iter()
+        .map(|r| r["superseded"].as_bool().unwrap_or(false))
+        .collect();
+    assert_eq!(superseded, [false, true, false], "{records:?}");
+    assert_eq!(records[2]["commit"], three.as_str());
+    assert_eq!(s.runs("slow"), 2, "commit two was never run");
+    let status = s.repo.checkdef_env(&["status"], &[]);
+    assert!(status.stderr.contains("superseded"), "{}", status.stderr);
 }
