@@ -79,6 +79,7 @@ impl InputLock {
 
     /// Whether someone holds the lock of `input_hash` now (a file left by a killed holder is not
     /// held).
+    #[cfg(test)]
     pub fn is_held(local: &Path, input_hash: &str) -> bool {
         let Ok(file) = File::open(local.join(LOCKS_DIR).join(input_hash)) else {
             return false;

@@ -7,7 +7,7 @@
 //! run before any printer exists, are the narrow exceptions).
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
-pub mod background;
+mod background;
 pub mod cache;
 pub mod cli;
 mod commands;
