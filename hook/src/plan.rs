@@ -588,7 +588,7 @@ pub fn fingerprint(
         let dir = crate::context::CacheDir::from_env(env)
             .map(|d| d.path)
             .filter(|d| crate::cache::ensure_private(d).is_ok())?
-            .join(FINGERPRINT_DIR);
+            .join(crate::cache::layout::FINGERPRINT_DIR);
         Some(dir.join(watch_key(root, cmd, w, env)))
     });
     let out = match stored {
@@ -618,12 +618,6 @@ pub fn fingerprint(
         .insert(key, out.clone());
     Ok(out)
 }
-
-/// Where reusable fingerprint outputs live, inside the local cache directory.
-pub const FINGERPRINT_DIR: &str = "checkdef-fingerprints";
-
-/// `checkdef cache verify` removes kept outputs unused for this long.
-pub const FINGERPRINT_UNUSED_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// A fingerprint's output is hashed into every manifest that names it; more than this is a
 /// mistake (a command that dumps a tree), not a version.

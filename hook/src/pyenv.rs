@@ -22,8 +22,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
+use crate::cache::layout::FINGERPRINT_DIR;
 use crate::fsutil::FileId;
-use crate::plan::{FINGERPRINT_DIR, PlanError};
+use crate::plan::PlanError;
 
 /// Version of the kept record's format and of the rendered output.
 const FORMAT: &str = "checkdef-python-env 1";

@@ -11,6 +11,8 @@
 //!   only from a key labelled `ci`). Anything else is a miss with a one-line warning. Remote
 //!   lookups share one time budget so an outage costs seconds, not minutes, and never blocks.
 //! * A local entry verified once is served from its stamp afterwards (see [`stamp`]).
+//! * How the local directory is laid out, scanned, checked and pruned: [`layout`].
+pub mod layout;
 mod stamp;
 mod trust;
 
@@ -21,12 +23,12 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use cache_proto::RedactedUrl;
-use cache_proto::nar::{self, NarLimits};
+use cache_proto::nar::NarLimits;
 use cache_proto::narinfo::NarInfo;
 use cache_proto::signing::{PublicKey, SecretKey};
 use cache_proto::store::{
-    Fetched, FileStore, HttpConfig, HttpStore, PublishOutcome, S3Config, S3Location, S3Store,
-    Store, Trust, resolve_credentials,
+    FileStore, HttpConfig, HttpStore, PublishOutcome, S3Config, S3Location, S3Store, Store, Trust,
+    resolve_credentials,
 };
 use cache_proto::store_path::StorePath;
 
@@ -34,14 +36,14 @@ use crate::exit::usage;
 use crate::fsutil::write_atomic;
 use crate::result::StoredResult;
 
+pub use layout::{
+    EntryError, Expect, FINGERPRINT_DIR, Layout, PENDING_DIR, RAN_HERE_DIR, STAMP_DIR,
+    ran_here_path, stamp_path,
+};
 pub use stamp::Origin;
 use stamp::Stamps;
-pub(crate) use stamp::safe_rel;
-pub use stamp::{STAMP_DIR, stamp_path};
-pub use trust::{
-    RAN_HERE_DIR, TrustPolicy, check_private, ensure_private, no_cache_dir, ran_here_path,
-};
-pub(crate) use trust::{forget_ran_here, mark_ran_here};
+pub(crate) use trust::mark_ran_here;
+pub use trust::{TrustPolicy, check_private, ensure_private, no_cache_dir};
 
 pub use crate::config::Accept;
 
@@ -172,17 +174,16 @@ pub struct Caches {
     remote_deadline: std::sync::Mutex<tokio::time::Instant>,
     limits: NarLimits,
     stamps: Stamps,
+    layout: Layout,
     trust: TrustPolicy,
+    /// The keys whose signatures a local entry's must verify when it carries them: the trusted
+    /// keys and this machine's signing key (see [`Layout::judge`]).
+    known_keys: Vec<PublicKey>,
     /// Results this process uploaded to the remote (new there), and how many of them were
     /// retries of uploads that failed in an earlier invocation.
     uploaded: AtomicUsize,
     retried: AtomicUsize,
 }
-
-/// Where the uploads that failed are remembered, inside the local cache directory: one
-/// directory per remote (named by a hash of its URL, so results are only ever retried to the
-/// remote they were meant for), one empty file per store path (`<hash part>-<name>`).
-pub const PENDING_DIR: &str = "checkdef-pending-uploads";
 
 /// What [`Caches::upload_local`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,6 +203,13 @@ impl Caches {
         let local =
             Store::File(FileStore::new(settings.local_dir.clone()).with_trust(Trust::Local));
         let stamps = Stamps::new(settings.local_dir.clone());
+        let layout = Layout::new(settings.local_dir.clone());
+        let mut known_keys: Vec<PublicKey> = settings
+            .trusted_keys
+            .iter()
+            .map(|k| k.key.clone())
+            .collect();
+        known_keys.extend(settings.secret_key.as_ref().map(SecretKey::to_public));
         let remote = open_remote(&settings)?;
         let settings_budget = settings.remote_budget;
         Ok(Arc::new(Caches {
@@ -212,6 +220,8 @@ impl Caches {
             remote_deadline: std::sync::Mutex::new(tokio::time::Instant::now() + settings_budget),
             limits: result_limits(),
             stamps,
+            layout,
+            known_keys,
             uploaded: AtomicUsize::new(0),
             retried: AtomicUsize::new(0),
             trust,
@@ -277,7 +287,10 @@ impl Caches {
             .await
         {
             Ok(Some((result, fetched))) => {
-                match self.trust.judge(&self.settings.local_dir, &fetched.narinfo) {
+                match self
+                    .layout
+                    .judge(&self.trust, &self.known_keys, &fetched.narinfo)
+                {
                     Ok(origin) => {
                         self.stamps.write(
                             path,
@@ -408,7 +421,7 @@ impl Caches {
                     let why = if self.settings.accept == Accept::CiOnly
                         && matches!(
                             e,
-                            LookupError::Store(cache_proto::store::StoreError::Untrusted { .. })
+                            EntryError::Store(cache_proto::store::StoreError::Untrusted { .. })
                         ) {
                         " (accept = \"ci-only\": only keys labelled ci count)"
                     } else {
@@ -427,59 +440,91 @@ impl Caches {
         }
     }
 
+    /// Read `path` from `store` with the checks every reader applies (see
+    /// [`layout::check_result`]), for this segment and input hash.
     async fn fetch_from(
         &self,
         store: &Store,
         path: &StorePath,
         segment: &str,
         input_hash: &str,
-    ) -> Result<Option<(StoredResult, Fetched)>, LookupError> {
-        let Some(mut fetched) = store
-            .fetch(path, &self.limits)
-            .await
-            .map_err(LookupError::Store)?
-        else {
-            return Ok(None);
+    ) -> Result<Option<(StoredResult, cache_proto::store::Fetched)>, EntryError> {
+        let expect = Expect {
+            segment: Some(segment),
+            input_hash: Some(input_hash),
         };
-        let node = nar::parse(&fetched.nar[..], &self.limits)
-            .map_err(|e| LookupError::Invalid(e.to_string()))?;
-        let result =
-            StoredResult::from_nar(node).map_err(|e| LookupError::Invalid(e.to_string()))?;
-        result
-            .validate_hit(segment, input_hash)
-            .map_err(|e| LookupError::Invalid(e.to_string()))?;
-        // The NAR was parsed into `result`; the rest (narinfo, file as served) is kept for a
-        // local copy.
-        fetched.nar = Vec::new();
-        Ok(Some((result, fetched)))
+        Layout::read_result(store, path, &self.limits, expect).await
     }
 
     /// Remove a local entry's narinfo (readers then see a miss; `cache verify` sweeps the NAR).
     fn unpublish_local(&self, path: &StorePath) -> bool {
-        self.stamps.remove(path);
-        if let Some(info) = self.local_narinfo(path) {
-            forget_ran_here(&self.settings.local_dir, path.hash_part(), &info);
-        }
-        std::fs::remove_file(self.local_narinfo_path(path)).is_ok()
-    }
-
-    fn local_narinfo_path(&self, path: &StorePath) -> PathBuf {
-        self.settings
-            .local_dir
-            .join(format!("{}.narinfo", path.hash_part()))
+        self.layout.unpublish(path.hash_part()).is_some()
     }
 
     fn local_narinfo(&self, path: &StorePath) -> Option<NarInfo> {
-        std::fs::read_to_string(self.local_narinfo_path(path))
-            .ok()
-            .and_then(|t| NarInfo::parse(&t).ok())
+        self.layout.read_narinfo(path.hash_part())
+    }
+
+    /// The most recently used valid result of `segment` in the local cache, other than
+    /// `current` (what `checkdef explain` compares with): the entries named
+    /// `checkdef-<segment>`, latest use first ([`Layout::last_used`], the order `cache gc` keeps
+    /// them by), the first that passes the checks a lookup applies and counts here. Must not be
+    /// called from inside a tokio runtime.
+    pub fn previous_result(&self, segment: &str, current: &StorePath) -> Option<Previous> {
+        let mut candidates: Vec<(SystemTime, StorePath)> = self
+            .layout
+            .entries()
+            .ok()?
+            .into_iter()
+            .filter(|e| e.segment() == Some(segment) && e.hash_part != current.hash_part())
+            .filter_map(|e| {
+                let path = e.store_path.clone()?;
+                (path.hash_part() == e.hash_part).then(|| (self.layout.last_used(&e), path))
+            })
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        // Latest use first; equal times by path so the choice is stable.
+        candidates.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        let expect = Expect {
+            segment: Some(segment),
+            input_hash: None,
+        };
+        for (used, path) in candidates {
+            let read = Layout::read_result(&self.local, &path, &self.limits, expect);
+            let Ok(Some((result, fetched))) = rt.block_on(read) else {
+                continue;
+            };
+            if self
+                .layout
+                .judge(&self.trust, &self.known_keys, &fetched.narinfo)
+                .is_ok()
+            {
+                return Some(Previous {
+                    store_path: path,
+                    result,
+                    used,
+                });
+            }
+        }
+        None
     }
 
     /// Unpublish the local entry of `path` when it is a copy that does not count now (its key
     /// is no longer accepted), so that a result that does count can take its place.
     fn replace_untrusted_local(&self, path: &StorePath) -> bool {
         match self.local_narinfo(path) {
-            Some(info) if self.trust.judge(&self.settings.local_dir, &info).is_err() => {
+            Some(info)
+                if self
+                    .layout
+                    .judge(&self.trust, &self.known_keys, &info)
+                    .is_err() =>
+            {
                 self.unpublish_local(path)
             }
             _ => false,
@@ -577,10 +622,7 @@ impl Caches {
 
     /// The directory of the uploads to the current remote that failed.
     fn pending_dir(&self) -> Option<PathBuf> {
-        use sha2::{Digest, Sha256};
-        let url = self.remote.as_ref()?.url();
-        let id = hex::encode(&Sha256::digest(url.as_bytes())[..16]);
-        Some(self.settings.local_dir.join(PENDING_DIR).join(id))
+        Some(self.layout.pending_dir(&self.remote.as_ref()?.url()))
     }
 
     pub(crate) fn remember_pending(&self, path: &StorePath) {
@@ -657,26 +699,22 @@ impl Caches {
             .remote
             .as_ref()
             .context("no remote cache is configured")?;
-        let Some(mut fetched) = self
-            .local
-            .fetch(path, &self.limits)
-            .await
-            .with_context(|| format!("reading {path} from the local cache"))?
-        else {
-            return Ok(Upload::NotLocal);
-        };
         // Only a valid passing result is ever signed and shared.
-        let node = nar::parse(&fetched.nar[..], &self.limits)
-            .with_context(|| format!("local entry {path}"))?;
-        let result = StoredResult::from_nar(node).with_context(|| format!("local entry {path}"))?;
+        let read = Layout::read_result(&self.local, path, &self.limits, Expect::ANY).await;
+        let (result, mut fetched) = match read {
+            Ok(Some(found)) => found,
+            Ok(None) | Err(EntryError::Result(_) | EntryError::StorePath(_)) => {
+                return Ok(Upload::NotLocal);
+            }
+            Err(EntryError::Store(e)) => {
+                return Err(anyhow::Error::new(e))
+                    .with_context(|| format!("reading {path} from the local cache"));
+            }
+            Err(e @ EntryError::Nar(_)) => {
+                return Err(anyhow::Error::new(e)).with_context(|| format!("local entry {path}"));
+            }
+        };
         let record = &result.record;
-        if result
-            .validate_hit(&record.segment, &record.input_hash)
-            .is_err()
-            || crate::plan::store_path_for(&record.input_hash, &record.segment) != path.to_string()
-        {
-            return Ok(Upload::NotLocal);
-        }
         let present = match remote.narinfo(path).await {
             Ok(found) => found.is_some(),
             // There, but signed by no key this machine trusts: it is there all the same
@@ -750,6 +788,15 @@ impl Caches {
     }
 }
 
+/// An earlier result of a segment, read from the local cache (see [`Caches::previous_result`]).
+#[derive(Debug, Clone)]
+pub struct Previous {
+    pub store_path: StorePath,
+    pub result: StoredResult,
+    /// When it was last used.
+    pub used: SystemTime,
+}
+
 /// What [`Caches::store`] did with a passing result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stored {
@@ -761,35 +808,25 @@ pub enum Stored {
     PushFailed(String),
 }
 
-#[derive(Debug, thiserror::Error)]
-enum LookupError {
-    #[error("{0}")]
-    Store(cache_proto::store::StoreError),
-    #[error("{0}")]
-    Invalid(String),
-}
-
-impl LookupError {
-    /// The entry itself is bad (corrupt, torn, tampered, not a valid result), as opposed to a
-    /// failure to read it (permissions, too many open files).
-    fn is_broken_entry(&self) -> bool {
-        use cache_proto::store::StoreError as E;
-        !matches!(self, LookupError::Store(E::Io { .. } | E::Task { .. }))
-    }
-
+impl EntryError {
     /// The error and its causes on one line (`outer: cause: root cause`), so a warning names
     /// the actual problem (a bad entry name, a reset connection) and not only the entry.
     fn describe(&self) -> String {
-        let top: &dyn std::error::Error = match self {
-            LookupError::Store(e) => e,
-            LookupError::Invalid(_) => self,
-        };
-        describe_error(top)
+        describe_error(self)
+    }
+
+    /// The cache could not be reached or answered with a server-side failure (after the store's
+    /// own retries): stop asking it for the rest of this invocation.
+    fn is_unavailable(&self) -> bool {
+        match self {
+            EntryError::Store(e) => store_unavailable(e),
+            _ => false,
+        }
     }
 }
 
 /// An error and its causes on one line (`outer: cause: root cause`).
-fn describe_error(top: &dyn std::error::Error) -> String {
+pub fn describe_error(top: &dyn std::error::Error) -> String {
     let mut s = top.to_string();
     let mut cause = top.source();
     while let Some(c) = cause {
@@ -801,17 +838,6 @@ fn describe_error(top: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     s.replace(['\n', '\r'], " ")
-}
-
-impl LookupError {
-    /// The cache could not be reached or answered with a server-side failure (after the store's
-    /// own retries): stop asking it for the rest of this invocation.
-    fn is_unavailable(&self) -> bool {
-        match self {
-            LookupError::Store(e) => store_unavailable(e),
-            LookupError::Invalid(_) => false,
-        }
-    }
 }
 
 /// The cache could not be reached, timed out or answered with a server-side failure (after the

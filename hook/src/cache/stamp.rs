@@ -27,17 +27,15 @@
 //! refreshed at most once an hour so that a hit does not write to the disk.
 use std::fs;
 use std::io::Read as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use cache_proto::store_path::StorePath;
 use serde::{Deserialize, Serialize};
 
+use super::layout::{safe_rel, stamp_path};
 use crate::fsutil::{FileId, older_than, touch, write_atomic};
 use crate::result::ResultRecord;
-
-/// The directory of stamps inside the local cache.
-pub const STAMP_DIR: &str = "checkdef-stamps";
 
 /// Bumped when the stamp layout changes; other versions are ignored (a full read replaces them).
 /// 2: the entry's origin.
@@ -163,30 +161,14 @@ impl Stamps {
         };
         let _ = write_atomic(&self.stamp_path(path), &bytes);
     }
-
-    /// Forget the stamp of `path` (its entry was removed or found broken).
-    pub fn remove(&self, path: &StorePath) {
-        let _ = fs::remove_file(self.stamp_path(path));
-    }
-}
-
-/// `<cache>/checkdef-stamps/<hash part>`.
-pub fn stamp_path(cache_dir: &Path, hash_part: &str) -> PathBuf {
-    cache_dir.join(STAMP_DIR).join(hash_part)
-}
-
-/// A relative path below the cache root: no `..`, `.` or empty component, not absolute.
-pub(crate) fn safe_rel(url: &str) -> bool {
-    !url.is_empty()
-        && !url.starts_with('/')
-        && !url
-            .split('/')
-            .any(|c| c == ".." || c == "." || c.is_empty())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
+    use crate::cache::layout::STAMP_DIR;
     use crate::result::Status;
 
     fn record() -> ResultRecord {
@@ -305,7 +287,7 @@ mod tests {
         )
         .unwrap();
         assert!(s.check(&p).is_none(), "other stamp formats are ignored");
-        s.remove(&p);
+        fs::remove_file(s.stamp_path(&p)).unwrap();
         assert!(!s.stamp_path(&p).exists());
     }
 

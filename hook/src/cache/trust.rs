@@ -21,25 +21,17 @@
 //! creates its directory with mode 0700. There is no fallback to a shared path when no home
 //! directory is known.
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cache_proto::hash::Sha256Hash;
 use cache_proto::narinfo::NarInfo;
 use cache_proto::signing::PublicKey;
 use cache_proto::store_path::StorePath;
 
+use super::layout::ran_here_path;
 use super::stamp::Origin;
 use super::{Accept, CacheSettings, TrustedKey};
 use crate::exit::usage;
-
-/// `<cache>/checkdef-ran-here/<hash part>-<NarHash in nix32>`: this machine stored that NAR.
-pub const RAN_HERE_DIR: &str = "checkdef-ran-here";
-
-pub fn ran_here_path(cache_dir: &Path, hash_part: &str, nar_hash: &Sha256Hash) -> PathBuf {
-    cache_dir
-        .join(RAN_HERE_DIR)
-        .join(format!("{hash_part}-{}", nar_hash.nix32()))
-}
 
 /// Record that this machine is storing `nar` as the entry of `path` (before its narinfo is
 /// published, so a reader never sees the entry without the record). Best effort: without it the
@@ -49,13 +41,6 @@ pub(crate) fn mark_ran_here(cache_dir: &Path, path: &StorePath, nar: &[u8]) {
         &ran_here_path(cache_dir, path.hash_part(), &Sha256Hash::digest(nar)),
         b"",
     );
-}
-
-/// Forget the record of the entry stored as `<hash_part>.narinfo` whose narinfo is `info` (the
-/// file's name, not the narinfo's `StorePath`: a misnamed narinfo must not take another entry's
-/// record with it).
-pub(crate) fn forget_ran_here(cache_dir: &Path, hash_part: &str, info: &NarInfo) {
-    let _ = std::fs::remove_file(ran_here_path(cache_dir, hash_part, &info.nar_hash));
 }
 
 /// Whether this machine stored the entry whose narinfo is `info` (see the module docs).

@@ -22,24 +22,20 @@
 //!   most once an hour; an entry without a stamp counts from its narinfo's mtime) until they
 //!   take at most SIZE. Removal is narinfo-first, so a concurrent reader sees either the
 //!   whole entry or a miss, never a corrupt hit.
-use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::path::Path;
 
 use anyhow::{Context as _, Result};
-use cache_proto::nar::{self, NarLimits};
 use cache_proto::narinfo::NarInfo;
 use cache_proto::signing::PublicKey;
 use cache_proto::store::{FileStore, Store, Trust};
-use cache_proto::store_path::{self, StorePath};
+use cache_proto::store_path;
 
-use crate::cache::{self, TrustPolicy, safe_rel};
+use crate::cache::layout::{Entry, Expect, Layout, References};
+use crate::cache::{self, TrustPolicy};
 use crate::cli::CacheCommand;
 use crate::context::Context;
 use crate::exit::{Code, usage};
-use crate::fsutil::older_than;
 use crate::printer::Printer;
-use crate::result::StoredResult;
 
 pub fn run(ctx: &Context, cmd: &CacheCommand) -> Result<Code> {
     match cmd {
@@ -174,67 +170,6 @@ pub fn parse_size(s: &str) -> Option<u64> {
     n.checked_mul(mult)
 }
 
-/// A narinfo of the cache directory, read leniently: whose it is and which NAR it names, even
-/// when it does not parse (so that no one's NAR is swept for want of a strict parse).
-struct Listed {
-    path: PathBuf,
-    /// Its `StorePath` is a checkdef result (`…-checkdef-<segment>`): checkdef wrote it.
-    ours: bool,
-    /// Its `URL`, when it has one.
-    url: Option<String>,
-}
-
-fn field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-        .map(str::trim)
-}
-
-fn list(dir: &Path) -> Result<Vec<Listed>> {
-    let mut out = Vec::new();
-    for path in narinfos(dir)? {
-        let text = std::fs::read(&path)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
-        let ours = field(&text, "StorePath")
-            .and_then(|p| StorePath::parse(p).ok())
-            .is_some_and(|p| p.name().starts_with("checkdef-"));
-        let url = field(&text, "URL").map(str::to_owned);
-        out.push(Listed { path, ours, url });
-    }
-    Ok(out)
-}
-
-/// How many narinfos name each NAR.
-fn references(listed: &[Listed]) -> HashMap<String, usize> {
-    let mut refs = HashMap::new();
-    for l in listed {
-        if let Some(u) = &l.url {
-            *refs.entry(u.clone()).or_insert(0) += 1;
-        }
-    }
-    refs
-}
-
-fn narinfos(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let rd = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
-    };
-    for e in rd {
-        let e = e?;
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        if name.ends_with(".narinfo") && !name.starts_with('.') {
-            out.push(e.path());
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
 /// The trust rule lookups apply here (checkdef.toml of the repository around the current
 /// directory, if any, and the `CHECKDEF_*` variables), and the keys whose signatures `verify`
 /// can judge: the trusted keys and our own signing key. A configuration that does not load is
@@ -265,135 +200,64 @@ fn trust_here(ctx: &Context) -> Result<(TrustPolicy, Vec<PublicKey>)> {
     Ok((trust, keys))
 }
 
+/// The one chain of checks (see [`Layout::read_result`] and [`Layout::judge`]) applied to the
+/// entry stored as `entry`: its narinfo must parse and name its own file, and what it holds must
+/// count here. Returns why not.
 fn check_entry(
+    layout: &Layout,
     store: &Store,
     rt: &tokio::runtime::Runtime,
-    dir: &Path,
-    narinfo_path: &Path,
+    entry: &Entry,
     trust: &TrustPolicy,
     keys: &[PublicKey],
-) -> Result<String, String> {
-    let text = std::fs::read_to_string(narinfo_path).map_err(|e| format!("unreadable: {e}"))?;
+) -> Result<(), String> {
+    let text = std::fs::read_to_string(&entry.narinfo).map_err(|e| format!("unreadable: {e}"))?;
     let info = NarInfo::parse(&text).map_err(|e| format!("corrupt narinfo: {e}"))?;
-    let stem = narinfo_path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("");
-    if info.store_path.hash_part() != stem {
+    if info.store_path.hash_part() != entry.hash_part {
         return Err(format!(
-            "names {} but is stored as {stem}.narinfo",
-            info.store_path
+            "names {} but is stored as {}.narinfo",
+            info.store_path, entry.hash_part
         ));
     }
-    for sig in &info.sigs {
-        let name = sig.split(':').next().unwrap_or("");
-        if keys.iter().any(|k| k.name() == name) && info.verify(keys).is_none() {
-            return Err(format!("signature by known key {name} does not verify"));
-        }
-    }
-    let limits = NarLimits::default();
-    let fetched = rt
-        .block_on(store.fetch(&info.store_path, &limits))
-        .map_err(|e| format!("{e:#}"))?
-        .ok_or_else(|| "vanished while checking".to_owned())?;
-    let node = nar::parse(&fetched.nar[..], &limits).map_err(|e| format!("bad NAR: {e}"))?;
-    let result = StoredResult::from_nar(node).map_err(|e| format!("not a checkdef result: {e}"))?;
-    let seg = &result.record.segment;
-    result
-        .validate_hit(seg, &result.record.input_hash)
-        .map_err(|e| e.to_string())?;
-    let expect = store_path::for_input_key(
-        &format!("checkdef-v1:{}", result.record.input_hash),
-        &format!("checkdef-{seg}"),
-    )
-    .map_err(|e| e.to_string())?;
-    if expect != info.store_path {
-        return Err(format!(
-            "store path {} does not follow from its input hash",
-            info.store_path
-        ));
-    }
-    trust.judge(dir, &info)?;
-    Ok(info.url)
-}
-
-/// Remove an entry: the narinfo first (atomically unpublishing it), then its NAR unless another
-/// narinfo still names it (`refs` counts them).
-fn remove_entry(dir: &Path, listed: &Listed, refs: &mut HashMap<String, usize>) -> u64 {
-    let mut freed = unpublish(&listed.path);
-    if let Some(url) = listed.url.as_deref().filter(|u| safe_rel(u)) {
-        let left = refs.get_mut(url).map_or(0, |n| {
-            *n = n.saturating_sub(1);
-            *n
-        });
-        let nar = dir.join(url);
-        if left == 0 {
-            if let Ok(m) = std::fs::metadata(&nar) {
-                freed += m.len();
-            }
-            let _ = std::fs::remove_file(nar);
-        }
-    }
-    freed
-}
-
-/// The hash part of the entry whose narinfo is `narinfo_path`.
-fn hash_part_of(narinfo_path: &Path) -> Option<&str> {
-    narinfo_path.file_name()?.to_str()?.strip_suffix(".narinfo")
-}
-
-/// The stamp of the entry whose narinfo is `narinfo_path`.
-fn stamp_of(narinfo_path: &Path) -> Option<PathBuf> {
-    Some(cache::stamp_path(
-        narinfo_path.parent()?,
-        hash_part_of(narinfo_path)?,
+    layout.judge(trust, keys, &info)?;
+    rt.block_on(Layout::read_result(
+        store,
+        &info.store_path,
+        &cache::result_limits(),
+        Expect::ANY,
     ))
-}
-
-/// Remove a narinfo, its stamp and its ran-here record; returns the narinfo's size.
-fn unpublish(narinfo_path: &Path) -> u64 {
-    if let (Some(dir), Some(hash_part)) = (narinfo_path.parent(), hash_part_of(narinfo_path)) {
-        let _ = std::fs::remove_file(cache::stamp_path(dir, hash_part));
-        if let Some(info) = std::fs::read_to_string(narinfo_path)
-            .ok()
-            .and_then(|t| NarInfo::parse(&t).ok())
-        {
-            cache::forget_ran_here(dir, hash_part, &info);
-        }
-    }
-    let size = std::fs::metadata(narinfo_path)
-        .map(|m| m.len())
-        .unwrap_or(0);
-    let _ = std::fs::remove_file(narinfo_path);
-    size
+    .map_err(|e| cache::describe_error(&e))?
+    .ok_or_else(|| "vanished while checking".to_owned())?;
+    Ok(())
 }
 
 fn verify(ctx: &Context, dir: &Path, trust: &TrustPolicy, keys: &[PublicKey]) -> Result<Code> {
     let printer = &ctx.printer;
     let rt = ctx.runtime()?;
+    let layout = Layout::new(dir);
     let store = Store::File(FileStore::new(dir).with_trust(Trust::Local));
     let (mut good, mut bad) = (0usize, 0usize);
-    let listed = list(dir)?;
-    let mut refs = references(&listed);
-    let others = listed.iter().filter(|l| !l.ours).count();
-    for l in listed.iter().filter(|l| l.ours) {
-        match check_entry(&store, &rt, dir, &l.path, trust, keys) {
-            Ok(_) => good += 1,
+    let entries = layout
+        .entries()
+        .with_context(|| format!("reading {}", dir.display()))?;
+    let mut refs = References::count(&entries);
+    let others = entries.iter().filter(|e| !e.is_result()).count();
+    for e in entries.iter().filter(|e| e.is_result()) {
+        match check_entry(&layout, &store, &rt, e, trust, keys) {
+            Ok(()) => good += 1,
             Err(why) => {
                 bad += 1;
-                printer.line(&format!("checkdef: removing {}: {why}", l.path.display()));
+                printer.line(&format!(
+                    "checkdef: removing {}: {why}",
+                    e.narinfo.display()
+                ));
                 // A bad narinfo may name the NAR of a valid entry (a copied or misnamed
                 // narinfo): its NAR goes only when no other narinfo names it.
-                remove_entry(dir, l, &mut refs);
+                layout.remove(e, &mut refs);
             }
         }
     }
-    let referenced: HashSet<String> = refs
-        .into_iter()
-        .filter(|(_, n)| *n > 0)
-        .map(|(u, _)| u)
-        .collect();
-    let strays = sweep_strays(dir, &referenced)?;
+    let strays = layout.sweep_strays(&refs);
     if others > 0 {
         printer.line(&format!(
             "checkdef: left {others} entr{} of other tools alone (not checkdef results)",
@@ -407,119 +271,30 @@ fn verify(ctx: &Context, dir: &Path, trust: &TrustPolicy, keys: &[PublicKey]) ->
     Ok(Code::Success)
 }
 
-/// Unreferenced NARs and temporary files older than an hour (younger ones may belong to a
-/// writer that is still running).
-fn sweep_strays(dir: &Path, referenced: &HashSet<String>) -> Result<usize> {
-    let modified_before = |p: &Path, age: Duration| {
-        std::fs::metadata(p)
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| older_than(t, age))
-    };
-    let hour = Duration::from_secs(3600);
-    let old = |p: &Path| modified_before(p, hour);
-    let mut n = 0;
-    // Stamps and ran-here records of entries that no longer exist (removed by hand, or by an
-    // older checkdef).
-    for sub in [cache::STAMP_DIR, cache::RAN_HERE_DIR] {
-        let Ok(rd) = std::fs::read_dir(dir.join(sub)) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            // A ran-here record is `<hash part>-<NarHash>`.
-            let hash_part = name.split('-').next().unwrap_or(&name);
-            let orphan = if name.starts_with('.') {
-                old(&e.path())
-            } else {
-                !dir.join(format!("{hash_part}.narinfo")).exists()
-            };
-            // Orphaned ran-here records are bookkeeping (a removed entry whose narinfo could not
-            // be read leaves its record): removed, not counted as strays.
-            if orphan && std::fs::remove_file(e.path()).is_ok() && sub == cache::STAMP_DIR {
-                n += 1;
-            }
-        }
-    }
-    // Kept fingerprint outputs unused for a month (a use refreshes the time daily): the next
-    // use runs the command again.
-    if let Ok(rd) = std::fs::read_dir(dir.join(crate::plan::FINGERPRINT_DIR)) {
-        for e in rd.flatten() {
-            let limit = if e.file_name().to_string_lossy().starts_with('.') {
-                hour
-            } else {
-                crate::plan::FINGERPRINT_UNUSED_FOR
-            };
-            if modified_before(&e.path(), limit) && std::fs::remove_file(e.path()).is_ok() {
-                n += 1;
-            }
-        }
-    }
-    for sub in ["", "nar"] {
-        let d = dir.join(sub);
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let rel = if sub.is_empty() {
-                name.clone()
-            } else {
-                format!("{sub}/{name}")
-            };
-            // checkdef's temporary files are `.<name>.tmp-…` (Nix's are `<name>.tmp.<pid>`).
-            let is_tmp = name.starts_with('.') && name.contains(".tmp-");
-            // Only the kind of NAR checkdef writes: an orphaned `.nar.xz` may be a `nix copy`
-            // between its NAR and its narinfo.
-            let is_orphan_nar = !sub.is_empty()
-                && !is_tmp
-                && name.ends_with(".nar.zst")
-                && !referenced.contains(&rel);
-            if (is_tmp || is_orphan_nar) && old(&e.path()) && std::fs::remove_file(e.path()).is_ok()
-            {
-                n += 1;
-            }
-        }
-    }
-    Ok(n)
-}
-
 fn gc(printer: &Printer, dir: &Path, max: u64) -> Result<Code> {
-    let listed = list(dir)?;
-    let mut refs = references(&listed);
+    let layout = Layout::new(dir);
+    let listed = layout
+        .entries()
+        .with_context(|| format!("reading {}", dir.display()))?;
+    let mut refs = References::count(&listed);
     let mut entries = Vec::new();
     let mut total = 0u64;
-    for l in listed.iter().filter(|l| l.ours) {
-        let Ok(meta) = std::fs::metadata(&l.path) else {
+    for e in listed.iter().filter(|e| e.is_result()) {
+        if !e.narinfo.exists() {
             continue;
-        };
-        let mut size = meta.len();
-        if let Some(url) = l.url.as_deref().filter(|u| safe_rel(u)) {
-            size += std::fs::metadata(dir.join(url))
-                .map(|m| m.len())
-                .unwrap_or(0);
         }
+        let size = layout.entry_size(e);
         total += size;
-        // A stamp's mtime is the entry's last use (touching the narinfo instead would change
-        // its ctime and so void the stamp); the narinfo's mtime is when it was written.
-        let used = [
-            Some(meta),
-            stamp_of(&l.path).and_then(|s| std::fs::metadata(s).ok()),
-        ]
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m.modified().ok())
-        .max()
-        .unwrap_or(SystemTime::UNIX_EPOCH);
-        entries.push((used, size, l));
+        entries.push((layout.last_used(e), size, e));
     }
-    entries.sort_by(|a, b| (a.0, a.1, &a.2.path).cmp(&(b.0, b.1, &b.2.path)));
+    entries.sort_by(|a, b| (a.0, a.1, &a.2.narinfo).cmp(&(b.0, b.1, &b.2.narinfo)));
     let before = total;
     let mut removed = 0usize;
-    for (_, size, l) in &entries {
+    for (_, size, e) in &entries {
         if total <= max {
             break;
         }
-        remove_entry(dir, l, &mut refs);
+        layout.remove(e, &mut refs);
         total = total.saturating_sub(*size);
         removed += 1;
     }
@@ -552,13 +327,5 @@ mod tests {
         assert_eq!(parse_size("1.5G"), None);
         assert_eq!(parse_size("x"), None);
         assert_eq!(parse_size("99999999999999T"), None);
-    }
-
-    #[test]
-    fn urls_outside_the_cache_are_never_touched() {
-        assert!(safe_rel("nar/abc.nar.zst"));
-        assert!(!safe_rel("../etc/passwd"));
-        assert!(!safe_rel("/etc/passwd"));
-        assert!(!safe_rel("nar//x"));
     }
 }

@@ -5,104 +5,32 @@
 //! modified (by blob id), mode changes, environment, fingerprint outputs, command, sandbox and
 //! platform (see [`crate::manifest::diff`]).
 //!
-//! "Most recent" is the newest `<cache>/*.narinfo` (by modification time; hits refresh it)
-//! whose store path is named `checkdef-<SEGMENT>`, other than the segment's current store path,
-//! that unpacks to a valid result. `checkdef plan --explain` and `checkdef run --json` use the
+//! "Most recent" is the most recently used local entry named `checkdef-<SEGMENT>` (a hit
+//! refreshes its stamp; `cache gc` evicts by the same time), other than the segment's current
+//! store path, that passes every check a lookup applies (see `Caches::previous_result`). `checkdef plan --explain` and `checkdef run --json` use the
 //! same comparison, one line per segment.
-use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::path::Path;
 
 use anyhow::Result;
-use cache_proto::nar::{self, NarLimits};
-use cache_proto::narinfo::NarInfo;
-use cache_proto::store::{FileStore, Trust};
+use cache_proto::store_path::StorePath;
 
+use crate::cache::{Caches, Previous};
 use crate::cli::ExplainArgs;
 use crate::context::{Context, plan_error, resolve_target};
 use crate::exit::{Code, usage};
 use crate::manifest::{self, ManifestDiff};
 use crate::plan::{self, Plan, SegmentPlan, Status};
-use crate::result::StoredResult;
-
-/// An earlier result of a segment, read from the local cache.
-#[derive(Debug, Clone)]
-pub struct Previous {
-    pub store_path: String,
-    pub result: StoredResult,
-}
-
-/// The most recent valid result named `checkdef-<segment>` in the local cache `dir`, other than
-/// `current_store_path`. Must not be called from inside a tokio runtime.
-pub fn previous_result(dir: &Path, segment: &str, current_store_path: &str) -> Option<Previous> {
-    let name = format!("checkdef-{segment}");
-    let current = plan::hash_part(current_store_path);
-    let mut candidates: Vec<(SystemTime, PathBuf, NarInfo)> = Vec::new();
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let file_name = entry.file_name();
-        let Some(file_name) = file_name.to_str() else {
-            continue;
-        };
-        let Some(stem) = file_name.strip_suffix(".narinfo") else {
-            continue;
-        };
-        if stem.starts_with('.') || stem == current {
-            continue;
-        }
-        let path = entry.path();
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            continue;
-        };
-        let Ok(info) = NarInfo::parse(&text) else {
-            continue;
-        };
-        if info.store_path.name() != name || info.store_path.hash_part() != stem {
-            continue;
-        }
-        let mtime = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        candidates.push((mtime, path, info));
-    }
-    if candidates.is_empty() {
-        return None;
-    }
-    // Newest first; equal times by path so the choice is stable.
-    candidates.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ok()?;
-    let store = FileStore::new(dir).with_trust(Trust::Local);
-    let limits = NarLimits::default();
-    for (_, _, info) in candidates {
-        let Ok(Some(fetched)) = rt.block_on(store.fetch(&info.store_path, &limits)) else {
-            continue;
-        };
-        let Ok(node) = nar::parse(&fetched.nar[..], &limits) else {
-            continue;
-        };
-        let Ok(result) = StoredResult::from_nar(node) else {
-            continue;
-        };
-        if result
-            .validate_hit(segment, &result.record.input_hash)
-            .is_err()
-        {
-            continue;
-        }
-        return Some(Previous {
-            store_path: info.store_path.to_string(),
-            result,
-        });
-    }
-    None
-}
 
 /// Why `seg` misses compared with its most recent local result: `Ok(Some(diff))`, `Ok(None)`
 /// when there is no earlier result, `Err(reason)` when the earlier manifest cannot be read.
-pub fn compare(dir: &Path, seg: &SegmentPlan) -> Result<Option<(Previous, ManifestDiff)>, String> {
-    let Some(prev) = previous_result(dir, &seg.name, &seg.store_path) else {
+pub fn compare(
+    caches: &Caches,
+    seg: &SegmentPlan,
+) -> Result<Option<(Previous, ManifestDiff)>, String> {
+    let Ok(current) = StorePath::parse(&seg.store_path) else {
+        return Ok(None);
+    };
+    let Some(prev) = caches.previous_result(&seg.name, &current) else {
         return Ok(None);
     };
     let diff = manifest::diff_texts(&prev.result.manifest, &seg.manifest())
@@ -111,8 +39,8 @@ pub fn compare(dir: &Path, seg: &SegmentPlan) -> Result<Option<(Previous, Manife
 }
 
 /// The one-line explanation of a miss, or `None` when no earlier result exists.
-pub fn summary_line(dir: Option<&Path>, seg: &SegmentPlan) -> Option<String> {
-    match compare(dir?, seg) {
+pub fn summary_line(caches: &Caches, seg: &SegmentPlan) -> Option<String> {
+    match compare(caches, seg) {
         Ok(Some((_, d))) => Some(d.summary()),
         Ok(None) => None,
         Err(e) => Some(e),
@@ -120,14 +48,13 @@ pub fn summary_line(dir: Option<&Path>, seg: &SegmentPlan) -> Option<String> {
 }
 
 /// `checkdef plan --explain`: one line per missing segment.
-pub fn plan_lines(ctx: &Context, plan: &Plan, statuses: &[Status]) -> String {
-    let dir = ctx.settings.cache_path();
+pub fn plan_lines(caches: &Caches, plan: &Plan, statuses: &[Status]) -> String {
     let mut out = String::new();
     for (s, st) in plan.segments.iter().zip(statuses) {
         if *st != Status::Miss {
             continue;
         }
-        let line = summary_line(dir, s)
+        let line = summary_line(caches, s)
             .unwrap_or_else(|| "no earlier result in the local cache".to_owned());
         out.push_str(&format!("{}: {line}\n", s.name));
     }
@@ -135,7 +62,7 @@ pub fn plan_lines(ctx: &Context, plan: &Plan, statuses: &[Status]) -> String {
 }
 
 /// The human explanation printed on stderr by `checkdef explain`.
-pub fn render_explanation(dir: Option<&Path>, seg: &SegmentPlan, status: Status) -> String {
+pub fn render_explanation(caches: &Caches, seg: &SegmentPlan, status: Status) -> String {
     let mut out = format!(
         "input hash {}\nstore path {}\n",
         seg.input_hash, seg.store_path
@@ -151,11 +78,8 @@ pub fn render_explanation(dir: Option<&Path>, seg: &SegmentPlan, status: Status)
         }
         Status::Miss => {}
     }
-    let Some(dir) = dir else {
-        out.push_str("miss: no local cache directory (set CHECKDEF_CACHE_DIR or HOME)\n");
-        return out;
-    };
-    match compare(dir, seg) {
+    let dir = caches.settings.local_dir.as_path();
+    match compare(caches, seg) {
         Ok(None) => out.push_str(&format!(
             "miss: no earlier result of {} in the local cache {} to compare with\n",
             seg.name,
@@ -207,12 +131,10 @@ pub fn run(ctx: &Context, args: &ExplainArgs) -> Result<Code> {
     .map_err(plan_error)?;
     let seg = plan.segment(&args.segment).expect("selected above");
     ctx.printer.stdout(seg.manifest())?;
-    let status = super::plan::lookup_status(ctx, &ws.config, &plan)?
-        .first()
-        .copied()
-        .unwrap_or(Status::Miss);
+    let (statuses, caches) = super::plan::lookup_status(ctx, &ws.config, &plan)?;
+    let status = statuses.first().copied().unwrap_or(Status::Miss);
     let dir = ctx.settings.cache_path();
-    ctx.printer.text(&render_explanation(dir, seg, status));
+    ctx.printer.text(&render_explanation(&caches, seg, status));
     if let Some(line) = dir.and_then(|d| last_run_line(d, &ws.repo, seg)) {
         ctx.printer.line(&line);
     }

@@ -20,12 +20,17 @@ use crate::plan::{self, JSON_VERSION, Plan, Status};
 /// Each segment's cache status, from the same verified lookups `checkdef run` makes: the
 /// local cache first, then the remote (signature, hashes and result checked). Entries that
 /// exist but fail a check are misses, with the warning printed on stderr.
-pub fn lookup_status(ctx: &Context, config: &Config, plan: &Plan) -> Result<Vec<Status>> {
+/// The caches come back too, for `--explain`.
+pub fn lookup_status(
+    ctx: &Context,
+    config: &Config,
+    plan: &Plan,
+) -> Result<(Vec<Status>, std::sync::Arc<crate::cache::Caches>)> {
     let settings = ctx.cache_settings(&config.cache)?;
     let caches = crate::cache::Caches::open(settings)?;
     let rt = ctx.runtime()?;
     let lookups = rt.block_on(crate::run::lookup_all(&caches, &plan.segments, false));
-    Ok(lookups
+    let statuses = lookups
         .into_iter()
         .map(|(l, _)| {
             for w in &l.warnings {
@@ -37,7 +42,8 @@ pub fn lookup_status(ctx: &Context, config: &Config, plan: &Plan) -> Result<Vec<
                 None => Status::Miss,
             }
         })
-        .collect())
+        .collect();
+    Ok((statuses, caches))
 }
 
 pub fn run(ctx: &Context, args: &PlanArgs) -> Result<Code> {
@@ -53,7 +59,7 @@ pub fn run(ctx: &Context, args: &PlanArgs) -> Result<Code> {
     for w in plan::unmatched_warnings(&plan) {
         ctx.printer.warn(&w);
     }
-    let statuses = lookup_status(ctx, &ws.config, &plan)?;
+    let (statuses, caches) = lookup_status(ctx, &ws.config, &plan)?;
     if args.json {
         let doc = to_json(&plan, &statuses);
         let mut text = serde_json::to_string(&doc)?;
@@ -64,7 +70,7 @@ pub fn run(ctx: &Context, args: &PlanArgs) -> Result<Code> {
     }
     if args.explain {
         ctx.printer
-            .text(&super::explain::plan_lines(ctx, &plan, &statuses));
+            .text(&super::explain::plan_lines(&caches, &plan, &statuses));
     }
     // The process ends here: skip freeing ~2 allocations per input one by one.
     std::mem::forget(plan);

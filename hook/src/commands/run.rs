@@ -62,16 +62,15 @@ pub fn run(ctx: &Context, args: &RunArgs) -> Result<Code> {
     let report = rt.block_on(async {
         let (tx, rx) = run::interrupt_channel();
         run::watch_signals(tx);
-        run::run_plan(&ws.repo, &plan, caches, &opts, rx, reporter).await
+        run::run_plan(&ws.repo, &plan, caches.clone(), &opts, rx, reporter).await
     })?;
     if let Some(path) = &args.junit {
         crate::junit::write(path, &report)?;
     }
     if args.json {
-        let dir = ctx.settings.cache_path();
         let doc = run::json::run_json(&report, |o| {
             plan.segment(&o.name)
-                .and_then(|seg| super::explain::summary_line(dir, seg))
+                .and_then(|seg| super::explain::summary_line(&caches, seg))
         });
         let mut text = serde_json::to_string(&doc)?;
         text.push('\n');

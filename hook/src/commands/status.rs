@@ -18,7 +18,7 @@ use cache_proto::store::{
 };
 use installer::HookState;
 
-use crate::cache::check_private;
+use crate::cache::{Layout, check_private};
 use crate::config::{Accept, CacheConfig};
 use crate::exit::Code;
 use crate::git::Repo;
@@ -212,38 +212,30 @@ fn local_cache_line(ctx: &Context) -> String {
         }
         Ok(true) => {}
     }
-    let (entries, bytes) = cache_usage(dir);
+    let (entries, others, bytes) = cache_usage(dir);
+    let plural = |n: usize| if n == 1 { "y" } else { "ies" };
     format!(
-        "{} ({why}): {entries} entr{}, {}",
+        "{} ({why}): {entries} entr{}, {}{}",
         dir.display(),
-        if entries == 1 { "y" } else { "ies" },
-        human_size(bytes)
+        plural(entries),
+        human_size(bytes),
+        if others > 0 {
+            format!(
+                "; {others} entr{} of other tools (not checkdef results)",
+                plural(others)
+            )
+        } else {
+            String::new()
+        }
     )
 }
 
-/// Number of `*.narinfo` entries in a local cache and the total size of the cache's files
-/// (narinfos, NARs, `nix-cache-info`).
-pub fn cache_usage(dir: &Path) -> (usize, u64) {
-    let mut entries = 0;
-    let mut bytes = 0;
-    for sub in ["", "nar"] {
-        let Ok(rd) = std::fs::read_dir(dir.join(sub)) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let Ok(meta) = e.metadata() else { continue };
-            if !meta.is_file() {
-                continue;
-            }
-            bytes += meta.len();
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            if sub.is_empty() && name.ends_with(".narinfo") && !name.starts_with('.') {
-                entries += 1;
-            }
-        }
-    }
-    (entries, bytes)
+/// The checkdef results in a local cache, the entries of other tools (counted as `cache gc`
+/// and `cache verify` count them, see [`Layout::entries`]), and the total size of the cache's
+/// files (narinfos, NARs, `nix-cache-info`).
+pub fn cache_usage(dir: &Path) -> (usize, usize, u64) {
+    let u = Layout::new(dir).usage();
+    (u.results, u.others, u.bytes)
 }
 
 /// `1.5 KiB`-style sizes.
@@ -468,7 +460,10 @@ mod tests {
         std::fs::write(d.path().join(".tmp-x.narinfo"), "1").unwrap();
         std::fs::write(d.path().join("nix-cache-info"), "12").unwrap();
         std::fs::write(d.path().join("nar/x.nar.zst"), "1234567890").unwrap();
-        assert_eq!(cache_usage(d.path()), (1, 18));
-        assert_eq!(cache_usage(&d.path().join("missing")), (0, 0));
+        assert_eq!(cache_usage(d.path()), (0, 1, 18));
+        let ours = "StorePath: /nix/store/7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-checkdef-foo\n";
+        std::fs::write(d.path().join("b.narinfo"), ours).unwrap();
+        assert_eq!(cache_usage(d.path()), (1, 1, 18 + ours.len() as u64));
+        assert_eq!(cache_usage(&d.path().join("missing")), (0, 0, 0));
     }
 }

@@ -241,6 +241,47 @@ fn explain_compares_with_the_most_recent_result() {
     );
 }
 
+/// "Most recent" is the most recently *used* result, by the rule `cache gc` evicts by: a hit
+/// refreshes the entry's stamp (never its narinfo, which would void the stamp). Going back to
+/// the first inputs (a hit on the first result) and then changing a file compares with the
+/// first result, not with the second one, written later but not used since.
+#[test]
+fn explain_compares_with_the_most_recently_used_result() {
+    let repo = repo_with_result();
+    let first = crate::support::segment_field(&repo.plan_json(&[]), "s", "store_path");
+    let first = first.trim_start_matches("/nix/store/")[..32].to_owned();
+    repo.write("src/a.txt", "x\n");
+    repo.checkdef_env(&["run", "-s", "s"], &[]).expect_code(0);
+    // Both results written days ago, the first one earlier; their stamps as old.
+    let day = std::time::Duration::from_secs(24 * 3600);
+    let set = |p: &std::path::Path, ago: std::time::Duration| {
+        std::fs::File::options()
+            .append(true)
+            .open(p)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - ago)
+            .unwrap();
+    };
+    for ni in repo.cached_narinfos() {
+        let hash = ni.file_stem().unwrap().to_str().unwrap().to_owned();
+        let ago = if hash == first { 3 * day } else { 2 * day };
+        set(&ni, ago);
+        set(&repo.cache.join("checkdef-stamps").join(&hash), ago);
+    }
+    // Back to the first inputs: a hit on the first result.
+    repo.write("src/a.txt", "a\n");
+    let hit = repo.run_json(&["-s", "s"], &[]);
+    assert_eq!(hit.source("s"), "local", "{}", hit.stderr);
+    repo.write("src/b.txt", "x\n");
+    assert_eq!(
+        explain(&repo, &[]).1,
+        miss_report(
+            &["modified     src/b.txt (blob 61780798228d → 587be6b4c3f9)"],
+            "1 modified (src/b.txt)"
+        )
+    );
+}
+
 #[test]
 fn plan_explain_one_line_per_miss() {
     let repo = repo_with_result();

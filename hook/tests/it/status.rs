@@ -80,6 +80,37 @@ fn status_counts_entries_and_sees_the_hook() {
     assert!(!cache.ends_with(" 0 B"), "{cache}");
 }
 
+/// The entries status counts are the ones `cache gc` and `cache verify` count: checkdef's
+/// results. A narinfo another tool wrote to a shared `file://` directory (`nix copy`) is
+/// mentioned apart, never counted as a result.
+#[test]
+fn status_counts_results_as_cache_gc_does() {
+    let repo = TestRepo::new();
+    shell_layout(&repo);
+    repo.commit("init");
+    repo.checkdef_env(&["run"], &[]).expect_code(0);
+    let hash = "0".repeat(32);
+    std::fs::write(
+        repo.cache.join(format!("{hash}.narinfo")),
+        format!(
+            "StorePath: /nix/store/{hash}-hello-2.12\nURL: nar/{hash}.nar.xz\nCompression: xz\nNarHash: sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s\nNarSize: 120\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(repo.cache.join(format!("nar/{hash}.nar.xz")), "xz").unwrap();
+    let gc = repo.checkdef_env(&["cache", "gc", "--max-size", "1G"], &[]);
+    gc.expect_code(0);
+    assert!(gc.stderr.contains(" 2 entries, "), "{}", gc.stderr);
+    let out = repo.checkdef_env(&["status"], &[]);
+    out.expect_code(0);
+    let cache = row(&out, "local cache");
+    assert!(cache.contains(": 2 entries, "), "{cache}");
+    assert!(
+        cache.ends_with("; 1 entry of other tools (not checkdef results)"),
+        "{cache}"
+    );
+}
+
 /// A one-shot HTTP server on 127.0.0.1 answering every request with `nix-cache-info`.
 fn cache_info_server() -> (String, std::thread::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
