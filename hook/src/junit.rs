@@ -93,7 +93,7 @@ fn testcase(x: &mut String, s: &SegmentOutcome) {
         property(x, 8, "original_duration_s", &format!("{d:.2}"));
     }
     property(x, 8, "input_hash", &s.input_hash);
-    property(x, 8, "store_path", &s.store_path);
+    property(x, 8, "store_path", &s.store_path.to_string());
     if let Some(k) = &s.signed_by {
         property(x, 8, "signed_by", k);
     }
@@ -268,7 +268,11 @@ mod tests {
             exit_code: Some(if status == Status::Passed { 0 } else { 1 }),
             failure: (status == Status::Failed).then_some(crate::run::Failure::Exit(1)),
             input_hash: "ab".repeat(32),
-            store_path: format!("/nix/store/{}-checkdef-{name}", "a".repeat(32)),
+            store_path: cache_proto::store_path::StorePath::parse(&format!(
+                "/nix/store/{}-checkdef-{name}",
+                "a".repeat(32)
+            ))
+            .unwrap(),
             signed_by: None,
             log: log.as_bytes().to_vec(),
             warnings: Vec::new(),

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+use cache_proto::store_path::StorePath;
 use gix::ObjectId;
 use gix::bstr::{BStr, BString};
 
@@ -86,7 +87,7 @@ pub struct SegmentPlan {
     /// Lowercase hex SHA-256 of [`manifest`](Self::manifest).
     pub input_hash: String,
     /// `/nix/store/<hash>-checkdef-<name>`, see [`store_path_for`].
-    pub store_path: String,
+    pub store_path: StorePath,
     /// See [`manifest::platform`].
     pub platform: String,
     /// The repository's object format (part of the manifest).
@@ -404,6 +405,7 @@ pub fn build_plan_filtered(
         });
     }
     // The segments first, then their input hashes from the same fields `manifest()` renders.
+    let placeholder = store_path_for("", "checkdef");
     let mut segments: Vec<SegmentPlan> = jobs
         .into_iter()
         .map(|job| SegmentPlan {
@@ -411,7 +413,7 @@ pub fn build_plan_filtered(
             name: job.seg.name.clone(),
             description: job.seg.description.clone(),
             input_hash: String::new(),
-            store_path: String::new(),
+            store_path: placeholder.clone(),
             platform: platform.clone(),
             object_format,
             inputs: job.inputs,
@@ -496,20 +498,12 @@ pub fn classify_changes(matcher: &Matcher, changed: &[BString]) -> (Vec<bool>, V
 
 /// The store path of a segment's result: `cache_proto::store_path::for_input_key` with key
 /// `checkdef-v1:<input hash>` and name `checkdef-<segment>` (Nix's input-addressed scheme).
-pub fn store_path_for(input_hash: &str, segment: &str) -> String {
+pub fn store_path_for(input_hash: &str, segment: &str) -> StorePath {
     cache_proto::store_path::for_input_key(
         &format!("checkdef-v1:{input_hash}"),
         &format!("checkdef-{segment}"),
     )
     .expect("segment names are validated to make valid store path names")
-    .to_string()
-}
-
-/// The 32-character hash part of a store path (`/nix/store/<hash>-<name>`); the local and
-/// remote caches key their `.narinfo` files by it.
-pub fn hash_part(store_path: &str) -> &str {
-    let base = store_path.rsplit('/').next().unwrap_or(store_path);
-    base.split('-').next().unwrap_or(base)
 }
 
 struct Collect<'a> {
@@ -732,13 +726,14 @@ mod tests {
             p,
             "/nix/store/8dbh9dxr2mncgjrnqzj4nk6hlf49p3wp-mytool-result"
         );
-        let ours = store_path_for(&"0".repeat(64), "foo-tests");
+        let path = store_path_for(&"0".repeat(64), "foo-tests");
+        let ours = path.to_string();
         assert!(
             ours.starts_with("/nix/store/") && ours.ends_with("-checkdef-foo-tests"),
             "{ours}"
         );
-        assert_eq!(hash_part(&ours).len(), 32);
-        assert_ne!(ours, store_path_for(&"1".repeat(64), "foo-tests"));
+        assert_eq!(path.hash_part().len(), 32);
+        assert_ne!(path, store_path_for(&"1".repeat(64), "foo-tests"));
     }
 
     #[test]

@@ -436,7 +436,7 @@ pub fn check_result(
     result
         .validate_hit(segment, input_hash)
         .map_err(EntryError::Result)?;
-    if crate::plan::store_path_for(input_hash, segment) != path.to_string() {
+    if crate::plan::store_path_for(input_hash, segment) != *path {
         return Err(EntryError::StorePath(path.clone()));
     }
     Ok(())

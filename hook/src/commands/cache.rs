@@ -85,9 +85,7 @@ fn push(ctx: &Context, args: &crate::cli::PushArgs) -> Result<Code> {
     let pending = caches.pending();
     let mut paths: Vec<(String, store_path::StorePath, bool)> = Vec::new();
     for s in &plan.segments {
-        if let Ok(p) = store_path::StorePath::parse(&s.store_path) {
-            paths.push((s.name.clone(), p, false));
-        }
+        paths.push((s.name.clone(), s.store_path.clone(), false));
     }
     for p in pending {
         if !paths.iter().any(|(_, known, _)| *known == p) {

@@ -12,7 +12,6 @@
 use std::path::Path;
 
 use anyhow::Result;
-use cache_proto::store_path::StorePath;
 
 use crate::cache::{Caches, Previous};
 use crate::cli::ExplainArgs;
@@ -27,10 +26,7 @@ pub fn compare(
     caches: &Caches,
     seg: &SegmentPlan,
 ) -> Result<Option<(Previous, ManifestDiff)>, String> {
-    let Ok(current) = StorePath::parse(&seg.store_path) else {
-        return Ok(None);
-    };
-    let Some(prev) = caches.previous_result(&seg.name, &current) else {
+    let Some(prev) = caches.previous_result(&seg.name, &seg.store_path) else {
         return Ok(None);
     };
     let diff = manifest::diff_texts(&prev.result.manifest, &seg.manifest())

@@ -112,7 +112,7 @@ pub fn to_json(plan: &Plan, statuses: &[Status]) -> PlanJson {
             .map(|(s, st)| SegmentJson {
                 name: s.name.clone(),
                 input_hash: s.input_hash.clone(),
-                store_path: s.store_path.clone(),
+                store_path: s.store_path.to_string(),
                 touched: s.touched,
                 status: st.as_str(),
             })
@@ -155,7 +155,7 @@ pub fn render_table(plan: &Plan, statuses: &[Status]) -> String {
         row.extend([
             s.inputs.len().to_string(),
             s.input_hash[..16].to_owned(),
-            s.store_path.clone(),
+            s.store_path.to_string(),
         ]);
         rows.push(row);
     }

@@ -63,7 +63,7 @@ impl SegmentRunJson {
             exit_code: s.exit_code,
             reason: (s.status == Status::Failed).then(|| failure_reason(s)),
             input_hash: s.input_hash.clone(),
-            store_path: s.store_path.clone(),
+            store_path: s.store_path.to_string(),
             signed_by: s.signed_by.clone(),
             warnings: s.warnings.clone(),
             explain: None,

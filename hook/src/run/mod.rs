@@ -100,7 +100,7 @@ pub struct SegmentOutcome {
     /// Why it failed (`None` when it passed).
     pub failure: Option<Failure>,
     pub input_hash: String,
-    pub store_path: String,
+    pub store_path: StorePath,
     pub signed_by: Option<String>,
     pub log: Vec<u8>,
     pub warnings: Vec<String>,
@@ -202,47 +202,34 @@ pub async fn lookup_all(
     segments: &[SegmentPlan],
     need_log: bool,
 ) -> Vec<(Lookup, f64)> {
-    let local: Vec<(Option<StorePath>, Lookup, f64)> =
-        futures_util::stream::iter(segments.iter().map(|s| {
-            let caches = caches.clone();
-            async move {
-                let t = Instant::now();
-                match StorePath::parse(&s.store_path) {
-                    Ok(p) => {
-                        let mut lookup = caches
-                            .lookup_local(&p, &s.name, &s.input_hash, need_log)
-                            .await;
-                        if let Some(hit) = &mut lookup.hit {
-                            // Callers need a hit's record and log; its manifest (as long as
-                            // the segment's inputs) was checked against the input hash. Free it
-                            // now, so the next lookups reuse the memory instead of faulting in
-                            // fresh pages.
-                            hit.result.manifest = String::new();
-                        }
-                        (Some(p), lookup, t.elapsed().as_secs_f64())
-                    }
-                    Err(e) => {
-                        let lookup = Lookup {
-                            hit: None,
-                            warnings: vec![format!("bad store path for {}: {e}", s.name)],
-                        };
-                        (None, lookup, t.elapsed().as_secs_f64())
-                    }
-                }
-            }
-        }))
-        .buffered(local_lookup_parallelism())
-        .collect()
-        .await;
-    futures_util::future::join_all(segments.iter().zip(local).map(|(s, (path, lookup, took))| {
+    let local: Vec<(Lookup, f64)> = futures_util::stream::iter(segments.iter().map(|s| {
         let caches = caches.clone();
         async move {
-            let Some(path) = path.filter(|_| lookup.hit.is_none() && caches.has_remote()) else {
-                return (lookup, took);
-            };
             let t = Instant::now();
             let mut lookup = caches
-                .lookup_remote(&path, &s.name, &s.input_hash, lookup.warnings)
+                .lookup_local(&s.store_path, &s.name, &s.input_hash, need_log)
+                .await;
+            if let Some(hit) = &mut lookup.hit {
+                // Callers need a hit's record and log; its manifest (as long as the segment's
+                // inputs) was checked against the input hash. Free it now, so the next lookups
+                // reuse the memory instead of faulting in fresh pages.
+                hit.result.manifest = String::new();
+            }
+            (lookup, t.elapsed().as_secs_f64())
+        }
+    }))
+    .buffered(local_lookup_parallelism())
+    .collect()
+    .await;
+    futures_util::future::join_all(segments.iter().zip(local).map(|(s, (lookup, took))| {
+        let caches = caches.clone();
+        async move {
+            if lookup.hit.is_some() || !caches.has_remote() {
+                return (lookup, took);
+            }
+            let t = Instant::now();
+            let mut lookup = caches
+                .lookup_remote(&s.store_path, &s.name, &s.input_hash, lookup.warnings)
                 .await;
             if let Some(hit) = &mut lookup.hit {
                 hit.result.manifest = String::new(); // as for local hits
@@ -507,8 +494,7 @@ pub async fn run_plan(
                 manifest: seg.manifest(),
                 log: o.log.clone(),
             };
-            let path = StorePath::parse(&seg.store_path).context("store path of a result")?;
-            match caches.store(&path, &stored, opts.push).await {
+            match caches.store(&seg.store_path, &stored, opts.push).await {
                 Ok(crate::cache::Stored::PushFailed(warning)) => {
                     warn(&warning);
                     o.warnings.push(warning);
@@ -1119,7 +1105,7 @@ mod tests {
             exit_code: Some(0),
             failure: None,
             input_hash: String::new(),
-            store_path: String::new(),
+            store_path: crate::plan::store_path_for("", "checkdef"),
             signed_by: None,
             log: Vec::new(),
             warnings: Vec::new(),
