@@ -83,7 +83,8 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Write `bytes` to `path` through a temporary file in the same directory and a rename.
+/// Write `bytes` to `path` through a temporary file in the same directory, fsync and a rename,
+/// mode 0644: for files the user keeps (`checkdef.toml`, a JUnit report).
 pub fn write_durable(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use anyhow::Context as _;
     use std::io::Write as _;
