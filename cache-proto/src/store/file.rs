@@ -22,6 +22,9 @@ use crate::cache_info::CacheInfo;
 #[derive(Debug, Clone)]
 pub struct FileStore {
     dir: PathBuf,
+    /// Whether writes are flushed to the disk (`fsync` of the file and its directory) before
+    /// they count as done; see [`FileStore::without_fsync`].
+    durable: bool,
     trust: Trust,
     cache_info: Arc<OnceCell<CacheInfo>>,
 }
@@ -32,9 +35,20 @@ impl FileStore {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
+            durable: true,
             trust: Trust::default(),
             cache_info: Arc::new(OnceCell::new()),
         }
+    }
+
+    /// Writes stay atomic (a temporary file renamed into place) but are not flushed to the disk.
+    /// For a cache whose readers check what they read (a NAR against its narinfo's hash, a
+    /// narinfo by parsing it): after a crash an entry written just before may be missing or
+    /// damaged, which makes it a miss, never a wrong answer. Nix's own `file://` store does not
+    /// flush either. On a busy disk each `fsync` can wait for seconds, and a result is two files.
+    pub fn without_fsync(mut self) -> Self {
+        self.durable = false;
+        self
     }
 
     /// The cache directory.
@@ -99,8 +113,8 @@ fn unique_suffix() -> String {
     format!("{}-{n}-{r:016x}", std::process::id())
 }
 
-/// Writes `data` to `path` atomically and durably.
-pub(crate) fn atomic_write(path: &Path, data: &[u8]) -> Result<(), StoreError> {
+/// Writes `data` to `path` atomically, and durably when `durable`.
+pub(crate) fn atomic_write(path: &Path, data: &[u8], durable: bool) -> Result<(), StoreError> {
     let parent = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(parent).map_err(io_err(parent))?;
     let name = path
@@ -116,13 +130,18 @@ pub(crate) fn atomic_write(path: &Path, data: &[u8]) -> Result<(), StoreError> {
             .open(&tmp)
             .map_err(io_err(&tmp))?;
         f.write_all(data).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
+        if durable {
+            f.sync_all().map_err(io_err(&tmp))?;
+        }
         drop(f);
         fs::rename(&tmp, path).map_err(io_err(path))
     };
     if let Err(e) = write() {
         let _ = fs::remove_file(&tmp);
         return Err(e);
+    }
+    if !durable {
+        return Ok(());
     }
     File::open(parent)
         .and_then(|d| d.sync_all())
@@ -156,7 +175,8 @@ impl Backend for FileStore {
     ) -> Result<(), StoreError> {
         let path = self.path_of(rel);
         let p = path.clone();
-        blocking(&path, move || atomic_write(&p, &data)).await
+        let durable = self.durable;
+        blocking(&path, move || atomic_write(&p, &data, durable)).await
     }
 
     fn location(&self, rel: &str) -> String {

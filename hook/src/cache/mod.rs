@@ -200,8 +200,13 @@ impl Caches {
     pub fn open(settings: CacheSettings) -> Result<Arc<Caches>> {
         ensure_private(&settings.local_dir)?;
         let trust = TrustPolicy::new(&settings);
-        let local =
-            Store::File(FileStore::new(settings.local_dir.clone()).with_trust(Trust::Local));
+        let local = Store::File(
+            // Its readers check what they read, so a crash costs misses, not wrong hits;
+            // an fsync per file cost seconds per stored result on a busy disk.
+            FileStore::new(settings.local_dir.clone())
+                .without_fsync()
+                .with_trust(Trust::Local),
+        );
         let stamps = Stamps::new(settings.local_dir.clone());
         let layout = Layout::new(settings.local_dir.clone());
         let mut known_keys: Vec<PublicKey> = settings
