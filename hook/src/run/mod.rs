@@ -617,26 +617,24 @@ async fn wait_for_input(
             Ok(Some(lock)) if !waited => return Waited::Lock(Some(lock)),
             Ok(Some(lock)) => {
                 let t = Instant::now();
-                if let Ok(p) = StorePath::parse(&seg.store_path) {
-                    let lookup = caches
-                        .lookup_local(&p, &seg.name, &seg.input_hash, false)
-                        .await;
-                    if let Some(hit) = lookup.hit {
-                        return Waited::Hit(SegmentOutcome {
-                            name: seg.name.clone(),
-                            status: Status::Passed,
-                            origin: Origin::Cache(hit.source),
-                            duration_s: t.elapsed().as_secs_f64(),
-                            original_duration_s: Some(hit.result.record.duration_s),
-                            exit_code: hit.result.record.exit_code,
-                            failure: None,
-                            input_hash: seg.input_hash.clone(),
-                            store_path: seg.store_path.clone(),
-                            signed_by: hit.signed_by,
-                            log: hit.result.log,
-                            warnings: lookup.warnings,
-                        });
-                    }
+                let lookup = caches
+                    .lookup_local(&seg.store_path, &seg.name, &seg.input_hash, false)
+                    .await;
+                if let Some(hit) = lookup.hit {
+                    return Waited::Hit(SegmentOutcome {
+                        name: seg.name.clone(),
+                        status: Status::Passed,
+                        origin: Origin::Cache(hit.source),
+                        duration_s: t.elapsed().as_secs_f64(),
+                        original_duration_s: Some(hit.result.record.duration_s),
+                        exit_code: hit.result.record.exit_code,
+                        failure: None,
+                        input_hash: seg.input_hash.clone(),
+                        store_path: seg.store_path.clone(),
+                        signed_by: hit.signed_by,
+                        log: hit.result.log,
+                        warnings: lookup.warnings,
+                    });
                 }
                 // The other run did not store a pass (it failed, or was stopped): run it here.
                 return Waited::Lock(Some(lock));
