@@ -276,6 +276,8 @@ mod tests {
             signed_by: None,
             log: log.as_bytes().to_vec(),
             warnings: Vec::new(),
+            runner: None,
+            runner_note: None,
         }
     }
 

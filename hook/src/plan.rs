@@ -105,6 +105,8 @@ pub struct SegmentPlan {
     pub sandbox: Sandbox,
     /// `network = true` (see [`crate::config::Segment::network`]).
     pub network: bool,
+    /// How the check is started (not hashed).
+    pub runner: crate::config::Runner,
     /// Fingerprint command → its stdout (hashed).
     pub fingerprints: BTreeMap<String, Vec<u8>>,
     /// Declared include globs and `tests` paths that match none of the inputs (a typo, a
@@ -424,6 +426,7 @@ pub fn build_plan_filtered(
             sandbox: job.seg.sandbox,
             unmatched: job.unmatched,
             network: job.seg.network,
+            runner: job.seg.runner,
             fingerprints: job.fingerprints,
             timeout: job.seg.timeout,
         })

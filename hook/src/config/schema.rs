@@ -28,6 +28,28 @@ impl Sandbox {
     }
 }
 
+/// How a segment's check is started (`runner`, in a segment or `[defaults]`). Not part of the
+/// input hash: both runners give the same verdict and log (see `run/warm.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runner {
+    /// A plain pytest command runs as a child of a warm pytest server; any other command, and
+    /// any doubt, runs as a fresh process (the default).
+    #[default]
+    Warm,
+    /// Always a fresh `sh -c` process.
+    Process,
+}
+
+impl Runner {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runner::Warm => "warm",
+            Runner::Process => "process",
+        }
+    }
+}
+
 /// Which remote results are accepted (`[cache] accept`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -160,6 +182,7 @@ pub struct Segment {
     /// The check's time limit (`timeout`, else `[defaults] timeout`, else
     /// [`DEFAULT_CHECK_TIMEOUT`]). Not hashed: a pass within any limit is a pass.
     pub timeout: std::time::Duration,
+    pub runner: Runner,
     pub(super) matcher: OnceLock<(GlobSet, GlobSet)>,
 }
 
@@ -243,6 +266,8 @@ pub(super) struct RawDefaults {
     pub(super) timeout: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) fingerprint_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) runner: Option<Runner>,
 }
 
 #[derive(Deserialize)]
@@ -270,6 +295,8 @@ pub(super) struct RawSegment {
     #[serde(default)]
     pub(super) network: bool,
     pub(super) timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) runner: Option<Runner>,
 }
 
 #[derive(Deserialize)]

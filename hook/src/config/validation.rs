@@ -404,6 +404,7 @@ pub(super) fn resolve_segment(
         sandbox: seg.sandbox,
         network: seg.network,
         timeout,
+        runner: seg.runner.or(defaults.runner).unwrap_or_default(),
         matcher: OnceLock::new(),
     })
 }

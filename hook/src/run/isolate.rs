@@ -394,6 +394,27 @@ pub fn entry_main(args: &[OsString]) -> ! {
                 }
             }
         }
+        [flag, dir, rest @ ..] if flag == "--hold" => {
+            let (spec, argv) = match rest {
+                [f, spec, dd, argv @ ..] if f == "--spec-json" && dd == "--" => {
+                    (Some(spec.as_encoded_bytes()), argv)
+                }
+                [dd, argv @ ..] if dd == "--" => (None, argv),
+                _ => (None, &[][..]),
+            };
+            if argv.is_empty() {
+                eprintln!("checkdef: {ENTRY} --hold DIR [--spec-json JSON] -- ARGV...");
+                2
+            } else {
+                match hold(Path::new(dir), spec, argv) {
+                    Ok(code) => code,
+                    Err(msg) => {
+                        eprintln!("checkdef: could not enter the sandbox: {msg}");
+                        ENTRY_FAILED
+                    }
+                }
+            }
+        }
         [flag] if flag == "--probe" => match probe() {
             Ok(()) => 0,
             Err(e) => {
@@ -417,6 +438,87 @@ fn run_entry(spec: &[u8], argv: &[OsString]) -> Result<std::convert::Infallible,
     use std::os::unix::process::CommandExt as _;
     let err = std::process::Command::new(&argv[0]).args(&argv[1..]).exec();
     Err(format!("starting {}: {err}", argv[0].to_string_lossy()))
+}
+
+/// The FIFO a holder announces itself on (`ready PID PGID`), in its private directory.
+pub const HOLD_READY: &str = "hold-ready";
+/// The FIFO a holder reads its one order from, in its private directory: `exec` (run ARGV, as
+/// `--spec` would have), `exit CODE` or `signal NUMBER` (end as the warm check it held ended).
+pub const HOLD_CTL: &str = "hold-ctl";
+
+/// `checkdef __sandbox --hold DIR [--spec-json JSON] -- ARGV...`: enter the sandbox (when a spec
+/// is given) exactly as for a fresh check, say `ready PID` on `DIR/hold-ready`, then wait for one
+/// order on `DIR/hold-ctl`. A warm runner's child joins this process's namespaces, process group
+/// and stdout/stderr meanwhile (see `run/warm.rs`), so the holder stands for it under the
+/// supervisor stage: a timeout, Ctrl-C or checkdef's death kills the holder's group, the warm
+/// child with it; and the holder's exit mirrors the child's, so the supervisor reports it.
+/// Returns the exit code (or never returns: `exec`, a mirrored signal).
+fn hold(dir: &Path, spec: Option<&[u8]>, argv: &[OsString]) -> Result<i32, String> {
+    let open = |name: &str, flags: OFlags| {
+        let p = dir.join(name);
+        rustix::fs::open(&p, flags | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| format!("opening {}: {e}", p.display()))
+    };
+    // Opened before the sandbox hides the directory they are in. `ctl` is opened read-write, so
+    // it never reads end of file before checkdef opened it.
+    let ready = open(HOLD_READY, OFlags::WRONLY | OFlags::NONBLOCK)?;
+    let ctl = open(HOLD_CTL, OFlags::RDWR)?;
+    if let Some(spec) = spec {
+        let spec: Spec = serde_json::from_slice(spec).map_err(|e| format!("bad spec: {e}"))?;
+        enter(&spec).map_err(|e| e.to_string())?;
+    }
+    // The group is the supervisor stage's (led by its guard): the warm child joins it.
+    let line = format!(
+        "ready {} {}\n",
+        rustix::process::getpid().as_raw_nonzero(),
+        rustix::process::getpgrp().as_raw_nonzero()
+    );
+    rustix::io::write(&ready, line.as_bytes()).map_err(|e| format!("announcing: {e}"))?;
+    drop(ready);
+    let mut order = Vec::new();
+    let mut b = [0u8; 64];
+    while !order.ends_with(b"\n") && order.len() < 256 {
+        match rustix::io::read(&ctl, &mut b) {
+            Ok(0) => break,
+            Ok(n) => order.extend_from_slice(&b[..n]),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(format!("reading the order: {e}")),
+        }
+    }
+    drop(ctl);
+    let order = String::from_utf8_lossy(&order);
+    let mut words = order.split_whitespace();
+    match (
+        words.next(),
+        words.next().and_then(|n| n.parse::<i32>().ok()),
+    ) {
+        (Some("exec"), None) => {
+            use std::os::unix::process::CommandExt as _;
+            let err = std::process::Command::new(&argv[0]).args(&argv[1..]).exec();
+            Err(format!("starting {}: {err}", argv[0].to_string_lossy()))
+        }
+        (Some("exit"), Some(code)) => Ok(code),
+        (Some("signal"), Some(sig)) => {
+            raise(sig);
+            Ok(128 + sig)
+        }
+        // checkdef gave up on the warm check (its server died): nothing to report.
+        _ => Ok(ENTRY_FAILED),
+    }
+}
+
+/// End this process by `sig`, as the warm check it stands for ended (returns if it cannot).
+fn raise(sig: i32) {
+    let Some(signal) = rustix::process::Signal::from_named_raw(sig) else {
+        return;
+    };
+    // SAFETY: resetting a signal's disposition to the default touches no memory; Rust's runtime
+    // ignores SIGPIPE, which would otherwise survive the kill below.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+    }
+    let _ = rustix::process::kill_process(rustix::process::getpid(), signal);
 }
 
 /// Enter a throwaway sandbox — what every check needs, once, so a run can tell whether this

@@ -37,6 +37,11 @@ pub struct SegmentRunJson {
     pub store_path: String,
     pub signed_by: Option<String>,
     pub warnings: Vec<String>,
+    /// For a segment that ran: `warm` (a child of the warm pytest server) or `process`
+    /// (`null` for cached segments).
+    pub runner: Option<&'static str>,
+    /// Why a segment that allows the warm runner ran as a fresh process.
+    pub runner_note: Option<String>,
     /// For a segment that ran: what changed since its most recent earlier local result
     /// (`null` when there is none, and for cached segments).
     pub explain: Option<String>,
@@ -66,6 +71,8 @@ impl SegmentRunJson {
             store_path: s.store_path.to_string(),
             signed_by: s.signed_by.clone(),
             warnings: s.warnings.clone(),
+            runner: s.runner.map(crate::config::Runner::as_str),
+            runner_note: s.runner_note.clone(),
             explain: None,
         }
     }

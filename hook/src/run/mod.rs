@@ -11,6 +11,7 @@ pub mod sandbox;
 pub mod supervise;
 pub mod sweep;
 pub mod view;
+pub mod warm;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -24,7 +25,7 @@ use futures_util::stream::FuturesUnordered;
 use tokio::sync::watch;
 
 use crate::cache::{Caches, Lookup, Source};
-use crate::config::Sandbox;
+use crate::config::{Runner, Sandbox};
 use crate::context::{Env, SandboxSettings};
 use crate::git::{Repo, Target};
 use crate::plan::{Plan, SegmentPlan};
@@ -104,6 +105,10 @@ pub struct SegmentOutcome {
     pub signed_by: Option<String>,
     pub log: Vec<u8>,
     pub warnings: Vec<String>,
+    /// How the check ran (`None` for cached results) ...
+    pub runner: Option<Runner>,
+    /// ... and, when it ran fresh although its segment allows the warm runner, why.
+    pub runner_note: Option<String>,
 }
 
 /// Everything one invocation decided.
@@ -305,6 +310,8 @@ pub async fn run_plan(
                     signed_by: hit.signed_by,
                     log: hit.result.log,
                     warnings: lookup.warnings,
+                    runner: None,
+                    runner_note: None,
                 };
                 reporter.report(Event::Cached(&o));
                 outcomes[i] = Some(o);
@@ -356,6 +363,9 @@ pub async fn run_plan(
     // Declared before the running futures, which borrow it.
     let local = caches.settings.local_dir.clone();
     let mut queue = misses.into_iter();
+    // Declared after the views (it lives in their directory) and before the running checks (so
+    // its servers outlive them).
+    let pool: Pool = std::cell::OnceCell::new();
     let mut running = FuturesUnordered::new();
     let jobs = opts.jobs.max(1);
     let mut interrupted = *cancel.borrow();
@@ -378,29 +388,38 @@ pub async fn run_plan(
             let caches = caches.clone();
             let local = &local;
             let reporter = &reporter;
+            let pool = &pool;
             running.push(async move {
                 // One run per input hash at a time, across processes: a check another
                 // checkdef (a background run, a concurrent push) is running is waited for, and
                 // its stored result used.
-                let lock =
-                    match wait_for_input(local, seg, &caches, stop.clone(), &**reporter).await {
-                        Waited::Lock(lock) => lock,
-                        Waited::Hit(o) => return (i, warnings, Done::Cached(o)),
-                        Waited::Stopped => {
-                            return (i, warnings, Done::Ran(exec::ExecOutcome::stopped(), None));
-                        }
-                    };
-                reporter.report(Event::Started { segment: &seg.name });
-                let prepared = prepare(repo, plan, seg, views, opts, reporter);
-                let outcome = match prepared {
-                    Ok((dir, spec, sink)) => {
-                        let o = exec::execute(&spec, stop, sink).await;
-                        drop(dir);
-                        o
+                let lock = match wait_for_input(local, seg, &caches, stop.clone(), &**reporter)
+                    .await
+                {
+                    Waited::Lock(lock) => lock,
+                    Waited::Hit(o) => return (i, warnings, Done::Cached(*o)),
+                    Waited::Stopped => {
+                        return (
+                            i,
+                            warnings,
+                            Done::Ran(exec::ExecOutcome::stopped(), None, Runner::Process, None),
+                        );
                     }
-                    Err(e) => exec::ExecOutcome::not_started(format!("{e:#}")),
                 };
-                (i, warnings, Done::Ran(outcome, lock))
+                reporter.report(Event::Started { segment: &seg.name });
+                let prepared = prepare(repo, plan, seg, views, opts, reporter, Some(pool));
+                let (outcome, runner, note) = match prepared {
+                    Ok(p) => {
+                        let fresh = || prepare(repo, plan, seg, views, opts, reporter, None);
+                        run_prepared(p, stop, fresh).await
+                    }
+                    Err(e) => (
+                        exec::ExecOutcome::not_started(format!("{e:#}")),
+                        Runner::Process,
+                        None,
+                    ),
+                };
+                (i, warnings, Done::Ran(outcome, lock, runner, note))
             });
         }
         let next = tokio::select! {
@@ -421,13 +440,13 @@ pub async fn run_plan(
         };
         let seg = &plan.segments[i];
         // Held until this check's result is stored (end of this iteration).
-        let (outcome, _input_lock) = match done {
+        let (outcome, _input_lock, runner, runner_note) = match done {
             Done::Cached(o) => {
                 reporter.report(Event::Cached(&o));
                 outcomes[i] = Some(o);
                 continue;
             }
-            Done::Ran(o, lock) => (o, lock),
+            Done::Ran(o, lock, runner, note) => (o, lock, runner, note),
         };
         let mut outcome = outcome;
         let cancelled = outcome.cancelled();
@@ -475,6 +494,8 @@ pub async fn run_plan(
             signed_by: None,
             log: outcome.log,
             warnings,
+            runner: Some(runner),
+            runner_note,
         };
         for path in &undeclared {
             let w = undeclared_message(&seg.name, path);
@@ -554,6 +575,8 @@ pub async fn run_plan(
                     signed_by: None,
                     log: log.clone().into_bytes(),
                     warnings: Vec::new(),
+                    runner: None,
+                    runner_note: None,
                 };
                 if !interrupted {
                     reporter.report(Event::Finished {
@@ -591,12 +614,17 @@ enum Done {
     Cached(SegmentOutcome),
     /// It ran here (holding its input lock, released once its result is stored), or was
     /// stopped while it waited for another process's run.
-    Ran(exec::ExecOutcome, Option<crate::background::InputLock>),
+    Ran(
+        exec::ExecOutcome,
+        Option<crate::background::InputLock>,
+        Runner,
+        Option<String>,
+    ),
 }
 
 enum Waited {
     Lock(Option<crate::background::InputLock>),
-    Hit(SegmentOutcome),
+    Hit(Box<SegmentOutcome>),
     Stopped,
 }
 
@@ -621,7 +649,7 @@ async fn wait_for_input(
                     .lookup_local(&seg.store_path, &seg.name, &seg.input_hash, false)
                     .await;
                 if let Some(hit) = lookup.hit {
-                    return Waited::Hit(SegmentOutcome {
+                    return Waited::Hit(Box::new(SegmentOutcome {
                         name: seg.name.clone(),
                         status: Status::Passed,
                         origin: Origin::Cache(hit.source),
@@ -634,7 +662,9 @@ async fn wait_for_input(
                         signed_by: hit.signed_by,
                         log: hit.result.log,
                         warnings: lookup.warnings,
-                    });
+                        runner: None,
+                        runner_note: None,
+                    }));
                 }
                 // The other run did not store a pass (it failed, or was stopped): run it here.
                 return Waited::Lock(Some(lock));
@@ -850,6 +880,95 @@ struct Prepared {
     _dir: sandbox::RunDir,
 }
 
+/// A check ready to start: its sandbox, command, output sink and, when it can run warm, how
+/// (else why not).
+struct Ready {
+    prepared: Prepared,
+    spec: ExecSpec,
+    sink: Option<LineSink>,
+    warm: std::result::Result<Warm, String>,
+}
+
+/// What a check needs to run warm: its server and plan, the holder's directory, whether the
+/// holder enters a sandbox, the check's directory.
+struct Warm {
+    server: Arc<warm::Server>,
+    plan: warm::WarmPlan,
+    dir: PathBuf,
+    isolated: bool,
+    cwd: PathBuf,
+}
+
+/// The warm servers of one run, created when the first eligible check needs one.
+type Pool = std::cell::OnceCell<std::result::Result<warm::WarmPool, String>>;
+
+/// Run a prepared check: warm when it can, else in a fresh process — also when the warm runner
+/// gives up after the check may have started, in a fresh sandbox from `fresh` (unless cancelled).
+async fn run_prepared(
+    ready: Ready,
+    cancel: watch::Receiver<bool>,
+    fresh: impl FnOnce() -> Result<Ready>,
+) -> (exec::ExecOutcome, Runner, Option<String>) {
+    let Ready {
+        prepared,
+        spec,
+        sink,
+        warm,
+    } = ready;
+    let note = match warm {
+        Err(why) => why,
+        Ok(w) => {
+            let held = warm::run_held(
+                &spec,
+                &w.dir,
+                &w.server,
+                &w.plan,
+                w.isolated,
+                &w.cwd,
+                cancel.clone(),
+                sink.clone(),
+            )
+            .await;
+            match held {
+                warm::Held::Ran(o, None) => return (o, Runner::Warm, None),
+                warm::Held::Ran(o, Some(why)) => return (o, Runner::Process, Some(why)),
+                warm::Held::Lost(why) => {
+                    drop(prepared);
+                    if *cancel.borrow() {
+                        return (
+                            exec::ExecOutcome {
+                                exit_code: None,
+                                failure: Some(exec::Failure::Interrupted),
+                                duration: std::time::Duration::ZERO,
+                                log: Vec::new(),
+                            },
+                            Runner::Warm,
+                            Some(why),
+                        );
+                    }
+                    match fresh() {
+                        Ok(r) => {
+                            let o = exec::execute(&r.spec, cancel, r.sink.clone()).await;
+                            drop(r.prepared);
+                            return (o, Runner::Process, Some(why));
+                        }
+                        Err(e) => {
+                            return (
+                                exec::ExecOutcome::not_started(format!("{e:#}")),
+                                Runner::Process,
+                                Some(why),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let o = exec::execute(&spec, cancel, sink).await;
+    drop(prepared);
+    (o, Runner::Process, Some(note))
+}
+
 /// Set a segment's sandbox up and build its command spec.
 fn prepare(
     repo: &Repo,
@@ -858,7 +977,8 @@ fn prepare(
     views: &Views,
     opts: &RunOptions,
     reporter: &Arc<dyn Reporter>,
-) -> Result<(Prepared, ExecSpec, Option<LineSink>)> {
+    pool: Option<&Pool>,
+) -> Result<Ready> {
     let entries;
     let inputs = match seg.sandbox {
         Sandbox::Filtered => &seg.inputs,
@@ -875,7 +995,49 @@ fn prepare(
     })?;
     let d = dir.path().to_path_buf();
     let tmp = d.join("tmp");
+    let env = run_env(seg, &tmp, &opts.env);
+    let warm = match (seg.runner, pool) {
+        (Runner::Process, _) => Err("runner = \"process\"".to_owned()),
+        (Runner::Warm, None) => Err("rerun after the warm runner gave up".to_owned()),
+        (Runner::Warm, Some(pool)) => warm::plan(&seg.command, &env).and_then(|wplan| {
+            let pool = pool.get_or_init(|| {
+                warm::WarmPool::new(&views.parent).map_err(|e| format!("no warm pool: {e}"))
+            });
+            let pool = pool.as_ref().map_err(Clone::clone)?;
+            Ok((pool.server(&wplan)?, wplan))
+        }),
+    };
+    // A warm check starts as a holder, which enters the sandbox and waits (run/warm.rs).
+    let hold: Vec<std::ffi::OsString> = match &warm {
+        Ok(_) => {
+            for f in [isolate::HOLD_READY, isolate::HOLD_CTL] {
+                rustix::fs::mkfifoat(
+                    rustix::fs::CWD,
+                    d.join(f),
+                    rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+                )
+                .with_context(|| format!("creating {}", d.join(f).display()))?;
+            }
+            vec!["--hold".into(), d.clone().into_os_string()]
+        }
+        Err(_) => Vec::new(),
+    };
     let (prepared, cwd, wrapper) = match &views.skeleton {
+        None if !hold.is_empty() => {
+            let src = d.join("src");
+            view::InputsLayer::private(repo, &plan.target, &src, inputs, plan.convert)
+                .with_context(|| format!("materialising the inputs of {}", seg.name))?;
+            let p = Prepared {
+                _inputs: None,
+                _dir: dir,
+            };
+            let wrapper = [views.exe.clone().into_os_string(), isolate::ENTRY.into()]
+                .into_iter()
+                .chain(hold.iter().cloned())
+                .chain(["--".into()])
+                .collect();
+            (p, src, wrapper)
+        }
         None => {
             // No isolation: a copy of the inputs, as before.
             let src = d.join("src");
@@ -951,13 +1113,15 @@ fn prepare(
                 writes_in_memory: in_memory,
             };
             // The spec travels on the command line: no file to write and remove.
-            let wrapper = vec![
-                views.exe.clone().into_os_string(),
-                isolate::ENTRY.into(),
-                "--spec-json".into(),
-                serde_json::to_string(&spec)?.into(),
-                "--".into(),
-            ];
+            let wrapper = [views.exe.clone().into_os_string(), isolate::ENTRY.into()]
+                .into_iter()
+                .chain(hold.iter().cloned())
+                .chain([
+                    "--spec-json".into(),
+                    serde_json::to_string(&spec)?.into(),
+                    "--".into(),
+                ])
+                .collect();
             let p = Prepared {
                 _inputs: Some(layer),
                 _dir: dir,
@@ -972,7 +1136,7 @@ fn prepare(
             .into_iter()
             .chain(ExecSpec::shell(&seg.command))
             .collect(),
-        env: run_env(seg, &tmp, &opts.env),
+        env,
         timeout: seg.timeout,
     };
     let sink: Option<LineSink> = reporter.wants_output().then(|| {
@@ -999,7 +1163,24 @@ fn prepare(
             });
         }) as LineSink
     });
-    Ok((prepared, spec, sink))
+    let warm = warm.map(|(server, plan)| Warm {
+        server,
+        plan,
+        dir: d.clone(),
+        isolated: views.isolated(),
+        // Where the sandbox entry changes to: the view at the repository's path.
+        cwd: if views.isolated() {
+            views.root.clone().unwrap_or_else(|| d.join("view"))
+        } else {
+            spec.cwd.clone()
+        },
+    });
+    Ok(Ready {
+        prepared,
+        spec,
+        sink,
+        warm,
+    })
 }
 
 /// The complete environment of a check: PATH, the passthrough variables (not hashed), the
@@ -1107,6 +1288,8 @@ mod tests {
             signed_by: None,
             log: Vec::new(),
             warnings: Vec::new(),
+            runner: None,
+            runner_note: None,
         }
     }
 

@@ -26,3 +26,4 @@ mod teammate;
 mod trust;
 mod uploads;
 mod usability;
+mod warm;

@@ -225,7 +225,7 @@ fn an_undeclared_import_fails_in_the_filtered_sandbox_and_passes_with_sandbox_fu
     assert_eq!(r.status("foo-tests"), "passed");
 }
 
-fn process_is_gone(pid: u32) -> bool {
+pub fn process_is_gone(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
         // A zombie (state Z) has exited; only its parent's bookkeeping is left.
@@ -235,7 +235,7 @@ fn process_is_gone(pid: u32) -> bool {
     }
 }
 
-fn wait_for_file(path: &Path, within: Duration) -> String {
+pub fn wait_for_file(path: &Path, within: Duration) -> String {
     let deadline = Instant::now() + within;
     loop {
         if let Ok(s) = std::fs::read_to_string(path)

@@ -1,0 +1,835 @@
+//! The warm pytest runner: one fork server per interpreter and environment, so that a run of many
+//! small pytest segments pays Python's and pytest's start-up once instead of once per segment.
+//!
+//! A check is *eligible* when its command is plainly `python -m pytest ARGS`, `python3 -m pytest
+//! ARGS` or `pytest ARGS` (the `tests = [...]` shorthand expands to the second) with words `sh`
+//! would pass through unchanged, the program found on the check's `PATH` is a real interpreter
+//! (an ELF file, or a script whose `#!` line names one — not a pyenv-style shim), and the segment
+//! does not say `runner = "process"`. Everything else, and every doubt found later, runs the
+//! check in a fresh `sh -c` process exactly as before ([`super::exec::execute`]).
+//!
+//! The server (`warm_server.py`, compiled into the binary and written to a private directory per
+//! run) is started through `sh` with the check's environment minus `TMPDIR` and
+//! `CHECKDEF_SEGMENT`; that environment and the interpreter's path are the *fingerprint*: checks
+//! whose fingerprints differ get different servers. It imports pytest once and then forks one
+//! child per check; the child puts itself in its own process group (so cancellation and
+//! time-outs kill it and everything it started, as in process mode), takes the check's stdout and
+//! stderr pipes (sent over a `SOCK_SEQPACKET` socket), directory, environment, `TMPDIR` and the
+//! `sys.path` a fresh interpreter would have there, and runs pytest's own entry point. The parent
+//! never runs test code; it refuses (and checkdef falls back) when the check's directory would
+//! shadow a module it has loaded, and exits when its own state changed. A server that dies is
+//! restarted for later checks (a few times per run); a check it was running is rerun fresh.
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read as _;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::exec::{self, ExecOutcome, ExecSpec, LineSink};
+use super::isolate;
+use tokio::sync::{oneshot, watch};
+
+/// The server program, written next to nothing else in a private directory at use.
+const SERVER_PY: &str = include_str!("warm_server.py");
+
+/// Servers started per fingerprint and run before checkdef stops trying (a server that keeps
+/// dying is not worth its start-up).
+const MAX_STARTS: u32 = 3;
+
+/// How long a check waits for its server to import pytest before it runs fresh instead.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Variables that differ between checks of one server: set by the child, not fingerprinted.
+const PER_CHECK_VARS: [&str; 2] = ["TMPDIR", "CHECKDEF_SEGMENT"];
+
+/// How the check invokes pytest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// `python -m pytest`: `sys.path[0]` is the check's directory.
+    Module,
+    /// The `pytest` script at this path: `sys.path[0]` is the script's directory.
+    Script(PathBuf),
+}
+
+/// What the warm runner needs to run one eligible check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WarmPlan {
+    /// The interpreter the command would run (as found on `PATH`, not resolved: a virtual
+    /// environment's `bin/python` is a symlink whose location matters).
+    pub interpreter: PathBuf,
+    pub mode: Mode,
+    /// pytest's arguments.
+    pub args: Vec<String>,
+    /// `sys.orig_argv` of the fresh process.
+    pub orig_argv: Vec<String>,
+    /// The server's environment: the check's, minus [`PER_CHECK_VARS`].
+    pub server_env: BTreeMap<String, String>,
+}
+
+impl WarmPlan {
+    fn fingerprint(&self) -> String {
+        // NUL cannot occur in paths or variables: an unambiguous key.
+        let mut key = self.interpreter.to_string_lossy().into_owned();
+        for (k, v) in &self.server_env {
+            key.push('\0');
+            key.push_str(k);
+            key.push('=');
+            key.push_str(v);
+        }
+        key
+    }
+}
+
+/// Whether `command` (run by `sh -c` with `env`) can run warm, and how; `Err` says why not.
+pub fn plan(command: &str, env: &[(String, String)]) -> Result<WarmPlan, String> {
+    let words = shell_words(command).ok_or("the command is not a plain word list")?;
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("");
+    let (interpreter, mode, args, orig_argv) = match words.as_slice() {
+        [py, m, pytest, rest @ ..] if is_python(py) && m == "-m" && pytest == "pytest" => {
+            let found = which(py, path)?;
+            if !is_elf(&found) {
+                return Err(format!(
+                    "{} is not an interpreter binary (a shim?)",
+                    found.display()
+                ));
+            }
+            let mut orig = vec![py.clone(), "-m".into(), "pytest".into()];
+            orig.extend(rest.iter().cloned());
+            (found, Mode::Module, rest.to_vec(), orig)
+        }
+        [pytest, rest @ ..] if pytest == "pytest" || pytest == "py.test" => {
+            let script = which(pytest, path)?;
+            let interpreter = shebang(&script)?;
+            let mut orig = vec![
+                interpreter.display().to_string(),
+                script.display().to_string(),
+            ];
+            orig.extend(rest.iter().cloned());
+            (interpreter, Mode::Script(script), rest.to_vec(), orig)
+        }
+        _ => return Err("not a plain pytest command".into()),
+    };
+    let server_env: BTreeMap<String, String> = env
+        .iter()
+        .filter(|(k, _)| !PER_CHECK_VARS.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    if server_env.contains_key("PWD") {
+        return Err("the check sets PWD".into());
+    }
+    Ok(WarmPlan {
+        interpreter,
+        mode,
+        args,
+        orig_argv,
+        server_env,
+    })
+}
+
+/// `python`, `python3` or `python3.N`.
+fn is_python(word: &str) -> bool {
+    match word.strip_prefix("python") {
+        Some("") | Some("3") => true,
+        Some(v) => v
+            .strip_prefix("3.")
+            .is_some_and(|minor| !minor.is_empty() && minor.bytes().all(|b| b.is_ascii_digit())),
+        None => false,
+    }
+}
+
+/// Split `command` into the words `sh` would run, or `None` when `sh` would do more than split
+/// and unquote: expansions, globs, redirections, operators, comments, assignments or tildes are
+/// all "not plain", and such a command runs in a fresh process.
+pub fn shell_words(command: &str) -> Option<Vec<String>> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut chars = command.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            ' ' | '\t' => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next()? {
+                        '\'' => break,
+                        ch => word.push(ch),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next()? {
+                        '"' => break,
+                        '$' | '`' | '\\' | '!' => return None,
+                        ch => word.push(ch),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                match chars.next()? {
+                    '\n' => return None,
+                    ch => word.push(ch),
+                }
+            }
+            c if c.is_ascii_alphanumeric() || "_-./:=+,@%".contains(c) || !c.is_ascii() => {
+                // `=` in the first word is an assignment, `~` and `#` never get here.
+                if c == '=' && words.is_empty() {
+                    return None;
+                }
+                in_word = true;
+                word.push(c);
+            }
+            _ => return None,
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    (!words.is_empty()).then_some(words)
+}
+
+/// The file `sh` would run for `name` with this `PATH`. Relative or empty entries (the check's
+/// own directory) are a doubt: what they find depends on the sandbox, not on the server.
+fn which(name: &str, path: &str) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    for dir in path.split(':') {
+        if dir.is_empty() || !dir.starts_with('/') {
+            return Err(format!("PATH has a relative entry `{dir}`"));
+        }
+        let candidate = Path::new(dir).join(name);
+        if let Ok(m) = std::fs::metadata(&candidate)
+            && m.is_file()
+            && m.permissions().mode() & 0o111 != 0
+        {
+            return Ok(candidate);
+        }
+    }
+    Err(format!("{name} is not on PATH"))
+}
+
+fn is_elf(path: &Path) -> bool {
+    let mut head = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|()| head == *b"\x7fELF")
+}
+
+/// The interpreter of a `pytest` console script: a `#!/absolute/python` line without arguments
+/// naming an interpreter binary.
+fn shebang(script: &Path) -> Result<PathBuf, String> {
+    let mut head = [0u8; 512];
+    let n = std::fs::File::open(script)
+        .and_then(|mut f| f.read(&mut head))
+        .map_err(|e| format!("{}: {e}", script.display()))?;
+    let first = head[..n].split(|b| *b == b'\n').next().unwrap_or(&[]);
+    let line = std::str::from_utf8(first).map_err(|_| "the #! line is not UTF-8".to_owned())?;
+    let interp = line
+        .strip_prefix("#!")
+        .map(str::trim)
+        .filter(|i| i.starts_with('/') && !i.contains([' ', '\t']))
+        .ok_or_else(|| format!("{} does not start with #!/path/to/python", script.display()))?;
+    let interp = PathBuf::from(interp);
+    if !is_elf(&interp) {
+        return Err(format!("{} is not an interpreter binary", interp.display()));
+    }
+    Ok(interp)
+}
+
+/// Why a warm check must run in a fresh process instead.
+#[derive(Debug)]
+pub enum Refusal {
+    /// Nothing of the check ran: its sandbox is untouched.
+    NotStarted(String),
+    /// The check may have run (partly): it needs a fresh sandbox.
+    Lost(String),
+}
+
+/// A warm check that started: its pid and the end of its run.
+pub struct WarmChild {
+    pub pid: i32,
+    pub exit: oneshot::Receiver<Exit>,
+}
+
+/// How a warm check ended.
+#[derive(Debug)]
+pub enum Exit {
+    Status(ExitStatus),
+    /// The child failed before any test code ran: run the check fresh.
+    SetupFailed(String),
+}
+
+/// The servers of one run. Dropping it closes every server's socket, which ends them.
+pub struct WarmPool {
+    // Fields drop in order: the servers end before their directory goes.
+    slots: Mutex<HashMap<String, Slot>>,
+    dir: super::sandbox::RunDir,
+}
+
+#[derive(Default)]
+struct Slot {
+    server: Option<Arc<Server>>,
+    starts: u32,
+    /// Set when a server refused to serve (import-time output, missing features): permanent.
+    refused: Option<String>,
+}
+
+impl WarmPool {
+    /// A pool whose private directory holds the server program, the empty directory servers
+    /// start in, their TMPDIR and their stderr logs. It lies in the directory every sandbox
+    /// lives in, which checks never see (and a killed run's is swept like its sandboxes).
+    pub fn new(parent: &Path) -> std::io::Result<WarmPool> {
+        let dir = super::sandbox::RunDir::new(parent, "warm")?;
+        std::fs::write(dir.path().join("server.py"), SERVER_PY)?;
+        std::fs::create_dir(dir.path().join("cwd"))?;
+        std::fs::create_dir(dir.path().join("tmp"))?;
+        Ok(WarmPool {
+            slots: Mutex::new(HashMap::new()),
+            dir,
+        })
+    }
+
+    /// The server for `plan`'s fingerprint, started now if there is none (so its start-up
+    /// overlaps the preparation of other checks); `Err` says why the check must run fresh.
+    pub fn server(&self, plan: &WarmPlan) -> Result<Arc<Server>, String> {
+        let mut slots = self.slots.lock().expect("warm pool lock");
+        let n = slots.len();
+        let slot = slots.entry(plan.fingerprint()).or_default();
+        if let Some(s) = &slot.server {
+            match &*s.state.borrow() {
+                State::Starting | State::Ready => return Ok(s.clone()),
+                State::Refused(why) => {
+                    slot.refused = Some(why.clone());
+                }
+                State::Dead(_) => {}
+            }
+        }
+        if let Some(why) = &slot.refused {
+            return Err(why.clone());
+        }
+        if slot.starts >= MAX_STARTS {
+            return Err(format!(
+                "the warm server died {MAX_STARTS} times in this run"
+            ));
+        }
+        slot.starts += 1;
+        let log = self
+            .dir
+            .path()
+            .join(format!("server-{n}-{}.log", slot.starts));
+        let server = Arc::new(
+            Server::spawn(self.dir.path(), plan, &log)
+                .map_err(|e| format!("could not start the warm server: {e}"))?,
+        );
+        slot.server = Some(server.clone());
+        Ok(server)
+    }
+}
+
+#[derive(Debug, Clone)]
+enum State {
+    Starting,
+    Ready,
+    Refused(String),
+    Dead(String),
+}
+
+struct Pending {
+    started: Option<oneshot::Sender<Result<i32, String>>>,
+    exit: Option<oneshot::Sender<Exit>>,
+    /// The child said it could not set up; its exit follows.
+    setup_failed: Option<String>,
+}
+
+/// One fork server.
+pub struct Server {
+    sock: OwnedFd,
+    state: watch::Receiver<State>,
+    pending: Arc<Mutex<HashMap<u64, Pending>>>,
+    next_id: AtomicU64,
+    process: Mutex<std::process::Child>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // End of file on its socket (for the reader thread's copy too) makes the server kill
+        // any check still running and exit; a server that does not is killed.
+        let _ = rustix::net::shutdown(&self.sock, rustix::net::Shutdown::Both);
+        if let Ok(mut p) = self.process.lock() {
+            for _ in 0..100 {
+                if !matches!(p.try_wait(), Ok(None)) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Reply {
+    ready: Option<bool>,
+    reason: Option<String>,
+    started: Option<u64>,
+    pid: Option<i32>,
+    fallback: Option<u64>,
+    setup_failed: Option<u64>,
+    exited: Option<u64>,
+    status: Option<i32>,
+}
+
+impl Server {
+    fn spawn(dir: &Path, plan: &WarmPlan, log: &Path) -> std::io::Result<Server> {
+        use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
+        let (ours, theirs) = socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )?;
+        let mut env = plan.server_env.clone();
+        env.insert("TMPDIR".into(), dir.join("tmp").display().to_string());
+        let spawn_env = serde_json::to_string(&env).expect("strings serialise");
+        // Through `sh`, like a check: it exports what `sh` exports (PWD), and it moves the socket
+        // from stdin to fd 3 so that the interpreter starts with stdin on /dev/null.
+        let process = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg("exec \"$0\" \"$1\" 3<&0 0</dev/null")
+            .arg(&plan.interpreter)
+            .arg(dir.join("server.py"))
+            .current_dir(dir.join("cwd"))
+            .env_clear()
+            .envs(&env)
+            .env("CHECKDEF_WARM_SPAWN_ENV", spawn_env)
+            .stdin(std::process::Stdio::from(theirs))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log)?)
+            .process_group(0)
+            .spawn()?;
+        let (state_tx, state) = watch::channel(State::Starting);
+        let pending: Arc<Mutex<HashMap<u64, Pending>>> = Arc::default();
+        let reader = ours.try_clone()?;
+        let p = pending.clone();
+        let log = log.to_path_buf();
+        std::thread::Builder::new()
+            .name("checkdef-warm".into())
+            .spawn(move || read_replies(reader, state_tx, p, log))?;
+        Ok(Server {
+            sock: ours,
+            state,
+            pending,
+            next_id: AtomicU64::new(1),
+            process: Mutex::new(process),
+        })
+    }
+
+    /// Start the check `plan` in the sandbox `holder` entered (`isolated`: namespaces to join),
+    /// in its process `group`, in `cwd` with `env`; `Err` says why it must run fresh instead.
+    pub async fn start(
+        &self,
+        plan: &WarmPlan,
+        holder: i32,
+        group: i32,
+        isolated: bool,
+        cwd: &Path,
+        env: &[(String, String)],
+    ) -> Result<WarmChild, Refusal> {
+        let mut state = self.state.clone();
+        let ready = tokio::time::timeout(
+            READY_TIMEOUT,
+            state.wait_for(|s| !matches!(s, State::Starting)),
+        )
+        .await
+        .map_err(|_| Refusal::NotStarted("the warm server took too long to start".to_owned()))?
+        .map(|s| s.clone())
+        .unwrap_or_else(|_| State::Dead("gone".into()));
+        match ready {
+            State::Ready => {}
+            State::Refused(why) | State::Dead(why) => return Err(Refusal::NotStarted(why)),
+            State::Starting => unreachable!("waited for another state"),
+        }
+
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (started_tx, started_rx) = oneshot::channel();
+        let (exit_tx, exit_rx) = oneshot::channel();
+        self.pending.lock().expect("pending lock").insert(
+            id,
+            Pending {
+                started: Some(started_tx),
+                exit: Some(exit_tx),
+                setup_failed: None,
+            },
+        );
+        let (mode, script) = match &plan.mode {
+            Mode::Module => ("module", None),
+            Mode::Script(p) => ("script", Some(p.display().to_string())),
+        };
+        let request = serde_json::json!({
+            "run": id,
+            "holder": holder,
+            "group": group,
+            "isolated": isolated,
+            "cwd": cwd,
+            "env": env.iter().cloned().collect::<BTreeMap<_, _>>(),
+            "args": plan.args,
+            "mode": mode,
+            "script": script,
+            "orig_argv": plan.orig_argv,
+        });
+        // Never blocks: a server that does not read is in doubt.
+        let sent = rustix::net::send(
+            &self.sock,
+            request.to_string().as_bytes(),
+            rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL,
+        );
+        if let Err(e) = sent {
+            self.pending.lock().expect("pending lock").remove(&id);
+            return Err(Refusal::NotStarted(format!(
+                "could not reach the warm server: {e}"
+            )));
+        }
+        match started_rx.await {
+            Ok(Ok(pid)) => Ok(WarmChild { pid, exit: exit_rx }),
+            Ok(Err(why)) => Err(Refusal::NotStarted(why)),
+            // It may have forked the check before it died: never reuse this sandbox.
+            Err(_) => Err(Refusal::Lost("the warm server died".into())),
+        }
+    }
+}
+
+/// The reader thread of one server: dispatch every reply until end of file, then fail every
+/// check still waiting (a started one is rerun fresh by the caller).
+fn read_replies(
+    sock: OwnedFd,
+    state: watch::Sender<State>,
+    pending: Arc<Mutex<HashMap<u64, Pending>>>,
+    log: PathBuf,
+) {
+    // A SOCK_SEQPACKET read returns exactly one message.
+    let mut sock = std::fs::File::from(sock);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match sock.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let Ok(reply) = serde_json::from_slice::<Reply>(&buf[..n]) else {
+            break;
+        };
+        let mut pending = pending.lock().expect("pending lock");
+        if let Some(ok) = reply.ready {
+            let _ = state.send(if ok {
+                State::Ready
+            } else {
+                State::Refused(reply.reason.unwrap_or_default())
+            });
+        } else if let (Some(id), Some(pid)) = (reply.started, reply.pid) {
+            if let Some(tx) = pending.get_mut(&id).and_then(|p| p.started.take()) {
+                let _ = tx.send(Ok(pid));
+            }
+        } else if let Some(id) = reply.fallback {
+            if let Some(mut p) = pending.remove(&id)
+                && let Some(tx) = p.started.take()
+            {
+                let _ = tx.send(Err(reply.reason.unwrap_or_default()));
+            }
+        } else if let Some(id) = reply.setup_failed {
+            if let Some(p) = pending.get_mut(&id) {
+                p.setup_failed = Some(reply.reason.unwrap_or_default());
+            }
+        } else if let (Some(id), Some(status)) = (reply.exited, reply.status) {
+            use std::os::unix::process::ExitStatusExt as _;
+            if let Some(mut p) = pending.remove(&id)
+                && let Some(tx) = p.exit.take()
+            {
+                let _ = tx.send(match p.setup_failed {
+                    Some(why) => Exit::SetupFailed(why),
+                    None => Exit::Status(ExitStatus::from_raw(status)),
+                });
+            }
+        }
+    }
+    let why = std::fs::read_to_string(&log)
+        .ok()
+        .map(|s| s.trim().lines().last().unwrap_or("").to_owned())
+        .filter(|s| !s.is_empty())
+        .map_or_else(
+            || "the warm server exited".to_owned(),
+            |l| format!("the warm server exited: {l}"),
+        );
+    state.send_if_modified(|s| {
+        if matches!(s, State::Refused(_)) {
+            false
+        } else {
+            *s = State::Dead(why);
+            true
+        }
+    });
+    // Dropping the senders tells every waiting check.
+    pending.lock().expect("pending lock").clear();
+}
+
+/// How a check that was prepared for the warm runner ended up running.
+pub enum Held {
+    /// It ran warm, or — `Some(why)` — fresh in the same sandbox, nothing of it having run warm.
+    Ran(ExecOutcome, Option<String>),
+    /// It may have run (partly) warm and has no verdict: rerun it in a fresh sandbox.
+    Lost(String),
+}
+
+/// Run a check whose `spec` starts a holder (`checkdef __sandbox --hold DIR …`, see
+/// `run/isolate.rs`) under the supervisor stage: once the holder has entered the sandbox, the
+/// server forks the check into it; the holder then ends as the check ended (`exit N`,
+/// `signal N`), or, when the server cannot be sure to behave like a fresh process, runs the
+/// command itself (`exec`), so the check's sandbox, supervisor, time limit and log are those of
+/// the process runner either way.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_held(
+    spec: &ExecSpec,
+    dir: &Path,
+    server: &Server,
+    plan: &WarmPlan,
+    isolated: bool,
+    cwd: &Path,
+    cancel: watch::Receiver<bool>,
+    on_line: Option<LineSink>,
+) -> Held {
+    use tokio::io::AsyncBufReadExt as _;
+    use tokio::net::unix::pipe;
+    let ready = match pipe::OpenOptions::new()
+        // Read-write: no end of file before the holder opened its end.
+        .read_write(true)
+        .open_receiver(dir.join(isolate::HOLD_READY))
+    {
+        Ok(r) => r,
+        Err(e) => return Held::Lost(format!("opening the holder's FIFO: {e}")),
+    };
+    let held = exec::execute(spec, cancel, on_line);
+    tokio::pin!(held);
+    let mut line = String::new();
+    let mut ready = tokio::io::BufReader::new(ready);
+    let (holder, group): (i32, i32) = tokio::select! {
+        // The holder ended first: it could not enter the sandbox (said in the log, as for a
+        // fresh check), or the check was stopped.
+        o = &mut held => return Held::Ran(o, None),
+        r = ready.read_line(&mut line) => match r.ok().and_then(|_| {
+            let (pid, pgid) = line.strip_prefix("ready ")?.trim().split_once(' ')?;
+            Some((pid.parse().ok()?, pgid.parse().ok()?))
+        }) {
+            Some(ids) => ids,
+            None => {
+                let o = held.await;
+                return Held::Ran(o, None);
+            }
+        },
+    };
+    let ctl = match pipe::OpenOptions::new().open_sender(dir.join(isolate::HOLD_CTL)) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = held.await;
+            return Held::Lost(format!("opening the holder's order FIFO: {e}"));
+        }
+    };
+    let order = |o: String| {
+        // The FIFO is empty and the order far below PIPE_BUF: this write does not block.
+        let r = ctl.try_write(o.as_bytes());
+        drop(r);
+    };
+    let started = tokio::select! {
+        o = &mut held => return Held::Ran(o, None),
+        s = server.start(plan, holder, group, isolated, cwd, &spec.env) => s,
+    };
+    let child = match started {
+        Ok(c) => c,
+        Err(Refusal::NotStarted(why)) => {
+            order("exec\n".into());
+            return Held::Ran(held.await, Some(why));
+        }
+        Err(Refusal::Lost(why)) => {
+            order("lost\n".into());
+            let _ = held.await;
+            return Held::Lost(why);
+        }
+    };
+    let exit = tokio::select! {
+        // Stopped (a time-out, Ctrl-C): the holder's group, the warm child in it, is gone.
+        o = &mut held => return Held::Ran(o, None),
+        e = child.exit => e,
+    };
+    use std::os::unix::process::ExitStatusExt as _;
+    match exit {
+        Ok(Exit::Status(st)) => {
+            order(match (st.code(), st.signal()) {
+                (Some(c), _) => format!("exit {c}\n"),
+                (None, Some(s)) => format!("signal {s}\n"),
+                _ => "exit 1\n".into(),
+            });
+            Held::Ran(held.await, None)
+        }
+        Ok(Exit::SetupFailed(why)) => {
+            order("exec\n".into());
+            Held::Ran(
+                held.await,
+                Some(format!("the warm child could not set up: {why}")),
+            )
+        }
+        Err(_) => {
+            order("lost\n".into());
+            let _ = held.await;
+            Held::Lost("the warm server died while the check ran".into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_words_only() {
+        let w = |s: &str| shell_words(s);
+        assert_eq!(
+            w("python3 -m pytest -q 't/b c.py' 'it'\\''s' x::y").unwrap(),
+            ["python3", "-m", "pytest", "-q", "t/b c.py", "it's", "x::y"]
+        );
+        assert_eq!(w("pytest \"a b\"").unwrap(), ["pytest", "a b"]);
+        assert_eq!(w("pytest -k 'a or b'").unwrap(), ["pytest", "-k", "a or b"]);
+        for not_plain in [
+            "pytest; true",
+            "pytest && x",
+            "pytest | tee",
+            "pytest > log",
+            "pytest $X",
+            "pytest \"$X\"",
+            "pytest `x`",
+            "pytest t/*.py",
+            "pytest ~/t",
+            "pytest # comment",
+            "A=1 pytest",
+            "pytest 'unterminated",
+            "(pytest)",
+            "pytest\nfalse",
+            "",
+            "   ",
+        ] {
+            assert_eq!(w(not_plain), None, "{not_plain:?}");
+        }
+    }
+
+    #[test]
+    fn python_names() {
+        for ok in ["python", "python3", "python3.11"] {
+            assert!(is_python(ok), "{ok}");
+        }
+        for no in [
+            "python2",
+            "python3.",
+            "python3.x",
+            "pythonw",
+            "ipython",
+            "py",
+        ] {
+            assert!(!is_python(no), "{no}");
+        }
+    }
+
+    fn env(path: &str) -> Vec<(String, String)> {
+        vec![
+            ("PATH".into(), path.into()),
+            ("TMPDIR".into(), "/tmp/x".into()),
+            ("CHECKDEF_SEGMENT".into(), "s".into()),
+            ("A".into(), "1".into()),
+        ]
+    }
+
+    #[test]
+    fn eligibility_and_fingerprints() {
+        let d = tempfile::tempdir().unwrap();
+        let bin = d.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        // An "interpreter": any ELF file will do for planning.
+        let elf = std::fs::read_link("/proc/self/exe").unwrap();
+        std::os::unix::fs::symlink(&elf, bin.join("python3")).unwrap();
+        let shim = bin.join("python");
+        std::fs::write(&shim, "#!/bin/sh\nexec python3 \"$@\"\n").unwrap();
+        let script = bin.join("pytest");
+        std::fs::write(
+            &script,
+            format!("#!{}\nimport pytest\n", bin.join("python3").display()),
+        )
+        .unwrap();
+        for f in [&shim, &script] {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let path = bin.display().to_string();
+
+        let p = plan("python3 -m pytest -q tests/test_a.py", &env(&path)).unwrap();
+        assert_eq!(p.interpreter, bin.join("python3"));
+        assert_eq!(p.mode, Mode::Module);
+        assert_eq!(p.args, ["-q", "tests/test_a.py"]);
+        assert!(!p.server_env.contains_key("TMPDIR"));
+        assert!(!p.server_env.contains_key("CHECKDEF_SEGMENT"));
+        let other_test = plan("python3 -m pytest tests/test_b.py", &env(&path)).unwrap();
+        assert_eq!(
+            p.fingerprint(),
+            other_test.fingerprint(),
+            "one server for both"
+        );
+        let mut e = env(&path);
+        e[3].1 = "2".into();
+        assert_ne!(
+            p.fingerprint(),
+            plan("python3 -m pytest", &e).unwrap().fingerprint(),
+            "another environment, another server"
+        );
+
+        let s = plan("pytest tests", &env(&path)).unwrap();
+        assert_eq!(s.mode, Mode::Script(script.clone()));
+        assert_eq!(s.interpreter, bin.join("python3"));
+
+        for (cmd, path, why) in [
+            (
+                "python -m pytest",
+                path.as_str(),
+                "not an interpreter binary",
+            ),
+            ("python3 -m pytest", "relative:/bin", "relative entry"),
+            ("python3 -m pytest", "", "relative entry"),
+            (
+                "python3 -X dev -m pytest",
+                path.as_str(),
+                "not a plain pytest",
+            ),
+            ("python3 -m unittest", path.as_str(), "not a plain pytest"),
+            (
+                "python3 -m pytest $A",
+                path.as_str(),
+                "not a plain word list",
+            ),
+            ("python3.99 -m pytest", path.as_str(), "not on PATH"),
+        ] {
+            let e = plan(cmd, &env(path)).unwrap_err();
+            assert!(e.contains(why), "{cmd} with PATH={path}: {e}");
+        }
+    }
+}

@@ -1,0 +1,487 @@
+# checkdef's warm pytest server. Shipped inside the checkdef binary (hook/src/run/warm.rs writes
+# it to a private directory) and started once per interpreter and environment by `checkdef run`.
+#
+# The parent imports pytest -- and nothing from any repository -- once, then forks one child per
+# check. Each child becomes what a fresh `python -m pytest ARGS` (or `pytest ARGS`) started by
+# `sh -c` in the check's directory would be: its own process group, the check's cwd, environment,
+# TMPDIR, sys.path and stdio, then pytest's own entry point, then an exit with pytest's code. The
+# parent never runs test code and never imports anything after start-up; whenever it cannot be
+# sure that a child would behave like a fresh process, it answers "fallback" and checkdef runs the
+# check in a fresh process instead.
+#
+# Protocol (SOCK_SEQPACKET on fd 3, one JSON object per message):
+#   server -> checkdef  {"ready": true} | {"ready": false, "reason": "..."}
+#   checkdef -> server  {"run": ID, "holder": PID, "group": PGID, "isolated": BOOL, "cwd": DIR,
+#                        "env": {...},
+#                        "args": [...], "mode": "module" | "script", "script": PATH,
+#                        "orig_argv": [...]}
+#   server -> checkdef  {"started": ID, "pid": PID} | {"fallback": ID, "reason": "..."}
+#   child  -> checkdef  {"setup_failed": ID, "reason": "..."}  (before any test code ran)
+#   server -> checkdef  {"exited": ID, "status": WAIT_STATUS}
+# End of file on fd 3: every child's process group is killed and the server exits.
+#
+# The sandbox: HOLDER is a `checkdef __sandbox --hold` process that checkdef started for this
+# check under its supervisor stage, exactly as it starts a fresh check, and that has entered the
+# check's sandbox (user, mount and network namespaces; the view at the repository's path). The
+# child joins the check's process group PGID (led by the supervisor's guard stage, so the
+# supervisor's timeout, Ctrl-C and checkdef's death reach it), takes HOLDER's stdout and stderr (the check's log), joins its namespaces with
+# setns(2), then does what the rest of checkdef's sandbox entry does for a fresh check: the
+# working directory, no_new_privs, a Landlock domain, and -- because no exec follows that would
+# end them -- it drops every capability the user namespace gave it. All mounts are made by
+# checkdef (run/isolate.rs), none here.
+import sys
+
+_STARTUP_MODULES = set(sys.modules)
+
+import os  # noqa: E402  (already loaded at start-up: costs nothing)
+
+# Output printed while importing pytest would land in every check's log when fresh, and in no log
+# here: catch it, and refuse to serve if there was any.
+_capture = os.memfd_create("checkdef-warm-import")
+_saved_out, _saved_err = os.dup(1), os.dup(2)
+os.dup2(_capture, 1)
+os.dup2(_capture, 2)
+_import_error = None
+try:
+    import json
+    import runpy
+    import select
+    import socket
+    import importlib
+    import importlib.machinery
+    import ctypes
+    import platform
+
+    import pytest  # noqa: F401  (the point of this server)
+except BaseException as e:  # noqa: BLE001  (anything at all: refuse to serve)
+    _import_error = "importing pytest failed: %r" % (e,)
+finally:
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except Exception:  # noqa: BLE001
+        pass
+    os.dup2(_saved_out, 1)
+    os.dup2(_saved_err, 2)
+    os.close(_saved_out)
+    os.close(_saved_err)
+_import_output = os.fstat(_capture).st_size
+os.close(_capture)
+
+# The directory this file is in (sys.path[0] of this process, never a check's) and the empty
+# directory it was started in: sys.path entries below the latter came from relative PYTHONPATH
+# entries, which a fresh process resolves against the check's directory instead.
+_HERE = os.path.dirname(os.path.realpath(__file__))
+_START_CWD = os.getcwd()
+_SAFE_PATH = bool(getattr(sys.flags, "safe_path", False))
+_SERVER_PATH = list(sys.path)
+# Top-level modules this process holds that a fresh interpreter had not loaded at start-up: a
+# check whose directory (or relative PYTHONPATH entry) would shadow one of them must run fresh.
+_PRELOADED = {n.partition(".")[0] for n in sys.modules} - {
+    n.partition(".")[0] for n in _STARTUP_MODULES
+}
+_SUFFIXES = tuple(importlib.machinery.all_suffixes())
+# Variables the start-up added or changed (`sh` exports PWD, Python may coerce LC_CTYPE): a child
+# gets the same additions, PWD pointing at its own directory.
+_SPAWN_ENV = json.loads(os.environ.get("CHECKDEF_WARM_SPAWN_ENV", "{}"))
+_STARTUP_ADDED = {
+    k: v
+    for k, v in os.environ.items()
+    if k != "CHECKDEF_WARM_SPAWN_ENV" and _SPAWN_ENV.get(k) != v
+}
+os.environ.pop("CHECKDEF_WARM_SPAWN_ENV", None)
+_MODULE_COUNT = len(sys.modules)
+
+ctl = None
+children = {}  # pidfd -> (id, pid)
+
+
+def send(obj):
+    ctl.send(json.dumps(obj).encode())
+
+
+def doubt(req):
+    """Why the child for `req` might not behave like a fresh process (known before it forks),
+    or None. What the check's directory holds is looked at by the child, in the sandbox."""
+    if req.get("mode") not in ("module", "script"):
+        return "unknown mode"
+    if not isinstance(req.get("holder"), int) or not isinstance(req.get("group"), int):
+        return "no sandbox holder"
+    if "PWD" in req["env"]:
+        return "the check sets PWD"
+    if len(sys.modules) != _MODULE_COUNT or sys.path != _SERVER_PATH:
+        raise SystemExit("the server's own state changed; refusing to serve")
+    return None
+
+
+def shadowed(req, cwd):
+    """Why a module this server loaded would not be what the check imports (its directory, or a
+    relative PYTHONPATH entry, holds a module of that name), or None."""
+    for d in [path0(req, cwd)] + rebased_dirs(cwd):
+        if d is None:
+            continue
+        try:
+            names = os.listdir(d)
+        except OSError:
+            continue
+        for name in names:
+            full = os.path.join(d, name)
+            if os.path.isdir(full):
+                # A directory without __init__.py is a namespace portion, which never wins over
+                # a regular module or package found later on sys.path.
+                loaded = sys.modules.get(name)
+                if not os.path.exists(os.path.join(full, "__init__.py")) and (
+                    getattr(loaded, "__file__", None) is not None
+                ):
+                    continue
+                top = name
+            else:
+                top = next((name[: -len(s)] for s in _SUFFIXES if name.endswith(s)), None)
+            if top in _PRELOADED:
+                return "%s would shadow the module %s that the warm server loaded" % (full, top)
+    return None
+
+
+class Fallback(Exception):
+    """The child cannot be sure to behave like a fresh process: run the check fresh instead."""
+
+
+def path0(req, cwd):
+    """sys.path[0] of a fresh `python -m pytest` (the directory) or `pytest` (the script's)."""
+    if _SAFE_PATH:
+        return None
+    if req["mode"] == "module":
+        return cwd
+    return os.path.dirname(os.path.realpath(req["script"]))
+
+
+def rebased_dirs(cwd):
+    return [rebase(p, cwd) for p in _SERVER_PATH if under_start(p)]
+
+
+def under_start(p):
+    return p == _START_CWD or p.startswith(_START_CWD + os.sep)
+
+
+def rebase(p, cwd):
+    return cwd + p[len(_START_CWD):]
+
+
+def child_path(req, cwd):
+    """The sys.path a fresh process would start with in `cwd`."""
+    path = list(_SERVER_PATH)
+    if not _SAFE_PATH:
+        if not path or os.path.realpath(path[0]) != _HERE:
+            raise RuntimeError("unexpected sys.path[0] %r" % (path[:1],))
+        path = path[1:]
+    path = [rebase(p, cwd) if under_start(p) else p for p in path]
+    p0 = path0(req, cwd)
+    if p0 is not None:
+        path.insert(0, p0)
+    return path
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWNET = 0x40000000
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+# capset(2) has a number of its own per architecture; Landlock's are the same everywhere.
+SYS_CAPSET = {"x86_64": 126, "aarch64": 91}.get(platform.machine())
+SYS_LANDLOCK_CREATE_RULESET = 444
+SYS_LANDLOCK_RESTRICT_SELF = 446
+
+
+def check(rc, what):
+    if rc < 0 or rc == -1:
+        e = ctypes.get_errno()
+        raise OSError(e, "%s: %s" % (what, os.strerror(e)))
+    return rc
+
+
+def enter_holder(req):
+    """Join the sandbox the holder entered (see the top of this file); afterwards the check's
+    directory is `req["cwd"]` as the sandbox shows it."""
+    holder = req["holder"]
+    os.setpgid(0, req["group"])
+    out = os.open("/proc/%d/fd/1" % holder, os.O_WRONLY | os.O_CLOEXEC)
+    err = os.open("/proc/%d/fd/2" % holder, os.O_WRONLY | os.O_CLOEXEC)
+    if req["isolated"]:
+        if SYS_CAPSET is None:
+            raise Fallback("no capset(2) number known for %s" % platform.machine())
+        joins = []
+        for ns, flag in (("user", CLONE_NEWUSER), ("mnt", CLONE_NEWNS), ("net", CLONE_NEWNET)):
+            fd = os.open("/proc/%d/ns/%s" % (holder, ns), os.O_RDONLY | os.O_CLOEXEC)
+            if os.fstat(fd).st_ino == os.stat("/proc/self/ns/" + ns).st_ino:
+                os.close(fd)
+                if ns != "net":  # `network = true` keeps the host's network
+                    raise RuntimeError("the holder has no %s namespace of its own" % ns)
+                continue
+            joins.append((fd, flag, ns))
+        for fd, flag, ns in joins:
+            check(_libc.setns(fd, flag), "joining the %s namespace" % ns)
+            os.close(fd)
+    os.chdir(req["cwd"])
+    if req["isolated"]:
+        check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "setting no_new_privs")
+        landlock_scope()
+        drop_capabilities()
+    return out, err
+
+
+def landlock_scope():
+    """The Landlock domain checkdef's sandbox entry enters (run/isolate.rs, landlock_scope):
+    it handles only device-node creation, and being in a domain closes /proc/PID/cwd, root and fd
+    of every process outside it."""
+    abi = _libc.syscall(ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), None, ctypes.c_size_t(0),
+                        ctypes.c_uint32(1))
+    if abi < 1:
+        return
+    make_char, make_block = 1 << 6, 1 << 11
+    attr = ctypes.c_uint64(make_char | make_block)
+    fd = check(_libc.syscall(ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), ctypes.byref(attr),
+                             ctypes.c_size_t(8), ctypes.c_uint32(0)), "creating a Landlock ruleset")
+    try:
+        check(_libc.syscall(ctypes.c_long(SYS_LANDLOCK_RESTRICT_SELF), ctypes.c_int(fd),
+                            ctypes.c_uint32(0)), "entering a Landlock domain")
+    finally:
+        os.close(fd)
+
+
+def drop_capabilities():
+    """Joining a user namespace gives every capability in it; a fresh check loses them at its
+    exec (its uid is not the namespace's root). No exec follows here: drop them all, and make
+    sure they are gone."""
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+    data = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable x 2: all empty
+    check(_libc.syscall(ctypes.c_long(SYS_CAPSET), header, data), "dropping capabilities")
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("CapEff:", "CapPrm:", "CapAmb:")) and int(line.split()[1], 16):
+                raise RuntimeError("capabilities survived: " + line.strip())
+
+
+def children_of_mine():
+    out = []
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for t in tasks:  # a thread's children are listed under that thread
+        try:
+            with open("/proc/self/task/%s/children" % t) as f:
+                out.extend(int(p) for p in f.read().split())
+        except OSError:
+            pass
+    return out
+
+
+def kill_leftovers(keep=()):
+    """Kill and reap every child of this process but `keep`, repeatedly (killing one reparents
+    its own children here): what the supervisor stage does when a fresh check's shell exits."""
+    import signal
+
+    while True:
+        left = [p for p in children_of_mine() if p not in keep]
+        if not left:
+            return
+        for p in left:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except OSError:
+                pass
+        for p in left:
+            try:
+                os.waitpid(p, 0)
+            except OSError:
+                pass
+
+
+def child(req):
+    """Become the check, in the forked child. Never returns."""
+    rid = req["run"]
+    try:
+        out, err = enter_holder(req)
+        cwd = os.getcwd()
+        why = shadowed(req, cwd)
+        if why is not None:
+            raise Fallback(why)
+        env = dict(req["env"])
+        for k, v in _STARTUP_ADDED.items():
+            env[k] = cwd if k == "PWD" else v
+        path = child_path(req, cwd)
+        # Orphans of the check are reparented here, not to the server, while the check runs.
+        check(_libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "becoming a subreaper")
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(out, 1)
+        os.dup2(err, 2)
+    except BaseException as e:  # noqa: BLE001  (no test code ran: checkdef runs it fresh)
+        try:
+            reason = str(e) if isinstance(e, Fallback) else repr(e)
+            send({"setup_failed": rid, "reason": reason})
+        finally:
+            os._exit(70)
+    # Nothing of the server stays open in the check.
+    ctl.detach()
+    os.closerange(3, 1 << 20)
+
+    os.environ.clear()
+    os.environ.update(env)
+    sys.path[:] = path
+    sys.path_importer_cache.clear()
+    importlib.invalidate_caches()
+    import tempfile  # already loaded by pytest; its cached directory is the server's
+
+    tempfile.tempdir = None
+    sys.orig_argv = list(req["orig_argv"])
+    code = run_pytest(req)
+    kill_leftovers()
+    os._exit(code)
+
+
+def run_pytest(req):
+    """Run pytest's own entry point as a fresh interpreter would and return the exit code."""
+    try:
+        try:
+            sys.modules["__main__"] = type(sys)("__main__")
+            if req["mode"] == "module":
+                sys.argv = ["-m"] + list(req["args"])
+                runpy._run_module_as_main("pytest", alter_argv=True)
+            else:
+                sys.argv = [req["script"]] + list(req["args"])
+                runpy.run_path(req["script"], run_name="__main__")
+            code = 0
+        except SystemExit as e:
+            code = exit_code(e.code)
+        except KeyboardInterrupt:
+            finish()
+            import signal
+
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+            return 130
+        except BaseException:  # noqa: BLE001  (an uncaught exception: Python prints it, exit 1)
+            import traceback
+
+            traceback.print_exc()
+            code = 1
+        finish()
+        return code
+    except BaseException:  # noqa: BLE001
+        return 120
+
+
+def exit_code(c):
+    if c is None:
+        return 0
+    if isinstance(c, int):
+        return c & 0xFF
+    try:
+        print(c, file=sys.stderr)
+    except Exception:  # noqa: BLE001
+        pass
+    return 1
+
+
+def finish():
+    """What interpreter shutdown does before the process ends: join non-daemon threads, run
+    atexit callbacks, flush stdout and stderr."""
+    import threading
+
+    shutdown = getattr(threading, "_shutdown", None)
+    if shutdown is not None:
+        try:
+            shutdown()
+        except BaseException:  # noqa: BLE001
+            pass
+    import atexit
+
+    atexit._run_exitfuncs()
+    for s in (sys.stdout, sys.stderr):
+        try:
+            s.flush()
+        except BaseException:  # noqa: BLE001
+            pass
+
+
+def handle(msg):
+    rid = msg.get("run")
+    if rid is None:
+        raise SystemExit("malformed request")
+    why = doubt(msg)
+    if why is not None:
+        send({"fallback": rid, "reason": why})
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        child(msg)
+    children[os.pidfd_open(pid)] = (rid, pid)
+    send({"started": rid, "pid": pid})
+
+
+def reap(pidfd):
+    rid, pid = children.pop(pidfd)
+    _, status = os.waitpid(pid, 0)
+    os.close(pidfd)
+    # What the check left outside its process group was reparented to the check's child, then,
+    # when it ended, here: kill it now, as the supervisor kills a fresh check's leftovers.
+    kill_leftovers(keep={p for _, p in children.values()})
+    send({"exited": rid, "status": status})
+
+
+def shutdown():
+    import signal
+
+    for _, pid in children.values():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    children.clear()
+    kill_leftovers()
+
+
+def main():
+    global ctl
+    ctl = socket.socket(fileno=3)
+    if _import_error is not None:
+        send({"ready": False, "reason": _import_error})
+        return
+    if _import_output:
+        send({"ready": False, "reason": "importing pytest printed %d bytes" % _import_output})
+        return
+    if not hasattr(os, "pidfd_open") or not hasattr(runpy, "_run_module_as_main"):
+        send({"ready": False, "reason": "this Python lacks os.pidfd_open or runpy"})
+        return
+    # Orphans of a check whose child ended come here (see reap), never to init.
+    if _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        send({"ready": False, "reason": "cannot become a child subreaper"})
+        return
+    send({"ready": True})
+    poll = select.poll()
+    poll.register(ctl.fileno(), select.POLLIN)
+    try:
+        while True:
+            for fd, _ in poll.poll():
+                if fd == ctl.fileno():
+                    msg = ctl.recv(1 << 20)
+                    if not msg:
+                        return
+                    before = set(children)
+                    handle(json.loads(msg))
+                    for pidfd in set(children) - before:
+                        poll.register(pidfd, select.POLLIN)
+                else:
+                    poll.unregister(fd)
+                    reap(fd)
+    finally:
+        shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,507 @@
+//! The warm pytest runner against real pytest: the same segments run with `runner = "process"`
+//! and with the warm runner must give the same verdicts, exit codes and (normalised) logs; every
+//! doubt must fall back to a fresh process, silently correct.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::run::have_pytest;
+use crate::support::{CmdOut, TestRepo};
+
+/// A PATH whose first entry holds the interpreter itself (not a pyenv-style shim, which is never
+/// run warm), so that `python3 -m pytest` is eligible.
+fn interpreter_path() -> String {
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3");
+    let exe = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    let dir = exe.parent().expect("interpreter directory");
+    format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// `checkdef run --json -v` with this PATH and a cache of its own (so nothing is a hit).
+fn run(repo: &TestRepo, path: &str, cache: &str, extra: &[&str]) -> CmdOut {
+    let cache = repo.tmp.path().join(cache);
+    let mut args = vec!["run", "--json", "-v"];
+    args.extend_from_slice(extra);
+    let mut cmd = repo.checkdef_cmd_in(&repo.root, &args);
+    cmd.env("PATH", path).env("CHECKDEF_CACHE_DIR", &cache);
+    CmdOut::from_output(cmd.output().expect("run checkdef"))
+}
+
+/// Each segment's live log lines (`NAME │ line`), with what legitimately differs between two
+/// runs replaced: sandbox directories and durations.
+fn logs(out: &CmdOut) -> BTreeMap<String, Vec<String>> {
+    let mut by_seg: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in out.stderr.lines() {
+        if let Some((name, text)) = line.split_once(" │ ")
+            && !text.starts_with("unshared ")
+        {
+            by_seg
+                .entry(name.trim().to_owned())
+                .or_default()
+                .push(normalise(text));
+        }
+    }
+    by_seg
+}
+
+fn normalise(line: &str) -> String {
+    let mut out = String::new();
+    let mut rest = line;
+    // /tmp/checkdef-<segment>-XXXXXX → <sandbox>
+    while let Some(i) = rest.find("/checkdef-") {
+        let start = rest[..i].rfind([' ', '\'', '"', '(']);
+        let start = start.map_or(0, |s| s + 1);
+        out.push_str(&rest[..start]);
+        let tail = &rest[i + "/checkdef-".len()..];
+        let end = tail.find(['/', ' ', '\'', '"', ')']).unwrap_or(tail.len());
+        out.push_str("<sandbox>");
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    // "in 0.12s" → "in <t>"
+    let words: Vec<String> = out
+        .split(' ')
+        .map(|w| {
+            let t = w.trim_end_matches([',', ')']);
+            let secs = t
+                .strip_suffix('s')
+                .is_some_and(|n| !n.is_empty() && n.parse::<f64>().is_ok());
+            if secs { "<t>".to_owned() } else { w.to_owned() }
+        })
+        .collect();
+    words.join(" ")
+}
+
+const PROBE: &str = r#"import os, sys, signal, tempfile
+
+def test_probe():
+    import __main__
+    print("cwd", os.getcwd())
+    print("path", sys.path)
+    print("argv", sys.argv)
+    print("orig_argv", sys.orig_argv)
+    print("executable", sys.executable)
+    print("env", sorted(os.environ.items()))
+    print("tempdir", tempfile.gettempdir())
+    # Where the runners legitimately differ: `sh -c` leads the process group in process mode
+    # (and dash leaves descriptors 10 and 251 open in its child); a warm child leads its own.
+    print("unshared", "pgid", os.getpgid(0) == os.getpid(), "fds", sorted(os.listdir("/proc/self/fd"), key=int))
+    print("stdin", os.readlink("/proc/self/fd/0"))
+    print("main", getattr(__main__, "__file__", None), getattr(getattr(__main__, "__spec__", None), "name", None))
+    print("flags", sys.flags)
+    print("signals", [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGPIPE, signal.SIGCHLD, signal.SIGTERM)])
+    print("umask", os.umask(0o22))
+    print("json-polluted", hasattr(__import__("json"), "POLLUTED"))
+"#;
+
+const CHILDREN: &str = r#"import multiprocessing, os, subprocess, sys
+
+def square(x):
+    return x * x
+
+def test_subprocess():
+    out = subprocess.run([sys.executable, "-c", "print(6 * 7)"], capture_output=True, text=True)
+    assert out.stdout.strip() == "42"
+
+def test_fork():
+    pid = os.fork()
+    if pid == 0:
+        os._exit(7)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 7
+
+def test_spawn_pool():
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        assert pool.map(square, [1, 2, 3]) == [1, 4, 9]
+"#;
+
+fn side_by_side_repo() -> TestRepo {
+    let repo = TestRepo::new();
+    repo.write(
+        "pytest.ini",
+        "[pytest]\npythonpath = src\naddopts = -p no:cacheprovider\n",
+    )
+    .write("src/pkg/__init__.py", "VALUE = 3\n")
+    .write(
+        "tests/conftest.py",
+        "import pytest\n\n\n@pytest.fixture\ndef answer():\n    return 42\n",
+    )
+    .write(
+        "tests/test_pass.py",
+        "import pkg\n\n\ndef test_pkg():\n    assert pkg.VALUE == 3\n\n\ndef test_fixture(answer):\n    assert answer == 42\n",
+    )
+    .write(
+        "tests/test_fail.py",
+        "def test_fails():\n    assert [1, 2] == [1, 3]\n\n\ndef test_ok():\n    pass\n",
+    )
+    .write("tests/test_collect.py", "import no_such_module_here\n")
+    .write("tests/test_none.py", "X = 1\n")
+    .write(
+        "tests/test_tmp.py",
+        "def test_tmp(tmp_path):\n    p = tmp_path / 'f.txt'\n    p.write_text('hi')\n    print('tmp', p)\n    assert p.read_text() == 'hi'\n",
+    )
+    .write("tests/test_children.py", CHILDREN)
+    .write(
+        "tests/test_pollute.py",
+        "import json\n\n\ndef test_pollute():\n    json.POLLUTED = True\n",
+    )
+    .write("tests/test_probe.py", PROBE)
+    .write(
+        "checkdef.toml",
+        r#"version = 1
+
+[defaults]
+include = ["src/**"]
+
+[[segment]]
+name = "pass"
+tests = ["tests/test_pass.py"]
+
+[[segment]]
+name = "fail"
+tests = ["tests/test_fail.py"]
+
+[[segment]]
+name = "collect-error"
+tests = ["tests/test_collect.py"]
+
+[[segment]]
+name = "no-tests"
+tests = ["tests/test_none.py"]
+
+[[segment]]
+name = "tmp-path"
+include = ["pytest.ini", "tests/conftest.py", "tests/test_tmp.py"]
+command = "python3 -m pytest -s tests/test_tmp.py"
+
+[[segment]]
+name = "children"
+tests = ["tests/test_children.py"]
+
+[[segment]]
+name = "pollute"
+tests = ["tests/test_pollute.py"]
+
+[[segment]]
+name = "probe-module"
+include = ["pytest.ini", "tests/conftest.py", "tests/test_probe.py"]
+command = "python3 -m pytest -s -q tests/test_probe.py"
+
+[[segment]]
+name = "probe-script"
+include = ["pytest.ini", "tests/conftest.py", "tests/test_probe.py"]
+command = "pytest -s -q tests/test_probe.py"
+"#,
+    );
+    repo.commit("side by side");
+    repo
+}
+
+/// Set `runner` in `[defaults]` of the committed checkdef.toml (work-tree run: uncommitted is fine).
+fn set_runner(repo: &TestRepo, runner: &str) {
+    let text = std::fs::read_to_string(repo.path("checkdef.toml")).unwrap();
+    let text = text.replace(
+        "[defaults]\n",
+        &format!("[defaults]\nrunner = \"{runner}\"\n"),
+    );
+    std::fs::write(repo.path("checkdef.toml"), text).unwrap();
+}
+
+#[test]
+fn warm_and_process_runners_give_the_same_verdicts_and_logs() {
+    if !have_pytest() {
+        return;
+    }
+    let repo = side_by_side_repo();
+    let path = interpreter_path();
+    let warm = run(&repo, &path, "cache-warm", &[]);
+    repo.git(&["checkout", "--", "checkdef.toml"]);
+    set_runner(&repo, "process");
+    let fresh = run(&repo, &path, "cache-process", &[]);
+
+    let expected = [
+        ("pass", "passed", 0),
+        ("fail", "failed", 1),
+        ("collect-error", "failed", 2),
+        ("no-tests", "failed", 5),
+        ("tmp-path", "passed", 0),
+        ("children", "passed", 0),
+        ("pollute", "passed", 0),
+        ("probe-module", "passed", 0),
+    ];
+    for (name, status, code) in expected {
+        for (out, runner) in [(&warm, "warm"), (&fresh, "process")] {
+            let s = out.seg(name);
+            assert_eq!(s["status"], status, "{name} ({runner}): {}", out.stderr);
+            assert_eq!(s["exit_code"], code, "{name} ({runner}): {}", out.stderr);
+            assert_eq!(s["runner"], runner, "{name}: {}", s["runner_note"]);
+        }
+    }
+    // `pytest` is a console script: warm when its #! line names an interpreter binary.
+    assert_eq!(
+        warm.seg("probe-script")["status"],
+        "passed",
+        "{}",
+        warm.stderr
+    );
+    assert_eq!(fresh.seg("probe-script")["status"], "passed");
+    assert_eq!(warm.code, 1);
+    assert_eq!(fresh.code, 1);
+
+    let (w, f) = (logs(&warm), logs(&fresh));
+    assert_eq!(
+        w.keys().collect::<Vec<_>>(),
+        f.keys().collect::<Vec<_>>(),
+        "segments with logs"
+    );
+    for (name, fresh_lines) in &f {
+        assert_eq!(&w[name], fresh_lines, "log of {name}, warm vs process");
+    }
+    // The probe saw what it should: not only the same, but right.
+    let probe = w["probe-module"].join("\n");
+    assert!(probe.contains("json-polluted False"), "{probe}");
+    assert!(probe.contains("stdin /dev/null"), "{probe}");
+    // The check starts in the view, mounted at the repository's own path.
+    let root = repo.root.canonicalize().unwrap();
+    assert!(
+        probe.contains(&format!("cwd {}\n", root.display())),
+        "{probe}"
+    );
+    // A warm child is in the group its holder leads (as a fresh check's shell is in the group
+    // its sandbox entry leads) and holds only stdio, pytest's own descriptors and the probe's
+    // directory listing: nothing of the server.
+    assert!(
+        warm.stderr
+            .contains("unshared pgid False fds ['0', '1', '2', '3', '4', '5']\n"),
+        "{}",
+        warm.stderr
+    );
+}
+
+/// A top-level name in the check's directory that would shadow a module the server imported,
+/// a shim on PATH, a non-plain command, `runner = "process"`: all run fresh (and pass).
+#[test]
+fn doubts_run_in_a_fresh_process() {
+    if !have_pytest() {
+        return;
+    }
+    let repo = TestRepo::new();
+    let path = interpreter_path();
+    let shim_dir = repo.tmp.path().join("shims");
+    std::fs::create_dir(&shim_dir).unwrap();
+    let shim = shim_dir.join("python3");
+    let real = path.split(':').next().unwrap();
+    std::fs::write(&shim, format!("#!/bin/sh\nexec {real}/python3 \"$@\"\n")).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
+        .write("tests/test_a.py", "def test_a():\n    pass\n")
+        // A namespace portion named like a module pytest imports: it shadows nothing.
+        .write(
+            "email/notes.txt",
+            "a directory named like a module pytest imports\n",
+        );
+    let text = r#"version = 1
+
+[[segment]]
+name = "shadow"
+include = ["pytest.ini", "tests/**", "email/**"]
+command = "python3 -m pytest tests"
+
+[[segment]]
+name = "not-plain"
+include = ["pytest.ini", "tests/**"]
+command = "python3 -m pytest tests && true"
+
+[[segment]]
+name = "opted-out"
+include = ["pytest.ini", "tests/**"]
+command = "python3 -m pytest tests"
+runner = "process"
+
+[[segment]]
+name = "warm"
+include = ["pytest.ini", "tests/**"]
+command = "python3 -m pytest tests"
+"#;
+    repo.write("checkdef.toml", text);
+    repo.commit("doubts");
+    let out = run(&repo, &path, "cache-1", &[]);
+    out.expect_code(0);
+    assert_eq!(out.seg("shadow")["runner"], "warm", "{}", out.seg("shadow"));
+    for (name, why) in [
+        ("not-plain", "not a plain word list"),
+        ("opted-out", "runner = \"process\""),
+    ] {
+        let s = out.seg(name);
+        assert_eq!(s["status"], "passed", "{name}");
+        assert_eq!(s["runner"], "process", "{name}");
+        let note = s["runner_note"].as_str().unwrap_or_default();
+        assert!(note.contains(why), "{name}: {note}");
+    }
+    assert_eq!(out.seg("warm")["runner"], "warm", "{}", out.seg("warm"));
+
+    // The same repository with a shim first on PATH: nothing runs warm.
+    let shimmed = format!("{}:{path}", shim_dir.display());
+    let out = run(&repo, &shimmed, "cache-2", &["-s", "warm"]);
+    out.expect_code(0);
+    let s = out.seg("warm");
+    assert_eq!(s["runner"], "process");
+    assert!(
+        s["runner_note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not an interpreter binary"),
+        "{s}"
+    );
+
+    // A regular package of that name would shadow it: a fresh process (in every segment, as
+    // the view shows every segment the whole tree).
+    repo.write("email/__init__.py", "SHADOW = True\n");
+    repo.commit("a package named email");
+    let out = run(&repo, &path, "cache-1b", &["-s", "shadow"]);
+    // As under plain pytest, that package breaks pytest itself.
+    out.expect_code(1);
+    let s = out.seg("shadow");
+    assert_eq!(s["runner"], "process", "{s}");
+    let note = s["runner_note"].as_str().unwrap_or_default();
+    assert!(note.contains("would shadow the module email"), "{note}");
+}
+
+/// A check that kills its warm server: the check is rerun in a fresh process (and passes there),
+/// and the next check gets a new server.
+#[test]
+fn a_dead_server_means_a_fresh_rerun_and_a_new_server() {
+    if !have_pytest() {
+        return;
+    }
+    let repo = TestRepo::new();
+    repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
+        .write(
+            "tests/test_kill.py",
+            "import os, signal\n\n\ndef test_kill_the_server():\n    with open(f'/proc/{os.getppid()}/cmdline', 'rb') as f:\n        parent = f.read()\n    if b'server.py' in parent:\n        os.kill(os.getppid(), signal.SIGKILL)\n        signal.pause()\n",
+        )
+        .write("tests/test_after.py", "def test_after():\n    pass\n")
+        .write(
+            "checkdef.toml",
+            r#"version = 1
+
+[[segment]]
+name = "killer"
+include = ["pytest.ini", "tests/test_kill.py"]
+command = "python3 -m pytest tests/test_kill.py"
+
+[[segment]]
+name = "after"
+include = ["pytest.ini", "tests/test_after.py"]
+command = "python3 -m pytest tests/test_after.py"
+"#,
+        );
+    repo.commit("killer");
+    let out = run(&repo, &interpreter_path(), "cache", &["-j", "1"]);
+    out.expect_code(0);
+    let k = out.seg("killer");
+    assert_eq!(k["status"], "passed", "{}", out.stderr);
+    assert_eq!(k["runner"], "process");
+    assert!(
+        k["runner_note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("died"),
+        "{k}"
+    );
+    assert_eq!(out.seg("after")["runner"], "warm", "{}", out.seg("after"));
+}
+
+#[test]
+fn the_normaliser_only_hides_sandboxes_and_durations() {
+    assert_eq!(
+        normalise("rootdir: /tmp/checkdef-a.b-XyZ123/src and 1 passed in 0.12s"),
+        "rootdir: <sandbox>/src and 1 passed in <t>"
+    );
+    assert_eq!(normalise("E   assert 1 == 2"), "E   assert 1 == 2");
+}
+
+/// Ctrl-C during a warm check kills the check's whole process group (a subprocess it started
+/// included), stores nothing, and leaves no server or server directory behind.
+#[test]
+fn ctrl_c_kills_a_warm_check_and_everything_it_started() {
+    use crate::run::{process_is_gone, wait_for_file};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    if !have_pytest() {
+        return;
+    }
+    let repo = TestRepo::new();
+    let pidfile = repo.tmp.path().join("sleeper.pid");
+    let tmpdir = repo.tmp.path().join("tmpdir");
+    std::fs::create_dir(&tmpdir).unwrap();
+    repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
+        .write(
+            "tests/test_slow.py",
+            "import os, subprocess, time\n\n\ndef test_slow():\n    p = subprocess.Popen(['sleep', '300'])\n    with open(os.environ['PIDFILE'], 'w') as f:\n        f.write(f'{p.pid}\\n')\n    time.sleep(300)\n",
+        )
+        .write(
+            "checkdef.toml",
+            &format!(
+                r#"version = 1
+
+[[segment]]
+name = "slow"
+tests = ["tests/test_slow.py"]
+env = {{ PIDFILE = "{}" }}
+"#,
+                pidfile.display()
+            ),
+        );
+    repo.commit("slow");
+    let mut cmd = repo.checkdef_cmd_in(&repo.root, &["run", "--json"]);
+    cmd.env("PATH", interpreter_path())
+        .env("TMPDIR", &tmpdir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let sleeper: u32 = wait_for_file(&pidfile, Duration::from_secs(60))
+        .trim()
+        .parse()
+        .unwrap();
+    let st = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // A guard against hanging, not a timing assertion.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "checkdef ignored SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = CmdOut::from_output(child.wait_with_output().unwrap());
+    out.expect_code(130);
+    assert_eq!(out.seg("slow")["status"], "failed");
+    assert_eq!(out.seg("slow")["runner"], "warm", "{}", out.seg("slow"));
+    assert!(repo.cached_narinfos().is_empty());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !process_is_gone(sleeper) {
+        assert!(
+            Instant::now() < deadline,
+            "the check's child {sleeper} survived"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left: Vec<_> = std::fs::read_dir(&tmpdir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.is_empty(), "left behind in TMPDIR: {left:?}");
+}
