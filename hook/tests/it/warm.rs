@@ -505,3 +505,152 @@ env = {{ PIDFILE = "{}" }}
         .collect();
     assert!(left.is_empty(), "left behind in TMPDIR: {left:?}");
 }
+
+/// A test module per route out of the sandbox (hook/tests/it/sandbox.rs has the same routes as
+/// shell commands): each must fail, and the same way, under both runners.
+const ESCAPES: &[(&str, &str)] = &[
+    (
+        "abs",
+        "import os\n\n\ndef test_abs():\n    assert open(os.environ['DATA']).read() == 'good\\n'\n",
+    ),
+    (
+        "proc",
+        "import os\n\n\ndef test_proc():\n    found = []\n    for pid in os.listdir('/proc'):\n        if pid.isdigit():\n            try:\n                with open(f'/proc/{pid}/cwd/data/config.txt') as f:\n                    found.append((pid, f.read()))\n            except OSError:\n                pass\n    assert found, 'no way out through /proc'\n",
+    ),
+    (
+        "cache",
+        "import os\n\n\ndef test_cache():\n    with open(os.environ['PLANT'], 'w') as f:\n        f.write('forged')\n",
+    ),
+    (
+        "offline",
+        "import os, socket\n\n\ndef test_offline():\n    socket.create_connection(('127.0.0.1', int(os.environ['PORT'])), timeout=5).close()\n",
+    ),
+    (
+        "caps",
+        "import os\n\n\ndef test_caps():\n    status = dict(l.split(':\\t', 1) for l in open('/proc/self/status').read().splitlines() if ':\\t' in l)\n    print('status', {k: status[k] for k in ('Uid', 'Gid', 'CapInh', 'CapPrm', 'CapEff', 'CapAmb', 'NoNewPrivs')})\n    assert int(status['CapEff'], 16) == 0 and int(status['CapPrm'], 16) == 0\n    assert status['NoNewPrivs'].strip() == '1'\n    assert os.readlink('/proc/self/ns/user') != os.environ['HOST_USERNS']\n",
+    ),
+];
+
+/// Warm children get the isolation of a fresh check (issue "No wrong PASS"): a non-input read by
+/// absolute path fails and is named, `/proc/PID/cwd` of processes outside (checkdef's is the
+/// work tree) is closed, the local cache cannot be written, the network is off unless
+/// `network = true` (the check's own loopback works), and no capability is left.
+#[test]
+fn warm_children_are_isolated_like_fresh_checks() {
+    if !have_pytest() {
+        return;
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let repo = TestRepo::new();
+    let data = repo.root.join("data/config.txt");
+    repo.write("data/config.txt", "good\n")
+        .write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n");
+    let caches: Vec<PathBuf> = ["cache-warm", "cache-process"]
+        .iter()
+        .map(|c| repo.tmp.path().join(c))
+        .collect();
+    let mut cfg = String::from("version = 1\n");
+    for (case, code) in ESCAPES
+        .iter()
+        .copied()
+        .chain([("online", ESCAPES[3].1), ("loopback", LOOPBACK)])
+    {
+        repo.write(&format!("tests/test_{case}.py"), code);
+        for runner in ["warm", "process"] {
+            let plant = repo.tmp.path().join(format!("cache-{runner}/planted"));
+            cfg.push_str(&format!(
+                r#"
+[[segment]]
+name = "{case}-{runner}"
+include = ["pytest.ini", "tests/test_{case}.py"]
+command = "python3 -m pytest -q -s tests/test_{case}.py"
+runner = "{runner}"
+network = {network}
+env = {{ DATA = "{data}", PLANT = "{plant}", PORT = "{port}", HOST_USERNS = "{userns}" }}
+"#,
+                network = case == "online",
+                data = data.display(),
+                plant = plant.display(),
+                userns = std::fs::read_link("/proc/self/ns/user").unwrap().display(),
+            ));
+        }
+    }
+    repo.write("checkdef.toml", &cfg);
+    repo.commit("escapes");
+    for c in &caches {
+        std::fs::create_dir_all(c).unwrap();
+    }
+    // One run, both runners side by side; each runner's checks try to write into the cache the
+    // run uses.
+    let mut outs = Vec::new();
+    for (runner, cache) in ["warm", "process"].iter().zip(&caches) {
+        let sel: Vec<String> = ESCAPES
+            .iter()
+            .map(|(c, _)| *c)
+            .chain(["online", "loopback"])
+            .flat_map(|c| ["-s".to_owned(), format!("{c}-{runner}")])
+            .collect();
+        let sel: Vec<&str> = sel.iter().map(String::as_str).collect();
+        let out = run(
+            &repo,
+            &interpreter_path(),
+            cache.file_name().unwrap().to_str().unwrap(),
+            &sel,
+        );
+        if out.stderr.contains("sandbox: NOT isolated") {
+            assert!(!testkit::in_ci(), "CI must isolate checks: {}", out.stderr);
+            eprintln!("SKIP: checks are not isolated here");
+            return;
+        }
+        outs.push((runner, out));
+    }
+    for (runner, out) in &outs {
+        for (case, status) in [
+            ("abs", "failed"),
+            ("proc", "failed"),
+            ("cache", "failed"),
+            ("offline", "failed"),
+            ("caps", "passed"),
+            ("online", "passed"),
+            ("loopback", "passed"),
+        ] {
+            let name = format!("{case}-{runner}");
+            let s = out.seg(&name);
+            assert_eq!(s["status"], status, "{name}: {}", out.stderr);
+            assert_eq!(s["runner"], **runner, "{name}: {}", s["runner_note"]);
+        }
+        let err = &out.stderr;
+        assert!(
+            err.contains(&format!(
+                "abs-{runner}: read data/config.txt, which is not an input of this segment"
+            )),
+            "{err}"
+        );
+        assert!(err.contains("no way out through /proc"), "{err}");
+        assert!(!err.contains("'good\\n')]"), "{err}");
+        assert!(
+            !repo
+                .tmp
+                .path()
+                .join(format!("cache-{runner}/planted"))
+                .exists(),
+            "a {runner} check wrote into the local cache"
+        );
+    }
+    // What the checks saw of themselves is the same under both runners.
+    let status_line = |out: &CmdOut, runner: &str| {
+        out.stderr
+            .lines()
+            .find(|l| l.starts_with(&format!("caps-{runner}")) && l.contains("status {"))
+            .map(|l| l.split_once(" │ ").unwrap().1.to_owned())
+            .unwrap_or_else(|| panic!("no status line: {}", out.stderr))
+    };
+    assert_eq!(
+        status_line(&outs[0].1, "warm"),
+        status_line(&outs[1].1, "process")
+    );
+    drop(listener);
+}
+
+const LOOPBACK: &str = "import socket\n\n\ndef test_loopback():\n    s = socket.socket()\n    s.bind(('127.0.0.1', 0))\n    s.listen()\n    socket.create_connection(s.getsockname(), timeout=5).close()\n";
