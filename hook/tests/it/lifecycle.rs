@@ -31,7 +31,7 @@ fn output_within_guard(mut child: Child, what: &str) -> Output {
 }
 
 /// Whether process `pid` still runs (a zombie does not count: it runs nothing).
-fn running(pid: u32) -> bool {
+pub fn running(pid: u32) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let state = stat
         .rsplit_once(')')
@@ -40,7 +40,7 @@ fn running(pid: u32) -> bool {
 }
 
 /// Wait (up to the hang guard) until none of `pids` runs; the ones still running.
-fn survivors(pids: &[u32]) -> Vec<u32> {
+pub fn survivors(pids: &[u32]) -> Vec<u32> {
     let start = Instant::now();
     loop {
         let left: Vec<u32> = pids.iter().copied().filter(|p| running(*p)).collect();
@@ -52,7 +52,7 @@ fn survivors(pids: &[u32]) -> Vec<u32> {
 }
 
 /// Wait (up to the hang guard) for `path` to hold a pid.
-fn read_pid(path: &Path) -> u32 {
+pub fn read_pid(path: &Path) -> u32 {
     let start = Instant::now();
     loop {
         if let Some(p) = std::fs::read_to_string(path)

@@ -654,3 +654,83 @@ env = {{ DATA = "{data}", PLANT = "{plant}", PORT = "{port}", HOST_USERNS = "{us
 }
 
 const LOOPBACK: &str = "import socket\n\n\ndef test_loopback():\n    s = socket.socket()\n    s.bind(('127.0.0.1', 0))\n    s.listen()\n    socket.create_connection(s.getsockname(), timeout=5).close()\n";
+
+/// A warm check that leaves a child in its group and another in a session of its own, and
+/// writes their pids, its own and its server's (its parent) into `PIDS`.
+const LINGER: &str = "import os, subprocess, time\n\n\ndef test_linger():\n    d = os.environ['PIDS']\n    bg = subprocess.Popen(['sleep', '300'])\n    esc = subprocess.Popen(['sleep', '301'], start_new_session=True)\n    for name, pid in [('bg', bg.pid), ('escaped', esc.pid), ('check', os.getpid()), ('server', os.getppid())]:\n        with open(os.path.join(d, name + '.tmp'), 'w') as f:\n            f.write(f'{pid}\\n')\n        os.rename(os.path.join(d, name + '.tmp'), os.path.join(d, name))\n    time.sleep(300)\n";
+
+fn linger_repo(timeout: &str) -> (TestRepo, PathBuf) {
+    let repo = TestRepo::new();
+    let pids = repo.tmp.path().join("pids");
+    std::fs::create_dir(&pids).unwrap();
+    repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
+        .write("tests/test_linger.py", LINGER)
+        .write(
+            "checkdef.toml",
+            &format!(
+                r#"version = 1
+
+[[segment]]
+name = "linger"
+tests = ["tests/test_linger.py"]
+timeout = "{timeout}"
+env = {{ PIDS = "{}" }}
+"#,
+                pids.display()
+            ),
+        );
+    repo.commit("linger");
+    (repo, pids)
+}
+
+fn linger_pids(pids: &std::path::Path) -> Vec<u32> {
+    ["check", "bg", "escaped", "server"]
+        .iter()
+        .map(|n| crate::lifecycle::read_pid(&pids.join(n)))
+        .collect()
+}
+
+/// At its `timeout` a warm check fails like a fresh one, and what it started goes with it: its
+/// group (through its holder's supervisor) and what left the group (reparented to the check's
+/// child, then to its server, which kills it).
+#[test]
+fn a_warm_check_at_its_timeout_fails_and_everything_it_started_is_killed() {
+    if !have_pytest() {
+        return;
+    }
+    let (repo, pids) = linger_repo("5s");
+    let mut cmd = repo.checkdef_cmd_in(&repo.root, &["run", "--json"]);
+    cmd.env("PATH", interpreter_path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let out = CmdOut::from_output(cmd.output().unwrap());
+    out.expect_code(1);
+    let s = out.seg("linger");
+    assert_eq!(s["runner"], "warm", "{s}");
+    assert_eq!(s["reason"], "timed out after 5s", "{}", out.stderr);
+    let all = linger_pids(&pids);
+    let left = crate::lifecycle::survivors(&all[..3]);
+    assert!(left.is_empty(), "still running: {left:?} of {all:?}");
+    // The server ended with the run.
+    assert!(crate::lifecycle::survivors(&all[3..]).is_empty());
+}
+
+/// A SIGKILL of checkdef kills warm checks, what they started, and their servers.
+#[test]
+fn warm_checks_and_servers_do_not_outlive_a_killed_checkdef() {
+    if !have_pytest() {
+        return;
+    }
+    let (repo, pids) = linger_repo("15m");
+    let mut cmd = repo.checkdef_cmd_in(&repo.root, &["run", "--json"]);
+    cmd.env("PATH", interpreter_path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut checkdef = cmd.spawn().unwrap();
+    let all = linger_pids(&pids);
+    assert!(crate::lifecycle::running(all[3]), "the server runs");
+    checkdef.kill().unwrap(); // SIGKILL
+    checkdef.wait().unwrap();
+    let left = crate::lifecycle::survivors(&all);
+    assert!(left.is_empty(), "still running: {left:?} of {all:?}");
+}
