@@ -698,7 +698,9 @@ fn a_warm_check_at_its_timeout_fails_and_everything_it_started_is_killed() {
     if !have_pytest() {
         return;
     }
-    let (repo, pids) = linger_repo("5s");
+    // Long enough for pytest to start and write the pids on a loaded machine (a hang guard, not
+    // a timing assertion: the check sleeps 300 s).
+    let (repo, pids) = linger_repo("30s");
     let mut cmd = repo.checkdef_cmd_in(&repo.root, &["run", "--json"]);
     cmd.env("PATH", interpreter_path())
         .stdout(std::process::Stdio::piped())
@@ -707,7 +709,7 @@ fn a_warm_check_at_its_timeout_fails_and_everything_it_started_is_killed() {
     out.expect_code(1);
     let s = out.seg("linger");
     assert_eq!(s["runner"], "warm", "{s}");
-    assert_eq!(s["reason"], "timed out after 5s", "{}", out.stderr);
+    assert_eq!(s["reason"], "timed out after 30s", "{}", out.stderr);
     let all = linger_pids(&pids);
     let left = crate::lifecycle::survivors(&all[..3]);
     assert!(left.is_empty(), "still running: {left:?} of {all:?}");
