@@ -12,6 +12,9 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Env {
     vars: BTreeMap<OsString, OsString>,
+    /// The working directory when the snapshot was taken: relative paths in variables are
+    /// relative to it (see [`Env::dir`]).
+    cwd: Option<PathBuf>,
 }
 
 impl Env {
@@ -19,6 +22,7 @@ impl Env {
     pub fn capture() -> Env {
         Env {
             vars: std::env::vars_os().collect(),
+            cwd: std::env::current_dir().ok(),
         }
     }
 
@@ -33,7 +37,14 @@ impl Env {
                 .into_iter()
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
+            cwd: None,
         }
+    }
+
+    /// The same environment, with relative paths taken relative to `cwd`.
+    pub fn with_cwd(mut self, cwd: impl Into<PathBuf>) -> Env {
+        self.cwd = Some(cwd.into());
+        self
     }
 
     /// The value of `name`, as `std::env::var_os` would return it.
@@ -59,6 +70,19 @@ impl Env {
     /// `name` as a path, when set and not empty.
     pub fn path(&self, name: &str) -> Option<PathBuf> {
         self.non_empty(name).map(PathBuf::from)
+    }
+
+    /// `name` as a directory to use from anywhere: a relative value is made absolute against the
+    /// working directory checkdef started in. Such paths end up in places that do not share
+    /// checkdef's working directory (the sandbox, which mounts over the repository and starts
+    /// the check elsewhere; background runs), where a relative path would name something else
+    /// or nothing at all.
+    pub fn dir(&self, name: &str) -> Option<PathBuf> {
+        let p = self.path(name)?;
+        Some(match &self.cwd {
+            Some(cwd) if p.is_relative() => cwd.join(p),
+            _ => p,
+        })
     }
 
     /// A lookup function in the shape `cache_proto`'s credential resolution takes.

@@ -56,13 +56,15 @@ impl CacheDir {
     /// `~/.cache/checkdef`; `None` when none of them is set (there is no shared fallback).
     pub fn from_env(env: &Env) -> Option<CacheDir> {
         let at = |path, origin| Some(CacheDir { path, origin });
-        if let Some(p) = env.path("CHECKDEF_CACHE_DIR") {
+        if let Some(p) = env.dir("CHECKDEF_CACHE_DIR") {
             return at(p, CacheDirOrigin::Explicit);
         }
-        if let Some(p) = env.path("XDG_CACHE_HOME") {
+        // The XDG base directory specification: a relative path in these variables is invalid
+        // and ignored.
+        if let Some(p) = env.path("XDG_CACHE_HOME").filter(|p| p.is_absolute()) {
             return at(p.join("checkdef"), CacheDirOrigin::XdgCacheHome);
         }
-        let home = env.path("HOME")?;
+        let home = env.dir("HOME")?;
         at(home.join(".cache").join("checkdef"), CacheDirOrigin::Home)
     }
 }
@@ -159,9 +161,9 @@ pub struct SandboxSettings {
 impl SandboxSettings {
     pub fn from_env(env: &Env) -> SandboxSettings {
         SandboxSettings {
-            base: env.path("CHECKDEF_SANDBOX_DIR").unwrap_or_else(|| {
+            base: env.dir("CHECKDEF_SANDBOX_DIR").unwrap_or_else(|| {
                 // What `std::env::temp_dir` answers, from the snapshot.
-                env.path("TMPDIR").unwrap_or_else(|| PathBuf::from("/tmp"))
+                env.dir("TMPDIR").unwrap_or_else(|| PathBuf::from("/tmp"))
             }),
             writes_in_memory: env
                 .var_os("CHECKDEF_SANDBOX_WRITES")
@@ -466,6 +468,23 @@ mod tests {
             (c.path, c.origin),
             (PathBuf::from("/c"), CacheDirOrigin::Explicit)
         );
+    }
+
+    #[test]
+    fn relative_directories_are_taken_from_where_checkdef_started() {
+        let env = |pairs: &[(&str, &str)]| Env::from_pairs(pairs.iter().copied()).with_cwd("/w/r");
+        let c = CacheDir::from_env(&env(&[("CHECKDEF_CACHE_DIR", "../x")])).unwrap();
+        assert_eq!(c.path, PathBuf::from("/w/r/../x"));
+        // A relative XDG_CACHE_HOME is invalid (XDG spec): the next rule decides.
+        let c = CacheDir::from_env(&env(&[("XDG_CACHE_HOME", "rel"), ("HOME", "/h")])).unwrap();
+        assert_eq!(
+            (c.path, c.origin),
+            (PathBuf::from("/h/.cache/checkdef"), CacheDirOrigin::Home)
+        );
+        let s = SandboxSettings::from_env(&env(&[("CHECKDEF_SANDBOX_DIR", "sb")]));
+        assert_eq!(s.base, PathBuf::from("/w/r/sb"));
+        let s = SandboxSettings::from_env(&env(&[("TMPDIR", "t")]));
+        assert_eq!(s.base, PathBuf::from("/w/r/t"));
     }
 
     #[test]

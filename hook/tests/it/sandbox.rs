@@ -312,3 +312,46 @@ command = "test -f src/x"
     let r = repo.run_json(&[], &[("CHECKDEF_ISOLATION", "off")]);
     assert!(!r.stderr.contains("sandbox:"), "{}", r.stderr);
 }
+
+/// A relative `CHECKDEF_CACHE_DIR` (or sandbox directory) names a directory relative to where
+/// checkdef started, not relative to wherever a sandbox stage runs: the check runs and passes,
+/// and its result lands in that directory (it used to fail with exit 125, "mounting the overlay:
+/// No such file or directory").
+#[test]
+fn a_relative_cache_and_sandbox_directory_work_like_absolute_ones() {
+    let repo = TestRepo::new();
+    repo.write("a.txt", "hi\n").write(
+        "checkdef.toml",
+        &config(
+            "[[segment]]\nname = \"a\"\ninclude = [\"a.txt\"]\ncommand = \"grep -qx hi a.txt\"\n",
+        ),
+    );
+    repo.commit("init");
+    let rel_cache = repo.tmp.path().join("rel-cache");
+    std::fs::create_dir(&rel_cache).unwrap();
+    std::fs::set_permissions(
+        &rel_cache,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    std::fs::create_dir(repo.tmp.path().join("rel-sandboxes")).unwrap();
+    let r = repo.run_json(
+        &[],
+        &[
+            ("CHECKDEF_CACHE_DIR", "../rel-cache"),
+            ("CHECKDEF_SANDBOX_DIR", "../rel-sandboxes"),
+        ],
+    );
+    if !isolated(&r) {
+        return;
+    }
+    r.expect_code(0);
+    assert_eq!(r.status("a"), "passed", "{}", r.stderr);
+    assert_eq!(
+        crate::support::narinfos_in(&rel_cache).len(),
+        1,
+        "{}",
+        r.stderr
+    );
+    assert!(crate::support::narinfos_in(&repo.cache).is_empty());
+}
