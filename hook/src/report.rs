@@ -170,6 +170,12 @@ struct Bars {
 }
 
 impl HumanReporter {
+    /// For the segments of `plan` (names padded to the longest).
+    pub fn for_plan(printer: Printer, verbose: bool, plan: &crate::plan::Plan) -> HumanReporter {
+        let width = plan.segments.iter().map(|s| s.name.len()).max();
+        HumanReporter::new(printer, verbose, width.unwrap_or(0))
+    }
+
     /// For segments whose longest name is `width` characters long.
     pub fn new(printer: Printer, verbose: bool, width: usize) -> HumanReporter {
         HumanReporter {

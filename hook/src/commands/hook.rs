@@ -211,15 +211,10 @@ pub fn pre_push(ctx: &Context, remote: &str, url: &str) -> Result<Code> {
         let budget = ctx.settings.budget.apply(cfg.config.hook.budget);
         let opts = RunOptions {
             jobs,
-            push: true,
             hit_logs: p.is_verbose(),
-            redact_env: cfg.config.redact_env.clone(),
-            force: false,
-            env: ctx.env().clone(),
-            sandbox: ctx.settings.sandbox.clone(),
-            supervisor: run::exec::SELF_EXE.into(),
             deadline: budget.map(|b| (started + b, b)),
             warn_if_slow: ssh && budget.is_none(),
+            ..super::run_options(ctx, &cfg.config)
         };
         let target = Target::Commit(unit.commit);
         let plan =
@@ -241,13 +236,7 @@ pub fn pre_push(ctx: &Context, remote: &str, url: &str) -> Result<Code> {
                 }
             ));
         }
-        let width = plan
-            .segments
-            .iter()
-            .map(|s| s.name.len())
-            .max()
-            .unwrap_or(0);
-        let reporter = Arc::new(HumanReporter::new(*p, p.is_verbose(), width));
+        let reporter = Arc::new(HumanReporter::for_plan(*p, p.is_verbose(), &plan));
         let report = rt.block_on(async {
             let (tx, rx) = run::interrupt_channel();
             run::watch_signals(tx);

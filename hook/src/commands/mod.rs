@@ -19,6 +19,23 @@ pub mod run;
 pub mod status;
 pub mod warm;
 
+/// The engine's options for a run of `config`'s checks in `ctx`, as every command starts
+/// them: the default job count, results pushed, no budget; callers change what differs.
+fn run_options(ctx: &Context, config: &crate::config::Config) -> crate::run::RunOptions {
+    crate::run::RunOptions {
+        jobs: ctx.settings.default_jobs(),
+        push: true,
+        hit_logs: false,
+        redact_env: config.redact_env.clone(),
+        force: false,
+        env: ctx.env().clone(),
+        sandbox: ctx.settings.sandbox.clone(),
+        supervisor: crate::run::exec::SELF_EXE.into(),
+        deadline: None,
+        warn_if_slow: false,
+    }
+}
+
 /// Run the command `cli` names in `ctx` (made from the same command line).
 pub fn dispatch(ctx: &Context, cli: Cli) -> Result<Code> {
     if let Some(dir) = &cli.directory {

@@ -43,21 +43,10 @@ pub fn run(ctx: &Context, args: &RunArgs) -> Result<Code> {
         jobs: args.jobs.unwrap_or_else(|| ctx.settings.default_jobs()),
         push: !args.no_push,
         hit_logs: verbose || args.junit.is_some(),
-        redact_env: ws.config.redact_env.clone(),
         force: args.force,
-        env: ctx.env().clone(),
-        sandbox: ctx.settings.sandbox.clone(),
-        supervisor: run::exec::SELF_EXE.into(),
-        deadline: None,
-        warn_if_slow: false,
+        ..super::run_options(ctx, &ws.config)
     };
-    let width = plan
-        .segments
-        .iter()
-        .map(|s| s.name.len())
-        .max()
-        .unwrap_or(0);
-    let reporter = Arc::new(HumanReporter::new(printer, verbose, width));
+    let reporter = Arc::new(HumanReporter::for_plan(printer, verbose, &plan));
     let rt = ctx.runtime()?;
     let report = rt.block_on(async {
         let (tx, rx) = run::interrupt_channel();

@@ -26,7 +26,7 @@ use crate::plan;
 use crate::printer::Style;
 use crate::report::{self, HumanReporter};
 use crate::result::Status;
-use crate::run::{self, RunOptions};
+use crate::run;
 
 /// The hidden subcommand of a background run.
 pub const STAGE: &str = "__background";
@@ -192,25 +192,8 @@ fn run_commit(
     let plan = plan::build_plan_filtered(repo, &config, ctx.env(), &target, None, selected)
         .map_err(plan_error)?;
     let caches = Caches::open(ctx.cache_settings(&config.cache)?)?;
-    let opts = RunOptions {
-        jobs: ctx.settings.default_jobs(),
-        push: true,
-        hit_logs: false,
-        redact_env: config.redact_env.clone(),
-        force: false,
-        env: ctx.env().clone(),
-        sandbox: ctx.settings.sandbox.clone(),
-        supervisor: run::exec::SELF_EXE.into(),
-        deadline: None,
-        warn_if_slow: false,
-    };
-    let width = plan
-        .segments
-        .iter()
-        .map(|s| s.name.len())
-        .max()
-        .unwrap_or(0);
-    let reporter = Arc::new(HumanReporter::new(ctx.printer, false, width));
+    let opts = super::run_options(ctx, &config);
+    let reporter = Arc::new(HumanReporter::for_plan(ctx.printer, false, &plan));
     let rt = ctx.runtime()?;
     let report = rt.block_on(async {
         let (tx, rx) = run::interrupt_channel();
