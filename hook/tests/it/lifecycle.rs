@@ -176,12 +176,9 @@ include = ["a"]
 command = "echo fine"
 "#,
     );
-    let base = repo.tmp.path().join("sandboxes");
-    std::fs::create_dir(&base).unwrap();
-    let env = [("CHECKDEF_SANDBOX_DIR", base.to_str().unwrap())];
-    let mut cmd = repo.checkdef_cmd_in(&repo.root, &["run", "--segment", "hangs"]);
-    cmd.envs(env).stdout(Stdio::null()).stderr(Stdio::null());
-    let mut checkdef = cmd.spawn().unwrap();
+    let (mut checkdef, base, env) =
+        spawn_with_sandboxes(&repo, &["run", "--segment", "hangs"], false);
+    let env = [(env[0].0, env[0].1.as_str())];
     let all = [read_pid(&pids.join("sh")), read_pid(&pids.join("escaped"))];
     let cwd = PathBuf::from(
         std::fs::read_to_string(pids.join("cwd"))
@@ -244,12 +241,9 @@ include = ["a"]
 command = "echo fine"
 "#,
     );
-    let base = repo.tmp.path().join("sandboxes");
-    std::fs::create_dir(&base).unwrap();
-    let env = [("CHECKDEF_SANDBOX_DIR", base.to_str().unwrap())];
-    let mut cmd = repo.checkdef_cmd_in(&repo.root, &["run", "--json", "--segment", "hangs"]);
-    cmd.envs(env).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let checkdef = cmd.spawn().unwrap();
+    let (checkdef, base, env) =
+        spawn_with_sandboxes(&repo, &["run", "--json", "--segment", "hangs"], true);
+    let env = [(env[0].0, env[0].1.as_str())];
     let sh = read_pid(&pids.join("sh"));
     let all = [
         sh,
@@ -310,12 +304,9 @@ include = ["a"]
 command = "echo fine"
 "#,
     );
-    let base = repo.tmp.path().join("sandboxes");
-    std::fs::create_dir(&base).unwrap();
-    let env = [("CHECKDEF_SANDBOX_DIR", base.to_str().unwrap())];
-    let mut cmd = repo.checkdef_cmd_in(&repo.root, &["run", "--json", "--segment", "waits"]);
-    cmd.envs(env).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let waiting = cmd.spawn().unwrap();
+    let (waiting, _base, env) =
+        spawn_with_sandboxes(&repo, &["run", "--json", "--segment", "waits"], true);
+    let env = [(env[0].0, env[0].1.as_str())];
     let start = Instant::now();
     while !pids.join("cwd").exists() {
         assert!(start.elapsed() < HANG_GUARD, "the check never started");
@@ -535,4 +526,24 @@ fn find_sandbox(base: &std::path::Path, name: &str) -> Option<PathBuf> {
         }
     }
     None
+}
+
+/// A private sandbox directory for `repo`'s runs (`CHECKDEF_SANDBOX_DIR`), so a test can look
+/// into it, and `checkdef run ARGS` spawned there with piped or discarded output.
+fn spawn_with_sandboxes(
+    repo: &TestRepo,
+    args: &[&str],
+    piped: bool,
+) -> (Child, PathBuf, [(&'static str, String); 1]) {
+    let base = repo.tmp.path().join("sandboxes");
+    std::fs::create_dir(&base).unwrap();
+    let env = [("CHECKDEF_SANDBOX_DIR", base.to_str().unwrap().to_owned())];
+    let mut cmd = repo.checkdef_cmd_in(&repo.root, args);
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    if piped {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    } else {
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    }
+    (cmd.spawn().unwrap(), base, env)
 }
