@@ -1,6 +1,6 @@
 //! The plan: for one snapshot, each segment's inputs, manifest, input hash and store path, and
 //! (relative to a base commit) whether the segment is touched. Pure of caches: cache status is
-//! looked up by the caller (see [`Status`]).
+//! looked up by the caller (see [`CacheState`]).
 //!
 //! Cost: one walk of the snapshot (one tree walk for a commit, never reading blobs), one
 //! combined glob match per path, one diff when a base is given, and each distinct fingerprint
@@ -57,7 +57,7 @@ fn stderr_suffix(stderr: &str) -> String {
 
 /// A segment's cache status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Status {
+pub enum CacheState {
     /// The result is in the local cache.
     HitLocal,
     /// The result is in the remote cache.
@@ -66,13 +66,13 @@ pub enum Status {
     Miss,
 }
 
-impl Status {
+impl CacheState {
     /// `hit-local`, `hit-remote` or `miss` (as in the JSON output).
     pub fn as_str(self) -> &'static str {
         match self {
-            Status::HitLocal => "hit-local",
-            Status::HitRemote => "hit-remote",
-            Status::Miss => "miss",
+            CacheState::HitLocal => "hit-local",
+            CacheState::HitRemote => "hit-remote",
+            CacheState::Miss => "miss",
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::cli::ExplainArgs;
 use crate::context::{Context, plan_error, resolve_target};
 use crate::exit::{Code, usage};
 use crate::manifest::{self, ManifestDiff};
-use crate::plan::{self, Plan, SegmentPlan, Status};
+use crate::plan::{self, CacheState, Plan, SegmentPlan};
 
 /// Why `seg` misses compared with its most recent local result: `Ok(Some(diff))`, `Ok(None)`
 /// when there is no earlier result, `Err(reason)` when the earlier manifest cannot be read.
@@ -44,10 +44,10 @@ pub fn summary_line(caches: &Caches, seg: &SegmentPlan) -> Option<String> {
 }
 
 /// `checkdef plan --explain`: one line per missing segment.
-pub fn plan_lines(caches: &Caches, plan: &Plan, statuses: &[Status]) -> String {
+pub fn plan_lines(caches: &Caches, plan: &Plan, statuses: &[CacheState]) -> String {
     let mut out = String::new();
     for (s, st) in plan.segments.iter().zip(statuses) {
-        if *st != Status::Miss {
+        if *st != CacheState::Miss {
             continue;
         }
         let line = summary_line(caches, s)
@@ -58,21 +58,21 @@ pub fn plan_lines(caches: &Caches, plan: &Plan, statuses: &[Status]) -> String {
 }
 
 /// The human explanation printed on stderr by `checkdef explain`.
-pub fn render_explanation(caches: &Caches, seg: &SegmentPlan, status: Status) -> String {
+pub fn render_explanation(caches: &Caches, seg: &SegmentPlan, status: CacheState) -> String {
     let mut out = format!(
         "input hash {}\nstore path {}\n",
         seg.input_hash, seg.store_path
     );
     match status {
-        Status::HitLocal => {
+        CacheState::HitLocal => {
             out.push_str("hit: the local cache has this result\n");
             return out;
         }
-        Status::HitRemote => {
+        CacheState::HitRemote => {
             out.push_str("hit: the remote cache has this result (signed by a trusted key)\n");
             return out;
         }
-        Status::Miss => {}
+        CacheState::Miss => {}
     }
     let dir = caches.settings.local_dir.as_path();
     match compare(caches, seg) {
@@ -128,7 +128,7 @@ pub fn run(ctx: &Context, args: &ExplainArgs) -> Result<Code> {
     let seg = plan.segment(&args.segment).expect("selected above");
     ctx.printer.stdout(seg.manifest())?;
     let (statuses, caches) = super::plan::lookup_status(ctx, &ws.config, &plan)?;
-    let status = statuses.first().copied().unwrap_or(Status::Miss);
+    let status = statuses.first().copied().unwrap_or(CacheState::Miss);
     let dir = ctx.settings.cache_path();
     ctx.printer.text(&render_explanation(&caches, seg, status));
     if let Some(line) = dir.and_then(|d| last_run_line(d, &ws.repo, seg)) {

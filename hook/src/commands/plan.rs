@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::context::{Context, plan_error, resolve_rev, resolve_target};
 use crate::exit::Code;
 use crate::git::Target;
-use crate::plan::{self, JSON_VERSION, Plan, Status};
+use crate::plan::{self, CacheState, JSON_VERSION, Plan};
 
 /// Each segment's cache status, from the same verified lookups `checkdef run` makes: the
 /// local cache first, then the remote (signature, hashes and result checked). Entries that
@@ -25,7 +25,7 @@ pub fn lookup_status(
     ctx: &Context,
     config: &Config,
     plan: &Plan,
-) -> Result<(Vec<Status>, std::sync::Arc<crate::cache::Caches>)> {
+) -> Result<(Vec<CacheState>, std::sync::Arc<crate::cache::Caches>)> {
     let settings = ctx.cache_settings(&config.cache)?;
     let caches = crate::cache::Caches::open(settings)?;
     let rt = ctx.runtime()?;
@@ -37,9 +37,9 @@ pub fn lookup_status(
                 ctx.printer.warn(w);
             }
             match l.hit.map(|h| h.source) {
-                Some(crate::cache::Source::Local) => Status::HitLocal,
-                Some(crate::cache::Source::Remote) => Status::HitRemote,
-                None => Status::Miss,
+                Some(crate::cache::Source::Local) => CacheState::HitLocal,
+                Some(crate::cache::Source::Remote) => CacheState::HitRemote,
+                None => CacheState::Miss,
             }
         })
         .collect();
@@ -99,7 +99,7 @@ pub struct SegmentJson {
 }
 
 /// Build the `--json` document.
-pub fn to_json(plan: &Plan, statuses: &[Status]) -> PlanJson {
+pub fn to_json(plan: &Plan, statuses: &[CacheState]) -> PlanJson {
     PlanJson {
         version: JSON_VERSION,
         commit: plan.commit.map(|c| c.to_string()),
@@ -127,7 +127,7 @@ pub fn to_json(plan: &Plan, statuses: &[Status]) -> PlanJson {
 }
 
 /// The aligned table printed on stderr.
-pub fn render_table(plan: &Plan, statuses: &[Status]) -> String {
+pub fn render_table(plan: &Plan, statuses: &[CacheState]) -> String {
     let mut out = String::new();
     let what = match (&plan.target, plan.commit) {
         (Target::Commit(c), _) => format!("commit {}", short(&c.to_string())),
@@ -175,7 +175,7 @@ pub fn render_table(plan: &Plan, statuses: &[Status]) -> String {
         out.push_str(line.trim_end());
         out.push('\n');
     }
-    let hits = statuses.iter().filter(|s| **s != Status::Miss).count();
+    let hits = statuses.iter().filter(|s| **s != CacheState::Miss).count();
     let misses = statuses.len() - hits;
     out.push_str(&format!(
         "{} segment{}: {hits} cached, {misses} to run\n",

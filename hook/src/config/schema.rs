@@ -96,7 +96,7 @@ pub enum HookTags {
 
 /// One trusted public key, `name:base64` as Nix writes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrustedKey {
+pub struct KeyEntry {
     /// The part before the colon (it prefixes signatures).
     pub name: String,
     /// The whole `name:base64` string.
@@ -110,7 +110,7 @@ pub struct TrustedKey {
 pub struct CacheConfig {
     /// Remote binary cache URL (`http://`, `https://` or `file://`).
     pub remote: Option<String>,
-    pub trusted_public_keys: Vec<TrustedKey>,
+    pub trusted_public_keys: Vec<KeyEntry>,
     pub accept: Accept,
     /// Network timeout; [`DEFAULT_TIMEOUT_SECS`] when unset.
     pub timeout_secs: Option<u64>,

@@ -452,13 +452,13 @@ pub(super) fn resolve_cache(c: RawCache, ctx: &Ctx<'_>) -> Result<CacheConfig, C
                 format!("invalid key label `{label}` (expected a word such as `ci`)"),
             ));
         }
-        if keys.iter().any(|t: &TrustedKey| t.key == key) {
+        if keys.iter().any(|t: &KeyEntry| t.key == key) {
             return Err(ctx.error(
                 k.span(),
                 format!("trusted public key `{name}` is listed twice"),
             ));
         }
-        keys.push(TrustedKey { name, key, label });
+        keys.push(KeyEntry { name, key, label });
     }
     let accept = c.accept.as_ref().map(|a| *a.get_ref()).unwrap_or_default();
     if accept == Accept::CiOnly && !keys.iter().any(|k| k.label.as_deref() == Some("ci")) {
