@@ -70,6 +70,23 @@ pub enum Failure {
     UndeclaredReads(usize),
 }
 
+/// Why the sandbox entry stage could not enter the check's sandbox, when that is how the check
+/// ended: exit [`super::isolate::ENTRY_FAILED`] with the entry's message as the log's first line
+/// (nothing of the check can come before it, the check never started). A check that prints
+/// the same line and exits 125 itself is labelled "could not start" too: a failure either way.
+fn entry_failure(code: i32, log: &[u8]) -> Option<String> {
+    const PREFIX: &[u8] = b"checkdef: could not enter the sandbox: ";
+    if code != super::isolate::ENTRY_FAILED || !log.starts_with(PREFIX) {
+        return None;
+    }
+    let rest = &log[PREFIX.len()..];
+    let line = rest.split(|b| *b == b'\n').next().unwrap_or_default();
+    Some(format!(
+        "entering the sandbox: {}",
+        String::from_utf8_lossy(line)
+    ))
+}
+
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -241,7 +258,10 @@ async fn run(
         (Some(Stop::Cancel), _) => Some(Failure::Interrupted),
         (Some(Stop::Timeout), _) => Some(Failure::TimedOut(spec.timeout)),
         (None, Some(Report::Exited(0))) => None,
-        (None, Some(Report::Exited(c))) => Some(Failure::Exit(c)),
+        (None, Some(Report::Exited(c))) => Some(match entry_failure(c, &log) {
+            Some(why) => Failure::CouldNotStart(why),
+            None => Failure::Exit(c),
+        }),
         (None, Some(Report::Signaled(s))) => Some(Failure::Signal(s)),
         (None, Some(Report::CannotStart(why))) => Some(Failure::CouldNotStart(why)),
         (None, None) => Some(Failure::Lost(format!(
@@ -359,6 +379,20 @@ impl LogBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sandbox_that_could_not_be_entered_is_a_check_that_could_not_start() {
+        let log =
+            b"checkdef: could not enter the sandbox: mounting the overlay at /r: ENOENT\nmore\n";
+        assert_eq!(
+            entry_failure(125, log).as_deref(),
+            Some("entering the sandbox: mounting the overlay at /r: ENOENT")
+        );
+        // Another exit code, or a log that does not start with the entry's message, is the
+        // check's own exit.
+        assert_eq!(entry_failure(1, log), None);
+        assert_eq!(entry_failure(125, b"some output\n"), None);
+    }
 
     #[test]
     fn failures_say_what_happened() {
