@@ -100,6 +100,8 @@ pub struct Status {
     pub chained: Option<(PathBuf, bool)>,
     /// Signs that another hook manager owns the hooks directory.
     pub managers: Vec<Detection>,
+    /// `<hooks dir>/post-commit` when it is checkdef's pre-warming hook (`install --warm`).
+    pub post_commit: Option<PathBuf>,
 }
 
 /// Install checkdef's hook at `<hooks dir>/pre-push`.
@@ -294,12 +296,17 @@ pub fn status(loc: &HookLocation) -> Result<Status, Error> {
     };
     let local = loc.pre_push_local();
     let chained = read_hook(&local)?.map(|l| (local, l.executable));
+    let post_commit = loc.hooks_dir.join(HookKind::PostCommit.file_name());
+    let post_commit = read_hook(&post_commit)?
+        .filter(|h| parse_kind(&h.content, HookKind::PostCommit).is_some())
+        .map(|_| post_commit);
     Ok(Status {
         location: loc.clone(),
         hook,
         state,
         chained,
         managers: detect(loc),
+        post_commit,
     })
 }
 

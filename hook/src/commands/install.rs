@@ -278,6 +278,15 @@ fn format_status(s: &Status) -> String {
         )),
         None => out.push_str("chained hook:    none\n"),
     }
+    match &s.post_commit {
+        Some(path) => out.push_str(&format!(
+            "post-commit hook: checkdef's at {} (`checkdef warm` after each commit)\n",
+            path.display()
+        )),
+        None => out.push_str(
+            "post-commit hook: not installed (`checkdef install --warm` starts a commit's checks after `git commit`)\n",
+        ),
+    }
     if s.managers.is_empty() {
         out.push_str("hook managers:   none detected\n");
     } else {
@@ -351,8 +360,18 @@ mod tests {
             },
             chained: Some(("/r/.git/hooks/pre-push.local".into(), true)),
             managers: vec![],
+            post_commit: None,
         };
         let text = format_status(&s);
+        assert!(text.contains("post-commit hook: not installed"), "{text}");
+        let warm = format_status(&Status {
+            post_commit: Some("/r/.git/hooks/post-commit".into()),
+            ..s.clone()
+        });
+        assert!(
+            warm.contains("post-commit hook: checkdef's at /r/.git/hooks/post-commit"),
+            "{warm}"
+        );
         assert!(text.contains("hooks directory: /r/.git/hooks\n"), "{text}");
         assert!(text.contains("/bin/checkdef (missing"), "{text}");
         assert!(text.contains("pre-push.local (runs first)"), "{text}");

@@ -434,6 +434,15 @@ fn warm_after_commit_then_the_push_is_all_hits_and_uninstall_restores_the_hooks(
         .checkdef_env(&["install", "--warm"], &[])
         .expect_code(0);
     assert_eq!(std::fs::read_to_string(&local).unwrap(), mine);
+    let status = s.repo.checkdef_env(&["install", "--status"], &[]);
+    status.expect_code(0);
+    assert!(
+        status.stderr.contains("post-commit hook: checkdef's at")
+            || status.stdout.contains("post-commit hook: checkdef's at"),
+        "install --status names the pre-warming hook: {}{}",
+        status.stdout,
+        status.stderr
+    );
 
     // `git commit` returns while the warm run's slow check waits for its gate.
     s.repo.git(&["add", "-A"]);
