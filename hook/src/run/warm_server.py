@@ -43,6 +43,7 @@ os.dup2(_capture, 1)
 os.dup2(_capture, 2)
 _import_error = None
 try:
+    import gc
     import json
     import runpy
     import select
@@ -53,6 +54,16 @@ try:
     import platform
 
     import pytest  # noqa: F401  (the point of this server)
+
+    # Every pytest session imports these plugins of pytest's own before it reads its arguments
+    # (pytest's `default_plugins`; `-p no:NAME` only stops their registration): importing
+    # them here saves each child that work. Nothing from a repository is among them.
+    try:
+        from _pytest.config import default_plugins as _default_plugins
+    except ImportError:  # another pytest layout: the children import them as usual
+        _default_plugins = ()
+    for _name in _default_plugins:
+        importlib.import_module("_pytest." + _name)
 except BaseException as e:  # noqa: BLE001  (anything at all: refuse to serve)
     _import_error = "importing pytest failed: %r" % (e,)
 finally:
@@ -417,6 +428,10 @@ def handle(msg):
         return
     sys.stdout.flush()
     sys.stderr.flush()
+    # What this process holds goes to the collector's permanent generation (Python's advice for
+    # fork servers): the child's collections then never walk, and so never copy, the server's
+    # pages. A child collects everything it allocates as a fresh process would.
+    gc.freeze()
     pid = os.fork()
     if pid == 0:
         child(msg)

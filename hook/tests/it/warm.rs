@@ -99,6 +99,17 @@ def test_probe():
     print("signals", [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGPIPE, signal.SIGCHLD, signal.SIGTERM)])
     print("umask", os.umask(0o22))
     print("json-polluted", hasattr(__import__("json"), "POLLUTED"))
+    # The server hands its objects to the collector's permanent generation before it forks:
+    # the check's own garbage must still be collected as in a fresh process.
+    import gc, weakref
+    class Node:
+        pass
+    node = Node()
+    node.me = node
+    alive = weakref.ref(node)
+    del node
+    gc.collect()
+    print("gc", gc.isenabled(), "cycle-collected", alive() is None)
 "#;
 
 const CHILDREN: &str = r#"import multiprocessing, os, subprocess, sys
@@ -268,6 +279,7 @@ fn warm_and_process_runners_give_the_same_verdicts_and_logs() {
     let probe = w["probe-module"].join("\n");
     assert!(probe.contains("json-polluted False"), "{probe}");
     assert!(probe.contains("stdin /dev/null"), "{probe}");
+    assert!(probe.contains("gc True cycle-collected True"), "{probe}");
     // The check starts in the view, mounted at the repository's own path.
     let root = repo.root.canonicalize().unwrap();
     assert!(
