@@ -365,6 +365,33 @@ impl Repo {
         }
     }
 
+    /// A short id of what [`skeleton_entries`](Self::skeleton_entries) answers for `target`,
+    /// read without listing anything: the commit's tree id, or for the work tree the checksum
+    /// git writes at the end of the index (over all of its content, so every change to the
+    /// tracked paths changes it). `None` when there is none to trust: no index, or one written
+    /// with `index.skipHash` (git then leaves the checksum zero).
+    pub fn listing_key(&self, target: &Target) -> Option<String> {
+        use std::io::{Read as _, Seek as _};
+        match target {
+            Target::Commit(commit) => self.tree_of(*commit).ok().map(|t| format!("tree {t}")),
+            Target::WorkTree => {
+                let n = self.repo.object_hash().len_in_bytes();
+                let mut f = std::fs::File::open(self.repo.index_path()).ok()?;
+                let len = f.metadata().ok()?.len();
+                if len < (12 + n) as u64 {
+                    return None;
+                }
+                f.seek(std::io::SeekFrom::End(-(n as i64))).ok()?;
+                let mut sum = vec![0; n];
+                f.read_exact(&mut sum).ok()?;
+                if sum.iter().all(|b| *b == 0) {
+                    return None;
+                }
+                Some(format!("index {} {len}", hex::encode(sum)))
+            }
+        }
+    }
+
     /// The contents of blob `id`.
     pub fn read_blob(&self, id: &gix::oid) -> Result<Vec<u8>> {
         let mut buf = Vec::new();

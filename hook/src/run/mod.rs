@@ -821,13 +821,16 @@ impl Views {
             )));
             return Ok(views);
         }
-        let all = repo.skeleton_entries(&plan.target)?;
         let private = views.parent.clone();
         // It must exist now to be hidden from the checks (it is removed when empty).
         sandbox::create_parent(&private)
             .with_context(|| format!("creating {}", private.display()))?;
-        let skeleton = view::Skeleton::prepare(all, views.store.as_deref(), &private)
-            .context("preparing the sandbox skeleton")?;
+        let skeleton = view::Skeleton::prepare(
+            &view::RepoListing(repo, &plan.target),
+            views.store.as_deref(),
+            &private,
+        )
+        .context("preparing the sandbox skeleton")?;
         if let Some(root) = &views.root {
             views.expose = view::environments(root, &skeleton.paths);
         }

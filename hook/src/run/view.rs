@@ -91,33 +91,143 @@ pub struct Skeleton {
     private: Option<PathBuf>,
 }
 
-/// The paths of a snapshot, sorted: looked up by binary search (a set of 100,000 paths would
-/// cost more to build than every lookup a run makes).
-#[derive(Debug, Clone, Default)]
-pub struct SnapshotPaths(Vec<Input>);
+/// The paths of a snapshot, sorted by bytes: looked up by binary search (a set of 100,000 paths
+/// would cost more to build than every lookup a run makes). When the shared skeleton was known
+/// current from its key, nothing was listed: the paths are then read from the skeleton's state
+/// file, and only if a lookup needs them (a check's log reports a denied read).
+#[derive(Debug, Default)]
+pub struct SnapshotPaths {
+    sorted: std::sync::OnceLock<Result<Vec<BString>, String>>,
+    /// Where the paths are read from when they were not given: a state file this run holds
+    /// the shared lock of, so it cannot change meanwhile.
+    state: Option<PathBuf>,
+    /// The top-level directories that hold paths, when known without the paths.
+    top_dirs: Option<Vec<BString>>,
+}
 
 impl SnapshotPaths {
-    pub fn new(mut entries: Vec<Input>) -> SnapshotPaths {
-        crate::git::sort_inputs(&mut entries);
-        entries.dedup_by(|a, b| a.path == b.path);
-        SnapshotPaths(entries)
+    pub fn new(entries: Vec<Input>) -> SnapshotPaths {
+        let mut paths: Vec<BString> = entries.into_iter().map(|e| e.path).collect();
+        paths.sort_unstable();
+        paths.dedup();
+        SnapshotPaths {
+            sorted: std::sync::OnceLock::from(Ok(paths)),
+            state: None,
+            top_dirs: None,
+        }
+    }
+
+    fn from_state(state: PathBuf, top_dirs: Vec<BString>) -> SnapshotPaths {
+        SnapshotPaths {
+            sorted: std::sync::OnceLock::new(),
+            state: Some(state),
+            top_dirs: Some(top_dirs),
+        }
+    }
+
+    /// The paths, or why they could not be read.
+    fn get(&self) -> Result<&[BString], &str> {
+        self.sorted
+            .get_or_init(|| {
+                let Some(state) = &self.state else {
+                    return Ok(Vec::new());
+                };
+                let text = std::fs::read_to_string(state)
+                    .map_err(|e| format!("reading {}: {e}", state.display()))?;
+                let mut paths = text
+                    .lines()
+                    .map(|l| {
+                        unescape_line(l)
+                            .ok_or_else(|| format!("{}: bad line {l:?}", state.display()))
+                    })
+                    .collect::<Result<Vec<BString>, String>>()?;
+                paths.sort_unstable();
+                paths.dedup();
+                Ok(paths)
+            })
+            .as_ref()
+            .map(|v| v.as_slice())
+            .map_err(|e| e.as_str())
     }
 
     pub fn contains(&self, path: &BStr) -> bool {
-        self.0
-            .binary_search_by(|e| e.path.as_bstr().cmp(path))
-            .is_ok()
+        self.get()
+            .is_ok_and(|v| v.binary_search_by(|p| p.as_bstr().cmp(path)).is_ok())
     }
 
     /// Whether some path lies below the directory `dir` (relative, no trailing `/`).
     pub fn has_below(&self, dir: &[u8]) -> bool {
+        if let Some(tops) = &self.top_dirs
+            && !dir.contains(&b'/')
+        {
+            return tops.iter().any(|t| t.as_slice() == dir);
+        }
+        let Ok(paths) = self.get() else {
+            return false;
+        };
         let mut prefix = dir.to_vec();
         prefix.push(b'/');
-        let i = self
-            .0
-            .partition_point(|e| e.path.as_slice() < prefix.as_slice());
-        self.0.get(i).is_some_and(|e| e.path.starts_with(&prefix))
+        let i = paths.partition_point(|p| p.as_slice() < prefix.as_slice());
+        paths.get(i).is_some_and(|p| p.starts_with(&prefix))
     }
+
+    /// Why the paths could not be read (then no path is known to be in the snapshot).
+    pub fn unavailable(&self) -> Option<&str> {
+        self.get().err()
+    }
+}
+
+/// A snapshot's listing as the skeleton needs it: a cheap key that changes whenever the
+/// listing does, and the listing itself.
+pub trait Listing {
+    fn key(&self) -> Option<String>;
+    fn entries(&self) -> Result<Vec<Input>>;
+}
+
+/// The listing of `target` in `repo` ([`Repo::listing_key`], [`Repo::skeleton_entries`]).
+pub struct RepoListing<'a>(pub &'a Repo, pub &'a Target);
+
+impl Listing for RepoListing<'_> {
+    fn key(&self) -> Option<String> {
+        self.0.listing_key(self.1)
+    }
+    fn entries(&self) -> Result<Vec<Input>> {
+        Ok(self.0.skeleton_entries(self.1)?)
+    }
+}
+
+/// Top-level directories holding a path of `all`.
+fn top_dirs(all: &[Input]) -> Vec<BString> {
+    let mut tops: Vec<BString> = all
+        .iter()
+        .filter_map(|e| e.path.find_byte(b'/').map(|i| e.path[..i].into()))
+        .collect();
+    tops.sort_unstable();
+    tops.dedup();
+    tops
+}
+
+/// The key file: the listing's key, then `top DIR` lines ([`top_dirs`], escaped).
+fn key_text(key: &str, tops: &[BString]) -> String {
+    let mut s = format!("{key}\n");
+    for t in tops {
+        s.push_str("top ");
+        s.push_str(&escape(t.as_bstr()));
+        s.push('\n');
+    }
+    s
+}
+
+/// The top-level directories recorded in `path` when its key is `key`.
+fn read_key(path: &Path, key: &str) -> Option<Vec<BString>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut lines = text.lines();
+    if lines.next()? != key {
+        return None;
+    }
+    lines
+        .map(|l| unescape(l.strip_prefix("top ")?))
+        .collect::<Option<Vec<_>>>()
 }
 
 impl Drop for Skeleton {
@@ -128,7 +238,7 @@ impl Drop for Skeleton {
     }
 }
 
-fn listing(all: &[Input]) -> String {
+fn listing_text(all: &[Input]) -> String {
     let mut s = String::with_capacity(all.len() * 40);
     for e in all {
         s.push(if e.mode == FileMode::Submodule {
@@ -163,29 +273,65 @@ fn escape(p: &BStr) -> String {
 }
 
 impl Skeleton {
-    /// The skeleton of `all` (every entry of the snapshot, sorted): the shared one below
-    /// `store` when it can be used, else a private one in `private_dir`.
-    pub fn prepare(all: Vec<Input>, store: Option<&Path>, private_dir: &Path) -> Result<Skeleton> {
-        let paths = SnapshotPaths::new(all);
-        let all = paths.0.as_slice();
-        let want = listing(all);
-        if let Some(store) = store {
+    /// The skeleton of `listing`'s snapshot: the shared one below `store` when it can be used,
+    /// else a private one in `private_dir`. The shared one records the key of the listing it
+    /// was built from (`key`, written after the skeleton and removed before any change to it):
+    /// when the key is unchanged, nothing is listed or compared.
+    pub fn prepare(
+        listing: &dyn Listing,
+        store: Option<&Path>,
+        private_dir: &Path,
+    ) -> Result<Skeleton> {
+        let key = listing.key();
+        let dirs = store.map(|store| {
             let dir = store.join("skeleton");
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            let lock_path = dir.join("lock");
-            let tree = dir.join("tree");
-            let state = dir.join("state");
-            if let Some(l) = lock(&lock_path, FlockOperation::NonBlockingLockExclusive)? {
-                update_skeleton(&tree, &state, all, &want)?;
+            (
+                dir.join("lock"),
+                dir.join("tree"),
+                dir.join("state"),
+                dir.join("key"),
+                dir,
+            )
+        });
+        if let (Some((lock_path, tree, state, key_path, dir)), Some(key)) = (&dirs, &key)
+            && dir.is_dir()
+            && let Some(l) = lock(lock_path, FlockOperation::NonBlockingLockShared)?
+            && tree.is_dir()
+            && let Some(tops) = read_key(key_path, key)
+        {
+            return Ok(Skeleton {
+                tree: tree.clone(),
+                paths: SnapshotPaths::from_state(state.clone(), tops),
+                _lock: Some(l),
+                private: None,
+            });
+        }
+        let all = listing.entries()?;
+        // The key must be the listing's: one that changed while it was read is not recorded.
+        let key = key.filter(|k| listing.key().as_ref() == Some(k));
+        let paths = SnapshotPaths::new(all.clone());
+        let mut all = all;
+        crate::git::sort_inputs(&mut all);
+        all.dedup_by(|a, b| a.path == b.path);
+        let want = listing_text(&all);
+        if let Some((lock_path, tree, state, key_path, dir)) = &dirs {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            if let Some(l) = lock(lock_path, FlockOperation::NonBlockingLockExclusive)? {
+                let _ = std::fs::remove_file(key_path);
+                update_skeleton(tree, state, &all, &want)?;
+                if let Some(k) = &key {
+                    crate::fsutil::write_atomic(key_path, key_text(k, &top_dirs(&all)).as_bytes())
+                        .with_context(|| format!("writing {}", key_path.display()))?;
+                }
                 drop(l);
             }
             // Shared from here on; the listing is checked again, as another run may have
             // changed it between the two locks.
-            if let Some(l) = lock(&lock_path, FlockOperation::NonBlockingLockShared)?
-                && std::fs::read_to_string(&state).is_ok_and(|s| s == want)
+            if let Some(l) = lock(lock_path, FlockOperation::NonBlockingLockShared)?
+                && std::fs::read_to_string(state).is_ok_and(|s| s == want)
             {
                 return Ok(Skeleton {
-                    tree,
+                    tree: tree.clone(),
                     paths,
                     _lock: Some(l),
                     private: None,
@@ -504,6 +650,14 @@ pub fn undeclared_reads(
                 }
             }
         }
+        // Without the listing no denied read can be named, and one that is not named must not
+        // let the check pass: the read counts as undeclared.
+        if let Some(why) = snapshot.unavailable() {
+            let s = format!("(a denied read; the snapshot's listing could not be read: {why})");
+            if !found.contains(&s) {
+                found.push(s);
+            }
+        }
     }
     found
 }
@@ -578,6 +732,107 @@ cat: README.md: Permission denied\nother line src/a.py\n";
         assert!(
             undeclared_reads(b"src/a.py: file not found\n", Path::new("/r"), &s, &[]).is_empty()
         );
+    }
+
+    /// A listing whose key and entries the test sets, counting how often it is listed.
+    struct FakeListing {
+        key: std::cell::RefCell<Vec<Option<String>>>,
+        paths: Vec<&'static str>,
+        listed: std::cell::Cell<u32>,
+    }
+
+    impl FakeListing {
+        fn new(keys: &[Option<&str>], paths: &[&'static str]) -> FakeListing {
+            FakeListing {
+                key: std::cell::RefCell::new(
+                    keys.iter().rev().map(|k| k.map(String::from)).collect(),
+                ),
+                paths: paths.to_vec(),
+                listed: std::cell::Cell::new(0),
+            }
+        }
+    }
+
+    impl Listing for FakeListing {
+        fn key(&self) -> Option<String> {
+            let mut keys = self.key.borrow_mut();
+            if keys.len() > 1 {
+                keys.pop().unwrap()
+            } else {
+                keys[0].clone()
+            }
+        }
+        fn entries(&self) -> Result<Vec<Input>> {
+            self.listed.set(self.listed.get() + 1);
+            Ok(snap(&self.paths)
+                .get()
+                .unwrap()
+                .iter()
+                .map(|p| Input {
+                    mode: FileMode::Regular,
+                    id: gix::ObjectId::null(gix::hash::Kind::Sha1),
+                    path: p.clone(),
+                })
+                .collect())
+        }
+    }
+
+    #[test]
+    fn an_unchanged_key_reuses_the_skeleton_without_listing_and_reads_paths_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let first = FakeListing::new(&[Some("k1")], &["a/x.py", "b.txt"]);
+        let sk = Skeleton::prepare(&first, Some(&store), dir.path()).unwrap();
+        assert_eq!(first.listed.get(), 1);
+        assert!(sk.tree.join("a/x.py").is_file());
+        drop(sk);
+
+        let again = FakeListing::new(&[Some("k1")], &["never/listed"]);
+        let sk = Skeleton::prepare(&again, Some(&store), dir.path()).unwrap();
+        assert_eq!(again.listed.get(), 0, "an unchanged key lists nothing");
+        assert!(
+            sk.paths.has_below(b"a"),
+            "top-level directories come from the key file"
+        );
+        assert!(!sk.paths.has_below(b"never"));
+        // Membership is read from the state file, the listing the skeleton was built from.
+        assert!(sk.paths.contains("a/x.py".into()) && sk.paths.contains("b.txt".into()));
+        assert!(!sk.paths.contains("never/listed".into()));
+        drop(sk);
+
+        let changed = FakeListing::new(&[Some("k2")], &["a/x.py", "c.txt"]);
+        let sk = Skeleton::prepare(&changed, Some(&store), dir.path()).unwrap();
+        assert_eq!(changed.listed.get(), 1);
+        assert!(sk.tree.join("c.txt").is_file() && !sk.tree.join("b.txt").exists());
+    }
+
+    #[test]
+    fn a_key_that_changed_while_listing_or_none_is_never_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        // The key read after the listing differs: the listing may be of either state.
+        let racing = FakeListing::new(&[Some("k1"), Some("k2")], &["a.txt"]);
+        drop(Skeleton::prepare(&racing, Some(&store), dir.path()).unwrap());
+        let next = FakeListing::new(&[Some("k1")], &["a.txt", "new.txt"]);
+        let sk = Skeleton::prepare(&next, Some(&store), dir.path()).unwrap();
+        assert_eq!(next.listed.get(), 1, "k1 was not recorded");
+        assert!(sk.tree.join("new.txt").is_file());
+        drop(sk);
+        // No key: always listed.
+        for _ in 0..2 {
+            let none = FakeListing::new(&[None], &["a.txt"]);
+            drop(Skeleton::prepare(&none, Some(&store), dir.path()).unwrap());
+            assert_eq!(none.listed.get(), 1);
+        }
+    }
+
+    #[test]
+    fn a_denied_read_is_undeclared_when_the_listing_cannot_be_read() {
+        let s = SnapshotPaths::from_state(PathBuf::from("/nonexistent/state"), Vec::new());
+        let found = undeclared_reads(b"cat: x: Permission denied\n", Path::new("/r"), &s, &[]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("could not be read"), "{found:?}");
+        assert!(undeclared_reads(b"all good\n", Path::new("/r"), &s, &[]).is_empty());
     }
 
     #[test]

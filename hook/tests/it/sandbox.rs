@@ -203,6 +203,58 @@ command = "python3 -m pytest -q -p no:cacheprovider tests/test_data.py"
     );
 }
 
+/// The shared skeleton is reused while its key (the commit's tree, or the index's checksum) is
+/// unchanged: a file added since the last run, by a commit or by `git add` (also with git's
+/// `index.skipHash`, which leaves the index checksum zero), must still be a placeholder in the
+/// next view, or a check that swallows the failed read of a non-input would pass.
+#[test]
+fn a_file_added_since_the_last_run_is_a_denied_read_in_the_next_one() {
+    let repo = TestRepo::new();
+    repo.write("src/a", "a\n").write(
+        "checkdef.toml",
+        &config(
+            r#"[[segment]]
+name = "reader"
+include = ["src/a"]
+command = "cat src/a; for f in src/*.txt; do cat \"$f\"; done; true"
+"#,
+        ),
+    );
+    repo.commit("init");
+    let r = repo.run_json(&["--rev", "HEAD"], &[]);
+    if !isolated(&r) {
+        return;
+    }
+    r.expect_code(0);
+    let named = |r: &CmdOut, file: &str| {
+        r.expect_code(1);
+        let msg = format!("reader: read {file}, which is not an input of this segment");
+        assert!(r.stderr.contains(&msg), "{file}: {}", r.stderr);
+    };
+    // A new commit: a new tree.
+    repo.write("src/committed.txt", "x\n");
+    repo.commit("add committed.txt");
+    named(
+        &repo.run_json(&["--rev", "HEAD", "--force"], &[]),
+        "src/committed.txt",
+    );
+    // The work tree: the index changed.
+    repo.checkdef(&["run", "-q", "--force"]);
+    repo.write("src/staged.txt", "x\n");
+    repo.git(&["add", "src/staged.txt"]);
+    named(&repo.run_json(&["--force"], &[]), "src/staged.txt");
+    // No checksum to trust: an index of the same size, with one path exchanged for another.
+    repo.git(&["config", "index.skipHash", "true"]);
+    repo.git(&["rm", "-q", "--cached", "src/staged.txt"]);
+    repo.write("src/first.txt", "x\n")
+        .write("src/other.txt", "x\n");
+    repo.git(&["add", "src/first.txt"]);
+    named(&repo.run_json(&["--force"], &[]), "src/first.txt");
+    repo.git(&["rm", "-q", "--cached", "src/first.txt"]);
+    repo.git(&["add", "src/other.txt"]);
+    named(&repo.run_json(&["--force"], &[]), "src/other.txt");
+}
+
 #[test]
 fn the_network_is_refused_unless_the_segment_allows_it() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
