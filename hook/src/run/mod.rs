@@ -366,8 +366,12 @@ pub async fn run_plan(
     // Declared after the views (it lives in their directory) and before the running checks (so
     // its servers outlive them).
     let pool: Pool = std::cell::OnceCell::new();
-    let mut running = FuturesUnordered::new();
     let jobs = opts.jobs.max(1);
+    // `jobs` checks run at once; one more is prepared meanwhile (its input lock taken, its
+    // sandbox set up) and waits for a slot, so a check starts as soon as another ends.
+    let slots = tokio::sync::Semaphore::new(jobs);
+    let slots = &slots;
+    let mut running = FuturesUnordered::new();
     let mut interrupted = *cancel.borrow();
     // What the checks see: flipped on Ctrl-C/SIGTERM (forwarded from `cancel`) or when the
     // budget runs out. Which of the two it was is `interrupted` / `over_budget`.
@@ -378,7 +382,7 @@ pub async fn run_plan(
         .is_some_and(|(d, _)| Instant::now() >= d && queue.len() > 0);
     let budget = opts.deadline.map(|(_, b)| b).unwrap_or_default();
     loop {
-        while running.len() < jobs && !interrupted && !over_budget {
+        while running.len() < jobs + 1 && !interrupted && !over_budget {
             let Some((i, warnings)) = queue.next() else {
                 break;
             };
@@ -406,8 +410,16 @@ pub async fn run_plan(
                         );
                     }
                 };
-                reporter.report(Event::Started { segment: &seg.name });
                 let prepared = prepare(repo, plan, seg, views, opts, reporter, Some(pool));
+                let mut stopped = stop.clone();
+                let _slot = tokio::select! {
+                    biased;
+                    // Stopped before it started: reported with those that never started.
+                    _ = exec::wait_cancel(&mut stopped) => return (i, warnings, Done::NotStarted),
+                    slot = slots.acquire() => slot.expect("the semaphore is never closed"),
+                };
+                reporter.report(Event::Started { segment: &seg.name });
+                let prepared = prepared.map(|r| r.with_live_server(pool));
                 let (outcome, runner, note) = match prepared {
                     Ok(p) => {
                         let fresh = || prepare(repo, plan, seg, views, opts, reporter, None);
@@ -446,6 +458,7 @@ pub async fn run_plan(
                 outcomes[i] = Some(o);
                 continue;
             }
+            Done::NotStarted => continue,
             Done::Ran(o, lock, runner, note) => (o, lock, runner, note),
         };
         let mut outcome = outcome;
@@ -612,6 +625,8 @@ pub async fn run_plan(
 enum Done {
     /// Another process ran it while we waited, and stored a pass.
     Cached(SegmentOutcome),
+    /// Prepared, then stopped (Ctrl-C, the budget) before a slot was free: never started.
+    NotStarted,
     /// It ran here (holding its input lock, released once its result is stored), or was
     /// stopped while it waited for another process's run.
     Ran(
@@ -890,6 +905,27 @@ struct Ready {
     spec: ExecSpec,
     sink: Option<LineSink>,
     warm: std::result::Result<Warm, String>,
+}
+
+impl Ready {
+    /// The server this check was prepared with may have died while it waited for its slot
+    /// (a check before it killed it): take the pool's current one, restarted if need be.
+    fn with_live_server(mut self, pool: &Pool) -> Ready {
+        if let Ok(w) = &mut self.warm
+            && w.server.is_dead()
+        {
+            match pool
+                .get()
+                .and_then(|p| p.as_ref().ok())
+                .map(|p| p.server(&w.plan))
+            {
+                Some(Ok(s)) => w.server = s,
+                Some(Err(why)) => self.warm = Err(why),
+                None => {}
+            }
+        }
+        self
+    }
 }
 
 /// What a check needs to run warm: its server and plan, the holder's directory, whether the

@@ -398,6 +398,11 @@ struct Reply {
 }
 
 impl Server {
+    /// Whether this server has died (a check prepared earlier may still hold it).
+    pub fn is_dead(&self) -> bool {
+        matches!(&*self.state.borrow(), State::Dead(_))
+    }
+
     fn spawn(dir: &Path, plan: &WarmPlan, log: &Path) -> std::io::Result<Server> {
         use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
         let (ours, theirs) = socketpair(
@@ -642,7 +647,15 @@ pub async fn run_held(
             }
         },
     };
-    let ctl = match pipe::OpenOptions::new().open_sender(dir.join(isolate::HOLD_CTL)) {
+    // A plain descriptor, not tokio's: its `try_write` refuses until the runtime has polled the
+    // FIFO writable, and an order refused would leave the holder waiting for ever. Non-blocking
+    // only so the open cannot wait (the holder opened its end before it said "ready").
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let ctl = match std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(dir.join(isolate::HOLD_CTL))
+    {
         Ok(c) => c,
         Err(e) => {
             let _ = held.await;
@@ -650,8 +663,9 @@ pub async fn run_held(
         }
     };
     let order = |o: String| {
-        // The FIFO is empty and the order far below PIPE_BUF: this write does not block.
-        let r = ctl.try_write(o.as_bytes());
+        use std::io::Write as _;
+        // The FIFO is empty and the order far below PIPE_BUF: it is written whole, at once.
+        let r = (&ctl).write_all(o.as_bytes());
         drop(r);
     };
     let started = tokio::select! {

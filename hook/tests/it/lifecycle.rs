@@ -547,3 +547,61 @@ fn spawn_with_sandboxes(
     }
     (cmd.spawn().unwrap(), base, env)
 }
+
+/// One check more than `-j` is prepared ahead: its input lock taken and its sandbox made while
+/// the others run, so it starts as soon as a slot frees (issue 19.3). One stopped while it
+/// waits (Ctrl-C) never starts, is reported as not run, and leaves no sandbox behind.
+#[test]
+fn the_next_check_is_prepared_while_one_runs_and_a_stop_before_its_slot_leaves_nothing() {
+    let (repo, pids) = repo_with(
+        r#"version = 1
+
+[[segment]]
+name = "first"
+include = ["a", "checkdef.toml"]
+env = { PIDS = "@PIDS@" }
+command = "echo $$ > $PIDS/first; while [ ! -e $PIDS/go ]; do sleep 0.05; done"
+
+[[segment]]
+name = "second"
+include = ["a"]
+env = { PIDS = "@PIDS@" }
+command = "echo $$ > $PIDS/second"
+"#,
+    );
+    let (checkdef, base, env) = spawn_with_sandboxes(&repo, &["run", "-j", "1"], true);
+    read_pid(&pids.join("first"));
+    let start = Instant::now();
+    while find_sandbox(&base, "second").is_none() {
+        assert!(
+            start.elapsed() < HANG_GUARD,
+            "the second check's sandbox was never prepared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !pids.join("second").exists(),
+        "the prepared check started before a slot was free"
+    );
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &checkdef.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let out = output_within_guard(checkdef, "an interrupted run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(!pids.join("second").exists(), "{stderr}");
+    assert!(
+        find_sandbox(&base, "second").is_none() && find_sandbox(&base, "first").is_none(),
+        "sandboxes left behind: {stderr}"
+    );
+
+    // Let the first one end: both run, one after the other.
+    std::fs::write(pids.join("go"), "").unwrap();
+    let env = [(env[0].0, env[0].1.as_str())];
+    let out = repo.run_json(&["-j", "1"], &env);
+    out.expect_code(0);
+    assert_eq!(out.seg("second")["status"], "passed");
+    read_pid(&pids.join("second"));
+}
