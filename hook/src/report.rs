@@ -127,6 +127,32 @@ pub fn outcome_line(o: &SegmentOutcome, width: usize, style: &Style) -> String {
     }
 }
 
+/// A note and a hint when checks that could have run warm ran in fresh processes because the
+/// interpreter on `PATH` is a shim (pyenv's `~/.pyenv/shims/python3`): every such check pays a
+/// Python start-up and a pytest import, silently, unless the run says so.
+pub fn runner_hint(printer: &crate::printer::Printer, r: &RunReport) {
+    let shims: Vec<&str> = r
+        .segments
+        .iter()
+        .filter(|o| o.runner == Some(crate::config::Runner::Process))
+        .filter_map(|o| o.runner_note.as_deref())
+        .filter(|n| crate::run::warm::note_is_shim(n))
+        .collect();
+    let Some(first) = shims.first() else {
+        return;
+    };
+    let n = shims.len();
+    printer.info(&format!(
+        "note: {n} check{} ran in fresh processes, not in the warm pytest runner: {first}",
+        if n == 1 { "" } else { "s" }
+    ));
+    if !printer.is_quiet() {
+        printer.hint(
+            "put the interpreter's own directory first on PATH (with pyenv: PATH=\"$(pyenv prefix)/bin:$PATH\"); see docs/configuration.md, \"Runners: warm and process\"",
+        );
+    }
+}
+
 /// The summary line.
 pub fn summary_line(r: &RunReport, style: &Style) -> String {
     let verdict = if r.all_passed() {

@@ -242,6 +242,7 @@ pub fn pre_push(ctx: &Context, remote: &str, url: &str) -> Result<Code> {
             run::watch_signals(tx);
             run::run_plan(&repo, &plan, caches.clone(), &opts, rx, reporter).await
         })?;
+        report::runner_hint(p, &report);
         p.line(&report::summary_line(&report, &style));
         if cfg.config.hook.mode == HookMode::Affected
             && let Some(base) = unit.base

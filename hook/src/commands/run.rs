@@ -65,6 +65,7 @@ pub fn run(ctx: &Context, args: &RunArgs) -> Result<Code> {
         text.push('\n');
         ctx.printer.stdout(text)?;
     }
+    report::runner_hint(&printer, &report);
     if !args.json || !ctx.printer.is_quiet() {
         printer.line(&report::summary_line(&report, &printer.style()));
     }

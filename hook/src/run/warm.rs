@@ -86,6 +86,15 @@ impl WarmPlan {
     }
 }
 
+/// How a check's note ends when the interpreter on its `PATH` is a script (a pyenv shim).
+const NOT_AN_INTERPRETER: &str = " is not an interpreter binary (a shim?)";
+
+/// Whether a fresh check's runner note says its interpreter was a shim: a set-up the user can
+/// change (see [`crate::report::runner_hint`]).
+pub fn note_is_shim(note: &str) -> bool {
+    note.ends_with(NOT_AN_INTERPRETER)
+}
+
 /// Whether `command` (run by `sh -c` with `env`) can run warm, and how; `Err` says why not.
 pub fn plan(command: &str, env: &[(String, String)]) -> Result<WarmPlan, String> {
     let words = shell_words(command).ok_or("the command is not a plain word list")?;
@@ -98,10 +107,7 @@ pub fn plan(command: &str, env: &[(String, String)]) -> Result<WarmPlan, String>
         [py, m, pytest, rest @ ..] if is_python(py) && m == "-m" && pytest == "pytest" => {
             let found = which(py, path)?;
             if !is_elf(&found) {
-                return Err(format!(
-                    "{} is not an interpreter binary (a shim?)",
-                    found.display()
-                ));
+                return Err(format!("{}{NOT_AN_INTERPRETER}", found.display()));
             }
             let mut orig = vec![py.clone(), "-m".into(), "pytest".into()];
             orig.extend(rest.iter().cloned());

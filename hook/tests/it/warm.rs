@@ -375,6 +375,22 @@ command = "python3 -m pytest tests"
             .contains("not an interpreter binary"),
         "{s}"
     );
+    // And the human output says so, with what to change (it would be slow without a word).
+    let mut cmd = repo.checkdef_cmd_in(&repo.root, &["run", "-s", "warm", "--force"]);
+    cmd.env("PATH", &shimmed)
+        .env("CHECKDEF_CACHE_DIR", repo.tmp.path().join("cache-2"));
+    let human = CmdOut::from_output(cmd.output().unwrap());
+    human.expect_code(0);
+    assert!(
+        human
+            .stderr
+            .contains("note: 1 check ran in fresh processes, not in the warm pytest runner: ")
+            && human
+                .stderr
+                .contains("hint: put the interpreter's own directory first on PATH"),
+        "{}",
+        human.stderr
+    );
 
     // A regular package of that name would shadow it: a fresh process (in every segment, as
     // the view shows every segment the whole tree).
