@@ -296,6 +296,12 @@ fn gc(printer: &Printer, dir: &Path, max: u64) -> Result<Code> {
         total = total.saturating_sub(*size);
         removed += 1;
     }
+    let bytecode = crate::run::view::prune_bytecode(dir);
+    if bytecode > 0 {
+        printer.info(&format!(
+            "checkdef: removed {bytecode} compiled modules no sandbox layer uses any more"
+        ));
+    }
     let others = listed.len() - entries.len();
     printer.line(&format!(
         "checkdef: {} — {} entries, {} → {} bytes; removed {removed} least recently used{}",

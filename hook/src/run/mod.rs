@@ -933,6 +933,8 @@ impl Ready {
 struct Warm {
     server: Arc<warm::Server>,
     plan: warm::WarmPlan,
+    /// Where its server's bytecode and cache tag are kept (see [`warm::cache_tag`]).
+    pyc_dir: Option<PathBuf>,
     dir: PathBuf,
     isolated: bool,
     cwd: PathBuf,
@@ -968,6 +970,10 @@ async fn run_prepared(
                 sink.clone(),
             )
             .await;
+            if let Some(dir) = &w.pyc_dir {
+                // The server has served (or died): record its cache tag for later runs.
+                let _ = warm::cache_tag(&w.server, &w.plan, dir);
+            }
             match held {
                 warm::Held::Ran(o, None) => return (o, Runner::Warm, None),
                 warm::Held::Ran(o, Some(why)) => return (o, Runner::Process, Some(why)),
@@ -1092,15 +1098,37 @@ fn prepare(
             // With checkout rules (.gitattributes, filters) what a file holds depends on more
             // than its blob id, which is all the persistent layer's state records: such
             // snapshots get a fresh private copy every time.
-            let persistent = match &views.store {
-                Some(store) if !plan.convert => {
-                    view::InputsLayer::acquire(repo, &plan.target, store, &seg.name, inputs)
-                        .with_context(|| format!("materialising the inputs of {}", seg.name))?
+            // A warm check's server offers bytecode of the inputs: its cache tag once it is
+            // serving, or the one an earlier run's server of this interpreter reported.
+            let pycs = match (&warm, &views.store) {
+                (Ok((server, wplan)), Some(store)) => {
+                    let dir = view::pyc_dir(store);
+                    let tag = warm::cache_tag(server, wplan, &dir);
+                    Some(view::PycStore { dir, tag })
                 }
                 _ => None,
             };
+            let persistent = match &views.store {
+                Some(store) if !plan.convert => view::InputsLayer::acquire(
+                    repo,
+                    &plan.target,
+                    store,
+                    &seg.name,
+                    inputs,
+                    pycs.as_ref(),
+                )
+                .with_context(|| format!("materialising the inputs of {}", seg.name))?,
+                _ => None,
+            };
             let layer = match persistent {
-                Some(l) => l,
+                Some(a) => {
+                    if let (Ok((server, _)), Some(p)) = (&warm, &pycs) {
+                        for chunk in a.missing_pycs.chunks(200) {
+                            server.compile(&p.dir, chunk);
+                        }
+                    }
+                    a.layer
+                }
                 None => view::InputsLayer::private(
                     repo,
                     &plan.target,
@@ -1205,6 +1233,7 @@ fn prepare(
     let warm = warm.map(|(server, plan)| Warm {
         server,
         plan,
+        pyc_dir: views.store.as_deref().map(view::pyc_dir),
         dir: d.clone(),
         isolated: views.isolated(),
         // Where the sandbox entry changes to: the view at the repository's path.

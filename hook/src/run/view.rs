@@ -499,16 +499,108 @@ fn mode_bits(m: FileMode) -> u32 {
     }
 }
 
+/// Bytecode offered to the persistent inputs layers: hash-checked `.pyc` files compiled by a
+/// warm server (run/warm_server.py, `compile_blobs`), one per blob, in `dir/<tag>/<blob id>.pyc`.
+#[derive(Debug, Clone)]
+pub struct PycStore {
+    pub dir: PathBuf,
+    /// The interpreter's cache tag (`cpython-311`), the name an import looks for; `None` while
+    /// unknown (nothing is linked, every candidate is reported missing).
+    pub tag: Option<String>,
+}
+
+impl PycStore {
+    fn entry(&self, tag: &str, id: &str) -> PathBuf {
+        self.dir.join(tag).join(format!("{id}.pyc"))
+    }
+}
+
+/// The directory of the bytecode store of the repository whose layers are below `store`.
+pub fn pyc_dir(store: &Path) -> PathBuf {
+    store.join("pyc")
+}
+
+/// Remove the bytecode no inputs layer links any more (a hard-link count of one) from every
+/// repository's store below the local cache `cache_dir` (`cache gc`); how many went. A run
+/// linking one meanwhile fails to and lets its check compile the module itself.
+pub fn prune_bytecode(cache_dir: &Path) -> usize {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut removed = 0;
+    let Ok(repos) = std::fs::read_dir(cache_dir.join(STORE_DIR)) else {
+        return 0;
+    };
+    for repo in repos.flatten() {
+        let Ok(tags) = std::fs::read_dir(pyc_dir(&repo.path())) else {
+            continue;
+        };
+        for tag in tags.flatten().filter(|t| t.path().is_dir()) {
+            let Ok(files) = std::fs::read_dir(tag.path()) else {
+                continue;
+            };
+            for f in files.flatten() {
+                let p = f.path();
+                if p.extension().is_some_and(|e| e == "pyc")
+                    && std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_file() && m.nlink() == 1)
+                    && std::fs::remove_file(&p).is_ok()
+                {
+                    removed += 1;
+                }
+            }
+        }
+    }
+    removed
+}
+
+/// Whether pytest rewrites this file on import (its own `python_files` defaults, and
+/// `conftest.py`): the interpreter's bytecode would never be used for it.
+fn rewritten_by_pytest(name: &[u8]) -> bool {
+    name == b"conftest.py" || name.starts_with(b"test_") || name.ends_with(b"_test.py")
+}
+
+/// Where the import system looks for the bytecode of `path` (a `.py` input): the layer-relative
+/// path of `__pycache__/<stem>.<tag>.pyc` beside it, when that is not a path of the inputs.
+fn pyc_path(path: &BStr, tag: &str, inputs: &HashSet<&[u8]>) -> Option<BString> {
+    let path: &[u8] = path.as_ref();
+    let (dir, name) = match path.rfind_byte(b'/') {
+        Some(i) => (&path[..=i], &path[i + 1..]),
+        None => (&b""[..], path),
+    };
+    let stem = name.strip_suffix(b".py")?;
+    if stem.is_empty() || rewritten_by_pytest(name) {
+        return None;
+    }
+    let mut cache = dir.to_vec();
+    cache.extend_from_slice(b"__pycache__");
+    let mut p = cache.clone();
+    p.push(b'/');
+    p.extend_from_slice(stem);
+    p.push(b'.');
+    p.extend_from_slice(tag.as_bytes());
+    p.extend_from_slice(b".pyc");
+    (!inputs.contains(cache.as_slice()) && !inputs.contains(p.as_slice())).then(|| p.into())
+}
+
+/// The persistent layer of a segment, with what it is missing.
+pub struct Acquired {
+    pub layer: InputsLayer,
+    /// `.py` inputs (their path in the layer, blob id) whose bytecode the store lacks.
+    pub missing_pycs: Vec<(PathBuf, String)>,
+}
+
 impl InputsLayer {
     /// The persistent inputs layer of `segment` below `store`, brought up to date with `inputs`
-    /// by their difference to what it held; `None` when another run is using it.
+    /// by their difference to what it held; `None` when another run is using it. With `pycs`,
+    /// each `.py` input whose bytecode the store holds also gets it, hard-linked into its
+    /// `__pycache__` (a line `pyc ID PATH` of the state, removed with the source, so a
+    /// directory is never kept alive by bytecode alone).
     pub fn acquire(
         repo: &Repo,
         target: &Target,
         store: &Path,
         segment: &str,
         inputs: &[Input],
-    ) -> Result<Option<InputsLayer>> {
+        pycs: Option<&PycStore>,
+    ) -> Result<Option<Acquired>> {
         let dir = store.join("inputs").join(key(segment.as_bytes()));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let Some(l) = lock(&dir.join("lock"), FlockOperation::NonBlockingLockExclusive)? else {
@@ -516,12 +608,41 @@ impl InputsLayer {
         };
         let tree = dir.join("tree");
         let state = dir.join("state");
-        let want: Vec<String> = inputs.iter().map(input_line).collect();
+        let mut want: Vec<String> = inputs.iter().map(input_line).collect();
+        // Bytecode the store has (linked below) and sources it lacks (to be compiled).
+        let mut offered: Vec<(String, BString, PathBuf)> = Vec::new();
+        let mut missing_pycs = Vec::new();
+        if let Some(pycs) = pycs {
+            let paths: HashSet<&[u8]> = inputs.iter().map(|e| e.path.as_slice()).collect();
+            for e in inputs {
+                if !matches!(e.mode, FileMode::Regular | FileMode::Executable)
+                    || e.id.kind() != gix::hash::Kind::Sha1
+                {
+                    continue;
+                }
+                let tag = pycs.tag.as_deref().unwrap_or("unknown");
+                let Some(rel) = pyc_path(e.path.as_bstr(), tag, &paths) else {
+                    continue;
+                };
+                let id = e.id.to_string();
+                match &pycs.tag {
+                    Some(tag) if pycs.entry(tag, &id).is_file() => {
+                        let line = format!("pyc {id} {}", escape(rel.as_bstr()));
+                        offered.push((line, rel, pycs.entry(tag, &id)));
+                    }
+                    _ => missing_pycs.push((tree.join(crate::git::native(e.path.as_ref())), id)),
+                }
+            }
+        }
         let old = std::fs::read_to_string(&state)
             .ok()
             .filter(|_| tree.is_dir());
         let _ = std::fs::remove_file(&state);
-        match old {
+        let old_set: HashSet<&str> = old
+            .as_deref()
+            .map(|o| o.lines().collect())
+            .unwrap_or_default();
+        match &old {
             None => {
                 force_remove(&tree);
                 std::fs::create_dir_all(&tree)
@@ -529,8 +650,11 @@ impl InputsLayer {
                 repo.materialize(target, inputs, &tree)?;
             }
             Some(old) => {
-                let old_set: HashSet<&str> = old.lines().collect();
-                let new_set: HashSet<&str> = want.iter().map(String::as_str).collect();
+                let new_set: HashSet<&str> = want
+                    .iter()
+                    .map(String::as_str)
+                    .chain(offered.iter().map(|(l, _, _)| l.as_str()))
+                    .collect();
                 // What no longer matches goes first (a changed file is removed, then written).
                 let mut gone: Vec<PathBuf> = Vec::new();
                 for line in old.lines().filter(|l| !new_set.contains(l)) {
@@ -559,13 +683,26 @@ impl InputsLayer {
                 }
             }
         }
+        for (line, rel, entry) in offered {
+            let p = tree.join(crate::git::native(rel.as_bstr()));
+            let linked = old_set.contains(line.as_str())
+                || p.parent()
+                    .is_some_and(|d| std::fs::create_dir_all(d).is_ok())
+                    && std::fs::hard_link(&entry, &p).is_ok();
+            if linked {
+                want.push(line);
+            }
+        }
         let mut text = want.join("\n");
         text.push('\n');
         crate::fsutil::write_atomic(&state, text.as_bytes())
             .with_context(|| format!("writing {}", state.display()))?;
-        Ok(Some(InputsLayer {
-            tree,
-            _lock: Some(l),
+        Ok(Some(Acquired {
+            layer: InputsLayer {
+                tree,
+                _lock: Some(l),
+            },
+            missing_pycs,
         }))
     }
 

@@ -259,6 +259,41 @@ fn shebang(script: &Path) -> Result<PathBuf, String> {
     Ok(interp)
 }
 
+/// The cache tag of bytecode for checks of `plan`'s interpreter and environment: `server`'s
+/// once it serves (then recorded in `dir`), else the one recorded by an earlier run's server of
+/// the same interpreter binary (path, size, mtime, inode) and bytecode-relevant variables.
+/// `None` when unknown yet, or when the server offers no bytecode.
+pub fn cache_tag(server: &Server, plan: &WarmPlan, dir: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(&plan.interpreter).ok()?;
+    let mut key = format!(
+        "{}\0{}\0{}\0{}",
+        plan.interpreter.display(),
+        meta.len(),
+        meta.mtime_nsec() + meta.mtime() * 1_000_000_000,
+        meta.ino()
+    );
+    for var in ["PYTHONOPTIMIZE", "PYTHONNODEBUGRANGES"] {
+        key.push('\0');
+        key.push_str(plan.server_env.get(var).map_or("", String::as_str));
+    }
+    let record = dir.join(format!("tag-{}", super::view::key(key.as_bytes())));
+    match &*server.state.borrow() {
+        State::Ready(tag) => {
+            let text = tag.as_deref().unwrap_or("none");
+            if std::fs::read_to_string(&record).ok().as_deref() != Some(text) {
+                let _ = std::fs::create_dir_all(dir)
+                    .and_then(|()| crate::fsutil::write_atomic(&record, text.as_bytes()));
+            }
+            tag.clone()
+        }
+        State::Starting => std::fs::read_to_string(&record)
+            .ok()
+            .filter(|t| t != "none" && !t.is_empty()),
+        _ => None,
+    }
+}
+
 /// Why a warm check must run in a fresh process instead.
 #[derive(Debug)]
 pub enum Refusal {
@@ -320,7 +355,7 @@ impl WarmPool {
         let slot = slots.entry(plan.fingerprint()).or_default();
         if let Some(s) = &slot.server {
             match &*s.state.borrow() {
-                State::Starting | State::Ready => return Ok(s.clone()),
+                State::Starting | State::Ready(_) => return Ok(s.clone()),
                 State::Refused(why) => {
                     slot.refused = Some(why.clone());
                 }
@@ -352,7 +387,8 @@ impl WarmPool {
 #[derive(Debug, Clone)]
 enum State {
     Starting,
-    Ready,
+    /// Serving; with the interpreter's cache tag when it offers bytecode (see `compile`).
+    Ready(Option<String>),
     Refused(String),
     Dead(String),
 }
@@ -401,12 +437,33 @@ struct Reply {
     setup_failed: Option<u64>,
     exited: Option<u64>,
     status: Option<i32>,
+    cache_tag: Option<String>,
 }
 
 impl Server {
     /// Whether this server has died (a check prepared earlier may still hold it).
     pub fn is_dead(&self) -> bool {
         matches!(&*self.state.borrow(), State::Dead(_))
+    }
+
+    /// Ask the server to compile each `(source, blob id)` into `store/<tag>/<blob id>.pyc`
+    /// (run/warm_server.py, `compile_blobs`); it checks that the source is that blob. Nothing
+    /// waits for it: a later check finds the bytecode, or compiles the module itself.
+    pub fn compile(&self, store: &Path, sources: &[(PathBuf, String)]) {
+        if sources.is_empty() {
+            return;
+        }
+        let list: Vec<(String, &str)> = sources
+            .iter()
+            .map(|(p, id)| (p.display().to_string(), id.as_str()))
+            .collect();
+        let request = serde_json::json!({ "compile": list, "store": store });
+        // Never blocks; a request that does not fit now is dropped.
+        let _ = rustix::net::send(
+            &self.sock,
+            request.to_string().as_bytes(),
+            rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL,
+        );
     }
 
     fn spawn(dir: &Path, plan: &WarmPlan, log: &Path) -> std::io::Result<Server> {
@@ -474,7 +531,7 @@ impl Server {
         .map(|s| s.clone())
         .unwrap_or_else(|_| State::Dead("gone".into()));
         match ready {
-            State::Ready => {}
+            State::Ready(_) => {}
             State::Refused(why) | State::Dead(why) => return Err(Refusal::NotStarted(why)),
             State::Starting => unreachable!("waited for another state"),
         }
@@ -549,7 +606,7 @@ fn read_replies(
         let mut pending = pending.lock().expect("pending lock");
         if let Some(ok) = reply.ready {
             let _ = state.send(if ok {
-                State::Ready
+                State::Ready(reply.cache_tag)
             } else {
                 State::Refused(reply.reason.unwrap_or_default())
             });

@@ -44,7 +44,10 @@ os.dup2(_capture, 2)
 _import_error = None
 try:
     import gc
+    import hashlib
     import json
+    import warnings
+    import importlib.util
     import runpy
     import select
     import socket
@@ -418,7 +421,58 @@ def finish():
             pass
 
 
+def pyc_tag():
+    """The interpreter's cache tag when the bytecode this server compiles is what a check's own
+    import would compile (no -O, debug ranges kept), else None: no bytecode is offered."""
+    if (
+        sys.flags.optimize
+        or "no_debug_ranges" in getattr(sys, "_xoptions", {})
+        or os.environ.get("PYTHONNODEBUGRANGES")
+    ):
+        return None
+    return sys.implementation.cache_tag
+
+
+def compile_blobs(msg):
+    """Compile each [SOURCE, BLOB_ID] into STORE/<tag>/BLOB_ID.pyc (hash-checked, so an import
+    validates it against the source it finds), from the bytes read here and only when they are
+    that git blob (the layer may have changed since). A source whose compilation warns is left
+    out: a check compiling it itself shows (or, with -W error, fails on) the warning."""
+    tag = pyc_tag()
+    store = msg.get("store")
+    if tag is None or not isinstance(store, str):
+        return
+    out_dir = os.path.join(store, tag)
+    for src, oid in msg.get("compile", []):
+        dst = os.path.join(out_dir, oid + ".pyc")
+        try:
+            if os.path.exists(dst):
+                continue
+            with open(src, "rb") as f:
+                data = f.read()
+            if hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest() != oid:
+                continue
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                code = compile(data, src, "exec", dont_inherit=True, optimize=0)
+            if caught:
+                continue
+            pyc = importlib._bootstrap_external._code_to_hash_pyc(
+                code, importlib.util.source_hash(data), checked=True
+            )
+            os.makedirs(out_dir, mode=0o700, exist_ok=True)
+            tmp = "%s.%d.tmp" % (dst, os.getpid())
+            with open(tmp, "wb") as f:
+                f.write(pyc)
+            os.replace(tmp, dst)
+        except Exception:  # noqa: BLE001  (no bytecode: the check compiles it itself)
+            continue
+
+
 def handle(msg):
+    if "compile" in msg:
+        compile_blobs(msg)
+        return
     rid = msg.get("run")
     if rid is None:
         raise SystemExit("malformed request")
@@ -477,7 +531,7 @@ def main():
     if _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         send({"ready": False, "reason": "cannot become a child subreaper"})
         return
-    send({"ready": True})
+    send({"ready": True, "cache_tag": pyc_tag()})
     poll = select.poll()
     poll.register(ctl.fileno(), select.POLLIN)
     try:

@@ -764,3 +764,146 @@ fn warm_checks_and_servers_do_not_outlive_a_killed_checkdef() {
     let left = crate::lifecycle::survivors(&all);
     assert!(left.is_empty(), "still running: {left:?} of {all:?}");
 }
+
+/// The warm server compiles the inputs' modules once (hash-checked bytecode, one per blob);
+/// later checks import that bytecode instead of compiling, and it never outlives its source: a
+/// package removed from the inputs is not kept alive as a namespace package by a `__pycache__`
+/// left in the layer, and an edited module is never run from the old bytecode.
+#[test]
+fn bytecode_from_the_server_is_used_and_goes_with_its_source() {
+    if !have_pytest() {
+        return;
+    }
+    let repo = TestRepo::new();
+    repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
+        .write("pkg/__init__.py", "")
+        .write("pkg/mod.py", "VALUE = 1\n")
+        .write("pkg/gone/__init__.py", "")
+        .write("pkg/gone/util.py", "X = 1\n")
+        // Compiling this warns (an invalid escape): no bytecode may hide that from a check.
+        .write("pkg/warns.py", "PATTERN = \"\\d\"\n")
+        .write(
+            "tests/test_warns.py",
+            "def test_warns():\n    import pkg.warns\n",
+        )
+        .write(
+            "tests/test_mod.py",
+            r#"import importlib
+
+import pkg.mod
+
+
+def test_mod():
+    with open(pkg.mod.__cached__, "rb") as f:
+        flags = int.from_bytes(f.read()[4:8], "little")
+    print("value", pkg.mod.VALUE, "pyc-flags", flags)
+    try:
+        importlib.import_module("pkg.gone")
+        print("gone importable")
+    except ImportError:
+        print("gone missing")
+"#,
+        )
+        .write(
+            "checkdef.toml",
+            r#"version = 1
+
+[[segment]]
+name = "mod"
+include = ["pytest.ini", "pkg/**", "tests/test_mod.py"]
+command = "python3 -m pytest -s -q tests/test_mod.py"
+
+[[segment]]
+name = "warns"
+include = ["pytest.ini", "pkg/**", "tests/test_warns.py"]
+command = "python3 -m pytest -q -W error::DeprecationWarning tests/test_warns.py"
+"#,
+        );
+    repo.commit("init");
+    let path = interpreter_path();
+    let probe = |extra: &[&str]| {
+        let out = run(&repo, &path, "cache", extra);
+        out.expect_code(1);
+        assert_eq!(out.seg("mod")["status"], "passed", "{}", out.stderr);
+        assert_eq!(out.seg("mod")["runner"], "warm", "{}", out.stderr);
+        // Failed each time, as a fresh process fails it.
+        let w = out.seg("warns");
+        assert_eq!(
+            (w["status"].as_str(), w["runner"].as_str()),
+            (Some("failed"), Some("warm"))
+        );
+        let line = out
+            .stderr
+            .lines()
+            .filter_map(|l| l.split_once(" │ ").map(|(_, t)| t))
+            .filter(|t| t.starts_with("value") || t.starts_with("gone"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(!line.is_empty(), "no probe lines: {}", out.stderr);
+        (line, out)
+    };
+    // The first run compiles (the import writes a timestamp pyc into the check's own layer) and
+    // has the server compile; the next one imports the server's hash-checked bytecode (flags 3).
+    let (first, _) = probe(&[]);
+    assert!(first.starts_with("value 1 pyc-flags 0"), "{first}");
+    let (second, _) = probe(&["--force"]);
+    assert_eq!(second, "value 1 pyc-flags 3 gone importable");
+    // An edit: never the old module's bytecode.
+    repo.write("pkg/mod.py", "VALUE = 2  # edited\n");
+    repo.write(
+        "tests/test_mod.py",
+        &std::fs::read_to_string(repo.root.join("tests/test_mod.py"))
+            .unwrap()
+            .replace(
+                "print(\"value\"",
+                "assert pkg.mod.VALUE == 2\n    print(\"value\"",
+            ),
+    );
+    repo.commit("edit");
+    let (edited, _) = probe(&[]);
+    assert!(edited.starts_with("value 2 "), "{edited}");
+    // The package goes: so does its bytecode, and with it the directory.
+    std::fs::remove_dir_all(repo.root.join("pkg/gone")).unwrap();
+    repo.commit("remove pkg.gone");
+    let (removed, _) = probe(&[]);
+    assert!(removed.ends_with("gone missing"), "{removed}");
+    // `cache gc` drops the bytecode no layer links (the old pkg/mod.py's, pkg/gone's), and
+    // keeps what is linked.
+    let cache = repo.tmp.path().join("cache");
+    let store_pycs = || -> Vec<(PathBuf, u64)> {
+        use std::os::unix::fs::MetadataExt as _;
+        let mut out = Vec::new();
+        for r in std::fs::read_dir(cache.join("checkdef-sandboxes"))
+            .unwrap()
+            .flatten()
+        {
+            for t in std::fs::read_dir(r.path().join("pyc"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                for f in std::fs::read_dir(t.path()).into_iter().flatten().flatten() {
+                    if f.path().extension().is_some_and(|e| e == "pyc") {
+                        out.push((f.path(), f.metadata().unwrap().nlink()));
+                    }
+                }
+            }
+        }
+        out
+    };
+    assert!(
+        store_pycs().iter().any(|(_, n)| *n == 1),
+        "{:?}",
+        store_pycs()
+    );
+    let mut gc = repo.checkdef_cmd_in(&repo.root, &["cache", "gc", "--max-size", "1G"]);
+    gc.env("CHECKDEF_CACHE_DIR", &cache);
+    CmdOut::from_output(gc.output().unwrap()).expect_code(0);
+    let left = store_pycs();
+    assert!(
+        !left.is_empty() && left.iter().all(|(_, n)| *n > 1),
+        "{left:?}"
+    );
+    let (after_gc, _) = probe(&["--force"]);
+    assert!(after_gc.starts_with("value 2 pyc-flags 3"), "{after_gc}");
+}
