@@ -433,6 +433,9 @@ def pyc_tag():
     return sys.implementation.cache_tag
 
 
+_MAX_COMPILE = 1 << 20
+
+
 def compile_blobs(msg):
     """Compile each [SOURCE, BLOB_ID] into STORE/<tag>/BLOB_ID.pyc (hash-checked, so an import
     validates it against the source it finds), from the bytes read here and only when they are
@@ -446,7 +449,8 @@ def compile_blobs(msg):
     for src, oid in msg.get("compile", []):
         dst = os.path.join(out_dir, oid + ".pyc")
         try:
-            if os.path.exists(dst):
+            # Checks wait while this runs: generated modules of megabytes compile in them.
+            if os.path.exists(dst) or os.path.getsize(src) > _MAX_COMPILE:
                 continue
             with open(src, "rb") as f:
                 data = f.read()
