@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 use rustix::fs::FlockOperation;
 use serde::{Deserialize, Serialize};
 
+use crate::manifest::InputHash;
+
 /// Directory of the per-input-hash locks in the local cache.
 pub const LOCKS_DIR: &str = "checkdef-locks";
 /// Directory of the background runs' records and logs in the local cache.
@@ -45,13 +47,11 @@ pub struct InputLock {
 impl InputLock {
     /// The lock of `input_hash` in the cache at `local`; `Ok(None)` when another process holds
     /// it (it is running that check right now).
-    pub fn try_acquire(local: &Path, input_hash: &str) -> io::Result<Option<InputLock>> {
-        if input_hash.is_empty() || !input_hash.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(io::Error::other(format!("bad input hash `{input_hash}`")));
-        }
+    pub fn try_acquire(local: &Path, input_hash: &InputHash) -> io::Result<Option<InputLock>> {
         let dir = local.join(LOCKS_DIR);
         std::fs::create_dir_all(&dir)?;
-        let path = dir.join(input_hash);
+        // Its hex spelling: a plain file name, by construction.
+        let path = dir.join(input_hash.to_hex());
         loop {
             let file = std::fs::OpenOptions::new()
                 .read(true)
@@ -80,8 +80,8 @@ impl InputLock {
     /// Whether someone holds the lock of `input_hash` now (a file left by a killed holder is not
     /// held).
     #[cfg(test)]
-    pub fn is_held(local: &Path, input_hash: &str) -> bool {
-        let Ok(file) = File::open(local.join(LOCKS_DIR).join(input_hash)) else {
+    pub fn is_held(local: &Path, input_hash: &InputHash) -> bool {
+        let Ok(file) = File::open(local.join(LOCKS_DIR).join(input_hash.to_hex())) else {
             return false;
         };
         rustix::fs::flock(&file, FlockOperation::NonBlockingLockShared).is_err()
@@ -318,34 +318,26 @@ mod tests {
     #[test]
     fn an_input_lock_is_exclusive_and_leaves_nothing_behind() {
         let dir = tempfile::tempdir().unwrap();
-        let a = InputLock::try_acquire(dir.path(), "abc123")
-            .unwrap()
-            .unwrap();
-        assert!(InputLock::is_held(dir.path(), "abc123"));
+        let hash = |n: u8| -> InputHash { format!("{n:02x}").repeat(32).parse().unwrap() };
+        let (abc, other, dead) = (hash(0xab), hash(0x01), hash(0xde));
+        let a = InputLock::try_acquire(dir.path(), &abc).unwrap().unwrap();
+        assert!(InputLock::is_held(dir.path(), &abc));
         // flock is per open file description: a second acquisition in this process is refused
         // just as one in another process would be.
+        assert!(InputLock::try_acquire(dir.path(), &abc).unwrap().is_none());
         assert!(
-            InputLock::try_acquire(dir.path(), "abc123")
-                .unwrap()
-                .is_none()
-        );
-        assert!(
-            InputLock::try_acquire(dir.path(), "other")
+            InputLock::try_acquire(dir.path(), &other)
                 .unwrap()
                 .is_some()
         );
         drop(a);
-        assert!(!dir.path().join(LOCKS_DIR).join("abc123").exists());
-        assert!(!InputLock::is_held(dir.path(), "abc123"));
+        // The lock file is named by the hash's hex spelling.
+        assert!(!dir.path().join(LOCKS_DIR).join(abc.to_string()).exists());
+        assert!(!InputLock::is_held(dir.path(), &abc));
         // A file left by a killed holder is simply taken.
-        std::fs::write(dir.path().join(LOCKS_DIR).join("dead"), b"").unwrap();
-        assert!(!InputLock::is_held(dir.path(), "dead"));
-        assert!(
-            InputLock::try_acquire(dir.path(), "dead")
-                .unwrap()
-                .is_some()
-        );
-        assert!(InputLock::try_acquire(dir.path(), "../x").is_err());
+        std::fs::write(dir.path().join(LOCKS_DIR).join(dead.to_string()), b"").unwrap();
+        assert!(!InputLock::is_held(dir.path(), &dead));
+        assert!(InputLock::try_acquire(dir.path(), &dead).unwrap().is_some());
     }
 
     #[test]

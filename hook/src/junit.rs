@@ -92,7 +92,7 @@ fn testcase(x: &mut String, s: &SegmentOutcome) {
     if let Some(d) = s.original_duration_s {
         property(x, 8, "original_duration_s", &format!("{d:.2}"));
     }
-    property(x, 8, "input_hash", &s.input_hash);
+    property(x, 8, "input_hash", &s.input_hash.to_hex());
     property(x, 8, "store_path", &s.store_path.to_string());
     if let Some(k) = &s.signed_by {
         property(x, 8, "signed_by", k);
@@ -267,7 +267,7 @@ mod tests {
             original_duration_s: matches!(origin, Origin::Cache(_)).then_some(1.234),
             exit_code: Some(if status == Status::Passed { 0 } else { 1 }),
             failure: (status == Status::Failed).then_some(crate::run::Failure::Exit(1)),
-            input_hash: "ab".repeat(32),
+            input_hash: "ab".repeat(32).parse().unwrap(),
             store_path: cache_proto::store_path::StorePath::parse(&format!(
                 "/nix/store/{}-checkdef-{name}",
                 "a".repeat(32)

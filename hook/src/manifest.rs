@@ -98,7 +98,7 @@ pub fn render(spec: &ManifestSpec<'_>) -> String {
 /// The input hash of the manifest of `spec`: the same as `input_hash(&render(spec))`, without
 /// holding the whole text (a segment of 1,000 files has a manifest of about 100 KB, and a plan
 /// that only looks results up never needs it).
-pub fn spec_hash(spec: &ManifestSpec<'_>) -> String {
+pub fn spec_hash(spec: &ManifestSpec<'_>) -> InputHash {
     const CHUNK: usize = 32 << 10;
     let mut hasher = Sha256::new();
     let mut buf = String::with_capacity(CHUNK + 4096);
@@ -107,7 +107,7 @@ pub fn spec_hash(spec: &ManifestSpec<'_>) -> String {
         b.clear();
     });
     hasher.update(buf.as_bytes());
-    hex::encode(hasher.finalize())
+    InputHash(hasher.finalize().into())
 }
 
 /// Write the manifest of `spec` to `out`, handing `out` to `flush` whenever it holds at least
@@ -170,9 +170,116 @@ fn render_into(
     }
 }
 
-/// The input hash: lowercase hex SHA-256 of the manifest's bytes.
-pub fn input_hash(manifest: &str) -> String {
-    hex::encode(Sha256::digest(manifest.as_bytes()))
+/// The input hash: the SHA-256 of the manifest's bytes.
+pub fn input_hash(manifest: &str) -> InputHash {
+    InputHash(Sha256::digest(manifest.as_bytes()).into())
+}
+
+/// A segment's input hash: the SHA-256 of its manifest. Written (`Display`, JSON, the names of
+/// lock files, the store path's key) as 64 lowercase hex digits, and parsed back only from
+/// exactly that spelling, so every place that compares two input hashes compares the same
+/// bytes the text would. Kept as the digest: computing one (the no-op hot path) formats
+/// nothing.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InputHash([u8; 32]);
+
+impl InputHash {
+    /// Length of the hex spelling.
+    pub const HEX_LEN: usize = 64;
+
+    /// The hex spelling in a buffer of its own (no allocation).
+    pub fn to_hex(&self) -> HexBuf {
+        let mut buf = [0u8; Self::HEX_LEN];
+        hex::encode_to_slice(self.0, &mut buf).expect("64 bytes hold 32 in hex");
+        HexBuf(buf)
+    }
+
+    /// All zeros: a value to fill in before the real hash is computed, never a manifest's hash
+    /// in practice.
+    pub fn placeholder() -> InputHash {
+        InputHash([0; 32])
+    }
+
+    /// The first `n` hex digits (for short listings).
+    pub fn short(&self, n: usize) -> String {
+        self.to_hex().as_str()[..n.min(Self::HEX_LEN)].to_owned()
+    }
+}
+
+/// The hex spelling of an [`InputHash`], on the stack.
+pub struct HexBuf([u8; InputHash::HEX_LEN]);
+
+impl HexBuf {
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("hex digits are ASCII")
+    }
+}
+
+impl std::ops::Deref for HexBuf {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<std::path::Path> for HexBuf {
+    fn as_ref(&self) -> &std::path::Path {
+        std::path::Path::new(self.as_str())
+    }
+}
+
+impl std::fmt::Display for InputHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl std::fmt::Debug for InputHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // As the string it was before it had a type.
+        write!(f, "{:?}", self.to_hex().as_str())
+    }
+}
+
+/// Text that is not an input hash (64 lowercase hex digits).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not an input hash (64 lowercase hex digits)")]
+pub struct BadInputHash(pub String);
+
+impl std::str::FromStr for InputHash {
+    type Err = BadInputHash;
+    fn from_str(s: &str) -> Result<InputHash, BadInputHash> {
+        // Lowercase only: the one spelling checkdef writes (`hex` would take uppercase too).
+        let lower_hex = |b: &u8| b.is_ascii_digit() || (b'a'..=b'f').contains(b);
+        if s.len() != Self::HEX_LEN || !s.as_bytes().iter().all(lower_hex) {
+            return Err(BadInputHash(s.to_owned()));
+        }
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).map_err(|_| BadInputHash(s.to_owned()))?;
+        Ok(InputHash(out))
+    }
+}
+
+impl serde::Serialize for InputHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for InputHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<InputHash, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = InputHash;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an input hash (64 lowercase hex digits)")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<InputHash, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
 /// This machine's platform in Nix's spelling, e.g. `x86_64-linux`.
@@ -672,7 +779,7 @@ mod tests {
                  100755 {B} tests/run.sh\n"
             )
         );
-        assert_eq!(input_hash(&text).len(), 64);
+        assert_eq!(input_hash(&text).to_string().len(), 64);
     }
 
     #[test]

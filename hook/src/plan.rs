@@ -17,7 +17,7 @@ use gix::bstr::{BStr, BString};
 use crate::config::{Config, Fingerprint, MatchScratch, Matcher, Sandbox, Segment};
 use crate::context::Env;
 use crate::git::{FileMode, GitError, Input, Repo, Target, Visit, sort_inputs};
-use crate::manifest::{self, ManifestSpec};
+use crate::manifest::{self, InputHash, ManifestSpec};
 
 /// Version of the plan's JSON document (`checkdef plan --json`).
 pub const JSON_VERSION: u32 = 1;
@@ -84,8 +84,8 @@ pub struct SegmentPlan {
     pub index: usize,
     pub name: String,
     pub description: Option<String>,
-    /// Lowercase hex SHA-256 of [`manifest`](Self::manifest).
-    pub input_hash: String,
+    /// The SHA-256 of [`manifest`](Self::manifest).
+    pub input_hash: InputHash,
     /// `/nix/store/<hash>-checkdef-<name>`, see [`store_path_for`].
     pub store_path: StorePath,
     /// See [`manifest::platform`].
@@ -407,14 +407,15 @@ pub fn build_plan_filtered(
         });
     }
     // The segments first, then their input hashes from the same fields `manifest()` renders.
-    let placeholder = store_path_for("", "checkdef");
+    let placeholder_hash = InputHash::placeholder();
+    let placeholder = store_path_for(&placeholder_hash, "checkdef");
     let mut segments: Vec<SegmentPlan> = jobs
         .into_iter()
         .map(|job| SegmentPlan {
             index: job.index,
             name: job.seg.name.clone(),
             description: job.seg.description.clone(),
-            input_hash: String::new(),
+            input_hash: placeholder_hash,
             store_path: placeholder.clone(),
             platform: platform.clone(),
             object_format,
@@ -501,7 +502,7 @@ pub fn classify_changes(matcher: &Matcher, changed: &[BString]) -> (Vec<bool>, V
 
 /// The store path of a segment's result: `cache_proto::store_path::for_input_key` with key
 /// `checkdef-v1:<input hash>` and name `checkdef-<segment>` (Nix's input-addressed scheme).
-pub fn store_path_for(input_hash: &str, segment: &str) -> StorePath {
+pub fn store_path_for(input_hash: &InputHash, segment: &str) -> StorePath {
     cache_proto::store_path::for_input_key(
         &format!("checkdef-v1:{input_hash}"),
         &format!("checkdef-{segment}"),
@@ -729,14 +730,25 @@ mod tests {
             p,
             "/nix/store/8dbh9dxr2mncgjrnqzj4nk6hlf49p3wp-mytool-result"
         );
-        let path = store_path_for(&"0".repeat(64), "foo-tests");
+        let zeros: InputHash = "0".repeat(64).parse().unwrap();
+        let path = store_path_for(&zeros, "foo-tests");
         let ours = path.to_string();
         assert!(
             ours.starts_with("/nix/store/") && ours.ends_with("-checkdef-foo-tests"),
             "{ours}"
         );
         assert_eq!(path.hash_part().len(), 32);
-        assert_ne!(path, store_path_for(&"1".repeat(64), "foo-tests"));
+        let ones: InputHash = "1".repeat(64).parse().unwrap();
+        assert_ne!(path, store_path_for(&ones, "foo-tests"));
+        // The key is the hex spelling, as before the hash had a type.
+        assert_eq!(
+            path,
+            cache_proto::store_path::for_input_key(
+                &format!("checkdef-v1:{}", "0".repeat(64)),
+                "checkdef-foo-tests"
+            )
+            .unwrap()
+        );
     }
 
     #[test]

@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 use cache_proto::nar::NarNode;
 use serde::{Deserialize, Serialize};
 
+use crate::manifest::InputHash;
+
 /// Bumped when the layout of a stored result changes incompatibly.
 pub const RESULT_FORMAT: u32 = 1;
 
@@ -43,7 +45,7 @@ pub struct ResultRecord {
     /// The commit the inputs were read from, or the work tree's HEAD (`null` for a work tree
     /// without commits).
     pub commit: Option<SourceCommit>,
-    pub input_hash: String,
+    pub input_hash: InputHash,
     pub command: String,
     pub checkdef_version: String,
     pub host: String,
@@ -122,7 +124,10 @@ pub enum ResultError {
     #[error("result is for segment `{found}`, expected `{expected}`")]
     Segment { expected: String, found: String },
     #[error("result is for input hash {found}, expected {expected}")]
-    InputHash { expected: String, found: String },
+    InputHash {
+        expected: InputHash,
+        found: InputHash,
+    },
     #[error("manifest in the result does not hash to its input hash")]
     ManifestHash,
     #[error("stored result is a failure (exit {0:?}); failures are never served as hits")]
@@ -166,16 +171,20 @@ impl StoredResult {
 
     /// The checks a reader applies before reporting a cached PASS: right format, right segment,
     /// right input hash (and the manifest really hashes to it), and a pass.
-    pub fn validate_hit(&self, segment: &str, input_hash: &str) -> Result<(), ResultError> {
+    pub fn validate_hit(&self, segment: &str, input_hash: &InputHash) -> Result<(), ResultError> {
         self.validate_record(segment, input_hash)?;
-        if crate::manifest_hash(&self.manifest) != input_hash {
+        if crate::manifest_hash(&self.manifest) != *input_hash {
             return Err(ResultError::ManifestHash);
         }
         Ok(())
     }
 
     /// The checks of [`validate_hit`](Self::validate_hit) that need only the record.
-    pub fn validate_record(&self, segment: &str, input_hash: &str) -> Result<(), ResultError> {
+    pub fn validate_record(
+        &self,
+        segment: &str,
+        input_hash: &InputHash,
+    ) -> Result<(), ResultError> {
         let r = &self.record;
         if r.format != RESULT_FORMAT {
             return Err(ResultError::Format(r.format));
@@ -186,10 +195,10 @@ impl StoredResult {
                 found: r.segment.clone(),
             });
         }
-        if r.input_hash != input_hash {
+        if r.input_hash != *input_hash {
             return Err(ResultError::InputHash {
-                expected: input_hash.to_owned(),
-                found: r.input_hash.clone(),
+                expected: *input_hash,
+                found: r.input_hash,
             });
         }
         if r.status != Status::Passed {
@@ -238,14 +247,14 @@ mod tests {
         let back = StoredResult::from_nar(r.to_nar()).unwrap();
         assert_eq!(back.record, r.record);
         assert_eq!(back.log, r.log);
-        let h = r.record.input_hash.clone();
+        let h = r.record.input_hash;
         back.validate_hit("foo", &h).unwrap();
         assert!(matches!(
             back.validate_hit("bar", &h),
             Err(ResultError::Segment { .. })
         ));
         assert!(matches!(
-            back.validate_hit("foo", "00"),
+            back.validate_hit("foo", &InputHash::placeholder()),
             Err(ResultError::InputHash { .. })
         ));
     }
@@ -253,7 +262,7 @@ mod tests {
     #[test]
     fn failures_and_forged_manifests_are_not_hits() {
         let f = sample(Status::Failed);
-        let h = f.record.input_hash.clone();
+        let h = f.record.input_hash;
         assert!(matches!(
             f.validate_hit("foo", &h),
             Err(ResultError::NotPassed(Some(1)))
@@ -278,6 +287,31 @@ mod tests {
             StoredResult::from_nar(file(vec![])),
             Err(ResultError::NotADirectory)
         ));
+    }
+
+    #[test]
+    fn the_input_hash_is_stored_as_hex_and_read_back_only_so() {
+        let r = sample(Status::Passed);
+        let json = serde_json::to_value(&r.record).unwrap();
+        let hex = crate::manifest::input_hash(&r.manifest).to_string();
+        assert_eq!(json["input_hash"], hex.as_str());
+        assert_eq!(hex.len(), 64);
+        for bad in [
+            "",
+            "00",
+            &hex.to_uppercase(),
+            &format!("{hex}0"),
+            &hex.replace('a', "g"),
+        ] {
+            let mut j = json.clone();
+            j["input_hash"] = bad.into();
+            if bad != hex {
+                assert!(
+                    serde_json::from_value::<ResultRecord>(j).is_err(),
+                    "{bad:?}"
+                );
+            }
+        }
     }
 
     #[test]

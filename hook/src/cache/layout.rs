@@ -28,6 +28,7 @@ use cache_proto::store_path::StorePath;
 
 use super::TrustPolicy;
 use super::stamp::Origin;
+use crate::manifest::InputHash;
 use crate::result::StoredResult;
 
 /// The directory of stamps inside the local cache.
@@ -411,7 +412,7 @@ pub struct Usage {
 #[derive(Debug, Clone, Copy)]
 pub struct Expect<'a> {
     pub segment: Option<&'a str>,
-    pub input_hash: Option<&'a str>,
+    pub input_hash: Option<&'a InputHash>,
 }
 
 impl Expect<'_> {

@@ -34,6 +34,7 @@ use cache_proto::store_path::StorePath;
 
 use crate::exit::usage;
 use crate::fsutil::write_atomic;
+use crate::manifest::InputHash;
 use crate::result::StoredResult;
 
 pub use layout::{
@@ -258,7 +259,7 @@ impl Caches {
         &self,
         path: &StorePath,
         segment: &str,
-        input_hash: &str,
+        input_hash: &InputHash,
         need_log: bool,
     ) -> Lookup {
         // A stamp vouches for the files and records where the entry came from; whether that
@@ -344,7 +345,7 @@ impl Caches {
         &self,
         path: &StorePath,
         segment: &str,
-        input_hash: &str,
+        input_hash: &InputHash,
         mut warnings: Vec<String>,
     ) -> Lookup {
         let Some(remote) = &self.remote else {
@@ -452,7 +453,7 @@ impl Caches {
         store: &Store,
         path: &StorePath,
         segment: &str,
-        input_hash: &str,
+        input_hash: &InputHash,
     ) -> Result<Option<(StoredResult, cache_proto::store::Fetched)>, EntryError> {
         let expect = Expect {
             segment: Some(segment),

@@ -179,7 +179,7 @@ mod tests {
             exit_code: Some(0),
             duration_s: 1.5,
             commit: None,
-            input_hash: "h".into(),
+            input_hash: crate::manifest::InputHash::placeholder(),
             command: "true".into(),
             checkdef_version: "0".into(),
             host: "x".into(),

@@ -92,7 +92,7 @@ pub struct PlanJson {
 #[derive(Debug, serde::Serialize)]
 pub struct SegmentJson {
     pub name: String,
-    pub input_hash: String,
+    pub input_hash: crate::manifest::InputHash,
     pub store_path: String,
     pub touched: Option<bool>,
     pub status: &'static str,
@@ -111,7 +111,7 @@ pub fn to_json(plan: &Plan, statuses: &[CacheState]) -> PlanJson {
             .zip(statuses)
             .map(|(s, st)| SegmentJson {
                 name: s.name.clone(),
-                input_hash: s.input_hash.clone(),
+                input_hash: s.input_hash,
                 store_path: s.store_path.to_string(),
                 touched: s.touched,
                 status: st.as_str(),
@@ -154,7 +154,7 @@ pub fn render_table(plan: &Plan, statuses: &[CacheState]) -> String {
         }
         row.extend([
             s.inputs.len().to_string(),
-            s.input_hash[..16].to_owned(),
+            s.input_hash.short(16),
             s.store_path.to_string(),
         ]);
         rows.push(row);

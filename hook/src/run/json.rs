@@ -33,7 +33,7 @@ pub struct SegmentRunJson {
     pub exit_code: Option<i32>,
     /// Why it failed (`null` when it passed).
     pub reason: Option<String>,
-    pub input_hash: String,
+    pub input_hash: crate::manifest::InputHash,
     pub store_path: String,
     pub signed_by: Option<String>,
     pub warnings: Vec<String>,
@@ -67,7 +67,7 @@ impl SegmentRunJson {
             original_duration_s: s.original_duration_s,
             exit_code: s.exit_code,
             reason: (s.status == Status::Failed).then(|| failure_reason(s)),
-            input_hash: s.input_hash.clone(),
+            input_hash: s.input_hash,
             store_path: s.store_path.to_string(),
             signed_by: s.signed_by.clone(),
             warnings: s.warnings.clone(),

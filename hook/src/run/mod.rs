@@ -28,6 +28,7 @@ use crate::cache::{Caches, Lookup, Source};
 use crate::config::{Runner, Sandbox};
 use crate::context::{Env, SandboxSettings};
 use crate::git::{Repo, Target};
+use crate::manifest::InputHash;
 use crate::plan::{Plan, SegmentPlan};
 use crate::result::{RESULT_FORMAT, ResultRecord, SourceCommit, Status, StoredResult};
 
@@ -100,7 +101,7 @@ pub struct SegmentOutcome {
     pub exit_code: Option<i32>,
     /// Why it failed (`None` when it passed).
     pub failure: Option<Failure>,
-    pub input_hash: String,
+    pub input_hash: InputHash,
     pub store_path: StorePath,
     pub signed_by: Option<String>,
     pub log: Vec<u8>,
@@ -305,7 +306,7 @@ pub async fn run_plan(
                     original_duration_s: Some(hit.result.record.duration_s),
                     exit_code: hit.result.record.exit_code,
                     failure: None,
-                    input_hash: s.input_hash.clone(),
+                    input_hash: s.input_hash,
                     store_path: s.store_path.clone(),
                     signed_by: hit.signed_by,
                     log: hit.result.log,
@@ -502,7 +503,7 @@ pub async fn run_plan(
             original_duration_s: None,
             exit_code: outcome.exit_code,
             failure: outcome.failure,
-            input_hash: seg.input_hash.clone(),
+            input_hash: seg.input_hash,
             store_path: seg.store_path.clone(),
             signed_by: None,
             log: outcome.log,
@@ -583,7 +584,7 @@ pub async fn run_plan(
                     original_duration_s: None,
                     exit_code: None,
                     failure: Some(failure.clone()),
-                    input_hash: seg.input_hash.clone(),
+                    input_hash: seg.input_hash,
                     store_path: seg.store_path.clone(),
                     signed_by: None,
                     log: log.clone().into_bytes(),
@@ -672,7 +673,7 @@ async fn wait_for_input(
                         original_duration_s: Some(hit.result.record.duration_s),
                         exit_code: hit.result.record.exit_code,
                         failure: None,
-                        input_hash: seg.input_hash.clone(),
+                        input_hash: seg.input_hash,
                         store_path: seg.store_path.clone(),
                         signed_by: hit.signed_by,
                         log: hit.result.log,
@@ -765,7 +766,7 @@ fn record_for(
                 .commit
                 .map(|c| SourceCommit::worktree_on(c.to_string())),
         },
-        input_hash: seg.input_hash.clone(),
+        input_hash: seg.input_hash,
         command: seg.command.clone(),
         checkdef_version: env!("CARGO_PKG_VERSION").to_owned(),
         host: hostname(env),
@@ -872,7 +873,7 @@ impl Views {
     fn record(&self, seg: &SegmentPlan, undeclared: &[String]) {
         if let (Some(store), true) = (&self.store, self.isolated()) {
             let rec = view::LastRun {
-                input_hash: seg.input_hash.clone(),
+                input_hash: seg.input_hash,
                 finished_at: std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_secs())
@@ -1351,8 +1352,8 @@ mod tests {
             original_duration_s: original,
             exit_code: Some(0),
             failure: None,
-            input_hash: String::new(),
-            store_path: crate::plan::store_path_for("", "checkdef"),
+            input_hash: InputHash::placeholder(),
+            store_path: crate::plan::store_path_for(&InputHash::placeholder(), "checkdef"),
             signed_by: None,
             log: Vec::new(),
             warnings: Vec::new(),

@@ -800,9 +800,9 @@ pub fn undeclared_reads(
 }
 
 /// The record of a segment's last run's undeclared reads, for `checkdef explain`.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct LastRun {
-    pub input_hash: String,
+    pub input_hash: crate::manifest::InputHash,
     pub finished_at: u64,
     pub undeclared: Vec<String>,
 }

@@ -449,7 +449,10 @@ fn stamped_hits_are_served_without_reading_the_nar_but_never_hide_a_change() {
     // manifest, no log); one that needs it reads the NAR.
     let plan = env.repo.plan_json(&[]);
     let store_path = crate::support::segment_field(&plan, "s0", "store_path");
-    let input_hash = crate::support::segment_field(&plan, "s0", "input_hash");
+    let input_hash: checkdef::manifest::InputHash =
+        crate::support::segment_field(&plan, "s0", "input_hash")
+            .parse()
+            .unwrap();
     let path = cache_proto::store_path::StorePath::parse(&store_path).unwrap();
     let caches = Caches::open(CacheSettings {
         local_dir: env.repo.cache.clone(),
