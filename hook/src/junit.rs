@@ -19,7 +19,6 @@ use std::time::SystemTime;
 
 use anyhow::{Context as _, Result};
 
-use crate::result::Status;
 use crate::run::{Origin, RunReport, SegmentOutcome};
 
 /// How many log lines a `<failure>` holds.
@@ -99,7 +98,7 @@ fn testcase(x: &mut String, s: &SegmentOutcome) {
     }
     x.push_str("      </properties>\n");
     let log = String::from_utf8_lossy(&s.log);
-    if s.status == Status::Failed {
+    if !s.passed() {
         let _ = writeln!(
             x,
             "      <failure message=\"{}\" type=\"failed\">{}</failure>",
@@ -120,7 +119,7 @@ fn testcase(x: &mut String, s: &SegmentOutcome) {
 }
 
 fn failure_message(s: &SegmentOutcome) -> String {
-    crate::run::failure_reason(s)
+    s.verdict.to_string()
 }
 
 fn property(x: &mut String, indent: usize, name: &str, value: &str) {
@@ -256,17 +255,19 @@ pub fn iso8601(t: SystemTime) -> String {
 mod tests {
     use super::*;
     use crate::cache::Source;
+    use crate::result::Status;
     use std::time::Duration;
 
     fn outcome(name: &str, status: Status, origin: Origin, log: &str) -> SegmentOutcome {
         SegmentOutcome {
             name: name.to_owned(),
-            status,
+            verdict: match status {
+                Status::Passed => crate::run::Verdict::Passed,
+                Status::Failed => crate::run::Verdict::Exit(1),
+            },
             origin,
             duration_s: 0.5,
             original_duration_s: matches!(origin, Origin::Cache(_)).then_some(1.234),
-            exit_code: Some(if status == Status::Passed { 0 } else { 1 }),
-            failure: (status == Status::Failed).then_some(crate::run::Failure::Exit(1)),
             input_hash: "ab".repeat(32).parse().unwrap(),
             store_path: cache_proto::store_path::StorePath::parse(&format!(
                 "/nix/store/{}-checkdef-{name}",

@@ -14,7 +14,7 @@ use crate::printer::Printer;
 pub use crate::printer::Style;
 use crate::result::Status;
 use crate::run::lines::Piece;
-use crate::run::{Event, Origin, Reporter, RunReport, SegmentOutcome, failure_reason};
+use crate::run::{Event, Origin, Reporter, RunReport, SegmentOutcome};
 
 /// How many log lines follow a failure.
 pub const FAILURE_TAIL_LINES: usize = 25;
@@ -98,7 +98,7 @@ impl Default for Progress {
 /// The seed-style line for one segment.
 pub fn outcome_line(o: &SegmentOutcome, width: usize, style: &Style) -> String {
     let name = format!("{:width$}", o.name);
-    match (o.status, o.origin) {
+    match (o.status(), o.origin) {
         (Status::Passed, Origin::Cache(src)) => {
             let mut s = format!(
                 "✅ {name}  {}  cached ({}), original {}",
@@ -117,7 +117,7 @@ pub fn outcome_line(o: &SegmentOutcome, width: usize, style: &Style) -> String {
             secs(o.duration_s)
         ),
         (Status::Failed, _) => {
-            let how = failure_reason(o);
+            let how = o.verdict.to_string();
             format!(
                 "❌ {name}  {}  {how}, {}",
                 style.red("FAILED"),
@@ -296,7 +296,7 @@ impl Reporter for HumanReporter {
                 if let Some(bar) = self.bars().running.remove(&outcome.name) {
                     bar.finish_and_clear();
                 }
-                let failed = outcome.status == Status::Failed;
+                let failed = !outcome.passed();
                 if !self.style.quiet || failed {
                     self.line(&outcome_line(outcome, self.width, &self.style));
                     if failed && !interrupted && !self.verbose {

@@ -22,7 +22,6 @@ use crate::plan;
 use crate::prepush;
 use crate::printer::Printer;
 use crate::report::{self, HumanReporter};
-use crate::result::Status;
 use crate::run::{self, Origin, RunOptions};
 
 /// How to get past the hook when it cannot help; every message that blocks a push for a reason
@@ -273,7 +272,7 @@ pub fn pre_push(ctx: &Context, remote: &str, url: &str) -> Result<Code> {
         let stopped: Vec<String> = report
             .segments
             .iter()
-            .filter(|s| matches!(s.failure, Some(run::Failure::OverBudget(_))))
+            .filter(|s| matches!(s.verdict, run::Verdict::OverBudget(_)))
             .map(|s| s.name.clone())
             .collect();
         if !stopped.is_empty()
@@ -289,10 +288,7 @@ pub fn pre_push(ctx: &Context, remote: &str, url: &str) -> Result<Code> {
         let names: Vec<String> = report
             .segments
             .iter()
-            .filter(|s| {
-                s.status == Status::Failed
-                    && !matches!(s.failure, Some(run::Failure::OverBudget(_)))
-            })
+            .filter(|s| !s.passed() && !matches!(s.verdict, run::Verdict::OverBudget(_)))
             .map(|s| s.name.clone())
             .collect();
         if !names.is_empty() {

@@ -25,7 +25,6 @@ use crate::git::{Repo, Target};
 use crate::plan;
 use crate::printer::Style;
 use crate::report::{self, HumanReporter};
-use crate::result::Status;
 use crate::run;
 
 /// The hidden subcommand of a background run.
@@ -139,9 +138,9 @@ pub fn background_main(ctx: &Context, args: &BackgroundArgs) -> Result<Code> {
                 .iter()
                 .map(|s| SegmentEnd {
                     name: s.name.clone(),
-                    status: s.status.as_str().to_owned(),
+                    status: s.status().as_str().to_owned(),
                     source: s.origin.as_str().to_owned(),
-                    reason: (s.status == Status::Failed).then(|| run::failure_reason(s)),
+                    reason: s.reason(),
                 })
                 .collect();
             if report.all_passed() {

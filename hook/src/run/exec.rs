@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use super::lines::{Piece, Splitter};
 use super::supervise::{self, Report};
+use crate::result::Status;
 
 /// Logs beyond this size keep their head and tail; the middle is replaced by a marker line.
 pub const MAX_LOG_BYTES: usize = 8 << 20;
@@ -46,9 +47,13 @@ impl ExecSpec {
     }
 }
 
-/// Why a check did not pass.
+/// How a check ended: the one verdict, from which its status (passed or failed), its exit code
+/// and the reason it failed are all derived, so that they cannot disagree. Only
+/// [`Verdict::Passed`] passes, and only a pass is ever stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
+pub enum Verdict {
+    /// The command exited 0 (and read nothing it did not declare).
+    Passed,
     /// The command exited with a non-zero code.
     Exit(i32),
     /// A signal ended it (not one checkdef sent).
@@ -57,6 +62,9 @@ pub enum Failure {
     TimedOut(Duration),
     /// It never ran: the sandbox, the exec of the supervisor or of the shell failed.
     CouldNotStart(String),
+    /// The sandbox entry stage could not enter the check's sandbox: it exited
+    /// [`super::isolate::ENTRY_FAILED`] with this reason (see [`entry_failure`]).
+    CouldNotEnter(String),
     /// Ctrl-C or SIGTERM stopped it.
     Interrupted,
     /// Ctrl-C or SIGTERM came before it started.
@@ -81,28 +89,97 @@ fn entry_failure(code: i32, log: &[u8]) -> Option<String> {
     }
     let rest = &log[PREFIX.len()..];
     let line = rest.split(|b| *b == b'\n').next().unwrap_or_default();
-    Some(format!(
-        "entering the sandbox: {}",
-        String::from_utf8_lossy(line)
-    ))
+    Some(String::from_utf8_lossy(line).into_owned())
 }
 
-impl std::fmt::Display for Failure {
+impl Verdict {
+    pub fn passed(&self) -> bool {
+        *self == Verdict::Passed
+    }
+
+    /// `passed` or `failed`, as results and documents say it.
+    pub fn status(&self) -> Status {
+        if self.passed() {
+            Status::Passed
+        } else {
+            Status::Failed
+        }
+    }
+
+    /// The exit code of the check's shell, when it exited by itself (`None` when it was
+    /// stopped, killed by a signal, or never ran).
+    pub fn exit_code(&self) -> Option<i32> {
+        match self {
+            Verdict::Passed | Verdict::UndeclaredReads(_) => Some(0),
+            Verdict::Exit(c) => Some(*c),
+            Verdict::CouldNotEnter(_) => Some(super::isolate::ENTRY_FAILED),
+            Verdict::Signal(_)
+            | Verdict::TimedOut(_)
+            | Verdict::CouldNotStart(_)
+            | Verdict::Interrupted
+            | Verdict::NotRun
+            | Verdict::OverBudget(_)
+            | Verdict::Lost(_) => None,
+        }
+    }
+
+    /// Why it failed, as the checklist, the JSON document and JUnit say it (`None` when it
+    /// passed).
+    pub fn reason(&self) -> Option<String> {
+        (!self.passed()).then(|| self.to_string())
+    }
+
+    /// Ctrl-C or SIGTERM stopped it (while it ran or waited): its outcome must never be stored,
+    /// and the engine decides whether the push's budget was the cause.
+    pub fn cancelled(&self) -> bool {
+        matches!(self, Verdict::Interrupted | Verdict::NotRun)
+    }
+
+    /// The line checkdef appends to the log of a check that ended so (`started`: it ran, or
+    /// waited for another process's run, rather than never being started), when its output
+    /// does not say it by itself. The one source of every `[checkdef: …]` verdict marker.
+    pub fn log_marker(&self, started: bool) -> Option<String> {
+        match self {
+            Verdict::Passed
+            | Verdict::Exit(_)
+            | Verdict::Signal(_)
+            | Verdict::UndeclaredReads(_) => None,
+            Verdict::TimedOut(_)
+            | Verdict::CouldNotStart(_)
+            | Verdict::CouldNotEnter(_)
+            | Verdict::Lost(_) => Some(format!("[checkdef: {self}]")),
+            Verdict::Interrupted | Verdict::NotRun if started => {
+                Some("[checkdef: interrupted]".to_owned())
+            }
+            Verdict::Interrupted | Verdict::NotRun => {
+                Some("[checkdef: not started, interrupted]".to_owned())
+            }
+            Verdict::OverBudget(_) if started => Some(format!("[checkdef: {self}]")),
+            Verdict::OverBudget(_) => Some(format!("[checkdef: not started: {self}]")),
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Failure::Exit(c) => write!(f, "exit {c}"),
-            Failure::Signal(s) => write!(f, "killed by {}", crate::process::signal_name(*s)),
-            Failure::TimedOut(d) => write!(f, "timed out after {}", crate::duration::display(*d)),
-            Failure::CouldNotStart(why) => write!(f, "could not start: {why}"),
-            Failure::Interrupted => f.write_str("interrupted"),
-            Failure::NotRun => f.write_str("not run (interrupted)"),
-            Failure::OverBudget(d) => write!(
+            Verdict::Passed => f.write_str("passed"),
+            Verdict::Exit(c) => write!(f, "exit {c}"),
+            Verdict::Signal(s) => write!(f, "killed by {}", crate::process::signal_name(*s)),
+            Verdict::TimedOut(d) => write!(f, "timed out after {}", crate::duration::display(*d)),
+            Verdict::CouldNotStart(why) => write!(f, "could not start: {why}"),
+            Verdict::CouldNotEnter(why) => {
+                write!(f, "could not start: entering the sandbox: {why}")
+            }
+            Verdict::Interrupted => f.write_str("interrupted"),
+            Verdict::NotRun => f.write_str("not run (interrupted)"),
+            Verdict::OverBudget(d) => write!(
                 f,
                 "not finished within the push budget of {}",
                 crate::duration::display(*d)
             ),
-            Failure::Lost(why) => f.write_str(why),
-            Failure::UndeclaredReads(_) => {
+            Verdict::Lost(why) => f.write_str(why),
+            Verdict::UndeclaredReads(_) => {
                 f.write_str("exit 0, but read files that are not its inputs")
             }
         }
@@ -111,31 +188,27 @@ impl std::fmt::Display for Failure {
 
 #[derive(Debug, Clone)]
 pub struct ExecOutcome {
-    /// `Some(code)` when the check's shell exited by itself.
-    pub exit_code: Option<i32>,
-    /// `None` when it passed.
-    pub failure: Option<Failure>,
+    pub verdict: Verdict,
     pub duration: Duration,
     pub log: Vec<u8>,
 }
 
 impl ExecOutcome {
-    pub fn passed(&self) -> bool {
-        self.failure.is_none()
-    }
-
-    /// True when the run was cancelled (Ctrl-C, SIGTERM): its outcome must never be stored.
-    pub fn cancelled(&self) -> bool {
-        matches!(self.failure, Some(Failure::Interrupted | Failure::NotRun))
-    }
-
     /// An outcome for a check stopped before it started (while it waited for another
     /// process's run of the same check).
     pub fn stopped() -> ExecOutcome {
         ExecOutcome {
-            exit_code: None,
+            verdict: Verdict::NotRun,
             log: Vec::new(),
-            failure: Some(Failure::NotRun),
+            duration: Duration::ZERO,
+        }
+    }
+
+    /// An outcome for a check that was interrupted before anything of it could be kept.
+    pub fn interrupted() -> ExecOutcome {
+        ExecOutcome {
+            verdict: Verdict::Interrupted,
+            log: Vec::new(),
             duration: Duration::ZERO,
         }
     }
@@ -143,9 +216,8 @@ impl ExecOutcome {
     /// An outcome for a check that could not start.
     pub fn not_started(why: String) -> ExecOutcome {
         ExecOutcome {
-            exit_code: None,
             log: format!("checkdef: could not start the check: {why}\n").into_bytes(),
-            failure: Some(Failure::CouldNotStart(why)),
+            verdict: Verdict::CouldNotStart(why),
             duration: Duration::ZERO,
         }
     }
@@ -163,7 +235,7 @@ enum Stop {
 }
 
 /// Run `spec`. `cancel` flipping to true, or the time limit, stops the whole process group
-/// (TERM, then KILL after a grace period); a cancelled run fails with [`Failure::Interrupted`].
+/// (TERM, then KILL after a grace period); a cancelled run fails with [`Verdict::Interrupted`].
 pub async fn execute(
     spec: &ExecSpec,
     mut cancel: watch::Receiver<bool>,
@@ -250,38 +322,32 @@ async fn run(
     let duration = started.elapsed();
     let mut log = std::mem::take(&mut *log.lock().expect("log lock")).finish();
     let report = Report::parse(&String::from_utf8_lossy(&report));
-    let exit_code = match (&report, stop) {
-        (Some(Report::Exited(c)), None) => Some(*c),
-        _ => None,
-    };
-    let failure = match (stop, report) {
-        (Some(Stop::Cancel), _) => Some(Failure::Interrupted),
-        (Some(Stop::Timeout), _) => Some(Failure::TimedOut(spec.timeout)),
-        (None, Some(Report::Exited(0))) => None,
-        (None, Some(Report::Exited(c))) => Some(match entry_failure(c, &log) {
-            Some(why) => Failure::CouldNotStart(why),
-            None => Failure::Exit(c),
-        }),
-        (None, Some(Report::Signaled(s))) => Some(Failure::Signal(s)),
-        (None, Some(Report::CannotStart(why))) => Some(Failure::CouldNotStart(why)),
-        (None, None) => Some(Failure::Lost(format!(
+    let verdict = match (stop, report) {
+        (Some(Stop::Cancel), _) => Verdict::Interrupted,
+        (Some(Stop::Timeout), _) => Verdict::TimedOut(spec.timeout),
+        (None, Some(Report::Exited(0))) => Verdict::Passed,
+        (None, Some(Report::Exited(c))) => match entry_failure(c, &log) {
+            Some(why) => Verdict::CouldNotEnter(why),
+            None => Verdict::Exit(c),
+        },
+        (None, Some(Report::Signaled(s))) => Verdict::Signal(s),
+        (None, Some(Report::CannotStart(why))) => Verdict::CouldNotStart(why),
+        (None, None) => Verdict::Lost(format!(
             "checkdef's supervisor stage ended without a report ({status})"
-        ))),
+        )),
     };
-    match &failure {
-        Some(Failure::TimedOut(_)) | Some(Failure::CouldNotStart(_)) | Some(Failure::Lost(_)) => {
-            if let Some(f) = &failure {
-                if !log.is_empty() && !log.ends_with(b"\n") {
-                    log.push(b'\n');
-                }
-                log.extend_from_slice(format!("[checkdef: {f}]\n").as_bytes());
-            }
+    // An interruption's marker waits for the engine, which knows whether the budget caused it.
+    if !verdict.cancelled()
+        && let Some(marker) = verdict.log_marker(true)
+    {
+        if !log.is_empty() && !log.ends_with(b"\n") {
+            log.push(b'\n');
         }
-        _ => {}
+        log.extend_from_slice(marker.as_bytes());
+        log.push(b'\n');
     }
     Ok(ExecOutcome {
-        exit_code,
-        failure,
+        verdict,
         duration,
         log,
     })
@@ -386,8 +452,15 @@ mod tests {
             b"checkdef: could not enter the sandbox: mounting the overlay at /r: ENOENT\nmore\n";
         assert_eq!(
             entry_failure(125, log).as_deref(),
-            Some("entering the sandbox: mounting the overlay at /r: ENOENT")
+            Some("mounting the overlay at /r: ENOENT")
         );
+        let v = Verdict::CouldNotEnter("mounting the overlay at /r: ENOENT".into());
+        assert_eq!(
+            v.to_string(),
+            "could not start: entering the sandbox: mounting the overlay at /r: ENOENT"
+        );
+        // The entry stage's own exit code, as the check's shell would have reported it.
+        assert_eq!(v.exit_code(), Some(125));
         // Another exit code, or a log that does not start with the entry's message, is the
         // check's own exit.
         assert_eq!(entry_failure(1, log), None);
@@ -396,16 +469,86 @@ mod tests {
 
     #[test]
     fn failures_say_what_happened() {
-        assert_eq!(Failure::Exit(3).to_string(), "exit 3");
-        assert_eq!(Failure::Signal(9).to_string(), "killed by SIGKILL");
+        assert_eq!(Verdict::Exit(3).to_string(), "exit 3");
+        assert_eq!(Verdict::Signal(9).to_string(), "killed by SIGKILL");
         assert_eq!(
-            Failure::TimedOut(Duration::from_secs(3)).to_string(),
+            Verdict::TimedOut(Duration::from_secs(3)).to_string(),
             "timed out after 3s"
         );
         assert_eq!(
-            Failure::CouldNotStart("Argument list too long (os error 7)".into()).to_string(),
+            Verdict::CouldNotStart("Argument list too long (os error 7)".into()).to_string(),
             "could not start: Argument list too long (os error 7)"
         );
+    }
+
+    #[test]
+    fn status_exit_code_and_reason_follow_from_the_verdict() {
+        let budget = Verdict::OverBudget(Duration::from_secs(180));
+        let all = [
+            Verdict::Passed,
+            Verdict::Exit(3),
+            Verdict::Signal(9),
+            Verdict::TimedOut(Duration::from_secs(3)),
+            Verdict::CouldNotStart("x".into()),
+            Verdict::CouldNotEnter("y".into()),
+            Verdict::Interrupted,
+            Verdict::NotRun,
+            budget.clone(),
+            Verdict::Lost("z".into()),
+            Verdict::UndeclaredReads(2),
+        ];
+        for v in &all {
+            // Only one variant passes; every other one is a failure with a reason.
+            assert_eq!(v.passed(), *v == Verdict::Passed, "{v:?}");
+            assert_eq!(v.status() == Status::Passed, v.passed(), "{v:?}");
+            assert_eq!(v.reason().is_none(), v.passed(), "{v:?}");
+        }
+        let codes: Vec<Option<i32>> = all.iter().map(Verdict::exit_code).collect();
+        assert_eq!(
+            codes,
+            [
+                Some(0),
+                Some(3),
+                None,
+                None,
+                None,
+                Some(125),
+                None,
+                None,
+                None,
+                None,
+                Some(0)
+            ]
+        );
+        // The log markers, as they always read.
+        assert_eq!(
+            Verdict::Interrupted.log_marker(true).as_deref(),
+            Some("[checkdef: interrupted]")
+        );
+        assert_eq!(
+            Verdict::NotRun.log_marker(true).as_deref(),
+            Some("[checkdef: interrupted]")
+        );
+        assert_eq!(
+            Verdict::NotRun.log_marker(false).as_deref(),
+            Some("[checkdef: not started, interrupted]")
+        );
+        assert_eq!(
+            budget.log_marker(true).as_deref(),
+            Some("[checkdef: not finished within the push budget of 3m]")
+        );
+        assert_eq!(
+            budget.log_marker(false).as_deref(),
+            Some("[checkdef: not started: not finished within the push budget of 3m]")
+        );
+        assert_eq!(
+            Verdict::TimedOut(Duration::from_secs(3))
+                .log_marker(true)
+                .as_deref(),
+            Some("[checkdef: timed out after 3s]")
+        );
+        assert_eq!(Verdict::Exit(1).log_marker(true), None);
+        assert_eq!(Verdict::Passed.log_marker(true), None);
     }
 
     #[test]

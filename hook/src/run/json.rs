@@ -3,7 +3,7 @@
 //! declared here; new fields come only with a new [`RUN_JSON_VERSION`].
 use serde::Serialize;
 
-use super::{RunReport, SegmentOutcome, failure_reason};
+use super::{RunReport, SegmentOutcome};
 use crate::result::Status;
 
 /// The `version` of the document.
@@ -61,12 +61,12 @@ impl SegmentRunJson {
     fn new(s: &SegmentOutcome) -> SegmentRunJson {
         SegmentRunJson {
             name: s.name.clone(),
-            status: s.status,
+            status: s.status(),
             source: s.origin.as_str(),
             duration_s: s.duration_s,
             original_duration_s: s.original_duration_s,
-            exit_code: s.exit_code,
-            reason: (s.status == Status::Failed).then(|| failure_reason(s)),
+            exit_code: s.exit_code(),
+            reason: s.reason(),
             input_hash: s.input_hash,
             store_path: s.store_path.to_string(),
             signed_by: s.signed_by.clone(),

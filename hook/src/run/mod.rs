@@ -33,7 +33,7 @@ use crate::plan::{Plan, SegmentPlan};
 use crate::result::{RESULT_FORMAT, ResultRecord, SourceCommit, Status, StoredResult};
 
 pub use events::{Event, Reporter};
-pub use exec::Failure;
+pub use exec::Verdict;
 use exec::{ExecSpec, LineSink};
 use lines::Piece;
 
@@ -60,7 +60,7 @@ pub struct RunOptions {
     /// the cache is kept, entries being immutable).
     pub force: bool,
     /// The push's budget: when this instant passes, the checks still running are stopped and
-    /// those not started are not started; both end as [`Failure::OverBudget`] (with the budget
+    /// those not started are not started; both end as [`Verdict::OverBudget`] (with the budget
     /// it came from), never stored. `None`: no limit.
     pub deadline: Option<(Instant, Duration)>,
     /// Warn before starting when the misses are expected to take longer than
@@ -88,19 +88,18 @@ impl Origin {
     }
 }
 
-/// The verdict on one segment.
+/// What became of one segment.
 #[derive(Debug, Clone)]
 pub struct SegmentOutcome {
     pub name: String,
-    pub status: Status,
+    /// Passed (run here, or a cached pass), or how it failed; its status, exit code and
+    /// reason follow from it.
+    pub verdict: Verdict,
     pub origin: Origin,
     /// Time spent on it in this invocation (lookup or run).
     pub duration_s: f64,
     /// Duration of the run that produced a cached result.
     pub original_duration_s: Option<f64>,
-    pub exit_code: Option<i32>,
-    /// Why it failed (`None` when it passed).
-    pub failure: Option<Failure>,
     pub input_hash: InputHash,
     pub store_path: StorePath,
     pub signed_by: Option<String>,
@@ -123,18 +122,31 @@ pub struct RunReport {
     pub jobs: usize,
 }
 
+impl SegmentOutcome {
+    pub fn passed(&self) -> bool {
+        self.verdict.passed()
+    }
+
+    pub fn status(&self) -> Status {
+        self.verdict.status()
+    }
+
+    pub fn exit_code(&self) -> Option<i32> {
+        self.verdict.exit_code()
+    }
+
+    /// Why it failed, as the checklist, JSON and JUnit say it (`None` when it passed).
+    pub fn reason(&self) -> Option<String> {
+        self.verdict.reason()
+    }
+}
+
 impl RunReport {
     pub fn passed(&self) -> usize {
-        self.segments
-            .iter()
-            .filter(|s| s.status == Status::Passed)
-            .count()
+        self.segments.iter().filter(|s| s.passed()).count()
     }
     pub fn failed(&self) -> usize {
-        self.segments
-            .iter()
-            .filter(|s| s.status == Status::Failed)
-            .count()
+        self.segments.iter().filter(|s| !s.passed()).count()
     }
     pub fn ran(&self) -> usize {
         self.segments
@@ -300,12 +312,10 @@ pub async fn run_plan(
             Some(hit) => {
                 let o = SegmentOutcome {
                     name: s.name.clone(),
-                    status: Status::Passed,
+                    verdict: Verdict::Passed,
                     origin: Origin::Cache(hit.source),
                     duration_s: took,
                     original_duration_s: Some(hit.result.record.duration_s),
-                    exit_code: hit.result.record.exit_code,
-                    failure: None,
                     input_hash: s.input_hash,
                     store_path: s.store_path.clone(),
                     signed_by: hit.signed_by,
@@ -463,10 +473,10 @@ pub async fn run_plan(
             Done::Ran(o, lock, runner, note) => (o, lock, runner, note),
         };
         let mut outcome = outcome;
-        let cancelled = outcome.cancelled();
+        let cancelled = outcome.verdict.cancelled();
         if cancelled {
             if over_budget && !interrupted {
-                outcome.failure = Some(Failure::OverBudget(budget));
+                outcome.verdict = Verdict::OverBudget(budget);
             } else {
                 interrupted = true;
             }
@@ -487,22 +497,15 @@ pub async fn run_plan(
             v.record(seg, &undeclared);
         }
         outcome.log = redact(&outcome.log, &redactions(&opts.redact_env, seg, &opts.env));
-        if outcome.failure.is_none() && !undeclared.is_empty() {
-            outcome.failure = Some(Failure::UndeclaredReads(undeclared.len()));
+        if outcome.verdict.passed() && !undeclared.is_empty() {
+            outcome.verdict = Verdict::UndeclaredReads(undeclared.len());
         }
-        let status = if outcome.passed() {
-            Status::Passed
-        } else {
-            Status::Failed
-        };
         let mut o = SegmentOutcome {
             name: seg.name.clone(),
-            status,
+            verdict: outcome.verdict,
             origin: Origin::Run,
             duration_s: outcome.duration.as_secs_f64(),
             original_duration_s: None,
-            exit_code: outcome.exit_code,
-            failure: outcome.failure,
             input_hash: seg.input_hash,
             store_path: seg.store_path.clone(),
             signed_by: None,
@@ -516,13 +519,14 @@ pub async fn run_plan(
             reporter.report(Event::Undeclared { message: &w });
             o.warnings.push(w);
         }
-        if cancelled && !interrupted {
-            o.log.extend_from_slice(
-                format!("\n[checkdef: {}]\n", Failure::OverBudget(budget)).as_bytes(),
-            );
-        } else if cancelled {
-            o.log.extend_from_slice(b"\n[checkdef: interrupted]\n");
-        } else if status == Status::Passed {
+        if cancelled {
+            // Stopped by Ctrl-C, SIGTERM or the budget (its verdict says which): never stored.
+            if let Some(marker) = o.verdict.log_marker(true) {
+                o.log.push(b'\n');
+                o.log.extend_from_slice(marker.as_bytes());
+                o.log.push(b'\n');
+            }
+        } else if o.verdict == Verdict::Passed {
             // Only a complete, passing, uninterrupted run is ever stored.
             let stored = StoredResult {
                 record: record_for(plan, seg, &o, &caches, &opts.env),
@@ -563,27 +567,22 @@ pub async fn run_plan(
     }
     if interrupted || over_budget {
         // Segments that never started are reported as failed (not run), never as passed.
-        let (failure, log) = if interrupted {
-            (
-                Failure::NotRun,
-                "[checkdef: not started, interrupted]\n".to_owned(),
-            )
+        let verdict = if interrupted {
+            Verdict::NotRun
         } else {
-            let f = Failure::OverBudget(budget);
-            let log = format!("[checkdef: not started: {f}]\n");
-            (f, log)
+            Verdict::OverBudget(budget)
         };
+        let mut log = verdict.log_marker(false).unwrap_or_default();
+        log.push('\n');
         for (i, slot) in outcomes.iter_mut().enumerate() {
             if slot.is_none() {
                 let seg = &plan.segments[i];
                 let o = SegmentOutcome {
                     name: seg.name.clone(),
-                    status: Status::Failed,
+                    verdict: verdict.clone(),
                     origin: Origin::Run,
                     duration_s: 0.0,
                     original_duration_s: None,
-                    exit_code: None,
-                    failure: Some(failure.clone()),
                     input_hash: seg.input_hash,
                     store_path: seg.store_path.clone(),
                     signed_by: None,
@@ -667,12 +666,10 @@ async fn wait_for_input(
                 if let Some(hit) = lookup.hit {
                     return Waited::Hit(Box::new(SegmentOutcome {
                         name: seg.name.clone(),
-                        status: Status::Passed,
+                        verdict: Verdict::Passed,
                         origin: Origin::Cache(hit.source),
                         duration_s: t.elapsed().as_secs_f64(),
                         original_duration_s: Some(hit.result.record.duration_s),
-                        exit_code: hit.result.record.exit_code,
-                        failure: None,
                         input_hash: seg.input_hash,
                         store_path: seg.store_path.clone(),
                         signed_by: hit.signed_by,
@@ -757,8 +754,8 @@ fn record_for(
     ResultRecord {
         format: RESULT_FORMAT,
         segment: seg.name.clone(),
-        status: o.status,
-        exit_code: o.exit_code,
+        status: o.status(),
+        exit_code: o.exit_code(),
         duration_s: o.duration_s,
         commit: match plan.target {
             Target::Commit(c) => Some(SourceCommit::commit(c.to_string())),
@@ -981,16 +978,7 @@ async fn run_prepared(
                 warm::Held::Lost(why) => {
                     drop(prepared);
                     if *cancel.borrow() {
-                        return (
-                            exec::ExecOutcome {
-                                exit_code: None,
-                                failure: Some(exec::Failure::Interrupted),
-                                duration: std::time::Duration::ZERO,
-                                log: Vec::new(),
-                            },
-                            Runner::Warm,
-                            Some(why),
-                        );
+                        return (exec::ExecOutcome::interrupted(), Runner::Warm, Some(why));
                     }
                     match fresh() {
                         Ok(r) => {
@@ -1329,16 +1317,6 @@ pub fn redact(log: &[u8], redactions: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
     out
 }
 
-/// Why a failed segment failed, as the checklist, JSON and JUnit say it.
-pub fn failure_reason(o: &SegmentOutcome) -> String {
-    match (&o.failure, o.exit_code) {
-        (Some(f), _) => f.to_string(),
-        (None, Some(0)) => "exit 0, but read files that are not its inputs".to_owned(),
-        (None, Some(c)) => format!("exit {c}"),
-        (None, None) => "failed".to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1346,12 +1324,10 @@ mod tests {
     fn seg(name: &str, origin: Origin, took: f64, original: Option<f64>) -> SegmentOutcome {
         SegmentOutcome {
             name: name.into(),
-            status: Status::Passed,
+            verdict: Verdict::Passed,
             origin,
             duration_s: took,
             original_duration_s: original,
-            exit_code: Some(0),
-            failure: None,
             input_hash: InputHash::placeholder(),
             store_path: crate::plan::store_path_for(&InputHash::placeholder(), "checkdef"),
             signed_by: None,

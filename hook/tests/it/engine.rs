@@ -18,7 +18,7 @@ impl Reporter for Recorder {
     fn report(&self, event: Event<'_>) {
         let text = match event {
             Event::Warning(w) => format!("warning {w}"),
-            Event::Cached(o) => format!("cached {} {}", o.name, o.status.as_str()),
+            Event::Cached(o) => format!("cached {} {}", o.name, o.status().as_str()),
             Event::Started { segment } => format!("started {segment}"),
             Event::Waiting { segment } => format!("waiting {segment}"),
             Event::Output { segment, piece } => {
@@ -32,7 +32,7 @@ impl Reporter for Recorder {
             } => format!(
                 "finished {} {}{}",
                 outcome.name,
-                outcome.status.as_str(),
+                outcome.status().as_str(),
                 if interrupted { " interrupted" } else { "" }
             ),
             Event::Summary(s) => format!("summary {s}"),
