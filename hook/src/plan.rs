@@ -55,6 +55,33 @@ fn stderr_suffix(stderr: &str) -> String {
     }
 }
 
+/// Where fingerprint outputs are kept from one invocation to the next. The caller decides
+/// (checkdef: the local cache's fingerprint directory, `cache::layout::FingerprintDir`), so
+/// the plan knows neither where the local cache is nor how it is laid out.
+pub trait FingerprintStore: Sync {
+    /// The directory the built-in Python environment fingerprints are kept in (`None`: they
+    /// are not kept).
+    fn dir(&self) -> Option<&Path>;
+
+    /// The directory watched commands' outputs are kept in. Kept outputs decide input hashes
+    /// without running anything, so this is `None` unless the directory is private (checked
+    /// on every call: it may create the local cache).
+    fn private_dir(&self) -> Option<&Path>;
+}
+
+/// No store: fingerprint outputs are not kept (each runs once per process).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoFingerprintStore;
+
+impl FingerprintStore for NoFingerprintStore {
+    fn dir(&self) -> Option<&Path> {
+        None
+    }
+    fn private_dir(&self) -> Option<&Path> {
+        None
+    }
+}
+
 /// A segment's cache status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CacheState {
@@ -284,16 +311,17 @@ impl Plan {
 }
 
 /// Build the plan for every segment of `config`. `env` is checkdef's environment: the
-/// passthrough variables a check gets and fingerprints watch come from it, and the local cache
-/// directory that keeps fingerprint outputs.
+/// passthrough variables a check gets and fingerprints watch come from it; `store` keeps
+/// fingerprint outputs.
 pub fn build_plan(
     repo: &Repo,
     config: &Config,
     env: &Env,
+    store: &dyn FingerprintStore,
     target: &Target,
     base: Option<ObjectId>,
 ) -> Result<Plan, PlanError> {
-    build_plan_filtered(repo, config, env, target, base, |_| true)
+    build_plan_filtered(repo, config, env, store, target, base, |_| true)
 }
 
 /// Build the plan for the segments `select` accepts (the others are matched, so they still
@@ -302,6 +330,7 @@ pub fn build_plan_filtered(
     repo: &Repo,
     config: &Config,
     env: &Env,
+    store: &dyn FingerprintStore,
     target: &Target,
     base: Option<ObjectId>,
     select: impl Fn(&Segment) -> bool,
@@ -379,7 +408,8 @@ pub fn build_plan_filtered(
             let out = match fp {
                 Fingerprint::Command(cmd) => {
                     let watch = seg.fingerprint_watch.get(cmd).map(Vec::as_slice);
-                    fingerprint(repo.root(), cmd, watch, config.fingerprint_timeout, env)?
+                    let limit = config.fingerprint_timeout;
+                    fingerprint(repo.root(), cmd, watch, limit, env, store)?
                 }
                 Fingerprint::Python(interpreter) => crate::pyenv::fingerprint(
                     repo.root(),
@@ -387,6 +417,7 @@ pub fn build_plan_filtered(
                     &check_env(seg, env),
                     config.fingerprint_timeout,
                     env,
+                    store.dir(),
                 )?,
             };
             fingerprints.insert(fp.key(), out);
@@ -563,7 +594,7 @@ fn check_env(seg: &Segment, environ: &Env) -> Vec<(String, String)> {
 
 /// The stdout of fingerprint command `cmd`, run with `sh -c` in `root`; each distinct
 /// (root, command) runs once per process. With `watch` (the command was declared with a
-/// `watch` list), the output is also kept in the local cache directory under a key made of
+/// `watch` list), the output is also kept in `store`'s private directory under a key made of
 /// everything it is declared to depend on (see [`watch_key`]) and reused by later invocations
 /// while that key is unchanged: a no-op run then spawns nothing.
 pub fn fingerprint(
@@ -572,6 +603,7 @@ pub fn fingerprint(
     watch: Option<&[String]>,
     limit: Duration,
     env: &Env,
+    store: &dyn FingerprintStore,
 ) -> Result<Vec<u8>, PlanError> {
     type Cache = Mutex<HashMap<(PathBuf, String), Vec<u8>>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
@@ -581,12 +613,9 @@ pub fn fingerprint(
         return Ok(out.clone());
     }
     let stored = watch.and_then(|w| {
-        // Kept outputs decide input hashes: only from a private cache directory (one that is
-        // not is refused, with exit 2, when the caches are opened).
-        let dir = crate::context::CacheDir::from_env(env)
-            .map(|d| d.path)
-            .filter(|d| crate::cache::ensure_private(d).is_ok())?
-            .join(crate::cache::layout::FINGERPRINT_DIR);
+        // Kept outputs decide input hashes: only from a private directory (a local cache that
+        // is not private is refused, with exit 2, when the caches are opened).
+        let dir = store.private_dir()?;
         Some(dir.join(watch_key(root, cmd, w, env)))
     });
     let out = match stored {
@@ -794,11 +823,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cmd = "echo run >> count; echo v1";
         assert_eq!(
-            fingerprint(dir.path(), cmd, None, LIMIT, &Env::default()).unwrap(),
+            fingerprint(
+                dir.path(),
+                cmd,
+                None,
+                LIMIT,
+                &Env::default(),
+                &NoFingerprintStore
+            )
+            .unwrap(),
             b"v1\n"
         );
         assert_eq!(
-            fingerprint(dir.path(), cmd, None, LIMIT, &Env::default()).unwrap(),
+            fingerprint(
+                dir.path(),
+                cmd,
+                None,
+                LIMIT,
+                &Env::default(),
+                &NoFingerprintStore
+            )
+            .unwrap(),
             b"v1\n"
         );
         assert_eq!(
@@ -811,6 +856,7 @@ mod tests {
             None,
             LIMIT,
             &Env::default(),
+            &NoFingerprintStore,
         )
         .unwrap_err()
         .to_string();

@@ -22,7 +22,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-use crate::cache::layout::FINGERPRINT_DIR;
 use crate::fsutil::FileId;
 use crate::plan::PlanError;
 
@@ -57,13 +56,15 @@ pub fn command_interpreter(command: &str) -> Option<&str> {
 
 /// The rendered fingerprint of `interpreter`'s environment for a check run in `root` with
 /// exactly `env` (see the module docs). Each distinct (root, interpreter, env) is computed once
-/// per process.
+/// per process, and kept in `kept_dir` (when given) while the `sys.path` directories are
+/// unchanged.
 pub fn fingerprint(
     root: &Path,
     interpreter: &str,
     env: &[(String, String)],
     limit: std::time::Duration,
     environ: &crate::context::Env,
+    kept_dir: Option<&Path>,
 ) -> Result<Vec<u8>, PlanError> {
     type Cache = Mutex<HashMap<(PathBuf, String, Vec<(String, String)>), Vec<u8>>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
@@ -85,11 +86,7 @@ pub fn fingerprint(
             interpreter: interpreter.to_owned(),
             path: path_var.unwrap_or("").to_owned(),
         })?;
-    let kept = crate::context::CacheDir::from_env(environ).map(|d| {
-        d.path
-            .join(FINGERPRINT_DIR)
-            .join(format!("python-{}", probe_key(root, &exe, env, environ)))
-    });
+    let kept = kept_dir.map(|d| d.join(format!("python-{}", probe_key(root, &exe, env, environ))));
     let out = match kept.as_deref().and_then(read_kept) {
         Some(out) => out,
         None => {

@@ -81,7 +81,7 @@ impl Layout {
         ran_here_path(&self.dir, hash_part, nar_hash)
     }
 
-    /// `<dir>/checkdef-fingerprints`.
+    /// `<dir>/checkdef-fingerprints` (see [`FingerprintDir`]).
     pub fn fingerprint_dir(&self) -> PathBuf {
         self.dir.join(FINGERPRINT_DIR)
     }
@@ -404,6 +404,35 @@ pub struct Usage {
     pub others: usize,
     /// Bytes of the cache's files.
     pub bytes: u64,
+}
+
+/// The local cache's fingerprint directory, as the plan's store of fingerprint outputs.
+#[derive(Debug, Clone, Default)]
+pub struct FingerprintDir {
+    /// The local cache directory (`None`: there is none, nothing is kept).
+    cache: Option<PathBuf>,
+    /// `<cache>/checkdef-fingerprints`.
+    dir: Option<PathBuf>,
+}
+
+impl FingerprintDir {
+    pub fn new(cache_dir: Option<&Path>) -> FingerprintDir {
+        FingerprintDir {
+            cache: cache_dir.map(Path::to_path_buf),
+            dir: cache_dir.map(|d| d.join(FINGERPRINT_DIR)),
+        }
+    }
+}
+
+impl crate::plan::FingerprintStore for FingerprintDir {
+    fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    fn private_dir(&self) -> Option<&Path> {
+        super::ensure_private(self.cache.as_deref()?).ok()?;
+        self.dir.as_deref()
+    }
 }
 
 /// What a reader expects an entry to be: the result of this segment for this input hash (a

@@ -121,9 +121,15 @@ pub fn run(ctx: &Context, args: &ExplainArgs) -> Result<Code> {
         )));
     }
     let target = resolve_target(&ws.repo, &args.target)?;
-    let plan = plan::build_plan_filtered(&ws.repo, &ws.config, ctx.env(), &target, None, |s| {
-        s.name == args.segment
-    })
+    let plan = plan::build_plan_filtered(
+        &ws.repo,
+        &ws.config,
+        ctx.env(),
+        &ctx.fingerprints(),
+        &target,
+        None,
+        |s| s.name == args.segment,
+    )
     .map_err(plan_error)?;
     let seg = plan.segment(&args.segment).expect("selected above");
     ctx.printer.stdout(seg.manifest())?;

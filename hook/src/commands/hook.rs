@@ -216,9 +216,16 @@ pub fn pre_push(ctx: &Context, remote: &str, url: &str) -> Result<Code> {
             ..super::run_options(ctx, &cfg.config)
         };
         let target = Target::Commit(unit.commit);
-        let plan =
-            plan::build_plan_filtered(&repo, &cfg.config, ctx.env(), &target, unit.base, |_| true)
-                .map_err(plan_error)?;
+        let plan = plan::build_plan_filtered(
+            &repo,
+            &cfg.config,
+            ctx.env(),
+            &ctx.fingerprints(),
+            &target,
+            unit.base,
+            |_| true,
+        )
+        .map_err(plan_error)?;
         if unit.base.is_some() {
             let touched: Vec<&str> = plan
                 .segments

@@ -32,8 +32,16 @@ pub fn run(ctx: &Context, args: &RunArgs) -> Result<Code> {
     let target = resolve_target(&ws.repo, &args.target)?;
     let selected =
         |s: &crate::config::Segment| args.segments.is_empty() || args.segments.contains(&s.name);
-    let plan = plan::build_plan_filtered(&ws.repo, &ws.config, ctx.env(), &target, None, selected)
-        .map_err(plan_error)?;
+    let plan = plan::build_plan_filtered(
+        &ws.repo,
+        &ws.config,
+        ctx.env(),
+        &ctx.fingerprints(),
+        &target,
+        None,
+        selected,
+    )
+    .map_err(plan_error)?;
     let settings = ctx.cache_settings(&ws.config.cache)?;
     let caches = Caches::open(settings)?;
     // With --json the document is the output: stderr says only what -q would.

@@ -188,8 +188,16 @@ fn run_commit(
     };
     let target = Target::Commit(commit);
     let selected = |s: &crate::config::Segment| segments.is_empty() || segments.contains(&s.name);
-    let plan = plan::build_plan_filtered(repo, &config, ctx.env(), &target, None, selected)
-        .map_err(plan_error)?;
+    let plan = plan::build_plan_filtered(
+        repo,
+        &config,
+        ctx.env(),
+        &ctx.fingerprints(),
+        &target,
+        None,
+        selected,
+    )
+    .map_err(plan_error)?;
     let caches = Caches::open(ctx.cache_settings(&config.cache)?)?;
     let opts = super::run_options(ctx, &config);
     let reporter = Arc::new(HumanReporter::for_plan(ctx.printer, false, &plan));

@@ -321,6 +321,11 @@ impl Context {
         &self.settings.env
     }
 
+    /// Where plans keep fingerprint outputs: the local cache's fingerprint directory.
+    pub fn fingerprints(&self) -> crate::cache::layout::FingerprintDir {
+        crate::cache::layout::FingerprintDir::new(self.settings.cache_path())
+    }
+
     /// Open the repository around the current directory (a usage error with a hint when
     /// there is none).
     pub fn open_repo(&self) -> Result<Repo> {

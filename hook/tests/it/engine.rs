@@ -85,8 +85,15 @@ fn the_engine_reports_events_and_prints_nothing() {
     let r = Repo::discover(&repo.root).unwrap();
     let config = ctx.load_config(&r).unwrap();
     let head = r.resolve_commit("HEAD").unwrap();
-    let plan =
-        checkdef::plan::build_plan(&r, &config, ctx.env(), &Target::Commit(head), None).unwrap();
+    let plan = checkdef::plan::build_plan(
+        &r,
+        &config,
+        ctx.env(),
+        &ctx.fingerprints(),
+        &Target::Commit(head),
+        None,
+    )
+    .unwrap();
     let opts = RunOptions {
         jobs: 1,
         push: false,

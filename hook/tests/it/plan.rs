@@ -736,6 +736,7 @@ fn library_plan_matches_cli_and_exposes_run_inputs() {
         &r,
         &config,
         &checkdef::context::Env::capture(),
+        &checkdef::plan::NoFingerprintStore,
         &Target::Commit(head),
         None,
     )
