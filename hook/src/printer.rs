@@ -167,7 +167,12 @@ impl Printer {
 
     /// `hint: …`, on its own line.
     pub fn hint(&self, hint: &str) {
-        self.line(&format!("hint: {hint}"));
+        self.line(&self.hint_line(hint));
+    }
+
+    /// The one spelling of a hint.
+    pub fn hint_line(&self, hint: &str) -> String {
+        format!("hint: {hint}")
     }
 
     /// `error: …` with the error's chain, then its hints, each on its own line.

@@ -233,7 +233,12 @@ impl Reporter for HumanReporter {
 
     fn report(&self, event: Event<'_>) {
         match event {
-            Event::Warning(w) => self.line(&self.printer.warning_line(w)),
+            Event::Warning(w) => {
+                self.line(&self.printer.warning_line(w.message));
+                if let Some(h) = w.hint {
+                    self.line(&self.printer.hint_line(h));
+                }
+            }
             Event::Cached(o) => {
                 if !self.style.quiet {
                     self.line(&outcome_line(o, self.width, &self.style));

@@ -32,7 +32,7 @@ use cache_proto::store::{
 };
 use cache_proto::store_path::StorePath;
 
-use crate::exit::usage;
+use crate::exit::{usage, usage_hint};
 use crate::fsutil::write_atomic;
 use crate::manifest::InputHash;
 use crate::result::StoredResult;
@@ -109,11 +109,13 @@ pub fn load_secret_key(path: &Path) -> Result<SecretKey> {
     })?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(usage(format!(
-            "secret key file {} is readable by others (mode {mode:o})\nhint: chmod 600 {}",
-            path.display(),
-            path.display()
-        )));
+        return Err(usage_hint(
+            format!(
+                "secret key file {} is readable by others (mode {mode:o})",
+                path.display()
+            ),
+            format!("chmod 600 {}", path.display()),
+        ));
     }
     let text = std::fs::read_to_string(path).map_err(|e| {
         usage(format!(
@@ -122,10 +124,13 @@ pub fn load_secret_key(path: &Path) -> Result<SecretKey> {
         ))
     })?;
     SecretKey::parse(text.trim()).map_err(|e| {
-        usage(format!(
-            "secret key file {} is not a Nix secret key ({e})\nhint: create one with `checkdef keygen NAME --out FILE`",
-            path.display()
-        ))
+        usage_hint(
+            format!(
+                "secret key file {} is not a Nix secret key ({e})",
+                path.display()
+            ),
+            "create one with `checkdef keygen NAME --out FILE`",
+        )
     })
 }
 
@@ -932,10 +937,13 @@ pub fn settings_from(
     let mut trusted_keys = Vec::new();
     for k in &config.trusted_public_keys {
         let key = PublicKey::parse(&k.key).map_err(|e| {
-            usage(format!(
-                "trusted public key `{}` in checkdef.toml is invalid: {e}\nhint: use the `name:base64` form printed by `checkdef keygen` or `nix key convert-secret-to-public`",
-                k.key
-            ))
+            usage_hint(
+                format!(
+                    "trusted public key `{}` in checkdef.toml is invalid: {e}",
+                    k.key
+                ),
+                "use the `name:base64` form printed by `checkdef keygen` or `nix key convert-secret-to-public`",
+            )
         })?;
         trusted_keys.push(TrustedKey {
             key,
@@ -961,12 +969,15 @@ pub fn settings_from(
         match distinct.iter().find(|d| d.key.name() == k.key.name()) {
             Some(d) if d.key.to_string() == k.key.to_string() => {}
             Some(d) => {
-                return Err(usage(format!(
-                    "two different trusted public keys are named `{}`: {} and {}\nhint: key names must be unique (checkdef.toml `trusted-public-keys` and CHECKDEF_TRUSTED_PUBLIC_KEYS together)",
-                    k.key.name(),
-                    d.key,
-                    k.key
-                )));
+                return Err(usage_hint(
+                    format!(
+                        "two different trusted public keys are named `{}`: {} and {}",
+                        k.key.name(),
+                        d.key,
+                        k.key
+                    ),
+                    "key names must be unique (checkdef.toml `trusted-public-keys` and CHECKDEF_TRUSTED_PUBLIC_KEYS together)",
+                ));
             }
             None => distinct.push(k),
         }

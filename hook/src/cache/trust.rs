@@ -31,7 +31,7 @@ use cache_proto::store_path::StorePath;
 use super::layout::ran_here_path;
 use super::stamp::Origin;
 use super::{Accept, CacheSettings, TrustedKey};
-use crate::exit::usage;
+use crate::exit::{Hinted, usage_hint};
 
 /// Record that this machine is storing `nar` as the entry of `path` (before its narinfo is
 /// published, so a reader never sees the entry without the record). Best effort: without it the
@@ -147,14 +147,18 @@ impl TrustPolicy {
 }
 
 /// Why a directory cannot be the local cache.
-fn not_private(dir: &Path, meta: &std::fs::Metadata) -> Option<String> {
+fn not_private(dir: &Path, meta: &std::fs::Metadata) -> Option<Hinted> {
     let me = rustix::process::geteuid().as_raw();
     if meta.uid() != me {
-        return Some(format!(
-            "the local cache {} is owned by uid {}, not by you (uid {me}): its entries decide which checks pass without signatures\nhint: use a directory of your own (set CHECKDEF_CACHE_DIR), or chown it to yourself",
-            dir.display(),
-            meta.uid()
-        ));
+        return Some(Hinted {
+            message: format!(
+                "the local cache {} is owned by uid {}, not by you (uid {me}): its entries decide which checks pass without signatures",
+                dir.display(),
+                meta.uid()
+            ),
+            hint: "use a directory of your own (set CHECKDEF_CACHE_DIR), or chown it to yourself"
+                .to_owned(),
+        });
     }
     let mode = meta.permissions().mode();
     let who = match (mode & 0o020 != 0, mode & 0o002 != 0) {
@@ -163,28 +167,34 @@ fn not_private(dir: &Path, meta: &std::fs::Metadata) -> Option<String> {
         (false, true) => "others",
         (false, false) => return None,
     };
-    Some(format!(
-        "the local cache {} is writable by {who} (mode {:o}): anyone who can write it decides which checks pass\nhint: chmod go-w {} (or set CHECKDEF_CACHE_DIR to a private directory)",
-        dir.display(),
-        mode & 0o7777,
-        dir.display()
-    ))
+    Some(Hinted {
+        message: format!(
+            "the local cache {} is writable by {who} (mode {:o}): anyone who can write it decides which checks pass",
+            dir.display(),
+            mode & 0o7777
+        ),
+        hint: format!(
+            "chmod go-w {} (or set CHECKDEF_CACHE_DIR to a private directory)",
+            dir.display()
+        ),
+    })
 }
 
 /// Check, without creating anything, that `dir` could be used as the local cache: `Ok(false)`
 /// when it does not exist yet.
-pub fn check_private(dir: &Path) -> Result<bool, String> {
+pub fn check_private(dir: &Path) -> Result<bool, Hinted> {
+    let own = || "set CHECKDEF_CACHE_DIR to a directory of your own".to_owned();
     match std::fs::metadata(dir) {
-        Ok(m) if !m.is_dir() => Err(format!(
-            "the local cache {} is not a directory\nhint: set CHECKDEF_CACHE_DIR to a directory of your own",
-            dir.display()
-        )),
+        Ok(m) if !m.is_dir() => Err(Hinted {
+            message: format!("the local cache {} is not a directory", dir.display()),
+            hint: own(),
+        }),
         Ok(m) => not_private(dir, &m).map_or(Ok(true), Err),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(format!(
-            "cannot read the local cache {}: {e}\nhint: set CHECKDEF_CACHE_DIR to a directory of your own",
-            dir.display()
-        )),
+        Err(e) => Err(Hinted {
+            message: format!("cannot read the local cache {}: {e}", dir.display()),
+            hint: own(),
+        }),
     }
 }
 
@@ -192,25 +202,26 @@ pub fn check_private(dir: &Path) -> Result<bool, String> {
 /// private; a usage error (exit 2) with a hint otherwise.
 pub fn ensure_private(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt as _;
-    if !check_private(dir).map_err(usage)? {
+    if !check_private(dir)? {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
             .map_err(|e| {
-                usage(format!(
-                    "cannot create the local cache {}: {e}\nhint: set CHECKDEF_CACHE_DIR to a writable directory of your own",
-                    dir.display()
-                ))
+                usage_hint(
+                    format!("cannot create the local cache {}: {e}", dir.display()),
+                    "set CHECKDEF_CACHE_DIR to a writable directory of your own",
+                )
             })?;
-        check_private(dir).map_err(usage)?;
+        check_private(dir)?;
     }
     Ok(())
 }
 
 /// The error when no local cache directory can be chosen.
 pub fn no_cache_dir() -> anyhow::Error {
-    usage(
-        "no local cache directory: HOME is not set (nor CHECKDEF_CACHE_DIR or XDG_CACHE_HOME), and checkdef never falls back to a shared directory\nhint: set CHECKDEF_CACHE_DIR to a directory of your own (or set HOME)",
+    usage_hint(
+        "no local cache directory: HOME is not set (nor CHECKDEF_CACHE_DIR or XDG_CACHE_HOME), and checkdef never falls back to a shared directory",
+        "set CHECKDEF_CACHE_DIR to a directory of your own (or set HOME)",
     )
 }

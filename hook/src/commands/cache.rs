@@ -34,7 +34,7 @@ use crate::cache::layout::{Entry, Expect, Layout, References};
 use crate::cache::{self, TrustPolicy};
 use crate::cli::CacheCommand;
 use crate::context::Context;
-use crate::exit::{Code, usage};
+use crate::exit::{Code, usage, usage_hint, usage_hints};
 use crate::printer::Printer;
 
 pub fn run(ctx: &Context, cmd: &CacheCommand) -> Result<Code> {
@@ -47,9 +47,10 @@ pub fn run(ctx: &Context, cmd: &CacheCommand) -> Result<Code> {
         }
         CacheCommand::Gc { max_size } => {
             let max = parse_size(max_size).ok_or_else(|| {
-                usage(format!(
-                    "invalid size `{max_size}`\nhint: use bytes or a suffix: 500M, 2G, 750MiB"
-                ))
+                usage_hint(
+                    format!("invalid size `{max_size}`"),
+                    "use bytes or a suffix: 500M, 2G, 750MiB",
+                )
             })?;
             gc(&ctx.printer, &cache::private_local_dir(&ctx.settings)?, max)
         }
@@ -77,13 +78,15 @@ fn push(ctx: &Context, args: &crate::cli::PushArgs) -> Result<Code> {
     .map_err(plan_error)?;
     let settings = ctx.cache_settings(&ws.config.cache)?;
     if settings.remote.is_none() {
-        return Err(usage(
-            "no remote cache is configured, so there is nowhere to upload to\nhint: set `remote` in [cache] of checkdef.toml or CHECKDEF_REMOTE (docs/cache.md)",
+        return Err(usage_hint(
+            "no remote cache is configured, so there is nowhere to upload to",
+            "set `remote` in [cache] of checkdef.toml or CHECKDEF_REMOTE (docs/cache.md)",
         ));
     }
     if settings.secret_key.is_none() && !args.dry_run {
-        return Err(usage(
-            "no secret key to sign the uploads with\nhint: set CHECKDEF_SECRET_KEY_FILE to a key file (create one with `checkdef keygen NAME`); --dry-run needs none",
+        return Err(usage_hint(
+            "no secret key to sign the uploads with",
+            "set CHECKDEF_SECRET_KEY_FILE to a key file (create one with `checkdef keygen NAME`); --dry-run needs none",
         ));
     }
     let caches = Caches::open(settings)?;
@@ -192,9 +195,10 @@ fn trust_here(ctx: &Context) -> Result<(TrustPolicy, Vec<PublicKey>)> {
             // mistake, not an empty trust list.
             Err(e) if e.is_not_found() && !explicit => crate::config::CacheConfig::default(),
             Err(e) => {
-                return Err(usage(format!(
-                    "{e}\nhint: cache verify judges copies of remote results by the trusted keys of checkdef.toml; fix it first"
-                )));
+                return Err(usage_hints(
+                    e.without_hint(),
+                    e.hints_then("cache verify judges copies of remote results by the trusted keys of checkdef.toml; fix it first"),
+                ));
             }
         },
     };

@@ -16,7 +16,7 @@ use anyhow::Result;
 use crate::cache::{Caches, Previous};
 use crate::cli::ExplainArgs;
 use crate::context::{Context, plan_error, resolve_target};
-use crate::exit::{Code, usage};
+use crate::exit::{Code, usage_hint};
 use crate::manifest::{self, ManifestDiff};
 use crate::plan::{self, CacheState, Plan, SegmentPlan};
 
@@ -113,12 +113,14 @@ pub fn run(ctx: &Context, args: &ExplainArgs) -> Result<Code> {
     let ws = ctx.open_workspace()?;
     if ws.config.segment(&args.segment).is_none() {
         let names: Vec<&str> = ws.config.segments.iter().map(|s| s.name.as_str()).collect();
-        return Err(usage(format!(
-            "no segment named `{}` in {}\nhint: segments are: {}",
-            args.segment,
-            ws.config.path.display(),
-            names.join(", ")
-        )));
+        return Err(usage_hint(
+            format!(
+                "no segment named `{}` in {}",
+                args.segment,
+                ws.config.path.display()
+            ),
+            format!("segments are: {}", names.join(", ")),
+        ));
     }
     let target = resolve_target(&ws.repo, &args.target)?;
     let plan = plan::build_plan_filtered(

@@ -16,7 +16,7 @@ use gix::ObjectId;
 use crate::cache::Caches;
 use crate::config::{CacheConfig, Config, FILE_NAME, HookCommits, HookMode, HookTags, OnBudget};
 use crate::context::{Context, config_error, plan_error};
-use crate::exit::{Code, usage};
+use crate::exit::{Code, usage, usage_hint, usage_hints};
 use crate::git::{FileMode, Repo, Target};
 use crate::plan;
 use crate::prepush;
@@ -51,9 +51,10 @@ pub fn pre_push(ctx: &Context, remote: &str, url: &str) -> Result<Code> {
     // git passes a URL as typed when the push names no remote, credentials included.
     let shown_remote = cache_proto::RedactedUrl::new(remote);
     let push = prepush::plan_push(repo.gix(), remote, &updates).map_err(|e| {
-        usage(format!(
-            "{e}\nhint: fetch the missing objects or push from a complete clone"
-        ))
+        usage_hint(
+            e.to_string(),
+            "fetch the missing objects or push from a complete clone",
+        )
     })?;
     let style = p.style();
     for s in &push.skipped {
@@ -71,11 +72,16 @@ pub fn pre_push(ctx: &Context, remote: &str, url: &str) -> Result<Code> {
     let mut tracking: Option<Vec<ObjectId>> = None;
     for (range, check) in push.checks.iter().enumerate() {
         let Some(cfg) = configs.get(check.commit)? else {
-            return Err(usage(format!(
-                "commit {} ({}) has no {FILE_NAME} at its root, so checkdef cannot tell what to check\nhint: commit a {FILE_NAME} (see docs/configuration.md), or push without the checks: {BYPASS}",
-                short(check.commit),
-                check.refs.join(", ")
-            )));
+            return Err(usage_hint(
+                format!(
+                    "commit {} ({}) has no {FILE_NAME} at its root, so checkdef cannot tell what to check",
+                    short(check.commit),
+                    check.refs.join(", ")
+                ),
+                format!(
+                    "commit a {FILE_NAME} (see docs/configuration.md), or push without the checks: {BYPASS}"
+                ),
+            ));
         };
         let tags_only = check.refs.iter().all(|r| r.starts_with("refs/tags/"));
         if tags_only && cfg.config.hook.tags == HookTags::Skip {
@@ -487,28 +493,38 @@ impl<'r> Configs<'r> {
             Some((mode, blob, text)) => {
                 let name = PathBuf::from(format!("{}:{FILE_NAME}", short(commit)));
                 if mode == FileMode::Symlink {
-                    return Err(usage(format!(
-                        "{} is a symbolic link; checkdef reads the configuration from the commit's objects and needs a regular file\nhint: commit {FILE_NAME} as a file, or push without the checks: {BYPASS}",
-                        name.display()
-                    )));
+                    return Err(usage_hint(
+                        format!(
+                            "{} is a symbolic link; checkdef reads the configuration from the commit's objects and needs a regular file",
+                            name.display()
+                        ),
+                        format!(
+                            "commit {FILE_NAME} as a file, or push without the checks: {BYPASS}"
+                        ),
+                    ));
                 }
                 match self.by_blob.get(&blob) {
                     Some(l) => Some(l.clone()),
                     None => {
                         let parsed = std::str::from_utf8(&text)
                             .map_err(|_| {
-                                usage(format!(
-                                    "{} is not UTF-8\nhint: fix it in a new commit, or push without the checks: {BYPASS}",
-                                    name.display()
-                                ))
+                                usage_hint(
+                                    format!("{} is not UTF-8", name.display()),
+                                    format!(
+                                        "fix it in a new commit, or push without the checks: {BYPASS}"
+                                    ),
+                                )
                             })
                             .and_then(|t| {
                                 Config::parse(t, &name).map_err(|e| {
-                                    usage(format!(
-                                        "{e}\nhint: that is {FILE_NAME} as committed in {} (`git show {}`); fix it in a new commit (see docs/configuration.md), or push without the checks: {BYPASS}",
-                                        short(commit),
-                                        name.display()
-                                    ))
+                                    usage_hints(
+                                        e.without_hint(),
+                                        e.hints_then(format!(
+                                            "that is {FILE_NAME} as committed in {} (`git show {}`); fix it in a new commit (see docs/configuration.md), or push without the checks: {BYPASS}",
+                                            short(commit),
+                                            name.display()
+                                        )),
+                                    )
                                 })
                             })?;
                         let l = Rc::new(Loaded {

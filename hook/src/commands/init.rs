@@ -9,7 +9,7 @@ use gix::bstr::BStr;
 
 use crate::cli::InitArgs;
 use crate::config::{Config, FILE_NAME};
-use crate::exit::{Code, usage};
+use crate::exit::{Code, usage, usage_hint};
 use crate::git::{FileMode, Repo, Target, Visit};
 use crate::init::{self, RepoFiles};
 
@@ -41,29 +41,34 @@ pub fn run(ctx: &crate::context::Context, args: &InitArgs) -> Result<Code> {
     let cwd = std::env::current_dir()
         .map_err(|e| usage(format!("cannot read the current directory: {e}")))?;
     let repo = Repo::discover(&cwd).map_err(|e| {
-        usage(format!(
-            "{e}\nhint: run checkdef init at the root of a git work tree (git init first), or pass -C DIR"
-        ))
+        usage_hint(
+            e.to_string(),
+            "run checkdef init at the root of a git work tree (git init first), or pass -C DIR",
+        )
     })?;
     let root = repo
         .require_workdir()
-        .map_err(|e| usage(format!("{e}\nhint: checkdef init needs a work tree")))?
+        .map_err(|e| usage_hint(e.to_string(), "checkdef init needs a work tree"))?
         .to_path_buf();
     let out: PathBuf = match config_flag {
         Some(p) => cwd.join(p),
         None => root.join(FILE_NAME),
     };
     if out.exists() && !args.force {
-        return Err(usage(format!(
-            "{} already exists; checkdef init never overwrites it\nhint: edit it by hand, or run `checkdef init --force` to replace it with a fresh draft",
-            out.display()
-        )));
+        return Err(usage_hint(
+            format!(
+                "{} already exists; checkdef init never overwrites it",
+                out.display()
+            ),
+            "edit it by hand, or run `checkdef init --force` to replace it with a fresh draft",
+        ));
     }
     let files = worktree_files(&repo)?;
     let ins = init::inspect(&root, files).map_err(|e| {
-        usage(format!(
-            "{e}\nhint: checkdef init drafts segments for pytest test modules; for other test runners write checkdef.toml by hand (docs/configuration.md)"
-        ))
+        usage_hint(
+            e.to_string(),
+            "checkdef init drafts segments for pytest test modules; for other test runners write checkdef.toml by hand (docs/configuration.md)",
+        )
     })?;
     let text = init::render(&ins);
     let config = Config::parse(&text, &out)

@@ -9,7 +9,7 @@ use installer::{
 };
 
 use crate::cli::InstallArgs;
-use crate::exit::{Code, usage};
+use crate::exit::{Code, usage_hint, usage_hints};
 
 pub fn run(ctx: &crate::context::Context, args: &InstallArgs) -> Result<Code> {
     let loc = locate(Op::Install)?;
@@ -59,31 +59,40 @@ pub(crate) fn map_error(err: installer::Error, op: Op) -> anyhow::Error {
             Op::Install => "checkdef install",
             Op::Uninstall => "checkdef uninstall",
         };
-        return usage(format!(
-            "{} is not inside a git repository\nhint: run `{cmd}` in the work tree of the repository whose pushes it should check (or pass -C DIR)",
-            dir.display()
-        ));
+        return usage_hint(
+            format!("{} is not inside a git repository", dir.display()),
+            format!(
+                "run `{cmd}` in the work tree of the repository whose pushes it should check (or pass -C DIR)"
+            ),
+        );
     }
-    let hint = match &err {
-        E::Managed { detections, .. } => managed_hint(detections),
-        E::ChainSlotTaken { hook, local } => format!(
-            "hint: {} and {} both exist; merge them into one (or remove one), then run `checkdef install` again",
+    let hints = match &err {
+        E::Managed { detections, .. } => {
+            let (found, hints) = managed_hints(detections);
+            let mut message = error_chain(&err);
+            if !found.is_empty() {
+                message = format!("{message}\n{found}");
+            }
+            return usage_hints(message, hints);
+        }
+        E::ChainSlotTaken { hook, local } => vec![format!(
+            "{} and {} both exist; merge them into one (or remove one), then run `checkdef install` again",
             hook.display(),
             local.display()
-        ),
-        E::Modified { path } if op == Op::Install => format!(
-            "hint: `checkdef install --force` replaces it and discards your edits to {}",
+        )],
+        E::Modified { path } if op == Op::Install => vec![format!(
+            "`checkdef install --force` replaces it and discards your edits to {}",
             path.display()
-        ),
-        E::Modified { path } => format!(
-            "hint: keep your edits by removing checkdef's lines from {} yourself, or delete the file \
+        )],
+        E::Modified { path } => vec![format!(
+            "keep your edits by removing checkdef's lines from {} yourself, or delete the file \
              (and move pre-push.local back to pre-push if it exists)",
             path.display()
-        ),
-        E::SelfChain { path } => format!(
-            "hint: remove {} (it is a leftover checkdef hook), then run `checkdef install` again",
+        )],
+        E::SelfChain { path } => vec![format!(
+            "remove {} (it is a leftover checkdef hook), then run `checkdef install` again",
             path.display()
-        ),
+        )],
         E::SharedHooksDir { hooks_dir, .. } => {
             let (verb, effect) = match op {
                 Op::Install => (
@@ -97,23 +106,23 @@ pub(crate) fn map_error(err: installer::Error, op: Op) -> anyhow::Error {
                     "removes checkdef's hook from there, for every one of those repositories",
                 ),
             };
-            format!(
-                "hint: to check only this repository, give it its own hooks directory: \
-                 `git config core.hooksPath \"$(git rev-parse --path-format=absolute --git-common-dir)/hooks\"`, then run the command again\n\
-                 hint: `{verb}` {effect} ({})",
-                hooks_dir.display()
-            )
+            vec![
+                "to check only this repository, give it its own hooks directory: \
+                 `git config core.hooksPath \"$(git rev-parse --path-format=absolute --git-common-dir)/hooks\"`, then run the command again"
+                    .to_owned(),
+                format!("`{verb}` {effect} ({})", hooks_dir.display()),
+            ]
         }
         E::GitFailed { .. } | E::NotInWorkTree { .. } => {
-            "hint: run this inside the work tree of a git repository (or pass -C DIR)".to_owned()
+            vec!["run this inside the work tree of a git repository (or pass -C DIR)".to_owned()]
         }
-        E::GitSpawn { .. } => "hint: checkdef install needs `git` on PATH".to_owned(),
+        E::GitSpawn { .. } => vec!["checkdef install needs `git` on PATH".to_owned()],
         E::NonUtf8Exe { .. } | E::RelativeExe { .. } => {
-            "hint: run checkdef from a path that is absolute and valid UTF-8".to_owned()
+            vec!["run checkdef from a path that is absolute and valid UTF-8".to_owned()]
         }
         _ => return anyhow::Error::new(err),
     };
-    usage(format!("{}\n{hint}", error_chain(&err)))
+    usage_hints(error_chain(&err), hints)
 }
 
 fn error_chain(err: &dyn std::error::Error) -> String {
@@ -134,30 +143,31 @@ fn managers(detections: &[Detection]) -> Vec<Manager> {
     m
 }
 
-fn managed_hint(detections: &[Detection]) -> String {
-    let mut out = String::new();
-    for d in detections {
-        out.push_str(&format!("  ({d})\n"));
-    }
+/// The detected hook managers (lines of the message) and a hint for each, with the snippet
+/// that hint names, then the hint to install anyway.
+fn managed_hints(detections: &[Detection]) -> (String, Vec<String>) {
+    let found: Vec<String> = detections.iter().map(|d| format!("  ({d})")).collect();
+    let mut hints = Vec::new();
     for m in managers(detections) {
-        out.push_str(&format!(
-            "hint: to run checkdef from {}, add this to {}:\n\n",
+        let mut h = format!(
+            "to run checkdef from {}, add this to {}:\n\n",
             m.name(),
             m.config_file()
-        ));
+        );
         for line in m.snippet().lines() {
-            out.push_str(&format!("    {line}\n"));
+            h.push_str(&format!("    {line}\n"));
         }
-        out.push('\n');
         if let Some(cmd) = m.follow_up() {
-            out.push_str(&format!("  then run: {cmd}\n"));
+            h.push_str(&format!("\n  then run: {cmd}"));
         }
+        hints.push(h.trim_end().to_owned());
     }
-    out.push_str(
-        "hint: or run `checkdef install --force` to install checkdef's hook anyway \
-         (an existing pre-push hook is kept as pre-push.local and runs first)",
+    hints.push(
+        "or run `checkdef install --force` to install checkdef's hook anyway \
+         (an existing pre-push hook is kept as pre-push.local and runs first)"
+            .to_owned(),
     );
-    out
+    (found.join("\n"), hints)
 }
 
 fn format_report(report: &InstallReport, exe: &Path) -> String {

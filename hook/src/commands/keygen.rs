@@ -12,30 +12,33 @@ use anyhow::{Context, Result};
 use cache_proto::signing::SecretKey;
 
 use crate::cli::KeygenArgs;
-use crate::exit::{Code, usage};
+use crate::exit::{Code, usage, usage_hint};
 
 pub fn run(ctx: &crate::context::Context, args: &KeygenArgs) -> Result<Code> {
     let key = SecretKey::generate(&args.name).map_err(|e| {
-        usage(format!(
-            "invalid key name `{}`: {e}\nhint: use letters, digits, dots and dashes, e.g. ci.example.org-1",
-            args.name
-        ))
+        usage_hint(
+            format!("invalid key name `{}`: {e}", args.name),
+            "use letters, digits, dots and dashes, e.g. ci.example.org-1",
+        )
     })?;
     let out = match &args.out {
         Some(p) => p.clone(),
         None => {
             let dir = keys_dir(ctx.env()).ok_or_else(|| {
-                usage("neither XDG_CONFIG_HOME nor HOME is set, so there is no default place for the secret key\nhint: pass --out FILE (outside the repository)")
+                usage_hint(
+                    "neither XDG_CONFIG_HOME nor HOME is set, so there is no default place for the secret key",
+                    "pass --out FILE (outside the repository)",
+                )
             })?;
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(&dir)
                 .map_err(|e| {
-                    usage(format!(
-                        "cannot create {}: {e}\nhint: pass --out FILE",
-                        dir.display()
-                    ))
+                    usage_hint(
+                        format!("cannot create {}: {e}", dir.display()),
+                        "pass --out FILE",
+                    )
                 })?;
             dir.join(format!("{}.secret", args.name))
         }
@@ -47,10 +50,13 @@ pub fn run(ctx: &crate::context::Context, args: &KeygenArgs) -> Result<Code> {
         .open(&out)
         .map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
-                usage(format!(
-                    "{} already exists; refusing to overwrite a key\nhint: pass --out with a new file name",
-                    out.display()
-                ))
+                usage_hint(
+                    format!(
+                        "{} already exists; refusing to overwrite a key",
+                        out.display()
+                    ),
+                    "pass --out with a new file name",
+                )
             } else {
                 usage(format!("cannot create {}: {e}", out.display()))
             }

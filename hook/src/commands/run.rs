@@ -10,7 +10,7 @@ use anyhow::Result;
 use crate::cache::Caches;
 use crate::cli::RunArgs;
 use crate::context::{Context, plan_error, resolve_target};
-use crate::exit::{Code, usage};
+use crate::exit::{Code, usage, usage_hint};
 use crate::plan;
 use crate::report::{self, HumanReporter};
 use crate::run::{self, RunOptions};
@@ -20,10 +20,10 @@ pub fn run(ctx: &Context, args: &RunArgs) -> Result<Code> {
     for name in &args.segments {
         if ws.config.segment(name).is_none() {
             let known: Vec<&str> = ws.config.segments.iter().map(|s| s.name.as_str()).collect();
-            return Err(usage(format!(
-                "unknown segment `{name}`\nhint: checkdef.toml declares: {}",
-                known.join(", ")
-            )));
+            return Err(usage_hint(
+                format!("unknown segment `{name}`"),
+                format!("checkdef.toml declares: {}", known.join(", ")),
+            ));
         }
     }
     if args.jobs == Some(0) {

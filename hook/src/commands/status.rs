@@ -201,7 +201,7 @@ fn local_cache_line(ctx: &Context) -> String {
     let why = cache_dir.origin.describe();
     match check_private(dir) {
         Err(e) => {
-            let e = e.replace('\n', "; ");
+            let e = e.to_string().replace('\n', "; ");
             return format!("{} ({why}): REFUSED: {e}", dir.display());
         }
         Ok(false) => {

@@ -60,8 +60,9 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// The file is malformed or fails validation.
-    #[error("{}:{line}:{column}: {message}", path.display())]
+    /// The file is malformed or fails validation (as text, the hint follows the message on a
+    /// line of its own, `hint: …`).
+    #[error("{}:{line}:{column}: {message}{}", path.display(), hint_line(hint))]
     Invalid {
         path: PathBuf,
         /// 1-based line.
@@ -69,10 +70,48 @@ pub enum ConfigError {
         /// 1-based column, in characters.
         column: usize,
         message: String,
+        /// What to do about it, when there is more to say than the message.
+        hint: Option<String>,
     },
 }
 
+fn hint_line(hint: &Option<String>) -> String {
+    hint.as_ref()
+        .map_or_else(String::new, |h| format!("\nhint: {h}"))
+}
+
 impl ConfigError {
+    /// What to do about it, apart from the message.
+    pub fn hint(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { hint, .. } => hint.as_deref(),
+            ConfigError::Read { .. } => None,
+        }
+    }
+
+    /// The message without its hint.
+    pub fn without_hint(&self) -> String {
+        match self {
+            ConfigError::Invalid {
+                path,
+                line,
+                column,
+                message,
+                ..
+            } => format!("{}:{line}:{column}: {message}", path.display()),
+            ConfigError::Read { .. } => self.to_string(),
+        }
+    }
+
+    /// Its hint (if any), then `more`: the hints of an error that adds `more` to this one.
+    pub fn hints_then(&self, more: impl Into<String>) -> Vec<String> {
+        self.hint()
+            .map(str::to_owned)
+            .into_iter()
+            .chain([more.into()])
+            .collect()
+    }
+
     /// True when the configuration file does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, ConfigError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound)

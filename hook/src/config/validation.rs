@@ -46,13 +46,14 @@ pub(super) fn locate_uncompilable(
     globs.dedup_by_key(|(g, _)| *g);
     for (g, span) in &globs {
         if let Some(e) = alone(g) {
-            return ctx.error(
+            return ctx.error_hint(
                 span.clone(),
                 format!(
-                    "invalid glob `{}`: too large to compile ({})\nhint: split it into several simpler globs",
+                    "invalid glob `{}`: too large to compile ({})",
                     clip_glob(g),
                     e.kind()
                 ),
+                Some("split it into several simpler globs"),
             );
         }
     }
@@ -69,13 +70,14 @@ pub(super) fn locate_uncompilable(
                 .sum::<usize>()
         })
         .map_or(0, |(i, _)| i);
-    ctx.error(
+    ctx.error_hint(
         segment_spans.get(i).cloned().unwrap_or(0..0),
         format!(
-            "the globs of the configuration are too large to compile together ({}), the largest share being segment `{}`'s\nhint: use fewer or simpler globs (plain paths and `DIR/**` cost nothing)",
+            "the globs of the configuration are too large to compile together ({}), the largest share being segment `{}`'s",
             err.kind(),
             segments.get(i).map_or("", |s| s.name.as_str())
         ),
+        Some("use fewer or simpler globs (plain paths and `DIR/**` cost nothing)"),
     )
 }
 
@@ -96,12 +98,22 @@ impl Ctx<'_> {
     }
 
     fn error(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+        self.error_hint(span, message, None)
+    }
+
+    fn error_hint(
+        &self,
+        span: Range<usize>,
+        message: impl Into<String>,
+        hint: Option<&str>,
+    ) -> ConfigError {
         let (line, column) = line_column(self.text, span.start);
         ConfigError::Invalid {
             path: self.path.to_path_buf(),
             line,
             column,
             message: message.into(),
+            hint: hint.map(str::to_owned),
         }
     }
 

@@ -19,7 +19,7 @@ pub use env::Env;
 
 use crate::cli::{GlobalArgs, Target as CliTarget};
 use crate::config::{Config, ConfigError};
-use crate::exit::usage;
+use crate::exit::{usage, usage_hint, usage_hints};
 use crate::git::{GitError, Repo, Target};
 use crate::printer::Printer;
 
@@ -332,9 +332,10 @@ impl Context {
         let cwd = std::env::current_dir()
             .map_err(|e| usage(format!("cannot read the current directory: {e}")))?;
         Repo::discover(&cwd).map_err(|e| {
-            usage(format!(
-                "{e}\nhint: run checkdef inside a git work tree, or pass -C DIR"
-            ))
+            usage_hint(
+                e.to_string(),
+                "run checkdef inside a git work tree, or pass -C DIR",
+            )
         })
     }
 
@@ -370,16 +371,18 @@ impl Context {
 
 pub fn config_error(e: &ConfigError) -> anyhow::Error {
     match e {
-        ConfigError::Read { path, .. } if e.is_not_found() => usage(format!(
-            "no configuration file at {}\nhint: run `checkdef init` to draft one (a Python/pytest repository), write checkdef.toml at the repository root by hand (docs/configuration.md), or pass --config PATH",
-            path.display()
-        )),
-        ConfigError::Read { .. } => usage(format!(
-            "{e}\nhint: check the file's permissions and that it is UTF-8"
-        )),
-        ConfigError::Invalid { .. } => usage(format!(
-            "{e}\nhint: see docs/configuration.md for every key checkdef.toml accepts"
-        )),
+        ConfigError::Read { path, .. } if e.is_not_found() => usage_hint(
+            format!("no configuration file at {}", path.display()),
+            "run `checkdef init` to draft one (a Python/pytest repository), write checkdef.toml at the repository root by hand (docs/configuration.md), or pass --config PATH",
+        ),
+        ConfigError::Read { .. } => usage_hint(
+            e.to_string(),
+            "check the file's permissions and that it is UTF-8",
+        ),
+        ConfigError::Invalid { .. } => usage_hints(
+            e.without_hint(),
+            e.hints_then("see docs/configuration.md for every key checkdef.toml accepts"),
+        ),
     }
 }
 
@@ -389,9 +392,10 @@ pub fn resolve_target(repo: &Repo, target: &CliTarget) -> Result<Target> {
         Some(rev) => Ok(Target::Commit(resolve_rev(repo, rev)?)),
         None => {
             repo.require_workdir().map_err(|e| {
-                usage(format!(
-                    "{e}\nhint: pass --rev REV to check a commit of a bare repository"
-                ))
+                usage_hint(
+                    e.to_string(),
+                    "pass --rev REV to check a commit of a bare repository",
+                )
             })?;
             Ok(Target::WorkTree)
         }
@@ -401,9 +405,7 @@ pub fn resolve_target(repo: &Repo, target: &CliTarget) -> Result<Target> {
 /// Resolve a revision, mapping failures to usage errors with a hint.
 pub fn resolve_rev(repo: &Repo, rev: &str) -> Result<gix::ObjectId> {
     repo.resolve_commit(rev).map_err(|e| match e {
-        GitError::BadRevision { .. } | GitError::NotACommit { .. } => usage(format!(
-            "{e}\nhint: pass a commit id, branch or tag that exists in this repository (`git fetch` first if it is remote)"
-        )),
+        GitError::BadRevision { .. } | GitError::NotACommit { .. } => usage_hint(e.to_string(), "pass a commit id, branch or tag that exists in this repository (`git fetch` first if it is remote)"),
         other => anyhow::Error::new(other),
     })
 }
@@ -415,15 +417,18 @@ pub fn plan_error(e: crate::plan::PlanError) -> anyhow::Error {
         PlanError::FingerprintSpawn {
             source: crate::process::BoundedError::TimedOut(_),
             ..
-        } => usage(format!(
-            "{e}\nhint: a fingerprint command must print and exit; raise `[defaults] fingerprint_timeout` in checkdef.toml if it is just slow"
-        )),
-        PlanError::PythonNotFound { .. } => usage(format!(
-            "{e}\nhint: install it, put it on PATH, or name another interpreter with `fingerprint = [{{ python = \"...\" }}]` in checkdef.toml (`fingerprint = []` turns the default off)"
-        )),
-        PlanError::FingerprintSpawn { .. } | PlanError::FingerprintFailed { .. } => usage(format!(
-            "{e}\nhint: fix the command in `fingerprint = [...]` of checkdef.toml; it runs with `sh -c` at the repository root"
-        )),
+        } => usage_hint(
+            e.to_string(),
+            "a fingerprint command must print and exit; raise `[defaults] fingerprint_timeout` in checkdef.toml if it is just slow",
+        ),
+        PlanError::PythonNotFound { .. } => usage_hint(
+            e.to_string(),
+            "install it, put it on PATH, or name another interpreter with `fingerprint = [{ python = \"...\" }]` in checkdef.toml (`fingerprint = []` turns the default off)",
+        ),
+        PlanError::FingerprintSpawn { .. } | PlanError::FingerprintFailed { .. } => usage_hint(
+            e.to_string(),
+            "fix the command in `fingerprint = [...]` of checkdef.toml; it runs with `sh -c` at the repository root",
+        ),
         PlanError::Git(g) => anyhow::Error::new(g).context("cannot read the snapshot"),
     }
 }

@@ -9,7 +9,7 @@ use super::lines::Piece;
 pub enum Event<'a> {
     /// Something to know that does not fail the run by itself (a segment without inputs, a glob
     /// matching nothing, a cache that failed, checks that cannot be isolated).
-    Warning(&'a str),
+    Warning(Warning<'a>),
     /// A segment's passing result came from a cache.
     Cached(&'a SegmentOutcome),
     /// A segment's check starts.
@@ -32,6 +32,34 @@ pub enum Event<'a> {
     Summary(&'a str),
 }
 
+/// A warning: what happened and, apart from it, what to do about it. As text (`Display`), the
+/// hint follows the message on a line of its own (`hint: …`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Warning<'a> {
+    pub message: &'a str,
+    pub hint: Option<&'a str>,
+}
+
+impl<'a> Warning<'a> {
+    /// A warning without a hint.
+    pub fn plain(message: &'a str) -> Warning<'a> {
+        Warning {
+            message,
+            hint: None,
+        }
+    }
+}
+
+impl std::fmt::Display for Warning<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message)?;
+        if let Some(h) = self.hint {
+            write!(f, "\nhint: {h}")?;
+        }
+        Ok(())
+    }
+}
+
 /// The receiver of a run's [`Event`]s. Called from the engine's one thread, and for
 /// [`Event::Output`] from the tasks reading the checks' output.
 pub trait Reporter: Send + Sync {
@@ -41,5 +69,20 @@ pub trait Reporter: Send + Sync {
     /// it into lines otherwise.
     fn wants_output(&self) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_warning_as_text_has_its_hint_on_a_line_of_its_own() {
+        assert_eq!(Warning::plain("slow").to_string(), "slow");
+        let w = Warning {
+            message: "slow",
+            hint: Some("set a budget"),
+        };
+        assert_eq!(w.to_string(), "slow\nhint: set a budget");
     }
 }

@@ -32,7 +32,7 @@ use crate::manifest::InputHash;
 use crate::plan::{Plan, SegmentPlan};
 use crate::result::{RESULT_FORMAT, ResultRecord, SourceCommit, Status, StoredResult};
 
-pub use events::{Event, Reporter};
+pub use events::{Event, Reporter, Warning};
 pub use exec::Verdict;
 use exec::{ExecSpec, LineSink};
 use lines::Piece;
@@ -270,7 +270,7 @@ pub async fn run_plan(
 ) -> Result<RunReport> {
     let started = Instant::now();
     let commit = commit_label(plan);
-    let warn = |w: &str| reporter.report(Event::Warning(w));
+    let warn = |w: &str| reporter.report(Event::Warning(Warning::plain(w)));
 
     for s in &plan.segments {
         if s.inputs.is_empty() {
@@ -352,10 +352,16 @@ pub async fn run_plan(
             let known: Vec<f64> = expected.iter().filter_map(|(d, _)| *d).collect();
             let eta = expected_wall(&known, opts.jobs.max(1));
             if eta > SLOW_OVER_SSH.as_secs_f64() {
-                warn(&format!(
-                    "the checks to run are expected to take about {} (earlier runs), while git holds the SSH connection to the remote idle; hosted remotes close idle SSH sessions after a few minutes, and the push then fails after the checks\nhint: set a budget, e.g. [hook] budget = \"3m\" with on-budget = \"defer\" in checkdef.toml (or CHECKDEF_BUDGET=3m), or run `checkdef run` (or `checkdef warm`) before pushing",
+                let message = format!(
+                    "the checks to run are expected to take about {} (earlier runs), while git holds the SSH connection to the remote idle; hosted remotes close idle SSH sessions after a few minutes, and the push then fails after the checks",
                     crate::duration::display(Duration::from_secs_f64(eta.round()))
-                ));
+                );
+                reporter.report(Event::Warning(Warning {
+                    message: &message,
+                    hint: Some(
+                        "set a budget, e.g. [hook] budget = \"3m\" with on-budget = \"defer\" in checkdef.toml (or CHECKDEF_BUDGET=3m), or run `checkdef run` (or `checkdef warm`) before pushing",
+                    ),
+                }));
             }
         }
     }
@@ -828,10 +834,8 @@ impl Views {
             parent: opts.sandbox.parent_dir(),
         };
         if let sandbox::Isolation::Unavailable(_) = &isolation {
-            reporter.report(Event::Warning(&format!(
-                "sandbox: {}",
-                isolation.describe()
-            )));
+            let message = format!("sandbox: {}", isolation.describe());
+            reporter.report(Event::Warning(Warning::plain(&message)));
             return Ok(views);
         }
         let private = views.parent.clone();

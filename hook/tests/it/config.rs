@@ -196,6 +196,23 @@ fn globs_too_complex_to_compile_are_located_errors_not_panics() {
         "6:1",
         "too large to compile together",
     );
+    // Its own hint, then the configuration's: each on a line of its own after the message.
+    let (_, err) = plan_with(&format!(
+        "version = 1\n[defaults]\nexclude = [\"{questions}\"]\n{SEGMENT}"
+    ));
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(
+        lines[0].starts_with("error: ") && lines[0].contains("checkdef.toml:3:12: invalid glob"),
+        "{err}"
+    );
+    assert_eq!(
+        lines[1..],
+        [
+            "hint: split it into several simpler globs",
+            "hint: see docs/configuration.md for every key checkdef.toml accepts"
+        ],
+        "{err}"
+    );
     // The message quotes a long glob only in part.
     let (_, err) = plan_with(&format!(
         "version = 1\n[[segment]]\nname = \"a\"\ninclude = [\"{huge}\"]\ncommand = \"true\"\n"

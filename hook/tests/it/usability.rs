@@ -196,3 +196,30 @@ fn errors_say_what_to_do_next() {
         assert!(!out.stderr.contains("rev-parse"), "{}", out.stderr);
     }
 }
+
+/// `checkdef install` where a hook manager (lefthook) runs the hooks: each manager's hint is
+/// followed by the snippet it introduces, then the hint to install anyway. The snippet used to
+/// be printed above the hints, apart from the line that introduces it ("add this to
+/// lefthook.yml:" directly followed by the next hint).
+#[test]
+fn a_hook_managers_hint_is_followed_by_its_snippet() {
+    let repo = TestRepo::new();
+    shell_layout(&repo);
+    repo.write("lefthook.yml", "pre-commit:\n  commands: {}\n");
+    repo.commit("init");
+    let out = repo.checkdef_text(&["install"], &[]);
+    out.expect_code(2);
+    let err = &out.stderr;
+    assert!(err.starts_with("error: "), "{err}");
+    let at = err
+        .find("\nhint: to run checkdef from lefthook, add this to lefthook.yml:\n\n    pre-push:\n")
+        .unwrap_or_else(|| panic!("the hint and its snippet: {err}"));
+    // The detection is part of the message, above the hints.
+    assert!(err[..at].contains("lefthook.yml"), "{err}");
+    assert!(
+        err[at..].contains(
+            "      use_stdin: true\n\n  then run: lefthook install\nhint: or run `checkdef install --force`"
+        ),
+        "{err}"
+    );
+}
