@@ -340,15 +340,83 @@ pub fn build_plan_filtered(
         Target::WorkTree => repo.head_commit()?,
     };
     let matcher = config.matcher();
+    let (mut per_segment, attributes, changed) = collect_inputs(repo, config, target, base)?;
+    let checkout_rules = repo.checkout_rules(&attributes);
+    let (touched, untracked_touched) = match changed {
+        None => (None, None),
+        Some(changed) => {
+            let (t, u) = classify_changes(matcher, &changed);
+            (Some(t), Some(u))
+        }
+    };
+
+    // A `sandbox = "full"` segment sees every file of the snapshot, so every file is an input:
+    // hashing only its declared globs could serve a PASS that an undeclared file would break.
+    let mut everything: Option<Vec<Input>> = None;
+    let mut jobs = Vec::new();
+    for (index, seg) in config.segments.iter().enumerate() {
+        if !select(seg) {
+            continue;
+        }
+        let mut inputs = std::mem::take(&mut per_segment[index]);
+        if seg.sandbox == Sandbox::Full {
+            if everything.is_none() {
+                everything = Some(repo.entries_all(target)?);
+            }
+            inputs = everything.clone().unwrap_or_default();
+        }
+        sort_inputs(&mut inputs);
+        inputs.dedup_by(|a, b| a.path == b.path);
+        let fingerprints =
+            segment_fingerprints(repo, config, seg, env, store, checkout_rules.as_deref())?;
+        jobs.push(Job {
+            index,
+            seg,
+            unmatched: unmatched(seg, &inputs),
+            inputs,
+            fingerprints,
+        });
+    }
+    let platform = manifest::platform();
+    let segments = segment_plans(jobs, &platform, repo.object_hash(), touched.as_deref());
+    Ok(Plan {
+        target: *target,
+        commit,
+        base,
+        platform,
+        segments,
+        untracked_touched,
+        convert: checkout_rules.is_some(),
+    })
+}
+
+/// What one selected segment's plan is made of, before its input hash.
+struct Job<'c> {
+    index: usize,
+    seg: &'c Segment,
+    inputs: Vec<Input>,
+    fingerprints: BTreeMap<String, Vec<u8>>,
+    unmatched: Vec<Unmatched>,
+}
+
+/// Every segment's matching inputs (by index into [`Config::segments`]), every
+/// `.gitattributes` of the snapshot, and with a base the paths changed since it: one walk of
+/// the snapshot (one work-tree walk serves both the inputs and the diff).
+#[allow(clippy::type_complexity)]
+fn collect_inputs(
+    repo: &Repo,
+    config: &Config,
+    target: &Target,
+    base: Option<ObjectId>,
+) -> Result<(Vec<Vec<Input>>, Vec<Input>, Option<Vec<BString>>), PlanError> {
     let mut collect = Collect {
-        matcher,
+        matcher: config.matcher(),
         scratch: MatchScratch::default(),
         hits: Vec::with_capacity(8),
         per_segment: vec![Vec::new(); config.segments.len()],
         attributes: Vec::new(),
     };
     let changed = match (base, target) {
-        // One work-tree walk serves both the inputs and the diff against the base.
         (Some(base), Target::WorkTree) => {
             let all = repo.entries_all(target)?;
             for i in &all {
@@ -367,77 +435,56 @@ pub fn build_plan_filtered(
             None
         }
     };
-    let mut per_segment = collect.per_segment;
-    let checkout_rules = repo.checkout_rules(&collect.attributes);
-    let (touched, untracked_touched) = match changed {
-        None => (None, None),
-        Some(changed) => {
-            let (t, u) = classify_changes(matcher, &changed);
-            (Some(t), Some(u))
-        }
-    };
+    Ok((collect.per_segment, collect.attributes, changed))
+}
 
-    let platform = manifest::platform();
-    let object_format = repo.object_hash();
-    struct Job<'c> {
-        index: usize,
-        seg: &'c Segment,
-        inputs: Vec<Input>,
-        fingerprints: BTreeMap<String, Vec<u8>>,
-        unmatched: Vec<Unmatched>,
-    }
-    // A `sandbox = "full"` segment sees every file of the snapshot, so every file is an input:
-    // hashing only its declared globs could serve a PASS that an undeclared file would break.
-    let mut everything: Option<Vec<Input>> = None;
-    let mut jobs = Vec::new();
-    for (index, seg) in config.segments.iter().enumerate() {
-        if !select(seg) {
-            continue;
-        }
-        let mut inputs = std::mem::take(&mut per_segment[index]);
-        if seg.sandbox == Sandbox::Full {
-            if everything.is_none() {
-                everything = Some(repo.entries_all(target)?);
+/// The outputs of `seg`'s fingerprints (each command run once per process, or read from
+/// `store`), and the checkout rules when a checkout converts files.
+fn segment_fingerprints(
+    repo: &Repo,
+    config: &Config,
+    seg: &Segment,
+    env: &Env,
+    store: &dyn FingerprintStore,
+    checkout_rules: Option<&str>,
+) -> Result<BTreeMap<String, Vec<u8>>, PlanError> {
+    let mut fingerprints = BTreeMap::new();
+    for fp in &seg.fingerprint {
+        let out = match fp {
+            Fingerprint::Command(cmd) => {
+                let watch = seg.fingerprint_watch.get(cmd).map(Vec::as_slice);
+                let limit = config.fingerprint_timeout;
+                fingerprint(repo.root(), cmd, watch, limit, env, store)?
             }
-            inputs = everything.clone().unwrap_or_default();
-        }
-        sort_inputs(&mut inputs);
-        inputs.dedup_by(|a, b| a.path == b.path);
-        let mut fingerprints = BTreeMap::new();
-        for fp in &seg.fingerprint {
-            let out = match fp {
-                Fingerprint::Command(cmd) => {
-                    let watch = seg.fingerprint_watch.get(cmd).map(Vec::as_slice);
-                    let limit = config.fingerprint_timeout;
-                    fingerprint(repo.root(), cmd, watch, limit, env, store)?
-                }
-                Fingerprint::Python(interpreter) => crate::pyenv::fingerprint(
-                    repo.root(),
-                    interpreter,
-                    &check_env(seg, env),
-                    config.fingerprint_timeout,
-                    env,
-                    store.dir(),
-                )?,
-            };
-            fingerprints.insert(fp.key(), out);
-        }
-        if let Some(rules) = &checkout_rules {
-            // What decides the bytes a checkout holds is part of what the result depends on.
-            fingerprints.insert(
-                crate::git::CHECKOUT_RULES_KEY.to_owned(),
-                rules.clone().into_bytes(),
-            );
-        }
-        jobs.push(Job {
-            index,
-            seg,
-            unmatched: unmatched(seg, &inputs),
-            inputs,
-            fingerprints,
-        });
+            Fingerprint::Python(interpreter) => crate::pyenv::fingerprint(
+                repo.root(),
+                interpreter,
+                &check_env(seg, env),
+                config.fingerprint_timeout,
+                env,
+                store.dir(),
+            )?,
+        };
+        fingerprints.insert(fp.key(), out);
     }
-    // The segments first, then their input hashes from the same fields `manifest()` renders.
+    if let Some(rules) = checkout_rules {
+        // What decides the bytes a checkout holds is part of what the result depends on.
+        fingerprints.insert(
+            crate::git::CHECKOUT_RULES_KEY.to_owned(),
+            rules.as_bytes().to_vec(),
+        );
+    }
+    Ok(fingerprints)
+}
+
+/// The segments' plans: first the segments, then their input hashes (in parallel) from the
+/// same fields `manifest()` renders, and the store paths that follow from them.
+fn segment_plans(
+    jobs: Vec<Job<'_>>,
+    platform: &str,
+    object_format: gix::hash::Kind,
+    touched: Option<&[bool]>,
+) -> Vec<SegmentPlan> {
     let placeholder_hash = InputHash::placeholder();
     let placeholder = store_path_for(&placeholder_hash, "checkdef");
     let mut segments: Vec<SegmentPlan> = jobs
@@ -448,10 +495,10 @@ pub fn build_plan_filtered(
             description: job.seg.description.clone(),
             input_hash: placeholder_hash,
             store_path: placeholder.clone(),
-            platform: platform.clone(),
+            platform: platform.to_owned(),
             object_format,
             inputs: job.inputs,
-            touched: touched.as_ref().map(|t: &Vec<bool>| t[job.index]),
+            touched: touched.map(|t| t[job.index]),
             command: job.seg.command.clone(),
             env: job.seg.env.clone(),
             passthrough: job.seg.passthrough.clone(),
@@ -468,15 +515,7 @@ pub fn build_plan_filtered(
         s.store_path = store_path_for(&input_hash, &s.name);
         s.input_hash = input_hash;
     }
-    Ok(Plan {
-        target: *target,
-        commit,
-        base,
-        platform,
-        segments,
-        untracked_touched,
-        convert: checkout_rules.is_some(),
-    })
+    segments
 }
 
 /// `f` over `items` on up to `available_parallelism` threads (sequentially for small inputs);
