@@ -322,20 +322,7 @@ async fn run(
     let duration = started.elapsed();
     let mut log = std::mem::take(&mut *log.lock().expect("log lock")).finish();
     let report = Report::parse(&String::from_utf8_lossy(&report));
-    let verdict = match (stop, report) {
-        (Some(Stop::Cancel), _) => Verdict::Interrupted,
-        (Some(Stop::Timeout), _) => Verdict::TimedOut(spec.timeout),
-        (None, Some(Report::Exited(0))) => Verdict::Passed,
-        (None, Some(Report::Exited(c))) => match entry_failure(c, &log) {
-            Some(why) => Verdict::CouldNotEnter(why),
-            None => Verdict::Exit(c),
-        },
-        (None, Some(Report::Signaled(s))) => Verdict::Signal(s),
-        (None, Some(Report::CannotStart(why))) => Verdict::CouldNotStart(why),
-        (None, None) => Verdict::Lost(format!(
-            "checkdef's supervisor stage ended without a report ({status})"
-        )),
-    };
+    let verdict = verdict_of(stop, report, &log, spec.timeout, status);
     // An interruption's marker waits for the engine, which knows whether the budget caused it.
     if !verdict.cancelled()
         && let Some(marker) = verdict.log_marker(true)
@@ -351,6 +338,31 @@ async fn run(
         duration,
         log,
     })
+}
+
+/// The verdict on a check from what checkdef asked of the supervisor (`stop`), what the
+/// supervisor reported, and the start of the check's log (see [`entry_failure`]).
+fn verdict_of(
+    stop: Option<Stop>,
+    report: Option<Report>,
+    log: &[u8],
+    timeout: Duration,
+    status: std::process::ExitStatus,
+) -> Verdict {
+    match (stop, report) {
+        (Some(Stop::Cancel), _) => Verdict::Interrupted,
+        (Some(Stop::Timeout), _) => Verdict::TimedOut(timeout),
+        (None, Some(Report::Exited(0))) => Verdict::Passed,
+        (None, Some(Report::Exited(c))) => match entry_failure(c, log) {
+            Some(why) => Verdict::CouldNotEnter(why),
+            None => Verdict::Exit(c),
+        },
+        (None, Some(Report::Signaled(s))) => Verdict::Signal(s),
+        (None, Some(Report::CannotStart(why))) => Verdict::CouldNotStart(why),
+        (None, None) => Verdict::Lost(format!(
+            "checkdef's supervisor stage ended without a report ({status})"
+        )),
+    }
 }
 
 /// A spawn error of the supervisor stage, said as what it is.
