@@ -67,6 +67,124 @@ pub fn pre_push(ctx: &Context, remote: &str, url: &str) -> Result<Code> {
 
     // 1. The commits to check, each once, from the policy of each pushed commit's own
     //    checkdef.toml. Every pushed ref's commit must have one.
+    let units = collect_units(&repo, remote, &shown_remote, &push, &mut configs, p)?;
+    if units.is_empty() {
+        return Ok(Code::Success);
+    }
+
+    // 2. Check them.
+    let jobs = ctx.settings.default_jobs();
+    let ssh = is_ssh_url(url);
+    if let crate::context::BudgetOverride::Invalid(why) = &ctx.settings.budget {
+        p.warn(&format!(
+            "CHECKDEF_BUDGET: {why}; using [hook] budget from {FILE_NAME}"
+        ));
+    }
+    let rt = ctx.runtime()?;
+    // Checks stopped at the budget: (commit, segments, policy, budget).
+    let mut over: Vec<Over> = Vec::new();
+    let mut caches: Vec<(CacheConfig, Arc<Caches>)> = Vec::new();
+    let mut failed: Vec<(Unit, Vec<String>)> = Vec::new();
+    let mut failed_ranges: HashSet<usize> = HashSet::new();
+    let mut interrupted = false;
+    for unit in &units {
+        let sha = short(unit.commit);
+        let Some(cfg) = configs.get(unit.commit)? else {
+            // Only an intermediate commit can get here (a pushed ref's commit without one was
+            // refused above): it predates checkdef.toml, or removed it for a while.
+            p.info(&style.dim(&format!(
+                "checkdef: {sha} has no {FILE_NAME}: nothing to check in it"
+            )));
+            continue;
+        };
+        if !unit.tip && failed_ranges.contains(&unit.range) {
+            p.info(&style.dim(&format!(
+                "checkdef: {sha} not checked: an earlier commit of {} already failed",
+                unit.refs.join(", ")
+            )));
+            continue;
+        }
+        p.line(&style.bold(&format!(
+            "checkdef: checking {sha} → {shown_remote} {}{} ({})",
+            unit.refs.join(", "),
+            if unit.tip { "" } else { " (a commit below it)" },
+            match unit.base {
+                Some(b) if unit.base_from_remote => format!("remote has {}", short(b)),
+                Some(b) => format!("compared with its parent {}", short(b)),
+                None => "all new to the remote".to_owned(),
+            }
+        )));
+        if let Some(note) = configs.worktree_note(&cfg) {
+            p.line(&style.yellow(&note));
+        }
+        let caches = match caches.iter().find(|(c, _)| *c == cfg.config.cache) {
+            Some((_, c)) => c.clone(),
+            None => {
+                let c = open_caches(ctx, &cfg.config.cache)?;
+                caches.push((cfg.config.cache.clone(), c.clone()));
+                c
+            }
+        };
+        let budget = ctx.settings.budget.apply(cfg.config.hook.budget);
+        let opts = RunOptions {
+            jobs,
+            hit_logs: p.is_verbose(),
+            deadline: budget.map(|b| (started + b, b)),
+            warn_if_slow: ssh && budget.is_none(),
+            ..super::run_options(ctx, &cfg.config)
+        };
+        let report = check_commit(ctx, &repo, &rt, &cfg.config, unit, &opts, &caches)?;
+        if report.interrupted {
+            interrupted = true;
+            break;
+        }
+        let stopped: Vec<String> = report
+            .segments
+            .iter()
+            .filter(|s| matches!(s.verdict, run::Verdict::OverBudget(_)))
+            .map(|s| s.name.clone())
+            .collect();
+        if !stopped.is_empty()
+            && let Some((_, b)) = opts.deadline
+        {
+            over.push(Over {
+                commit: unit.commit,
+                names: stopped,
+                policy: cfg.config.hook.on_budget,
+                budget: b,
+            });
+        }
+        let names: Vec<String> = report
+            .segments
+            .iter()
+            .filter(|s| !s.passed() && !matches!(s.verdict, run::Verdict::OverBudget(_)))
+            .map(|s| s.name.clone())
+            .collect();
+        if !names.is_empty() {
+            failed_ranges.insert(unit.range);
+            failed.push((unit.clone(), names));
+        }
+    }
+    if interrupted {
+        p.line("checkdef: interrupted — push blocked, nothing partial was stored");
+        return Ok(Code::Interrupted);
+    }
+    conclude(ctx, &repo, &over, &failed)
+}
+
+/// The commits a push checks, each once, in push order: per pushed ref, its commit, and with
+/// `[hook] commits = "all"` (from that commit's own checkdef.toml) every commit new to the
+/// remote; tags are skipped when `[hook] tags = "skip"`. Every pushed ref's commit must have a
+/// checkdef.toml.
+fn collect_units(
+    repo: &Repo,
+    remote: &str,
+    shown_remote: &cache_proto::RedactedUrl,
+    push: &prepush::PushPlan,
+    configs: &mut Configs<'_>,
+    p: &Printer,
+) -> Result<Vec<Unit>> {
+    let style = p.style();
     let mut units: Vec<Unit> = Vec::new();
     let mut index: HashMap<ObjectId, usize> = HashMap::new();
     let mut tracking: Option<Vec<ObjectId>> = None;
@@ -156,173 +274,30 @@ pub fn pre_push(ctx: &Context, remote: &str, url: &str) -> Result<Code> {
             }
         }
     }
-    if units.is_empty() {
-        return Ok(Code::Success);
-    }
+    Ok(units)
+}
 
-    // 2. Check them.
-    let jobs = ctx.settings.default_jobs();
-    let ssh = is_ssh_url(url);
-    if let crate::context::BudgetOverride::Invalid(why) = &ctx.settings.budget {
-        p.warn(&format!(
-            "CHECKDEF_BUDGET: {why}; using [hook] budget from {FILE_NAME}"
-        ));
-    }
-    let rt = ctx.runtime()?;
-    // Checks stopped at the budget: (commit, segments, policy, budget).
-    let mut over: Vec<Over> = Vec::new();
-    let mut caches: Vec<(CacheConfig, Arc<Caches>)> = Vec::new();
-    let mut failed: Vec<(Unit, Vec<String>)> = Vec::new();
-    let mut failed_ranges: HashSet<usize> = HashSet::new();
-    let mut interrupted = false;
-    for unit in &units {
-        let sha = short(unit.commit);
-        let Some(cfg) = configs.get(unit.commit)? else {
-            // Only an intermediate commit can get here (a pushed ref's commit without one was
-            // refused above): it predates checkdef.toml, or removed it for a while.
-            p.info(&style.dim(&format!(
-                "checkdef: {sha} has no {FILE_NAME}: nothing to check in it"
-            )));
-            continue;
-        };
-        if !unit.tip && failed_ranges.contains(&unit.range) {
-            p.info(&style.dim(&format!(
-                "checkdef: {sha} not checked: an earlier commit of {} already failed",
-                unit.refs.join(", ")
-            )));
-            continue;
-        }
-        p.line(&style.bold(&format!(
-            "checkdef: checking {sha} → {shown_remote} {}{} ({})",
-            unit.refs.join(", "),
-            if unit.tip { "" } else { " (a commit below it)" },
-            match unit.base {
-                Some(b) if unit.base_from_remote => format!("remote has {}", short(b)),
-                Some(b) => format!("compared with its parent {}", short(b)),
-                None => "all new to the remote".to_owned(),
-            }
-        )));
-        if let Some(note) = configs.worktree_note(&cfg) {
-            p.line(&style.yellow(&note));
-        }
-        let caches = match caches.iter().find(|(c, _)| *c == cfg.config.cache) {
-            Some((_, c)) => c.clone(),
-            None => {
-                let c = open_caches(ctx, &cfg.config.cache)?;
-                caches.push((cfg.config.cache.clone(), c.clone()));
-                c
-            }
-        };
-        let budget = ctx.settings.budget.apply(cfg.config.hook.budget);
-        let opts = RunOptions {
-            jobs,
-            hit_logs: p.is_verbose(),
-            deadline: budget.map(|b| (started + b, b)),
-            warn_if_slow: ssh && budget.is_none(),
-            ..super::run_options(ctx, &cfg.config)
-        };
-        let target = Target::Commit(unit.commit);
-        let plan = plan::build_plan_filtered(
-            &repo,
-            &cfg.config,
-            ctx.env(),
-            &ctx.fingerprints(),
-            &target,
-            unit.base,
-            |_| true,
-        )
-        .map_err(plan_error)?;
-        if unit.base.is_some() {
-            let touched: Vec<&str> = plan
-                .segments
-                .iter()
-                .filter(|s| s.touched != Some(false))
-                .map(|s| s.name.as_str())
-                .collect();
-            p.line(&format!(
-                "checkdef: touched segments: {}",
-                if touched.is_empty() {
-                    "none".to_owned()
-                } else {
-                    touched.join(", ")
-                }
-            ));
-        }
-        let reporter = Arc::new(HumanReporter::for_plan(*p, p.is_verbose(), &plan));
-        let report = rt.block_on(async {
-            let (tx, rx) = run::interrupt_channel();
-            run::watch_signals(tx);
-            run::run_plan(&repo, &plan, caches.clone(), &opts, rx, reporter).await
-        })?;
-        report::runner_hint(p, &report);
-        p.line(&report::summary_line(&report, &style));
-        if cfg.config.hook.mode == HookMode::Affected
-            && let Some(base) = unit.base
-        {
-            // An untouched segment counts as checked only when a passing result proves it:
-            // that the remote has the base commit proves nothing (it may have been pushed
-            // with --no-verify).
-            let unproven: Vec<&str> = plan
-                .segments
-                .iter()
-                .zip(&report.segments)
-                .filter(|(s, o)| s.touched == Some(false) && o.origin == Origin::Run)
-                .map(|(s, _)| s.name.as_str())
-                .collect();
-            if !unproven.is_empty() {
-                p.info(&style.dim(&format!(
-                        "checkdef: mode = \"affected\": {} untouched since {}, but no passing result proved it, so it was checked (a commit can reach the remote without checks: --no-verify)",
-                        unproven.join(", "),
-                        short(base)
-                    )),
-                );
-            }
-        }
-        if report.interrupted {
-            interrupted = true;
-            break;
-        }
-        let stopped: Vec<String> = report
-            .segments
-            .iter()
-            .filter(|s| matches!(s.verdict, run::Verdict::OverBudget(_)))
-            .map(|s| s.name.clone())
-            .collect();
-        if !stopped.is_empty()
-            && let Some((_, b)) = opts.deadline
-        {
-            over.push(Over {
-                commit: unit.commit,
-                names: stopped,
-                policy: cfg.config.hook.on_budget,
-                budget: b,
-            });
-        }
-        let names: Vec<String> = report
-            .segments
-            .iter()
-            .filter(|s| !s.passed() && !matches!(s.verdict, run::Verdict::OverBudget(_)))
-            .map(|s| s.name.clone())
-            .collect();
-        if !names.is_empty() {
-            failed_ranges.insert(unit.range);
-            failed.push((unit.clone(), names));
-        }
-    }
-    if interrupted {
-        p.line("checkdef: interrupted — push blocked, nothing partial was stored");
-        return Ok(Code::Interrupted);
-    }
+/// The end of a push that was not interrupted: it proceeds when nothing failed and no check
+/// stopped at a blocking budget (deferred checks handed on to background runs), else it is
+/// blocked, with what to run to finish or reproduce each check.
+fn conclude(
+    ctx: &Context,
+    repo: &Repo,
+    over: &[Over],
+    failed: &[(Unit, Vec<String>)],
+) -> Result<Code> {
+    let p = &ctx.printer;
+    let style = p.style();
     let blocking = over.iter().any(|o| o.policy == OnBudget::Block);
     if failed.is_empty() && !blocking {
         // Deferred checks go on in the background; the push proceeds.
-        for o in &over {
+        for o in over {
             let id = crate::background::new_id();
             let names = o.names.join(", ");
             let b = crate::duration::display(o.budget);
             match super::warm::spawn(
                 ctx,
-                &repo,
+                repo,
                 o.commit,
                 &o.names,
                 crate::background::Reason::Deferred,
@@ -350,7 +325,7 @@ pub fn pre_push(ctx: &Context, remote: &str, url: &str) -> Result<Code> {
     }
     p.line("");
     p.line(&style.red(&style.bold("checkdef: push blocked")));
-    for o in &over {
+    for o in over {
         let b = crate::duration::display(o.budget);
         let names = o.names.join(", ");
         if o.policy == OnBudget::Defer {
@@ -372,7 +347,7 @@ pub fn pre_push(ctx: &Context, remote: &str, url: &str) -> Result<Code> {
             "    or let pushes hand them on: [hook] on-budget = \"defer\", or a larger budget (CHECKDEF_BUDGET=15m git push)",
         );
     }
-    for (unit, names) in &failed {
+    for (unit, names) in failed {
         let sha = unit.commit.to_string();
         p.line(&format!(
             "  {} ({}{}) failed: {}",
@@ -389,6 +364,79 @@ pub fn pre_push(ctx: &Context, remote: &str, url: &str) -> Result<Code> {
     }
     p.line(&format!("  bypass (not recommended): {BYPASS}"));
     Ok(Code::Failed)
+}
+
+/// Plan and run one commit's checks, printing the touched segments, the checklist and the
+/// summary line.
+fn check_commit(
+    ctx: &Context,
+    repo: &Repo,
+    rt: &tokio::runtime::Runtime,
+    config: &Config,
+    unit: &Unit,
+    opts: &RunOptions,
+    caches: &Arc<Caches>,
+) -> Result<run::RunReport> {
+    let p = &ctx.printer;
+    let style = p.style();
+    let target = Target::Commit(unit.commit);
+    let plan = plan::build_plan_filtered(
+        repo,
+        config,
+        ctx.env(),
+        &ctx.fingerprints(),
+        &target,
+        unit.base,
+        |_| true,
+    )
+    .map_err(plan_error)?;
+    if unit.base.is_some() {
+        let touched: Vec<&str> = plan
+            .segments
+            .iter()
+            .filter(|s| s.touched != Some(false))
+            .map(|s| s.name.as_str())
+            .collect();
+        p.line(&format!(
+            "checkdef: touched segments: {}",
+            if touched.is_empty() {
+                "none".to_owned()
+            } else {
+                touched.join(", ")
+            }
+        ));
+    }
+    let reporter = Arc::new(HumanReporter::for_plan(*p, p.is_verbose(), &plan));
+    let report = rt.block_on(async {
+        let (tx, rx) = run::interrupt_channel();
+        run::watch_signals(tx);
+        run::run_plan(repo, &plan, caches.clone(), opts, rx, reporter).await
+    })?;
+    report::runner_hint(p, &report);
+    p.line(&report::summary_line(&report, &style));
+    if config.hook.mode == HookMode::Affected
+        && let Some(base) = unit.base
+    {
+        // An untouched segment counts as checked only when a passing result proves it:
+        // that the remote has the base commit proves nothing (it may have been pushed
+        // with --no-verify).
+        let unproven: Vec<&str> = plan
+            .segments
+            .iter()
+            .zip(&report.segments)
+            .filter(|(s, o)| s.touched == Some(false) && o.origin == Origin::Run)
+            .map(|(s, _)| s.name.as_str())
+            .collect();
+        if !unproven.is_empty() {
+            p.info(&style.dim(&format!(
+                        "checkdef: mode = \"affected\": {} untouched since {}, but no passing result proved it, so it was checked (a commit can reach the remote without checks: --no-verify)",
+                        unproven.join(", "),
+                        short(base)
+                    )),
+                );
+        }
+    }
+    Ok(report)
 }
 
 /// Checks of one commit that the push's budget stopped (or never started).
