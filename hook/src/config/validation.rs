@@ -261,6 +261,79 @@ pub(super) fn resolve_segment(
     for g in own_include.iter().chain(&seg.exclude) {
         check_glob(g, ctx)?;
     }
+    let command = segment_command(&seg, &name, seg_span, ctx)?;
+
+    let mut include: Vec<String> = defaults
+        .include
+        .iter()
+        .chain(own_include)
+        .map(|s| s.get_ref().clone())
+        .collect();
+    let declared_include = distinct(include.clone());
+    if let Some(tests) = tests {
+        include.extend(pytest_inputs(tests.iter().map(|s| s.get_ref().as_str())));
+        for t in tests {
+            for g in pytest_inputs([t.get_ref().as_str()]) {
+                ctx.note_glob(&g, t.span());
+            }
+        }
+    }
+    let include = distinct(include);
+    let exclude = distinct(
+        defaults
+            .exclude
+            .iter()
+            .chain(&seg.exclude)
+            .map(|s| s.get_ref().clone()),
+    );
+
+    check_env_map(&seg.env, ctx)?;
+    for v in &seg.passthrough {
+        check_var_name(v, ctx)?;
+    }
+    for f in seg.fingerprint.iter().flatten() {
+        check_fingerprint(f, ctx)?;
+    }
+    let (env, passthrough) = segment_env(&seg, defaults);
+    let timeout = match duration_field(seg.timeout.as_ref(), "timeout", ctx)? {
+        Some(t) => t,
+        None => duration_field(defaults.timeout.as_ref(), "timeout", ctx)?
+            .unwrap_or(DEFAULT_CHECK_TIMEOUT),
+    };
+    let (fingerprint, fingerprint_watch) = segment_fingerprints(&seg, defaults, &command);
+
+    Ok(Segment {
+        name,
+        description: seg.description,
+        include,
+        exclude,
+        declared_include,
+        command,
+        tests: seg.tests.map(|t| {
+            t.into_inner()
+                .into_iter()
+                .map(Spanned::into_inner)
+                .collect()
+        }),
+        env,
+        passthrough,
+        fingerprint,
+        fingerprint_watch,
+        sandbox: seg.sandbox,
+        network: seg.network,
+        timeout,
+        runner: seg.runner.or(defaults.runner).unwrap_or_default(),
+        matcher: OnceLock::new(),
+    })
+}
+
+/// A segment's command: its `command`, or the pytest run of its `tests` (exactly one of them).
+fn segment_command(
+    seg: &RawSegment,
+    name: &str,
+    seg_span: Range<usize>,
+    ctx: &Ctx<'_>,
+) -> Result<String, ConfigError> {
     let command = match (&seg.command, &seg.tests) {
         (Some(c), Some(t)) => {
             let span = if c.span().start > t.span().start {
@@ -296,38 +369,15 @@ pub(super) fn resolve_segment(
             ));
         }
     };
+    Ok(command)
+}
 
-    let mut include: Vec<String> = defaults
-        .include
-        .iter()
-        .chain(own_include)
-        .map(|s| s.get_ref().clone())
-        .collect();
-    let declared_include = distinct(include.clone());
-    if let Some(tests) = tests {
-        include.extend(pytest_inputs(tests.iter().map(|s| s.get_ref().as_str())));
-        for t in tests {
-            for g in pytest_inputs([t.get_ref().as_str()]) {
-                ctx.note_glob(&g, t.span());
-            }
-        }
-    }
-    let include = distinct(include);
-    let exclude = distinct(
-        defaults
-            .exclude
-            .iter()
-            .chain(&seg.exclude)
-            .map(|s| s.get_ref().clone()),
-    );
-
-    check_env_map(&seg.env, ctx)?;
-    for v in &seg.passthrough {
-        check_var_name(v, ctx)?;
-    }
-    for f in seg.fingerprint.iter().flatten() {
-        check_fingerprint(f, ctx)?;
-    }
+/// A segment's hashed environment (`[defaults] env`, then its own) and its passthrough
+/// variables (`PATH` always, unless `env` sets it), sorted and distinct.
+fn segment_env(
+    seg: &RawSegment,
+    defaults: &RawDefaults,
+) -> (BTreeMap<String, String>, Vec<String>) {
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     for (k, v) in defaults.env.iter().chain(&seg.env) {
         env.insert(k.get_ref().clone(), v.get_ref().clone());
@@ -342,11 +392,18 @@ pub(super) fn resolve_segment(
         .collect();
     passthrough.sort();
     passthrough.dedup();
-    let timeout = match duration_field(seg.timeout.as_ref(), "timeout", ctx)? {
-        Some(t) => t,
-        None => duration_field(defaults.timeout.as_ref(), "timeout", ctx)?
-            .unwrap_or(DEFAULT_CHECK_TIMEOUT),
-    };
+    (env, passthrough)
+}
+
+/// A segment's fingerprints (`[defaults]`'s, then its own, distinct; by default the Python
+/// environment of a check that runs Python) and the watch lists of the commands that may be
+/// kept across invocations.
+#[allow(clippy::type_complexity)]
+fn segment_fingerprints(
+    seg: &RawSegment,
+    defaults: &RawDefaults,
+    command: &str,
+) -> (Vec<Fingerprint>, BTreeMap<String, Vec<String>>) {
     let declared = || {
         defaults
             .fingerprint
@@ -366,7 +423,7 @@ pub(super) fn resolve_segment(
     if defaults.fingerprint.is_none() && seg.fingerprint.is_none() {
         let interpreter = match &seg.tests {
             Some(_) => Some("python3"),
-            None => crate::pyenv::command_interpreter(&command),
+            None => crate::pyenv::command_interpreter(command),
         };
         if let Some(i) = interpreter {
             fingerprint.push(Fingerprint::Python(i.to_owned()));
@@ -395,30 +452,7 @@ pub(super) fn resolve_segment(
             fingerprint_watch.insert(cmd.clone(), watch);
         }
     }
-
-    Ok(Segment {
-        name,
-        description: seg.description,
-        include,
-        exclude,
-        declared_include,
-        command,
-        tests: seg.tests.map(|t| {
-            t.into_inner()
-                .into_iter()
-                .map(Spanned::into_inner)
-                .collect()
-        }),
-        env,
-        passthrough,
-        fingerprint,
-        fingerprint_watch,
-        sandbox: seg.sandbox,
-        network: seg.network,
-        timeout,
-        runner: seg.runner.or(defaults.runner).unwrap_or_default(),
-        matcher: OnceLock::new(),
-    })
+    (fingerprint, fingerprint_watch)
 }
 
 pub(super) fn resolve_cache(c: RawCache, ctx: &Ctx<'_>) -> Result<CacheConfig, ConfigError> {
