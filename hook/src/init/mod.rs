@@ -163,23 +163,7 @@ pub fn inspect_in(
         })
         .collect();
 
-    let mut lockfiles: Vec<String> = LOCKFILES
-        .iter()
-        .filter(|f| files.is_file(f))
-        .map(|f| f.to_string())
-        .collect();
-    for f in files.children("") {
-        if f.starts_with("requirements") && f.ends_with(".txt") && files.is_file(&f) {
-            lockfiles.push(f);
-        }
-    }
-    for f in files.children("requirements") {
-        if f.ends_with(".txt") && files.is_file(&f) {
-            lockfiles.push(f);
-        }
-    }
-    lockfiles.sort();
-    lockfiles.dedup();
+    let lockfiles = lockfiles_of(files);
 
     let skipped = skipped_dirs(files);
     let in_scope = |p: &str| {
@@ -234,31 +218,7 @@ pub fn inspect_in(
                 .collect();
         implied.extend(config_files.iter().cloned());
         implied.extend(lockfiles.iter().cloned());
-        let covered_by_tests = |p: &str| {
-            tests
-                .iter()
-                .any(|t| p == t || p.starts_with(&format!("{t}/")))
-        };
-        let mut include: BTreeSet<String> = BTreeSet::new();
-        for g in &deps.globs {
-            if !covered_by_tests(g) {
-                include.insert(format!("{}/**", globset::escape(g)));
-            }
-        }
-        for f in &deps.files {
-            let under_glob = deps
-                .globs
-                .iter()
-                .any(|g| g.is_empty() || f.starts_with(&format!("{g}/")));
-            if !under_glob && !covered_by_tests(f) && !implied.contains(&globset::escape(f)) {
-                include.insert(globset::escape(f));
-            }
-        }
-        for d in &deps.data_dirs {
-            if !covered_by_tests(d) {
-                include.insert(format!("{}/**", globset::escape(d)));
-            }
-        }
+        let include = segment_include(&deps, &tests, &implied);
         data_seen.push((
             deps.nearby_data_dirs.clone(),
             deps.data_dirs
@@ -290,38 +250,8 @@ pub fn inspect_in(
             imports: deps.top_level.iter().cloned().collect(),
         });
     }
-    // Data directories near tests that no segment took in.
-    let mut nearby: BTreeSet<String> = BTreeSet::new();
-    let mut taken: Vec<String> = Vec::new();
-    for (n, t) in &data_seen {
-        nearby.extend(n.iter().cloned());
-        taken.extend(t.iter().cloned());
-    }
-    for d in nearby {
-        let prefix = format!("{d}/");
-        if !taken.iter().any(|t| *t == d || t.starts_with(&prefix)) {
-            review.push(format!(
-                "{d}/ looks like test data but no test names it, so it is no segment's input: add \"{d}/**\" to the include of the segments whose tests read it"
-            ));
-        }
-    }
-    // One note for every import by computed name: checkdef cannot follow them, and most load
-    // installed plugins rather than repository files, so one line to check is enough.
-    if !dynamic.is_empty() {
-        const SHOWN: usize = 4;
-        let mut places: Vec<&str> = dynamic.iter().take(SHOWN).map(String::as_str).collect();
-        let more = dynamic.len().saturating_sub(SHOWN);
-        let more_text = format!("and {more} more");
-        if more > 0 {
-            places.push(&more_text);
-        }
-        review.push(format!(
-            "{} import{} by computed name (import_module/__import__) that checkdef cannot follow: {}; only if one loads a file of this repository that no segment includes does it need adding to that segment's include",
-            dynamic.len(),
-            if dynamic.len() == 1 { "" } else { "s" },
-            places.join(", ")
-        ));
-    }
+    review.extend(unclaimed_data_notes(&data_seen));
+    review.extend(dynamic_imports_note(&dynamic));
     review.sort();
     review.dedup();
     Ok(Inspection {
@@ -336,6 +266,106 @@ pub fn inspect_in(
         segments: drafts,
         review,
     })
+}
+
+/// The lock and requirements files of the repository (`LOCKFILES` at the root,
+/// `requirements*.txt`, `requirements/*.txt`), sorted.
+fn lockfiles_of(files: &RepoFiles) -> Vec<String> {
+    let mut lockfiles: Vec<String> = LOCKFILES
+        .iter()
+        .filter(|f| files.is_file(f))
+        .map(|f| f.to_string())
+        .collect();
+    for f in files.children("") {
+        if f.starts_with("requirements") && f.ends_with(".txt") && files.is_file(&f) {
+            lockfiles.push(f);
+        }
+    }
+    for f in files.children("requirements") {
+        if f.ends_with(".txt") && files.is_file(&f) {
+            lockfiles.push(f);
+        }
+    }
+    lockfiles.sort();
+    lockfiles.dedup();
+    lockfiles
+}
+
+/// The `include` globs of the segment of `tests`: what the tests import and read (`deps`),
+/// less what the `tests` shorthand and the files every segment gets (`implied`) cover.
+fn segment_include(
+    deps: &deps::Deps,
+    tests: &[String],
+    implied: &HashSet<String>,
+) -> BTreeSet<String> {
+    let covered_by_tests = |p: &str| {
+        tests
+            .iter()
+            .any(|t| p == t || p.starts_with(&format!("{t}/")))
+    };
+    let mut include: BTreeSet<String> = BTreeSet::new();
+    for g in &deps.globs {
+        if !covered_by_tests(g) {
+            include.insert(format!("{}/**", globset::escape(g)));
+        }
+    }
+    for f in &deps.files {
+        let under_glob = deps
+            .globs
+            .iter()
+            .any(|g| g.is_empty() || f.starts_with(&format!("{g}/")));
+        if !under_glob && !covered_by_tests(f) && !implied.contains(&globset::escape(f)) {
+            include.insert(globset::escape(f));
+        }
+    }
+    for d in &deps.data_dirs {
+        if !covered_by_tests(d) {
+            include.insert(format!("{}/**", globset::escape(d)));
+        }
+    }
+    include
+}
+
+/// A note for each data directory near tests that no segment took in (`data_seen`: per
+/// segment, the data directories near its tests and the data it took in).
+fn unclaimed_data_notes(data_seen: &[(BTreeSet<String>, Vec<String>)]) -> Vec<String> {
+    let mut notes = Vec::new();
+    let mut nearby: BTreeSet<String> = BTreeSet::new();
+    let mut taken: Vec<String> = Vec::new();
+    for (n, t) in data_seen {
+        nearby.extend(n.iter().cloned());
+        taken.extend(t.iter().cloned());
+    }
+    for d in nearby {
+        let prefix = format!("{d}/");
+        if !taken.iter().any(|t| *t == d || t.starts_with(&prefix)) {
+            notes.push(format!(
+                "{d}/ looks like test data but no test names it, so it is no segment's input: add \"{d}/**\" to the include of the segments whose tests read it"
+            ));
+        }
+    }
+    notes
+}
+
+/// One note for every import by computed name: checkdef cannot follow them, and most load
+/// installed plugins rather than repository files, so one line to check is enough.
+fn dynamic_imports_note(dynamic: &BTreeSet<String>) -> Option<String> {
+    if dynamic.is_empty() {
+        return None;
+    }
+    const SHOWN: usize = 4;
+    let mut places: Vec<&str> = dynamic.iter().take(SHOWN).map(String::as_str).collect();
+    let more = dynamic.len().saturating_sub(SHOWN);
+    let more_text = format!("and {more} more");
+    if more > 0 {
+        places.push(&more_text);
+    }
+    Some(format!(
+        "{} import{} by computed name (import_module/__import__) that checkdef cannot follow: {}; only if one loads a file of this repository that no segment includes does it need adding to that segment's include",
+        dynamic.len(),
+        if dynamic.len() == 1 { "" } else { "s" },
+        places.join(", ")
+    ))
 }
 
 /// Directories holding a virtual environment (`pyvenv.cfg`) or an installed tree.
