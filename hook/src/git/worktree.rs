@@ -86,27 +86,13 @@ impl Repo {
         let caps = self.repo.filesystem_options().map_err(wt_err)?;
         let hash_kind = self.repo.object_hash();
         let mut stats = WorktreeStats::default();
-        let mut abs = PathBuf::with_capacity(workdir.as_os_str().len() + 128);
 
         // 1. Which tracked entries are wanted (index order, one per path).
         let entries = index.entries();
-        let mut wanted: Vec<usize> = Vec::new();
-        let mut previous: Option<&BStr> = None;
-        for (i, entry) in entries.iter().enumerate() {
-            let path = entry.path(&index);
-            if previous == Some(path) {
-                continue; // further stages of a conflicted path
-            }
-            previous = Some(path);
-            if !entry.mode.is_sparse() && visit.wants(path) {
-                wanted.push(i);
-            }
-        }
+        let wanted = wanted_entries(&index, visit);
 
-        // 2. Their stat data (and the blob ids of changed files) on every CPU, while this
-        //    thread walks the directories for untracked files: the two halves of `git status`
-        //    run side by side. Each worker takes a contiguous run of the index, so a
-        //    directory's files stay together for `StatAt`.
+        // 2. Their stat data on every CPU while this thread walks the directories for
+        //    untracked files (see `stat_and_walk`).
         let probe_ctx = ProbeCtx {
             index: &index,
             workdir: &workdir,
@@ -114,56 +100,11 @@ impl Repo {
             caps,
             hash_kind,
         };
-        let workers = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(8)
-            .min(wanted.len().div_ceil(MIN_ENTRIES_PER_WORKER))
-            .max(1);
-        let chunk = wanted.len().div_ceil(workers).max(1);
         let mut collect = CollectUntracked {
             visit,
             wanted: Vec::new(),
         };
-        let options = self
-            .repo
-            .dirwalk_options()
-            .map_err(wt_err)?
-            .emit_tracked(false)
-            .emit_ignored(None)
-            .emit_pruned(false)
-            .emit_empty_directories(false)
-            .emit_untracked(gix::dir::walk::EmissionMode::Matching)
-            .recurse_repositories(false)
-            .empty_patterns_match_prefix(false);
-        let interrupt = AtomicBool::new(false);
-        let (probes, walked) = std::thread::scope(|scope| {
-            let handles: Vec<_> = wanted
-                .chunks(chunk)
-                .map(|part| {
-                    let ctx = &probe_ctx;
-                    scope.spawn(move || ctx.probe_all(part))
-                })
-                .collect();
-            // Untracked files, honouring .gitignore, .git/info/exclude and core.excludesFile.
-            let walked = self.repo.dirwalk(
-                &index,
-                Vec::<&BStr>::new(),
-                &interrupt,
-                options,
-                &mut collect,
-            );
-            let mut probes = Vec::with_capacity(wanted.len());
-            let mut failed = None;
-            for h in handles {
-                match h.join().expect("work-tree stat worker panicked") {
-                    Ok(p) => probes.extend(p),
-                    Err(e) => failed = failed.or(Some(e)),
-                }
-            }
-            (failed.map_or(Ok(probes), Err), walked)
-        });
-        let probes = probes?;
-        walked.map_err(wt_err)?;
+        let probes = self.stat_and_walk(&probe_ctx, &wanted, &mut collect)?;
 
         // A file that was read (not proven unchanged by the index) is hashed as git would store
         // it: cleaned through .gitattributes and the filters when a checkout converts anything,
@@ -217,6 +158,8 @@ impl Repo {
             }
         }
 
+        // 4. Then the untracked ones, in the walk's order.
+        let mut abs = PathBuf::with_capacity(workdir.as_os_str().len() + 128);
         for (path, kind) in untracked {
             abs.clear();
             abs.push(&workdir);
@@ -240,6 +183,80 @@ impl Repo {
         }
         Ok(stats)
     }
+
+    /// The stat data (and the blob ids of changed files) of the `wanted` index entries on
+    /// every CPU, while this thread walks the directories for untracked files into `collect`:
+    /// the two halves of `git status` side by side. Each worker takes a contiguous run of the
+    /// index, so a directory's files stay together for `StatAt`.
+    fn stat_and_walk(
+        &self,
+        ctx: &ProbeCtx<'_>,
+        wanted: &[usize],
+        collect: &mut CollectUntracked<'_>,
+    ) -> Result<Vec<Probe>> {
+        let wt_err = |source| GitError::Worktree {
+            workdir: ctx.workdir.to_path_buf(),
+            source,
+        };
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8)
+            .min(wanted.len().div_ceil(MIN_ENTRIES_PER_WORKER))
+            .max(1);
+        let chunk = wanted.len().div_ceil(workers).max(1);
+        let options = self
+            .repo
+            .dirwalk_options()
+            .map_err(wt_err)?
+            .emit_tracked(false)
+            .emit_ignored(None)
+            .emit_pruned(false)
+            .emit_empty_directories(false)
+            .emit_untracked(gix::dir::walk::EmissionMode::Matching)
+            .recurse_repositories(false)
+            .empty_patterns_match_prefix(false);
+        let interrupt = AtomicBool::new(false);
+        let (probes, walked) = std::thread::scope(|scope| {
+            let handles: Vec<_> = wanted
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || ctx.probe_all(part)))
+                .collect();
+            // Untracked files, honouring .gitignore, .git/info/exclude and core.excludesFile.
+            let walked =
+                self.repo
+                    .dirwalk(ctx.index, Vec::<&BStr>::new(), &interrupt, options, collect);
+            let mut probes = Vec::with_capacity(wanted.len());
+            let mut failed = None;
+            for h in handles {
+                match h.join().expect("work-tree stat worker panicked") {
+                    Ok(p) => probes.extend(p),
+                    Err(e) => failed = failed.or(Some(e)),
+                }
+            }
+            (failed.map_or(Ok(probes), Err), walked)
+        });
+        let probes = probes?;
+        walked.map_err(wt_err)?;
+        Ok(probes)
+    }
+}
+
+/// The positions of the index entries `visit` wants, in index order, one per path (a
+/// conflicted path's further stages and sparse directory entries are skipped).
+fn wanted_entries(index: &gix::index::File, visit: &mut dyn Visit) -> Vec<usize> {
+    let mut wanted: Vec<usize> = Vec::new();
+    let mut previous: Option<&BStr> = None;
+    for (i, entry) in index.entries().iter().enumerate() {
+        let path = entry.path(index);
+        if previous == Some(path) {
+            continue; // further stages of a conflicted path
+        }
+        previous = Some(path);
+        if !entry.mode.is_sparse() && visit.wants(path) {
+            wanted.push(i);
+        }
+    }
+    wanted
 }
 
 /// Below this many wanted tracked files the stat calls stay on one thread.
