@@ -59,21 +59,7 @@ impl Repo {
             check_path(e.path.as_ref())?;
         }
         // 1. Directories (parents of every entry, and submodule directories).
-        let mut dirs: Vec<&BStr> = Vec::new();
-        for e in entries {
-            if let Some(slash) = e.path.rfind_byte(b'/') {
-                dirs.push(e.path[..slash].as_bstr());
-            }
-            if e.mode == FileMode::Submodule {
-                dirs.push(e.path.as_bstr());
-            }
-        }
-        dirs.sort();
-        dirs.dedup();
-        for d in &dirs {
-            let p = dest.join(native(d));
-            std::fs::create_dir_all(&p).map_err(io_err(&p))?;
-        }
+        create_dirs(entries, dest)?;
         let mut stats = MaterializeStats {
             submodules: entries
                 .iter()
@@ -145,8 +131,27 @@ impl Repo {
             stats.bytes += data.len() as u64;
         }
         // 3. Symlinks.
+        stats.symlinks = self.write_symlinks(entries, dest, workdir.as_deref())?;
+        Ok(stats)
+    }
+
+    /// The symbolic links among `entries`, under `dest`: their targets from the blobs, or for
+    /// the work tree (`workdir`) from the links on disk, which must still be the blobs the
+    /// snapshot lists. Returns how many.
+    fn write_symlinks(
+        &self,
+        entries: &[Input],
+        dest: &Path,
+        workdir: Option<&Path>,
+    ) -> Result<usize> {
+        let io_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| GitError::Io { path, source }
+        };
+        let kind = self.object_hash();
+        let mut count = 0;
         for e in entries.iter().filter(|e| e.mode == FileMode::Symlink) {
-            let target_bytes: Vec<u8> = match &workdir {
+            let target_bytes: Vec<u8> = match workdir {
                 None => self.read_blob(&e.id)?,
                 Some(wd) => {
                     let src = wd.join(native(e.path.as_ref()));
@@ -168,9 +173,9 @@ impl Repo {
             let out: PathBuf = dest.join(native(e.path.as_ref()));
             std::os::unix::fs::symlink(native(target_bytes.as_bstr()), &out)
                 .map_err(io_err(&out))?;
-            stats.symlinks += 1;
+            count += 1;
         }
-        Ok(stats)
+        Ok(count)
     }
 }
 
@@ -185,6 +190,27 @@ fn check_path(path: &BStr) -> Result<()> {
         return Err(GitError::UnsafePath {
             path: path.to_owned(),
         });
+    }
+    Ok(())
+}
+
+/// The directories `entries` need under `dest`: every entry's parent, and each submodule's own
+/// directory (left empty, as a checkout without the submodule leaves it).
+fn create_dirs(entries: &[Input], dest: &Path) -> Result<()> {
+    let mut dirs: Vec<&BStr> = Vec::new();
+    for e in entries {
+        if let Some(slash) = e.path.rfind_byte(b'/') {
+            dirs.push(e.path[..slash].as_bstr());
+        }
+        if e.mode == FileMode::Submodule {
+            dirs.push(e.path.as_bstr());
+        }
+    }
+    dirs.sort();
+    dirs.dedup();
+    for d in &dirs {
+        let p = dest.join(native(d));
+        std::fs::create_dir_all(&p).map_err(|source| GitError::Io { path: p, source })?;
     }
     Ok(())
 }
