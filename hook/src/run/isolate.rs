@@ -142,6 +142,33 @@ fn enter_mounts(spec: &Spec) -> Result<(), EnterError> {
         })
         .collect::<Result<_, _>>()?;
 
+    mount_overlay(spec)?;
+
+    // The view itself, to bind back should it lie below a hidden directory (a bare repository's
+    // view is a directory of the run's own).
+    let root_fd = open_dir(&spec.root)?;
+    for (path, fd) in &exposed {
+        // The mount point lives in the private upper layer.
+        std::fs::create_dir_all(path).map_err(step(|| format!("creating {}", path.display())))?;
+        bind_readonly(fd, path)?;
+    }
+
+    hide_dirs(spec, &tmp_fd, &root_fd)?;
+    drop((tmp_fd, root_fd, exposed));
+
+    if !spec.network {
+        loopback_up().map_err(step(|| "bringing up the loopback interface".to_owned()))?;
+    }
+    rustix::thread::set_no_new_privs(true).map_err(step(|| "setting no_new_privs".to_owned()))?;
+    landlock_scope();
+    rustix::process::chdir(&spec.root)
+        .map_err(step(|| format!("changing to {}", spec.root.display())))?;
+    Ok(())
+}
+
+/// The view: `spec.lower` under a writable layer (in a tmpfs of its own with
+/// `writes_in_memory`), mounted as an overlay at `spec.root`.
+fn mount_overlay(spec: &Spec) -> Result<(), EnterError> {
     let (upper, work) = if spec.writes_in_memory {
         rustix::mount::mount(
             "checkdef-writes",
@@ -192,16 +219,12 @@ fn enter_mounts(spec: &Spec) -> Result<(), EnterError> {
     .map_err(step(|| {
         format!("mounting the overlay at {}", spec.root.display())
     }))?;
+    Ok(())
+}
 
-    // The view itself, to bind back should it lie below a hidden directory (a bare repository's
-    // view is a directory of the run's own).
-    let root_fd = open_dir(&spec.root)?;
-    for (path, fd) in &exposed {
-        // The mount point lives in the private upper layer.
-        std::fs::create_dir_all(path).map_err(step(|| format!("creating {}", path.display())))?;
-        bind_readonly(fd, path)?;
-    }
-
+/// Cover each directory of `spec.hide` (outside the view) with an empty read-only tmpfs,
+/// binding back the check's TMPDIR and the view (`tmp_fd`, `root_fd`) should they lie below one.
+fn hide_dirs(spec: &Spec, tmp_fd: &OwnedFd, root_fd: &OwnedFd) -> Result<(), EnterError> {
     for h in &spec.hide {
         if !h.is_dir() || h.starts_with(&spec.root) || h == Path::new("/") {
             continue;
@@ -214,7 +237,7 @@ fn enter_mounts(spec: &Spec) -> Result<(), EnterError> {
             Some(c"mode=0755,size=64k"),
         )
         .map_err(step(|| format!("hiding {}", h.display())))?;
-        for (keep, fd) in [(&spec.tmp, &tmp_fd), (&spec.root, &root_fd)] {
+        for (keep, fd) in [(&spec.tmp, tmp_fd), (&spec.root, root_fd)] {
             if keep.starts_with(h) {
                 std::fs::create_dir_all(keep)
                     .map_err(step(|| format!("creating {}", keep.display())))?;
@@ -228,15 +251,6 @@ fn enter_mounts(spec: &Spec) -> Result<(), EnterError> {
         )
         .map_err(step(|| format!("making {} read-only", h.display())))?;
     }
-    drop((tmp_fd, root_fd, exposed));
-
-    if !spec.network {
-        loopback_up().map_err(step(|| "bringing up the loopback interface".to_owned()))?;
-    }
-    rustix::thread::set_no_new_privs(true).map_err(step(|| "setting no_new_privs".to_owned()))?;
-    landlock_scope();
-    rustix::process::chdir(&spec.root)
-        .map_err(step(|| format!("changing to {}", spec.root.display())))?;
     Ok(())
 }
 
