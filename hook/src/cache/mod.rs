@@ -388,24 +388,7 @@ impl Caches {
                     .signed_by
                     .as_ref()
                     .map(|name| self.trust.describe(name));
-                // Keep a local copy so the next lookup costs no network: the remote's bytes and
-                // signatures as they are (nothing to recompress). Failing to is not worth a
-                // warning: the next lookup asks the remote again.
-                let origin = fetched
-                    .signed_by
-                    .as_deref()
-                    .and_then(|name| self.trust.signed_by(name));
-                if let Some(origin) = origin {
-                    let mut outcome = self.local.import(&fetched).await;
-                    if let Ok(PublishOutcome::AlreadyPresent) = outcome
-                        && self.replace_untrusted_local(path)
-                    {
-                        outcome = self.local.import(&fetched).await;
-                    }
-                    if let Ok(PublishOutcome::Uploaded) = outcome {
-                        self.stamp_written(path, &result, &origin);
-                    }
-                }
+                self.keep_local_copy(path, &result, &fetched).await;
                 Lookup {
                     hit: Some(Hit {
                         source: Source::Remote,
@@ -447,6 +430,32 @@ impl Caches {
                     hit: None,
                     warnings,
                 }
+            }
+        }
+    }
+
+    /// Keep a local copy of a remote hit so the next lookup costs no network: the remote's
+    /// bytes and signatures as they are (nothing to recompress), when its signer is trusted
+    /// here. Failing to is not worth a warning: the next lookup asks the remote again.
+    async fn keep_local_copy(
+        &self,
+        path: &StorePath,
+        result: &StoredResult,
+        fetched: &cache_proto::store::Fetched,
+    ) {
+        let origin = fetched
+            .signed_by
+            .as_deref()
+            .and_then(|name| self.trust.signed_by(name));
+        if let Some(origin) = origin {
+            let mut outcome = self.local.import(fetched).await;
+            if let Ok(PublishOutcome::AlreadyPresent) = outcome
+                && self.replace_untrusted_local(path)
+            {
+                outcome = self.local.import(fetched).await;
+            }
+            if let Ok(PublishOutcome::Uploaded) = outcome {
+                self.stamp_written(path, result, &origin);
             }
         }
     }
