@@ -133,6 +133,32 @@ fn number(line: usize, key: &'static str, value: &str) -> Result<u64, NarInfoErr
     })
 }
 
+/// The key and value of line `line_no`: `Key: value`, exactly one space after the colon and no
+/// carriage return.
+fn split_line(line_no: usize, line: &str) -> Result<(&str, &str), NarInfoError> {
+    if line.contains('\r') {
+        return Err(NarInfoError::CarriageReturn { line: line_no });
+    }
+    let Some((key, rest)) = line.split_once(':') else {
+        return Err(NarInfoError::MissingColon {
+            line: line_no,
+            text: clip(line),
+        });
+    };
+    match rest.strip_prefix(' ') {
+        Some(v) if !v.starts_with([' ', '\t']) => Ok((key, v)),
+        _ => Err(NarInfoError::BadSeparator {
+            line: line_no,
+            key: clip(key),
+        }),
+    }
+}
+
+/// A store path's base name as a narinfo lists it (`References`, `Deriver`), checked.
+fn base_name(name: &str) -> Result<String, crate::store_path::StorePathError> {
+    Ok(StorePath::from_base_name(name)?.base_name())
+}
+
 impl NarInfo {
     /// Parses a narinfo (see the module docs for the rules).
     pub fn parse(text: &str) -> Result<NarInfo, NarInfoError> {
@@ -163,24 +189,7 @@ impl NarInfo {
         };
         for (idx, line) in lines.into_iter().flatten().enumerate() {
             let line_no = idx + 1;
-            if line.contains('\r') {
-                return Err(NarInfoError::CarriageReturn { line: line_no });
-            }
-            let Some((key, rest)) = line.split_once(':') else {
-                return Err(NarInfoError::MissingColon {
-                    line: line_no,
-                    text: clip(line),
-                });
-            };
-            let value = match rest.strip_prefix(' ') {
-                Some(v) if !v.starts_with([' ', '\t']) => v,
-                _ => {
-                    return Err(NarInfoError::BadSeparator {
-                        line: line_no,
-                        key: clip(key),
-                    });
-                }
-            };
+            let (key, value) = split_line(line_no, line)?;
             macro_rules! once {
                 ($slot:ident, $key:literal, $value:expr) => {{
                     if $slot.is_some() {
@@ -238,25 +247,18 @@ impl NarInfo {
                     once!(nar_size, "NarSize", n)
                 }
                 "References" => {
-                    let mut refs = Vec::new();
-                    for r in value.split(' ').filter(|r| !r.is_empty()) {
-                        refs.push(
-                            StorePath::from_base_name(r)
-                                .map_err(path_err("References"))?
-                                .base_name(),
-                        );
-                    }
+                    let refs = value
+                        .split(' ')
+                        .filter(|r| !r.is_empty())
+                        .map(|r| base_name(r).map_err(path_err("References")))
+                        .collect::<Result<Vec<_>, _>>()?;
                     once!(references, "References", refs)
                 }
                 "Deriver" => {
                     let d = if value == "unknown-deriver" {
                         None
                     } else {
-                        Some(
-                            StorePath::from_base_name(value)
-                                .map_err(path_err("Deriver"))?
-                                .base_name(),
-                        )
+                        Some(base_name(value).map_err(path_err("Deriver"))?)
                     };
                     once!(deriver, "Deriver", d)
                 }
