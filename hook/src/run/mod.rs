@@ -272,35 +272,12 @@ pub async fn run_plan(
     let commit = commit_label(plan);
     let warn = |w: &str| reporter.report(Event::Warning(Warning::plain(w)));
 
-    for s in &plan.segments {
-        if s.inputs.is_empty() {
-            warn(&format!(
-                "segment {} matches no files in this snapshot; check its include globs",
-                s.name
-            ));
-        }
-    }
-
-    for w in crate::plan::unmatched_warnings(plan) {
+    for w in snapshot_warnings(plan) {
         warn(&w);
     }
 
     // 1. Every lookup, within one fresh remote budget.
-    caches.begin_lookups();
-    let lookups = if opts.force {
-        plan.segments
-            .iter()
-            .map(|_| {
-                let nothing = Lookup {
-                    hit: None,
-                    warnings: Vec::new(),
-                };
-                (nothing, 0.0)
-            })
-            .collect()
-    } else {
-        lookup_all(&caches, &plan.segments, opts.hit_logs).await
-    };
+    let lookups = look_up(&caches, plan, opts).await;
 
     let mut outcomes: Vec<Option<SegmentOutcome>> = vec![None; plan.segments.len()];
     let mut misses = Vec::new();
@@ -310,20 +287,7 @@ pub async fn run_plan(
         }
         match lookup.hit {
             Some(hit) => {
-                let o = SegmentOutcome {
-                    name: s.name.clone(),
-                    verdict: Verdict::Passed,
-                    origin: Origin::Cache(hit.source),
-                    duration_s: took,
-                    original_duration_s: Some(hit.result.record.duration_s),
-                    input_hash: s.input_hash,
-                    store_path: s.store_path.clone(),
-                    signed_by: hit.signed_by,
-                    log: hit.result.log,
-                    warnings: lookup.warnings,
-                    runner: None,
-                    runner_note: None,
-                };
+                let o = cached_outcome(s, hit, took, lookup.warnings);
                 reporter.report(Event::Cached(&o));
                 outcomes[i] = Some(o);
             }
@@ -336,34 +300,7 @@ pub async fn run_plan(
     let mut history =
         (!misses.is_empty()).then(|| durations::History::load(&caches.settings.local_dir));
     if let Some(h) = &history {
-        let expected: Vec<(Option<f64>, usize)> = misses
-            .iter()
-            .map(|(i, _)| {
-                let seg = &plan.segments[*i];
-                (h.get(&seg.name), seg.inputs.len())
-            })
-            .collect();
-        let mut slots: Vec<Option<(usize, Vec<String>)>> = misses.into_iter().map(Some).collect();
-        misses = durations::order(&expected)
-            .into_iter()
-            .filter_map(|k| slots[k].take())
-            .collect();
-        if opts.warn_if_slow {
-            let known: Vec<f64> = expected.iter().filter_map(|(d, _)| *d).collect();
-            let eta = expected_wall(&known, opts.jobs.max(1));
-            if eta > SLOW_OVER_SSH.as_secs_f64() {
-                let message = format!(
-                    "the checks to run are expected to take about {} (earlier runs), while git holds the SSH connection to the remote idle; hosted remotes close idle SSH sessions after a few minutes, and the push then fails after the checks",
-                    crate::duration::display(Duration::from_secs_f64(eta.round()))
-                );
-                reporter.report(Event::Warning(Warning {
-                    message: &message,
-                    hint: Some(
-                        "set a budget, e.g. [hook] budget = \"3m\" with on-budget = \"defer\" in checkdef.toml (or CHECKDEF_BUDGET=3m), or run `checkdef run` (or `checkdef warm`) before pushing",
-                    ),
-                }));
-            }
-        }
+        misses = order_misses(plan, misses, h, opts, &*reporter);
     }
     let views = if misses.is_empty() {
         None
@@ -403,53 +340,20 @@ pub async fn run_plan(
             let Some((i, warnings)) = queue.next() else {
                 break;
             };
-            let seg = &plan.segments[i];
-            let views = views.as_ref().expect("views exist when there are misses");
+            let miss = Miss {
+                repo,
+                plan,
+                seg: &plan.segments[i],
+                views: views.as_ref().expect("views exist when there are misses"),
+                opts,
+                caches: &caches,
+                local: &local,
+                reporter: &reporter,
+                pool: &pool,
+                slots,
+            };
             let stop = stop_rx.clone();
-            let caches = caches.clone();
-            let local = &local;
-            let reporter = &reporter;
-            let pool = &pool;
-            running.push(async move {
-                // One run per input hash at a time, across processes: a check another
-                // checkdef (a background run, a concurrent push) is running is waited for, and
-                // its stored result used.
-                let lock = match wait_for_input(local, seg, &caches, stop.clone(), &**reporter)
-                    .await
-                {
-                    Waited::Lock(lock) => lock,
-                    Waited::Hit(o) => return (i, warnings, Done::Cached(*o)),
-                    Waited::Stopped => {
-                        return (
-                            i,
-                            warnings,
-                            Done::Ran(exec::ExecOutcome::stopped(), None, Runner::Process, None),
-                        );
-                    }
-                };
-                let prepared = prepare(repo, plan, seg, views, opts, reporter, Some(pool));
-                let mut stopped = stop.clone();
-                let _slot = tokio::select! {
-                    biased;
-                    // Stopped before it started: reported with those that never started.
-                    _ = exec::wait_cancel(&mut stopped) => return (i, warnings, Done::NotStarted),
-                    slot = slots.acquire() => slot.expect("the semaphore is never closed"),
-                };
-                reporter.report(Event::Started { segment: &seg.name });
-                let prepared = prepared.map(|r| r.with_live_server(pool));
-                let (outcome, runner, note) = match prepared {
-                    Ok(p) => {
-                        let fresh = || prepare(repo, plan, seg, views, opts, reporter, None);
-                        run_prepared(p, stop, fresh).await
-                    }
-                    Err(e) => (
-                        exec::ExecOutcome::not_started(format!("{e:#}")),
-                        Runner::Process,
-                        None,
-                    ),
-                };
-                (i, warnings, Done::Ran(outcome, lock, runner, note))
-            });
+            running.push(async move { (i, warnings, miss.start(stop).await) });
         }
         let next = tokio::select! {
             n = running.next() => n,
@@ -487,72 +391,14 @@ pub async fn run_plan(
                 interrupted = true;
             }
         }
-        // A read of a file of the snapshot that is not an input fails the check, named.
-        let undeclared = views
-            .as_ref()
-            .map(|v| v.undeclared(seg, &outcome.log))
-            .unwrap_or_default();
-        for path in &undeclared {
-            outcome.log.extend_from_slice(
-                format!("checkdef: {}\n", undeclared_message(&seg.name, path)).as_bytes(),
-            );
-        }
-        if let Some(v) = &views
-            && !cancelled
-        {
-            v.record(seg, &undeclared);
-        }
-        outcome.log = redact(&outcome.log, &redactions(&opts.redact_env, seg, &opts.env));
-        if outcome.verdict.passed() && !undeclared.is_empty() {
-            outcome.verdict = Verdict::UndeclaredReads(undeclared.len());
-        }
-        let mut o = SegmentOutcome {
-            name: seg.name.clone(),
-            verdict: outcome.verdict,
-            origin: Origin::Run,
-            duration_s: outcome.duration.as_secs_f64(),
-            original_duration_s: None,
-            input_hash: seg.input_hash,
-            store_path: seg.store_path.clone(),
-            signed_by: None,
-            log: outcome.log,
+        let ran = Ran {
+            outcome,
+            cancelled,
             warnings,
-            runner: Some(runner),
+            runner,
             runner_note,
         };
-        for path in &undeclared {
-            let w = undeclared_message(&seg.name, path);
-            reporter.report(Event::Undeclared { message: &w });
-            o.warnings.push(w);
-        }
-        if cancelled {
-            // Stopped by Ctrl-C, SIGTERM or the budget (its verdict says which): never stored.
-            if let Some(marker) = o.verdict.log_marker(true) {
-                o.log.push(b'\n');
-                o.log.extend_from_slice(marker.as_bytes());
-                o.log.push(b'\n');
-            }
-        } else if o.verdict == Verdict::Passed {
-            // Only a complete, passing, uninterrupted run is ever stored.
-            let stored = StoredResult {
-                record: record_for(plan, seg, &o, &caches, &opts.env),
-                manifest: seg.manifest(),
-                log: o.log.clone(),
-            };
-            match caches.store(&seg.store_path, &stored, opts.push).await {
-                Ok(crate::cache::Stored::PushFailed(warning)) => {
-                    warn(&warning);
-                    o.warnings.push(warning);
-                }
-                Ok(crate::cache::Stored::Pushed { signer }) => o.signed_by = Some(signer),
-                Ok(crate::cache::Stored::Local) => {}
-                Err(e) => {
-                    let w = format!("could not store the result of {}: {e:#}", seg.name);
-                    warn(&w);
-                    o.warnings.push(w);
-                }
-            }
-        }
+        let o = finish_ran(plan, seg, ran, views.as_ref(), &caches, opts, &*reporter).await;
         reporter.report(Event::Finished {
             outcome: &o,
             interrupted: cancelled,
@@ -572,40 +418,7 @@ pub async fn run_plan(
         h.save();
     }
     if interrupted || over_budget {
-        // Segments that never started are reported as failed (not run), never as passed.
-        let verdict = if interrupted {
-            Verdict::NotRun
-        } else {
-            Verdict::OverBudget(budget)
-        };
-        let mut log = verdict.log_marker(false).unwrap_or_default();
-        log.push('\n');
-        for (i, slot) in outcomes.iter_mut().enumerate() {
-            if slot.is_none() {
-                let seg = &plan.segments[i];
-                let o = SegmentOutcome {
-                    name: seg.name.clone(),
-                    verdict: verdict.clone(),
-                    origin: Origin::Run,
-                    duration_s: 0.0,
-                    original_duration_s: None,
-                    input_hash: seg.input_hash,
-                    store_path: seg.store_path.clone(),
-                    signed_by: None,
-                    log: log.clone().into_bytes(),
-                    warnings: Vec::new(),
-                    runner: None,
-                    runner_note: None,
-                };
-                if !interrupted {
-                    reporter.report(Event::Finished {
-                        outcome: &o,
-                        interrupted: true,
-                    });
-                }
-                *slot = Some(o);
-            }
-        }
+        not_started(plan, &mut outcomes, interrupted, budget, &*reporter);
     }
     // 3. Uploads that failed in earlier runs (a 401 before the credentials were set, an
     //    outage): retried now, so the team gets them although this run found them locally.
@@ -625,6 +438,313 @@ pub async fn run_plan(
         interrupted,
         jobs: opts.jobs.max(1),
     })
+}
+
+/// Warnings about the snapshot itself: segments without inputs, patterns that match nothing.
+fn snapshot_warnings(plan: &Plan) -> Vec<String> {
+    let mut out: Vec<String> = plan
+        .segments
+        .iter()
+        .filter(|s| s.inputs.is_empty())
+        .map(|s| {
+            format!(
+                "segment {} matches no files in this snapshot; check its include globs",
+                s.name
+            )
+        })
+        .collect();
+    out.extend(crate::plan::unmatched_warnings(plan));
+    out
+}
+
+/// Every segment's lookup, within one fresh remote budget (`--force`: none, all misses).
+async fn look_up(caches: &Arc<Caches>, plan: &Plan, opts: &RunOptions) -> Vec<(Lookup, f64)> {
+    caches.begin_lookups();
+    if opts.force {
+        plan.segments
+            .iter()
+            .map(|_| {
+                let nothing = Lookup {
+                    hit: None,
+                    warnings: Vec::new(),
+                };
+                (nothing, 0.0)
+            })
+            .collect()
+    } else {
+        lookup_all(caches, &plan.segments, opts.hit_logs).await
+    }
+}
+
+/// A segment's passing result found in a cache (`took`: the lookup's time).
+fn cached_outcome(
+    seg: &SegmentPlan,
+    hit: crate::cache::Hit,
+    took: f64,
+    warnings: Vec<String>,
+) -> SegmentOutcome {
+    SegmentOutcome {
+        name: seg.name.clone(),
+        verdict: Verdict::Passed,
+        origin: Origin::Cache(hit.source),
+        duration_s: took,
+        original_duration_s: Some(hit.result.record.duration_s),
+        input_hash: seg.input_hash,
+        store_path: seg.store_path.clone(),
+        signed_by: hit.signed_by,
+        log: hit.result.log,
+        warnings,
+        runner: None,
+        runner_note: None,
+    }
+}
+
+/// The misses in the order they start: the longest expected first (see [`durations::order`]).
+/// With [`RunOptions::warn_if_slow`], a warning when they are expected to take longer than
+/// [`SLOW_OVER_SSH`].
+fn order_misses(
+    plan: &Plan,
+    misses: Vec<(usize, Vec<String>)>,
+    history: &durations::History,
+    opts: &RunOptions,
+    reporter: &dyn Reporter,
+) -> Vec<(usize, Vec<String>)> {
+    let expected: Vec<(Option<f64>, usize)> = misses
+        .iter()
+        .map(|(i, _)| {
+            let seg = &plan.segments[*i];
+            (history.get(&seg.name), seg.inputs.len())
+        })
+        .collect();
+    let mut slots: Vec<Option<(usize, Vec<String>)>> = misses.into_iter().map(Some).collect();
+    let ordered = durations::order(&expected)
+        .into_iter()
+        .filter_map(|k| slots[k].take())
+        .collect();
+    if opts.warn_if_slow {
+        let known: Vec<f64> = expected.iter().filter_map(|(d, _)| *d).collect();
+        let eta = expected_wall(&known, opts.jobs.max(1));
+        if eta > SLOW_OVER_SSH.as_secs_f64() {
+            let message = format!(
+                "the checks to run are expected to take about {} (earlier runs), while git holds the SSH connection to the remote idle; hosted remotes close idle SSH sessions after a few minutes, and the push then fails after the checks",
+                crate::duration::display(Duration::from_secs_f64(eta.round()))
+            );
+            reporter.report(Event::Warning(Warning {
+                message: &message,
+                hint: Some(
+                    "set a budget, e.g. [hook] budget = \"3m\" with on-budget = \"defer\" in checkdef.toml (or CHECKDEF_BUDGET=3m), or run `checkdef run` (or `checkdef warm`) before pushing",
+                ),
+            }));
+        }
+    }
+    ordered
+}
+
+/// The segments that never started, once the run was interrupted or ran out of budget: each
+/// reported as failed (not run, or over the budget), never as passed.
+fn not_started(
+    plan: &Plan,
+    outcomes: &mut [Option<SegmentOutcome>],
+    interrupted: bool,
+    budget: Duration,
+    reporter: &dyn Reporter,
+) {
+    let verdict = if interrupted {
+        Verdict::NotRun
+    } else {
+        Verdict::OverBudget(budget)
+    };
+    let mut log = verdict.log_marker(false).unwrap_or_default();
+    log.push('\n');
+    for (i, slot) in outcomes.iter_mut().enumerate() {
+        if slot.is_none() {
+            let seg = &plan.segments[i];
+            let o = SegmentOutcome {
+                name: seg.name.clone(),
+                verdict: verdict.clone(),
+                origin: Origin::Run,
+                duration_s: 0.0,
+                original_duration_s: None,
+                input_hash: seg.input_hash,
+                store_path: seg.store_path.clone(),
+                signed_by: None,
+                log: log.clone().into_bytes(),
+                warnings: Vec::new(),
+                runner: None,
+                runner_note: None,
+            };
+            if !interrupted {
+                reporter.report(Event::Finished {
+                    outcome: &o,
+                    interrupted: true,
+                });
+            }
+            *slot = Some(o);
+        }
+    }
+}
+
+/// A check that ran here (or was stopped), as the scheduler hands it on.
+struct Ran {
+    /// Its outcome; a cancelled one's verdict already says whether the budget stopped it.
+    outcome: exec::ExecOutcome,
+    /// Stopped by Ctrl-C, SIGTERM or the budget: its log is partial, it is never stored.
+    cancelled: bool,
+    warnings: Vec<String>,
+    runner: Runner,
+    runner_note: Option<String>,
+}
+
+/// The outcome of a check that ran: its undeclared reads (which fail it) named in its log and
+/// warnings and recorded for `explain`, its log redacted and, when it was stopped, marked;
+/// a pass stored (and pushed).
+async fn finish_ran(
+    plan: &Plan,
+    seg: &SegmentPlan,
+    ran: Ran,
+    views: Option<&Views>,
+    caches: &Caches,
+    opts: &RunOptions,
+    reporter: &dyn Reporter,
+) -> SegmentOutcome {
+    let Ran {
+        mut outcome,
+        cancelled,
+        warnings,
+        runner,
+        runner_note,
+    } = ran;
+    // A read of a file of the snapshot that is not an input fails the check, named.
+    let undeclared = views
+        .map(|v| v.undeclared(seg, &outcome.log))
+        .unwrap_or_default();
+    for path in &undeclared {
+        outcome.log.extend_from_slice(
+            format!("checkdef: {}\n", undeclared_message(&seg.name, path)).as_bytes(),
+        );
+    }
+    if let Some(v) = views
+        && !cancelled
+    {
+        v.record(seg, &undeclared);
+    }
+    outcome.log = redact(&outcome.log, &redactions(&opts.redact_env, seg, &opts.env));
+    if outcome.verdict.passed() && !undeclared.is_empty() {
+        outcome.verdict = Verdict::UndeclaredReads(undeclared.len());
+    }
+    let mut o = SegmentOutcome {
+        name: seg.name.clone(),
+        verdict: outcome.verdict,
+        origin: Origin::Run,
+        duration_s: outcome.duration.as_secs_f64(),
+        original_duration_s: None,
+        input_hash: seg.input_hash,
+        store_path: seg.store_path.clone(),
+        signed_by: None,
+        log: outcome.log,
+        warnings,
+        runner: Some(runner),
+        runner_note,
+    };
+    for path in &undeclared {
+        let w = undeclared_message(&seg.name, path);
+        reporter.report(Event::Undeclared { message: &w });
+        o.warnings.push(w);
+    }
+    if cancelled {
+        // Stopped by Ctrl-C, SIGTERM or the budget (its verdict says which): never stored.
+        if let Some(marker) = o.verdict.log_marker(true) {
+            o.log.push(b'\n');
+            o.log.extend_from_slice(marker.as_bytes());
+            o.log.push(b'\n');
+        }
+    } else if o.verdict == Verdict::Passed {
+        // Only a complete, passing, uninterrupted run is ever stored.
+        let stored = StoredResult {
+            record: record_for(plan, seg, &o, caches, &opts.env),
+            manifest: seg.manifest(),
+            log: o.log.clone(),
+        };
+        match caches.store(&seg.store_path, &stored, opts.push).await {
+            Ok(crate::cache::Stored::PushFailed(warning)) => {
+                reporter.report(Event::Warning(Warning::plain(&warning)));
+                o.warnings.push(warning);
+            }
+            Ok(crate::cache::Stored::Pushed { signer }) => o.signed_by = Some(signer),
+            Ok(crate::cache::Stored::Local) => {}
+            Err(e) => {
+                let w = format!("could not store the result of {}: {e:#}", seg.name);
+                reporter.report(Event::Warning(Warning::plain(&w)));
+                o.warnings.push(w);
+            }
+        }
+    }
+    o
+}
+
+/// One miss to start, with what it needs of the run: its input lock (waiting for another
+/// process's run of the same check, whose stored pass is then used), its sandbox prepared
+/// ahead, then a slot, then the check.
+struct Miss<'a> {
+    repo: &'a Repo,
+    plan: &'a Plan,
+    seg: &'a SegmentPlan,
+    views: &'a Views,
+    opts: &'a RunOptions,
+    caches: &'a Arc<Caches>,
+    local: &'a std::path::Path,
+    reporter: &'a Arc<dyn Reporter>,
+    pool: &'a Pool,
+    slots: &'a tokio::sync::Semaphore,
+}
+
+impl Miss<'_> {
+    async fn start(self, stop: watch::Receiver<bool>) -> Done {
+        let Miss {
+            repo,
+            plan,
+            seg,
+            views,
+            opts,
+            caches,
+            local,
+            reporter,
+            pool,
+            slots,
+        } = self;
+        // One run per input hash at a time, across processes: a check another checkdef (a
+        // background run, a concurrent push) is running is waited for, and its stored result
+        // used.
+        let lock = match wait_for_input(local, seg, caches, stop.clone(), &**reporter).await {
+            Waited::Lock(lock) => lock,
+            Waited::Hit(o) => return Done::Cached(*o),
+            Waited::Stopped => {
+                return Done::Ran(exec::ExecOutcome::stopped(), None, Runner::Process, None);
+            }
+        };
+        let prepared = prepare(repo, plan, seg, views, opts, reporter, Some(pool));
+        let mut stopped = stop.clone();
+        let _slot = tokio::select! {
+            biased;
+            // Stopped before it started: reported with those that never started.
+            _ = exec::wait_cancel(&mut stopped) => return Done::NotStarted,
+            slot = slots.acquire() => slot.expect("the semaphore is never closed"),
+        };
+        reporter.report(Event::Started { segment: &seg.name });
+        let prepared = prepared.map(|r| r.with_live_server(pool));
+        let (outcome, runner, note) = match prepared {
+            Ok(p) => {
+                let fresh = || prepare(repo, plan, seg, views, opts, reporter, None);
+                run_prepared(p, stop, fresh).await
+            }
+            Err(e) => (
+                exec::ExecOutcome::not_started(format!("{e:#}")),
+                Runner::Process,
+                None,
+            ),
+        };
+        Done::Ran(outcome, lock, runner, note)
+    }
 }
 
 /// What one started miss came to.
@@ -670,20 +790,8 @@ async fn wait_for_input(
                     .lookup_local(&seg.store_path, &seg.name, &seg.input_hash, false)
                     .await;
                 if let Some(hit) = lookup.hit {
-                    return Waited::Hit(Box::new(SegmentOutcome {
-                        name: seg.name.clone(),
-                        verdict: Verdict::Passed,
-                        origin: Origin::Cache(hit.source),
-                        duration_s: t.elapsed().as_secs_f64(),
-                        original_duration_s: Some(hit.result.record.duration_s),
-                        input_hash: seg.input_hash,
-                        store_path: seg.store_path.clone(),
-                        signed_by: hit.signed_by,
-                        log: hit.result.log,
-                        warnings: lookup.warnings,
-                        runner: None,
-                        runner_note: None,
-                    }));
+                    let took = t.elapsed().as_secs_f64();
+                    return Waited::Hit(Box::new(cached_outcome(seg, hit, took, lookup.warnings)));
                 }
                 // The other run did not store a pass (it failed, or was stopped): run it here.
                 return Waited::Lock(Some(lock));
@@ -1034,17 +1142,7 @@ fn prepare(
     let d = dir.path().to_path_buf();
     let tmp = d.join("tmp");
     let env = run_env(seg, &tmp, &opts.env);
-    let warm = match (seg.runner, pool) {
-        (Runner::Process, _) => Err("runner = \"process\"".to_owned()),
-        (Runner::Warm, None) => Err("rerun after the warm runner gave up".to_owned()),
-        (Runner::Warm, Some(pool)) => warm::plan(&seg.command, &env).and_then(|wplan| {
-            let pool = pool.get_or_init(|| {
-                warm::WarmPool::new(&views.parent).map_err(|e| format!("no warm pool: {e}"))
-            });
-            let pool = pool.as_ref().map_err(Clone::clone)?;
-            Ok((pool.server(&wplan)?, wplan))
-        }),
-    };
+    let warm = warm_server(seg, &env, views, pool);
     // A warm check starts as a holder, which enters the sandbox and waits (run/warm.rs).
     let hold: Vec<std::ffi::OsString> = match &warm {
         Ok(_) => {
@@ -1088,100 +1186,17 @@ fn prepare(
             (p, src, Vec::new())
         }
         Some(skeleton) => {
-            // With checkout rules (.gitattributes, filters) what a file holds depends on more
-            // than its blob id, which is all the persistent layer's state records: such
-            // snapshots get a fresh private copy every time.
-            // A warm check's server offers bytecode of the inputs: its cache tag once it is
-            // serving, or the one an earlier run's server of this interpreter reported.
-            let pycs = match (&warm, &views.store) {
-                (Ok((server, wplan)), Some(store)) => {
-                    let dir = view::pyc_dir(store);
-                    let tag = warm::cache_tag(server, wplan, &dir);
-                    Some(view::PycStore { dir, tag })
-                }
-                _ => None,
+            let isolated = Isolated {
+                repo,
+                plan,
+                seg,
+                views,
+                opts,
+                skeleton,
+                dir: &d,
+                tmp: &tmp,
             };
-            let persistent = match &views.store {
-                Some(store) if !plan.convert => view::InputsLayer::acquire(
-                    repo,
-                    &plan.target,
-                    store,
-                    &seg.name,
-                    inputs,
-                    pycs.as_ref(),
-                )
-                .with_context(|| format!("materialising the inputs of {}", seg.name))?,
-                _ => None,
-            };
-            let layer = match persistent {
-                Some(a) => {
-                    if let (Ok((server, _)), Some(p)) = (&warm, &pycs) {
-                        for chunk in a.missing_pycs.chunks(200) {
-                            server.compile(&p.dir, chunk);
-                        }
-                    }
-                    a.layer
-                }
-                None => view::InputsLayer::private(
-                    repo,
-                    &plan.target,
-                    &d.join("inputs"),
-                    inputs,
-                    plan.convert,
-                )
-                .with_context(|| format!("materialising the inputs of {}", seg.name))?,
-            };
-            let root = match &views.root {
-                Some(r) => r.clone(),
-                None => {
-                    let v = d.join("view");
-                    std::fs::create_dir(&v).with_context(|| format!("creating {}", v.display()))?;
-                    v
-                }
-            };
-            let in_memory = opts.sandbox.writes_in_memory;
-            // A private inputs layer or skeleton (another run holds the persistent one, or
-            // checkout rules apply) lives in that directory: it must not be covered.
-            let private_layer = [&layer.tree, &skeleton.tree]
-                .iter()
-                .any(|t| t.starts_with(&views.parent));
-            let (upper, work) = if in_memory && views.root.is_some() && !private_layer {
-                // A mount point for the check's own tmpfs: the directory every sandbox lives in,
-                // hidden from the check anyway (not for a bare repository, whose view is there,
-                // nor when a layer of the view is a private copy there, which it would cover).
-                (views.parent.clone(), d.join("work"))
-            } else if in_memory {
-                let p = d.join("writes");
-                std::fs::create_dir(&p).with_context(|| format!("creating {}", p.display()))?;
-                (p, d.join("work"))
-            } else {
-                for sub in ["upper", "work"] {
-                    let p = d.join(sub);
-                    std::fs::create_dir(&p).with_context(|| format!("creating {}", p.display()))?;
-                }
-                (d.join("upper"), d.join("work"))
-            };
-            let spec = isolate::Spec {
-                root,
-                lower: vec![layer.tree.clone(), skeleton.tree.clone()],
-                upper,
-                work,
-                tmp: tmp.clone(),
-                hide: views.hide.clone(),
-                expose: views.expose.clone(),
-                network: seg.network,
-                writes_in_memory: in_memory,
-            };
-            // The spec travels on the command line: no file to write and remove.
-            let wrapper = [views.exe.clone().into_os_string(), isolate::ENTRY.into()]
-                .into_iter()
-                .chain(hold.iter().cloned())
-                .chain([
-                    "--spec-json".into(),
-                    serde_json::to_string(&spec)?.into(),
-                    "--".into(),
-                ])
-                .collect();
+            let (layer, wrapper) = isolated.prepare(inputs, &warm, &hold)?;
             let p = Prepared {
                 _inputs: Some(layer),
                 _dir: dir,
@@ -1199,9 +1214,189 @@ fn prepare(
         env,
         timeout: seg.timeout,
     };
-    let sink: Option<LineSink> = reporter.wants_output().then(|| {
-        // Live lines are redacted like the stored log (line by line: a value spanning a line
-        // break is not recognised here).
+    let sink = output_sink(seg, opts, reporter);
+    let warm = warm.map(|(server, plan)| Warm {
+        server,
+        plan,
+        pyc_dir: views.store.as_deref().map(view::pyc_dir),
+        dir: d.clone(),
+        isolated: views.isolated(),
+        // Where the sandbox entry changes to: the view at the repository's path.
+        cwd: if views.isolated() {
+            views.root.clone().unwrap_or_else(|| d.join("view"))
+        } else {
+            spec.cwd.clone()
+        },
+    });
+    Ok(Ready {
+        prepared,
+        spec,
+        sink,
+        warm,
+    })
+}
+
+/// The warm server a check runs in and its plan, or why it runs as a fresh process
+/// (`pool`: `None` when it is rerun after the warm runner gave up).
+fn warm_server(
+    seg: &SegmentPlan,
+    env: &[(String, String)],
+    views: &Views,
+    pool: Option<&Pool>,
+) -> std::result::Result<(Arc<warm::Server>, warm::WarmPlan), String> {
+    match (seg.runner, pool) {
+        (Runner::Process, _) => Err("runner = \"process\"".to_owned()),
+        (Runner::Warm, None) => Err("rerun after the warm runner gave up".to_owned()),
+        (Runner::Warm, Some(pool)) => warm::plan(&seg.command, env).and_then(|wplan| {
+            let pool = pool.get_or_init(|| {
+                warm::WarmPool::new(&views.parent).map_err(|e| format!("no warm pool: {e}"))
+            });
+            let pool = pool.as_ref().map_err(Clone::clone)?;
+            Ok((pool.server(&wplan)?, wplan))
+        }),
+    }
+}
+
+/// What setting up an isolated check's view needs: the run's shared skeleton and views, the
+/// check's private directory and TMPDIR.
+struct Isolated<'a> {
+    repo: &'a Repo,
+    plan: &'a Plan,
+    seg: &'a SegmentPlan,
+    views: &'a Views,
+    opts: &'a RunOptions,
+    skeleton: &'a view::Skeleton,
+    dir: &'a std::path::Path,
+    tmp: &'a std::path::Path,
+}
+
+impl Isolated<'_> {
+    /// The check's inputs layer (the persistent one when it can be had, else a private copy)
+    /// and the sandbox entry's command line (`hold`: the warm holder's arguments) with the
+    /// overlay's spec: the inputs over the skeleton, a writable layer, what is hidden and
+    /// exposed.
+    fn prepare(
+        &self,
+        inputs: &[crate::git::Input],
+        warm: &std::result::Result<(Arc<warm::Server>, warm::WarmPlan), String>,
+        hold: &[std::ffi::OsString],
+    ) -> Result<(view::InputsLayer, Vec<std::ffi::OsString>)> {
+        let Isolated {
+            repo,
+            plan,
+            seg,
+            views,
+            opts,
+            skeleton,
+            dir: d,
+            tmp,
+        } = *self;
+        // With checkout rules (.gitattributes, filters) what a file holds depends on more
+        // than its blob id, which is all the persistent layer's state records: such
+        // snapshots get a fresh private copy every time.
+        // A warm check's server offers bytecode of the inputs: its cache tag once it is
+        // serving, or the one an earlier run's server of this interpreter reported.
+        let pycs = match (&warm, &views.store) {
+            (Ok((server, wplan)), Some(store)) => {
+                let dir = view::pyc_dir(store);
+                let tag = warm::cache_tag(server, wplan, &dir);
+                Some(view::PycStore { dir, tag })
+            }
+            _ => None,
+        };
+        let persistent = match &views.store {
+            Some(store) if !plan.convert => view::InputsLayer::acquire(
+                repo,
+                &plan.target,
+                store,
+                &seg.name,
+                inputs,
+                pycs.as_ref(),
+            )
+            .with_context(|| format!("materialising the inputs of {}", seg.name))?,
+            _ => None,
+        };
+        let layer = match persistent {
+            Some(a) => {
+                if let (Ok((server, _)), Some(p)) = (&warm, &pycs) {
+                    for chunk in a.missing_pycs.chunks(200) {
+                        server.compile(&p.dir, chunk);
+                    }
+                }
+                a.layer
+            }
+            None => view::InputsLayer::private(
+                repo,
+                &plan.target,
+                &d.join("inputs"),
+                inputs,
+                plan.convert,
+            )
+            .with_context(|| format!("materialising the inputs of {}", seg.name))?,
+        };
+        let root = match &views.root {
+            Some(r) => r.clone(),
+            None => {
+                let v = d.join("view");
+                std::fs::create_dir(&v).with_context(|| format!("creating {}", v.display()))?;
+                v
+            }
+        };
+        let in_memory = opts.sandbox.writes_in_memory;
+        // A private inputs layer or skeleton (another run holds the persistent one, or
+        // checkout rules apply) lives in that directory: it must not be covered.
+        let private_layer = [&layer.tree, &skeleton.tree]
+            .iter()
+            .any(|t| t.starts_with(&views.parent));
+        let (upper, work) = if in_memory && views.root.is_some() && !private_layer {
+            // A mount point for the check's own tmpfs: the directory every sandbox lives in,
+            // hidden from the check anyway (not for a bare repository, whose view is there,
+            // nor when a layer of the view is a private copy there, which it would cover).
+            (views.parent.clone(), d.join("work"))
+        } else if in_memory {
+            let p = d.join("writes");
+            std::fs::create_dir(&p).with_context(|| format!("creating {}", p.display()))?;
+            (p, d.join("work"))
+        } else {
+            for sub in ["upper", "work"] {
+                let p = d.join(sub);
+                std::fs::create_dir(&p).with_context(|| format!("creating {}", p.display()))?;
+            }
+            (d.join("upper"), d.join("work"))
+        };
+        let spec = isolate::Spec {
+            root,
+            lower: vec![layer.tree.clone(), skeleton.tree.clone()],
+            upper,
+            work,
+            tmp: tmp.to_path_buf(),
+            hide: views.hide.clone(),
+            expose: views.expose.clone(),
+            network: seg.network,
+            writes_in_memory: in_memory,
+        };
+        // The spec travels on the command line: no file to write and remove.
+        let wrapper = [views.exe.clone().into_os_string(), isolate::ENTRY.into()]
+            .into_iter()
+            .chain(hold.iter().cloned())
+            .chain([
+                "--spec-json".into(),
+                serde_json::to_string(&spec)?.into(),
+                "--".into(),
+            ])
+            .collect();
+        Ok((layer, wrapper))
+    }
+}
+
+/// The sink of a check's live output, when the reporter wants it: each piece redacted like the
+/// stored log (line by line: a value spanning a line break is not recognised here).
+fn output_sink(
+    seg: &SegmentPlan,
+    opts: &RunOptions,
+    reporter: &Arc<dyn Reporter>,
+) -> Option<LineSink> {
+    reporter.wants_output().then(|| {
         let reds = redactions(&opts.redact_env, seg, &opts.env);
         let reporter = reporter.clone();
         let name = seg.name.clone();
@@ -1222,25 +1417,6 @@ fn prepare(
                 piece,
             });
         }) as LineSink
-    });
-    let warm = warm.map(|(server, plan)| Warm {
-        server,
-        plan,
-        pyc_dir: views.store.as_deref().map(view::pyc_dir),
-        dir: d.clone(),
-        isolated: views.isolated(),
-        // Where the sandbox entry changes to: the view at the repository's path.
-        cwd: if views.isolated() {
-            views.root.clone().unwrap_or_else(|| d.join("view"))
-        } else {
-            spec.cwd.clone()
-        },
-    });
-    Ok(Ready {
-        prepared,
-        spec,
-        sink,
-        warm,
     })
 }
 
