@@ -104,16 +104,7 @@ pub fn pre_push(ctx: &Context, remote: &str, url: &str) -> Result<Code> {
             )));
             continue;
         }
-        p.line(&style.bold(&format!(
-            "checkdef: checking {sha} → {shown_remote} {}{} ({})",
-            unit.refs.join(", "),
-            if unit.tip { "" } else { " (a commit below it)" },
-            match unit.base {
-                Some(b) if unit.base_from_remote => format!("remote has {}", short(b)),
-                Some(b) => format!("compared with its parent {}", short(b)),
-                None => "all new to the remote".to_owned(),
-            }
-        )));
+        p.line(&style.bold(&checking_line(unit, &shown_remote)));
         if let Some(note) = configs.worktree_note(&cfg) {
             p.line(&style.yellow(&note));
         }
@@ -138,12 +129,7 @@ pub fn pre_push(ctx: &Context, remote: &str, url: &str) -> Result<Code> {
             interrupted = true;
             break;
         }
-        let stopped: Vec<String> = report
-            .segments
-            .iter()
-            .filter(|s| matches!(s.verdict, run::Verdict::OverBudget(_)))
-            .map(|s| s.name.clone())
-            .collect();
+        let (stopped, names) = stopped_and_failed(&report);
         if !stopped.is_empty()
             && let Some((_, b)) = opts.deadline
         {
@@ -154,12 +140,6 @@ pub fn pre_push(ctx: &Context, remote: &str, url: &str) -> Result<Code> {
                 budget: b,
             });
         }
-        let names: Vec<String> = report
-            .segments
-            .iter()
-            .filter(|s| !s.passed() && !matches!(s.verdict, run::Verdict::OverBudget(_)))
-            .map(|s| s.name.clone())
-            .collect();
         if !names.is_empty() {
             failed_ranges.insert(unit.range);
             failed.push((unit.clone(), names));
@@ -364,6 +344,40 @@ fn conclude(
     }
     p.line(&format!("  bypass (not recommended): {BYPASS}"));
     Ok(Code::Failed)
+}
+
+/// `checkdef: checking SHA → REMOTE REFS (BASE)`: the line that starts a commit's checks.
+fn checking_line(unit: &Unit, shown_remote: &cache_proto::RedactedUrl) -> String {
+    format!(
+        "checkdef: checking {} → {shown_remote} {}{} ({})",
+        short(unit.commit),
+        unit.refs.join(", "),
+        if unit.tip { "" } else { " (a commit below it)" },
+        match unit.base {
+            Some(b) if unit.base_from_remote => format!("remote has {}", short(b)),
+            Some(b) => format!("compared with its parent {}", short(b)),
+            None => "all new to the remote".to_owned(),
+        }
+    )
+}
+
+/// The segments of a commit's run that the push's budget stopped, and those that failed
+/// otherwise.
+fn stopped_and_failed(report: &run::RunReport) -> (Vec<String>, Vec<String>) {
+    let over = |s: &&run::SegmentOutcome| matches!(s.verdict, run::Verdict::OverBudget(_));
+    let stopped = report
+        .segments
+        .iter()
+        .filter(over)
+        .map(|s| s.name.clone())
+        .collect();
+    let failed = report
+        .segments
+        .iter()
+        .filter(|s| !s.passed() && !over(s))
+        .map(|s| s.name.clone())
+        .collect();
+    (stopped, failed)
 }
 
 /// Plan and run one commit's checks, printing the touched segments, the checklist and the
