@@ -86,6 +86,51 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// 3 to 63 letters, digits, `.`, `-` or `_`, not starting or ending with `.` or `-`.
+fn is_bucket_name(bucket: &str) -> bool {
+    (3..=63).contains(&bucket.len())
+        && bucket
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+        && !bucket.starts_with(['.', '-'])
+        && !bucket.ends_with(['.', '-'])
+}
+
+/// Empty, or `/`-separated segments of letters, digits and `-._~+=,@` (no empty, `.` or `..`
+/// segment).
+fn is_key_prefix(prefix: &str) -> bool {
+    prefix.is_empty()
+        || prefix.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-._~+=,@".contains(c))
+        })
+}
+
+/// The `endpoint` parameter: `[http[s]://]HOST[:PORT][/]`, as (its scheme if given, the host);
+/// `host_ok` decides which characters a host may have.
+fn parse_endpoint(
+    v: &str,
+    host_ok: impl Fn(&str) -> bool,
+) -> Result<(Option<String>, String), String> {
+    let (sch, host) = match v.split_once("://") {
+        Some((s, h)) if s == "http" || s == "https" => (Some(s.to_owned()), h),
+        Some(_) => return Err("the endpoint's scheme must be http or https".into()),
+        None => (None, v),
+    };
+    let host = host.trim_end_matches('/');
+    if host.is_empty() || !host_ok(host) {
+        return Err(format!(
+            "endpoint `{}` is not HOST[:PORT] (no path, no credentials)",
+            crate::clip(v)
+        ));
+    }
+    Ok((sch, host.to_owned()))
+}
+
 impl S3Location {
     /// Parses Nix's S3 store URL (see the module docs).
     pub fn parse(url: &str) -> Result<S3Location, StoreError> {
@@ -101,29 +146,14 @@ impl S3Location {
             return Err(invalid("a fragment (#…) is not allowed".into()));
         }
         let (bucket, prefix) = path.split_once('/').unwrap_or((path, ""));
-        let bucket_ok = (3..=63).contains(&bucket.len())
-            && bucket
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
-            && !bucket.starts_with(['.', '-'])
-            && !bucket.ends_with(['.', '-']);
-        if !bucket_ok {
+        if !is_bucket_name(bucket) {
             return Err(invalid(format!(
                 "`{}` is not a bucket name (3 to 63 letters, digits, `.`, `-` or `_`)",
                 crate::clip(bucket)
             )));
         }
         let prefix = prefix.trim_end_matches('/');
-        let prefix_ok = prefix.is_empty()
-            || prefix.split('/').all(|seg| {
-                !seg.is_empty()
-                    && seg != "."
-                    && seg != ".."
-                    && seg
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "-._~+=,@".contains(c))
-            });
-        if !prefix_ok {
+        if !is_key_prefix(prefix) {
             return Err(invalid(format!(
                 "`{}` is not a usable key prefix (segments of letters, digits and -._~+=,@)",
                 crate::clip(prefix)
@@ -161,24 +191,9 @@ impl S3Location {
                     )));
                 }
                 "endpoint" => {
-                    let (sch, host) = match v.split_once("://") {
-                        Some((s, h)) if s == "http" || s == "https" => (Some(s.to_owned()), h),
-                        Some(_) => {
-                            return Err(invalid(
-                                "the endpoint's scheme must be http or https".into(),
-                            ));
-                        }
-                        None => (None, v.as_str()),
-                    };
-                    let host = host.trim_end_matches('/');
-                    if host.is_empty() || !v_ok(host) {
-                        return Err(invalid(format!(
-                            "endpoint `{}` is not HOST[:PORT] (no path, no credentials)",
-                            crate::clip(&v)
-                        )));
-                    }
+                    let (sch, host) = parse_endpoint(&v, v_ok).map_err(invalid)?;
                     endpoint_scheme = sch;
-                    loc.endpoint = Some(host.to_owned());
+                    loc.endpoint = Some(host);
                 }
                 "region" | "profile" => {
                     return Err(invalid(format!(
