@@ -780,7 +780,8 @@ fn bytecode_from_the_server_is_used_and_goes_with_its_source() {
         .write("pkg/mod.py", "VALUE = 1\n")
         .write("pkg/gone/__init__.py", "")
         .write("pkg/gone/util.py", "X = 1\n")
-        // Compiling this warns (an invalid escape): no bytecode may hide that from a check.
+        // Compiling this warns (an invalid escape: a DeprecationWarning before Python 3.12, a
+        // SyntaxWarning since): no bytecode may hide that from a check.
         .write("pkg/warns.py", "PATTERN = \"\\d\"\n")
         .write(
             "tests/test_warns.py",
@@ -816,7 +817,7 @@ command = "python3 -m pytest -s -q tests/test_mod.py"
 [[segment]]
 name = "warns"
 include = ["pytest.ini", "pkg/**", "tests/test_warns.py"]
-command = "python3 -m pytest -q -W error::DeprecationWarning tests/test_warns.py"
+command = "python3 -m pytest -q -W error::DeprecationWarning -W error::SyntaxWarning tests/test_warns.py"
 "#,
         );
     repo.commit("init");
