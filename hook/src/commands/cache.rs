@@ -67,15 +67,9 @@ fn push(ctx: &Context, args: &crate::cli::PushArgs) -> Result<Code> {
     let printer = &ctx.printer;
     let ws = ctx.open_workspace()?;
     let target = resolve_target(&ws.repo, &args.target)?;
-    let plan = crate::plan::build_plan(
-        &ws.repo,
-        &ws.config,
-        ctx.env(),
-        &ctx.fingerprints(),
-        &target,
-        None,
-    )
-    .map_err(plan_error)?;
+    let plan = ctx
+        .plan(&ws.repo, &ws.config, &target, None, |_| true)
+        .map_err(plan_error)?;
     let settings = ctx.cache_settings(&ws.config.cache)?;
     if settings.remote.is_none() {
         return Err(usage_hint(

@@ -18,7 +18,7 @@ use crate::cli::ExplainArgs;
 use crate::context::{Context, plan_error, resolve_target};
 use crate::exit::{Code, usage_hint};
 use crate::manifest::{self, ManifestDiff};
-use crate::plan::{self, CacheState, Plan, SegmentPlan};
+use crate::plan::{CacheState, Plan, SegmentPlan};
 
 /// Why `seg` misses compared with its most recent local result: `Ok(Some(diff))`, `Ok(None)`
 /// when there is no earlier result, `Err(reason)` when the earlier manifest cannot be read.
@@ -123,16 +123,11 @@ pub fn run(ctx: &Context, args: &ExplainArgs) -> Result<Code> {
         ));
     }
     let target = resolve_target(&ws.repo, &args.target)?;
-    let plan = plan::build_plan_filtered(
-        &ws.repo,
-        &ws.config,
-        ctx.env(),
-        &ctx.fingerprints(),
-        &target,
-        None,
-        |s| s.name == args.segment,
-    )
-    .map_err(plan_error)?;
+    let plan = ctx
+        .plan(&ws.repo, &ws.config, &target, None, |s| {
+            s.name == args.segment
+        })
+        .map_err(plan_error)?;
     let seg = plan.segment(&args.segment).expect("selected above");
     ctx.printer.stdout(seg.manifest())?;
     let (statuses, caches) = super::plan::lookup_status(ctx, &ws.config, &plan)?;

@@ -18,7 +18,6 @@ use crate::config::{CacheConfig, Config, FILE_NAME, HookCommits, HookMode, HookT
 use crate::context::{Context, config_error, plan_error};
 use crate::exit::{Code, usage, usage_hint, usage_hints};
 use crate::git::{FileMode, Repo, Target};
-use crate::plan;
 use crate::prepush;
 use crate::printer::Printer;
 use crate::report::{self, HumanReporter};
@@ -394,16 +393,9 @@ fn check_commit(
     let p = &ctx.printer;
     let style = p.style();
     let target = Target::Commit(unit.commit);
-    let plan = plan::build_plan_filtered(
-        repo,
-        config,
-        ctx.env(),
-        &ctx.fingerprints(),
-        &target,
-        unit.base,
-        |_| true,
-    )
-    .map_err(plan_error)?;
+    let plan = ctx
+        .plan(repo, config, &target, unit.base, |_| true)
+        .map_err(plan_error)?;
     if unit.base.is_some() {
         let touched: Vec<&str> = plan
             .segments

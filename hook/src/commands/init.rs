@@ -91,14 +91,7 @@ pub fn run(ctx: &crate::context::Context, args: &InitArgs) -> Result<Code> {
     }
     // The same warnings `plan` and `run` give, now rather than at the first run. A plan that
     // cannot be built (a fingerprint failing) is reported by those commands with its hint.
-    if let Ok(plan) = crate::plan::build_plan(
-        &repo,
-        &config,
-        ctx.env(),
-        &ctx.fingerprints(),
-        &Target::WorkTree,
-        None,
-    ) {
+    if let Ok(plan) = ctx.plan(&repo, &config, &Target::WorkTree, None, |_| true) {
         for w in crate::plan::unmatched_warnings(&plan) {
             p.warn(&w);
         }

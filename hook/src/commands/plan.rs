@@ -54,15 +54,9 @@ pub fn run(ctx: &Context, args: &PlanArgs) -> Result<Code> {
         .as_deref()
         .map(|b| resolve_rev(&ws.repo, b))
         .transpose()?;
-    let plan = plan::build_plan(
-        &ws.repo,
-        &ws.config,
-        ctx.env(),
-        &ctx.fingerprints(),
-        &target,
-        base,
-    )
-    .map_err(plan_error)?;
+    let plan = ctx
+        .plan(&ws.repo, &ws.config, &target, base, |_| true)
+        .map_err(plan_error)?;
     for w in plan::unmatched_warnings(&plan) {
         ctx.printer.warn(&w);
     }

@@ -11,7 +11,6 @@ use crate::cache::Caches;
 use crate::cli::RunArgs;
 use crate::context::{Context, plan_error, resolve_target};
 use crate::exit::{Code, usage, usage_hint};
-use crate::plan;
 use crate::report::{self, HumanReporter};
 use crate::run::{self, RunOptions};
 
@@ -32,16 +31,9 @@ pub fn run(ctx: &Context, args: &RunArgs) -> Result<Code> {
     let target = resolve_target(&ws.repo, &args.target)?;
     let selected =
         |s: &crate::config::Segment| args.segments.is_empty() || args.segments.contains(&s.name);
-    let plan = plan::build_plan_filtered(
-        &ws.repo,
-        &ws.config,
-        ctx.env(),
-        &ctx.fingerprints(),
-        &target,
-        None,
-        selected,
-    )
-    .map_err(plan_error)?;
+    let plan = ctx
+        .plan(&ws.repo, &ws.config, &target, None, selected)
+        .map_err(plan_error)?;
     let settings = ctx.cache_settings(&ws.config.cache)?;
     let caches = Caches::open(settings)?;
     // With --json the document is the output: stderr says only what -q would.

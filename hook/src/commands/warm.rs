@@ -22,7 +22,6 @@ use crate::config::{Config, FILE_NAME};
 use crate::context::{Context, config_error, plan_error, resolve_rev};
 use crate::exit::{Code, usage};
 use crate::git::{Repo, Target};
-use crate::plan;
 use crate::printer::Style;
 use crate::report::{self, HumanReporter};
 use crate::run;
@@ -188,16 +187,9 @@ fn run_commit(
     };
     let target = Target::Commit(commit);
     let selected = |s: &crate::config::Segment| segments.is_empty() || segments.contains(&s.name);
-    let plan = plan::build_plan_filtered(
-        repo,
-        &config,
-        ctx.env(),
-        &ctx.fingerprints(),
-        &target,
-        None,
-        selected,
-    )
-    .map_err(plan_error)?;
+    let plan = ctx
+        .plan(repo, &config, &target, None, selected)
+        .map_err(plan_error)?;
     let caches = Caches::open(ctx.cache_settings(&config.cache)?)?;
     let opts = super::run_options(ctx, &config);
     let reporter = Arc::new(HumanReporter::for_plan(ctx.printer, false, &plan));

@@ -326,6 +326,28 @@ impl Context {
         crate::cache::layout::FingerprintDir::new(self.settings.cache_path())
     }
 
+    /// The plan of the segments of `config` that `select` accepts, in `repo` at `target`
+    /// (`base`: the commit a push starts from), with this context's environment and
+    /// fingerprint store: every command plans the same way.
+    pub fn plan(
+        &self,
+        repo: &Repo,
+        config: &crate::config::Config,
+        target: &crate::git::Target,
+        base: Option<gix::ObjectId>,
+        select: impl Fn(&crate::config::Segment) -> bool,
+    ) -> std::result::Result<crate::plan::Plan, crate::plan::PlanError> {
+        crate::plan::build_plan_filtered(
+            repo,
+            config,
+            self.env(),
+            &self.fingerprints(),
+            target,
+            base,
+            select,
+        )
+    }
+
     /// Open the repository around the current directory (a usage error with a hint when
     /// there is none).
     pub fn open_repo(&self) -> Result<Repo> {
