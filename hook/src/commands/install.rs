@@ -183,14 +183,7 @@ fn format_report(report: &InstallReport, exe: &Path) -> String {
         "  it runs: {} hook pre-push (or checkdef from PATH if that file goes away)\n",
         exe.display()
     ));
-    if let Some(moved) = &report.moved_aside {
-        out.push_str(&format!(
-            "  the hook that was there is now {} and runs first; `checkdef uninstall` puts it back\n",
-            moved.display()
-        ));
-    } else if let Some(chained) = &report.chained {
-        out.push_str(&format!("  {} runs first\n", chained.display()));
-    }
+    out.push_str(&chain_lines(report));
     for d in &report.managers {
         out.push_str(&format!(
             "warning: this hooks directory is managed by {} ({}); checkdef's hook may be overwritten by it\n",
@@ -200,6 +193,20 @@ fn format_report(report: &InstallReport, exe: &Path) -> String {
     }
     out.push_str("  skip the checks for one push with: git push --no-verify\n");
     out
+}
+
+/// What runs before checkdef's hook: the hook moved aside, or the one chained in.
+fn chain_lines(report: &InstallReport) -> String {
+    if let Some(moved) = &report.moved_aside {
+        format!(
+            "  the hook that was there is now {} and runs first; `checkdef uninstall` puts it back\n",
+            moved.display()
+        )
+    } else if let Some(chained) = &report.chained {
+        format!("  {} runs first\n", chained.display())
+    } else {
+        String::new()
+    }
 }
 
 fn format_post_commit_report(report: &InstallReport, exe: &Path) -> String {
@@ -215,14 +222,7 @@ fn format_post_commit_report(report: &InstallReport, exe: &Path) -> String {
         "  after each commit it runs: {} warm (the commit's checks start in the background; git commit returns at once)\n",
         exe.display()
     ));
-    if let Some(moved) = &report.moved_aside {
-        out.push_str(&format!(
-            "  the hook that was there is now {} and runs first; `checkdef uninstall` puts it back\n",
-            moved.display()
-        ));
-    } else if let Some(chained) = &report.chained {
-        out.push_str(&format!("  {} runs first\n", chained.display()));
-    }
+    out.push_str(&chain_lines(report));
     out
 }
 

@@ -1159,23 +1159,8 @@ fn prepare(
         Err(_) => Vec::new(),
     };
     let (prepared, cwd, wrapper) = match &views.skeleton {
-        None if !hold.is_empty() => {
-            let src = d.join("src");
-            view::InputsLayer::private(repo, &plan.target, &src, inputs, plan.convert)
-                .with_context(|| format!("materialising the inputs of {}", seg.name))?;
-            let p = Prepared {
-                _inputs: None,
-                _dir: dir,
-            };
-            let wrapper = [views.exe.clone().into_os_string(), isolate::ENTRY.into()]
-                .into_iter()
-                .chain(hold.iter().cloned())
-                .chain(["--".into()])
-                .collect();
-            (p, src, wrapper)
-        }
         None => {
-            // No isolation: a copy of the inputs, as before.
+            // No isolation: a copy of the inputs, as before (held for a warm check).
             let src = d.join("src");
             view::InputsLayer::private(repo, &plan.target, &src, inputs, plan.convert)
                 .with_context(|| format!("materialising the inputs of {}", seg.name))?;
@@ -1183,7 +1168,16 @@ fn prepare(
                 _inputs: None,
                 _dir: dir,
             };
-            (p, src, Vec::new())
+            let wrapper = if hold.is_empty() {
+                Vec::new()
+            } else {
+                [views.exe.clone().into_os_string(), isolate::ENTRY.into()]
+                    .into_iter()
+                    .chain(hold.iter().cloned())
+                    .chain(["--".into()])
+                    .collect()
+            };
+            (p, src, wrapper)
         }
         Some(skeleton) => {
             let isolated = Isolated {
