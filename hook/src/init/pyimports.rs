@@ -11,8 +11,11 @@
 //!   `:` of a compound statement on the same line (`if TYPE_CHECKING: import x`). Imports in
 //!   function bodies, `try`/`except ImportError` and `if TYPE_CHECKING:` blocks all count;
 //! * `pytest_plugins = ["pkg.plugin", ...]` (pytest loads those modules) and calls
-//!   `importlib.import_module("x")` / `__import__("x")` with a literal argument. Calls with any
-//!   other argument are reported in [`Scan::dynamic`], since what they load cannot be known.
+//!   `importlib.import_module("x")` / `__import__("x")` / `runpy.run_module("x")` with a literal
+//!   argument. Calls with any other argument are reported in [`Scan::dynamic`], since what they
+//!   load cannot be known;
+//! * `python -m x` written into a test's subprocess command: the two strings `"-m", "x"` in a
+//!   row, or `-m x` inside one string (`"python -m x --help"`).
 //!
 //! Never imports: text in comments, strings, docstrings and f-strings (also nested f-string
 //! quotes and format specs), `yield from x`, `raise E from e`, attribute names.
@@ -27,8 +30,13 @@ pub enum ImportKind {
     From,
     /// A string in `pytest_plugins = [...]`.
     Plugin,
-    /// `importlib.import_module("a.b")` or `__import__("a.b")` with a literal argument.
+    /// `importlib.import_module("a.b")`, `__import__("a.b")` or `runpy.run_module("a.b")` with
+    /// a literal argument.
     Call,
+    /// A module run as a program, `python -m a.b`: the strings `"-m", "a.b"` of an argument
+    /// list (`[sys.executable, "-m", "a.b"]`) or one string holding `-m a.b`. Tests that run a
+    /// project's command-line module in a subprocess need it as much as an import.
+    Run,
 }
 
 /// One imported module.
@@ -358,8 +366,17 @@ fn parse(tokens: &[Token]) -> Scan {
         {
             scan.strings.push(s.clone());
         }
+        if let Some(module) = run_module_at(tokens, i) {
+            scan.imports.push(Import {
+                kind: ImportKind::Run,
+                level: 0,
+                module,
+                names: Vec::new(),
+                line: t.line,
+            });
+        }
         if let Tok::Name(n) = &t.tok
-            && (n == "import_module" || n == "__import__")
+            && (n == "import_module" || n == "__import__" || n == "run_module")
             && matches!(tokens.get(i + 1).map(|t| &t.tok), Some(Tok::Op('(')))
         {
             match tokens.get(i + 2).map(|t| &t.tok) {
@@ -402,6 +419,42 @@ fn parse(tokens: &[Token]) -> Scan {
         i += 1;
     }
     scan
+}
+
+/// The module a `-m` at token `i` runs: `"-m", "a.b"` (two strings of an argument list) or one
+/// string holding `-m a.b` among its words.
+fn run_module_at(tokens: &[Token], i: usize) -> Option<String> {
+    let Some(Tok::Str(s, false)) = tokens.get(i).map(|t| &t.tok) else {
+        return None;
+    };
+    if s == "-m" {
+        if op_at(tokens, i + 1) != Some(',') {
+            return None;
+        }
+        return match tokens.get(i + 2).map(|t| &t.tok) {
+            Some(Tok::Str(m, false)) if is_dotted_name(m) => Some(m.clone()),
+            _ => None,
+        };
+    }
+    let mut words = s.split_ascii_whitespace();
+    while let Some(w) = words.next() {
+        if w == "-m" {
+            return words
+                .next()
+                .filter(|m| is_dotted_name(m))
+                .map(str::to_owned);
+        }
+    }
+    None
+}
+
+/// `a`, `a.b_c`: a module name as `-m` takes it.
+fn is_dotted_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('.').all(|part| {
+            let mut chars = part.chars();
+            chars.next().is_some_and(is_name_start) && chars.all(is_name_char)
+        })
 }
 
 fn name_at(tokens: &[Token], i: usize) -> Option<&str> {
@@ -561,6 +614,7 @@ mod tests {
                     }
                     ImportKind::Plugin => format!("plugin {}", i.module),
                     ImportKind::Call => format!("call {}", i.module),
+                    ImportKind::Run => format!("run {}", i.module),
                 }
             })
             .collect()
@@ -669,6 +723,27 @@ def f():
             ]
         );
         assert_eq!(s.dynamic, [4]);
+    }
+
+    #[test]
+    fn modules_run_with_dash_m() {
+        let src = "argv = [sys.executable, '-m', 'pkg.tool', '--x']\n\
+                   subprocess.run(['python3', \"-m\", \"pkg.cli\"])\n\
+                   os.system('python -m pkg.other --help')\n\
+                   runpy.run_module('pkg.main')\n\
+                   a = ['-m', some_name]\n\
+                   b = ['-m', 'not a module']\n\
+                   c = '-m'\n\
+                   d = f'{sys.executable} -m pkg.fstring'\n";
+        assert_eq!(
+            imports(src),
+            [
+                "run pkg.tool",
+                "run pkg.cli",
+                "run pkg.other",
+                "call pkg.main"
+            ]
+        );
     }
 
     #[test]

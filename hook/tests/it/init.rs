@@ -455,3 +455,36 @@ fn init_never_proposes_a_pythonpath_that_shadows_the_standard_library_and_groups
         dynamic[0]
     );
 }
+
+/// A test that runs one of the project's modules as a program (`[sys.executable, "-m",
+/// "app.cli"]`, simplejson's `test_tool.py` does this) needs that module and what it imports:
+/// the drafted segment holds them, so it passes in the sandbox, and an edit of the module reruns it.
+#[test]
+fn init_follows_modules_a_test_runs_with_dash_m() {
+    if !have_pytest() {
+        return;
+    }
+    let repo = TestRepo::new();
+    repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
+        .write(".gitignore", "__pycache__/\n")
+        .write("app/__init__.py", "")
+        .write("app/fmt.py", "def shout(s):\n    return s.upper()\n")
+        .write(
+            "app/cli.py",
+            "import sys\nfrom app.fmt import shout\n\nprint(shout(sys.argv[1]))\n",
+        )
+        .write("app/unused.py", "x = 1\n")
+        .write(
+            "tests/test_cli.py",
+            "import subprocess, sys\n\n\ndef test_cli():\n    out = subprocess.run([sys.executable, '-m', 'app.cli', 'hi'], capture_output=True, text=True)\n    assert out.stdout == 'HI\\n', out.stderr\n",
+        );
+    repo.commit("cli");
+    init(&repo, &[]).expect_code(0);
+    let cfg = drafted(&repo);
+    assert_eq!(
+        strings(segment(&cfg, "cli-tests").get("include")),
+        ["app/__init__.py", "app/cli.py", "app/fmt.py"]
+    );
+    let r = run_all_pass(&repo);
+    assert_eq!(r.json["summary"]["ran"], 1);
+}
