@@ -95,6 +95,29 @@ impl Drop for InputLock {
     }
 }
 
+/// Remove the lock files below the local cache `local` that nobody holds (left by runs that
+/// were killed holding them); how many. Each is locked before it is unlinked, the way a holder
+/// releases its own, so an acquirer racing with this retries on a fresh file.
+pub fn prune_locks(local: &Path) -> usize {
+    let mut removed = 0;
+    for e in std::fs::read_dir(local.join(LOCKS_DIR))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let path = e.path();
+        let Ok(file) = File::options().read(true).write(true).open(&path) else {
+            continue;
+        };
+        if rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive).is_ok()
+            && std::fs::remove_file(&path).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Why a background run was started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]

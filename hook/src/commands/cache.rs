@@ -274,6 +274,9 @@ fn verify(ctx: &Context, dir: &Path, trust: &TrustPolicy, keys: &[PublicKey]) ->
     Ok(Code::Success)
 }
 
+/// How long `cache gc` keeps sandbox layers nobody uses (the fingerprint outputs' rule).
+const LAYERS_MAX_IDLE: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+
 fn gc(printer: &Printer, dir: &Path, max: u64) -> Result<Code> {
     let layout = Layout::new(dir);
     let listed = layout
@@ -300,6 +303,16 @@ fn gc(printer: &Printer, dir: &Path, max: u64) -> Result<Code> {
         layout.remove(e, &mut refs);
         total = total.saturating_sub(*size);
         removed += 1;
+    }
+    let layers = crate::run::view::prune_layers(dir, LAYERS_MAX_IDLE);
+    if layers != crate::run::view::Pruned::default() {
+        printer.info(&format!(
+            "checkdef: removed the sandbox layers of {} repositories that are gone or unused for {} days, {} layers of segments unused as long, {} lock files of killed runs",
+            layers.stores,
+            LAYERS_MAX_IDLE.as_secs() / 86_400,
+            layers.layers,
+            layers.locks
+        ));
     }
     let bytecode = crate::run::view::prune_bytecode(dir);
     if bytecode > 0 {

@@ -928,10 +928,9 @@ impl Views {
     ) -> Result<Views> {
         let isolation = sandbox::isolation(&opts.sandbox);
         let root = repo.workdir().and_then(|w| w.canonicalize().ok());
-        let store = Some(view::store_for(
-            local,
-            root.as_deref().unwrap_or_else(|| repo.git_dir()),
-        ));
+        // The sandbox layers' store is the repository's: its work tree, or its git directory.
+        let owner = root.clone().unwrap_or_else(|| repo.git_dir().to_path_buf());
+        let store = Some(view::store_for(local, &owner));
         let mut views = Views {
             root,
             store,
@@ -950,6 +949,10 @@ impl Views {
         // It must exist now to be hidden from the checks (it is removed when empty).
         sandbox::create_parent(&private)
             .with_context(|| format!("creating {}", private.display()))?;
+        if let Some(store) = &views.store {
+            // Best effort: a store without its mark is judged by its own time in `cache gc`.
+            let _ = view::mark_used(store, &owner);
+        }
         let skeleton = view::Skeleton::prepare(
             &view::RepoListing(repo, &plan.target),
             views.store.as_deref(),

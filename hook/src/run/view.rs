@@ -41,21 +41,35 @@ pub fn key(bytes: &[u8]) -> String {
 
 /// An flock held until drop.
 #[derive(Debug)]
-pub struct Lock(#[allow(dead_code)] File);
+pub struct Lock(File);
 
+/// `Ok(None)` when someone else holds it, and also when the directory is being removed by
+/// `cache gc` ([`prune_layers`]): the lock file is gone, or no longer the file at `path` once
+/// locked. Either way the caller uses a private copy, never a directory gc is deleting.
 fn lock(path: &Path, op: FlockOperation) -> Result<Option<Lock>> {
-    let f = std::fs::OpenOptions::new()
+    use std::os::unix::fs::MetadataExt as _;
+    let f = match std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .mode(0o600)
         .open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+    };
     match rustix::fs::flock(&f, op) {
-        Ok(()) => Ok(Some(Lock(f))),
-        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("locking {}", path.display())),
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("locking {}", path.display())),
     }
+    let ours = f
+        .metadata()
+        .with_context(|| format!("reading {}", path.display()))?;
+    let named =
+        std::fs::metadata(path).is_ok_and(|m| m.ino() == ours.ino() && m.dev() == ours.dev());
+    Ok(named.then_some(Lock(f)))
 }
 
 /// Remove `path` and everything below it, also directories a check made unreadable (and the
@@ -606,6 +620,8 @@ impl InputsLayer {
         let Some(l) = lock(&dir.join("lock"), FlockOperation::NonBlockingLockExclusive)? else {
             return Ok(None);
         };
+        // The lock file's time is the layer's last use, which `cache gc` goes by.
+        let _ = l.0.set_modified(std::time::SystemTime::now());
         let tree = dir.join("tree");
         let state = dir.join("state");
         let mut want: Vec<String> = inputs.iter().map(input_line).collect();
@@ -823,6 +839,124 @@ pub fn load_last_run(store: &Path, segment: &str) -> Option<LastRun> {
     serde_json::from_slice(&text).ok()
 }
 
+/// The file of a repository's store that names its work tree (or git directory); its time is
+/// the store's last use. `cache gc` removes stores whose repository is gone or that nobody used
+/// for a while ([`prune_layers`]).
+const ROOT_FILE: &str = "root";
+
+/// Record that this run uses `store`, the store of the repository at `root`.
+pub fn mark_used(store: &Path, root: &Path) -> std::io::Result<()> {
+    let path = store.join(ROOT_FILE);
+    let want = root.as_os_str().as_encoded_bytes();
+    if std::fs::read(&path).is_ok_and(|had| had == want) {
+        File::options()
+            .write(true)
+            .open(&path)?
+            .set_modified(std::time::SystemTime::now())
+    } else {
+        crate::fsutil::write_atomic(&path, want)
+    }
+}
+
+/// What [`prune_layers`] removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Whole repository stores: their repository is gone, or nobody used them for `max_idle`.
+    pub stores: usize,
+    /// Inputs layers of segments nobody ran for `max_idle` in stores that stay.
+    pub layers: usize,
+    /// Lock files in `checkdef-locks/` that a killed run left (nobody holds them).
+    pub locks: usize,
+}
+
+/// How long a file's time is in the past (zero for a time in the future, `None` when unknown).
+fn idle_for(path: &Path, now: std::time::SystemTime) -> Option<std::time::Duration> {
+    let m = std::fs::symlink_metadata(path).ok()?.modified().ok()?;
+    Some(now.duration_since(m).unwrap_or_default())
+}
+
+/// Remove what the sandbox layers below the local cache `cache_dir` hold for nobody (`cache
+/// gc`): the store of a repository whose directory no longer exists (a deleted clone, a removed
+/// worktree) or that no run used for `max_idle`, and in the other stores each segment's inputs
+/// layer no check used for `max_idle` (a renamed or removed segment). Anything in use is left:
+/// a directory goes only while gc holds every lock in it, and it is first renamed aside, so a
+/// run starting meanwhile builds a fresh one (see [`lock`]). Also the lock files of
+/// `checkdef-locks/` nobody holds.
+pub fn prune_layers(cache_dir: &Path, max_idle: std::time::Duration) -> Pruned {
+    let now = std::time::SystemTime::now();
+    let mut pruned = Pruned::default();
+    let root = cache_dir.join(STORE_DIR);
+    let stale = |p: &Path| idle_for(p, now).is_none_or(|d| d > max_idle);
+    for store in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+        let store = store.path();
+        let name = store.file_name().unwrap_or_default().to_string_lossy();
+        if name.starts_with('.') {
+            // A removal an earlier gc did not finish.
+            if name.starts_with(".gc-") {
+                force_remove(&store);
+            }
+            continue;
+        }
+        if !store.is_dir() {
+            continue;
+        }
+        let marker = store.join(ROOT_FILE);
+        let repo_gone = match std::fs::read(&marker) {
+            Ok(path) => !Path::new(&*String::from_utf8_lossy(&path)).exists(),
+            // A store of an older checkdef, which recorded no repository: by its own time.
+            Err(_) => stale(&store),
+        };
+        if repo_gone || (marker.exists() && stale(&marker)) {
+            if remove_unused(&root, &store) {
+                pruned.stores += 1;
+            }
+            continue;
+        }
+        let inputs = store.join("inputs");
+        for layer in std::fs::read_dir(&inputs).into_iter().flatten().flatten() {
+            let layer = layer.path();
+            if layer.is_dir() && stale(&layer.join("lock")) && remove_unused(&inputs, &layer) {
+                pruned.layers += 1;
+            }
+        }
+    }
+    pruned.locks = crate::background::prune_locks(cache_dir);
+    pruned
+}
+
+/// Remove `dir` (below `parent`) if no run holds a lock in it: every `lock` file below it is
+/// locked exclusively, then the directory is renamed aside and deleted. Whether it went.
+fn remove_unused(parent: &Path, dir: &Path) -> bool {
+    let mut held = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_file() && e.file_name() == "lock" {
+                match lock(&p, FlockOperation::NonBlockingLockExclusive) {
+                    Ok(Some(l)) => held.push(l),
+                    _ => return false,
+                }
+            } else if t.is_dir() && e.file_name() != "tree" {
+                // Lock files sit in the store's own directories, never inside a layer's tree.
+                stack.push(p);
+            }
+        }
+    }
+    let aside = parent.join(format!(
+        ".gc-{}-{}",
+        std::process::id(),
+        dir.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    if std::fs::rename(dir, &aside).is_err() {
+        return false;
+    }
+    drop(held);
+    force_remove(&aside);
+    true
+}
+
 /// The store directory of the repository whose work tree (or git directory) is `root`.
 pub fn store_for(cache_dir: &Path, root: &Path) -> PathBuf {
     cache_dir
@@ -845,6 +979,30 @@ mod tests {
                 })
                 .collect(),
         )
+    }
+
+    #[test]
+    fn a_lock_in_a_directory_gc_removes_is_never_taken() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("layer");
+        std::fs::create_dir(&dir).unwrap();
+        let path = dir.join("lock");
+        let held = lock(&path, FlockOperation::NonBlockingLockExclusive).unwrap();
+        assert!(held.is_some());
+        assert!(
+            lock(&path, FlockOperation::NonBlockingLockShared)
+                .unwrap()
+                .is_none()
+        );
+        drop(held);
+        // gc renamed the directory aside: the lock path is gone, and is not re-created.
+        std::fs::rename(&dir, tmp.path().join(".gc-1-layer")).unwrap();
+        assert!(
+            lock(&path, FlockOperation::NonBlockingLockExclusive)
+                .unwrap()
+                .is_none()
+        );
+        assert!(!dir.exists());
     }
 
     #[test]

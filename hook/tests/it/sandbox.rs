@@ -407,3 +407,187 @@ fn a_relative_cache_and_sandbox_directory_work_like_absolute_ones() {
     );
     assert!(crate::support::narinfos_in(&repo.cache).is_empty());
 }
+
+/// The stores below `cache/checkdef-sandboxes`, each with the repository it names and the paths
+/// its segments' inputs layers hold (a layer named by the first path of its `state`).
+fn stores(cache: &Path) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    for s in std::fs::read_dir(cache.join("checkdef-sandboxes"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let owner = std::fs::read_to_string(s.path().join("root")).unwrap_or_default();
+        let mut layers: Vec<String> = std::fs::read_dir(s.path().join("inputs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|l| {
+                let state = std::fs::read_to_string(l.path().join("state")).unwrap_or_default();
+                state
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .rsplit(' ')
+                    .next()
+                    .unwrap_or("")
+                    .to_owned()
+            })
+            .collect();
+        layers.sort();
+        out.push((owner, layers));
+    }
+    out.sort();
+    out
+}
+
+/// The inputs layer of `store_owner`'s store holding `path`.
+fn layer_dir(cache: &Path, store_owner: &Path, path: &str) -> std::path::PathBuf {
+    for s in std::fs::read_dir(cache.join("checkdef-sandboxes"))
+        .unwrap()
+        .flatten()
+    {
+        if std::fs::read(s.path().join("root")).unwrap_or_default()
+            != store_owner.as_os_str().as_encoded_bytes()
+        {
+            continue;
+        }
+        for l in std::fs::read_dir(s.path().join("inputs"))
+            .unwrap()
+            .flatten()
+        {
+            let state = std::fs::read_to_string(l.path().join("state")).unwrap_or_default();
+            if state
+                .lines()
+                .any(|line| line.ends_with(&format!(" {path}")))
+            {
+                return l.path();
+            }
+        }
+    }
+    panic!(
+        "no layer with {path} in {}'s store: {:?}",
+        store_owner.display(),
+        stores(cache)
+    );
+}
+
+#[test]
+fn cache_gc_removes_the_layers_of_gone_clones_and_unused_segments_and_keeps_those_in_use() {
+    let repo = TestRepo::new();
+    crate::support::shell_layout(&repo);
+    repo.write("src/baz/value", "ok\n");
+    repo.commit("init");
+    let clone = repo.tmp.path().join("clone");
+    repo.git(&[
+        "clone",
+        "-q",
+        repo.root.to_str().unwrap(),
+        clone.to_str().unwrap(),
+    ]);
+    let r = repo.run_json(&[], &[]);
+    if !isolated(&r) {
+        return;
+    }
+    r.expect_code(0);
+    let mut in_clone = repo.checkdef_cmd_in(&clone, &["run", "--force"]);
+    CmdOut::from_output(in_clone.output().unwrap()).expect_code(0);
+    let root = repo.root.canonicalize().unwrap();
+    let clone = clone.canonicalize().unwrap();
+    let both = vec!["src/bar/value".to_owned(), "src/foo/value".to_owned()];
+    assert_eq!(
+        stores(&repo.cache),
+        vec![
+            (clone.display().to_string(), both.clone()),
+            (root.display().to_string(), both.clone())
+        ]
+    );
+    // `bar` becomes `baz` here; the clone is deleted; a killed run left a lock file.
+    repo.write(
+        "checkdef.toml",
+        &crate::support::SHELL_CONFIG
+            .replace("\"bar\"", "\"baz\"")
+            .replace("src/bar", "src/baz"),
+    );
+    repo.commit("bar is baz now");
+    repo.run_json(&[], &[]).expect_code(0);
+    std::fs::remove_dir_all(&clone).unwrap();
+    let locks = repo.cache.join("checkdef-locks");
+    std::fs::create_dir_all(&locks).unwrap();
+    std::fs::write(locks.join("0".repeat(64)), "").unwrap();
+    // Nobody ran `bar` for 31 days, nor `foo` — but a run is using `foo`'s layer right now.
+    let month_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(31 * 86_400);
+    let bar = layer_dir(&repo.cache, &root, "src/bar/value");
+    let foo = layer_dir(&repo.cache, &root, "src/foo/value");
+    for l in [&bar, &foo] {
+        let f = std::fs::File::options()
+            .write(true)
+            .open(l.join("lock"))
+            .unwrap();
+        f.set_modified(month_ago).unwrap();
+    }
+    // A shell holding the lock until its stdin closes; it says when it holds it.
+    let mut holder = Command::new("sh")
+        .args([
+            "-c",
+            "exec 9<>\"$0\" && flock 9 && echo held && { read _ || true; }",
+        ])
+        .arg(foo.join("lock"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "held\n");
+    let gc = repo.checkdef_text(&["cache", "gc", "--max-size", "1G"], &[]);
+    drop(holder.stdin.take());
+    assert!(holder.wait().unwrap().success());
+    gc.expect_code(0);
+    assert!(
+        gc.stderr
+            .contains("removed the sandbox layers of 1 repositories")
+            && gc.stderr.contains("1 layers of segments unused")
+            && gc.stderr.contains("1 lock files of killed runs"),
+        "{}",
+        gc.stderr
+    );
+    assert_eq!(
+        stores(&repo.cache),
+        vec![(
+            root.display().to_string(),
+            vec!["src/baz/value".to_owned(), "src/foo/value".to_owned()]
+        )]
+    );
+    assert!(!bar.exists() && foo.join("tree/src/foo/value").is_file());
+    assert_eq!(std::fs::read_dir(&locks).unwrap().count(), 0);
+    // Nothing in use or current went: the next run still passes, and an edit reruns fine in the
+    // kept layers.
+    repo.write("src/baz/value", "bad\n");
+    repo.commit("break baz");
+    let after = repo.run_json(&[], &[]);
+    after.expect_code(1);
+    assert_eq!(after.status("baz"), "failed");
+    assert_eq!(after.status("foo"), "passed");
+    assert_eq!(after.source("foo"), "local");
+    // A hit does not use a layer: `foo`'s, no longer held, is as unused as before and goes
+    // now; then there is nothing left to remove, and gc says nothing about layers.
+    let again = repo.checkdef_text(&["cache", "gc", "--max-size", "1G"], &[]);
+    again.expect_code(0);
+    assert!(
+        again.stderr.contains("0 repositories") && again.stderr.contains(", 1 layers"),
+        "{}",
+        again.stderr
+    );
+    let third = repo.checkdef_text(&["cache", "gc", "--max-size", "1G"], &[]);
+    third.expect_code(0);
+    assert!(!third.stderr.contains("sandbox layers"), "{}", third.stderr);
+    assert_eq!(
+        stores(&repo.cache),
+        vec![(root.display().to_string(), vec!["src/baz/value".to_owned()])]
+    );
+}
