@@ -355,6 +355,9 @@ impl<'a> Resolver<'a> {
             for line in &scan.dynamic {
                 deps.dynamic.push(format!("{file}:{line}"));
             }
+            for dir in self.loaded_by_name(&file, &scan, is_test, &roots, &mut queue) {
+                self.glob(&dir, &mut deps, &mut queue);
+            }
             if is_test {
                 self.data_for(&file, &scan, &mut deps, &mut queue);
             }
@@ -442,6 +445,48 @@ impl<'a> Resolver<'a> {
                 self.glob(&dir, deps, queue);
             }
         }
+    }
+
+    /// The repository packages whose modules `file` may load by computed name, as a registry
+    /// of plugins does (`import_module("pkg.readers." + name)`): each package a string literal
+    /// `"a.b."` names (the prefix such a call adds a name to, wherever the literal is kept),
+    /// and, when a module of a package calls `import_module`/`__import__` with any other
+    /// argument, that package itself (its siblings are what it loads, as a rule). More inputs
+    /// than needed cost reruns; fewer make the check fail on the read it was denied.
+    fn loaded_by_name(
+        &mut self,
+        file: &str,
+        scan: &Scan,
+        is_test: bool,
+        roots: &[String],
+        queue: &mut VecDeque<(String, bool)>,
+    ) -> Vec<String> {
+        let mut dirs = Vec::new();
+        for s in &scan.strings {
+            let Some(prefix) = s.strip_suffix('.') else {
+                continue;
+            };
+            if !pyimports::is_dotted_name(prefix) {
+                continue;
+            }
+            let comps: Vec<&str> = prefix.split('.').collect();
+            let mut chain = Vec::new();
+            if let Some(Found::Package(dir)) = self.find_abs(roots, &comps, &mut chain)
+                && !dir.is_empty()
+            {
+                queue.extend(chain.into_iter().map(|f| (f, false)));
+                dirs.push(dir);
+            }
+        }
+        let dir = parent(file);
+        if !is_test
+            && !scan.dynamic.is_empty()
+            && !dir.is_empty()
+            && self.files.is_file(&join(dir, "__init__.py"))
+        {
+            dirs.push(dir.to_owned());
+        }
+        dirs
     }
 
     /// Include a package directory as a whole and follow every Python file in it.
@@ -781,6 +826,59 @@ mod tests {
         assert_eq!(d.notes.len(), 1, "{:?}", d.notes);
         assert_eq!(d.dynamic, ["tests/test_io.py:2"]);
         assert!(d.notes.iter().any(|n| n.contains("scripts/tool.py")));
+    }
+
+    #[test]
+    fn packages_a_registry_loads_by_computed_name_are_inputs() {
+        // docutils' way: `import_module('docutils.readers.' + name)` in readers/__init__.py, a
+        // language registry calling `import_module(package + name)` with its prefix kept in a
+        // class attribute, and a subclass naming another package's prefix.
+        let d = closure(
+            &[
+                ("doc/__init__.py", ""),
+                (
+                    "doc/core.py",
+                    "from doc import readers, languages\nfrom doc.rst import langs\n",
+                ),
+                (
+                    "doc/readers/__init__.py",
+                    "from importlib import import_module\ndef get(n):\n    return import_module('doc.readers.' + n)\n",
+                ),
+                ("doc/readers/standalone.py", ""),
+                (
+                    "doc/languages/__init__.py",
+                    "from importlib import import_module\nclass Importer:\n    def load(self, n):\n        return import_module(self.prefix + n)\n",
+                ),
+                ("doc/languages/en.py", ""),
+                ("doc/rst/__init__.py", ""),
+                (
+                    "doc/rst/langs/__init__.py",
+                    "from doc.languages import Importer\nclass R(Importer):\n    prefix = 'doc.rst.langs.'\n",
+                ),
+                ("doc/rst/langs/de.py", ""),
+                ("doc/writers/__init__.py", ""),
+                ("doc/writers/html.py", ""),
+                (
+                    "tests/test_core.py",
+                    "import doc.core\nprint('e.g.', 'etc.')\n",
+                ),
+            ],
+            &[""],
+            &["tests/test_core.py"],
+        );
+        for f in [
+            "doc/readers/standalone.py",
+            "doc/languages/en.py",
+            "doc/rst/langs/de.py",
+        ] {
+            assert!(d.files.contains(f), "{f}: {:?}", d.files);
+        }
+        assert_eq!(
+            d.globs,
+            set(&["doc/languages", "doc/readers", "doc/rst/langs"])
+        );
+        // Nothing loads the writers by name: they stay out.
+        assert!(!d.files.contains("doc/writers/html.py"), "{:?}", d.files);
     }
 
     #[test]

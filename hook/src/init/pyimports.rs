@@ -449,7 +449,7 @@ fn run_module_at(tokens: &[Token], i: usize) -> Option<String> {
 }
 
 /// `a`, `a.b_c`: a module name as `-m` takes it.
-fn is_dotted_name(s: &str) -> bool {
+pub(crate) fn is_dotted_name(s: &str) -> bool {
     !s.is_empty()
         && s.split('.').all(|part| {
             let mut chars = part.chars();
