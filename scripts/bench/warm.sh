@@ -4,6 +4,8 @@
 #
 #   cold   every segment misses (an empty local cache, sandbox layers included)
 #   edit   one module many segments import gets a new line; the other results are hits
+#   floor  (cold only) one pytest session per test module forked from a warm parent, two at a
+#          time, with no checkdef at all (session-floor.py): what pytest alone costs per module
 #
 # usage: scripts/bench/warm.sh REPO MODULE [RUNS]
 #   e.g. scripts/bench/warm.sh /tmp/checkdef-bench/repos/boltons boltons/typeutils.py
@@ -37,7 +39,8 @@ echo "load average at the start: $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 "$BENCH_DIR/abbench.py" --runs "$RUNS" --warmup 0 --group "$(basename "$REPO") cold" \
   --json "$W/results.jsonl" \
   --prepare "warm=$(fresh warm)" --prepare "process=$(fresh process)" \
-  "pytest=$PLAIN" "warm=$(run warm '--rev HEAD')" "process=$(run process '--rev HEAD')"
+  "pytest=$PLAIN" "warm=$(run warm '--rev HEAD')" "process=$(run process '--rev HEAD')" \
+  "floor=cd $W/warm && python3 $BENCH_DIR/session-floor.py ."
 # Edit: results of HEAD in the cache, then a new line in MODULE before every timed run.
 for r in warm process; do sh -c "$(fresh $r) && $(run $r '--rev HEAD')"; done
 edit() { echo "cd $W/$1 && git checkout -q -- $MODULE && echo \"# edit \$(date +%s%N)\" >> $MODULE"; }
