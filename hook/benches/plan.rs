@@ -33,6 +33,7 @@ fn with_spec<R>(n: usize, f: impl FnOnce(&ManifestSpec<'_>) -> R) -> R {
         sandbox: checkdef::config::Sandbox::Filtered,
         network: false,
         command: "python3 -m pytest -q tests/test_pkg0000.py",
+        no_tests: checkdef::config::NoTests::Fail,
         env: &env,
         fingerprints: &fingerprints,
         inputs: &inputs,

@@ -20,6 +20,8 @@
 //! 100644 5e1c309dae7f45e0f39b1bf3ac3cd9db12e7d689 tests/test_foo.py
 //! ```
 //!
+//! * A line `no-tests pass` follows `command` for a segment with `no_tests = "pass"` (a pytest
+//!   check that collects no tests passes); other manifests have no such line.
 //! * Header lines come in the fixed order above. `env` lines are sorted by variable name
 //!   (byte order); `fingerprint`/`fingerprint-stdout` pairs are sorted by command and distinct;
 //!   input lines (`<mode> <blob id in hex> <path>`) are sorted by path bytes and distinct, and
@@ -62,6 +64,9 @@ pub struct ManifestSpec<'a> {
     /// network never answers for a check that has none. Without it the line is unchanged.
     pub network: bool,
     pub command: &'a str,
+    /// `no_tests = "pass"`: a line `no-tests pass` after `command`, so a pass that collected no
+    /// tests never answers for a segment that counts that as a failure. Without it, no line.
+    pub no_tests: crate::config::NoTests,
     /// Hashed environment.
     pub env: &'a BTreeMap<String, String>,
     /// Fingerprint command → its standard output.
@@ -133,6 +138,9 @@ fn render_into(
         format!("{}{network} v{SANDBOX_VERSION}", spec.sandbox.as_str()).as_bytes(),
     );
     line(out, "command", spec.command.as_bytes());
+    if spec.no_tests == crate::config::NoTests::Pass {
+        line(out, "no-tests", b"pass");
+    }
     for (k, v) in spec.env {
         out.push_str("env ");
         escape_into(k.as_bytes(), out);
@@ -364,6 +372,8 @@ pub struct ParsedManifest {
     pub object_format: String,
     pub sandbox: String,
     pub command: String,
+    /// The `no-tests` line's value (`pass`), when there is one.
+    pub no_tests: Option<String>,
     /// Name → value.
     pub env: BTreeMap<String, String>,
     /// Command → its standard output.
@@ -426,6 +436,9 @@ pub fn parse(text: &str) -> Result<ParsedManifest, ManifestParseError> {
             _ => &mut m.command,
         };
         *slot = value.to_owned();
+    }
+    if let Some((_, l)) = lines.next_if(|(_, l)| l.starts_with("no-tests ")) {
+        m.no_tests = Some(l["no-tests ".len()..].to_owned());
     }
     while let Some((n, l)) = lines.next_if(|(_, l)| l.starts_with("env ")) {
         let (k, v) = l["env ".len()..]
@@ -499,6 +512,8 @@ pub struct ManifestDiff {
     pub fingerprints: Vec<KeyChange>,
     /// Old and new value of each header line that changed.
     pub command: Option<(String, String)>,
+    /// The `no-tests` rule (`fail` when the line is absent).
+    pub no_tests: Option<(String, String)>,
     pub sandbox: Option<(String, String)>,
     pub platform: Option<(String, String)>,
     pub object_format: Option<(String, String)>,
@@ -527,6 +542,10 @@ pub fn diff(old: &ParsedManifest, new: &ParsedManifest) -> ManifestDiff {
         env: key_changes(&old.env, &new.env),
         fingerprints: key_changes(&old.fingerprints, &new.fingerprints),
         command: changed(&old.command, &new.command),
+        no_tests: changed(
+            old.no_tests.as_deref().unwrap_or("fail"),
+            new.no_tests.as_deref().unwrap_or("fail"),
+        ),
         sandbox: changed(&old.sandbox, &new.sandbox),
         platform: changed(&old.platform, &new.platform),
         object_format: changed(&old.object_format, &new.object_format),
@@ -633,6 +652,7 @@ impl ManifestDiff {
             parts.push("command changed".into());
         }
         for (label, v) in [
+            ("no_tests", &self.no_tests),
             ("sandbox", &self.sandbox),
             ("platform", &self.platform),
             ("object format", &self.object_format),
@@ -696,6 +716,7 @@ impl ManifestDiff {
             out.push(format!("command      \"{o}\" → \"{n}\""));
         }
         for (label, v) in [
+            ("no_tests     ", &self.no_tests),
             ("sandbox      ", &self.sandbox),
             ("platform     ", &self.platform),
             ("object-format", &self.object_format),
@@ -738,6 +759,7 @@ mod tests {
             sandbox: Sandbox::Filtered,
             network: false,
             command: "python3 -m pytest -q tests/test_foo.py",
+            no_tests: crate::config::NoTests::Fail,
             env,
             fingerprints: fp,
             inputs,
@@ -867,6 +889,25 @@ mod tests {
     }
 
     #[test]
+    fn the_no_tests_rule_reads_back_and_shows_in_a_diff() {
+        let env = BTreeMap::new();
+        let fp = BTreeMap::new();
+        let inputs = [input(FileMode::Regular, A, "a")];
+        let strict = spec(&env, &fp, &inputs);
+        let lenient = ManifestSpec {
+            no_tests: crate::config::NoTests::Pass,
+            ..strict
+        };
+        let text = render(&lenient);
+        assert!(text.contains("\ncommand python3 -m pytest -q tests/test_foo.py\nno-tests pass\n"));
+        assert!(!render(&strict).contains("no-tests"));
+        assert_eq!(parse(&text).unwrap().no_tests.as_deref(), Some("pass"));
+        let d = diff_texts(&render(&strict), &text).unwrap();
+        assert_eq!(d.summary(), "no_tests fail→pass");
+        assert!(diff_texts(&text, &text).unwrap().is_empty());
+    }
+
+    #[test]
     fn header_values_change_the_hash() {
         let env = BTreeMap::new();
         let fp = BTreeMap::new();
@@ -894,6 +935,10 @@ mod tests {
             },
             ManifestSpec {
                 network: true,
+                ..base
+            },
+            ManifestSpec {
+                no_tests: crate::config::NoTests::Pass,
                 ..base
             },
             ManifestSpec { env: &env2, ..base },
@@ -982,6 +1027,7 @@ mod diff_tests {
             sandbox: m.sandbox,
             network: false,
             command: m.command,
+            no_tests: crate::config::NoTests::Fail,
             env: &m.env,
             fingerprints: &m.fp,
             inputs: &m.inputs,

@@ -134,6 +134,8 @@ pub struct SegmentPlan {
     pub network: bool,
     /// How the check is started (not hashed).
     pub runner: crate::config::Runner,
+    /// `no_tests` (see [`crate::config::NoTests`]); hashed.
+    pub no_tests: crate::config::NoTests,
     /// Fingerprint command → its stdout (hashed).
     pub fingerprints: BTreeMap<String, Vec<u8>>,
     /// Declared include globs and `tests` paths that match none of the inputs (a typo, a
@@ -258,6 +260,12 @@ pub fn unmatched_warnings(plan: &Plan) -> Vec<String> {
 }
 
 impl SegmentPlan {
+    /// Whether its command is plainly a pytest run (what `no_tests` and the warm runner
+    /// recognise; the `tests` shorthand expands to one).
+    pub fn command_is_pytest(&self) -> bool {
+        crate::run::warm::is_pytest_command(&self.command)
+    }
+
     /// What the manifest is made of.
     pub fn spec(&self) -> ManifestSpec<'_> {
         ManifestSpec {
@@ -267,6 +275,7 @@ impl SegmentPlan {
             sandbox: self.sandbox,
             network: self.network,
             command: &self.command,
+            no_tests: self.no_tests,
             env: &self.env,
             fingerprints: &self.fingerprints,
             inputs: &self.inputs,
@@ -506,6 +515,7 @@ fn segment_plans(
             unmatched: job.unmatched,
             network: job.seg.network,
             runner: job.seg.runner,
+            no_tests: job.seg.no_tests,
             fingerprints: job.fingerprints,
             timeout: job.seg.timeout,
         })

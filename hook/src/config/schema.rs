@@ -50,6 +50,20 @@ impl Runner {
     }
 }
 
+/// What a pytest check that collects no tests (pytest's exit code 5: every test of the module
+/// deselected, or the module skipped as a whole, e.g. for a missing optional dependency)
+/// counts as (`no_tests`, in a segment or `[defaults]`). Hashed: the manifest says `no-tests
+/// pass`, so a result stored under one rule never answers for the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoTests {
+    /// A failure, as for a fresh `pytest` of that module (the default).
+    #[default]
+    Fail,
+    /// A pass.
+    Pass,
+}
+
 /// Which remote results are accepted (`[cache] accept`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -183,6 +197,8 @@ pub struct Segment {
     /// [`DEFAULT_CHECK_TIMEOUT`]). Not hashed: a pass within any limit is a pass.
     pub timeout: std::time::Duration,
     pub runner: Runner,
+    /// `no_tests` (only ever `Pass` for a pytest check).
+    pub no_tests: NoTests,
     pub(super) matcher: OnceLock<(GlobSet, GlobSet)>,
 }
 
@@ -268,6 +284,8 @@ pub(super) struct RawDefaults {
     pub(super) fingerprint_timeout: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) runner: Option<Runner>,
+    #[serde(default)]
+    pub(super) no_tests: Option<NoTests>,
 }
 
 #[derive(Deserialize)]
@@ -297,6 +315,8 @@ pub(super) struct RawSegment {
     pub(super) timeout: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) runner: Option<Runner>,
+    #[serde(default)]
+    pub(super) no_tests: Option<Spanned<NoTests>>,
 }
 
 #[derive(Deserialize)]

@@ -301,6 +301,22 @@ pub(super) fn resolve_segment(
             .unwrap_or(DEFAULT_CHECK_TIMEOUT),
     };
     let (fingerprint, fingerprint_watch) = segment_fingerprints(&seg, defaults, &command);
+    // Exit code 5 means "no tests collected" only to pytest: the rule is refused on any other
+    // command, and `[defaults] no_tests` applies to the pytest checks only.
+    let is_pytest = tests.is_some() || crate::run::warm::is_pytest_command(&command);
+    let no_tests = match &seg.no_tests {
+        Some(n) if *n.get_ref() == NoTests::Pass && !is_pytest => {
+            return Err(ctx.error(
+                n.span(),
+                format!(
+                    "segment `{name}`: `no_tests` applies to pytest checks only (`tests = [...]`, or a command that is plainly `pytest ...` or `python -m pytest ...`); for another command, exit 0 is its pass"
+                ),
+            ));
+        }
+        Some(n) => *n.get_ref(),
+        None if is_pytest => defaults.no_tests.unwrap_or_default(),
+        None => NoTests::Fail,
+    };
 
     Ok(Segment {
         name,
@@ -323,6 +339,7 @@ pub(super) fn resolve_segment(
         network: seg.network,
         timeout,
         runner: seg.runner.or(defaults.runner).unwrap_or_default(),
+        no_tests,
         matcher: OnceLock::new(),
     })
 }

@@ -595,6 +595,47 @@ struct Ran {
     runner_note: Option<String>,
 }
 
+/// pytest's exit code when it collected no tests.
+const PYTEST_NO_TESTS: i32 = 5;
+
+/// A pytest check that collected no tests (exit 5) passes when its segment says `no_tests =
+/// "pass"` and read nothing undeclared; otherwise it fails as a fresh pytest does, and its log
+/// says how to tell checkdef that a module skipped as a whole is fine. `no_tests` is only ever
+/// `pass` for pytest checks (the configuration refuses it elsewhere).
+fn no_tests_rule(
+    seg: &SegmentPlan,
+    outcome: &mut exec::ExecOutcome,
+    read_only_inputs: bool,
+    reporter: &dyn Reporter,
+) {
+    if outcome.verdict != Verdict::Exit(PYTEST_NO_TESTS) {
+        return;
+    }
+    let line: &[u8] = if seg.no_tests == crate::config::NoTests::Pass {
+        if !read_only_inputs {
+            return;
+        }
+        outcome.verdict = Verdict::Passed;
+        b"[checkdef: pytest collected no tests (exit 5): passed, as the segment says no_tests = \"pass\"]\n"
+    } else if seg.command_is_pytest() {
+        b"[checkdef: pytest collected no tests (exit 5), a failure; if the module is meant to be skipped as a whole here (an optional dependency is missing), set no_tests = \"pass\" on the segment]\n"
+    } else {
+        return;
+    };
+    if !outcome.log.is_empty() && !outcome.log.ends_with(b"\n") {
+        outcome.log.push(b'\n');
+    }
+    outcome.log.extend_from_slice(line);
+    // Whoever streams the output live sees the line too.
+    if reporter.wants_output() {
+        let text = String::from_utf8_lossy(line.strip_suffix(b"\n").unwrap_or(line));
+        reporter.report(Event::Output {
+            segment: &seg.name,
+            piece: Piece::Line(text.as_bytes()),
+        });
+    }
+}
+
 /// The outcome of a check that ran: its undeclared reads (which fail it) named in its log and
 /// warnings and recorded for `explain`, its log redacted and, when it was stopped, marked;
 /// a pass stored (and pushed).
@@ -632,6 +673,7 @@ async fn finish_ran(
     if outcome.verdict.passed() && !undeclared.is_empty() {
         outcome.verdict = Verdict::UndeclaredReads(undeclared.len());
     }
+    no_tests_rule(seg, &mut outcome, undeclared.is_empty(), reporter);
     let mut o = SegmentOutcome {
         name: seg.name.clone(),
         verdict: outcome.verdict,

@@ -142,6 +142,16 @@ pub fn plan(command: &str, env: &[(String, String)]) -> Result<WarmPlan, String>
     })
 }
 
+/// Whether `command` is plainly a pytest run (`python -m pytest ...`, `pytest ...`): the shapes
+/// [`plan`] serves warm, whatever the interpreter on `PATH` turns out to be.
+pub fn is_pytest_command(command: &str) -> bool {
+    match shell_words(command).as_deref() {
+        Some([py, m, pytest, ..]) => is_python(py) && m == "-m" && pytest == "pytest",
+        Some([pytest, ..]) => pytest == "pytest" || pytest == "py.test",
+        _ => false,
+    }
+}
+
 /// `python`, `python3` or `python3.N`.
 fn is_python(word: &str) -> bool {
     match word.strip_prefix("python") {

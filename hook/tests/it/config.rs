@@ -219,3 +219,25 @@ fn globs_too_complex_to_compile_are_located_errors_not_panics() {
     ));
     assert!(err.len() < 2_000, "{} bytes of error", err.len());
 }
+
+#[test]
+fn no_tests_applies_to_pytest_checks_only() {
+    // Exit code 5 is "no tests collected" only to pytest: elsewhere the rule would turn a
+    // failing command's exit 5 into a pass.
+    assert_located(
+        &format!("version = 1\n{SEGMENT}no_tests = \"pass\"\n"),
+        "6:12",
+        "`no_tests` applies to pytest checks only",
+    );
+    assert_located(
+        &format!("version = 1\n{SEGMENT}no_tests = \"maybe\"\n"),
+        "6:12",
+        "maybe",
+    );
+    // On a pytest check it is accepted, and `[defaults] no_tests` leaves other checks alone.
+    let ok = format!(
+        "version = 1\n[defaults]\nno_tests = \"pass\"\n{SEGMENT}\n[[segment]]\nname = \"b\"\ntests = [\"tests/test_foo.py\"]\nno_tests = \"fail\"\n"
+    );
+    let (code, err) = plan_with(&ok);
+    assert_eq!(code, Some(0), "{err}");
+}

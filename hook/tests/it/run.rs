@@ -569,3 +569,84 @@ command = "pwd > \"$OUT/pwd\"; echo \"$TMPDIR\" > \"$OUT/tmp\"; touch \"$TMPDIR/
     }
     assert!(empty(&chosen) && empty(&tmpdir), "removed after the run");
 }
+
+#[test]
+fn a_module_skipped_as_a_whole_fails_unless_the_segment_says_no_tests_pass() {
+    if !have_pytest() {
+        return;
+    }
+    let repo = TestRepo::new();
+    repo.write(
+        "tests/test_optional.py",
+        "import pytest\npytest.importorskip('surely_not_installed_anywhere')\n\ndef test_x():\n    assert False\n",
+    )
+    .write(
+        "tests/test_empty.py",
+        "# every test was removed, by mistake\n",
+    )
+    .write(
+        "checkdef.toml",
+        "version = 1\n\n[[segment]]\nname = \"optional\"\ntests = [\"tests/test_optional.py\"]\n\n[[segment]]\nname = \"empty\"\ntests = [\"tests/test_empty.py\"]\n",
+    );
+    repo.commit("init");
+    // As a fresh `pytest tests/test_optional.py` exits 5, the check fails, and says what to do.
+    let r = repo.run_json(&[], &[]);
+    r.expect_code(1);
+    for s in ["optional", "empty"] {
+        assert_eq!(r.status(s), "failed", "{s}");
+    }
+    assert!(
+        r.stderr
+            .contains("pytest collected no tests (exit 5), a failure")
+            && r.stderr.contains("set no_tests = \"pass\" on the segment"),
+        "{}",
+        r.stderr
+    );
+    // Streamed live (`-v`), the line is there too.
+    let live = repo.run_json(&["-v"], &[]);
+    assert!(
+        live.stderr
+            .contains("optional │ [checkdef: pytest collected no tests (exit 5), a failure"),
+        "{}",
+        live.stderr
+    );
+    // The segment says so: a pass, stored; the other one still fails.
+    let config = std::fs::read_to_string(repo.path("checkdef.toml")).unwrap();
+    repo.write(
+        "checkdef.toml",
+        &config.replace(
+            "tests = [\"tests/test_optional.py\"]\n",
+            "tests = [\"tests/test_optional.py\"]\nno_tests = \"pass\"\n",
+        ),
+    );
+    repo.commit("the optional module may be skipped");
+    let r = repo.run_json(&[], &[]);
+    r.expect_code(1);
+    assert_eq!(r.status("optional"), "passed");
+    assert_eq!(r.source("optional"), "run");
+    assert_eq!(r.status("empty"), "failed");
+    let again = repo.run_json(&[], &[]);
+    assert_eq!(again.source("optional"), "local");
+    // Back to the default: the stored pass does not answer for the stricter rule.
+    repo.write("checkdef.toml", &config);
+    repo.commit("strict again");
+    let strict = repo.run_json(&[], &[]);
+    strict.expect_code(1);
+    assert_eq!(strict.status("optional"), "failed");
+    assert_eq!(strict.source("optional"), "run");
+    // A test that fails is never hidden by the rule: only exit 5 is.
+    repo.write(
+        "tests/test_optional.py",
+        "def test_x():\n    assert False\n",
+    );
+    repo.write(
+        "checkdef.toml",
+        &config.replace(
+            "tests = [\"tests/test_optional.py\"]\n",
+            "tests = [\"tests/test_optional.py\"]\nno_tests = \"pass\"\n",
+        ),
+    );
+    repo.commit("the module runs after all, and fails");
+    let failing = repo.run_json(&[], &[]);
+    assert_eq!(failing.status("optional"), "failed");
+}
