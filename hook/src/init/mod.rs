@@ -65,6 +65,10 @@ pub struct SegmentDraft {
     pub include: Vec<String>,
     /// Top-level repository modules the tests import, for a comment.
     pub imports: Vec<String>,
+    /// The line where the module can skip itself as a whole at import (see
+    /// [`pyimports::Scan::module_skip`]): the draft says `no_tests = "pass"`, so the segment
+    /// passes where a whole-suite pytest reports the module skipped.
+    pub skips_itself: Option<usize>,
 }
 
 /// What [`inspect`] found, and the draft.
@@ -243,7 +247,11 @@ pub fn inspect_in(
                 listed.join(", ")
             ));
         }
+        let skips_itself = read(module)
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|src| pyimports::scan(&src).module_skip);
         drafts.push(SegmentDraft {
+            skips_itself,
             name,
             tests,
             include: include.into_iter().collect(),
@@ -577,6 +585,15 @@ pub fn render(ins: &Inspection) -> String {
         }
         if !s.include.is_empty() {
             toml_list(&mut out, "include", &s.include);
+        }
+        if let (Some(line), Some(module)) = (s.skips_itself, s.tests.first()) {
+            let _ = writeln!(
+                out,
+                "# {module}:{line} can skip the whole module (a missing optional dependency);\n\
+                 # then pytest collects no tests from it, which fails unless this says pass\n\
+                 # (a whole-suite pytest reports it skipped). A failing test still fails.\n\
+                 no_tests = \"pass\""
+            );
         }
     }
     out

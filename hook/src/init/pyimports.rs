@@ -61,12 +61,61 @@ pub struct Scan {
     pub strings: Vec<String>,
     /// Lines with `import_module(...)` / `__import__(...)` whose argument is not a literal.
     pub dynamic: Vec<usize>,
+    /// The first line of module-level code (outside every `def` and `class`, inside `try` or
+    /// `if` blocks too) that can skip the module as a whole when it is imported:
+    /// `pytest.importorskip(...)`, `pytest.skip(..., allow_module_level=True)` or `raise
+    /// unittest.SkipTest(...)`. pytest then collects no tests from it.
+    pub module_skip: Option<usize>,
 }
 
 /// Scan Python source for imports.
 pub fn scan(source: &str) -> Scan {
     let tokens = tokenize(source);
-    parse(&tokens)
+    let mut scan = parse(&tokens);
+    scan.module_skip = module_skip(source, &tokens);
+    scan
+}
+
+/// See [`Scan::module_skip`]. A logical line starts at the beginning of its physical line
+/// (after its indentation), so that line's leading whitespace is the statement's indentation:
+/// an unindented `def`, `async def`, `class` or decorator opens a block that the indented lines
+/// after it belong to; any other unindented statement closes it.
+fn module_skip(source: &str, tokens: &[Token]) -> Option<usize> {
+    let lines: Vec<&str> = source.lines().collect();
+    let mut in_def = false;
+    let mut start = 0;
+    while start < tokens.len() {
+        let end = tokens[start..]
+            .iter()
+            .position(|t| t.tok == Tok::Newline)
+            .map_or(tokens.len(), |n| start + n);
+        let first = &tokens[start];
+        let indented = lines
+            .get(first.line.saturating_sub(1))
+            .is_some_and(|l| l.trim_start_matches('\u{feff}').starts_with([' ', '\t']));
+        if !indented {
+            in_def = match &first.tok {
+                Tok::Name(n) => matches!(n.as_str(), "def" | "class" | "async"),
+                Tok::Op('@') => true,
+                _ => false,
+            };
+        }
+        if !in_def {
+            let stmt = &tokens[start..end];
+            let name = |t: &Token, n: &str| matches!(&t.tok, Tok::Name(x) if x == n);
+            let raises_skip = stmt.first().is_some_and(|t| name(t, "raise"))
+                && stmt.iter().any(|t| name(t, "SkipTest"));
+            let skips = stmt.windows(2).any(|w| {
+                name(&w[0], "importorskip") && w[1].tok == Tok::Op('(')
+                    || name(&w[0], "allow_module_level") && w[1].tok == Tok::Op('=')
+            });
+            if raises_skip || skips {
+                return Some(first.line);
+            }
+        }
+        start = end + 1;
+    }
+    None
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -723,6 +772,47 @@ def f():
             ]
         );
         assert_eq!(s.dynamic, [4]);
+    }
+
+    #[test]
+    fn a_module_that_skips_itself_as_a_whole() {
+        let skip = |src: &str| scan(src).module_skip;
+        assert_eq!(
+            skip("import pytest\nyaml = pytest.importorskip('yaml')\n"),
+            Some(2)
+        );
+        assert_eq!(
+            skip(
+                "import pytest\ntry:\n    import yaml\nexcept ImportError:\n    pytest.skip('no yaml',\n        allow_module_level=True)\n"
+            ),
+            Some(5)
+        );
+        assert_eq!(
+            skip("import unittest\nif not HAVE:\n    raise unittest.SkipTest('no recommonmark')\n"),
+            Some(3)
+        );
+        // Inside a test, a fixture or a class, it skips a test, not the module.
+        assert_eq!(
+            skip("import pytest\ndef test_y():\n    pytest.importorskip('yaml')\n"),
+            None
+        );
+        assert_eq!(
+            skip("@pytest.fixture\ndef y():\n    return pytest.importorskip('yaml')\nX = 1\n"),
+            None
+        );
+        assert_eq!(
+            skip(
+                "class TestY:\n    def setup_method(self):\n        raise unittest.SkipTest('x')\n"
+            ),
+            None
+        );
+        // Words in strings, comments and docstrings are not code.
+        assert_eq!(
+            skip(
+                "\"\"\"Uses pytest.importorskip(...)\nraise SkipTest\n\"\"\"\n# importorskip(x)\ndef test_x():\n    pass\n"
+            ),
+            None
+        );
     }
 
     #[test]

@@ -488,3 +488,44 @@ fn init_follows_modules_a_test_runs_with_dash_m() {
     let r = run_all_pass(&repo);
     assert_eq!(r.json["summary"]["ran"], 1);
 }
+
+#[test]
+fn init_lets_a_module_that_skips_itself_as_a_whole_pass_as_a_whole_suite_pytest_does() {
+    if !have_pytest() {
+        return;
+    }
+    let repo = TestRepo::new();
+    repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
+        .write(".gitignore", "__pycache__/\n")
+        .write("app/__init__.py", "def two():\n    return 2\n")
+        .write(
+            "tests/test_optional.py",
+            "import pytest\nyaml = pytest.importorskip('surely_not_installed_anywhere')\n\n\ndef test_dump():\n    assert yaml.dump(1)\n",
+        )
+        .write(
+            "tests/test_app.py",
+            "import pytest\nfrom app import two\n\n\ndef test_two():\n    pytest.importorskip('surely_not_installed_anywhere')\n\n\ndef test_two_is_two():\n    assert two() == 2\n",
+        );
+    repo.commit("app");
+    init(&repo, &[]).expect_code(0);
+    let cfg = drafted(&repo);
+    assert_eq!(
+        segment(&cfg, "optional-tests")
+            .get("no_tests")
+            .and_then(|v| v.as_str()),
+        Some("pass")
+    );
+    // A skip inside a test skips that test only: the module's default stands.
+    assert!(segment(&cfg, "app-tests").get("no_tests").is_none());
+    let r = run_all_pass(&repo);
+    assert_eq!(r.json["summary"]["ran"], 2);
+    // The rule hides nothing else: a failing test in the module fails.
+    repo.write(
+        "tests/test_optional.py",
+        "import pytest\n\n\ndef test_dump():\n    assert False\n",
+    );
+    repo.commit("the dependency is required now, and the test fails");
+    let failing = repo.run_json(&[], &[]);
+    failing.expect_code(1);
+    assert_eq!(failing.status("optional-tests"), "failed");
+}
