@@ -36,6 +36,7 @@ fn with_spec<R>(n: usize, f: impl FnOnce(&ManifestSpec<'_>) -> R) -> R {
         no_tests: checkdef::config::NoTests::Fail,
         env: &env,
         fingerprints: &fingerprints,
+        listings: &[],
         inputs: &inputs,
     })
 }

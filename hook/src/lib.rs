@@ -19,6 +19,7 @@ mod fsutil;
 pub mod git;
 pub mod init;
 mod junit;
+mod listing;
 pub mod manifest;
 pub mod plan;
 pub mod prepush;

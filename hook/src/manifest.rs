@@ -15,11 +15,17 @@
 //! env PYTHONPATH=src
 //! fingerprint python3 --version
 //! fingerprint-stdout Python 3.11.2\n
+//! listing . 4 9f0c2d4e6a8b1c3d5e7f90a2b4c6d8e0
+//! listing src/foo 1 0a1b2c3d4e5f60718293a4b5c6d7e8f9
+//! listing tests 2 1f2e3d4c5b6a79880796a5b4c3d2e1f0
 //! inputs 2
 //! 100644 0c4a7c8ff6d0cdd5a2c3bcb6ad3e3e1a57c8a3b1 src/foo/__init__.py
 //! 100644 5e1c309dae7f45e0f39b1bf3ac3cd9db12e7d689 tests/test_foo.py
 //! ```
 //!
+//! * `listing <dir> <entries> <digest>`: the names in each directory that holds an input, and
+//!   in each of its ancestors (`.` is the root), sorted by directory — what a check can see
+//!   of the snapshot besides its inputs ([`crate::listing`]).
 //! * A line `no-tests pass` follows `command` for a segment with `no_tests = "pass"` (a pytest
 //!   check that collects no tests passes); other manifests have no such line.
 //! * Header lines come in the fixed order above. `env` lines are sorted by variable name
@@ -71,6 +77,10 @@ pub struct ManifestSpec<'a> {
     pub env: &'a BTreeMap<String, String>,
     /// Fingerprint command → its standard output.
     pub fingerprints: &'a BTreeMap<String, Vec<u8>>,
+    /// `(directory, "<entries> <digest>")` of each directory around the inputs, sorted by
+    /// directory (see [`crate::listing`]): `listing <dir> <entries> <digest>` lines, the root
+    /// written `.`.
+    pub listings: &'a [(gix::bstr::BString, String)],
     /// The segment's inputs; any order (they are written sorted by path, duplicates dropped).
     pub inputs: &'a [Input],
 }
@@ -151,6 +161,17 @@ fn render_into(
     for (cmd, stdout) in spec.fingerprints {
         line(out, "fingerprint", cmd.as_bytes());
         line(out, "fingerprint-stdout", stdout);
+    }
+    for (dir, value) in spec.listings {
+        out.push_str("listing ");
+        if dir.is_empty() {
+            out.push('.');
+        } else {
+            escape_into(dir, out);
+        }
+        out.push(' ');
+        out.push_str(value);
+        out.push('\n');
     }
 
     let sorted_storage: Vec<&Input>;
@@ -378,6 +399,8 @@ pub struct ParsedManifest {
     pub env: BTreeMap<String, String>,
     /// Command → its standard output.
     pub fingerprints: BTreeMap<String, String>,
+    /// Directory (`.` for the root) → `<entries> <digest>` of its listing.
+    pub listings: BTreeMap<String, String>,
     /// Path → (mode, blob id in hex).
     pub inputs: BTreeMap<String, (String, String)>,
 }
@@ -459,6 +482,18 @@ pub fn parse(text: &str) -> Result<ParsedManifest, ManifestParseError> {
         })?;
         m.fingerprints.insert(cmd.to_owned(), out.to_owned());
     }
+    while let Some((n, l)) = lines.next_if(|(_, l)| l.starts_with("listing ")) {
+        let mut parts = l["listing ".len()..].rsplitn(3, ' ');
+        let (Some(digest), Some(entries), Some(dir)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(err(
+                n,
+                format!("expected `listing <dir> <entries> <digest>`, found `{l}`"),
+            ));
+        };
+        m.listings
+            .insert(dir.to_owned(), format!("{entries} {digest}"));
+    }
     let (n, l) = lines
         .next()
         .ok_or_else(|| err(n + 1, "missing `inputs <count>` line".into()))?;
@@ -510,6 +545,8 @@ pub struct ManifestDiff {
     pub mode_changed: Vec<(String, String, String)>,
     pub env: Vec<KeyChange>,
     pub fingerprints: Vec<KeyChange>,
+    /// Directories whose listing (the names in them) changed.
+    pub listings: Vec<KeyChange>,
     /// Old and new value of each header line that changed.
     pub command: Option<(String, String)>,
     /// The `no-tests` rule (`fail` when the line is absent).
@@ -541,6 +578,7 @@ pub fn diff(old: &ParsedManifest, new: &ParsedManifest) -> ManifestDiff {
     let mut d = ManifestDiff {
         env: key_changes(&old.env, &new.env),
         fingerprints: key_changes(&old.fingerprints, &new.fingerprints),
+        listings: key_changes(&old.listings, &new.listings),
         command: changed(&old.command, &new.command),
         no_tests: changed(
             old.no_tests.as_deref().unwrap_or("fail"),
@@ -648,6 +686,19 @@ impl ManifestDiff {
             };
             parts.push(format!("fingerprint `{}` {what}", c.key));
         }
+        if !self.listings.is_empty() {
+            let dirs: Vec<&str> = self.listings.iter().map(|c| c.key.as_str()).collect();
+            let n = dirs.len();
+            parts.push(format!(
+                "names changed in {} ({})",
+                if n == 1 {
+                    "1 directory".to_owned()
+                } else {
+                    format!("{n} directories")
+                },
+                paths(self.listings.iter().map(|c| &c.key), n)
+            ));
+        }
         if self.command.is_some() {
             parts.push("command changed".into());
         }
@@ -712,6 +763,18 @@ impl ManifestDiff {
                 show(&c.new)
             ));
         }
+        for c in &self.listings {
+            let entries = |v: &Option<String>| match v {
+                Some(v) => format!("{} entries", v.split(' ').next().unwrap_or("?")),
+                None => "(not listed)".to_owned(),
+            };
+            out.push(format!(
+                "listing      {}/: the names in it changed ({} → {}; a file or directory added, removed or renamed)",
+                c.key,
+                entries(&c.old),
+                entries(&c.new)
+            ));
+        }
         if let Some((o, n)) = &self.command {
             out.push(format!("command      \"{o}\" → \"{n}\""));
         }
@@ -762,6 +825,7 @@ mod tests {
             no_tests: crate::config::NoTests::Fail,
             env,
             fingerprints: fp,
+            listings: &[],
             inputs,
         }
     }
@@ -886,6 +950,41 @@ mod tests {
         assert_eq!(escape("ünï".as_bytes()), "ünï");
         assert_eq!(escape(b"bad\xffutf8\xc3"), "bad\\xffutf8\\xc3");
         assert_eq!(escape(b"x \\x41"), "x \\\\x41");
+    }
+
+    #[test]
+    fn listings_are_hashed_read_back_and_named_in_a_diff() {
+        let env = BTreeMap::new();
+        let fp = BTreeMap::new();
+        let inputs = [input(FileMode::Regular, A, "tests/test_a.py")];
+        let before = [
+            (gix::bstr::BString::from(""), "3 00".to_owned()),
+            (gix::bstr::BString::from("tests dir"), "2 aa".to_owned()),
+        ];
+        let after = [before[0].clone(), ("tests dir".into(), "3 bb".to_owned())];
+        let old = ManifestSpec {
+            listings: &before,
+            ..spec(&env, &fp, &inputs)
+        };
+        let new = ManifestSpec {
+            listings: &after,
+            ..old
+        };
+        assert_ne!(input_hash(&render(&old)), input_hash(&render(&new)));
+        let text = render(&old);
+        assert!(
+            text.contains("\nlisting . 3 00\nlisting tests dir 2 aa\ninputs 1\n"),
+            "{text}"
+        );
+        let parsed = parse(&text).unwrap();
+        assert_eq!(parsed.listings["tests dir"], "2 aa");
+        let d = diff_texts(&text, &render(&new)).unwrap();
+        assert_eq!(d.summary(), "names changed in 1 directory (tests dir)");
+        assert!(
+            d.details()[0].contains("2 entries → 3 entries"),
+            "{:?}",
+            d.details()
+        );
     }
 
     #[test]
@@ -1030,6 +1129,7 @@ mod diff_tests {
             no_tests: crate::config::NoTests::Fail,
             env: &m.env,
             fingerprints: &m.fp,
+            listings: &[],
             inputs: &m.inputs,
         })
     }

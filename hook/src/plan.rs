@@ -121,6 +121,8 @@ pub struct SegmentPlan {
     pub object_format: gix::hash::Kind,
     /// The inputs, sorted by path bytes.
     pub inputs: Vec<Input>,
+    /// The listing of each directory around the inputs (see [`crate::listing`]); hashed.
+    pub listings: Vec<(BString, String)>,
     /// Whether a changed path since the base hits this segment; `None` without a base.
     pub touched: Option<bool>,
     /// Shell command, run with `sh -c`.
@@ -278,6 +280,7 @@ impl SegmentPlan {
             no_tests: self.no_tests,
             env: &self.env,
             fingerprints: &self.fingerprints,
+            listings: &self.listings,
             inputs: &self.inputs,
         }
     }
@@ -349,7 +352,8 @@ pub fn build_plan_filtered(
         Target::WorkTree => repo.head_commit()?,
     };
     let matcher = config.matcher();
-    let (mut per_segment, attributes, changed) = collect_inputs(repo, config, target, base)?;
+    let (mut per_segment, attributes, changed, listings) =
+        collect_inputs(repo, config, target, base)?;
     let checkout_rules = repo.checkout_rules(&attributes);
     let (touched, untracked_touched) = match changed {
         None => (None, None),
@@ -382,6 +386,7 @@ pub fn build_plan_filtered(
             index,
             seg,
             unmatched: unmatched(seg, &inputs),
+            listings: listings.for_inputs(inputs.iter().map(|i| i.path.as_ref())),
             inputs,
             fingerprints,
         });
@@ -404,6 +409,7 @@ struct Job<'c> {
     index: usize,
     seg: &'c Segment,
     inputs: Vec<Input>,
+    listings: Vec<(BString, String)>,
     fingerprints: BTreeMap<String, Vec<u8>>,
     unmatched: Vec<Unmatched>,
 }
@@ -417,17 +423,33 @@ fn collect_inputs(
     config: &Config,
     target: &Target,
     base: Option<ObjectId>,
-) -> Result<(Vec<Vec<Input>>, Vec<Input>, Option<Vec<BString>>), PlanError> {
+) -> Result<
+    (
+        Vec<Vec<Input>>,
+        Vec<Input>,
+        Option<Vec<BString>>,
+        crate::listing::Listings,
+    ),
+    PlanError,
+> {
     let mut collect = Collect {
         matcher: config.matcher(),
         scratch: MatchScratch::default(),
         hits: Vec::with_capacity(8),
         per_segment: vec![Vec::new(); config.segments.len()],
         attributes: Vec::new(),
+        listings: crate::listing::Listings::default(),
     };
     let changed = match (base, target) {
         (Some(base), Target::WorkTree) => {
-            let all = repo.entries_all(target)?;
+            // Every path, untracked ones too (the diff needs them), and what the skeleton shows.
+            let mut all = AllAndSeen {
+                all: crate::git::CollectAll::default(),
+                listings: &mut collect.listings,
+            };
+            repo.walk(target, &mut all)?;
+            let mut all = all.all.0;
+            crate::git::sort_inputs(&mut all);
             for i in &all {
                 if collect.wants(i.path.as_ref()) {
                     collect.visit(i.path.as_ref(), i.mode, &i.id);
@@ -444,7 +466,32 @@ fn collect_inputs(
             None
         }
     };
-    Ok((collect.per_segment, collect.attributes, changed))
+    collect.listings.finish();
+    Ok((
+        collect.per_segment,
+        collect.attributes,
+        changed,
+        collect.listings,
+    ))
+}
+
+/// Every file of the snapshot (as [`crate::git::CollectAll`]), and the skeleton's paths into
+/// `listings`.
+struct AllAndSeen<'a> {
+    all: crate::git::CollectAll,
+    listings: &'a mut crate::listing::Listings,
+}
+
+impl Visit for AllAndSeen<'_> {
+    fn seen(&mut self, path: &BStr) {
+        self.listings.file(path);
+    }
+    fn wants(&mut self, path: &BStr) -> bool {
+        self.all.wants(path)
+    }
+    fn visit(&mut self, path: &BStr, mode: FileMode, id: &gix::oid) {
+        self.all.visit(path, mode, id);
+    }
 }
 
 /// The outputs of `seg`'s fingerprints (each command run once per process, or read from
@@ -507,6 +554,7 @@ fn segment_plans(
             platform: platform.to_owned(),
             object_format,
             inputs: job.inputs,
+            listings: job.listings,
             touched: touched.map(|t| t[job.index]),
             command: job.seg.command.clone(),
             env: job.seg.env.clone(),
@@ -597,9 +645,15 @@ struct Collect<'a> {
     per_segment: Vec<Vec<Input>>,
     /// Every `.gitattributes` of the snapshot, input or not: they decide what a checkout holds.
     attributes: Vec<Input>,
+    /// The names in every directory of the snapshot (see [`crate::listing`]).
+    listings: crate::listing::Listings,
 }
 
 impl Visit for Collect<'_> {
+    fn seen(&mut self, path: &BStr) {
+        self.listings.file(path);
+    }
+
     fn wants(&mut self, path: &BStr) -> bool {
         self.matcher
             .segments_for(path, &mut self.scratch, &mut self.hits);

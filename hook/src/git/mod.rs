@@ -155,6 +155,9 @@ pub trait Visit {
     fn wants(&mut self, path: &BStr) -> bool;
     /// One wanted file.
     fn visit(&mut self, path: &BStr, mode: FileMode, id: &gix::oid);
+    /// Every path of the snapshot a sandbox's skeleton shows (a commit's files; the work
+    /// tree's tracked paths), wanted or not, before `wants` is asked about it.
+    fn seen(&mut self, _path: &BStr) {}
 }
 
 /// Collects every file.

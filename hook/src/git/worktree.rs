@@ -252,7 +252,11 @@ fn wanted_entries(index: &gix::index::File, visit: &mut dyn Visit) -> Vec<usize>
             continue; // further stages of a conflicted path
         }
         previous = Some(path);
-        if !entry.mode.is_sparse() && visit.wants(path) {
+        if entry.mode.is_sparse() {
+            continue;
+        }
+        visit.seen(path);
+        if visit.wants(path) {
             wanted.push(i);
         }
     }

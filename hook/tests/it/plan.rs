@@ -17,19 +17,36 @@ fn rev_hash(repo: &TestRepo, seg: &str) -> String {
 }
 
 #[test]
-fn unchanged_when_files_outside_the_segment_change_are_added_or_renamed() {
+fn outside_the_segment_only_names_in_the_directories_around_its_inputs_count() {
     let repo = seeded();
+    repo.write("docs/guide.md", "guide\n");
+    repo.commit("docs");
     let foo = rev_hash(&repo, "foo-tests");
+    // Contents of files that are not inputs never count.
     repo.write("README.md", "changed\n");
     repo.commit("edit outside");
     assert_eq!(rev_hash(&repo, "foo-tests"), foo);
+    // Names in a directory that holds none of foo's inputs (and is no ancestor of one) do not.
     repo.write("docs/new.md", "new\n");
     repo.commit("add outside");
     assert_eq!(rev_hash(&repo, "foo-tests"), foo);
-    repo.rename("README.md", "docs/README.md");
+    repo.rename("docs/new.md", "docs/renamed.md");
     repo.commit("rename outside");
     assert_eq!(rev_hash(&repo, "foo-tests"), foo);
+    repo.write("src/bar/extra.py", "\n");
+    repo.commit("a file of another segment's package");
+    assert_eq!(rev_hash(&repo, "foo-tests"), foo);
+    // Names next to an input do: a check sees them (as placeholders) and can list them.
+    repo.write("tests/data.json", "{}\n");
+    repo.commit("data next to the test");
+    let with_data = rev_hash(&repo, "foo-tests");
+    assert_ne!(with_data, foo);
+    // As do those of the root, an ancestor of every input directory.
+    repo.rename("README.md", "docs/README.md");
+    repo.commit("a root entry moved");
+    assert_ne!(rev_hash(&repo, "foo-tests"), with_data);
     // Another segment's input changing leaves foo alone but changes bar.
+    let foo = rev_hash(&repo, "foo-tests");
     let bar = rev_hash(&repo, "bar-tests");
     repo.write("src/bar/__init__.py", "BAR = 2\n");
     repo.commit("bar");

@@ -591,3 +591,77 @@ fn cache_gc_removes_the_layers_of_gone_clones_and_unused_segments_and_keeps_thos
         vec![(root.display().to_string(), vec!["src/baz/value".to_owned()])]
     );
 }
+
+#[test]
+fn data_committed_next_to_a_test_that_globs_for_it_reruns_the_check_never_a_stored_pass() {
+    // A data-driven test finds its cases by listing a directory none of whose files is an
+    // input. With no data it passes with no cases; once the data is committed the check must
+    // run again (and fail, loudly, on reading files that are not its inputs), not answer with
+    // the pass stored before.
+    if !have_pytest() {
+        return;
+    }
+    let repo = TestRepo::new();
+    repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
+        .write(
+            "tests/test_golden.py",
+            "import pathlib, pytest\nCASES = sorted(pathlib.Path(__file__).parent.glob('*/*.expected'))\n\n\n@pytest.mark.parametrize('path', CASES, ids=str)\ndef test_golden(path):\n    assert int(path.read_text()) < 3\n",
+        )
+        .write("tests/NOTES", "first\n")
+        .write(
+            "checkdef.toml",
+            "version = 1\n\n[[segment]]\nname = \"golden\"\ntests = [\"tests/test_golden.py\"]\n",
+        );
+    repo.commit("tests, no data yet");
+    let first = repo.run_json(&["--rev", "HEAD"], &[]);
+    if !isolated(&first) {
+        return;
+    }
+    first.expect_code(0);
+    assert_eq!(first.source("golden"), "run");
+    // Another file's contents next to the test: not a listing change, still a hit.
+    repo.write("tests/NOTES", "second\n");
+    repo.commit("notes");
+    let notes = repo.run_json(&["--rev", "HEAD"], &[]);
+    notes.expect_code(0);
+    assert_eq!(notes.source("golden"), "local");
+    for i in 1..=3 {
+        repo.write(&format!("tests/golden/c{i}.expected"), &format!("{i}\n"));
+    }
+    repo.commit("golden data");
+    let data = repo.run_json(&["--rev", "HEAD"], &[]);
+    data.expect_code(1);
+    assert_eq!(data.source("golden"), "run");
+    assert_eq!(data.status("golden"), "failed");
+    assert!(
+        data.stderr
+            .contains("read tests/golden/c1.expected, which is not an input"),
+        "{}",
+        data.stderr
+    );
+    let why = repo.checkdef_env(&["plan", "--explain", "--rev", "HEAD"], &[]);
+    assert!(
+        why.stderr
+            .contains("golden: names changed in 1 directory (tests)"),
+        "{}",
+        why.stderr
+    );
+    // Declared, the data is read and the failing case fails.
+    let config = std::fs::read_to_string(repo.path("checkdef.toml")).unwrap();
+    repo.write(
+        "checkdef.toml",
+        &config.replace(
+            "tests = [\"tests/test_golden.py\"]\n",
+            "tests = [\"tests/test_golden.py\"]\ninclude = [\"tests/golden/**\"]\n",
+        ),
+    );
+    repo.commit("declare the data");
+    let declared = repo.run_json(&["--rev", "HEAD"], &[]);
+    declared.expect_code(1);
+    assert!(
+        !declared.stderr.contains("which is not an input")
+            && declared.stderr.contains("1 failed, 2 passed"),
+        "{}",
+        declared.stderr
+    );
+}

@@ -1,0 +1,273 @@
+//! What a check can see of the directories around its inputs: the names in them.
+//!
+//! A sandboxed check sees every path of the snapshot (the skeleton's placeholders, see
+//! `run/view.rs`), so a test that lists a directory (`glob("data/*.json")`, `os.listdir`) can
+//! behave differently when a file that is no input of its segment is added, removed or renamed
+//! there: with a new data file it reads the placeholder and fails, with the data gone it runs
+//! no cases and passes. Such a result depends on names the input hash did not cover, and a
+//! stored pass would answer for a commit whose check fails. So each segment's manifest holds a
+//! digest of the listing of every directory that holds one of its inputs, and of each of their
+//! ancestors up to the root: the names and kinds (file or directory) of the snapshot's entries
+//! directly in it. Any change to those names reruns the segment; an edit of a file's contents
+//! does not (contents are hashed only for inputs).
+//!
+//! The digests are computed in the same walk of the snapshot that finds the inputs, for every
+//! directory, in any order of paths: each directory's digest is the sum of a 128-bit hash of
+//! each entry (a multiset hash), so the work tree's index order and a commit's tree order give
+//! the same digest for the same names.
+use std::collections::{BTreeSet, HashMap};
+
+use gix::bstr::{BStr, BString, ByteSlice as _};
+
+/// Accumulated per-directory listings of one snapshot.
+#[derive(Debug, Default)]
+pub struct Listings {
+    index: HashMap<BString, usize>,
+    dirs: Vec<Dir>,
+    /// The directory of the previous path and its slot: consecutive paths mostly share one.
+    last: Option<(BString, usize)>,
+    finished: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Dir {
+    entries: u64,
+    sum: [u64; 2],
+}
+
+/// The kind of an entry, as a listing shows it.
+const FILE: u8 = b'f';
+const DIR: u8 = b'd';
+
+/// `path`'s directory (`""` for the root) and its last component.
+fn split(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.rfind_byte(b'/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (&b""[..], path),
+    }
+}
+
+fn mix(mut x: u64) -> u64 {
+    // splitmix64's finaliser: every input bit reaches every output bit.
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// A stable 128-bit hash of one entry (its kind, length and name), version 1 of this digest:
+/// changing it changes every input hash.
+fn entry_hash(kind: u8, name: &[u8]) -> [u64; 2] {
+    let mut a = 0x9e37_79b9_7f4a_7c15 ^ u64::from(kind);
+    let mut b = 0xc2b2_ae3d_27d4_eb4f ^ name.len() as u64;
+    for chunk in name.chunks(8) {
+        let mut w = [0u8; 8];
+        w[..chunk.len()].copy_from_slice(chunk);
+        let x = u64::from_le_bytes(w);
+        a = mix(a ^ x);
+        b = mix(b.rotate_left(23) ^ x ^ 0x5851_f42d_4c95_7f2d);
+    }
+    [mix(a ^ b.rotate_left(17)), mix(b ^ a.rotate_left(41))]
+}
+
+impl Listings {
+    fn slot(&mut self, dir: &[u8]) -> usize {
+        if let Some((d, i)) = &self.last
+            && d.as_slice() == dir
+        {
+            return *i;
+        }
+        let i = match self.index.get(dir.as_bstr()) {
+            Some(&i) => i,
+            None => {
+                // A directory seen for the first time: so are its ancestors, perhaps.
+                if !dir.is_empty() {
+                    let (parent, _) = split(dir);
+                    let parent = parent.to_vec();
+                    self.ensure(&parent);
+                }
+                let i = self.dirs.len();
+                self.dirs.push(Dir::default());
+                self.index.insert(dir.into(), i);
+                i
+            }
+        };
+        self.last = Some((dir.into(), i));
+        i
+    }
+
+    fn ensure(&mut self, dir: &[u8]) {
+        if self.index.contains_key(dir.as_bstr()) {
+            return;
+        }
+        if !dir.is_empty() {
+            let (parent, _) = split(dir);
+            let parent = parent.to_vec();
+            self.ensure(&parent);
+        }
+        self.index.insert(dir.into(), self.dirs.len());
+        self.dirs.push(Dir::default());
+    }
+
+    fn add(&mut self, slot: usize, kind: u8, name: &[u8]) {
+        let h = entry_hash(kind, name);
+        let d = &mut self.dirs[slot];
+        d.entries += 1;
+        d.sum[0] = d.sum[0].wrapping_add(h[0]);
+        d.sum[1] = d.sum[1].wrapping_add(h[1]);
+    }
+
+    /// One file (or symlink, or submodule) of the snapshot, `/`-separated from the root.
+    pub fn file(&mut self, path: &BStr) {
+        debug_assert!(!self.finished);
+        let (dir, name) = split(path);
+        let slot = self.slot(dir);
+        self.add(slot, FILE, name);
+    }
+
+    /// Count each directory in its parent's listing; call once, after the last file.
+    pub fn finish(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let dirs: Vec<(BString, usize)> = self
+            .index
+            .iter()
+            .filter(|(d, _)| !d.is_empty())
+            .map(|(d, i)| (d.clone(), *i))
+            .collect();
+        for (dir, _) in dirs {
+            let (parent, name) = split(&dir);
+            let slot = self.index[parent.as_bstr()];
+            self.add(slot, DIR, name);
+        }
+    }
+
+    /// The listing lines of a segment whose inputs are `paths`: for each directory holding one
+    /// of them and each ancestor, `(directory, "<entries> <digest>")`, sorted by directory
+    /// (`""` is the root). Directories the snapshot does not have are left out.
+    pub fn for_inputs<'a>(
+        &self,
+        paths: impl IntoIterator<Item = &'a BStr>,
+    ) -> Vec<(BString, String)> {
+        debug_assert!(self.finished);
+        let mut wanted: BTreeSet<&[u8]> = BTreeSet::new();
+        let mut last: Option<&[u8]> = None;
+        for p in paths {
+            let (mut dir, _) = split(p.as_ref());
+            if last == Some(dir) {
+                continue;
+            }
+            last = Some(dir);
+            while wanted.insert(dir) && !dir.is_empty() {
+                dir = split(dir).0;
+            }
+        }
+        wanted
+            .into_iter()
+            .filter_map(|d| {
+                let dir = &self.dirs[*self.index.get(d.as_bstr())?];
+                Some((
+                    BString::from(d),
+                    format!(
+                        "{} {:016x}{:016x}",
+                        dir.entries,
+                        mix(dir.sum[0] ^ dir.entries),
+                        mix(dir.sum[1])
+                    ),
+                ))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listings(paths: &[&str]) -> Listings {
+        let mut l = Listings::default();
+        for p in paths {
+            l.file(p.as_bytes().as_bstr());
+        }
+        l.finish();
+        l
+    }
+
+    fn lines(l: &Listings, inputs: &[&str]) -> Vec<(String, String)> {
+        l.for_inputs(inputs.iter().map(|p| p.as_bytes().as_bstr()))
+            .into_iter()
+            .map(|(d, v)| (d.to_string(), v))
+            .collect()
+    }
+
+    const SNAPSHOT: &[&str] = &[
+        "README",
+        "pkg/__init__.py",
+        "pkg/sub/mod.py",
+        "tests/test_a.py",
+        "tests/test_b.py",
+    ];
+
+    #[test]
+    fn the_directories_of_the_inputs_and_their_ancestors() {
+        let l = listings(SNAPSHOT);
+        let got = lines(&l, &["pkg/sub/mod.py", "tests/test_a.py"]);
+        let dirs: Vec<&str> = got.iter().map(|(d, _)| d.as_str()).collect();
+        assert_eq!(dirs, ["", "pkg", "pkg/sub", "tests"]);
+        // The root holds README, pkg/ and tests/; tests/ its two modules.
+        assert!(got[0].1.starts_with("3 "), "{got:?}");
+        assert!(got[3].1.starts_with("2 "), "{got:?}");
+    }
+
+    #[test]
+    fn names_count_and_order_does_not() {
+        let l = listings(SNAPSHOT);
+        let mut reversed: Vec<&str> = SNAPSHOT.to_vec();
+        reversed.reverse();
+        let r = listings(&reversed);
+        let inputs = ["tests/test_a.py"];
+        assert_eq!(lines(&l, &inputs), lines(&r, &inputs));
+        // A data file added next to the test, a data directory below it, a rename, a file
+        // turned into a directory: each changes the listing of `tests`.
+        let base = lines(&l, &inputs);
+        for changed in [
+            &["tests/data.json"][..],
+            &["tests/golden/c1.expected"],
+            &["tests/test_c.py"],
+        ] {
+            let mut more: Vec<&str> = SNAPSHOT.to_vec();
+            more.extend_from_slice(changed);
+            assert_ne!(lines(&listings(&more), &inputs), base, "{changed:?}");
+        }
+        let renamed: Vec<&str> = SNAPSHOT
+            .iter()
+            .map(|p| {
+                if *p == "tests/test_b.py" {
+                    "tests/test_bb.py"
+                } else {
+                    p
+                }
+            })
+            .collect();
+        assert_ne!(lines(&listings(&renamed), &inputs), base);
+        let file_to_dir: Vec<&str> = SNAPSHOT
+            .iter()
+            .map(|p| {
+                if *p == "tests/test_b.py" {
+                    "tests/test_b.py/x"
+                } else {
+                    p
+                }
+            })
+            .collect();
+        assert_ne!(lines(&listings(&file_to_dir), &inputs), base);
+        // A file deeper down, in a directory that already exists, is not in `tests`' listing;
+        // contents never are.
+        let mut deeper: Vec<&str> = SNAPSHOT.to_vec();
+        deeper.push("pkg/sub/other.py");
+        assert_eq!(lines(&listings(&deeper), &inputs), base);
+    }
+}
