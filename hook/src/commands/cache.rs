@@ -321,14 +321,23 @@ fn gc(printer: &Printer, dir: &Path, max: u64) -> Result<Code> {
         ));
     }
     let others = listed.len() - entries.len();
+    let layers = crate::run::view::layers_size(dir);
     printer.line(&format!(
-        "checkdef: {} — {} entries, {} → {} bytes; removed {removed} least recently used{}",
+        "checkdef: {} — {} entries, {} → {} bytes; removed {removed} least recently used{}{}",
         dir.display(),
         entries.len(),
         before,
         total,
         if others > 0 {
             format!(" ({others} entries of other tools left alone, not counted)")
+        } else {
+            String::new()
+        },
+        if layers > 0 {
+            format!(
+                "; sandbox layers {} (not counted: kept while their repository and segments are in use)",
+                crate::commands::status::human_size(layers)
+            )
         } else {
             String::new()
         }

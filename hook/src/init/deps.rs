@@ -405,6 +405,9 @@ impl<'a> Resolver<'a> {
             if imp.level == 0 && unresolved_checked.insert(comps[0].to_owned()) {
                 self.note_outside_path(file, imp, comps[0], deps);
             }
+            if imp.level > 0 {
+                self.note_untracked(file, imp, &comps, deps);
+            }
             return;
         };
         if imp.level == 0 {
@@ -502,6 +505,26 @@ impl<'a> Resolver<'a> {
             .collect();
         for f in py {
             queue.push_back((f, false));
+        }
+    }
+
+    /// A relative import of a module git does not track but the work tree has (a generated
+    /// `_version.py` that `.gitignore` lists): no view holds it, so every check importing it
+    /// fails; say so, with what to do.
+    fn note_untracked(&mut self, file: &str, imp: &Import, comps: &[&str], deps: &mut Deps) {
+        let mut base = parent(file);
+        for _ in 1..imp.level {
+            base = parent(base);
+        }
+        let module = join(base, &comps.join("/"));
+        for candidate in [format!("{module}.py"), format!("{module}/__init__.py")] {
+            if !self.files.is_file(&candidate) && (self.read)(&candidate).is_some() {
+                deps.notes.push(format!(
+                    "{file}:{}: imports {candidate}, which git does not track (ignored, or not added; generated at build time?): checks run on tracked files and their segment's inputs only, so commit it, or make the segment's command generate it first",
+                    imp.line
+                ));
+                return;
+            }
         }
     }
 
@@ -826,6 +849,33 @@ mod tests {
         assert_eq!(d.notes.len(), 1, "{:?}", d.notes);
         assert_eq!(d.dynamic, ["tests/test_io.py:2"]);
         assert!(d.notes.iter().any(|n| n.contains("scripts/tool.py")));
+    }
+
+    #[test]
+    fn an_imported_module_git_does_not_track_is_named() {
+        let files = RepoFiles::new(
+            ["src/hum/__init__.py", "src/hum/num.py", "tests/test_num.py"].map(String::from),
+        );
+        let read = |p: &str| match p {
+            "src/hum/__init__.py" => {
+                Some(b"from ._version import __version__\nfrom .num import x\n".to_vec())
+            }
+            // On disk, ignored by git: generated at build time.
+            "src/hum/_version.py" => Some(b"__version__ = '1'\n".to_vec()),
+            "tests/test_num.py" => Some(b"import hum\n".to_vec()),
+            _ => Some(Vec::new()),
+        };
+        let mut r = Resolver::new(&files, &read, vec!["src".into(), "".into()]);
+        let d = r.closure(&["tests/test_num.py".to_owned()]);
+        assert!(d.files.contains("src/hum/num.py"));
+        assert_eq!(d.notes.len(), 1, "{:?}", d.notes);
+        assert!(
+            d.notes[0].starts_with(
+                "src/hum/__init__.py:1: imports src/hum/_version.py, which git does not track"
+            ),
+            "{:?}",
+            d.notes
+        );
     }
 
     #[test]

@@ -140,6 +140,12 @@ impl Verdict {
     /// does not say it by itself. The one source of every `[checkdef: …]` verdict marker.
     pub fn log_marker(&self, started: bool) -> Option<String> {
         match self {
+            // Not sent by checkdef (its time limit is `TimedOut`): on a machine with swap
+            // off, most often the kernel's out-of-memory killer, which says so only in its log.
+            Verdict::Signal(s) if *s == libc::SIGKILL => Some(
+                "[checkdef: killed by SIGKILL, which checkdef did not send: most often the kernel's out-of-memory killer (`dmesg` says); checks have no memory limit of their own]"
+                    .to_owned(),
+            ),
             Verdict::Passed
             | Verdict::Exit(_)
             | Verdict::Signal(_)
@@ -560,6 +566,12 @@ mod tests {
             Some("[checkdef: timed out after 3s]")
         );
         assert_eq!(Verdict::Exit(1).log_marker(true), None);
+        assert_eq!(Verdict::Signal(libc::SIGSEGV).log_marker(true), None);
+        assert!(
+            Verdict::Signal(libc::SIGKILL)
+                .log_marker(true)
+                .is_some_and(|m| m.contains("out-of-memory killer"))
+        );
         assert_eq!(Verdict::Passed.log_marker(true), None);
     }
 

@@ -924,6 +924,26 @@ pub fn prune_layers(cache_dir: &Path, max_idle: std::time::Duration) -> Pruned {
     pruned
 }
 
+/// The bytes the sandbox layers below the local cache `cache_dir` take (each file once, however
+/// many hard links it has).
+pub fn layers_size(cache_dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    let mut stack = vec![cache_dir.join(STORE_DIR)];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if seen.insert((m.dev(), m.ino())) {
+                total += m.len();
+            }
+        }
+    }
+    total
+}
+
 /// Remove `dir` (below `parent`) if no run holds a lock in it: every `lock` file below it is
 /// locked exclusively, then the directory is renamed aside and deleted. Whether it went.
 fn remove_unused(parent: &Path, dir: &Path) -> bool {
