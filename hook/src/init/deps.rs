@@ -177,6 +177,10 @@ pub struct Resolver<'a> {
     /// and installed); `None` when unknown. A directory holding one of them is never
     /// proposed for `pythonpath`: it would shadow that module.
     environment: Option<HashSet<String>>,
+    /// The repository's test modules (each one segment's): a package included as a whole does
+    /// not pull in the test modules below it (a flat layout's `pkg/tests/`); importing one
+    /// does.
+    test_modules: HashSet<String>,
 }
 
 impl<'a> Resolver<'a> {
@@ -194,7 +198,14 @@ impl<'a> Resolver<'a> {
             has_py: HashMap::new(),
             modules_by_name: None,
             environment: None,
+            test_modules: HashSet::new(),
         }
+    }
+
+    /// Set the repository's test modules (see [`Resolver::test_modules`]).
+    pub fn with_test_modules(mut self, tests: impl IntoIterator<Item = String>) -> Self {
+        self.test_modules = tests.into_iter().collect();
+        self
     }
 
     /// Set the environment's top-level module names (see [`environment_modules`]).
@@ -500,7 +511,7 @@ impl<'a> Resolver<'a> {
         let py: Vec<String> = self
             .files
             .under(dir)
-            .filter(|f| f.ends_with(".py"))
+            .filter(|f| f.ends_with(".py") && !self.test_modules.contains(*f))
             .map(str::to_owned)
             .collect();
         for f in py {

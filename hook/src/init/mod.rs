@@ -199,7 +199,9 @@ pub fn inspect_in(
         });
     }
 
-    let mut resolver = deps::Resolver::new(files, read, base_roots).with_environment(environment);
+    let mut resolver = deps::Resolver::new(files, read, base_roots)
+        .with_environment(environment)
+        .with_test_modules(test_modules.iter().cloned());
     let mut dynamic: BTreeSet<String> = BTreeSet::new();
     let mut drafts = Vec::new();
     let mut used_names = HashSet::new();
@@ -207,6 +209,7 @@ pub fn inspect_in(
     // One segment per test module: a change reruns only the modules that depend on it. (An
     // earlier rule put a directory of many or small modules into one segment to save pytest
     // start-ups; docs/benchmarks.md, "One segment per test module", measures why it went.)
+    let all_tests: BTreeSet<String> = test_modules.iter().cloned().collect();
     for module in &test_modules {
         let starts: Vec<String> = conftests_on_path(module, files)
             .into_iter()
@@ -222,7 +225,7 @@ pub fn inspect_in(
                 .collect();
         implied.extend(config_files.iter().cloned());
         implied.extend(lockfiles.iter().cloned());
-        let include = segment_include(&deps, &tests, &implied);
+        let include = segment_include(&deps, &tests, &implied, files, &all_tests);
         data_seen.push((
             deps.nearby_data_dirs.clone(),
             deps.data_dirs
@@ -305,6 +308,8 @@ fn segment_include(
     deps: &deps::Deps,
     tests: &[String],
     implied: &HashSet<String>,
+    files: &RepoFiles,
+    all_tests: &BTreeSet<String>,
 ) -> BTreeSet<String> {
     let covered_by_tests = |p: &str| {
         tests
@@ -312,16 +317,25 @@ fn segment_include(
             .any(|t| p == t || p.starts_with(&format!("{t}/")))
     };
     let mut include: BTreeSet<String> = BTreeSet::new();
+    // What the package globs cover: whole directories, and files listed one by one.
+    let mut whole: Vec<String> = Vec::new();
+    let mut listed: HashSet<String> = HashSet::new();
     for g in &deps.globs {
         if !covered_by_tests(g) {
-            include.insert(format!("{}/**", globset::escape(g)));
+            package_globs(g, files, all_tests, &mut whole, &mut listed);
         }
     }
+    for d in &whole {
+        include.insert(format!("{}/**", globset::escape(d)));
+    }
+    for f in &listed {
+        include.insert(globset::escape(f));
+    }
     for f in &deps.files {
-        let under_glob = deps
-            .globs
-            .iter()
-            .any(|g| g.is_empty() || f.starts_with(&format!("{g}/")));
+        let under_glob = listed.contains(f)
+            || whole
+                .iter()
+                .any(|g| g.is_empty() || f.starts_with(&format!("{g}/")));
         if !under_glob && !covered_by_tests(f) && !implied.contains(&globset::escape(f)) {
             include.insert(globset::escape(f));
         }
@@ -332,6 +346,33 @@ fn segment_include(
         }
     }
     include
+}
+
+/// The inputs of package directory `dir` taken as a whole (a test imports the package): all
+/// of it (`whole`), unless test modules lie below it — a flat layout's `pkg/tests/` — which are
+/// other segments' tests: then each subdirectory without test modules whole, and the other
+/// files beside test modules one by one (`listed`), so an edit of one test module does not
+/// rerun every segment that imports the package. A test's own module, and what it imports,
+/// are its inputs anyway.
+fn package_globs(
+    dir: &str,
+    files: &RepoFiles,
+    all_tests: &BTreeSet<String>,
+    whole: &mut Vec<String>,
+    listed: &mut HashSet<String>,
+) {
+    let prefix = format!("{dir}/");
+    if dir.is_empty() || !all_tests.iter().any(|t| t.starts_with(&prefix)) {
+        whole.push(dir.to_owned());
+        return;
+    }
+    for child in files.children(dir) {
+        if files.is_dir(&child) {
+            package_globs(&child, files, all_tests, whole, listed);
+        } else if !all_tests.contains(&child) {
+            listed.insert(child);
+        }
+    }
 }
 
 /// A note for each data directory near tests that no segment took in (`data_seen`: per
@@ -538,7 +579,8 @@ pub fn render(ins: &Inspection) -> String {
          # reads for them (configuration, conftest.py and __init__.py files on their paths,\n\
          # added by `tests = [...]`), [defaults] include, and the repository\n\
          # files its tests import, followed transitively (the `include` lists below). A test\n\
-         # that imports a package as a whole gets the package's directory (`pkg/**`).\n\
+         # that imports a package as a whole gets the package's directory (`pkg/**`),\n\
+         # without the test modules in it (other segments' tests).\n\
          # Each segment runs in a sandbox holding only those inputs, so a missing input fails\n\
          # loudly instead of being silently ignored.\n\
          version = 1\n\n[defaults]\n",

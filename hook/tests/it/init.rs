@@ -529,3 +529,62 @@ fn init_lets_a_module_that_skips_itself_as_a_whole_pass_as_a_whole_suite_pytest_
     failing.expect_code(1);
     assert_eq!(failing.status("optional-tests"), "failed");
 }
+
+#[test]
+fn init_in_a_flat_layout_with_tests_inside_the_packages_keeps_each_test_module_its_own() {
+    // Tests live inside their packages (toolz's layout), and app's tests import the lib package
+    // as a whole, lib/tests/ included. An edit of one test module must rerun that module's
+    // segment only.
+    if !have_pytest() {
+        return;
+    }
+    let repo = TestRepo::new();
+    repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
+        .write(".gitignore", "__pycache__/\n")
+        .write("lib/__init__.py", "from lib.core import two\n")
+        .write("lib/core.py", "def two():\n    return 2\n")
+        .write("lib/sub/__init__.py", "")
+        .write("lib/tests/__init__.py", "")
+        .write("lib/tests/helpers.py", "THREE = 3\n")
+        .write("lib/tests/data.txt", "2\n")
+        .write(
+            "lib/tests/test_lib.py",
+            "import lib\n\n\ndef test_lib():\n    assert lib.two() == 2\n",
+        )
+        .write("app/__init__.py", "")
+        .write("app/tests/__init__.py", "")
+        .write(
+            "app/tests/test_app.py",
+            "import lib\nfrom lib.tests.helpers import THREE\n\n\ndef test_app():\n    assert lib.two() + 1 == THREE\n",
+        );
+    repo.commit("flat");
+    init(&repo, &[]).expect_code(0);
+    let cfg = drafted(&repo);
+    let app = strings(segment(&cfg, "app-app-tests").get("include"));
+    assert!(
+        app.contains(&"lib/core.py".to_owned())
+            && app.contains(&"lib/sub/**".to_owned())
+            && app.contains(&"lib/tests/data.txt".to_owned())
+            && app.contains(&"lib/tests/helpers.py".to_owned())
+            && !app.iter().any(|p| p.contains("test_lib") || p == "lib/**"),
+        "{app:?}"
+    );
+    repo.commit("checkdef.toml");
+    run_all_pass(&repo);
+    repo.write(
+        "lib/tests/test_lib.py",
+        "import lib\n\n\ndef test_lib():\n    assert lib.two() == 2  # edited\n",
+    );
+    repo.commit("edit test_lib");
+    let r = repo.run_json(&[], &[]);
+    r.expect_code(0);
+    assert_eq!(r.source("app-app-tests"), "local");
+    assert_eq!(r.source("lib-lib-tests"), "run");
+    // The package's own code is both segments' input.
+    repo.write("lib/core.py", "def two():\n    return 3\n");
+    repo.commit("break core");
+    let broken = repo.run_json(&[], &[]);
+    broken.expect_code(1);
+    assert_eq!(broken.status("app-app-tests"), "failed");
+    assert_eq!(broken.status("lib-lib-tests"), "failed");
+}
