@@ -70,6 +70,10 @@ pub struct WarmPlan {
     pub orig_argv: Vec<String>,
     /// The server's environment: the check's, minus [`PER_CHECK_VARS`].
     pub server_env: BTreeMap<String, String>,
+    /// `interpreter` is a script that runs the real interpreter (a pyenv shim): the server is
+    /// started through it, as a fresh check's interpreter is, so it gets what the shim adds to
+    /// the environment and `sys.orig_argv[0]`; a child gets the same (see warm_server.py).
+    pub shim: bool,
 }
 
 impl WarmPlan {
@@ -86,13 +90,55 @@ impl WarmPlan {
     }
 }
 
-/// How a check's note ends when the interpreter on its `PATH` is a script (a pyenv shim).
+/// How a check's note ends when the interpreter on its `PATH` is a script that is not a shim
+/// the warm runner can start its server through.
 const NOT_AN_INTERPRETER: &str = " is not an interpreter binary (a shim?)";
 
-/// Whether a fresh check's runner note says its interpreter was a shim: a set-up the user can
-/// change (see [`crate::report::runner_hint`]).
+/// How a check's note ends when a version file near the repository or the warm server could
+/// make a shim pick another interpreter for one than for the other.
+const SHIM_VERSION_FILE: &str =
+    " could pick another interpreter for the warm server than for the check (a shim)";
+
+/// Files by which version managers (pyenv, asdf, mise, rtx) pick the interpreter a shim runs:
+/// looked for in the directory a shim starts in and every directory above it.
+const VERSION_FILES: [&str; 6] = [
+    ".python-version",
+    ".python-versions",
+    ".tool-versions",
+    ".mise.toml",
+    "mise.toml",
+    ".rtx.toml",
+];
+
+/// Whether a fresh check's runner note says its interpreter was a shim it could not run warm:
+/// a set-up the user can change (see [`crate::report::runner_hint`]).
 pub fn note_is_shim(note: &str) -> bool {
-    note.ends_with(NOT_AN_INTERPRETER)
+    note.ends_with(NOT_AN_INTERPRETER) || note.ends_with(SHIM_VERSION_FILE)
+}
+
+/// When `plan` runs through a shim: why its server, started in `server_dir`, might get another
+/// interpreter than a fresh check started in `check_dir` — a version file in either or above
+/// either (the check's own directory is the view's, which holds no untracked file, so one on
+/// the disk there is a doubt too). `None` when nothing can tell them apart.
+pub fn shim_doubt(plan: &WarmPlan, check_dir: &Path, server_dir: &Path) -> Option<String> {
+    if !plan.shim {
+        return None;
+    }
+    for start in [check_dir, server_dir] {
+        for dir in start.ancestors() {
+            for name in VERSION_FILES {
+                let f = dir.join(name);
+                if std::fs::symlink_metadata(&f).is_ok() {
+                    return Some(format!(
+                        "{}: {}{SHIM_VERSION_FILE}",
+                        plan.interpreter.display(),
+                        f.display()
+                    ));
+                }
+            }
+        }
+    }
+    None
 }
 
 /// Whether `command` (run by `sh -c` with `env`) can run warm, and how; `Err` says why not.
@@ -106,7 +152,9 @@ pub fn plan(command: &str, env: &[(String, String)]) -> Result<WarmPlan, String>
     let (interpreter, mode, args, orig_argv) = match words.as_slice() {
         [py, m, pytest, rest @ ..] if is_python(py) && m == "-m" && pytest == "pytest" => {
             let found = which(py, path)?;
-            if !is_elf(&found) {
+            // A script (`#!`) in the interpreter's place is a shim: the server starts through
+            // it. Anything else that is not an ELF file is no interpreter.
+            if !is_elf(&found) && !is_script(&found) {
                 return Err(format!("{}{NOT_AN_INTERPRETER}", found.display()));
             }
             let mut orig = vec![py.clone(), "-m".into(), "pytest".into()];
@@ -133,12 +181,14 @@ pub fn plan(command: &str, env: &[(String, String)]) -> Result<WarmPlan, String>
     if server_env.contains_key("PWD") {
         return Err("the check sets PWD".into());
     }
+    let shim = !is_elf(&interpreter);
     Ok(WarmPlan {
         interpreter,
         mode,
         args,
         orig_argv,
         server_env,
+        shim,
     })
 }
 
@@ -239,6 +289,13 @@ fn which(name: &str, path: &str) -> Result<PathBuf, String> {
         }
     }
     Err(format!("{name} is not on PATH"))
+}
+
+fn is_script(path: &Path) -> bool {
+    let mut head = [0u8; 2];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|()| head == *b"#!")
 }
 
 fn is_elf(path: &Path) -> bool {
@@ -572,6 +629,7 @@ impl Server {
             "mode": mode,
             "script": script,
             "orig_argv": plan.orig_argv,
+            "argv0_from_server": plan.shim,
         });
         // Never blocks: a server that does not read is in doubt.
         let sent = rustix::net::send(
@@ -893,10 +951,27 @@ mod tests {
         let s = plan("pytest tests", &env(&path)).unwrap();
         assert_eq!(s.mode, Mode::Script(script.clone()));
         assert_eq!(s.interpreter, bin.join("python3"));
+        assert!(!p.shim && !s.shim);
+
+        // `python` is a `#!` script that runs python3: a shim, served through itself.
+        let shim = plan("python -m pytest", &env(&path)).unwrap();
+        assert!(shim.shim);
+        assert_eq!(shim.interpreter, bin.join("python"));
+        assert_ne!(shim.fingerprint(), p.fingerprint());
+        // Nothing but an ELF file or a `#!` script is an interpreter.
+        std::fs::write(bin.join("python3.98"), "not a program\n").unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(
+                bin.join("python3.98"),
+                std::fs::Permissions::from_mode(0o755),
+            )
+            .unwrap();
+        }
 
         for (cmd, path, why) in [
             (
-                "python -m pytest",
+                "python3.98 -m pytest",
                 path.as_str(),
                 "not an interpreter binary",
             ),

@@ -87,6 +87,9 @@ os.close(_capture)
 # entries, which a fresh process resolves against the check's directory instead.
 _HERE = os.path.dirname(os.path.realpath(__file__))
 _START_CWD = os.getcwd()
+# What a fresh process started the way this one was (through a shim, perhaps) has as its
+# sys.orig_argv[0]: a shim execs the real interpreter by its full path.
+_ARGV0 = sys.orig_argv[0] if getattr(sys, "orig_argv", None) else sys.executable
 _SAFE_PATH = bool(getattr(sys.flags, "safe_path", False))
 _SERVER_PATH = list(sys.path)
 # Top-level modules this process holds that a fresh interpreter had not loaded at start-up: a
@@ -95,8 +98,9 @@ _PRELOADED = {n.partition(".")[0] for n in sys.modules} - {
     n.partition(".")[0] for n in _STARTUP_MODULES
 }
 _SUFFIXES = tuple(importlib.machinery.all_suffixes())
-# Variables the start-up added or changed (`sh` exports PWD, Python may coerce LC_CTYPE): a child
-# gets the same additions, PWD pointing at its own directory.
+# Variables the start-up added or changed (`sh` exports PWD, Python may coerce LC_CTYPE, a shim
+# sets its own, pyenv's PYENV_DIR among them): a child gets the same additions, each one that
+# named the directory this process started in (PWD, PYENV_DIR) naming the child's instead.
 _SPAWN_ENV = json.loads(os.environ.get("CHECKDEF_WARM_SPAWN_ENV", "{}"))
 _STARTUP_ADDED = {
     k: v
@@ -324,7 +328,7 @@ def child(req):
             raise Fallback(why)
         env = dict(req["env"])
         for k, v in _STARTUP_ADDED.items():
-            env[k] = cwd if k == "PWD" else v
+            env[k] = cwd if k == "PWD" or v == _START_CWD else v
         path = child_path(req, cwd)
         # Orphans of the check are reparented here, not to the server, while the check runs.
         check(_libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "becoming a subreaper")
@@ -351,6 +355,8 @@ def child(req):
 
     tempfile.tempdir = None
     sys.orig_argv = list(req["orig_argv"])
+    if req.get("argv0_from_server"):
+        sys.orig_argv[0] = _ARGV0
     code = run_pytest(req)
     kill_leftovers()
     os._exit(code)

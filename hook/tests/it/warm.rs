@@ -298,7 +298,8 @@ fn warm_and_process_runners_give_the_same_verdicts_and_logs() {
 }
 
 /// A top-level name in the check's directory that would shadow a module the server imported,
-/// a shim on PATH, a non-plain command, `runner = "process"`: all run fresh (and pass).
+/// a shim with a version file near, a non-plain command, `runner = "process"`: all run fresh
+/// (and pass).
 #[test]
 fn doubts_run_in_a_fresh_process() {
     if !have_pytest() {
@@ -362,9 +363,15 @@ command = "python3 -m pytest tests"
     }
     assert_eq!(out.seg("warm")["runner"], "warm", "{}", out.seg("warm"));
 
-    // The same repository with a shim first on PATH: nothing runs warm.
+    // The same repository with a shim first on PATH runs warm, through the shim ...
     let shimmed = format!("{}:{path}", shim_dir.display());
     let out = run(&repo, &shimmed, "cache-2", &["-s", "warm"]);
+    out.expect_code(0);
+    assert_eq!(out.seg("warm")["runner"], "warm", "{}", out.seg("warm"));
+    // ... but not when a version file (untracked, so not in the view) could make the shim
+    // pick one interpreter for the server and another for the check.
+    repo.write(".python-version", "3.0.0\n");
+    let out = run(&repo, &shimmed, "cache-2", &["-s", "warm", "--force"]);
     out.expect_code(0);
     let s = out.seg("warm");
     assert_eq!(s["runner"], "process");
@@ -372,7 +379,7 @@ command = "python3 -m pytest tests"
         s["runner_note"]
             .as_str()
             .unwrap_or_default()
-            .contains("not an interpreter binary"),
+            .contains(".python-version could pick another interpreter for the warm server"),
         "{s}"
     );
     // And the human output says so, with what to change (it would be slow without a word).
@@ -392,6 +399,7 @@ command = "python3 -m pytest tests"
         human.stderr
     );
 
+    std::fs::remove_file(repo.path(".python-version")).unwrap();
     // A regular package of that name would shadow it: a fresh process (in every segment, as
     // the view shows every segment the whole tree).
     repo.write("email/__init__.py", "SHADOW = True\n");
@@ -907,4 +915,61 @@ command = "python3 -m pytest -q -W error::DeprecationWarning -W error::SyntaxWar
     );
     let (after_gc, _) = probe(&["--force"]);
     assert!(after_gc.starts_with("value 2 pyc-flags 3"), "{after_gc}");
+}
+
+/// A shim (pyenv's kind: a script that adds to the environment, some of it naming the directory
+/// it starts in, then execs the interpreter by its full path) runs warm, and its checks see
+/// what fresh checks through the same shim see.
+#[test]
+fn a_check_through_a_shim_runs_warm_and_sees_what_a_fresh_one_sees() {
+    if !have_pytest() {
+        return;
+    }
+    let repo = TestRepo::new();
+    let path = interpreter_path();
+    let real = path.split(':').next().unwrap().to_owned();
+    let shim_dir = repo.tmp.path().join("shims");
+    std::fs::create_dir(&shim_dir).unwrap();
+    let shim = shim_dir.join("python3");
+    std::fs::write(
+        &shim,
+        format!(
+            "#!/bin/sh\nFAKE_SHIM_DIR=$(pwd -P); export FAKE_SHIM_DIR\nFAKE_SHIM=1; export FAKE_SHIM\nPATH=\"{real}:$PATH\"; export PATH\nexec {real}/python3 \"$@\"\n"
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
+        .write(
+            "tests/test_env.py",
+            "import os, sys\n\n\ndef test_env():\n    for k in ('FAKE_SHIM', 'FAKE_SHIM_DIR', 'PWD'):\n        print(k, os.environ.get(k))\n    print('PATH0', os.environ['PATH'].split(':')[0])\n    print('argv0', sys.orig_argv[0])\n    print('exe', sys.executable)\n    print('cwd', os.getcwd())\n",
+        )
+        .write(
+            "checkdef.toml",
+            "version = 1\n\n[defaults]\n\n[[segment]]\nname = \"env\"\ninclude = [\"pytest.ini\", \"tests/**\"]\ncommand = \"python3 -m pytest -s -q tests/test_env.py\"\n",
+        );
+    repo.commit("shim");
+    let shimmed = format!("{}:{path}", shim_dir.display());
+    let warm = run(&repo, &shimmed, "cache-warm", &[]);
+    warm.expect_code(0);
+    assert_eq!(warm.seg("env")["runner"], "warm", "{}", warm.seg("env"));
+    set_runner(&repo, "process");
+    let fresh = run(&repo, &shimmed, "cache-process", &[]);
+    fresh.expect_code(0);
+    assert_eq!(fresh.seg("env")["runner"], "process");
+    let (w, f) = (logs(&warm), logs(&fresh));
+    assert_eq!(w["env"], f["env"], "warm vs process through the shim");
+    let seen = w["env"].join("\n");
+    let root = repo.root.canonicalize().unwrap();
+    for want in [
+        "FAKE_SHIM 1".to_owned(),
+        format!("FAKE_SHIM_DIR {}", root.display()),
+        format!("PATH0 {real}"),
+        format!("argv0 {real}/python3"),
+    ] {
+        assert!(seen.contains(&want), "{want} in:\n{seen}");
+    }
 }
