@@ -18,12 +18,24 @@
 //! The key it is kept under names the interpreter as found (its path and identity, and the
 //! real file's), the venv's `pyvenv.cfg`, the environment the probe ran with, and for an
 //! interpreter that is a script (a pyenv shim) the `.python-version` files it may read.
+
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use crate::fsutil::FileId;
 use crate::plan::PlanError;
+
+/// Files by which version managers (pyenv, asdf, mise, rtx) pick the interpreter a shim runs,
+/// looked for in the directory a shim starts in and every directory above it.
+pub const VERSION_FILES: [&str; 6] = [
+    ".python-version",
+    ".python-versions",
+    ".tool-versions",
+    ".mise.toml",
+    "mise.toml",
+    ".rtx.toml",
+];
 
 /// Version of the kept record's format and of the rendered output.
 const FORMAT: &str = "checkdef-python-env 1";

@@ -69,7 +69,8 @@ pub struct Spec {
     pub tmp: PathBuf,
     /// Directories covered by an empty read-only tmpfs.
     pub hide: Vec<PathBuf>,
-    /// Directories below `root` (relative) bound read-only from the work tree into the view.
+    /// Directories and files below `root` (relative) bound read-only from the work tree into
+    /// the view.
     pub expose: Vec<PathBuf>,
     /// Keep the host's network (`network = true`).
     pub network: bool,
@@ -133,12 +134,20 @@ fn enter_mounts(spec: &Spec) -> Result<(), EnterError> {
         .map_err(step(|| format!("opening {}", p.display())))
     };
     let tmp_fd = open_dir(&spec.tmp)?;
-    let exposed: Vec<(PathBuf, OwnedFd)> = spec
+    // Directories (Python environments) and files (version files a shim reads) of the work
+    // tree, opened before the view covers it.
+    let exposed: Vec<(PathBuf, OwnedFd, bool)> = spec
         .expose
         .iter()
         .map(|rel| {
             let p = spec.root.join(rel);
-            open_dir(&p).map(|fd| (p, fd))
+            if p.is_dir() {
+                open_dir(&p).map(|fd| (p, fd, true))
+            } else {
+                rustix::fs::open(&p, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+                    .map(|fd| (p.clone(), fd, false))
+                    .map_err(step(|| format!("opening {}", p.display())))
+            }
         })
         .collect::<Result<_, _>>()?;
 
@@ -147,9 +156,15 @@ fn enter_mounts(spec: &Spec) -> Result<(), EnterError> {
     // The view itself, to bind back should it lie below a hidden directory (a bare repository's
     // view is a directory of the run's own).
     let root_fd = open_dir(&spec.root)?;
-    for (path, fd) in &exposed {
-        // The mount point lives in the private upper layer.
-        std::fs::create_dir_all(path).map_err(step(|| format!("creating {}", path.display())))?;
+    for (path, fd, is_dir) in &exposed {
+        // The mount point lives in the private upper layer (a tracked file's placeholder is
+        // one already).
+        if *is_dir {
+            std::fs::create_dir_all(path)
+                .map_err(step(|| format!("creating {}", path.display())))?;
+        } else if std::fs::symlink_metadata(path).is_err() {
+            std::fs::File::create(path).map_err(step(|| format!("creating {}", path.display())))?;
+        }
         bind_readonly(fd, path)?;
     }
 

@@ -755,6 +755,15 @@ pub fn environments(workdir: &Path, snapshot: &SnapshotPaths) -> Vec<PathBuf> {
             out.push(PathBuf::from(name));
         }
     }
+    // The files by which a shim (pyenv's `python3`) picks the interpreter: environment, like
+    // the virtual environments above, and what the Python fingerprint saw when it ran in the
+    // work tree. A check sees the work tree's, tracked or not, so it runs the interpreter the
+    // fingerprint describes — not, through a placeholder's empty file, the system's.
+    for name in crate::pyenv::VERSION_FILES {
+        if std::fs::symlink_metadata(workdir.join(name)).is_ok_and(|m| m.is_file()) {
+            out.push(PathBuf::from(name));
+        }
+    }
     out.sort();
     out
 }

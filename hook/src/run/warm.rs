@@ -99,17 +99,6 @@ const NOT_AN_INTERPRETER: &str = " is not an interpreter binary (a shim?)";
 const SHIM_VERSION_FILE: &str =
     " could pick another interpreter for the warm server than for the check (a shim)";
 
-/// Files by which version managers (pyenv, asdf, mise, rtx) pick the interpreter a shim runs:
-/// looked for in the directory a shim starts in and every directory above it.
-const VERSION_FILES: [&str; 6] = [
-    ".python-version",
-    ".python-versions",
-    ".tool-versions",
-    ".mise.toml",
-    "mise.toml",
-    ".rtx.toml",
-];
-
 /// Whether a fresh check's runner note says its interpreter was a shim it could not run warm:
 /// a set-up the user can change (see [`crate::report::runner_hint`]).
 pub fn note_is_shim(note: &str) -> bool {
@@ -126,7 +115,7 @@ pub fn shim_doubt(plan: &WarmPlan, check_dir: &Path, server_dir: &Path) -> Optio
     }
     for start in [check_dir, server_dir] {
         for dir in start.ancestors() {
-            for name in VERSION_FILES {
+            for name in crate::pyenv::VERSION_FILES {
                 let f = dir.join(name);
                 if std::fs::symlink_metadata(&f).is_ok() {
                     return Some(format!(

@@ -671,3 +671,81 @@ fn data_committed_next_to_a_test_that_globs_for_it_reruns_the_check_never_a_stor
         declared.stderr
     );
 }
+
+#[test]
+fn a_shim_in_the_sandbox_reads_the_version_file_the_fingerprint_saw() {
+    // pyenv's shim picks the interpreter from `.python-version`. A committed one that is no
+    // input was an empty placeholder in the view, so the shim fell back to the system's
+    // interpreter while the fingerprint (taken in the work tree) described pyenv's. The work
+    // tree's version files, tracked or not, are in every view.
+    if !have_pytest() {
+        return;
+    }
+    let repo = TestRepo::new();
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .unwrap();
+    let real = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let shims = repo.tmp.path().join("shims");
+    std::fs::create_dir(&shims).unwrap();
+    let shim = shims.join("python3");
+    std::fs::write(
+        &shim,
+        format!(
+            "#!/bin/sh\nv=$(cat .python-version 2>/dev/null)\n[ \"$v\" = real ] && exec {real} \"$@\"\necho \"shim: the system interpreter (version file: '$v')\" >&2\nexit 3\n"
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    repo.write(".python-version", "real\n")
+        .write("tests/test_x.py", "def test_x():\n    pass\n")
+        .write(
+            "checkdef.toml",
+            "version = 1\n\n[[segment]]\nname = \"x\"\ninclude = [\"tests/**\"]\ncommand = \"python3 -m pytest -q -p no:cacheprovider tests/test_x.py\"\nfingerprint = []\n",
+        );
+    repo.commit("a committed .python-version");
+    let path = format!(
+        "{}:{}",
+        shims.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |args: &[&str]| {
+        let mut cmd = repo.checkdef_cmd_in(&repo.root, args);
+        cmd.env("PATH", &path);
+        CmdOut::from_output(cmd.output().unwrap())
+    };
+    let committed = run(&["run", "--json", "--rev", "HEAD"]);
+    if !isolated(&committed) {
+        return;
+    }
+    assert_eq!(
+        committed.seg("x")["status"],
+        "passed",
+        "{}",
+        committed.stderr
+    );
+    // Untracked (ignored, as `pyenv local` users often keep it): the same, for a commit.
+    repo.git(&["rm", "-q", "--cached", ".python-version"]);
+    repo.write(".gitignore", ".python-version\n");
+    repo.commit("the version file is the developer's own");
+    let untracked = run(&["run", "--json", "--rev", "HEAD", "--force"]);
+    assert_eq!(
+        untracked.seg("x")["status"],
+        "passed",
+        "{}",
+        untracked.stderr
+    );
+    // Without one, the shim's fallback is what the check gets (and fails loudly here).
+    std::fs::remove_file(repo.path(".python-version")).unwrap();
+    let none = run(&["run", "--json", "--rev", "HEAD", "--force"]);
+    assert_eq!(none.seg("x")["status"], "failed");
+    assert!(
+        none.stderr.contains("the system interpreter"),
+        "{}",
+        none.stderr
+    );
+}
