@@ -413,6 +413,23 @@ impl<'a> Resolver<'a> {
             self.find_abs(roots, &comps, &mut chain)
         };
         let Some(target) = target else {
+            // A submodule a package of the repository makes at import time (toolz's `tlz`
+            // builds `tlz.curried`): the package is there, so it is what the import needs,
+            // as a whole (what it makes the submodule from is in it, as a rule).
+            if imp.level == 0 && comps.len() > 1 {
+                for k in (1..comps.len()).rev() {
+                    let mut chain = Vec::new();
+                    if let Some(Found::Package(dir)) = self.find_abs(roots, &comps[..k], &mut chain)
+                    {
+                        deps.top_level.insert(comps[0].to_owned());
+                        queue.extend(chain.into_iter().map(|f| (f, false)));
+                        if !dir.is_empty() && !file.starts_with(&format!("{dir}/")) {
+                            self.glob(&dir, deps, queue);
+                        }
+                        return;
+                    }
+                }
+            }
             if imp.level == 0 && unresolved_checked.insert(comps[0].to_owned()) {
                 self.note_outside_path(file, imp, comps[0], deps);
             }
@@ -860,6 +877,25 @@ mod tests {
         assert_eq!(d.notes.len(), 1, "{:?}", d.notes);
         assert_eq!(d.dynamic, ["tests/test_io.py:2"]);
         assert!(d.notes.iter().any(|n| n.contains("scripts/tool.py")));
+    }
+
+    #[test]
+    fn a_submodule_a_package_makes_at_import_takes_the_package() {
+        // toolz's tlz: `tlz/__init__.py` builds `tlz.curried` from toolz when imported.
+        let d = closure(
+            &[
+                ("tlz/__init__.py", "from . import _build_tlz\n"),
+                ("tlz/_build_tlz.py", "import toolz\n"),
+                ("toolz/__init__.py", ""),
+                ("toolz/curried/__init__.py", ""),
+                ("tests/test_tlz.py", "import tlz.curried\n"),
+            ],
+            &[""],
+            &["tests/test_tlz.py"],
+        );
+        assert!(d.globs.contains("tlz"), "{:?}", d.globs);
+        assert!(d.files.contains("tlz/_build_tlz.py") && d.files.contains("toolz/__init__.py"));
+        assert!(d.notes.is_empty(), "{:?}", d.notes);
     }
 
     #[test]

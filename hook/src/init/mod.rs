@@ -485,9 +485,17 @@ pub fn segment_name(path: &str, is_dir: bool) -> String {
             .unwrap_or(stem);
         *last = core.to_owned();
     }
+    // Directory names that say nothing go; a module's own name stays (`test_testing.py` is
+    // `testing-tests`, not `tests`).
+    let last = comps.len().saturating_sub(1);
     let kept: Vec<String> = comps
         .into_iter()
-        .filter(|c| !matches!(c.as_str(), "tests" | "test" | "src" | "testing" | ""))
+        .enumerate()
+        .filter(|(i, c)| {
+            (!is_dir && *i == last && !c.is_empty())
+                || !matches!(c.as_str(), "tests" | "test" | "src" | "testing" | "")
+        })
+        .map(|(_, c)| c)
         .collect();
     let base = kept.join("-");
     let mut name: String = base
@@ -748,6 +756,12 @@ mod tests {
         assert_eq!(segment_name("pkg/io_test.py", false), "pkg-io-tests");
         assert_eq!(segment_name("tests/api", true), "api-tests");
         assert_eq!(segment_name("tests", true), "tests");
+        // click's tests/test_testing.py: the module's name is kept.
+        assert_eq!(
+            segment_name("tests/test_testing.py", false),
+            "testing-tests"
+        );
+        assert_eq!(segment_name("tests/test_tests.py", false), "tests-tests");
         let long = format!("tests/{}/test_x.py", "d".repeat(300));
         assert!(segment_name(&long, false).len() <= 106);
         assert_eq!(
