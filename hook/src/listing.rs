@@ -242,28 +242,16 @@ mod tests {
             more.extend_from_slice(changed);
             assert_ne!(lines(&listings(&more), &inputs), base, "{changed:?}");
         }
-        let renamed: Vec<&str> = SNAPSHOT
-            .iter()
-            .map(|p| {
-                if *p == "tests/test_b.py" {
-                    "tests/test_bb.py"
-                } else {
-                    p
-                }
-            })
-            .collect();
-        assert_ne!(lines(&listings(&renamed), &inputs), base);
-        let file_to_dir: Vec<&str> = SNAPSHOT
-            .iter()
-            .map(|p| {
-                if *p == "tests/test_b.py" {
-                    "tests/test_b.py/x"
-                } else {
-                    p
-                }
-            })
-            .collect();
-        assert_ne!(lines(&listings(&file_to_dir), &inputs), base);
+        let replaced = |to: &'static str| -> Vec<&str> {
+            SNAPSHOT
+                .iter()
+                .map(|p| if *p == "tests/test_b.py" { to } else { p })
+                .collect()
+        };
+        // A rename, and a file turned into a directory of the same name.
+        for to in ["tests/test_bb.py", "tests/test_b.py/x"] {
+            assert_ne!(lines(&listings(&replaced(to)), &inputs), base, "{to}");
+        }
         // A file deeper down, in a directory that already exists, is not in `tests`' listing;
         // contents never are.
         let mut deeper: Vec<&str> = SNAPSHOT.to_vec();

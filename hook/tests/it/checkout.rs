@@ -36,13 +36,7 @@ fn eol_crlf_inputs_are_materialised_as_a_checkout_holds_them_with_real_pytest() 
         );
     let head = repo.commit("crlf data");
     // What git itself checks out.
-    let clone = repo.tmp.path().join("clone");
-    repo.git(&[
-        "clone",
-        "-q",
-        repo.root.to_str().unwrap(),
-        clone.to_str().unwrap(),
-    ]);
+    let clone = repo.clone_to("clone");
     assert_eq!(
         std::fs::read(clone.join("data.txt")).unwrap(),
         b"a\r\nb\r\n"

@@ -478,13 +478,7 @@ fn cache_gc_removes_the_layers_of_gone_clones_and_unused_segments_and_keeps_thos
     crate::support::shell_layout(&repo);
     repo.write("src/baz/value", "ok\n");
     repo.commit("init");
-    let clone = repo.tmp.path().join("clone");
-    repo.git(&[
-        "clone",
-        "-q",
-        repo.root.to_str().unwrap(),
-        clone.to_str().unwrap(),
-    ]);
+    let clone = repo.clone_to("clone");
     let r = repo.run_json(&[], &[]);
     if !isolated(&r) {
         return;

@@ -144,6 +144,18 @@ impl TestRepo {
         self.git(&["rev-parse", "HEAD"]).trim().to_owned()
     }
 
+    /// `git clone` of the repository into `name` beside it; its path.
+    pub fn clone_to(&self, name: &str) -> PathBuf {
+        let clone = self.tmp.path().join(name);
+        self.git(&[
+            "clone",
+            "-q",
+            self.root.to_str().unwrap(),
+            clone.to_str().unwrap(),
+        ]);
+        clone
+    }
+
     /// Run the built binary in the repository root.
     pub fn checkdef(&self, args: &[&str]) -> Output {
         self.checkdef_in(&self.root, args)
