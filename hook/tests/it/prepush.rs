@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::support::{CmdOut, SHELL_CONFIG, TestRepo, rev_parse_in, shell_layout};
+use crate::support::{
+    CmdOut, SHELL_CONFIG, TestRepo, rev_parse_in, shell_layout, write_executable,
+};
 
 /// A repository with the shell layout committed on `main`, a bare remote `origin`, and (unless
 /// told otherwise) checkdef's hook installed.
@@ -97,13 +99,6 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, u32)> {
         }
     }
     out
-}
-
-fn write_executable(path: &Path, content: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, content).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 #[test]

@@ -684,17 +684,12 @@ fn a_shim_in_the_sandbox_reads_the_version_file_the_fingerprint_saw() {
     let shims = repo.tmp.path().join("shims");
     std::fs::create_dir(&shims).unwrap();
     let shim = shims.join("python3");
-    std::fs::write(
+    crate::support::write_executable(
         &shim,
-        format!(
+        &format!(
             "#!/bin/sh\nv=$(cat .python-version 2>/dev/null)\n[ \"$v\" = real ] && exec {real} \"$@\"\necho \"shim: the system interpreter (version file: '$v')\" >&2\nexit 3\n"
         ),
-    )
-    .unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    );
     repo.write(".python-version", "real\n")
         .write("tests/test_x.py", "def test_x():\n    pass\n")
         .write(

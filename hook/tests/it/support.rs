@@ -529,3 +529,11 @@ impl TestRepo {
         }
     }
 }
+
+/// Write `content` to `path` (creating its directory) as an executable file.
+pub fn write_executable(path: &Path, content: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, content).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}

@@ -311,11 +311,7 @@ fn doubts_run_in_a_fresh_process() {
     std::fs::create_dir(&shim_dir).unwrap();
     let shim = shim_dir.join("python3");
     let real = path.split(':').next().unwrap();
-    std::fs::write(&shim, format!("#!/bin/sh\nexec {real}/python3 \"$@\"\n")).unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    crate::support::write_executable(&shim, &format!("#!/bin/sh\nexec {real}/python3 \"$@\"\n"));
     repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
         .write("tests/test_a.py", "def test_a():\n    pass\n")
         // A namespace portion named like a module pytest imports: it shadows nothing.
@@ -931,17 +927,12 @@ fn a_check_through_a_shim_runs_warm_and_sees_what_a_fresh_one_sees() {
     let shim_dir = repo.tmp.path().join("shims");
     std::fs::create_dir(&shim_dir).unwrap();
     let shim = shim_dir.join("python3");
-    std::fs::write(
+    crate::support::write_executable(
         &shim,
-        format!(
+        &format!(
             "#!/bin/sh\nFAKE_SHIM_DIR=$(pwd -P); export FAKE_SHIM_DIR\nFAKE_SHIM=1; export FAKE_SHIM\nPATH=\"{real}:$PATH\"; export PATH\nexec {real}/python3 \"$@\"\n"
         ),
-    )
-    .unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    );
     repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
         .write(
             "tests/test_env.py",
