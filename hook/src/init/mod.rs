@@ -66,8 +66,8 @@ pub struct SegmentDraft {
     /// Top-level repository modules the tests import, for a comment.
     pub imports: Vec<String>,
     /// The line where the module can skip itself as a whole at import (see
-    /// [`pyimports::Scan::module_skip`]): the draft says `no_tests = "pass"`, so the segment
-    /// passes where a whole-suite pytest reports the module skipped.
+    /// [`pyimports::Scan::module_skip`]): the draft suggests `no_tests = "pass"` in a comment
+    /// (never on its own: a skip can also come from an input the sandbox hid).
     pub skips_itself: Option<usize>,
 }
 
@@ -639,10 +639,12 @@ pub fn render(ins: &Inspection) -> String {
         if let (Some(line), Some(module)) = (s.skips_itself, s.tests.first()) {
             let _ = writeln!(
                 out,
-                "# {module}:{line} can skip the whole module (a missing optional dependency);\n\
-                 # then pytest collects no tests from it, which fails unless this says pass\n\
-                 # (a whole-suite pytest reports it skipped). A failing test still fails.\n\
-                 no_tests = \"pass\""
+                "# {module}:{line} can skip the whole module (a missing optional dependency):\n\
+                 # pytest then collects no tests from it, which fails this segment (a whole-suite\n\
+                 # pytest reports it skipped). If that is fine here, uncomment the next line; but a\n\
+                 # module that skips because the sandbox hid a file it imports (one no include\n\
+                 # names) then passes too, so check its inputs first.\n\
+                 # no_tests = \"pass\""
             );
         }
     }

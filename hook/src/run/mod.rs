@@ -599,9 +599,12 @@ struct Ran {
 const PYTEST_NO_TESTS: i32 = 5;
 
 /// A pytest check that collected no tests (exit 5) passes when its segment says `no_tests =
-/// "pass"` and read nothing undeclared; otherwise it fails as a fresh pytest does, and its log
-/// says how to tell checkdef that a module skipped as a whole is fine. `no_tests` is only ever
-/// `pass` for pytest checks (the configuration refuses it elsewhere).
+/// "pass"`, read nothing undeclared, and its log ends with pytest's own summary of a session
+/// that ran no test ([`ran_no_test`]) — exit code 5 alone also comes from `pytest.exit(...,
+/// returncode=5)` after a failure, or a test's `os._exit(5)`. Otherwise it fails as a fresh
+/// pytest does, and its log says how to tell checkdef that a module skipped as a whole is
+/// fine. `no_tests` is only ever `pass` for pytest checks (the configuration refuses it
+/// elsewhere).
 fn no_tests_rule(
     seg: &SegmentPlan,
     outcome: &mut exec::ExecOutcome,
@@ -615,8 +618,12 @@ fn no_tests_rule(
         if !read_only_inputs {
             return;
         }
-        outcome.verdict = Verdict::Passed;
-        b"[checkdef: pytest collected no tests (exit 5): passed, as the segment says no_tests = \"pass\"]\n"
+        if !ran_no_test(&outcome.log) {
+            b"[checkdef: exit 5, but the log does not end with pytest's summary of a session that ran no test (only skipped or deselected ones): a failure, whatever no_tests says]\n"
+        } else {
+            outcome.verdict = Verdict::Passed;
+            b"[checkdef: pytest collected no tests (exit 5): passed, as the segment says no_tests = \"pass\"]\n"
+        }
     } else if seg.command_is_pytest() {
         b"[checkdef: pytest collected no tests (exit 5), a failure; if the module is meant to be skipped as a whole here (an optional dependency is missing), set no_tests = \"pass\" on the segment]\n"
     } else {
@@ -634,6 +641,42 @@ fn no_tests_rule(
             piece: Piece::Line(text.as_bytes()),
         });
     }
+}
+
+/// Whether `log` ends (after blank lines) with pytest's summary line of a session in which no
+/// test ran: `no tests ran in 0.01s`, or counts of skipped and deselected tests and warnings
+/// only (`1 skipped, 2 deselected in 0.02s`), with or without the `=` rules around it. A
+/// failure, an error, a pass, an xfail or anything pytest printed after its summary (the
+/// `!!! Exit` banner of `pytest.exit`) is not such a session.
+fn ran_no_test(log: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(log);
+    let Some(last) = text.lines().rev().find(|l| !l.trim().is_empty()) else {
+        return false;
+    };
+    let line = last.trim().trim_matches('=').trim();
+    let Some((counts, time)) = line.rsplit_once(" in ") else {
+        return false;
+    };
+    // `0.01s`, or `0.01s (0:00:00)` for long sessions.
+    let secs = time.split(' ').next().unwrap_or("");
+    if secs
+        .strip_suffix('s')
+        .is_none_or(|n| n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
+    {
+        return false;
+    }
+    if counts == "no tests ran" {
+        return true;
+    }
+    counts.split(", ").all(|part| {
+        let mut words = part.split(' ');
+        let (Some(n), Some(what), None) = (words.next(), words.next(), words.next()) else {
+            return false;
+        };
+        n.bytes().all(|b| b.is_ascii_digit())
+            && !n.is_empty()
+            && matches!(what, "skipped" | "deselected" | "warning" | "warnings")
+    })
 }
 
 /// The outcome of a check that ran: its undeclared reads (which fail it) named in its log and
@@ -1563,6 +1606,32 @@ mod tests {
             warnings: Vec::new(),
             runner: None,
             runner_note: None,
+        }
+    }
+
+    #[test]
+    fn only_pytest_s_summary_of_a_session_without_tests_counts_as_no_tests() {
+        for ok in [
+            "collected 0 items / 1 skipped\n\n============================== 1 skipped in 0.00s ==============================\n",
+            "\nno tests ran in 0.00s\n\n",
+            "2 deselected in 0.01s\n",
+            "1 skipped, 2 deselected, 1 warning in 1.20s (0:00:01)\n",
+        ] {
+            assert!(ran_no_test(ok.as_bytes()), "{ok:?}");
+        }
+        for not in [
+            // pytest.exit(returncode=5) after a failure: the summary, then its banner.
+            "FAILED t.py::test_bad - assert False\n1 failed in 0.28s\n!!!!! _pytest.outcomes.Exit: stop !!!!!\n",
+            "1 failed in 0.28s\n",
+            "1 passed, 1 skipped in 0.01s\n",
+            "1 xfailed in 0.01s\n",
+            "1 error in 0.01s\n",
+            // A test's os._exit(5): no summary at all.
+            "collected 2 items\n\nt.py .",
+            "",
+            "no tests ran in soon\n",
+        ] {
+            assert!(!ran_no_test(not.as_bytes()), "{not:?}");
         }
     }
 

@@ -649,4 +649,25 @@ fn a_module_skipped_as_a_whole_fails_unless_the_segment_says_no_tests_pass() {
     repo.commit("the module runs after all, and fails");
     let failing = repo.run_json(&[], &[]);
     assert_eq!(failing.status("optional"), "failed");
+    // Exit code 5 that is no empty session: `pytest.exit(returncode=5)` after a failure, and a
+    // test's `os._exit(5)` — failures, whatever the rule says.
+    for (i, body) in [
+        "import pytest\n\n\ndef test_bad():\n    assert False\n\n\ndef test_stop():\n    pytest.exit('stop', returncode=5)\n",
+        "import os\n\n\ndef test_ok():\n    pass\n\n\ndef test_crash():\n    os._exit(5)\n",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        repo.write("tests/test_optional.py", body);
+        repo.commit(&format!("exit 5 from a test, {i}"));
+        let r = repo.run_json(&[], &[]);
+        assert_eq!(r.status("optional"), "failed", "{body}: {}", r.stderr);
+        assert_eq!(r.seg("optional")["exit_code"], 5);
+        assert!(
+            r.stderr
+                .contains("does not end with pytest's summary of a session that ran no test"),
+            "{}",
+            r.stderr
+        );
+    }
 }
