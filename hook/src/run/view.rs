@@ -196,6 +196,25 @@ impl SnapshotPaths {
 pub trait Listing {
     fn key(&self) -> Option<String>;
     fn entries(&self) -> Result<Vec<Input>>;
+    /// The target of the symlink whose blob is `id` (`None`: unknown, a placeholder instead).
+    fn symlink_target(&self, _id: &gix::oid) -> Option<BString> {
+        None
+    }
+}
+
+/// The target of each symlink of `all` (by path): in the skeleton a symlink is one, so that
+/// `isdir`, `glob` and `readlink` through it see what a checkout has.
+type Targets = std::collections::HashMap<BString, BString>;
+
+fn symlink_targets(listing: &dyn Listing, all: &[Input]) -> Targets {
+    all.iter()
+        .filter(|e| e.mode == FileMode::Symlink)
+        .filter_map(|e| {
+            let t = listing.symlink_target(&e.id)?;
+            // A target the state's one-line format could not hold stays a placeholder.
+            (!t.is_empty() && !t.contains(&0)).then(|| (e.path.clone(), t))
+        })
+        .collect()
 }
 
 /// The listing of `target` in `repo` ([`Repo::listing_key`], [`Repo::skeleton_entries`]).
@@ -207,6 +226,9 @@ impl Listing for RepoListing<'_> {
     }
     fn entries(&self) -> Result<Vec<Input>> {
         Ok(self.0.skeleton_entries(self.1)?)
+    }
+    fn symlink_target(&self, id: &gix::oid) -> Option<BString> {
+        self.0.read_blob(id).ok().map(BString::from)
     }
 }
 
@@ -252,16 +274,23 @@ impl Drop for Skeleton {
     }
 }
 
-fn listing_text(all: &[Input]) -> String {
+/// The state: `d PATH` (a submodule's directory), `l PATH<TAB>TARGET` (a symlink) or `f PATH`
+/// (a placeholder file), escaped (a tab in a path is written `\x09`).
+fn listing_text(all: &[Input], targets: &Targets) -> String {
     let mut s = String::with_capacity(all.len() * 40);
     for e in all {
-        s.push(if e.mode == FileMode::Submodule {
-            'd'
-        } else {
-            'f'
+        let target = targets.get(&e.path);
+        s.push(match (e.mode, target) {
+            (FileMode::Submodule, _) => 'd',
+            (_, Some(_)) => 'l',
+            _ => 'f',
         });
         s.push(' ');
         s.push_str(&escape(e.path.as_ref()));
+        if let Some(t) = target {
+            s.push('\t');
+            s.push_str(&escape(t.as_ref()));
+        }
         s.push('\n');
     }
     s
@@ -327,12 +356,13 @@ impl Skeleton {
         let mut all = all;
         crate::git::sort_inputs(&mut all);
         all.dedup_by(|a, b| a.path == b.path);
-        let want = listing_text(&all);
+        let targets = symlink_targets(listing, &all);
+        let want = listing_text(&all, &targets);
         if let Some((lock_path, tree, state, key_path, dir)) = &dirs {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             if let Some(l) = lock(lock_path, FlockOperation::NonBlockingLockExclusive)? {
                 let _ = std::fs::remove_file(key_path);
-                update_skeleton(tree, state, &all, &want)?;
+                update_skeleton(tree, state, &all, &targets, &want)?;
                 if let Some(k) = &key {
                     crate::fsutil::write_atomic(key_path, key_text(k, &top_dirs(&all)).as_bytes())
                         .with_context(|| format!("writing {}", key_path.display()))?;
@@ -357,7 +387,7 @@ impl Skeleton {
             .tempdir_in(private_dir)
             .with_context(|| format!("creating a skeleton in {}", private_dir.display()))?
             .keep();
-        build_placeholders(&tree, all.iter())?;
+        build_placeholders(&tree, all.iter(), &targets)?;
         Ok(Skeleton {
             tree: tree.clone(),
             paths,
@@ -367,7 +397,13 @@ impl Skeleton {
     }
 }
 
-fn update_skeleton(tree: &Path, state: &Path, all: &[Input], want: &str) -> Result<()> {
+fn update_skeleton(
+    tree: &Path,
+    state: &Path,
+    all: &[Input],
+    targets: &Targets,
+    want: &str,
+) -> Result<()> {
     let old = std::fs::read_to_string(state).ok();
     if old.as_deref() == Some(want) && tree.is_dir() {
         return Ok(());
@@ -376,7 +412,7 @@ fn update_skeleton(tree: &Path, state: &Path, all: &[Input], want: &str) -> Resu
     match old.filter(|_| tree.is_dir()) {
         None => {
             force_remove(tree);
-            build_placeholders(tree, all.iter())?;
+            build_placeholders(tree, all.iter(), targets)?;
         }
         Some(old) => {
             let old: HashSet<&str> = old.lines().collect();
@@ -388,7 +424,7 @@ fn update_skeleton(tree: &Path, state: &Path, all: &[Input], want: &str) -> Resu
             for line in removed {
                 let Some(rel) = unescape_line(line) else {
                     force_remove(tree);
-                    build_placeholders(tree, all.iter())?;
+                    build_placeholders(tree, all.iter(), targets)?;
                     break;
                 };
                 let p = tree.join(crate::git::native(rel.as_bstr()));
@@ -403,7 +439,7 @@ fn update_skeleton(tree: &Path, state: &Path, all: &[Input], want: &str) -> Resu
                 .iter()
                 .zip(&new_lines)
                 .filter(|(_, l)| !old.contains(**l));
-            build_placeholders(tree, added.map(|(e, _)| e))?;
+            build_placeholders(tree, added.map(|(e, _)| e), targets)?;
         }
     }
     crate::fsutil::write_atomic(state, want.as_bytes())
@@ -411,7 +447,7 @@ fn update_skeleton(tree: &Path, state: &Path, all: &[Input], want: &str) -> Resu
 }
 
 fn unescape_line(line: &str) -> Option<BString> {
-    unescape(line.get(2..)?)
+    unescape(line.get(2..)?.split('\t').next()?)
 }
 
 fn unescape(rel: &str) -> Option<BString> {
@@ -451,7 +487,11 @@ fn prune_empty_parents(root: &Path, removed: &Path) {
     }
 }
 
-fn build_placeholders<'a>(tree: &Path, entries: impl Iterator<Item = &'a Input>) -> Result<()> {
+fn build_placeholders<'a>(
+    tree: &Path,
+    entries: impl Iterator<Item = &'a Input>,
+    targets: &Targets,
+) -> Result<()> {
     std::fs::create_dir_all(tree).with_context(|| format!("creating {}", tree.display()))?;
     let mut made: HashSet<PathBuf> = HashSet::new();
     for e in entries {
@@ -469,6 +509,21 @@ fn build_placeholders<'a>(tree: &Path, entries: impl Iterator<Item = &'a Input>)
         }
         if e.mode == FileMode::Submodule {
             let _ = std::fs::create_dir(&p);
+            continue;
+        }
+        if let Some(target) = targets.get(&e.path) {
+            use std::os::unix::ffi::OsStrExt as _;
+            // A placeholder file an earlier listing left goes first.
+            if std::fs::symlink_metadata(&p).is_ok_and(|m| !m.file_type().is_symlink()) {
+                let _ = std::fs::remove_file(&p);
+            }
+            match std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &p) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(err) => {
+                    return Err(err).with_context(|| format!("creating {}", p.display()));
+                }
+            }
             continue;
         }
         match std::fs::OpenOptions::new()

@@ -738,3 +738,42 @@ fn a_shim_in_the_sandbox_reads_the_version_file_the_fingerprint_saw() {
         none.stderr
     );
 }
+
+#[test]
+fn a_symlink_that_is_no_input_is_a_symlink_in_the_view() {
+    // A committed link to a data directory: as an empty placeholder file, `glob` through it
+    // found nothing and the check passed where pytest fails (even on a fresh run).
+    if !have_pytest() {
+        return;
+    }
+    let repo = TestRepo::new();
+    repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
+        .write("tests/golden/a.txt", "a\n")
+        .symlink("../golden", "tests/unit/golden");
+    repo.write(
+        "tests/unit/test_g.py",
+        "import glob, os, pathlib\nHERE = pathlib.Path(__file__).parent\n\n\ndef test_g():\n    link = HERE / 'golden'\n    print('isdir', link.is_dir(), 'islink', link.is_symlink(), 'target', os.readlink(link))\n    assert glob.glob(str(link / '*.bad')) == []\n",
+    )
+    .write(
+        "checkdef.toml",
+        "version = 1\n\n[[segment]]\nname = \"g\"\ninclude = [\"pytest.ini\", \"tests/unit/test_g.py\"]\ncommand = \"python3 -m pytest -s -q tests/unit/test_g.py\"\n",
+    );
+    repo.commit("a link to the golden data");
+    let first = repo.run_json(&["--rev", "HEAD", "-v"], &[]);
+    if !isolated(&first) {
+        return;
+    }
+    first.expect_code(0);
+    assert!(
+        first
+            .stderr
+            .contains("isdir True islink True target ../golden"),
+        "{}",
+        first.stderr
+    );
+    repo.write("tests/golden/x.bad", "bad\n");
+    repo.commit("bad data behind the link");
+    let fresh = repo.run_json(&["--rev", "HEAD", "--force"], &[]);
+    fresh.expect_code(1);
+    assert_eq!(fresh.status("g"), "failed");
+}
