@@ -19,6 +19,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use gix::bstr::{BStr, BString, ByteSlice as _};
 
+use crate::git::FileMode;
+
 /// Accumulated per-directory listings of one snapshot.
 #[derive(Debug, Default)]
 pub struct Listings {
@@ -26,6 +28,8 @@ pub struct Listings {
     dirs: Vec<Dir>,
     /// The directory of the previous path and its slot: consecutive paths mostly share one.
     last: Option<(BString, usize)>,
+    /// The symlinks of the snapshot by directory slot: the blob ids of their targets.
+    links: HashMap<usize, Vec<gix::ObjectId>>,
     finished: bool,
 }
 
@@ -119,11 +123,14 @@ impl Listings {
     }
 
     /// One file (or symlink, or submodule) of the snapshot, `/`-separated from the root.
-    pub fn file(&mut self, path: &BStr) {
+    pub fn file(&mut self, path: &BStr, mode: FileMode, id: &gix::oid) {
         debug_assert!(!self.finished);
         let (dir, name) = split(path);
         let slot = self.slot(dir);
         self.add(slot, FILE, name);
+        if mode == FileMode::Symlink {
+            self.links.entry(slot).or_default().push(id.to_owned());
+        }
     }
 
     /// Count each directory in its parent's listing; call once, after the last file.
@@ -147,22 +154,47 @@ impl Listings {
 
     /// The listing lines of a segment whose inputs are `paths`: for each directory holding one
     /// of them and each ancestor, `(directory, "<entries> <digest>")`, sorted by directory
-    /// (`""` is the root). Directories the snapshot does not have are left out.
+    /// (`""` is the root). A symlink in one of those directories to a directory of the
+    /// snapshot (`tests/unit/golden -> ../golden`, its target read by `read`) brings that
+    /// directory and its ancestors in too: a check lists it through the link. Directories the
+    /// snapshot does not have are left out.
     pub fn for_inputs<'a>(
         &self,
         paths: impl IntoIterator<Item = &'a BStr>,
+        read: &dyn Fn(&gix::oid) -> Option<Vec<u8>>,
     ) -> Vec<(BString, String)> {
         debug_assert!(self.finished);
-        let mut wanted: BTreeSet<&[u8]> = BTreeSet::new();
+        let mut wanted: BTreeSet<Vec<u8>> = BTreeSet::new();
+        let mut todo: Vec<Vec<u8>> = Vec::new();
         let mut last: Option<&[u8]> = None;
         for p in paths {
-            let (mut dir, _) = split(p.as_ref());
+            let (dir, _) = split(p.as_ref());
             if last == Some(dir) {
                 continue;
             }
             last = Some(dir);
-            while wanted.insert(dir) && !dir.is_empty() {
-                dir = split(dir).0;
+            todo.push(dir.to_vec());
+        }
+        while let Some(mut dir) = todo.pop() {
+            loop {
+                if !wanted.insert(dir.clone()) {
+                    break;
+                }
+                if let Some(slot) = self.index.get(dir.as_bstr())
+                    && let Some(links) = self.links.get(slot)
+                {
+                    for id in links {
+                        if let Some(target) = read(id).and_then(|t| resolve(&dir, &t))
+                            && self.index.contains_key(target.as_bstr())
+                        {
+                            todo.push(target);
+                        }
+                    }
+                }
+                if dir.is_empty() {
+                    break;
+                }
+                dir = split(&dir).0.to_vec();
             }
         }
         wanted
@@ -183,6 +215,28 @@ impl Listings {
     }
 }
 
+/// The repository-relative path a symlink in `dir` with `target` names, when it stays
+/// inside the repository (`None` for an absolute target or one that leaves it).
+fn resolve(dir: &[u8], target: &[u8]) -> Option<Vec<u8>> {
+    if target.starts_with(b"/") {
+        return None;
+    }
+    let mut parts: Vec<&[u8]> = dir
+        .split(|b| *b == b'/')
+        .filter(|c| !c.is_empty())
+        .collect();
+    for c in target.split(|b| *b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                parts.pop()?;
+            }
+            c => parts.push(c),
+        }
+    }
+    Some(parts.join(&b'/'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,14 +244,39 @@ mod tests {
     fn listings(paths: &[&str]) -> Listings {
         let mut l = Listings::default();
         for p in paths {
-            l.file(p.as_bytes().as_bstr());
+            // `LINK->TARGET` is a symlink; its "blob id" is looked up in LINKS below.
+            match p.split_once("->") {
+                Some((link, _)) => {
+                    l.file(link.as_bytes().as_bstr(), FileMode::Symlink, &link_id(link))
+                }
+                None => l.file(
+                    p.as_bytes().as_bstr(),
+                    FileMode::Regular,
+                    &gix::ObjectId::null(gix::hash::Kind::Sha1),
+                ),
+            }
         }
         l.finish();
         l
     }
 
+    fn link_id(link: &str) -> gix::ObjectId {
+        let mut b = [0u8; 20];
+        b[..link.len().min(20)].copy_from_slice(&link.as_bytes()[..link.len().min(20)]);
+        gix::ObjectId::from_bytes_or_panic(&b)
+    }
+
     fn lines(l: &Listings, inputs: &[&str]) -> Vec<(String, String)> {
-        l.for_inputs(inputs.iter().map(|p| p.as_bytes().as_bstr()))
+        let targets: HashMap<gix::ObjectId, &str> = [
+            ("tests/unit/golden", "../golden"),
+            ("tests/unit/abs", "/etc"),
+            ("tests/unit/out", "../../../x"),
+        ]
+        .into_iter()
+        .map(|(l, t)| (link_id(l), t))
+        .collect();
+        let read = move |id: &gix::oid| targets.get(id).map(|t| t.as_bytes().to_vec());
+        l.for_inputs(inputs.iter().map(|p| p.as_bytes().as_bstr()), &read)
             .into_iter()
             .map(|(d, v)| (d.to_string(), v))
             .collect()
@@ -220,6 +299,25 @@ mod tests {
         // The root holds README, pkg/ and tests/; tests/ its two modules.
         assert!(got[0].1.starts_with("3 "), "{got:?}");
         assert!(got[3].1.starts_with("2 "), "{got:?}");
+    }
+
+    #[test]
+    fn a_link_to_a_directory_brings_its_listing_in() {
+        let l = listings(&[
+            "tests/golden/a.txt",
+            "tests/unit/test_g.py",
+            "tests/unit/golden->../golden",
+            "tests/unit/abs->/etc",
+            "tests/unit/out->../../../x",
+        ]);
+        let dirs: Vec<String> = lines(&l, &["tests/unit/test_g.py"])
+            .into_iter()
+            .map(|(d, _)| d)
+            .collect();
+        assert_eq!(dirs, ["", "tests", "tests/golden", "tests/unit"]);
+        assert_eq!(resolve(b"a/b", b"../c/./d"), Some(b"a/c/d".to_vec()));
+        assert_eq!(resolve(b"a", b"../../x"), None);
+        assert_eq!(resolve(b"a", b"/abs"), None);
     }
 
     #[test]

@@ -386,7 +386,9 @@ pub fn build_plan_filtered(
             index,
             seg,
             unmatched: unmatched(seg, &inputs),
-            listings: listings.for_inputs(inputs.iter().map(|i| i.path.as_ref())),
+            listings: listings.for_inputs(inputs.iter().map(|i| i.path.as_ref()), &|id| {
+                repo.read_blob(id).ok()
+            }),
             inputs,
             fingerprints,
         });
@@ -483,8 +485,8 @@ struct AllAndSeen<'a> {
 }
 
 impl Visit for AllAndSeen<'_> {
-    fn seen(&mut self, path: &BStr) {
-        self.listings.file(path);
+    fn seen(&mut self, path: &BStr, mode: FileMode, id: &gix::oid) {
+        self.listings.file(path, mode, id);
     }
     fn wants(&mut self, path: &BStr) -> bool {
         self.all.wants(path)
@@ -650,8 +652,8 @@ struct Collect<'a> {
 }
 
 impl Visit for Collect<'_> {
-    fn seen(&mut self, path: &BStr) {
-        self.listings.file(path);
+    fn seen(&mut self, path: &BStr, mode: FileMode, id: &gix::oid) {
+        self.listings.file(path, mode, id);
     }
 
     fn wants(&mut self, path: &BStr) -> bool {

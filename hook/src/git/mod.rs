@@ -157,7 +157,7 @@ pub trait Visit {
     fn visit(&mut self, path: &BStr, mode: FileMode, id: &gix::oid);
     /// Every path of the snapshot a sandbox's skeleton shows (a commit's files; the work
     /// tree's tracked paths), wanted or not, before `wants` is asked about it.
-    fn seen(&mut self, _path: &BStr) {}
+    fn seen(&mut self, _path: &BStr, _mode: FileMode, _id: &gix::oid) {}
 }
 
 /// Collects every file.

@@ -197,7 +197,7 @@ impl Repo {
                 None => self.walk_rec(entry.oid, path, depth + 1, bufs, loose, visit)?,
                 Some(mode) => {
                     let p = path.as_bstr();
-                    visit.seen(p);
+                    visit.seen(p, mode, entry.oid);
                     if visit.wants(p) {
                         visit.visit(p, mode, entry.oid);
                     }

@@ -255,7 +255,7 @@ fn wanted_entries(index: &gix::index::File, visit: &mut dyn Visit) -> Vec<usize>
         if entry.mode.is_sparse() {
             continue;
         }
-        visit.seen(path);
+        visit.seen(path, index_file_mode(entry.mode), &entry.id);
         if visit.wants(path) {
             wanted.push(i);
         }
