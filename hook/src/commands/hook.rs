@@ -411,6 +411,25 @@ fn check_commit(
                 touched.join(", ")
             }
         ));
+        // Changed files no segment takes in: a data file a test would read, committed
+        // without its segment's include, is where a stale pass hides (docs/security.md).
+        if let Some(paths) = plan.untracked_touched.as_ref().filter(|p| !p.is_empty()) {
+            const SHOWN: usize = 3;
+            let shown: Vec<String> = paths
+                .iter()
+                .take(SHOWN)
+                .map(|p| crate::manifest::escape(p))
+                .collect();
+            let more = paths.len().saturating_sub(SHOWN);
+            p.info(&style.dim(&format!(
+                "checkdef: {} changed file{} {} no segment's input: {}{} (a test that reads them needs them in its include)",
+                paths.len(),
+                if paths.len() == 1 { "" } else { "s" },
+                if paths.len() == 1 { "is" } else { "are" },
+                shown.join(", "),
+                if more > 0 { format!(" and {more} more") } else { String::new() }
+            )));
+        }
     }
     let reporter = Arc::new(HumanReporter::for_plan(*p, p.is_verbose(), &plan));
     let report = rt.block_on(async {

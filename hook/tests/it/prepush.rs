@@ -1142,3 +1142,31 @@ fn commits_all_checks_only_what_the_remote_lacks_and_always_the_tip() {
         r.stderr
     );
 }
+
+#[test]
+fn a_push_names_the_changed_files_no_segment_takes_in() {
+    let p = Pushy::new();
+    p.push(&["origin", "main"]).expect_code(0);
+    p.repo.write("src/foo/more", "more\n");
+    p.repo.write("data/cases/c1.txt", "1\n");
+    p.repo.commit("foo, and data no segment includes");
+    let r = p.push(&["origin", "main"]);
+    r.expect_code(0);
+    assert!(
+        r.stderr.contains(
+            "1 changed file is no segment's input: data/cases/c1.txt (a test that reads them needs them in its include)"
+        ),
+        "{}",
+        r.stderr
+    );
+    // Only the files of the push: a push that changes inputs only says nothing of the kind.
+    p.repo.write("src/foo/more", "more, again\n");
+    p.repo.commit("foo only");
+    let quiet = p.push(&["origin", "main"]);
+    quiet.expect_code(0);
+    assert!(
+        !quiet.stderr.contains("no segment's input"),
+        "{}",
+        quiet.stderr
+    );
+}
