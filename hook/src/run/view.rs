@@ -546,7 +546,9 @@ fn build_placeholders<'a>(
 #[derive(Debug)]
 pub struct InputsLayer {
     pub tree: PathBuf,
-    _lock: Option<Lock>,
+    /// The layer's own lock, and the store's (`skeleton/lock`, shared): `cache gc` removes
+    /// nothing of a store while any run holds the latter.
+    _lock: Option<(Lock, Lock)>,
 }
 
 /// Line of an inputs state file.
@@ -670,6 +672,15 @@ impl InputsLayer {
         inputs: &[Input],
         pycs: Option<&PycStore>,
     ) -> Result<Option<Acquired>> {
+        // The store first, held while the layer is used: gc (which takes it exclusively)
+        // then cannot rename the store, or this layer, between our mkdir and our lock.
+        let Some(store_lock) = lock(
+            &store.join("skeleton").join("lock"),
+            FlockOperation::NonBlockingLockShared,
+        )?
+        else {
+            return Ok(None);
+        };
         let dir = store.join("inputs").join(key(segment.as_bytes()));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let Some(l) = lock(&dir.join("lock"), FlockOperation::NonBlockingLockExclusive)? else {
@@ -771,7 +782,7 @@ impl InputsLayer {
         Ok(Some(Acquired {
             layer: InputsLayer {
                 tree,
-                _lock: Some(l),
+                _lock: Some((l, store_lock)),
             },
             missing_pycs,
         }))
@@ -976,6 +987,13 @@ pub fn prune_layers(cache_dir: &Path, max_idle: std::time::Duration) -> Pruned {
             }
             continue;
         }
+        // Layers of a store in use stay: every run holds its store's lock shared.
+        let Ok(Some(_store)) = lock(
+            &store.join("skeleton").join("lock"),
+            FlockOperation::NonBlockingLockExclusive,
+        ) else {
+            continue;
+        };
         let inputs = store.join("inputs");
         for layer in std::fs::read_dir(&inputs).into_iter().flatten().flatten() {
             let layer = layer.path();

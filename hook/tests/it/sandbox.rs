@@ -441,6 +441,30 @@ fn stores(cache: &Path) -> Vec<(String, Vec<String>)> {
     out
 }
 
+/// A shell holding `path`'s flock (`-s`: shared, `-x`: exclusive) until its stdin closes;
+/// returned once it holds it.
+fn hold_lock(path: &Path, how: &str) -> std::process::Child {
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            "exec 9<>\"$0\" && flock \"$1\" 9 && echo held && { read _ || true; }",
+        ])
+        .arg(path)
+        .arg(how)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "held\n");
+    child
+}
+
 /// The inputs layer of `store_owner`'s store holding `path`.
 fn layer_dir(cache: &Path, store_owner: &Path, path: &str) -> std::path::PathBuf {
     for s in std::fs::read_dir(cache.join("checkdef-sandboxes"))
@@ -520,33 +544,41 @@ fn cache_gc_removes_the_layers_of_gone_clones_and_unused_segments_and_keeps_thos
             .unwrap();
         f.set_modified(month_ago).unwrap();
     }
-    // A shell holding the lock until its stdin closes; it says when it holds it.
-    let mut holder = Command::new("sh")
-        .args([
-            "-c",
-            "exec 9<>\"$0\" && flock 9 && echo held && { read _ || true; }",
-        ])
-        .arg(foo.join("lock"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line, "held\n");
+    // While a run of the repository holds its store (shared, as every run does), gc leaves
+    // every layer of it alone.
+    let store_lock = foo
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("skeleton/lock");
+    let mut run_in_progress = hold_lock(&store_lock, "-s");
+    let during = repo.checkdef_text(&["cache", "gc", "--max-size", "1G"], &[]);
+    drop(run_in_progress.stdin.take());
+    assert!(run_in_progress.wait().unwrap().success());
+    during.expect_code(0);
+    // The gone clone's store and the killed run's lock go; this store's layers stay.
+    assert!(
+        bar.exists()
+            && foo.exists()
+            && during
+                .stderr
+                .contains("removed the sandbox layers of 1 repositories")
+            && during.stderr.contains(", 0 layers of segments unused")
+            && during.stderr.contains("1 lock files of killed runs"),
+        "{}",
+        during.stderr
+    );
+    // A run is using `foo`'s layer right now.
+    let mut holder = hold_lock(&foo.join("lock"), "-x");
     let gc = repo.checkdef_text(&["cache", "gc", "--max-size", "1G"], &[]);
     drop(holder.stdin.take());
     assert!(holder.wait().unwrap().success());
     gc.expect_code(0);
     assert!(
         gc.stderr
-            .contains("removed the sandbox layers of 1 repositories")
-            && gc.stderr.contains("1 layers of segments unused")
-            && gc.stderr.contains("1 lock files of killed runs"),
+            .contains("removed the sandbox layers of 0 repositories")
+            && gc.stderr.contains(", 1 layers of segments unused"),
         "{}",
         gc.stderr
     );
