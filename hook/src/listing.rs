@@ -39,9 +39,12 @@ struct Dir {
     sum: [u64; 2],
 }
 
-/// The kind of an entry, as a listing shows it.
+/// The kind of an entry, as a listing shows it (a view shows a submodule as a directory and a
+/// symlink as one, to its target).
 const FILE: u8 = b'f';
 const DIR: u8 = b'd';
+const LINK: u8 = b'l';
+const SUBMODULE: u8 = b's';
 
 /// `path`'s directory (`""` for the root) and its last component.
 fn split(path: &[u8]) -> (&[u8], &[u8]) {
@@ -127,7 +130,17 @@ impl Listings {
         debug_assert!(!self.finished);
         let (dir, name) = split(path);
         let slot = self.slot(dir);
-        self.add(slot, FILE, name);
+        match mode {
+            // A link's target is its blob: a retargeted link is another entry.
+            FileMode::Symlink => {
+                let mut key = name.to_vec();
+                key.push(0);
+                key.extend_from_slice(id.as_bytes());
+                self.add(slot, LINK, &key);
+            }
+            FileMode::Submodule => self.add(slot, SUBMODULE, name),
+            FileMode::Regular | FileMode::Executable => self.add(slot, FILE, name),
+        }
         if mode == FileMode::Symlink {
             self.links.entry(slot).or_default().push(id.to_owned());
         }
@@ -299,6 +312,31 @@ mod tests {
         // The root holds README, pkg/ and tests/; tests/ its two modules.
         assert!(got[0].1.starts_with("3 "), "{got:?}");
         assert!(got[3].1.starts_with("2 "), "{got:?}");
+    }
+
+    #[test]
+    fn a_link_s_target_and_an_entry_s_kind_are_part_of_the_listing() {
+        let digest = |mode: FileMode, id: u8| {
+            let mut l = Listings::default();
+            l.file(
+                b"t/test_a.py".as_bstr(),
+                FileMode::Regular,
+                &gix::ObjectId::null(gix::hash::Kind::Sha1),
+            );
+            l.file(
+                b"t/fixtures".as_bstr(),
+                mode,
+                &gix::ObjectId::from_bytes_or_panic(&[id; 20]),
+            );
+            l.finish();
+            l.for_inputs([b"t/test_a.py".as_bstr()], &|_| None)
+        };
+        // Retargeted (another blob), or a file, a link or a submodule by the same name.
+        assert_ne!(digest(FileMode::Symlink, 1), digest(FileMode::Symlink, 2));
+        assert_ne!(digest(FileMode::Symlink, 1), digest(FileMode::Regular, 1));
+        assert_ne!(digest(FileMode::Submodule, 1), digest(FileMode::Regular, 1));
+        // A file's contents are not part of it.
+        assert_eq!(digest(FileMode::Regular, 1), digest(FileMode::Regular, 2));
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! segment foo-tests
 //! platform x86_64-linux
 //! object-format sha1
-//! sandbox filtered v2
+//! sandbox filtered v3
 //! command python3 -m pytest -q tests/test_foo.py
 //! env PYTHONPATH=src
 //! fingerprint python3 --version
@@ -52,11 +52,13 @@ use crate::git::Input;
 pub const FORMAT_VERSION: u32 = 1;
 
 /// The version of what a check can see, written at the end of the `sandbox` line
-/// (`sandbox filtered v2`). Bumped whenever the sandbox changes what a check could read or
+/// (`sandbox filtered v3`). Bumped whenever the sandbox changes what a check could read or
 /// reach, so results produced under an older, leakier sandbox are misses and run once more
 /// instead of answering for the stricter one. 1 (written without a version): a copy of the
-/// inputs; 2: the isolated view (namespaces, placeholders, Landlock; issue 14).
-pub const SANDBOX_VERSION: u32 = 2;
+/// inputs; 2: the isolated view (namespaces, placeholders, Landlock; issue 14); 3: symlinks
+/// that are no inputs are symlinks (were empty placeholders) and the work tree's version files
+/// are in the view.
+pub const SANDBOX_VERSION: u32 = 3;
 
 /// What goes into one segment's manifest.
 #[derive(Debug, Clone, Copy)]
@@ -853,7 +855,7 @@ mod tests {
                  segment foo-tests\n\
                  platform x86_64-linux\n\
                  object-format sha1\n\
-                 sandbox filtered v2\n\
+                 sandbox filtered v3\n\
                  command python3 -m pytest -q tests/test_foo.py\n\
                  env A=x\\ny\n\
                  env Z=1\n\
@@ -1163,7 +1165,7 @@ mod diff_tests {
         assert!(parse(&t.replace("checkdef-manifest 1", "checkdef-manifest 2")).is_err());
         assert!(parse(t.trim_end()).is_err());
         assert!(parse("").is_err());
-        let e = parse(&t.replace("sandbox filtered v2\n", "")).unwrap_err();
+        let e = parse(&t.replace("sandbox filtered v3\n", "")).unwrap_err();
         assert_eq!(e.line, 5, "{e}");
     }
 
@@ -1212,7 +1214,7 @@ mod diff_tests {
         );
         assert_eq!(
             summary(|m| m.sandbox = Sandbox::Full),
-            "sandbox filtered v2→full v2"
+            "sandbox filtered v3→full v3"
         );
     }
 

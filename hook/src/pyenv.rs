@@ -28,12 +28,18 @@ use crate::plan::PlanError;
 
 /// Files by which version managers (pyenv, asdf, mise, rtx) pick the interpreter a shim runs,
 /// looked for in the directory a shim starts in and every directory above it.
-pub const VERSION_FILES: [&str; 6] = [
+pub const VERSION_FILES: [&str; 12] = [
     ".python-version",
     ".python-versions",
     ".tool-versions",
     ".mise.toml",
     "mise.toml",
+    ".mise.local.toml",
+    "mise.local.toml",
+    ".config/mise.toml",
+    ".config/mise/config.toml",
+    ".mise/config.toml",
+    "mise/config.toml",
     ".rtx.toml",
 ];
 

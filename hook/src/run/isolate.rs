@@ -144,9 +144,13 @@ fn enter_mounts(spec: &Spec) -> Result<(), EnterError> {
             if p.is_dir() {
                 open_dir(&p).map(|fd| (p, fd, true))
             } else {
-                rustix::fs::open(&p, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
-                    .map(|fd| (p.clone(), fd, false))
-                    .map_err(step(|| format!("opening {}", p.display())))
+                rustix::fs::open(
+                    &p,
+                    OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map(|fd| (p.clone(), fd, false))
+                .map_err(step(|| format!("opening {}", p.display())))
             }
         })
         .collect::<Result<_, _>>()?;
@@ -162,7 +166,15 @@ fn enter_mounts(spec: &Spec) -> Result<(), EnterError> {
         if *is_dir {
             std::fs::create_dir_all(path)
                 .map_err(step(|| format!("creating {}", path.display())))?;
+        } else if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+            // A committed symlink at that name: bound over, it would lead elsewhere.
+            std::fs::remove_file(path).map_err(step(|| format!("removing {}", path.display())))?;
+            std::fs::File::create(path).map_err(step(|| format!("creating {}", path.display())))?;
         } else if std::fs::symlink_metadata(path).is_err() {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(step(|| format!("creating {}", parent.display())))?;
+            }
             std::fs::File::create(path).map_err(step(|| format!("creating {}", path.display())))?;
         }
         bind_readonly(fd, path)?;

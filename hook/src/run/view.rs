@@ -243,9 +243,15 @@ fn top_dirs(all: &[Input]) -> Vec<BString> {
     tops
 }
 
-/// The key file: the listing's key, then `top DIR` lines ([`top_dirs`], escaped).
+/// The version of what a skeleton holds for a listing, part of its recorded key: a skeleton
+/// built by an older checkdef for the same key is listed and compared again (2: symlinks are
+/// symlinks, no longer placeholder files).
+const SKELETON_FORMAT: u32 = 2;
+
+/// The key file: the listing's key with [`SKELETON_FORMAT`], then `top DIR` lines
+/// ([`top_dirs`], escaped).
 fn key_text(key: &str, tops: &[BString]) -> String {
-    let mut s = format!("{key}\n");
+    let mut s = format!("v{SKELETON_FORMAT} {key}\n");
     for t in tops {
         s.push_str("top ");
         s.push_str(&escape(t.as_bstr()));
@@ -258,7 +264,7 @@ fn key_text(key: &str, tops: &[BString]) -> String {
 fn read_key(path: &Path, key: &str) -> Option<Vec<BString>> {
     let text = std::fs::read_to_string(path).ok()?;
     let mut lines = text.lines();
-    if lines.next()? != key {
+    if lines.next()? != format!("v{SKELETON_FORMAT} {key}") {
         return None;
     }
     lines
@@ -299,7 +305,8 @@ fn listing_text(all: &[Input], targets: &Targets) -> String {
 /// Paths in state files are one per line: newlines and backslashes escaped.
 fn escape(p: &BStr) -> String {
     let s = p.to_str_lossy();
-    if p.contains(&b'\n') || p.contains(&b'\\') || s.contains('\u{FFFD}') {
+    // A tab too: it separates a symlink's path from its target in the skeleton's state.
+    if p.contains(&b'\n') || p.contains(&b'\\') || p.contains(&b'\t') || s.contains('\u{FFFD}') {
         let mut out = String::new();
         for b in p.iter() {
             match b {
@@ -977,7 +984,10 @@ pub fn prune_layers(cache_dir: &Path, max_idle: std::time::Duration) -> Pruned {
         }
         let marker = store.join(ROOT_FILE);
         let repo_gone = match std::fs::read(&marker) {
-            Ok(path) => !Path::new(&*String::from_utf8_lossy(&path)).exists(),
+            Ok(path) => {
+                use std::os::unix::ffi::OsStrExt as _;
+                !Path::new(std::ffi::OsStr::from_bytes(&path)).exists()
+            }
             // A store of an older checkdef, which recorded no repository: by its own time.
             Err(_) => stale(&store),
         };
