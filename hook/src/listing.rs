@@ -178,7 +178,8 @@ impl Listings {
     ) -> Vec<(BString, String)> {
         debug_assert!(self.finished);
         let mut wanted: BTreeSet<Vec<u8>> = BTreeSet::new();
-        let mut todo: Vec<Vec<u8>> = Vec::new();
+        // The root always: a check starts there and sees it, inputs or not.
+        let mut todo: Vec<Vec<u8>> = vec![Vec::new()];
         let mut last: Option<&[u8]> = None;
         for p in paths {
             let (dir, _) = split(p.as_ref());
@@ -312,6 +313,14 @@ mod tests {
         // The root holds README, pkg/ and tests/; tests/ its two modules.
         assert!(got[0].1.starts_with("3 "), "{got:?}");
         assert!(got[3].1.starts_with("2 "), "{got:?}");
+    }
+
+    #[test]
+    fn a_segment_without_inputs_still_has_the_root_s_listing() {
+        let l = listings(SNAPSHOT);
+        let got = lines(&l, &[]);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, "");
     }
 
     #[test]
