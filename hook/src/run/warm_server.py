@@ -164,6 +164,22 @@ class Fallback(Exception):
     """The child cannot be sure to behave like a fresh process: run the check fresh instead."""
 
 
+def startup_value(name, value, cwd):
+    """The value of a variable the start-up added, for a child in `cwd`: each entry of a
+    path list that names the directory this server started in (a shim's `PYENV_DIR`, or a
+    `$PWD/src` it put on a path) names the child's directory instead. Any other mention of
+    that directory is a doubt."""
+    parts = [
+        rebase(p, cwd) if under_start(p) else p for p in value.split(os.pathsep)
+    ]
+    out = os.pathsep.join(parts)
+    if _START_CWD in out.replace(cwd, ""):
+        raise Fallback(
+            "%s, set by the interpreter's start-up, names the warm server's directory" % name
+        )
+    return out
+
+
 def path0(req, cwd):
     """sys.path[0] of a fresh `python -m pytest` (the directory) or `pytest` (the script's)."""
     if _SAFE_PATH:
@@ -328,7 +344,7 @@ def child(req):
             raise Fallback(why)
         env = dict(req["env"])
         for k, v in _STARTUP_ADDED.items():
-            env[k] = cwd if k == "PWD" or v == _START_CWD else v
+            env[k] = cwd if k == "PWD" else startup_value(k, v, cwd)
         path = child_path(req, cwd)
         # Orphans of the check are reparented here, not to the server, while the check runs.
         check(_libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "becoming a subreaper")

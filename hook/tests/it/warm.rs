@@ -930,13 +930,13 @@ fn a_check_through_a_shim_runs_warm_and_sees_what_a_fresh_one_sees() {
     crate::support::write_executable(
         &shim,
         &format!(
-            "#!/bin/sh\nFAKE_SHIM_DIR=$(pwd -P); export FAKE_SHIM_DIR\nFAKE_SHIM=1; export FAKE_SHIM\nPATH=\"{real}:$PATH\"; export PATH\nexec {real}/python3 \"$@\"\n"
+            "#!/bin/sh\nFAKE_SHIM_DIR=$(pwd -P); export FAKE_SHIM_DIR\nFAKE_SHIM_PATH=\"$(pwd -P)/src:/usr/lib\"; export FAKE_SHIM_PATH\nFAKE_SHIM=1; export FAKE_SHIM\nPATH=\"{real}:$PATH\"; export PATH\nexec {real}/python3 \"$@\"\n"
         ),
     );
     repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
         .write(
             "tests/test_env.py",
-            "import os, sys\n\n\ndef test_env():\n    for k in ('FAKE_SHIM', 'FAKE_SHIM_DIR', 'PWD'):\n        print(k, os.environ.get(k))\n    print('PATH0', os.environ['PATH'].split(':')[0])\n    print('argv0', sys.orig_argv[0])\n    print('exe', sys.executable)\n    print('cwd', os.getcwd())\n",
+            "import os, sys\n\n\ndef test_env():\n    for k in ('FAKE_SHIM', 'FAKE_SHIM_DIR', 'FAKE_SHIM_PATH', 'PWD'):\n        print(k, os.environ.get(k))\n    print('PATH0', os.environ['PATH'].split(':')[0])\n    print('argv0', sys.orig_argv[0])\n    print('exe', sys.executable)\n    print('cwd', os.getcwd())\n",
         )
         .write(
             "checkdef.toml",
@@ -958,6 +958,7 @@ fn a_check_through_a_shim_runs_warm_and_sees_what_a_fresh_one_sees() {
     for want in [
         "FAKE_SHIM 1".to_owned(),
         format!("FAKE_SHIM_DIR {}", root.display()),
+        format!("FAKE_SHIM_PATH {}/src:/usr/lib", root.display()),
         format!("PATH0 {real}"),
         format!("argv0 {real}/python3"),
     ] {
