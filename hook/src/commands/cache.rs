@@ -305,13 +305,14 @@ fn gc(printer: &Printer, dir: &Path, max: u64) -> Result<Code> {
         removed += 1;
     }
     let layers = crate::run::view::prune_layers(dir, LAYERS_MAX_IDLE);
-    if layers != crate::run::view::Pruned::default() {
+    let locks = crate::background::prune_locks(dir);
+    if layers != crate::run::view::Pruned::default() || locks > 0 {
         printer.info(&format!(
             "checkdef: removed the sandbox layers of {} repositories that are gone or unused for {} days, {} layers of segments unused as long, {} lock files of killed runs",
             layers.stores,
             LAYERS_MAX_IDLE.as_secs() / 86_400,
             layers.layers,
-            layers.locks
+            locks
         ));
     }
     let bytecode = crate::run::view::prune_bytecode(dir);

@@ -1330,14 +1330,8 @@ fn warm_server(
         (Runner::Process, _) => Err("runner = \"process\"".to_owned()),
         (Runner::Warm, None) => Err("rerun after the warm runner gave up".to_owned()),
         (Runner::Warm, Some(pool)) => warm::plan(&seg.command, env).and_then(|wplan| {
-            if wplan.shim {
-                let root = views
-                    .root
-                    .as_deref()
-                    .ok_or("a shim, and no work tree to compare version files in")?;
-                if let Some(why) = warm::shim_doubt(&wplan, root, &views.parent) {
-                    return Err(why);
-                }
+            if let Some(why) = warm::shim_doubt(&wplan, views.root.as_deref(), &views.parent) {
+                return Err(why);
             }
             let pool = pool.get_or_init(|| {
                 warm::WarmPool::new(&views.parent).map_err(|e| format!("no warm pool: {e}"))

@@ -682,7 +682,7 @@ impl InputsLayer {
         // The store first, held while the layer is used: gc (which takes it exclusively)
         // then cannot rename the store, or this layer, between our mkdir and our lock.
         let Some(store_lock) = lock(
-            &store.join("skeleton").join("lock"),
+            &store_lock_path(store),
             FlockOperation::NonBlockingLockShared,
         )?
         else {
@@ -921,6 +921,12 @@ pub fn load_last_run(store: &Path, segment: &str) -> Option<LastRun> {
     serde_json::from_slice(&text).ok()
 }
 
+/// The lock of a repository's store: its skeleton's, which every run holds shared while it uses
+/// the store (the skeleton, or an inputs layer) and `cache gc` takes exclusively.
+fn store_lock_path(store: &Path) -> PathBuf {
+    store.join("skeleton").join("lock")
+}
+
 /// The file of a repository's store that names its work tree (or git directory); its time is
 /// the store's last use. `cache gc` removes stores whose repository is gone or that nobody used
 /// for a while ([`prune_layers`]).
@@ -947,8 +953,6 @@ pub struct Pruned {
     pub stores: usize,
     /// Inputs layers of segments nobody ran for `max_idle` in stores that stay.
     pub layers: usize,
-    /// Lock files in `checkdef-locks/` that a killed run left (nobody holds them).
-    pub locks: usize,
 }
 
 /// How long a file's time is in the past (zero for a time in the future, `None` when unknown).
@@ -962,8 +966,7 @@ fn idle_for(path: &Path, now: std::time::SystemTime) -> Option<std::time::Durati
 /// worktree) or that no run used for `max_idle`, and in the other stores each segment's inputs
 /// layer no check used for `max_idle` (a renamed or removed segment). Anything in use is left:
 /// a directory goes only while gc holds every lock in it, and it is first renamed aside, so a
-/// run starting meanwhile builds a fresh one (see [`lock`]). Also the lock files of
-/// `checkdef-locks/` nobody holds.
+/// run starting meanwhile builds a fresh one (see [`lock`]).
 pub fn prune_layers(cache_dir: &Path, max_idle: std::time::Duration) -> Pruned {
     let now = std::time::SystemTime::now();
     let mut pruned = Pruned::default();
@@ -999,7 +1002,7 @@ pub fn prune_layers(cache_dir: &Path, max_idle: std::time::Duration) -> Pruned {
         }
         // Layers of a store in use stay: every run holds its store's lock shared.
         let Ok(Some(_store)) = lock(
-            &store.join("skeleton").join("lock"),
+            &store_lock_path(&store),
             FlockOperation::NonBlockingLockExclusive,
         ) else {
             continue;
@@ -1012,7 +1015,6 @@ pub fn prune_layers(cache_dir: &Path, max_idle: std::time::Duration) -> Pruned {
             }
         }
     }
-    pruned.locks = crate::background::prune_locks(cache_dir);
     pruned
 }
 

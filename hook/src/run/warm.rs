@@ -108,11 +108,15 @@ pub fn note_is_shim(note: &str) -> bool {
 /// When `plan` runs through a shim: why its server, started in `server_dir`, might get another
 /// interpreter than a fresh check started in `check_dir` — a version file in either or above
 /// either (the check's own directory is the view's, which holds no untracked file, so one on
-/// the disk there is a doubt too). `None` when nothing can tell them apart.
-pub fn shim_doubt(plan: &WarmPlan, check_dir: &Path, server_dir: &Path) -> Option<String> {
+/// the disk there is a doubt too), or no work tree (`check_dir` `None`). `None` when nothing can
+/// tell them apart.
+pub fn shim_doubt(plan: &WarmPlan, check_dir: Option<&Path>, server_dir: &Path) -> Option<String> {
     if !plan.shim {
         return None;
     }
+    let Some(check_dir) = check_dir else {
+        return Some("a shim, and no work tree to compare version files in".to_owned());
+    };
     for start in [check_dir, server_dir] {
         for dir in start.ancestors() {
             for name in crate::pyenv::VERSION_FILES {
