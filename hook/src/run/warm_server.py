@@ -37,6 +37,7 @@ import os  # noqa: E402  (already loaded at start-up: costs nothing)
 
 # Output printed while importing pytest would land in every check's log when fresh, and in no log
 # here: catch it, and refuse to serve if there was any.
+_SESSION_MODULES = ("pdb", "tomllib", "faulthandler", "_pytest._argcomplete")
 _capture = os.memfd_create("checkdef-warm-import")
 _saved_out, _saved_err = os.dup(1), os.dup(2)
 os.dup2(_capture, 1)
@@ -67,6 +68,17 @@ try:
         _default_plugins = ()
     for _name in _default_plugins:
         importlib.import_module("_pytest." + _name)
+    # Modules of Python's and pytest's own that every session imports later, once it runs
+    # (`-X importtime` of a session: ~7 ms of each check's start-up): pdb and what it imports
+    # for the debugging plugin, tomllib to read pyproject.toml, the argument completer. None
+    # does anything at import beyond defining itself (readline, which sets up the terminal, is
+    # left out). A check whose directory holds a module of one of these names runs fresh (see
+    # `shadowed`): a fresh session would import that one instead.
+    for _name in _SESSION_MODULES:
+        try:
+            importlib.import_module(_name)
+        except ImportError:  # an older Python or pytest: the children import it as usual
+            pass
 except BaseException as e:  # noqa: BLE001  (anything at all: refuse to serve)
     _import_error = "importing pytest failed: %r" % (e,)
 finally:

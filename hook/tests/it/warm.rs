@@ -409,6 +409,43 @@ command = "python3 -m pytest tests"
     assert!(note.contains("would shadow the module email"), "{note}");
 }
 
+/// The server also imports what every session imports only once it runs (pdb and the modules
+/// pdb imports, for pytest's debugging plugin): a repository module of one of those names is
+/// what a fresh session's pdb imports, so its checks run fresh and see it.
+#[test]
+fn a_repository_module_named_like_one_a_session_imports_later_runs_fresh() {
+    if !have_pytest() {
+        return;
+    }
+    let repo = TestRepo::new();
+    let path = interpreter_path();
+    repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
+        // pdb subclasses cmd.Cmd: the repository's own must do for it.
+        .write("cmd.py", "MINE = True\n\n\nclass Cmd:\n    pass\n")
+        .write(
+            "tests/test_cmd.py",
+            "import cmd\n\n\ndef test_the_repository_s_cmd():\n    assert getattr(cmd, 'MINE', False), cmd.__file__\n",
+        )
+        .write(
+            "checkdef.toml",
+            r#"version = 1
+
+[[segment]]
+name = "cmd"
+include = ["pytest.ini", "cmd.py", "tests/**"]
+command = "python3 -m pytest tests"
+"#,
+        );
+    repo.commit("a module named cmd");
+    let out = run(&repo, &path, "cache", &[]);
+    out.expect_code(0);
+    let s = out.seg("cmd");
+    assert_eq!(s["status"], "passed", "{s}");
+    assert_eq!(s["runner"], "process", "{s}");
+    let note = s["runner_note"].as_str().unwrap_or_default();
+    assert!(note.contains("would shadow the module cmd"), "{note}");
+}
+
 /// A check that kills its warm server: the check is rerun in a fresh process (and passes there),
 /// and the next check gets a new server.
 #[test]
