@@ -315,10 +315,11 @@ fn gc(printer: &Printer, dir: &Path, max: u64) -> Result<Code> {
             locks
         ));
     }
-    let bytecode = crate::run::view::prune_bytecode(dir);
-    if bytecode > 0 {
+    let unlinked = crate::run::view::prune_unlinked(dir);
+    if unlinked != crate::run::view::Unlinked::default() {
         printer.info(&format!(
-            "checkdef: removed {bytecode} compiled modules no sandbox layer uses any more"
+            "checkdef: removed {} compiled modules and {} stored files no sandbox layer uses any more",
+            unlinked.bytecode, unlinked.blobs
         ));
     }
     let others = listed.len() - entries.len();

@@ -85,13 +85,7 @@ impl Repo {
             .filter(|e| matches!(e.mode, FileMode::Regular | FileMode::Executable))
         {
             let data: &[u8] = match &workdir {
-                None => {
-                    self.repo
-                        .objects
-                        .find_blob(&e.id, &mut buf)
-                        .map_err(|source| GitError::Object { id: e.id, source })?
-                        .data
-                }
+                None => self.blob_bytes(e, None, &mut buf)?,
                 Some(wd) => {
                     let src = wd.join(native(e.path.as_ref()));
                     buf = std::fs::read(&src).map_err(io_err(&src))?;
@@ -115,24 +109,122 @@ impl Repo {
                 }
             };
             let out = dest.join(native(e.path.as_ref()));
-            let perm = if e.mode == FileMode::Executable {
-                0o755
-            } else {
-                0o644
-            };
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(perm)
-                .open(&out)
-                .map_err(io_err(&out))?;
-            f.write_all(data).map_err(io_err(&out))?;
+            write_new(&out, e.mode, data)?;
             stats.files += 1;
             stats.bytes += data.len() as u64;
         }
         // 3. Symlinks.
         stats.symlinks = self.write_symlinks(entries, dest, workdir.as_deref())?;
         Ok(stats)
+    }
+
+    /// [`materialize`](Self::materialize) for a directory that is kept (a segment's inputs
+    /// layer), with each regular file a hard link to one file per blob in `blobs` (written there
+    /// the first time, atomically): building or updating a layer creates a new inode only for a
+    /// blob no layer of this store had, which on ext4 is most of the cost of a layer (an inode
+    /// allocation scans the bitmaps past recently deleted inodes; a link allocates nothing).
+    ///
+    /// `linked` holds the blobs (id, executable) this directory already links to: a blob is
+    /// linked at most once per directory, and any further path of the same content gets a copy
+    /// of its own, so two paths of one view are never the same file (pytest's
+    /// `ImportPathMismatchError` check, `os.path.samefile`, would otherwise take two equal test
+    /// modules for one). A link that fails (another filesystem, the link limit, a store file gc
+    /// just removed) is a copy too.
+    pub fn materialize_linked(
+        &self,
+        target: &Target,
+        entries: &[Input],
+        dest: &Path,
+        blobs: &Path,
+        linked: &mut std::collections::HashSet<(gix::ObjectId, FileMode)>,
+    ) -> Result<MaterializeStats> {
+        for e in entries {
+            check_path(e.path.as_ref())?;
+        }
+        create_dirs(entries, dest)?;
+        std::fs::create_dir_all(blobs).map_err(|source| GitError::Io {
+            path: blobs.to_path_buf(),
+            source,
+        })?;
+        let mut stats = MaterializeStats {
+            submodules: entries
+                .iter()
+                .filter(|e| e.mode == FileMode::Submodule)
+                .count(),
+            ..Default::default()
+        };
+        let workdir = match target {
+            Target::WorkTree => Some(self.require_workdir()?.to_path_buf()),
+            Target::Commit(_) => None,
+        };
+        let mut buf = Vec::new();
+        for e in entries
+            .iter()
+            .filter(|e| matches!(e.mode, FileMode::Regular | FileMode::Executable))
+        {
+            let out = dest.join(native(e.path.as_ref()));
+            if linked.insert((e.id, e.mode)) {
+                let stored = blobs.join(blob_file_name(e));
+                if !stored.is_file() {
+                    let data = self.blob_bytes(e, workdir.as_deref(), &mut buf)?;
+                    let tmp =
+                        blobs.join(format!(".new-{}-{}", std::process::id(), blob_file_name(e)));
+                    let _ = std::fs::remove_file(&tmp);
+                    write_new(&tmp, e.mode, data)?;
+                    // Atomic: a concurrent run links a whole file or none.
+                    std::fs::rename(&tmp, &stored).map_err(|source| GitError::Io {
+                        path: stored.clone(),
+                        source,
+                    })?;
+                }
+                if std::fs::hard_link(&stored, &out).is_ok() {
+                    stats.files += 1;
+                    continue;
+                }
+            }
+            let data = self.blob_bytes(e, workdir.as_deref(), &mut buf)?;
+            write_new(&out, e.mode, data)?;
+            stats.files += 1;
+            stats.bytes += data.len() as u64;
+        }
+        stats.symlinks = self.write_symlinks(entries, dest, workdir.as_deref())?;
+        Ok(stats)
+    }
+
+    /// The content of the regular file `e`: its blob, or in the work tree (`workdir`) the file
+    /// on disk, which must still hash to the id it was planned with.
+    fn blob_bytes<'b>(
+        &self,
+        e: &Input,
+        workdir: Option<&Path>,
+        buf: &'b mut Vec<u8>,
+    ) -> Result<&'b [u8]> {
+        match workdir {
+            None => Ok(self
+                .repo
+                .objects
+                .find_blob(&e.id, buf)
+                .map_err(|source| GitError::Object { id: e.id, source })?
+                .data),
+            Some(wd) => {
+                let src = wd.join(native(e.path.as_ref()));
+                *buf = std::fs::read(&src).map_err(|source| GitError::Io {
+                    path: src.clone(),
+                    source,
+                })?;
+                let id = blob_id(self.object_hash(), buf).map_err(|source| GitError::Io {
+                    path: src.clone(),
+                    source,
+                })?;
+                if id != e.id {
+                    return Err(GitError::Changed {
+                        path: src,
+                        expected: e.id,
+                    });
+                }
+                Ok(buf)
+            }
+        }
     }
 
     /// The symbolic links among `entries`, under `dest`: their targets from the blobs, or for
@@ -177,6 +269,36 @@ impl Repo {
         }
         Ok(count)
     }
+}
+
+/// The name of a blob's file in a store of blobs: its id, and `.x` for an executable one (a
+/// hard link shares its mode).
+fn blob_file_name(e: &Input) -> String {
+    match e.mode {
+        FileMode::Executable => format!("{}.x", e.id),
+        _ => e.id.to_string(),
+    }
+}
+
+/// Write `data` to a new file at `out` (never through an existing one), with the mode a
+/// checkout gives a regular or executable file.
+fn write_new(out: &Path, mode: FileMode, data: &[u8]) -> Result<()> {
+    let perm = if mode == FileMode::Executable {
+        0o755
+    } else {
+        0o644
+    };
+    let io_err = |source| GitError::Io {
+        path: out.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(perm)
+        .open(out)
+        .map_err(io_err)?;
+    f.write_all(data).map_err(io_err)
 }
 
 /// Reject paths that could escape `dest` or touch a `.git` directory.

@@ -593,37 +593,69 @@ impl PycStore {
     }
 }
 
+/// The directory of the blob store of the repository whose layers are below `store`: one file
+/// per blob some inputs layer holds, which the layers hard-link to (see
+/// [`crate::git::Repo::materialize_linked`]).
+pub fn blob_dir(store: &Path) -> PathBuf {
+    store.join("blobs")
+}
+
 /// The directory of the bytecode store of the repository whose layers are below `store`.
 pub fn pyc_dir(store: &Path) -> PathBuf {
     store.join("pyc")
 }
 
-/// Remove the bytecode no inputs layer links any more (a hard-link count of one) from every
-/// repository's store below the local cache `cache_dir` (`cache gc`); how many went. A run
-/// linking one meanwhile fails to and lets its check compile the module itself.
-pub fn prune_bytecode(cache_dir: &Path) -> usize {
-    use std::os::unix::fs::MetadataExt as _;
-    let mut removed = 0;
+/// What no inputs layer links any more (a hard-link count of one) in every repository's
+/// store below the local cache `cache_dir` (`cache gc`): compiled modules, and blobs. A run
+/// linking one meanwhile fails to: its check compiles the module itself, its layer gets a copy
+/// of the blob.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Unlinked {
+    pub bytecode: usize,
+    pub blobs: usize,
+}
+
+/// Remove what no inputs layer links any more (see [`Unlinked`]); how many of each went.
+pub fn prune_unlinked(cache_dir: &Path) -> Unlinked {
+    let mut removed = Unlinked::default();
     let Ok(repos) = std::fs::read_dir(cache_dir.join(STORE_DIR)) else {
-        return 0;
+        return removed;
     };
     for repo in repos.flatten() {
-        let Ok(tags) = std::fs::read_dir(pyc_dir(&repo.path())) else {
-            continue;
-        };
-        for tag in tags.flatten().filter(|t| t.path().is_dir()) {
-            let Ok(files) = std::fs::read_dir(tag.path()) else {
-                continue;
-            };
-            for f in files.flatten() {
-                let p = f.path();
-                if p.extension().is_some_and(|e| e == "pyc")
-                    && std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_file() && m.nlink() == 1)
-                    && std::fs::remove_file(&p).is_ok()
-                {
-                    removed += 1;
-                }
+        let store = repo.path();
+        for tag in std::fs::read_dir(pyc_dir(&store))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if tag.path().is_dir() {
+                removed.bytecode +=
+                    remove_unlinked(&tag.path(), |p| p.extension().is_some_and(|e| e == "pyc"));
             }
+        }
+        // A `.new-` file is one a run is writing, or a killed run left (after a day).
+        let now = std::time::SystemTime::now();
+        removed.blobs += remove_unlinked(&blob_dir(&store), |p| {
+            p.file_name().is_some_and(|n| {
+                !n.as_encoded_bytes().starts_with(b".")
+                    || idle_for(p, now).is_some_and(|d| d > std::time::Duration::from_secs(86_400))
+            })
+        });
+    }
+    removed
+}
+
+/// Remove the files of `dir` that `wanted` names and that have no other hard link; how many.
+fn remove_unlinked(dir: &Path, wanted: impl Fn(&Path) -> bool) -> usize {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut removed = 0;
+    for f in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = f.path();
+        if wanted(&p)
+            && std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_file() && m.nlink() == 1)
+            && std::fs::remove_file(&p).is_ok()
+        {
+            removed += 1;
         }
     }
     removed
@@ -697,6 +729,7 @@ impl InputsLayer {
         let _ = l.0.set_modified(std::time::SystemTime::now());
         let tree = dir.join("tree");
         let state = dir.join("state");
+        let blobs = blob_dir(store);
         let mut want: Vec<String> = inputs.iter().map(input_line).collect();
         // Bytecode the store has (linked below) and sources it lacks (to be compiled).
         let mut offered: Vec<(String, BString, PathBuf)> = Vec::new();
@@ -736,7 +769,7 @@ impl InputsLayer {
                 force_remove(&tree);
                 std::fs::create_dir_all(&tree)
                     .with_context(|| format!("creating {}", tree.display()))?;
-                repo.materialize(target, inputs, &tree)?;
+                repo.materialize_linked(target, inputs, &tree, &blobs, &mut HashSet::new())?;
             }
             Some(old) => {
                 let new_set: HashSet<&str> = want
@@ -758,13 +791,15 @@ impl InputsLayer {
                     }
                     gone.push(p);
                 }
-                let added: Vec<Input> = inputs
+                let (kept, added): (Vec<_>, Vec<_>) = inputs
                     .iter()
                     .zip(&want)
-                    .filter(|(_, l)| !old_set.contains(l.as_str()))
-                    .map(|(e, _)| e.clone())
-                    .collect();
-                repo.materialize(target, &added, &tree)?;
+                    .partition(|(_, l)| old_set.contains(l.as_str()));
+                // What stays may be linked to the store already: equal content added now gets
+                // a copy of its own.
+                let mut linked: HashSet<_> = kept.iter().map(|(e, _)| (e.id, e.mode)).collect();
+                let added: Vec<Input> = added.into_iter().map(|(e, _)| e.clone()).collect();
+                repo.materialize_linked(target, &added, &tree, &blobs, &mut linked)?;
                 // Directories left empty go after the additions, so a directory that holds a
                 // changed file is kept, not removed and made again.
                 for p in &gone {

@@ -602,10 +602,15 @@ fn cache_gc_removes_the_layers_of_gone_clones_and_unused_segments_and_keeps_thos
     assert_eq!(after.source("foo"), "local");
     // A hit does not use a layer: `foo`'s, no longer held, is as unused as before and goes
     // now; then there is nothing left to remove, and gc says nothing about layers.
+    // With it goes the stored file of `ok` (baz holds `bad` now), which no layer links any more.
     let again = repo.checkdef_text(&["cache", "gc", "--max-size", "1G"], &[]);
     again.expect_code(0);
     assert!(
-        again.stderr.contains("0 repositories") && again.stderr.contains(", 1 layers"),
+        again.stderr.contains("0 repositories")
+            && again.stderr.contains(", 1 layers")
+            && again
+                .stderr
+                .contains("and 1 stored files no sandbox layer uses"),
         "{}",
         again.stderr
     );
@@ -810,4 +815,54 @@ fn a_symlink_that_is_no_input_is_a_symlink_in_the_view() {
     after.expect_code(1);
     assert_eq!(after.source("g"), "run");
     assert_eq!(after.status("g"), "failed");
+}
+
+#[test]
+fn equal_files_are_one_stored_file_across_layers_but_never_one_file_in_a_view() {
+    // Layers hard-link their files to one stored file per blob. Two equal test modules of one
+    // segment must still be two files: pytest tells same-named modules apart by
+    // `os.path.samefile`, and one inode for both made it run the first twice and pass where a
+    // checkout fails ("import file mismatch").
+    use std::os::unix::fs::MetadataExt as _;
+    if !have_pytest() {
+        return;
+    }
+    let repo = TestRepo::new();
+    let test = "from lib import shared\n\n\ndef test_same():\n    assert shared.X == 1\n";
+    repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
+        .write("lib/shared.py", "X = 1\n")
+        .write("tests/x/test_same.py", test)
+        .write("tests/y/test_same.py", test)
+        .write("tests/z/test_other.py", test)
+        .write(
+            "checkdef.toml",
+            &config(
+                "[[segment]]\nname = \"dup\"\ninclude = [\"pytest.ini\", \"lib/**\", \"tests/x/**\", \"tests/y/**\"]\ncommand = \"python3 -m pytest -q tests/x/test_same.py tests/y/test_same.py\"\n\n[[segment]]\nname = \"other\"\ninclude = [\"pytest.ini\", \"lib/**\", \"tests/z/**\"]\ncommand = \"python3 -m pytest -q tests/z/test_other.py\"\n",
+            ),
+        );
+    repo.commit("two equal test modules of one name");
+    let r = repo.run_json(&["--rev", "HEAD", "-v"], &[]);
+    if !isolated(&r) {
+        return;
+    }
+    r.expect_code(1);
+    assert_eq!(r.status("other"), "passed");
+    assert_eq!(r.status("dup"), "failed");
+    assert!(r.stderr.contains("import file mismatch"), "{}", r.stderr);
+    let root = repo.root.canonicalize().unwrap();
+    let ino = |layer: &Path, path: &str| {
+        let m = std::fs::metadata(layer.join("tree").join(path)).unwrap();
+        (m.dev(), m.ino())
+    };
+    let dup = layer_dir(&repo.cache, &root, "tests/x/test_same.py");
+    let other = layer_dir(&repo.cache, &root, "tests/z/test_other.py");
+    assert_eq!(ino(&dup, "lib/shared.py"), ino(&other, "lib/shared.py"));
+    assert_eq!(
+        ino(&dup, "tests/x/test_same.py"),
+        ino(&other, "tests/z/test_other.py")
+    );
+    assert_ne!(
+        ino(&dup, "tests/x/test_same.py"),
+        ino(&dup, "tests/y/test_same.py")
+    );
 }
