@@ -1136,6 +1136,9 @@ struct Warm {
     dir: PathBuf,
     isolated: bool,
     cwd: PathBuf,
+    /// What of the work tree the view shows as it is (relative; see `isolate::Spec::expose`):
+    /// the server may have read from there, the rest of the repository is a doubt.
+    expose: Vec<PathBuf>,
 }
 
 /// The warm servers of one run, created when the first eligible check needs one.
@@ -1164,6 +1167,7 @@ async fn run_prepared(
                 &w.plan,
                 w.isolated,
                 &w.cwd,
+                &w.expose,
                 cancel.clone(),
                 sink.clone(),
             )
@@ -1308,6 +1312,11 @@ fn prepare(
             views.root.clone().unwrap_or_else(|| d.join("view"))
         } else {
             spec.cwd.clone()
+        },
+        expose: if views.isolated() {
+            views.expose.clone()
+        } else {
+            Vec::new()
         },
     });
     Ok(Ready {

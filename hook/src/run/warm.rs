@@ -375,6 +375,9 @@ pub enum Exit {
     Status(ExitStatus),
     /// The child failed before any test code ran: run the check fresh.
     SetupFailed(String),
+    /// The check ran, but the child cannot vouch that a fresh process would have given the
+    /// same verdict (see `end_doubt` in warm_server.py): rerun it fresh, in a fresh sandbox.
+    Doubt(String),
 }
 
 /// The servers of one run. Dropping it closes every server's socket, which ends them.
@@ -497,7 +500,18 @@ struct Reply {
     setup_failed: Option<u64>,
     exited: Option<u64>,
     status: Option<i32>,
+    /// Why the child's verdict is in doubt (it ran, but maybe not as a fresh process would).
+    doubt: Option<String>,
     cache_tag: Option<String>,
+}
+
+/// Where a warm child runs: in the sandbox its holder entered (`isolated`: namespaces to join),
+/// in `cwd`, with `expose` (relative) of the work tree shown as it is.
+#[derive(Debug, Clone, Copy)]
+pub struct Place<'a> {
+    pub isolated: bool,
+    pub cwd: &'a Path,
+    pub expose: &'a [PathBuf],
 }
 
 impl Server {
@@ -577,10 +591,14 @@ impl Server {
         plan: &WarmPlan,
         holder: i32,
         group: i32,
-        isolated: bool,
-        cwd: &Path,
+        place: Place<'_>,
         env: &[(String, String)],
     ) -> Result<WarmChild, Refusal> {
+        let Place {
+            isolated,
+            cwd,
+            expose,
+        } = place;
         let mut state = self.state.clone();
         let ready = tokio::time::timeout(
             READY_TIMEOUT,
@@ -617,6 +635,8 @@ impl Server {
             "group": group,
             "isolated": isolated,
             "cwd": cwd,
+            "root": cwd,
+            "exposed": expose,
             "env": env.iter().cloned().collect::<BTreeMap<_, _>>(),
             "args": plan.args,
             "mode": mode,
@@ -690,9 +710,10 @@ fn read_replies(
             if let Some(mut p) = pending.remove(&id)
                 && let Some(tx) = p.exit.take()
             {
-                let _ = tx.send(match p.setup_failed {
-                    Some(why) => Exit::SetupFailed(why),
-                    None => Exit::Status(ExitStatus::from_raw(status)),
+                let _ = tx.send(match (p.setup_failed, reply.doubt) {
+                    (Some(why), _) => Exit::SetupFailed(why),
+                    (None, Some(why)) => Exit::Doubt(why),
+                    (None, None) => Exit::Status(ExitStatus::from_raw(status)),
                 });
             }
         }
@@ -739,6 +760,7 @@ pub async fn run_held(
     plan: &WarmPlan,
     isolated: bool,
     cwd: &Path,
+    expose: &[PathBuf],
     cancel: watch::Receiver<bool>,
     on_line: Option<LineSink>,
 ) -> Held {
@@ -794,7 +816,7 @@ pub async fn run_held(
     };
     let started = tokio::select! {
         o = &mut held => return Held::Ran(o, None),
-        s = server.start(plan, holder, group, isolated, cwd, &spec.env) => s,
+        s = server.start(plan, holder, group, Place { isolated, cwd, expose }, &spec.env) => s,
     };
     let child = match started {
         Ok(c) => c,
@@ -829,6 +851,11 @@ pub async fn run_held(
                 held.await,
                 Some(format!("the warm child could not set up: {why}")),
             )
+        }
+        Ok(Exit::Doubt(why)) => {
+            order("lost\n".into());
+            let _ = held.await;
+            Held::Lost(format!("the warm check's verdict is in doubt: {why}"))
         }
         Err(_) => {
             order("lost\n".into());

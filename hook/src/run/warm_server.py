@@ -54,7 +54,9 @@ try:
     import socket
     import importlib
     import importlib.machinery
+    import builtins
     import ctypes
+    import mmap
     import platform
 
     import pytest  # noqa: F401  (the point of this server)
@@ -137,19 +139,31 @@ def doubt(req):
         return "unknown mode"
     if not isinstance(req.get("holder"), int) or not isinstance(req.get("group"), int):
         return "no sandbox holder"
-    if "PWD" in req["env"]:
+    env = req["env"]
+    if "PWD" in env:
         return "the check sets PWD"
+    if env.get("PYTHONINSPECT"):
+        return "PYTHONINSPECT is set (a fresh interpreter ends differently)"
+    for k in ("PYTHONUSERBASE", "PYTHONHOME"):
+        if env.get(k) and not os.path.isabs(env[k]):
+            return "%s is relative (a fresh interpreter resolves it in the check's directory)" % k
     if len(sys.modules) != _MODULE_COUNT or sys.path != _SERVER_PATH:
         raise SystemExit("the server's own state changed; refusing to serve")
     return None
 
 
-def shadowed(req, cwd):
-    """Why a module this server loaded would not be what the check imports (its directory, or a
-    relative PYTHONPATH entry, holds a module of that name), or None."""
-    for d in [path0(req, cwd)] + rebased_dirs(cwd):
+def shadowed(dirs):
+    """Why a module this server loaded would not be what a fresh process imports from one of
+    `dirs` (sys.path entries this server never searched: the check's directory, relative
+    PYTHONPATH entries, what pytest or a conftest added), or None. A file on sys.path (a zip)
+    is a doubt of its own: its names are not listed here."""
+    for d in dirs:
         if d is None:
             continue
+        if not isinstance(d, str):
+            return "a sys.path entry that is no string (%r)" % (d,)
+        if os.path.isfile(d):
+            return "%s on sys.path is a file (a zip?) that the warm server cannot look into" % d
         try:
             names = os.listdir(d)
         except OSError:
@@ -170,6 +184,64 @@ def shadowed(req, cwd):
             if top in _PRELOADED:
                 return "%s would shadow the module %s that the warm server loaded" % (full, top)
     return None
+
+
+def inside(p, root):
+    return p == root or p.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def start_doubt(req, cwd, path):
+    """Why a child starting with sys.path `path` in `cwd` might not be what a fresh process
+    starting there is, or None: the server read something from the repository (an absolute
+    PYTHONPATH entry into it, whose files the server saw in the work tree, not in the check's
+    view), or a new sys.path entry holds a module the server loaded or a `sitecustomize` /
+    `usercustomize` that a fresh start-up runs."""
+    root = req.get("root") or cwd
+    exposed = [os.path.join(root, e) for e in req.get("exposed", [])]
+
+    def repository(p):
+        for q in {p, os.path.realpath(p)}:
+            if inside(q, root) and not any(inside(q, e) for e in exposed):
+                return True
+        return False
+
+    for p in _SERVER_PATH if _SAFE_PATH else _SERVER_PATH[1:]:
+        if isinstance(p, str) and os.path.isabs(p) and repository(p):
+            return (
+                "the sys.path entry %s is in the repository: the warm server saw it outside "
+                "the sandbox" % p
+            )
+    for m in list(sys.modules.values()):
+        f = getattr(m, "__file__", None)
+        if isinstance(f, str) and repository(f):
+            return "the warm server loaded %s from the repository" % f
+    new = [p for p in path if p not in _SERVER_PATH]
+    for d in new:
+        if not isinstance(d, str) or not os.path.isdir(d):
+            continue
+        for name in ("sitecustomize", "usercustomize"):
+            if os.path.isdir(os.path.join(d, name)) or any(
+                os.path.exists(os.path.join(d, name + suffix)) for suffix in _SUFFIXES
+            ):
+                return "%s holds %s, which a fresh interpreter runs at start-up" % (d, name)
+    return shadowed(new)
+
+
+def end_doubt(start_path, cwd):
+    """Why the verdict of a session that ended with this sys.path might not be a fresh
+    process's: an entry added while it ran (pytest's rootdir insertion, its `pythonpath`
+    option, a conftest) holds a module the server loaded, which a fresh session would have
+    imported from there. None when nothing is in doubt."""
+    added = []
+    for p in sys.path:
+        if p in start_path or p in _SERVER_PATH:
+            continue
+        if isinstance(p, str) and not os.path.isabs(p):
+            # Resolved against the directory of the import, which is unknown here: both.
+            added.extend({os.path.join(cwd, p), os.path.abspath(p)})
+        else:
+            added.append(p)
+    return shadowed(added)
 
 
 class Fallback(Exception):
@@ -345,19 +417,27 @@ def kill_leftovers(keep=()):
                 pass
 
 
-def child(req):
-    """Become the check, in the forked child. Never returns."""
+def child_setup(req):
+    """Become the check, in the forked child, up to running pytest: returns what the module
+    level runs (see the end of this file), so that the session runs as deep in the stack as a
+    fresh one. Exits when it cannot set up."""
     rid = req["run"]
     try:
         out, err = enter_holder(req)
         cwd = os.getcwd()
-        why = shadowed(req, cwd)
-        if why is not None:
-            raise Fallback(why)
         env = dict(req["env"])
         for k, v in _STARTUP_ADDED.items():
             env[k] = cwd if k == "PWD" else startup_value(k, v, cwd)
         path = child_path(req, cwd)
+        why = start_doubt(req, cwd, path)
+        if why is not None:
+            raise Fallback(why)
+        if req["mode"] == "module":
+            _, spec, code = runpy._get_module_details("pytest")
+        else:
+            spec = None
+            with open(req["script"], "rb") as f:
+                code = compile(f.read(), req["script"], "exec", dont_inherit=True)
         # Orphans of the check are reparented here, not to the server, while the check runs.
         check(_libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "becoming a subreaper")
         devnull = os.open(os.devnull, os.O_RDONLY)
@@ -385,41 +465,35 @@ def child(req):
     sys.orig_argv = list(req["orig_argv"])
     if req.get("argv0_from_server"):
         sys.orig_argv[0] = _ARGV0
-    code = run_pytest(req)
-    kill_leftovers()
-    os._exit(code)
+    # The __main__ a fresh interpreter starts with (runpy, or the script's start, adds the rest).
+    main = type(sys)("__main__")
+    main.__annotations__ = {}
+    main.__builtins__ = builtins
+    sys.modules["__main__"] = main
+    if spec is not None:
+        sys.argv = [spec.origin] + list(req["args"])
+    else:
+        sys.argv = [req["script"]] + list(req["args"])
+        main.__file__ = req["script"]
+        main.__cached__ = None
+        main.__loader__ = importlib.machinery.SourceFileLoader("__main__", req["script"])
+    return code, spec, main.__dict__, cwd, list(path)
 
 
-def run_pytest(req):
-    """Run pytest's own entry point as a fresh interpreter would and return the exit code."""
+def after_session(code, start_path, cwd):
+    """What follows the session in the child: interpreter shutdown's work, then the doubt about
+    its verdict, which goes to the page the server reads (see `handle`) -- a session whose
+    sys.path grew to shadow what the server loaded is rerun fresh."""
+    finish()
     try:
-        try:
-            sys.modules["__main__"] = type(sys)("__main__")
-            if req["mode"] == "module":
-                sys.argv = ["-m"] + list(req["args"])
-                runpy._run_module_as_main("pytest", alter_argv=True)
-            else:
-                sys.argv = [req["script"]] + list(req["args"])
-                runpy.run_path(req["script"], run_name="__main__")
-            code = 0
-        except SystemExit as e:
-            code = exit_code(e.code)
-        except KeyboardInterrupt:
-            finish()
-            import signal
-
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGINT)
-            return 130
-        except BaseException:  # noqa: BLE001  (an uncaught exception: Python prints it, exit 1)
-            import traceback
-
-            traceback.print_exc()
-            code = 1
-        finish()
-        return code
-    except BaseException:  # noqa: BLE001
-        return 120
+        why = end_doubt(start_path, cwd)
+    except BaseException:  # noqa: BLE001  (in doubt about the doubt: rerun it fresh)
+        why = "the warm child could not check its sys.path"
+    if why is not None:
+        _page.seek(0)
+        _page.write(why.encode("utf-8", "replace")[: len(_page) - 1] + b"\0")
+    kill_leftovers()
+    return code
 
 
 def exit_code(c):
@@ -510,41 +584,49 @@ def compile_blobs(msg):
 def handle(msg):
     if "compile" in msg:
         compile_blobs(msg)
-        return
+        return None
     rid = msg.get("run")
     if rid is None:
         raise SystemExit("malformed request")
     why = doubt(msg)
     if why is not None:
         send({"fallback": rid, "reason": why})
-        return
+        return None
     sys.stdout.flush()
     sys.stderr.flush()
     # What this process holds goes to the collector's permanent generation (Python's advice for
     # fork servers): the child's collections then never walk, and so never copy, the server's
     # pages. A child collects everything it allocates as a fresh process would.
     gc.freeze()
+    # A page shared with the child, for the doubt it may have about its verdict once the
+    # session ended (see `after_session`): no descriptor the check could see.
+    page = mmap.mmap(-1, 4096, flags=mmap.MAP_SHARED)
     pid = os.fork()
     if pid == 0:
-        child(msg)
-    children[os.pidfd_open(pid)] = (rid, pid)
+        global _page, _in_child
+        _page, _in_child = page, True
+        return msg
+    children[os.pidfd_open(pid)] = (rid, pid, page)
     send({"started": rid, "pid": pid})
+    return None
 
 
 def reap(pidfd):
-    rid, pid = children.pop(pidfd)
+    rid, pid, page = children.pop(pidfd)
     _, status = os.waitpid(pid, 0)
     os.close(pidfd)
     # What the check left outside its process group was reparented to the check's child, then,
     # when it ended, here: kill it now, as the supervisor kills a fresh check's leftovers.
-    kill_leftovers(keep={p for _, p in children.values()})
-    send({"exited": rid, "status": status})
+    kill_leftovers(keep={p for _, p, _ in children.values()})
+    why = page[:].partition(b"\0")[0].decode("utf-8", "replace") or None
+    page.close()
+    send({"exited": rid, "status": status, "doubt": why})
 
 
 def shutdown():
     import signal
 
-    for _, pid in children.values():
+    for _, pid, _ in children.values():
         try:
             os.kill(pid, signal.SIGKILL)
         except OSError:
@@ -578,17 +660,55 @@ def main():
                 if fd == ctl.fileno():
                     msg = ctl.recv(1 << 20)
                     if not msg:
-                        return
+                        return None
                     before = set(children)
-                    handle(json.loads(msg))
+                    req = handle(json.loads(msg))
+                    if _in_child:
+                        return req
                     for pidfd in set(children) - before:
                         poll.register(pidfd, select.POLLIN)
                 else:
                     poll.unregister(fd)
                     reap(fd)
     finally:
-        shutdown()
+        if not _in_child:
+            shutdown()
 
 
+_page = None
+_in_child = False
+
+# The session of a check runs here, at the module level of this file: its frames sit on this
+# module's one frame and runpy's `_run_code`, as a fresh `python -m pytest`'s sit on runpy's
+# `_run_module_as_main` and `_run_code` -- a test that counts on the recursion limit sees the
+# same depth. (A `pytest` script runs one frame deeper than in a fresh process, whose script
+# is the bottom frame.)
 if __name__ == "__main__":
-    main()
+    _req = main()
+    if _req is not None:
+        _code, _spec, _globals, _cwd, _start_path = child_setup(_req)
+        try:
+            try:
+                if _spec is not None:
+                    runpy._run_code(_code, _globals, None, "__main__", _spec)
+                else:
+                    exec(_code, _globals)
+                _exit = 0
+            except SystemExit as _e:
+                _exit = exit_code(_e.code)
+            except KeyboardInterrupt:
+                finish()
+                import signal
+
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGINT)
+                _exit = 130
+            except BaseException:  # noqa: BLE001  (uncaught: Python prints it, exit 1)
+                import traceback
+
+                traceback.print_exc()
+                _exit = 1
+            _exit = after_session(_exit, _start_path, _cwd)
+        except BaseException:  # noqa: BLE001
+            _exit = 120
+        os._exit(_exit)

@@ -1002,3 +1002,148 @@ fn a_check_through_a_shim_runs_warm_and_sees_what_a_fresh_one_sees() {
         assert!(seen.contains(&want), "{want} in:\n{seen}");
     }
 }
+
+/// What a fresh interpreter works out from the check's directory, or does at its start and end,
+/// and a forked child of a server started elsewhere does not: each segment here passes in such
+/// a child and fails fresh (an outside trial found every one of them), so each must fail — run
+/// fresh for a doubt found before the session (a `sitecustomize` on a relative PYTHONPATH, an
+/// absolute PYTHONPATH into the repository, a zip on sys.path, a relative PYTHONUSERBASE,
+/// PYTHONINSPECT) or after it (a module next to the tests, on the sys.path entry pytest adds,
+/// shadowing one the server loaded), or warm at a fresh process's stack depth.
+#[test]
+fn what_a_fresh_interpreter_sees_at_its_start_and_end_fails_warm_too() {
+    if !have_pytest() {
+        return;
+    }
+    let repo = TestRepo::new();
+    let path = interpreter_path();
+    let root = repo.root.canonicalize().unwrap();
+    let version = Command::new("python3")
+        .args([
+            "-c",
+            "import sys; print('python%d.%d' % sys.version_info[:2])",
+        ])
+        .output()
+        .unwrap();
+    let version = String::from_utf8(version.stdout).unwrap().trim().to_owned();
+    let toml_test =
+        "import tomllib\n\n\ndef test_toml():\n    assert tomllib.loads('a = 1') == {'a': 1}\n";
+    let stub = "def loads(s):\n    raise NotImplementedError('the repository stub')\n";
+    let strict =
+        "import os\n\n\ndef test_lenient():\n    assert os.environ.get('APP_STRICT') is None\n";
+    repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
+        .write("site/sitecustomize.py", "import os\nos.environ['APP_STRICT'] = '1'\n")
+        .write("tests/test_site.py", strict)
+        .write("ta/tomllib.py", stub)
+        .write("ta/test_toml.py", toml_test)
+        .write("abs/tomllib.py", stub)
+        .write("tests/test_abs.py", toml_test)
+        .write("tests/test_zip.py", toml_test)
+        .write(
+            &format!(".pyuser/lib/{version}/site-packages/strict.pth"),
+            "import os; os.environ['APP_STRICT'] = '1'\n",
+        )
+        .write("tests/test_userbase.py", strict)
+        .write(
+            "tests/test_depth.py",
+            "import sys\n\n\ndef recurse(n):\n    return 0 if n == 0 else 1 + recurse(n - 1)\n\n\ndef test_capacity():\n    old = sys.getrecursionlimit()\n    sys.setrecursionlimit(200)\n    n = 0\n    try:\n        while True:\n            recurse(n)\n            n += 1\n    except RecursionError:\n        pass\n    finally:\n        sys.setrecursionlimit(old)\n    print('capacity', n)\n",
+        )
+        .write("tests/test_inspect.py", "def test_ok():\n    pass\n");
+    let zip = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, zipfile\nwith zipfile.ZipFile(sys.argv[1], 'w') as z:\n    z.writestr('tomllib.py', sys.argv[2])\n",
+        ])
+        .arg(repo.root.join("vendor.zip"))
+        .arg(stub)
+        .status()
+        .unwrap();
+    assert!(zip.success());
+    let seg = |name: &str, include: &str, test: &str, env: &str| {
+        format!(
+            "[[segment]]\nname = \"{name}\"\ninclude = [\"pytest.ini\", {include}]\ncommand = \"python3 -m pytest -q {test}\"\n{env}\n"
+        )
+    };
+    let config = [
+        "version = 1\n\n".to_owned(),
+        seg(
+            "site",
+            "\"site/**\", \"tests/test_site.py\"",
+            "tests/test_site.py",
+            "env = { PYTHONPATH = \"site\" }\n",
+        ),
+        seg("shadow", "\"ta/**\"", "ta/test_toml.py", ""),
+        seg(
+            "abs",
+            "\"abs/**\", \"tests/test_abs.py\"",
+            "tests/test_abs.py",
+            &format!("env = {{ PYTHONPATH = \"{}/abs\" }}\n", root.display()),
+        ),
+        seg(
+            "zip",
+            "\"vendor.zip\", \"tests/test_zip.py\"",
+            "tests/test_zip.py",
+            "env = { PYTHONPATH = \"vendor.zip\" }\n",
+        ),
+        seg(
+            "userbase",
+            "\".pyuser/**\", \"tests/test_userbase.py\"",
+            "tests/test_userbase.py",
+            "env = { PYTHONUSERBASE = \".pyuser\" }\n",
+        ),
+        seg(
+            "depth",
+            "\"tests/test_depth.py\"",
+            "-s tests/test_depth.py",
+            "",
+        ),
+        seg(
+            "depth-fresh",
+            "\"tests/test_depth.py\"",
+            "-s tests/test_depth.py",
+            "runner = \"process\"\n",
+        ),
+        seg(
+            "inspect",
+            "\"tests/test_inspect.py\"",
+            "tests/test_inspect.py",
+            "env = { PYTHONINSPECT = \"1\" }\n",
+        ),
+    ]
+    .concat();
+    repo.write("checkdef.toml", &config);
+    repo.commit("what a fresh interpreter sees");
+    // The work tree's copy works: a server that imports it passes what the commit fails.
+    repo.write(
+        "abs/tomllib.py",
+        "def loads(s):\n    k, v = s.split('=')\n    return {k.strip(): int(v)}\n",
+    );
+    let out = run(&repo, &path, "cache", &["--rev", "HEAD"]);
+    out.expect_code(1);
+    for (name, runner, note) in [
+        ("site", "process", "holds sitecustomize"),
+        ("shadow", "process", "would shadow the module tomllib"),
+        ("abs", "process", "is in the repository"),
+        ("zip", "process", "is a file (a zip?)"),
+        ("userbase", "process", "PYTHONUSERBASE is relative"),
+        ("inspect", "process", "PYTHONINSPECT is set"),
+    ] {
+        let s = out.seg(name);
+        assert_eq!(s["status"], "failed", "{name}: {s}\n{}", out.stderr);
+        assert_eq!(s["runner"], runner, "{name}: {s}");
+        let got = s["runner_note"].as_str().unwrap_or_default();
+        assert!(got.contains(note), "{name}: {got}");
+    }
+    // As deep in the stack as a fresh session: the same recursion fits under the same limit.
+    assert_eq!(out.seg("depth")["runner"], "warm");
+    assert_eq!(out.seg("depth-fresh")["runner"], "process");
+    let logs = logs(&out);
+    let capacity = |name: &str| {
+        logs[name]
+            .iter()
+            .find(|l| l.contains("capacity "))
+            .unwrap_or_else(|| panic!("{name}: {:?}", logs[name]))
+            .clone()
+    };
+    assert_eq!(capacity("depth"), capacity("depth-fresh"));
+}
