@@ -44,7 +44,7 @@ pub const VERSION_FILES: [&str; 12] = [
 ];
 
 /// Version of the kept record's format and of the rendered output.
-const FORMAT: &str = "checkdef-python-env 1";
+const FORMAT: &str = "checkdef-python-env 2";
 
 /// The manifest key of the environment of `interpreter` (how it is written in checkdef.toml).
 pub fn key(interpreter: &str) -> String {
@@ -224,14 +224,25 @@ fn read_kept(path: &Path) -> Option<Vec<u8>> {
 }
 
 /// Printed by the probe: the real interpreter, its version, and the `sys.path` directories
-/// (without the current directory, which is the check's own files, not its environment).
+/// outside the repository (the current directory, or a `PYTHONPATH` entry into it, holds the
+/// check's files, not its environment). It starts without `site` (`-S`) and runs it only once
+/// those entries are gone, and writes no bytecode (`-B`): no `sitecustomize` or `.pth` of the
+/// work tree runs outside the sandbox, and nothing is written into it. It runs in the
+/// repository (a shim picks its interpreter from the version file there).
 const PROBE: &str = r#"
-import os, platform, sys
+import os, sys
+root = os.path.realpath(os.getcwd())
+def inside(p):
+    p = os.path.realpath(os.path.abspath(p))
+    return p == root or p.startswith(root.rstrip(os.sep) + os.sep)
+sys.path[:] = [p for p in sys.path if isinstance(p, str) and not inside(p)]
+import site
+site.main()
+import platform
 print("python", os.path.realpath(sys.executable))
 print("version", sys.implementation.name, platform.python_version())
-cwd = os.path.realpath(os.getcwd())
 for p in sys.path:
-    if p and "\n" not in p and os.path.isdir(p) and os.path.realpath(p) != cwd:
+    if p and "\n" not in p and os.path.isdir(p) and not inside(p):
         print("path", os.path.abspath(p))
 "#;
 
@@ -251,7 +262,7 @@ fn compute(
     // Bounded like every fingerprint command (see `crate::process::run_bounded`).
     let output = crate::process::run_bounded(
         std::process::Command::new(exe)
-            .arg("-c")
+            .args(["-S", "-B", "-c"])
             .arg(PROBE)
             .env_clear()
             .envs(env.iter().map(|(k, v)| (k, v)))

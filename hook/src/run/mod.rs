@@ -1342,6 +1342,13 @@ fn warm_server(
             if let Some(why) = warm::shim_doubt(&wplan, views.root.as_deref(), &views.parent) {
                 return Err(why);
             }
+            if let Some(why) = views
+                .root
+                .as_deref()
+                .and_then(|root| warm::repository_doubt(&wplan, root))
+            {
+                return Err(why);
+            }
             let pool = pool.get_or_init(|| {
                 warm::WarmPool::new(&views.parent).map_err(|e| format!("no warm pool: {e}"))
             });

@@ -105,6 +105,35 @@ pub fn note_is_shim(note: &str) -> bool {
     note.ends_with(NOT_AN_INTERPRETER) || note.ends_with(SHIM_VERSION_FILE)
 }
 
+/// Why the server of `plan` must not start: a `PYTHON*` variable of its environment names a
+/// path in the repository at `root` (an absolute `PYTHONPATH` entry into the work tree, a
+/// `PYTHONPYCACHEPREFIX` there): the server would import (a `sitecustomize`, `.pth` files) or
+/// write there outside the sandbox, from the work tree rather than the commit. Relative
+/// entries are resolved in the server's own empty directory, and in each child's.
+pub fn repository_doubt(plan: &WarmPlan, root: &Path) -> Option<String> {
+    let real = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    for (k, v) in plan
+        .server_env
+        .iter()
+        .filter(|(k, _)| k.starts_with("PYTHON"))
+    {
+        for entry in v.split(':').map(Path::new).filter(|p| p.is_absolute()) {
+            let canonical = std::fs::canonicalize(entry).ok();
+            if entry.starts_with(root)
+                || entry.starts_with(&real)
+                || canonical.is_some_and(|c| c.starts_with(&real))
+            {
+                return Some(format!(
+                    "{k} names {} in the repository (the warm server would read the work tree \
+                     outside the sandbox)",
+                    entry.display()
+                ));
+            }
+        }
+    }
+    None
+}
+
 /// When `plan` runs through a shim: why its server, started in `server_dir`, might get another
 /// interpreter than a fresh check started in `check_dir` — a version file in either or above
 /// either (the check's own directory is the view's, which holds no untracked file, so one on

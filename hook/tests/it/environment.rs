@@ -198,3 +198,43 @@ fn fingerprint_empty_list_turns_the_default_off_and_a_missing_interpreter_is_exi
     let out = repo.checkdef_env(&["plan"], no_python);
     out.expect_code(0);
 }
+
+/// The Python fingerprint lists the environment, never the repository: with `PYTHONPATH` into
+/// the work tree (relative or absolute), the probe neither runs a `sitecustomize` found there
+/// outside the sandbox nor writes bytecode into the work tree; the check itself, a fresh
+/// interpreter in its sandbox, still runs it.
+#[test]
+fn the_python_fingerprint_runs_no_repository_code_and_writes_nothing_into_the_work_tree() {
+    if !have_pytest() {
+        return;
+    }
+    let repo = TestRepo::new();
+    let root = repo.root.canonicalize().unwrap();
+    repo.write(
+        "src/sitecustomize.py",
+        "import os\nos.environ['SITE_RAN'] = '1'\ntry:\n    open(os.path.join(os.path.dirname(__file__), 'ran-outside'), 'a').close()\nexcept OSError:\n    pass\n",
+    )
+    .write(
+        "tests/test_site.py",
+        "import os\n\n\ndef test_site_ran():\n    assert os.environ.get('SITE_RAN') == '1'\n",
+    )
+    .write(
+        "checkdef.toml",
+        &format!(
+            "version = 1\n\n[[segment]]\nname = \"rel\"\ninclude = [\"src/**\"]\ntests = [\"tests/test_site.py\"]\nenv = {{ PYTHONPATH = \"src\" }}\n\n[[segment]]\nname = \"abs\"\ninclude = [\"src/**\"]\ntests = [\"tests/test_site.py\"]\nenv = {{ PYTHONPATH = \"{}/src\" }}\n",
+            root.display()
+        ),
+    );
+    repo.commit("a sitecustomize on PYTHONPATH");
+    let out = repo.run_json(&["--rev", "HEAD"], &[]);
+    out.expect_code(0);
+    assert!(
+        !repo.root.join("src/ran-outside").exists() && !repo.root.join("src/__pycache__").exists(),
+        "the fingerprint ran src/sitecustomize.py outside the sandbox: {:?}",
+        std::fs::read_dir(repo.root.join("src"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect::<Vec<_>>()
+    );
+}

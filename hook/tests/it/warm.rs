@@ -1123,7 +1123,7 @@ fn what_a_fresh_interpreter_sees_at_its_start_and_end_fails_warm_too() {
     for (name, runner, note) in [
         ("site", "process", "holds sitecustomize"),
         ("shadow", "process", "would shadow the module tomllib"),
-        ("abs", "process", "is in the repository"),
+        ("abs", "process", "in the repository"),
         ("zip", "process", "is a file (a zip?)"),
         ("userbase", "process", "PYTHONUSERBASE is relative"),
         ("inspect", "process", "PYTHONINSPECT is set"),
