@@ -668,7 +668,10 @@ fn rewritten_by_pytest(name: &[u8]) -> bool {
 }
 
 /// Where the import system looks for the bytecode of `path` (a `.py` input): the layer-relative
-/// path of `__pycache__/<stem>.<tag>.pyc` beside it, when that is not a path of the inputs.
+/// path of `__pycache__/<stem>.<tag>.pyc` beside it, when that is not a path of the inputs and
+/// `path` is a module of a package (its directory holds an `__init__.py` input). A checkout has
+/// no `__pycache__` until an import writes one, so elsewhere — a directory of data or plugins a
+/// test lists — bytecode would be a name a fresh check does not see.
 fn pyc_path(path: &BStr, tag: &str, inputs: &HashSet<&[u8]>) -> Option<BString> {
     let path: &[u8] = path.as_ref();
     let (dir, name) = match path.rfind_byte(b'/') {
@@ -677,6 +680,9 @@ fn pyc_path(path: &BStr, tag: &str, inputs: &HashSet<&[u8]>) -> Option<BString> 
     };
     let stem = name.strip_suffix(b".py")?;
     if stem.is_empty() || rewritten_by_pytest(name) {
+        return None;
+    }
+    if !inputs.contains([dir, b"__init__.py"].concat().as_slice()) {
         return None;
     }
     let mut cache = dir.to_vec();

@@ -534,6 +534,8 @@ def pyc_tag():
     import would compile (no -O, debug ranges kept), else None: no bytecode is offered."""
     if (
         sys.flags.optimize
+        # A fresh check writes no __pycache__ then: one linked in would be a name it lacks.
+        or sys.flags.dont_write_bytecode
         or "no_debug_ranges" in getattr(sys, "_xoptions", {})
         or os.environ.get("PYTHONNODEBUGRANGES")
     ):

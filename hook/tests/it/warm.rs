@@ -821,6 +821,8 @@ fn bytecode_from_the_server_is_used_and_goes_with_its_source() {
         .write("pkg/mod.py", "VALUE = 1\n")
         .write("pkg/gone/__init__.py", "")
         .write("pkg/gone/util.py", "X = 1\n")
+        // Not a package: a directory of data a test lists, which must look as in a checkout.
+        .write("pkg/data/sample.py", "NEVER_IMPORTED = 1\n")
         // Compiling this warns (an invalid escape: a DeprecationWarning before Python 3.12, a
         // SyntaxWarning since): no bytecode may hide that from a check.
         .write("pkg/warns.py", "PATTERN = \"\\d\"\n")
@@ -836,6 +838,8 @@ import pkg.mod
 
 
 def test_mod():
+    import os
+    assert os.listdir(os.path.join(os.path.dirname(pkg.__file__), "data")) == ["sample.py"]
     with open(pkg.mod.__cached__, "rb") as f:
         flags = int.from_bytes(f.read()[4:8], "little")
     print("value", pkg.mod.VALUE, "pyc-flags", flags)
