@@ -226,8 +226,9 @@ fn read_kept(path: &Path) -> Option<Vec<u8>> {
 /// Printed by the probe: the real interpreter, its version, and the `sys.path` directories
 /// outside the repository (the current directory, or a `PYTHONPATH` entry into it, holds the
 /// check's files, not its environment). It starts without `site` (`-S`) and runs it only once
-/// those entries are gone, and writes no bytecode (`-B`): no `sitecustomize` or `.pth` of the
-/// work tree runs outside the sandbox, and nothing is written into it. It runs in the
+/// those entries are gone, without its customize modules (a `.pth` file of an editable install
+/// may put the repository back), and writes no bytecode (`-B`): no `sitecustomize` or `.pth` of
+/// the work tree runs outside the sandbox, and nothing is written into it. It runs in the
 /// repository (a shim picks its interpreter from the version file there).
 const PROBE: &str = r#"
 import os, sys
@@ -237,6 +238,8 @@ def inside(p):
     return p == root or p.startswith(root.rstrip(os.sep) + os.sep)
 sys.path[:] = [p for p in sys.path if isinstance(p, str) and not inside(p)]
 import site
+# A .pth file (an editable install) may put the repository back: no customize module from there.
+site.execsitecustomize = site.execusercustomize = lambda: None
 site.main()
 import platform
 print("python", os.path.realpath(sys.executable))

@@ -39,7 +39,7 @@ use std::io::Write as _;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags};
@@ -165,34 +165,16 @@ fn supervise(args: &Args, ctl: BorrowedFd<'_>) -> Report {
     }
     let program = &args.argv[0];
     // The program runs under a guard that kills it if this supervisor dies (see the module
-    // documentation); without our own executable's path, it runs unguarded.
-    let mut cmd = match std::env::current_exe() {
-        Ok(exe) => {
-            let mut cmd = Command::new(exe);
-            cmd.arg(GUARD)
-                .arg("--parent")
-                .arg(rustix::process::getpid().as_raw_nonzero().to_string())
-                .arg("--")
-                .args(&args.argv);
-            cmd
-        }
-        Err(_) => {
-            let mut cmd = Command::new(program);
-            cmd.args(&args.argv[1..]);
-            cmd
-        }
-    };
-    let child = cmd.stdin(Stdio::null()).process_group(0).spawn();
-    let child = match child {
-        Ok(c) => c,
+    // documentation): a forked child of this process, the leader of a group of its own.
+    let me = rustix::process::getpid();
+    let guarded = fork_stage(Stage::NewGroup, || i32::from(guard(me, &args.argv)));
+    let child_pid = match guarded {
+        Ok(pid) => pid,
         Err(e) => {
             return Report::CannotStart(format!("{}: {e}", program.to_string_lossy()));
         }
     };
-    let pid = child.id();
-    let Some(child_pid) = Pid::from_raw(pid as i32) else {
-        return Report::CannotStart("spawned a process without a pid".into());
-    };
+    let pid = child_pid.as_raw_nonzero().get() as u32;
     let mut status: Option<WaitStatus> = None;
     match rustix::process::pidfd_open(child_pid, rustix::process::PidfdFlags::empty()) {
         Ok(pidfd) => {
@@ -221,9 +203,75 @@ fn supervise(args: &Args, ctl: BorrowedFd<'_>) -> Report {
     }
 }
 
-/// Entry point of the guard stage (`__guard --parent PID -- PROGRAM ARGS...`); `args` follow the
-/// subcommand. It exits with the program's status; the program's failure to start is reported
-/// on stderr with status 127 (the supervisor's caller names it from the log).
+/// How a forked stage starts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// The leader of a process group of its own, stdin on `/dev/null` (the guard: the
+    /// supervisor's stdin is its socket to checkdef, which must not outlive the supervisor).
+    NewGroup,
+    /// In its parent's group, with its parent's stdin (the sandbox entry below the guard).
+    Inherit,
+}
+
+/// Run `stage` in a forked child and return the child's pid; the child exits with what `stage`
+/// returns. Instead of an `exec` of checkdef's own binary for the next stage (dynamic linking,
+/// relocations and start-up of a 15 MB executable, twice per check), the child goes on in this
+/// process's image; like an exec'd one it holds no descriptor but 0, 1 and 2.
+fn fork_stage(how: Stage, stage: impl FnOnce() -> i32) -> std::io::Result<Pid> {
+    // SAFETY: the supervisor and the guard are single-threaded (dispatched from `main` before
+    // any runtime starts; they start no thread), so the child of `fork` is a complete copy of
+    // the only thread, with no lock held by another: it may run any code. It never returns
+    // into its caller: it ends in `_exit` below.
+    #[allow(unsafe_code)]
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if pid > 0 {
+        return Pid::from_raw(pid).ok_or_else(|| std::io::Error::other("fork returned no pid"));
+    }
+    if how == Stage::NewGroup {
+        let _ = rustix::process::setpgid(None, None);
+        if let Ok(null) = rustix::fs::open(
+            "/dev/null",
+            rustix::fs::OFlags::RDONLY,
+            rustix::fs::Mode::empty(),
+        ) {
+            let mut stdin = unsafe_stdin();
+            let _ = rustix::io::dup2(&null, &mut stdin);
+            std::mem::forget(stdin);
+        }
+    }
+    // What an exec would have closed (descriptors are close-on-exec here), closed now.
+    // SAFETY: close_range(2) takes plain integers and closes descriptors of this process only;
+    // nothing in this child uses one above 2 afterwards.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+    }
+    let code = stage();
+    let _ = std::io::stderr().flush();
+    // SAFETY: ends this process at once, without running the parent's exit handlers twice.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::_exit(code)
+    }
+}
+
+/// Descriptor 0 as an owned descriptor, to `dup2` onto (forgotten afterwards, never closed).
+fn unsafe_stdin() -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: descriptor 0 is open (the stage's stdin); the caller forgets the value, so it is
+    // never closed through it.
+    #[allow(unsafe_code)]
+    unsafe {
+        std::os::fd::OwnedFd::from_raw_fd(0)
+    }
+}
+
+/// Entry point of the guard stage as a command (`__guard --parent PID -- PROGRAM ARGS...`);
+/// `args` follow the subcommand. The supervisor forks its guard ([`guard`]); the command stays
+/// for a checkdef of another version that execs this one.
 pub fn guard_main(args: &[OsString]) -> ExitCode {
     let (parent, argv) = match args {
         [flag, pid, dashdash, argv @ ..]
@@ -240,12 +288,19 @@ pub fn guard_main(args: &[OsString]) -> ExitCode {
         }
         _ => return guard_usage(),
     };
+    ExitCode::from(guard(parent, argv))
+}
+
+/// The guard: run `argv` and exit with its status; the program's failure to start is reported
+/// on stderr with status 127 (the supervisor's caller names it from the log). When `argv` is
+/// checkdef's own sandbox entry, it is forked rather than exec'd.
+fn guard(parent: Pid, argv: &[OsString]) -> u8 {
     // Watch the parent first, then make sure it is still our parent: a supervisor that died
     // before `pidfd_open` has left us to init (or another subreaper) and there is no one to
     // report to.
     let parent_fd = rustix::process::pidfd_open(parent, rustix::process::PidfdFlags::empty());
     if rustix::process::getppid() != Some(parent) {
-        return ExitCode::from(GUARD_ORPHANED);
+        return GUARD_ORPHANED;
     }
     let Ok(parent_fd) = parent_fd else {
         // No pidfd (a kernel before 5.3): become the program, as without a guard.
@@ -255,11 +310,24 @@ pub fn guard_main(args: &[OsString]) -> ExitCode {
             "checkdef: cannot start {}: {err}",
             argv[0].to_string_lossy()
         );
-        return ExitCode::from(127);
+        return 127;
     };
     let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
-    let child = match Command::new(&argv[0]).args(&argv[1..]).spawn() {
-        Ok(c) => c,
+    let started = if is_sandbox_entry(argv) {
+        let rest = argv[2..].to_vec();
+        fork_stage(Stage::Inherit, move || {
+            crate::run::isolate::entry_main(&rest)
+        })
+    } else {
+        Command::new(&argv[0])
+            .args(&argv[1..])
+            .spawn()
+            .and_then(|c| {
+                Pid::from_raw(c.id() as i32).ok_or_else(|| std::io::Error::other("no pid"))
+            })
+    };
+    let child_pid = match started {
+        Ok(pid) => pid,
         Err(e) => {
             // The supervisor reports what the check could not start as; keep the cause.
             let _ = writeln!(
@@ -267,11 +335,8 @@ pub fn guard_main(args: &[OsString]) -> ExitCode {
                 "checkdef: cannot start {}: {e}",
                 argv[0].to_string_lossy()
             );
-            return ExitCode::from(127);
+            return 127;
         }
-    };
-    let Some(child_pid) = Pid::from_raw(child.id() as i32) else {
-        return ExitCode::from(127);
     };
     let Ok(child_fd) = rustix::process::pidfd_open(child_pid, rustix::process::PidfdFlags::empty())
     else {
@@ -314,7 +379,7 @@ pub fn guard_main(args: &[OsString]) -> ExitCode {
             Err(_) => break,
         }
     }
-    ExitCode::from(GUARD_ORPHANED)
+    GUARD_ORPHANED
 }
 
 /// The guard's status when its supervisor died: nobody reads it.
@@ -329,21 +394,29 @@ fn guard_usage() -> ExitCode {
 }
 
 /// Exit as the program did: its exit code, or the same signal.
-fn pass_on(status: rustix::io::Result<Option<(Pid, WaitStatus)>>) -> ExitCode {
+fn pass_on(status: rustix::io::Result<Option<(Pid, WaitStatus)>>) -> u8 {
     let Ok(Some((_, st))) = status else {
-        return ExitCode::from(127);
+        return 127;
     };
     if let Some(code) = st.exit_status() {
-        return ExitCode::from(code as u8);
+        return code as u8;
     }
     if let Some(sig) = st.terminating_signal() {
         if let Some(signal) = Signal::from_named_raw(sig) {
             let _ = rustix::process::kill_process(rustix::process::getpid(), signal);
         }
         // Still here: a signal we ignore (SIGPIPE) or cannot name; the shell's convention.
-        return ExitCode::from((128 + sig).clamp(0, 255) as u8);
+        return (128 + sig).clamp(0, 255) as u8;
     }
-    ExitCode::from(127)
+    127
+}
+
+/// Whether `argv` is checkdef's own sandbox entry (`checkdef __sandbox …`, as the run builds it
+/// from its own executable), which the guard forks instead of executing.
+fn is_sandbox_entry(argv: &[OsString]) -> bool {
+    argv.len() > 2
+        && argv[1] == crate::run::isolate::ENTRY
+        && std::env::current_exe().is_ok_and(|me| std::path::Path::new(&argv[0]) == me)
 }
 
 /// Block until the program exits (`true`) or termination is asked for or checkdef is gone

@@ -149,6 +149,13 @@ def doubt(req):
             return "%s is relative (a fresh interpreter resolves it in the check's directory)" % k
     if len(sys.modules) != _MODULE_COUNT or sys.path != _SERVER_PATH:
         raise SystemExit("the server's own state changed; refusing to serve")
+    if isinstance(req.get("root"), str):
+        why, entries = repository_reads(req["root"], req.get("exposed") or [])
+        if why is not None:
+            return why
+        req["repository_entries"] = entries
+    else:
+        req["repository_entries"] = []
     return None
 
 
@@ -190,33 +197,49 @@ def inside(p, root):
     return p == root or p.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def start_doubt(req, cwd, path):
-    """Why a child starting with sys.path `path` in `cwd` might not be what a fresh process
-    starting there is, or None: the server read something from the repository (an absolute
-    PYTHONPATH entry into it, whose files the server saw in the work tree, not in the check's
-    view), or a new sys.path entry holds a module the server loaded or a `sitecustomize` /
+_REPOSITORY_READS = {}
+
+
+def repository_reads(root, exposed):
+    """What this server took from the repository at `root` (outside what the view shows as it
+    is, `exposed`: a `.venv`), once per repository: (why no child may run warm -- a module it
+    loaded from there, which it read from the work tree, not the commit -- or None, and its own
+    sys.path entries there, such as an editable install's `src`, whose files the server saw
+    in the work tree and a child sees in the view)."""
+    key = (root, tuple(exposed))
+    if key not in _REPOSITORY_READS:
+        roots = {root, os.path.realpath(root)}
+        shown = [os.path.join(r, e) for r in roots for e in exposed]
+        real = {}
+
+        def repository(p):
+            d, name = os.path.split(p)
+            if d not in real:
+                real[d] = os.path.realpath(d)
+            for q in (p, os.path.join(real[d], name)):
+                if any(inside(q, r) for r in roots) and not any(inside(q, e) for e in shown):
+                    return True
+            return False
+
+        own = _SERVER_PATH if _SAFE_PATH else _SERVER_PATH[1:]
+        entries = [p for p in own if isinstance(p, str) and os.path.isabs(p) and repository(p)]
+        why = None
+        for m in list(sys.modules.values()):
+            f = getattr(m, "__file__", None)
+            if isinstance(f, str) and os.path.isabs(f) and repository(f):
+                why = "the warm server loaded %s from the repository's work tree" % f
+                break
+        _REPOSITORY_READS[key] = (why, entries)
+    return _REPOSITORY_READS[key]
+
+
+def start_doubt(req, path):
+    """Why a child starting with sys.path `path` might not be what a fresh process starting
+    there is, or None: an entry the server never searched in the check's view (a new one, or
+    one of its own in the repository) holds a module the server loaded, or a `sitecustomize` /
     `usercustomize` that a fresh start-up runs."""
-    root = req.get("root") or cwd
-    exposed = [os.path.join(root, e) for e in req.get("exposed", [])]
-
-    def repository(p):
-        for q in {p, os.path.realpath(p)}:
-            if inside(q, root) and not any(inside(q, e) for e in exposed):
-                return True
-        return False
-
-    for p in _SERVER_PATH if _SAFE_PATH else _SERVER_PATH[1:]:
-        if isinstance(p, str) and os.path.isabs(p) and repository(p):
-            return (
-                "the sys.path entry %s is in the repository: the warm server saw it outside "
-                "the sandbox" % p
-            )
-    for m in list(sys.modules.values()):
-        f = getattr(m, "__file__", None)
-        if isinstance(f, str) and repository(f):
-            return "the warm server loaded %s from the repository" % f
-    new = [p for p in path if p not in _SERVER_PATH]
-    for d in new:
+    dirs = [p for p in path if p not in _SERVER_PATH] + req["repository_entries"]
+    for d in dirs:
         if not isinstance(d, str) or not os.path.isdir(d):
             continue
         for name in ("sitecustomize", "usercustomize"):
@@ -224,7 +247,7 @@ def start_doubt(req, cwd, path):
                 os.path.exists(os.path.join(d, name + suffix)) for suffix in _SUFFIXES
             ):
                 return "%s holds %s, which a fresh interpreter runs at start-up" % (d, name)
-    return shadowed(new)
+    return shadowed(dirs)
 
 
 def end_doubt(start_path, cwd):
@@ -429,7 +452,7 @@ def child_setup(req):
         for k, v in _STARTUP_ADDED.items():
             env[k] = cwd if k == "PWD" else startup_value(k, v, cwd)
         path = child_path(req, cwd)
-        why = start_doubt(req, cwd, path)
+        why = start_doubt(req, path)
         if why is not None:
             raise Fallback(why)
         if req["mode"] == "module":

@@ -1151,3 +1151,87 @@ fn what_a_fresh_interpreter_sees_at_its_start_and_end_fails_warm_too() {
     };
     assert_eq!(capacity("depth"), capacity("depth-fresh"));
 }
+
+/// An editable install puts the repository on the server's sys.path (a `.pth` in the venv):
+/// a check runs warm and imports the commit's files from the view, never the work tree's; and
+/// when the server itself loaded a module from the work tree (a `.pth` that puts the
+/// repository first), its checks run fresh.
+#[test]
+fn an_editable_install_runs_warm_from_the_view_and_a_server_that_read_the_work_tree_does_not() {
+    if !have_pytest() {
+        return;
+    }
+    let repo = TestRepo::new();
+    let root = repo.root.canonicalize().unwrap();
+    let mut venvs = Vec::new();
+    for (name, pth) in [
+        ("plain", format!("{}/src\n", root.display())),
+        (
+            "first",
+            format!("import sys; sys.path.insert(0, '{}/lib')\n", root.display()),
+        ),
+    ] {
+        let venv = repo.tmp.path().join(name);
+        let st = Command::new("python3")
+            .args(["-m", "venv", "--without-pip", "--system-site-packages"])
+            .arg(&venv)
+            .status()
+            .unwrap();
+        assert!(st.success(), "python3 -m venv failed");
+        let site = std::fs::read_dir(venv.join("lib"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path()
+            .join("site-packages");
+        std::fs::write(site.join("__editable__.foo-0.1.pth"), pth).unwrap();
+        venvs.push(format!(
+            "{}:{}",
+            venv.join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        ));
+    }
+    repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
+        .write("src/foo/__init__.py", "NAME = 'foo'\n")
+        .write(
+            "tests/test_foo.py",
+            "import foo\n\n\ndef test_foo():\n    assert foo.NAME == 'foo'\n",
+        )
+        .write("lib/tomllib.py", "def loads(s):\n    raise NotImplementedError('committed')\n")
+        .write(
+            "tests/test_toml.py",
+            "import tomllib\n\n\ndef test_toml():\n    assert tomllib.loads('a = 1') == {'a': 1}\n",
+        )
+        .write(
+            "checkdef.toml",
+            "version = 1\n\n[[segment]]\nname = \"foo\"\ninclude = [\"src/**\"]\ntests = [\"tests/test_foo.py\"]\n\n[[segment]]\nname = \"toml\"\ninclude = [\"lib/**\"]\ntests = [\"tests/test_toml.py\"]\n",
+        );
+    repo.commit("an editable install");
+    // The work tree differs from the commit; the commit is what is checked.
+    repo.write("src/foo/__init__.py", "NAME = 'broken'\n")
+        .write(
+            "lib/tomllib.py",
+            "def loads(s):\n    k, v = s.split('=')\n    return {k.strip(): int(v)}\n",
+        );
+    let plain = run(
+        &repo,
+        &venvs[0],
+        "cache-plain",
+        &["--rev", "HEAD", "-s", "foo"],
+    );
+    plain.expect_code(0);
+    assert_eq!(plain.seg("foo")["runner"], "warm", "{}", plain.stdout);
+    let first = run(
+        &repo,
+        &venvs[1],
+        "cache-first",
+        &["--rev", "HEAD", "-s", "toml"],
+    );
+    first.expect_code(1);
+    let s = first.seg("toml");
+    assert_eq!(s["status"], "failed", "{s}");
+    assert_eq!(s["runner"], "process", "{s}");
+    let note = s["runner_note"].as_str().unwrap_or_default();
+    assert!(note.contains("from the repository's work tree"), "{note}");
+}
