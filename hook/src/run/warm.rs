@@ -404,9 +404,6 @@ pub enum Exit {
     Status(ExitStatus),
     /// The child failed before any test code ran: run the check fresh.
     SetupFailed(String),
-    /// The check ran, but the child cannot vouch that a fresh process would have given the
-    /// same verdict (see `end_doubt` in warm_server.py): rerun it fresh, in a fresh sandbox.
-    Doubt(String),
 }
 
 /// The servers of one run. Dropping it closes every server's socket, which ends them.
@@ -529,8 +526,6 @@ struct Reply {
     setup_failed: Option<u64>,
     exited: Option<u64>,
     status: Option<i32>,
-    /// Why the child's verdict is in doubt (it ran, but maybe not as a fresh process would).
-    doubt: Option<String>,
     cache_tag: Option<String>,
 }
 
@@ -739,10 +734,9 @@ fn read_replies(
             if let Some(mut p) = pending.remove(&id)
                 && let Some(tx) = p.exit.take()
             {
-                let _ = tx.send(match (p.setup_failed, reply.doubt) {
-                    (Some(why), _) => Exit::SetupFailed(why),
-                    (None, Some(why)) => Exit::Doubt(why),
-                    (None, None) => Exit::Status(ExitStatus::from_raw(status)),
+                let _ = tx.send(match p.setup_failed {
+                    Some(why) => Exit::SetupFailed(why),
+                    None => Exit::Status(ExitStatus::from_raw(status)),
                 });
             }
         }
@@ -880,11 +874,6 @@ pub async fn run_held(
                 held.await,
                 Some(format!("the warm child could not set up: {why}")),
             )
-        }
-        Ok(Exit::Doubt(why)) => {
-            order("lost\n".into());
-            let _ = held.await;
-            Held::Lost(format!("the warm check's verdict is in doubt: {why}"))
         }
         Err(_) => {
             order("lost\n".into());

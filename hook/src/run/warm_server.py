@@ -37,50 +37,28 @@ import os  # noqa: E402  (already loaded at start-up: costs nothing)
 
 # Output printed while importing pytest would land in every check's log when fresh, and in no log
 # here: catch it, and refuse to serve if there was any.
-_SESSION_MODULES = ("pdb", "tomllib", "faulthandler", "_pytest._argcomplete")
 _capture = os.memfd_create("checkdef-warm-import")
 _saved_out, _saved_err = os.dup(1), os.dup(2)
 os.dup2(_capture, 1)
 os.dup2(_capture, 2)
 _import_error = None
 try:
-    import gc
-    import hashlib
-    import json
-    import warnings
-    import importlib.util
+    # What a fresh `python -m pytest` holds once it imported pytest and pytest's own plugins
+    # (`default_plugins`, which every session imports before it reads its arguments or any file
+    # of the repository; `-p no:NAME` only stops their registration), all with the sys.path it
+    # started with: runpy, pytest, the plugins. Nothing else: a module a session imports later
+    # is looked up on the sys.path of that moment, which pytest, its `pythonpath` option or a
+    # conftest may have changed and changed back -- a child drops everything else this server
+    # holds before its session (see `child_setup`).
     import runpy
-    import select
-    import socket
-    import importlib
-    import importlib.machinery
-    import builtins
-    import ctypes
-    import mmap
-    import platform
-
     import pytest  # noqa: F401  (the point of this server)
 
-    # Every pytest session imports these plugins of pytest's own before it reads its arguments
-    # (pytest's `default_plugins`; `-p no:NAME` only stops their registration): importing
-    # them here saves each child that work. Nothing from a repository is among them.
     try:
         from _pytest.config import default_plugins as _default_plugins
     except ImportError:  # another pytest layout: the children import them as usual
         _default_plugins = ()
     for _name in _default_plugins:
-        importlib.import_module("_pytest." + _name)
-    # Modules of Python's and pytest's own that every session imports later, once it runs
-    # (`-X importtime` of a session: ~7 ms of each check's start-up): pdb and what it imports
-    # for the debugging plugin, tomllib to read pyproject.toml, the argument completer. None
-    # does anything at import beyond defining itself (readline, which sets up the terminal, is
-    # left out). A check whose directory holds a module of one of these names runs fresh (see
-    # `shadowed`): a fresh session would import that one instead.
-    for _name in _SESSION_MODULES:
-        try:
-            importlib.import_module(_name)
-        except ImportError:  # an older Python or pytest: the children import it as usual
-            pass
+        __import__("_pytest." + _name)
 except BaseException as e:  # noqa: BLE001  (anything at all: refuse to serve)
     _import_error = "importing pytest failed: %r" % (e,)
 finally:
@@ -95,6 +73,21 @@ finally:
     os.close(_saved_err)
 _import_output = os.fstat(_capture).st_size
 os.close(_capture)
+_SESSION_BASE = frozenset(sys.modules)
+
+# The server's own modules (standard library only), which its children drop.
+import gc  # noqa: E402
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import warnings  # noqa: E402
+import importlib  # noqa: E402
+import importlib.util  # noqa: E402
+import importlib.machinery  # noqa: E402
+import select  # noqa: E402
+import socket  # noqa: E402
+import builtins  # noqa: E402
+import ctypes  # noqa: E402
+import platform  # noqa: E402
 
 # The directory this file is in (sys.path[0] of this process, never a check's) and the empty
 # directory it was started in: sys.path entries below the latter came from relative PYTHONPATH
@@ -108,7 +101,7 @@ _SAFE_PATH = bool(getattr(sys.flags, "safe_path", False))
 _SERVER_PATH = list(sys.path)
 # Top-level modules this process holds that a fresh interpreter had not loaded at start-up: a
 # check whose directory (or relative PYTHONPATH entry) would shadow one of them must run fresh.
-_PRELOADED = {n.partition(".")[0] for n in sys.modules} - {
+_PRELOADED = {n.partition(".")[0] for n in _SESSION_BASE} - {
     n.partition(".")[0] for n in _STARTUP_MODULES
 }
 _SUFFIXES = tuple(importlib.machinery.all_suffixes())
@@ -248,23 +241,6 @@ def start_doubt(req, path):
             ):
                 return "%s holds %s, which a fresh interpreter runs at start-up" % (d, name)
     return shadowed(dirs)
-
-
-def end_doubt(start_path, cwd):
-    """Why the verdict of a session that ended with this sys.path might not be a fresh
-    process's: an entry added while it ran (pytest's rootdir insertion, its `pythonpath`
-    option, a conftest) holds a module the server loaded, which a fresh session would have
-    imported from there. None when nothing is in doubt."""
-    added = []
-    for p in sys.path:
-        if p in start_path or p in _SERVER_PATH:
-            continue
-        if isinstance(p, str) and not os.path.isabs(p):
-            # Resolved against the directory of the import, which is unknown here: both.
-            added.extend({os.path.join(cwd, p), os.path.abspath(p)})
-        else:
-            added.append(p)
-    return shadowed(added)
 
 
 class Fallback(Exception):
@@ -482,6 +458,10 @@ def child_setup(req):
     sys.path[:] = path
     sys.path_importer_cache.clear()
     importlib.invalidate_caches()
+    # What a fresh session would not hold yet (this server's own modules): imported anew, from
+    # the sys.path of the moment, if the session imports them.
+    for name in [n for n in sys.modules if n not in _SESSION_BASE]:
+        del sys.modules[name]
     import tempfile  # already loaded by pytest; its cached directory is the server's
 
     tempfile.tempdir = None
@@ -500,21 +480,12 @@ def child_setup(req):
         main.__file__ = req["script"]
         main.__cached__ = None
         main.__loader__ = importlib.machinery.SourceFileLoader("__main__", req["script"])
-    return code, spec, main.__dict__, cwd, list(path)
+    return code, spec, main.__dict__
 
 
-def after_session(code, start_path, cwd):
-    """What follows the session in the child: interpreter shutdown's work, then the doubt about
-    its verdict, which goes to the page the server reads (see `handle`) -- a session whose
-    sys.path grew to shadow what the server loaded is rerun fresh."""
+def after_session(code):
+    """What follows the session in the child: interpreter shutdown's work, then the exit."""
     finish()
-    try:
-        why = end_doubt(start_path, cwd)
-    except BaseException:  # noqa: BLE001  (in doubt about the doubt: rerun it fresh)
-        why = "the warm child could not check its sys.path"
-    if why is not None:
-        _page.seek(0)
-        _page.write(why.encode("utf-8", "replace")[: len(_page) - 1] + b"\0")
     kill_leftovers()
     return code
 
@@ -623,35 +594,30 @@ def handle(msg):
     # fork servers): the child's collections then never walk, and so never copy, the server's
     # pages. A child collects everything it allocates as a fresh process would.
     gc.freeze()
-    # A page shared with the child, for the doubt it may have about its verdict once the
-    # session ended (see `after_session`): no descriptor the check could see.
-    page = mmap.mmap(-1, 4096, flags=mmap.MAP_SHARED)
     pid = os.fork()
     if pid == 0:
-        global _page, _in_child
-        _page, _in_child = page, True
+        global _in_child
+        _in_child = True
         return msg
-    children[os.pidfd_open(pid)] = (rid, pid, page)
+    children[os.pidfd_open(pid)] = (rid, pid)
     send({"started": rid, "pid": pid})
     return None
 
 
 def reap(pidfd):
-    rid, pid, page = children.pop(pidfd)
+    rid, pid = children.pop(pidfd)
     _, status = os.waitpid(pid, 0)
     os.close(pidfd)
     # What the check left outside its process group was reparented to the check's child, then,
     # when it ended, here: kill it now, as the supervisor kills a fresh check's leftovers.
-    kill_leftovers(keep={p for _, p, _ in children.values()})
-    why = page[:].partition(b"\0")[0].decode("utf-8", "replace") or None
-    page.close()
-    send({"exited": rid, "status": status, "doubt": why})
+    kill_leftovers(keep={p for _, p in children.values()})
+    send({"exited": rid, "status": status})
 
 
 def shutdown():
     import signal
 
-    for _, pid, _ in children.values():
+    for _, pid in children.values():
         try:
             os.kill(pid, signal.SIGKILL)
         except OSError:
@@ -700,7 +666,6 @@ def main():
             shutdown()
 
 
-_page = None
 _in_child = False
 
 # The session of a check runs here, at the module level of this file: its frames sit on this
@@ -711,7 +676,7 @@ _in_child = False
 if __name__ == "__main__":
     _req = main()
     if _req is not None:
-        _code, _spec, _globals, _cwd, _start_path = child_setup(_req)
+        _code, _spec, _globals = child_setup(_req)
         try:
             try:
                 if _spec is not None:
@@ -733,7 +698,7 @@ if __name__ == "__main__":
 
                 traceback.print_exc()
                 _exit = 1
-            _exit = after_session(_exit, _start_path, _cwd)
+            _exit = after_session(_exit)
         except BaseException:  # noqa: BLE001
             _exit = 120
         os._exit(_exit)

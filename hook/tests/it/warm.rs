@@ -409,11 +409,11 @@ command = "python3 -m pytest tests"
     assert!(note.contains("would shadow the module email"), "{note}");
 }
 
-/// The server also imports what every session imports only once it runs (pdb and the modules
-/// pdb imports, for pytest's debugging plugin): a repository module of one of those names is
-/// what a fresh session's pdb imports, so its checks run fresh and see it.
+/// What a session imports only once it runs (pdb and the modules pdb imports, for pytest's
+/// debugging plugin) is no module of the server's in a child: a repository module of one of
+/// those names is what the child's pdb imports, as a fresh session's does.
 #[test]
-fn a_repository_module_named_like_one_a_session_imports_later_runs_fresh() {
+fn a_repository_module_named_like_one_a_session_imports_later_is_the_one_it_gets() {
     if !have_pytest() {
         return;
     }
@@ -440,10 +440,10 @@ command = "python3 -m pytest tests"
     let out = run(&repo, &path, "cache", &[]);
     out.expect_code(0);
     let s = out.seg("cmd");
+    // Warm, and pdb (which pytest imports once the session runs) found the repository's `cmd`,
+    // as in a fresh session: the server holds no module a fresh session imports only later.
     assert_eq!(s["status"], "passed", "{s}");
-    assert_eq!(s["runner"], "process", "{s}");
-    let note = s["runner_note"].as_str().unwrap_or_default();
-    assert!(note.contains("would shadow the module cmd"), "{note}");
+    assert_eq!(s["runner"], "warm", "{s}");
 }
 
 /// A check that kills its warm server: the check is rerun in a fresh process (and passes there),
@@ -1052,7 +1052,21 @@ fn what_a_fresh_interpreter_sees_at_its_start_and_end_fails_warm_too() {
             "tests/test_depth.py",
             "import sys\n\n\ndef recurse(n):\n    return 0 if n == 0 else 1 + recurse(n - 1)\n\n\ndef test_capacity():\n    old = sys.getrecursionlimit()\n    sys.setrecursionlimit(200)\n    n = 0\n    try:\n        while True:\n            recurse(n)\n            n += 1\n    except RecursionError:\n        pass\n    finally:\n        sys.setrecursionlimit(old)\n    print('capacity', n)\n",
         )
-        .write("tests/test_inspect.py", "def test_ok():\n    pass\n");
+        .write("tests/test_inspect.py", "def test_ok():\n    pass\n")
+        // pytest puts its `pythonpath` entries on sys.path and takes them off again at the end.
+        .write("tini/pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\npythonpath = lib\n")
+        .write("tini/lib/mmap.py", "PAGESIZE = 1\n")
+        .write(
+            "tini/test_mmap.py",
+            "import mmap\n\n\ndef test_mmap():\n    assert mmap.PAGESIZE > 1\n",
+        )
+        // A conftest that imports with an entry of its own on sys.path, then removes it.
+        .write("tcon/lib/tomllib.py", stub)
+        .write(
+            "tcon/conftest.py",
+            "import os, sys\n\np = os.path.join(os.path.dirname(__file__), 'lib')\nsys.path.insert(0, p)\nimport tomllib  # noqa: E402,F401\nsys.path.remove(p)\n",
+        )
+        .write("tcon/test_toml.py", toml_test);
     let zip = Command::new("python3")
         .args([
             "-c",
@@ -1108,6 +1122,13 @@ fn what_a_fresh_interpreter_sees_at_its_start_and_end_fails_warm_too() {
             "runner = \"process\"\n",
         ),
         seg(
+            "ini",
+            "\"tini/**\"",
+            "-c tini/pytest.ini tini/test_mmap.py",
+            "",
+        ),
+        seg("conftest", "\"tcon/**\"", "tcon/test_toml.py", ""),
+        seg(
             "inspect",
             "\"tests/test_inspect.py\"",
             "tests/test_inspect.py",
@@ -1126,11 +1147,15 @@ fn what_a_fresh_interpreter_sees_at_its_start_and_end_fails_warm_too() {
     out.expect_code(1);
     for (name, runner, note) in [
         ("site", "process", "holds sitecustomize"),
-        ("shadow", "process", "would shadow the module tomllib"),
+        // tomllib is no module a session holds before it reads its configuration.
+        ("shadow", "warm", ""),
         ("abs", "process", "in the repository"),
         ("zip", "process", "is a file (a zip?)"),
         ("userbase", "process", "PYTHONUSERBASE is relative"),
         ("inspect", "process", "PYTHONINSPECT is set"),
+        // Nothing the server loaded for itself: imported as a fresh session imports them.
+        ("ini", "warm", ""),
+        ("conftest", "warm", ""),
     ] {
         let s = out.seg(name);
         assert_eq!(s["status"], "failed", "{name}: {s}\n{}", out.stderr);
@@ -1198,22 +1223,26 @@ fn an_editable_install_runs_warm_from_the_view_and_a_server_that_read_the_work_t
             "tests/test_foo.py",
             "import foo\n\n\ndef test_foo():\n    assert foo.NAME == 'foo'\n",
         )
-        .write("lib/tomllib.py", "def loads(s):\n    raise NotImplementedError('committed')\n")
-        .write(
-            "tests/test_toml.py",
-            "import tomllib\n\n\ndef test_toml():\n    assert tomllib.loads('a = 1') == {'a': 1}\n",
-        )
+        // pytest imports iniconfig with itself: the server, from the work tree's copy.
+        .write("lib/iniconfig/__init__.py", "raise ImportError('the committed iniconfig')\n")
+        .write("tests/test_toml.py", "def test_toml():\n    pass\n")
         .write(
             "checkdef.toml",
             "version = 1\n\n[[segment]]\nname = \"foo\"\ninclude = [\"src/**\"]\ntests = [\"tests/test_foo.py\"]\n\n[[segment]]\nname = \"toml\"\ninclude = [\"lib/**\"]\ntests = [\"tests/test_toml.py\"]\n",
         );
     repo.commit("an editable install");
     // The work tree differs from the commit; the commit is what is checked.
-    repo.write("src/foo/__init__.py", "NAME = 'broken'\n")
-        .write(
-            "lib/tomllib.py",
-            "def loads(s):\n    k, v = s.split('=')\n    return {k.strip(): int(v)}\n",
-        );
+    repo.write("src/foo/__init__.py", "NAME = 'broken'\n");
+    std::fs::remove_dir_all(repo.root.join("lib/iniconfig")).unwrap();
+    let copied = Command::new("python3")
+        .args([
+            "-c",
+            "import iniconfig, os, shutil, sys\nshutil.copytree(os.path.dirname(iniconfig.__file__), sys.argv[1])\n",
+        ])
+        .arg(repo.root.join("lib/iniconfig"))
+        .status()
+        .unwrap();
+    assert!(copied.success());
     let plain = run(
         &repo,
         &venvs[0],
