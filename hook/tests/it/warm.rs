@@ -1033,6 +1033,8 @@ fn what_a_fresh_interpreter_sees_at_its_start_and_end_fails_warm_too() {
     let toml_test =
         "import tomllib\n\n\ndef test_toml():\n    assert tomllib.loads('a = 1') == {'a': 1}\n";
     let stub = "def loads(s):\n    raise NotImplementedError('the repository stub')\n";
+    let ctypes_test =
+        "import ctypes\n\n\ndef test_ctypes():\n    assert hasattr(ctypes, 'sizeof')\n";
     let strict =
         "import os\n\n\ndef test_lenient():\n    assert os.environ.get('APP_STRICT') is None\n";
     repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
@@ -1055,18 +1057,16 @@ fn what_a_fresh_interpreter_sees_at_its_start_and_end_fails_warm_too() {
         .write("tests/test_inspect.py", "def test_ok():\n    pass\n")
         // pytest puts its `pythonpath` entries on sys.path and takes them off again at the end.
         .write("tini/pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\npythonpath = lib\n")
-        .write("tini/lib/mmap.py", "PAGESIZE = 1\n")
-        .write(
-            "tini/test_mmap.py",
-            "import mmap\n\n\ndef test_mmap():\n    assert mmap.PAGESIZE > 1\n",
-        )
+        // ctypes: a module the server imports for itself, which no fresh session holds.
+        .write("tini/lib/ctypes/__init__.py", "SHADOW = 1\n")
+        .write("tini/test_ctypes.py", ctypes_test)
         // A conftest that imports with an entry of its own on sys.path, then removes it.
-        .write("tcon/lib/tomllib.py", stub)
+        .write("tcon/lib/ctypes/__init__.py", "SHADOW = 1\n")
         .write(
             "tcon/conftest.py",
-            "import os, sys\n\np = os.path.join(os.path.dirname(__file__), 'lib')\nsys.path.insert(0, p)\nimport tomllib  # noqa: E402,F401\nsys.path.remove(p)\n",
+            "import os, sys\n\np = os.path.join(os.path.dirname(__file__), 'lib')\nsys.path.insert(0, p)\nimport ctypes  # noqa: E402,F401\nsys.path.remove(p)\n",
         )
-        .write("tcon/test_toml.py", toml_test);
+        .write("tcon/test_ctypes.py", ctypes_test);
     let zip = Command::new("python3")
         .args([
             "-c",
@@ -1124,10 +1124,10 @@ fn what_a_fresh_interpreter_sees_at_its_start_and_end_fails_warm_too() {
         seg(
             "ini",
             "\"tini/**\"",
-            "-c tini/pytest.ini tini/test_mmap.py",
+            "-c tini/pytest.ini tini/test_ctypes.py",
             "",
         ),
-        seg("conftest", "\"tcon/**\"", "tcon/test_toml.py", ""),
+        seg("conftest", "\"tcon/**\"", "tcon/test_ctypes.py", ""),
         seg(
             "inspect",
             "\"tests/test_inspect.py\"",
