@@ -1139,6 +1139,8 @@ struct Warm {
     /// What of the work tree the view shows as it is (relative; see `isolate::Spec::expose`):
     /// the server may have read from there, the rest of the repository is a doubt.
     expose: Vec<PathBuf>,
+    /// The store's bytecode of the check's `.py` inputs (see `view::Acquired::bytecode`).
+    bytecode: Vec<PathBuf>,
 }
 
 /// The warm servers of one run, created when the first eligible check needs one.
@@ -1165,9 +1167,12 @@ async fn run_prepared(
                 &w.dir,
                 &w.server,
                 &w.plan,
-                w.isolated,
-                &w.cwd,
-                &w.expose,
+                warm::Place {
+                    isolated: w.isolated,
+                    cwd: &w.cwd,
+                    expose: &w.expose,
+                    bytecode: &w.bytecode,
+                },
                 cancel.clone(),
                 sink.clone(),
             )
@@ -1250,6 +1255,7 @@ fn prepare(
         }
         Err(_) => Vec::new(),
     };
+    let mut bytecode = Vec::new();
     let (prepared, cwd, wrapper) = match &views.skeleton {
         None => {
             // No isolation: a copy of the inputs, as before (held for a warm check).
@@ -1282,7 +1288,8 @@ fn prepare(
                 dir: &d,
                 tmp: &tmp,
             };
-            let (layer, wrapper) = isolated.prepare(inputs, &warm, &hold)?;
+            let (layer, wrapper, code) = isolated.prepare(inputs, &warm, &hold)?;
+            bytecode = code;
             let p = Prepared {
                 _inputs: Some(layer),
                 _dir: dir,
@@ -1318,6 +1325,7 @@ fn prepare(
         } else {
             Vec::new()
         },
+        bytecode,
     });
     Ok(Ready {
         prepared,
@@ -1381,7 +1389,7 @@ impl Isolated<'_> {
         inputs: &[crate::git::Input],
         warm: &std::result::Result<(Arc<warm::Server>, warm::WarmPlan), String>,
         hold: &[std::ffi::OsString],
-    ) -> Result<(view::InputsLayer, Vec<std::ffi::OsString>)> {
+    ) -> Result<(view::InputsLayer, Vec<std::ffi::OsString>, Vec<PathBuf>)> {
         let Isolated {
             repo,
             plan,
@@ -1417,6 +1425,7 @@ impl Isolated<'_> {
             .with_context(|| format!("materialising the inputs of {}", seg.name))?,
             _ => None,
         };
+        let mut bytecode = Vec::new();
         let layer = match persistent {
             Some(a) => {
                 if let (Ok((server, _)), Some(p)) = (&warm, &pycs) {
@@ -1424,6 +1433,7 @@ impl Isolated<'_> {
                         server.compile(&p.dir, chunk);
                     }
                 }
+                bytecode = a.bytecode;
                 a.layer
             }
             None => view::InputsLayer::private(
@@ -1486,7 +1496,7 @@ impl Isolated<'_> {
                 "--".into(),
             ])
             .collect();
-        Ok((layer, wrapper))
+        Ok((layer, wrapper, bytecode))
     }
 }
 

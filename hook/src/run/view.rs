@@ -605,10 +605,10 @@ pub fn pyc_dir(store: &Path) -> PathBuf {
     store.join("pyc")
 }
 
-/// What no inputs layer links any more (a hard-link count of one) in every repository's
-/// store below the local cache `cache_dir` (`cache gc`): compiled modules, and blobs. A run
-/// linking one meanwhile fails to: its check compiles the module itself, its layer gets a copy
-/// of the blob.
+/// What no inputs layer uses any more in every repository's store below the local cache
+/// `cache_dir` (`cache gc`): compiled modules of blobs no layer holds, and stored blobs no
+/// layer links (a hard-link count of one). A run using one meanwhile does without: its check
+/// compiles the module itself, its layer gets a copy of the blob.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Unlinked {
     pub bytecode: usize,
@@ -623,14 +623,37 @@ pub fn prune_unlinked(cache_dir: &Path) -> Unlinked {
     };
     for repo in repos.flatten() {
         let store = repo.path();
+        // Bytecode is read, never linked: it stays while a layer of the store holds its blob.
+        let live: HashSet<String> = std::fs::read_dir(store.join("inputs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|l| std::fs::read_to_string(l.path().join("state")).ok())
+            .flat_map(|state| {
+                state
+                    .lines()
+                    .filter_map(|line| line.split(' ').nth(1).map(str::to_owned))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         for tag in std::fs::read_dir(pyc_dir(&store))
             .into_iter()
             .flatten()
             .flatten()
         {
-            if tag.path().is_dir() {
-                removed.bytecode +=
-                    remove_unlinked(&tag.path(), |p| p.extension().is_some_and(|e| e == "pyc"));
+            for f in std::fs::read_dir(tag.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let p = f.path();
+                let dead = p.extension().is_some_and(|e| e == "pyc")
+                    && p.file_stem()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|id| !live.contains(id));
+                if dead && std::fs::remove_file(&p).is_ok() {
+                    removed.bytecode += 1;
+                }
             }
         }
         // A `.new-` file is one a run is writing, or a killed run left (after a day).
@@ -667,33 +690,11 @@ fn rewritten_by_pytest(name: &[u8]) -> bool {
     name == b"conftest.py" || name.starts_with(b"test_") || name.ends_with(b"_test.py")
 }
 
-/// Where the import system looks for the bytecode of `path` (a `.py` input): the layer-relative
-/// path of `__pycache__/<stem>.<tag>.pyc` beside it, when that is not a path of the inputs and
-/// `path` is a module of a package (its directory holds an `__init__.py` input). A checkout has
-/// no `__pycache__` until an import writes one, so elsewhere — a directory of data or plugins a
-/// test lists — bytecode would be a name a fresh check does not see.
-fn pyc_path(path: &BStr, tag: &str, inputs: &HashSet<&[u8]>) -> Option<BString> {
-    let path: &[u8] = path.as_ref();
-    let (dir, name) = match path.rfind_byte(b'/') {
-        Some(i) => (&path[..=i], &path[i + 1..]),
-        None => (&b""[..], path),
-    };
-    let stem = name.strip_suffix(b".py")?;
-    if stem.is_empty() || rewritten_by_pytest(name) {
-        return None;
-    }
-    if !inputs.contains([dir, b"__init__.py"].concat().as_slice()) {
-        return None;
-    }
-    let mut cache = dir.to_vec();
-    cache.extend_from_slice(b"__pycache__");
-    let mut p = cache.clone();
-    p.push(b'/');
-    p.extend_from_slice(stem);
-    p.push(b'.');
-    p.extend_from_slice(tag.as_bytes());
-    p.extend_from_slice(b".pyc");
-    (!inputs.contains(cache.as_slice()) && !inputs.contains(p.as_slice())).then(|| p.into())
+/// Whether `path` (an input) is a module whose bytecode the warm server offers: a `.py` file
+/// that pytest does not rewrite on import.
+fn is_module_source(path: &BStr) -> bool {
+    let name = path.rsplit_str("/").next().unwrap_or(path.as_bytes());
+    name.len() > 3 && name.ends_with(b".py") && !rewritten_by_pytest(name)
 }
 
 /// The persistent layer of a segment, with what it is missing.
@@ -701,14 +702,17 @@ pub struct Acquired {
     pub layer: InputsLayer,
     /// `.py` inputs (their path in the layer, blob id) whose bytecode the store lacks.
     pub missing_pycs: Vec<(PathBuf, String)>,
+    /// The store's bytecode of the other `.py` inputs, which a warm child reads before it
+    /// enters its sandbox (nothing of it is in the view: see warm_server.py).
+    pub bytecode: Vec<PathBuf>,
 }
 
 impl InputsLayer {
     /// The persistent inputs layer of `segment` below `store`, brought up to date with `inputs`
     /// by their difference to what it held; `None` when another run is using it. With `pycs`,
-    /// each `.py` input whose bytecode the store holds also gets it, hard-linked into its
-    /// `__pycache__` (a line `pyc ID PATH` of the state, removed with the source, so a
-    /// directory is never kept alive by bytecode alone).
+    /// the store's bytecode of the `.py` inputs is listed, and what it lacks. (Layers of an
+    /// earlier checkdef linked bytecode into `__pycache__` directories: `pyc` lines of their
+    /// state, which go as lines no input matches.)
     pub fn acquire(
         repo: &Repo,
         target: &Target,
@@ -736,27 +740,22 @@ impl InputsLayer {
         let tree = dir.join("tree");
         let state = dir.join("state");
         let blobs = blob_dir(store);
-        let mut want: Vec<String> = inputs.iter().map(input_line).collect();
-        // Bytecode the store has (linked below) and sources it lacks (to be compiled).
-        let mut offered: Vec<(String, BString, PathBuf)> = Vec::new();
+        let want: Vec<String> = inputs.iter().map(input_line).collect();
+        // Bytecode the store has and sources it lacks (to be compiled).
+        let mut bytecode = Vec::new();
         let mut missing_pycs = Vec::new();
         if let Some(pycs) = pycs {
-            let paths: HashSet<&[u8]> = inputs.iter().map(|e| e.path.as_slice()).collect();
             for e in inputs {
                 if !matches!(e.mode, FileMode::Regular | FileMode::Executable)
                     || e.id.kind() != gix::hash::Kind::Sha1
+                    || !is_module_source(e.path.as_bstr())
                 {
                     continue;
                 }
-                let tag = pycs.tag.as_deref().unwrap_or("unknown");
-                let Some(rel) = pyc_path(e.path.as_bstr(), tag, &paths) else {
-                    continue;
-                };
                 let id = e.id.to_string();
                 match &pycs.tag {
                     Some(tag) if pycs.entry(tag, &id).is_file() => {
-                        let line = format!("pyc {id} {}", escape(rel.as_bstr()));
-                        offered.push((line, rel, pycs.entry(tag, &id)));
+                        bytecode.push(pycs.entry(tag, &id));
                     }
                     _ => missing_pycs.push((tree.join(crate::git::native(e.path.as_ref())), id)),
                 }
@@ -778,11 +777,7 @@ impl InputsLayer {
                 repo.materialize_linked(target, inputs, &tree, &blobs, &mut HashSet::new())?;
             }
             Some(old) => {
-                let new_set: HashSet<&str> = want
-                    .iter()
-                    .map(String::as_str)
-                    .chain(offered.iter().map(|(l, _, _)| l.as_str()))
-                    .collect();
+                let new_set: HashSet<&str> = want.iter().map(String::as_str).collect();
                 // What no longer matches goes first (a changed file is removed, then written).
                 let mut gone: Vec<PathBuf> = Vec::new();
                 for line in old.lines().filter(|l| !new_set.contains(l)) {
@@ -813,16 +808,6 @@ impl InputsLayer {
                 }
             }
         }
-        for (line, rel, entry) in offered {
-            let p = tree.join(crate::git::native(rel.as_bstr()));
-            let linked = old_set.contains(line.as_str())
-                || p.parent()
-                    .is_some_and(|d| std::fs::create_dir_all(d).is_ok())
-                    && std::fs::hard_link(&entry, &p).is_ok();
-            if linked {
-                want.push(line);
-            }
-        }
         let mut text = want.join("\n");
         text.push('\n');
         crate::fsutil::write_atomic(&state, text.as_bytes())
@@ -833,6 +818,7 @@ impl InputsLayer {
                 _lock: Some((l, store_lock)),
             },
             missing_pycs,
+            bytecode,
         }))
     }
 

@@ -530,12 +530,14 @@ struct Reply {
 }
 
 /// Where a warm child runs: in the sandbox its holder entered (`isolated`: namespaces to join),
-/// in `cwd`, with `expose` (relative) of the work tree shown as it is.
+/// in `cwd`, with `expose` (relative) of the work tree shown as it is, and with what bytecode.
 #[derive(Debug, Clone, Copy)]
 pub struct Place<'a> {
     pub isolated: bool,
     pub cwd: &'a Path,
     pub expose: &'a [PathBuf],
+    /// Compiled modules of its inputs, for it to read before it enters the sandbox.
+    pub bytecode: &'a [PathBuf],
 }
 
 impl Server {
@@ -622,6 +624,7 @@ impl Server {
             isolated,
             cwd,
             expose,
+            bytecode,
         } = place;
         let mut state = self.state.clone();
         let ready = tokio::time::timeout(
@@ -661,6 +664,7 @@ impl Server {
             "cwd": cwd,
             "root": cwd,
             "exposed": expose,
+            "bytecode": bytecode,
             "env": env.iter().cloned().collect::<BTreeMap<_, _>>(),
             "args": plan.args,
             "mode": mode,
@@ -781,9 +785,7 @@ pub async fn run_held(
     dir: &Path,
     server: &Server,
     plan: &WarmPlan,
-    isolated: bool,
-    cwd: &Path,
-    expose: &[PathBuf],
+    place: Place<'_>,
     cancel: watch::Receiver<bool>,
     on_line: Option<LineSink>,
 ) -> Held {
@@ -839,7 +841,7 @@ pub async fn run_held(
     };
     let started = tokio::select! {
         o = &mut held => return Held::Ran(o, None),
-        s = server.start(plan, holder, group, Place { isolated, cwd, expose }, &spec.env) => s,
+        s = server.start(plan, holder, group, place, &spec.env) => s,
     };
     let child = match started {
         Ok(c) => c,

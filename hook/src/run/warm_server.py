@@ -422,6 +422,8 @@ def child_setup(req):
     fresh one. Exits when it cannot set up."""
     rid = req["run"]
     try:
+        # Read here, before the sandbox hides the store.
+        bytecode = read_bytecode(req.get("bytecode") or [])
         out, err = enter_holder(req)
         cwd = os.getcwd()
         env = dict(req["env"])
@@ -468,6 +470,8 @@ def child_setup(req):
     sys.orig_argv = list(req["orig_argv"])
     if req.get("argv0_from_server"):
         sys.orig_argv[0] = _ARGV0
+    if bytecode:
+        use_bytecode(bytecode)
     # The __main__ a fresh interpreter starts with (runpy, or the script's start, adds the rest).
     main = type(sys)("__main__")
     main.__annotations__ = {}
@@ -483,9 +487,56 @@ def child_setup(req):
     return code, spec, main.__dict__
 
 
+def read_bytecode(paths):
+    """The code of each hash-checked .pyc file in `paths` (named by its source's git blob id),
+    by blob id; what cannot be read or is not this interpreter's is left out."""
+    magic = importlib.util.MAGIC_NUMBER
+    out = {}
+    for p in paths:
+        try:
+            with open(p, "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        # PEP 552: magic, flags (3: hash-based, checked), source hash, then the code.
+        if data[:4] == magic and int.from_bytes(data[4:8], "little") == 3:
+            out[os.path.basename(p)[: -len(".pyc")]] = data[16:]
+    return out
+
+
+_TRACE = {"hits": 0}
+
+
+def use_bytecode(bytecode):
+    """Compile a module whose source is one of these blobs by loading its code instead: what
+    `compile` would have returned, with the source's path (as for bytecode from a .pyc). The
+    import system does the rest as in a fresh process -- it writes the module's `__pycache__`
+    (unless the check says not to), so nothing of the server's bytecode is on disk in the view,
+    and a source that differs is compiled as usual."""
+    import _imp
+    import marshal
+    from importlib import _bootstrap_external
+
+    original = _bootstrap_external.SourceLoader.source_to_code
+
+    def source_to_code(self, data, path, *, _optimize=-1):
+        if _optimize == -1 and isinstance(data, bytes):
+            code = bytecode.get(hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest())
+            if code is not None:
+                co = marshal.loads(code)
+                _imp._fix_co_filename(co, path)
+                _TRACE["hits"] += 1
+                return co
+        return original(self, data, path, _optimize=_optimize)
+
+    _bootstrap_external.SourceLoader.source_to_code = source_to_code
+
+
 def after_session(code):
     """What follows the session in the child: interpreter shutdown's work, then the exit."""
     finish()
+    if os.environ.get("CHECKDEF_WARM_TRACE"):  # checkdef's own tests
+        os.write(2, b"checkdef-warm: %d modules from the server's bytecode\n" % _TRACE["hits"])
     kill_leftovers()
     return code
 
@@ -528,8 +579,6 @@ def pyc_tag():
     import would compile (no -O, debug ranges kept), else None: no bytecode is offered."""
     if (
         sys.flags.optimize
-        # A fresh check writes no __pycache__ then: one linked in would be a name it lacks.
-        or sys.flags.dont_write_bytecode
         or "no_debug_ranges" in getattr(sys, "_xoptions", {})
         or os.environ.get("PYTHONNODEBUGRANGES")
     ):

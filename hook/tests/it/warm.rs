@@ -812,6 +812,9 @@ fn warm_checks_and_servers_do_not_outlive_a_killed_checkdef() {
 /// left in the layer, and an edited module is never run from the old bytecode.
 #[test]
 fn bytecode_from_the_server_is_used_and_goes_with_its_source() {
+    // The server compiles each `.py` input once; a later child loads that code instead of
+    // compiling the module, and nothing of it is on disk in the view: a `__pycache__` appears
+    // only when an import writes it, as in a fresh process.
     if !have_pytest() {
         return;
     }
@@ -821,8 +824,8 @@ fn bytecode_from_the_server_is_used_and_goes_with_its_source() {
         .write("pkg/mod.py", "VALUE = 1\n")
         .write("pkg/gone/__init__.py", "")
         .write("pkg/gone/util.py", "X = 1\n")
-        // Not a package: a directory of data a test lists, which must look as in a checkout.
         .write("pkg/data/sample.py", "NEVER_IMPORTED = 1\n")
+        .write("later/__init__.py", "LATER = 1\n")
         // Compiling this warns (an invalid escape: a DeprecationWarning before Python 3.12, a
         // SyntaxWarning since): no bytecode may hide that from a check.
         .write("pkg/warns.py", "PATTERN = \"\\d\"\n")
@@ -833,13 +836,17 @@ fn bytecode_from_the_server_is_used_and_goes_with_its_source() {
         .write(
             "tests/test_mod.py",
             r#"import importlib
+import os
 
 import pkg.mod
 
 
 def test_mod():
-    import os
-    assert os.listdir(os.path.join(os.path.dirname(pkg.__file__), "data")) == ["sample.py"]
+    # No bytecode before an import writes it; then the import's own.
+    assert os.listdir("pkg/data") == ["sample.py"]
+    assert os.listdir("later") == ["__init__.py"]
+    import later
+    assert sorted(os.listdir("later")) == ["__init__.py", "__pycache__"]
     with open(pkg.mod.__cached__, "rb") as f:
         flags = int.from_bytes(f.read()[4:8], "little")
     print("value", pkg.mod.VALUE, "pyc-flags", flags)
@@ -856,8 +863,9 @@ def test_mod():
 
 [[segment]]
 name = "mod"
-include = ["pytest.ini", "pkg/**", "tests/test_mod.py"]
+include = ["pytest.ini", "pkg/**", "later/**", "tests/test_mod.py"]
 command = "python3 -m pytest -s -q tests/test_mod.py"
+env = { CHECKDEF_WARM_TRACE = "1" }
 
 [[segment]]
 name = "warns"
@@ -882,19 +890,29 @@ command = "python3 -m pytest -q -W error::DeprecationWarning -W error::SyntaxWar
             .stderr
             .lines()
             .filter_map(|l| l.split_once(" │ ").map(|(_, t)| t))
-            .filter(|t| t.starts_with("value") || t.starts_with("gone"))
+            .filter(|t| {
+                t.starts_with("value") || t.starts_with("gone") || t.starts_with("checkdef-warm:")
+            })
             .collect::<Vec<_>>()
             .join(" ");
         assert!(!line.is_empty(), "no probe lines: {}", out.stderr);
         (line, out)
     };
-    // The first run compiles (the import writes a timestamp pyc into the check's own layer) and
-    // has the server compile; the next one imports the server's hash-checked bytecode (flags 3).
+    // The first run compiles (and has the server compile); the next one loads the server's
+    // code for pkg/__init__.py, pkg/mod.py, pkg/gone/__init__.py and later/__init__.py, and
+    // the pyc on disk is the timestamp-based one its own import wrote (flags 0), as fresh.
     let (first, _) = probe(&[]);
-    assert!(first.starts_with("value 1 pyc-flags 0"), "{first}");
+    assert!(
+        first.starts_with("value 1 pyc-flags 0")
+            && first.ends_with("0 modules from the server's bytecode"),
+        "{first}"
+    );
     let (second, _) = probe(&["--force"]);
-    assert_eq!(second, "value 1 pyc-flags 3 gone importable");
-    // An edit: never the old module's bytecode.
+    assert_eq!(
+        second,
+        "value 1 pyc-flags 0 gone importable checkdef-warm: 4 modules from the server's bytecode"
+    );
+    // An edit: never the old module's code.
     repo.write("pkg/mod.py", "VALUE = 2  # edited\n");
     repo.write(
         "tests/test_mod.py",
@@ -908,16 +926,16 @@ command = "python3 -m pytest -q -W error::DeprecationWarning -W error::SyntaxWar
     repo.commit("edit");
     let (edited, _) = probe(&[]);
     assert!(edited.starts_with("value 2 "), "{edited}");
-    // The package goes: so does its bytecode, and with it the directory.
+    // The package goes, and with it its directory.
     std::fs::remove_dir_all(repo.root.join("pkg/gone")).unwrap();
     repo.commit("remove pkg.gone");
     let (removed, _) = probe(&[]);
-    assert!(removed.ends_with("gone missing"), "{removed}");
-    // `cache gc` drops the bytecode no layer links (the old pkg/mod.py's, pkg/gone's), and
-    // keeps what is linked.
+    assert!(removed.contains("gone missing"), "{removed}");
+    // `cache gc` drops the bytecode of blobs no layer holds (the old pkg/mod.py's, pkg/gone/util.py's;
+    // pkg/gone/__init__.py is the empty blob pkg/__init__.py still is),
+    // and keeps the rest, which the next run uses.
     let cache = repo.tmp.path().join("cache");
-    let store_pycs = || -> Vec<(PathBuf, u64)> {
-        use std::os::unix::fs::MetadataExt as _;
+    let store_pycs = || -> Vec<PathBuf> {
         let mut out = Vec::new();
         for r in std::fs::read_dir(cache.join("checkdef-sandboxes"))
             .unwrap()
@@ -930,28 +948,26 @@ command = "python3 -m pytest -q -W error::DeprecationWarning -W error::SyntaxWar
             {
                 for f in std::fs::read_dir(t.path()).into_iter().flatten().flatten() {
                     if f.path().extension().is_some_and(|e| e == "pyc") {
-                        out.push((f.path(), f.metadata().unwrap().nlink()));
+                        out.push(f.path());
                     }
                 }
             }
         }
+        out.sort();
         out
     };
-    assert!(
-        store_pycs().iter().any(|(_, n)| *n == 1),
-        "{:?}",
-        store_pycs()
-    );
+    let before = store_pycs();
     let mut gc = repo.checkdef_cmd_in(&repo.root, &["cache", "gc", "--max-size", "1G"]);
     gc.env("CHECKDEF_CACHE_DIR", &cache);
     CmdOut::from_output(gc.output().unwrap()).expect_code(0);
     let left = store_pycs();
-    assert!(
-        !left.is_empty() && left.iter().all(|(_, n)| *n > 1),
-        "{left:?}"
-    );
+    assert_eq!(before.len() - left.len(), 2, "{before:?} -> {left:?}");
     let (after_gc, _) = probe(&["--force"]);
-    assert!(after_gc.starts_with("value 2 pyc-flags 3"), "{after_gc}");
+    assert!(
+        after_gc.starts_with("value 2 pyc-flags 0")
+            && after_gc.ends_with("3 modules from the server's bytecode"),
+        "{after_gc}"
+    );
 }
 
 /// A shim (pyenv's kind: a script that adds to the environment, some of it naming the directory
