@@ -800,6 +800,16 @@ impl InputsLayer {
                 // a copy of its own.
                 let mut linked: HashSet<_> = kept.iter().map(|(e, _)| (e.id, e.mode)).collect();
                 let added: Vec<Input> = added.into_iter().map(|(e, _)| e.clone()).collect();
+                // A directory where a file (or link) is added now held inputs before, all gone
+                // above: what is left of it goes (a directory that became a file).
+                for e in &added {
+                    let p = tree.join(crate::git::native(e.path.as_ref()));
+                    if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir())
+                        && e.mode != FileMode::Submodule
+                    {
+                        force_remove(&p);
+                    }
+                }
                 repo.materialize_linked(target, &added, &tree, &blobs, &mut linked)?;
                 // Directories left empty go after the additions, so a directory that holds a
                 // changed file is kept, not removed and made again.

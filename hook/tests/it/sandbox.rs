@@ -866,3 +866,30 @@ fn equal_files_are_one_stored_file_across_layers_but_never_one_file_in_a_view() 
         ino(&dup, "tests/y/test_same.py")
     );
 }
+
+#[test]
+fn an_input_directory_that_becomes_a_file_or_a_link_updates_the_kept_layer() {
+    // The kept inputs layer is updated from the difference: a directory whose files went and
+    // whose name is a file now must not be in the way ("File exists", then a pass on the next
+    // run only).
+    let repo = TestRepo::new();
+    repo.write("conf/v.txt", "old\n").write(
+        "checkdef.toml",
+        &config(
+            "[[segment]]\nname = \"c\"\ninclude = [\"conf\", \"conf/**\", \"link\", \"link/**\"]\ncommand = \"test -f conf && grep -qx GOOD conf || test -f conf/v.txt\"\n",
+        ),
+    );
+    repo.write("link/x.txt", "x\n");
+    repo.commit("conf and link are directories");
+    let r = repo.run_json(&["--rev", "HEAD"], &[]);
+    if !isolated(&r) {
+        return;
+    }
+    r.expect_code(0);
+    std::fs::remove_dir_all(repo.root.join("conf")).unwrap();
+    std::fs::remove_dir_all(repo.root.join("link")).unwrap();
+    repo.write("conf", "GOOD\n").symlink("conf", "link");
+    repo.commit("conf is a file, link a link");
+    let after = repo.run_json(&["--rev", "HEAD"], &[]);
+    assert_eq!(after.status("c"), "passed", "{}", after.stderr);
+}
