@@ -55,22 +55,8 @@ impl Repo {
             let path = path.to_path_buf();
             move |source| GitError::Io { path, source }
         };
-        for e in entries {
-            check_path(e.path.as_ref())?;
-        }
         // 1. Directories (parents of every entry, and submodule directories).
-        create_dirs(entries, dest)?;
-        let mut stats = MaterializeStats {
-            submodules: entries
-                .iter()
-                .filter(|e| e.mode == FileMode::Submodule)
-                .count(),
-            ..Default::default()
-        };
-        let workdir = match target {
-            Target::WorkTree => Some(self.require_workdir()?.to_path_buf()),
-            Target::Commit(_) => None,
-        };
+        let (mut stats, workdir) = self.begin(target, entries, dest)?;
         let kind = self.object_hash();
         let mut buf = Vec::new();
         let mut converter = if convert {
@@ -138,25 +124,11 @@ impl Repo {
         blobs: &Path,
         linked: &mut std::collections::HashSet<(gix::ObjectId, FileMode)>,
     ) -> Result<MaterializeStats> {
-        for e in entries {
-            check_path(e.path.as_ref())?;
-        }
-        create_dirs(entries, dest)?;
+        let (mut stats, workdir) = self.begin(target, entries, dest)?;
         std::fs::create_dir_all(blobs).map_err(|source| GitError::Io {
             path: blobs.to_path_buf(),
             source,
         })?;
-        let mut stats = MaterializeStats {
-            submodules: entries
-                .iter()
-                .filter(|e| e.mode == FileMode::Submodule)
-                .count(),
-            ..Default::default()
-        };
-        let workdir = match target {
-            Target::WorkTree => Some(self.require_workdir()?.to_path_buf()),
-            Target::Commit(_) => None,
-        };
         let mut buf = Vec::new();
         for e in entries
             .iter()
@@ -189,6 +161,32 @@ impl Repo {
         }
         stats.symlinks = self.write_symlinks(entries, dest, workdir.as_deref())?;
         Ok(stats)
+    }
+
+    /// What every materialisation starts with: the paths checked, the directories made, the
+    /// submodules counted, and the work tree the files come from (`None`: the object database).
+    fn begin(
+        &self,
+        target: &Target,
+        entries: &[Input],
+        dest: &Path,
+    ) -> Result<(MaterializeStats, Option<PathBuf>)> {
+        for e in entries {
+            check_path(e.path.as_ref())?;
+        }
+        create_dirs(entries, dest)?;
+        let stats = MaterializeStats {
+            submodules: entries
+                .iter()
+                .filter(|e| e.mode == FileMode::Submodule)
+                .count(),
+            ..Default::default()
+        };
+        let workdir = match target {
+            Target::WorkTree => Some(self.require_workdir()?.to_path_buf()),
+            Target::Commit(_) => None,
+        };
+        Ok((stats, workdir))
     }
 
     /// The content of the regular file `e`: its blob, or in the work tree (`workdir`) the file

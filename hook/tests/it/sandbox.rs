@@ -103,26 +103,11 @@ fn an_editable_install_imports_from_the_sandbox_never_the_work_tree() {
         return;
     }
     let repo = TestRepo::new();
-    let venv = repo.tmp.path().join("venv");
-    let st = Command::new("python3")
-        .args(["-m", "venv", "--without-pip", "--system-site-packages"])
-        .arg(&venv)
-        .status()
-        .unwrap();
-    assert!(st.success(), "python3 -m venv failed");
-    let site = std::fs::read_dir(venv.join("lib"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path()
-        .join("site-packages");
-    std::fs::write(
-        site.join("__editable__.foo-0.1.pth"),
-        format!("{}\n", repo.root.join("src").display()),
-    )
-    .unwrap();
-    let python = venv.join("bin/python");
+    let bin = crate::support::venv_with_pth(
+        &repo.tmp.path().join("venv"),
+        &format!("{}\n", repo.root.join("src").display()),
+    );
+    let python = bin.join("python");
     repo.write("src/foo/__init__.py", "NAME = \"foo\"\n")
         .write(
             "tests/test_foo.py",

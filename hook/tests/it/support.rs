@@ -537,3 +537,23 @@ pub fn write_executable(path: &Path, content: &str) {
     std::fs::write(path, content).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+/// A venv at `dir` on the system's packages (pytest included) whose site-packages holds a `.pth`
+/// file with `pth` (an editable install's line, or an `import` line); returns its `bin/`.
+pub fn venv_with_pth(dir: &Path, pth: &str) -> PathBuf {
+    let st = std::process::Command::new("python3")
+        .args(["-m", "venv", "--without-pip", "--system-site-packages"])
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(st.success(), "python3 -m venv failed");
+    let site = std::fs::read_dir(dir.join("lib"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("site-packages");
+    std::fs::write(site.join("__editable__.foo-0.1.pth"), pth).unwrap();
+    dir.join("bin")
+}

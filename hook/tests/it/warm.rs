@@ -1212,24 +1212,10 @@ fn an_editable_install_runs_warm_from_the_view_and_a_server_that_read_the_work_t
             format!("import sys; sys.path.insert(0, '{}/lib')\n", root.display()),
         ),
     ] {
-        let venv = repo.tmp.path().join(name);
-        let st = Command::new("python3")
-            .args(["-m", "venv", "--without-pip", "--system-site-packages"])
-            .arg(&venv)
-            .status()
-            .unwrap();
-        assert!(st.success(), "python3 -m venv failed");
-        let site = std::fs::read_dir(venv.join("lib"))
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path()
-            .join("site-packages");
-        std::fs::write(site.join("__editable__.foo-0.1.pth"), pth).unwrap();
+        let bin = crate::support::venv_with_pth(&repo.tmp.path().join(name), &pth);
         venvs.push(format!(
             "{}:{}",
-            venv.join("bin").display(),
+            bin.display(),
             std::env::var("PATH").unwrap_or_default()
         ));
     }
