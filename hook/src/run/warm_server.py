@@ -88,6 +88,7 @@ import socket  # noqa: E402
 import builtins  # noqa: E402
 import ctypes  # noqa: E402
 import platform  # noqa: E402
+import marshal  # noqa: E402
 
 # The directory this file is in (sys.path[0] of this process, never a check's) and the empty
 # directory it was started in: sys.path entries below the latter came from relative PYTHONPATH
@@ -135,6 +136,9 @@ def doubt(req):
     env = req["env"]
     if "PWD" in env:
         return "the check sets PWD"
+    blocked = blocked_default_plugin(req.get("args") or [])
+    if blocked is not None:
+        return "-p no:%s: a fresh session never imports that plugin of pytest's" % blocked
     if env.get("PYTHONINSPECT"):
         return "PYTHONINSPECT is set (a fresh interpreter ends differently)"
     for k in ("PYTHONUSERBASE", "PYTHONHOME"):
@@ -149,6 +153,27 @@ def doubt(req):
         req["repository_entries"] = entries
     else:
         req["repository_entries"] = []
+    return None
+
+
+def blocked_default_plugin(args):
+    """A plugin of pytest's own that the command line blocks (`-p no:NAME`, which pytest applies
+    before it imports its default plugins, so a fresh session never imports it), or None."""
+    values = []
+    it = iter(args)
+    for a in it:
+        if a == "--":
+            break
+        if a == "-p":
+            values.append(next(it, ""))
+        elif a.startswith("-p"):
+            values.append(a[2:])
+    for v in values:
+        if v.startswith("no:"):
+            name = v[3:]
+            name = name[len("_pytest."):] if name.startswith("_pytest.") else name
+            if name in _default_plugins:
+                return name
     return None
 
 
@@ -174,9 +199,10 @@ def shadowed(dirs):
                 # A directory without __init__.py is a namespace portion, which never wins over
                 # a regular module or package found later on sys.path.
                 loaded = sys.modules.get(name)
-                if not os.path.exists(os.path.join(full, "__init__.py")) and (
-                    getattr(loaded, "__file__", None) is not None
-                ):
+                package = any(
+                    os.path.exists(os.path.join(full, "__init__" + suffix)) for suffix in _SUFFIXES
+                )
+                if not package and getattr(loaded, "__file__", None) is not None:
                     continue
                 top = name
             else:
@@ -500,7 +526,12 @@ def read_bytecode(paths):
             continue
         # PEP 552: magic, flags (3: hash-based, checked), source hash, then the code.
         if data[:4] == magic and int.from_bytes(data[4:8], "little") == 3:
-            out[os.path.basename(p)[: -len(".pyc")]] = data[16:]
+            try:
+                # Here, before any test code can have an audit hook: `marshal.loads` is an
+                # audited event a fresh compile does not raise.
+                out[os.path.basename(p)[: -len(".pyc")]] = marshal.loads(data[16:])
+            except Exception:  # noqa: BLE001
+                continue
     return out
 
 
@@ -514,16 +545,19 @@ def use_bytecode(bytecode):
     (unless the check says not to), so nothing of the server's bytecode is on disk in the view,
     and a source that differs is compiled as usual."""
     import _imp
-    import marshal
+    import functools
     from importlib import _bootstrap_external
 
     original = _bootstrap_external.SourceLoader.source_to_code
 
+    @functools.wraps(original)
     def source_to_code(self, data, path, *, _optimize=-1):
-        if _optimize == -1 and isinstance(data, bytes):
-            code = bytecode.get(hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest())
-            if code is not None:
-                co = marshal.loads(code)
+        if _optimize == -1 and isinstance(data, bytes) and compiles_as_in_the_server():
+            # Each code object once (fixing its file name changes it in place).
+            co = bytecode.pop(hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest(), None)
+            if co is not None:
+                # The event `compile` raises, for audit hooks a test installed.
+                sys.audit("compile", data, path)
                 _imp._fix_co_filename(co, path)
                 _TRACE["hits"] += 1
                 return co
@@ -534,7 +568,8 @@ def use_bytecode(bytecode):
 
 def after_session(code):
     """What follows the session in the child: interpreter shutdown's work, then the exit."""
-    finish()
+    if finish():
+        code = 120
     if os.environ.get("CHECKDEF_WARM_TRACE"):  # checkdef's own tests
         os.write(2, b"checkdef-warm: %d modules from the server's bytecode\n" % _TRACE["hits"])
     kill_leftovers()
@@ -542,9 +577,13 @@ def after_session(code):
 
 
 def exit_code(c):
+    """The status a fresh interpreter exits with for `SystemExit(c)`: an int as C's `long`
+    (beyond 64 bits, -1), then its low byte."""
     if c is None:
         return 0
     if isinstance(c, int):
+        if not -(1 << 63) <= c < (1 << 63):
+            return 0xFF
         return c & 0xFF
     try:
         print(c, file=sys.stderr)
@@ -567,11 +606,29 @@ def finish():
     import atexit
 
     atexit._run_exitfuncs()
-    for s in (sys.stdout, sys.stderr):
+    # A standard stream that cannot be flushed is reported and makes the exit status 120, as
+    # in a fresh interpreter's finalisation.
+    failed = False
+    for stream in (sys.stdout, sys.stderr):
+        if stream is None or getattr(stream, "closed", False):
+            continue
         try:
-            s.flush()
-        except BaseException:  # noqa: BLE001
-            pass
+            stream.flush()
+        except Exception as e:  # noqa: BLE001
+            failed = True
+            try:
+                sys.unraisablehook(_Unraisable(type(e), e, e.__traceback__, None, stream))
+            except BaseException:  # noqa: BLE001
+                pass
+    return failed
+
+
+class _Unraisable:
+    """The argument of `sys.unraisablehook` (the interpreter's own type is not constructible)."""
+
+    def __init__(self, exc_type, exc_value, exc_traceback, err_msg, obj):
+        self.exc_type, self.exc_value, self.exc_traceback = exc_type, exc_value, exc_traceback
+        self.err_msg, self.object = err_msg, obj
 
 
 def pyc_tag():
@@ -587,6 +644,29 @@ def pyc_tag():
 
 
 _MAX_COMPILE = 1 << 20
+# What the compiler's result depends on at run time, and how the server compiles: with this
+# many frames of room under the recursion limit (which bounds how deep the compiler may nest;
+# a module that needs more is left to the checks), and the integer digit limit it started with
+# (which bounds literals).
+_COMPILE_HEADROOM = 100
+_DIGITS = getattr(sys, "get_int_max_str_digits", lambda: 0)()
+
+
+def depth():
+    f, n = sys._getframe(1), 0
+    while f is not None:
+        f, n = f.f_back, n + 1
+    return n
+
+
+def compiles_as_in_the_server():
+    """Whether compiling here cannot fail where the server's compile succeeded: at least three
+    times the server's room under the recursion limit (frames of C code count as well), and
+    an integer digit limit no stricter than the server's."""
+    if sys.getrecursionlimit() - depth() < 3 * _COMPILE_HEADROOM:
+        return False
+    digits = getattr(sys, "get_int_max_str_digits", lambda: 0)()
+    return digits == 0 or 0 < _DIGITS <= digits
 
 
 def compile_blobs(msg):
@@ -609,9 +689,14 @@ def compile_blobs(msg):
                 data = f.read()
             if hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest() != oid:
                 continue
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                code = compile(data, src, "exec", dont_inherit=True, optimize=0)
+            limit = sys.getrecursionlimit()
+            sys.setrecursionlimit(depth() + _COMPILE_HEADROOM)
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    code = compile(data, src, "exec", dont_inherit=True, optimize=0)
+            finally:
+                sys.setrecursionlimit(limit)
             if caught:
                 continue
             pyc = importlib._bootstrap_external._code_to_hash_pyc(

@@ -1082,7 +1082,24 @@ fn what_a_fresh_interpreter_sees_at_its_start_and_end_fails_warm_too() {
             "tcon/conftest.py",
             "import os, sys\n\np = os.path.join(os.path.dirname(__file__), 'lib')\nsys.path.insert(0, p)\nimport ctypes  # noqa: E402,F401\nsys.path.remove(p)\n",
         )
-        .write("tcon/test_ctypes.py", ctypes_test);
+        .write("tcon/test_ctypes.py", ctypes_test)
+        // pytest's -p no:junitxml: a fresh session never imports xml.etree for it.
+        .write("txml/xml/__init__.py", "SAMPLE = '<a/>'\n")
+        .write(
+            "txml/test_xml.py",
+            "import xml.etree.ElementTree as ET\n\n\ndef test_xml():\n    assert ET.fromstring('<a/>').tag == 'a'\n",
+        )
+        // Finalisation: an unflushable stdout is exit 120; a status beyond 64 bits is 255.
+        .write(
+            "tflush/conftest.py",
+            "import atexit, sys\n\n\ndef _report():\n    sys.stdout = open('/dev/full', 'w')\n    print('summary')\n\n\natexit.register(_report)\n",
+        )
+        .write("tflush/test_ok.py", "def test_ok():\n    pass\n")
+        .write(
+            "tbig/conftest.py",
+            "def pytest_sessionfinish(session, exitstatus):\n    session.exitstatus = int(exitstatus) | (1 << 64)\n",
+        )
+        .write("tbig/test_ok.py", "def test_ok():\n    pass\n");
     let zip = Command::new("python3")
         .args([
             "-c",
@@ -1145,6 +1162,14 @@ fn what_a_fresh_interpreter_sees_at_its_start_and_end_fails_warm_too() {
         ),
         seg("conftest", "\"tcon/**\"", "tcon/test_ctypes.py", ""),
         seg(
+            "noplugin",
+            "\"txml/**\"",
+            "-p no:junitxml txml/test_xml.py",
+            "",
+        ),
+        seg("flush", "\"tflush/**\"", "tflush/test_ok.py", ""),
+        seg("bigexit", "\"tbig/**\"", "tbig/test_ok.py", ""),
+        seg(
             "inspect",
             "\"tests/test_inspect.py\"",
             "tests/test_inspect.py",
@@ -1172,6 +1197,9 @@ fn what_a_fresh_interpreter_sees_at_its_start_and_end_fails_warm_too() {
         // Nothing the server loaded for itself: imported as a fresh session imports them.
         ("ini", "warm", ""),
         ("conftest", "warm", ""),
+        ("noplugin", "process", "-p no:junitxml"),
+        ("flush", "warm", ""),
+        ("bigexit", "warm", ""),
     ] {
         let s = out.seg(name);
         assert_eq!(s["status"], "failed", "{name}: {s}\n{}", out.stderr);
@@ -1265,4 +1293,89 @@ fn an_editable_install_runs_warm_from_the_view_and_a_server_that_read_the_work_t
     assert_eq!(s["runner"], "process", "{s}");
     let note = s["runner_note"].as_str().unwrap_or_default();
     assert!(note.contains("from the repository's work tree"), "{note}");
+}
+
+/// A package of bytecode alone (`textwrap/__init__.pyc`, no source) in the check's directory is
+/// a package a fresh interpreter imports at pytest's start instead of the standard library's:
+/// the check runs fresh, and fails as it does there.
+#[test]
+fn a_package_of_bytecode_alone_named_like_a_module_pytest_imports_runs_fresh() {
+    if !have_pytest() {
+        return;
+    }
+    let repo = TestRepo::new();
+    let path = interpreter_path();
+    repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
+        .write("tests/test_ok.py", "def test_ok():\n    pass\n")
+        .write(
+            "checkdef.toml",
+            "version = 1\n\n[[segment]]\nname = \"sourceless\"\ninclude = [\"pytest.ini\", \"textwrap/**\"]\ntests = [\"tests/test_ok.py\"]\n",
+        );
+    let pyc = Command::new("python3")
+        .args([
+            "-c",
+            "import os, py_compile, sys, tempfile\nd = tempfile.mkdtemp()\nsrc = os.path.join(d, '__init__.py')\nopen(src, 'w').write(\"raise ImportError('the repository textwrap')\\n\")\nos.makedirs(os.path.dirname(sys.argv[1]), exist_ok=True)\npy_compile.compile(src, cfile=sys.argv[1])\n",
+        ])
+        .arg(repo.root.join("textwrap/__init__.pyc"))
+        .status()
+        .unwrap();
+    assert!(pyc.success());
+    repo.commit("a package of bytecode alone");
+    let out = run(&repo, &path, "cache", &["--rev", "HEAD"]);
+    out.expect_code(1);
+    let s = out.seg("sourceless");
+    assert_eq!(s["status"], "failed", "{s}");
+    assert_eq!(s["runner"], "process", "{s}");
+    let note = s["runner_note"].as_str().unwrap_or_default();
+    assert!(note.contains("would shadow the module textwrap"), "{note}");
+}
+
+/// The server's compiled code stands in for a compile only where that compile could not have
+/// turned out otherwise: a test that lowers the recursion limit or the integer digit limit
+/// before an import, or audits compiles, sees what a fresh process sees — also on the second
+/// run, when the server has compiled those modules.
+#[test]
+fn the_server_s_bytecode_is_used_only_where_a_compile_would_give_it() {
+    if !have_pytest() {
+        return;
+    }
+    let repo = TestRepo::new();
+    let path = interpreter_path();
+    let terms = vec!["a"; 600].join(" + ");
+    let digits = "7".repeat(1000);
+    repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
+        .write("pkg/__init__.py", "")
+        .write("pkg/gen.py", &format!("def total(a):\n    return {terms}\n"))
+        .write("pkg/consts.py", &format!("P = {digits}\n"))
+        .write("pkg/mod2.py", "X = 1\n")
+        .write(
+            "tests/test_rec.py",
+            "import sys\n\n\ndef test_rec():\n    sys.setrecursionlimit(120)\n    import pkg.gen\n    assert pkg.gen.total(1) == 600\n",
+        )
+        .write(
+            "tests/test_digits.py",
+            "import sys\n\n\ndef test_digits():\n    sys.set_int_max_str_digits(640)\n    import pkg.consts\n",
+        )
+        .write(
+            "tests/test_audit.py",
+            "import sys\n\nseen = []\n\n\ndef hook(event, args):\n    if event == 'compile' and str(args[1]).endswith('mod2.py'):\n        seen.append(args[1])\n\n\ndef test_audit():\n    sys.addaudithook(hook)\n    import pkg.mod2\n    assert not seen, seen\n",
+        )
+        .write(
+            "checkdef.toml",
+            "version = 1\n\n[[segment]]\nname = \"rec\"\ninclude = [\"pytest.ini\", \"pkg/**\"]\ntests = [\"tests/test_rec.py\"]\n\n[[segment]]\nname = \"digits\"\ninclude = [\"pytest.ini\", \"pkg/**\"]\ntests = [\"tests/test_digits.py\"]\n\n[[segment]]\nname = \"audit\"\ninclude = [\"pytest.ini\", \"pkg/**\"]\ntests = [\"tests/test_audit.py\"]\n",
+        );
+    repo.commit("modules whose compile a test constrains");
+    for extra in [&["--rev", "HEAD"][..], &["--rev", "HEAD", "--force"][..]] {
+        let out = run(&repo, &path, "cache", extra);
+        out.expect_code(1);
+        for name in ["rec", "digits", "audit"] {
+            let s = out.seg(name);
+            assert_eq!(
+                s["status"], "failed",
+                "{name} {extra:?}: {s}\n{}",
+                out.stderr
+            );
+            assert_eq!(s["runner"], "warm", "{name}: {s}");
+        }
+    }
 }
