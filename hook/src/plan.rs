@@ -441,6 +441,7 @@ fn collect_inputs(
         per_segment: vec![Vec::new(); config.segments.len()],
         attributes: Vec::new(),
         listings: crate::listing::Listings::default(),
+        bytecode: Vec::new(),
     };
     let changed = match (base, target) {
         (Some(base), Target::WorkTree) => {
@@ -469,12 +470,62 @@ fn collect_inputs(
         }
     };
     collect.listings.finish();
+    // Only committed bytecode (a work tree's `__pycache__` is what imports wrote there).
+    if matches!(target, Target::Commit(_)) {
+        for inputs in &mut collect.per_segment {
+            add_bytecode(inputs, &collect.bytecode);
+        }
+    }
     Ok((
         collect.per_segment,
         collect.attributes,
         changed,
         collect.listings,
     ))
+}
+
+/// The source a committed `DIR/__pycache__/NAME.TAG….pyc` is the bytecode of: `DIR/NAME.py`.
+fn bytecode_source(path: &BStr) -> Option<BString> {
+    use gix::bstr::ByteSlice as _;
+    let path: &[u8] = path.as_ref();
+    let (dir, name) = match path.rfind_byte(b'/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => return None,
+    };
+    let (parent, cache) = match dir.rfind_byte(b'/') {
+        Some(i) => (&dir[..=i], &dir[i + 1..]),
+        None => (&b""[..], dir),
+    };
+    if cache != b"__pycache__" || !name.ends_with(b".pyc") {
+        return None;
+    }
+    let stem = &name[..name.find_byte(b'.')?];
+    if stem.is_empty() {
+        return None;
+    }
+    Some([parent, stem, b".py"].concat().into())
+}
+
+/// Committed bytecode of a segment's `.py` input is an input of the segment too, whatever its
+/// `exclude` says (`**/__pycache__/**` is usual): an import uses a checkout's `.pyc` without
+/// looking at the source when it is not hash-checked, and in the sandbox an unreadable
+/// placeholder `.pyc` is silently compiled around — the check would pass on the source where a
+/// checkout runs the committed bytecode.
+fn add_bytecode(inputs: &mut Vec<Input>, bytecode: &[Input]) {
+    if bytecode.is_empty() {
+        return;
+    }
+    let have: std::collections::HashSet<BString> = inputs.iter().map(|i| i.path.clone()).collect();
+    let extra: Vec<Input> = bytecode
+        .iter()
+        .filter(|b| !have.contains(&b.path))
+        .filter(|b| bytecode_source(b.path.as_ref()).is_some_and(|src| have.contains(&src)))
+        .cloned()
+        .collect();
+    if !extra.is_empty() {
+        inputs.extend(extra);
+        crate::git::sort_inputs(inputs);
+    }
 }
 
 /// Every file of the snapshot (as [`crate::git::CollectAll`]), and the skeleton's paths into
@@ -649,11 +700,22 @@ struct Collect<'a> {
     attributes: Vec<Input>,
     /// The names in every directory of the snapshot (see [`crate::listing`]).
     listings: crate::listing::Listings,
+    /// Committed bytecode (`…/__pycache__/NAME.TAG.pyc`), input or not: see [`add_bytecode`].
+    bytecode: Vec<Input>,
 }
 
 impl Visit for Collect<'_> {
     fn seen(&mut self, path: &BStr, mode: FileMode, id: &gix::oid) {
         self.listings.file(path, mode, id);
+        if bytecode_source(path).is_some()
+            && matches!(mode, FileMode::Regular | FileMode::Executable)
+        {
+            self.bytecode.push(Input {
+                mode,
+                id: id.to_owned(),
+                path: path.to_owned(),
+            });
+        }
     }
 
     fn wants(&mut self, path: &BStr) -> bool {
@@ -852,6 +914,23 @@ fn first_word_executable(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn committed_bytecode_names_its_source() {
+        let src = |p: &str| bytecode_source(p.into()).map(|s| s.to_string());
+        assert_eq!(
+            src("src/pkg/__pycache__/__init__.cpython-311.pyc").as_deref(),
+            Some("src/pkg/__init__.py")
+        );
+        assert_eq!(
+            src("__pycache__/m.cpython-311.opt-1.pyc").as_deref(),
+            Some("m.py")
+        );
+        assert_eq!(src("pkg/m.pyc"), None);
+        assert_eq!(src("pkg/__pycache__/m.py"), None);
+        assert_eq!(src("pkg/__pycache__/.cpython-311.pyc"), None);
+        assert_eq!(src("m.cpython-311.pyc"), None);
+    }
 
     #[test]
     fn store_path_matches_the_nix_scheme() {

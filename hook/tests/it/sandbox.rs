@@ -878,3 +878,40 @@ fn an_input_directory_that_becomes_a_file_or_a_link_updates_the_kept_layer() {
     let after = repo.run_json(&["--rev", "HEAD"], &[]);
     assert_eq!(after.status("c"), "passed", "{}", after.stderr);
 }
+
+#[test]
+fn committed_bytecode_of_an_input_is_an_input_whatever_the_excludes() {
+    // A checkout imports a committed unchecked-hash .pyc without reading the source; in the
+    // sandbox its unreadable placeholder was compiled around silently, and the check passed on
+    // the source (both runners).
+    if !have_pytest() {
+        return;
+    }
+    let repo = TestRepo::new();
+    repo.write("src/pkg/__init__.py", "def value():\n    return 1\n")
+        .write(
+            "tests/test_value.py",
+            "import pkg\n\n\ndef test_value():\n    assert pkg.value() == 1\n",
+        )
+        .write(
+            "checkdef.toml",
+            &config(
+                "[defaults]\nexclude = [\"**/__pycache__/**\", \"**/*.pyc\"]\n\n[[segment]]\nname = \"v\"\ninclude = [\"src/**\"]\ntests = [\"tests/test_value.py\"]\nenv = { PYTHONPATH = \"src\" }\nrunner = \"process\"\n",
+            ),
+        );
+    let made = Command::new("python3")
+        .args([
+            "-c",
+            "import importlib.util, os, py_compile, sys, tempfile\nsrc = sys.argv[1]\nd = tempfile.mkdtemp()\nother = os.path.join(d, '__init__.py')\nopen(other, 'w').write('def value():\\n    return 2\\n')\npy_compile.compile(other, cfile=importlib.util.cache_from_source(src), dfile=src, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)\n",
+        ])
+        .arg(repo.root.join("src/pkg/__init__.py"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    repo.commit("committed bytecode that disagrees with its source");
+    let r = repo.run_json(&["--rev", "HEAD"], &[]);
+    if !isolated(&r) {
+        return;
+    }
+    assert_eq!(r.status("v"), "failed", "{}", r.stderr);
+}
