@@ -44,9 +44,10 @@ os.dup2(_capture, 2)
 _import_error = None
 try:
     # What a fresh `python -m pytest` holds once it imported pytest and pytest's own plugins
-    # (`default_plugins`, which every session imports before it reads its arguments or any file
-    # of the repository; `-p no:NAME` only stops their registration), all with the sys.path it
-    # started with: runpy, pytest, the plugins. Nothing else: a module a session imports later
+    # (`default_plugins`, which every session imports before it reads its configuration or any
+    # file of the repository -- all but those a command-line `-p no:NAME` blocks, see
+    # `blocked_default_plugin`), all with the sys.path it started with: runpy, pytest, the
+    # plugins. Nothing else: a module a session imports later
     # is looked up on the sys.path of that moment, which pytest, its `pythonpath` option or a
     # conftest may have changed and changed back -- a child drops everything else this server
     # holds before its session (see `child_setup`).
@@ -179,9 +180,9 @@ def blocked_default_plugin(args):
 
 def shadowed(dirs):
     """Why a module this server loaded would not be what a fresh process imports from one of
-    `dirs` (sys.path entries this server never searched: the check's directory, relative
-    PYTHONPATH entries, what pytest or a conftest added), or None. A file on sys.path (a zip)
-    is a doubt of its own: its names are not listed here."""
+    `dirs` (sys.path entries this server never searched as the check's view shows them: the
+    check's directory, relative PYTHONPATH entries, its own entries in the repository), or
+    None. A file on sys.path (a zip) is a doubt of its own: its names are not listed here."""
     for d in dirs:
         if d is None:
             continue
@@ -296,10 +297,6 @@ def path0(req, cwd):
     if req["mode"] == "module":
         return cwd
     return os.path.dirname(os.path.realpath(req["script"]))
-
-
-def rebased_dirs(cwd):
-    return [rebase(p, cwd) for p in _SERVER_PATH if under_start(p)]
 
 
 def under_start(p):
