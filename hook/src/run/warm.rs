@@ -865,6 +865,9 @@ pub async fn run_held(
         Ok(Exit::Status(st)) => {
             order(match (st.code(), st.signal()) {
                 (Some(c), _) => format!("exit {c}\n"),
+                // As the check's `sh -c` would have ended: a shell that waits for its command
+                // (dash) exits 128+N when it was killed by signal N.
+                (None, Some(s)) if shell_waits() => format!("exit {}\n", 128 + s),
                 (None, Some(s)) => format!("signal {s}\n"),
                 _ => "exit 1\n".into(),
             });
@@ -883,6 +886,29 @@ pub async fn run_held(
             Held::Lost("the warm server died while the check ran".into())
         }
     }
+}
+
+/// Whether `sh -c COMMAND` waits for a single command rather than becoming it (dash waits and
+/// exits 128+N for a command killed by signal N; bash execs it, and is killed by N itself).
+/// Asked once per process: `sh -c 'readlink /proc/self'` prints its own pid when sh exec'd it.
+fn shell_waits() -> bool {
+    static WAITS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WAITS.get_or_init(|| {
+        let Ok(child) = std::process::Command::new("/bin/sh")
+            .args(["-c", "readlink /proc/self"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+        else {
+            return false;
+        };
+        let pid = child.id();
+        match child.wait_with_output() {
+            Ok(out) => String::from_utf8_lossy(&out.stdout).trim() != pid.to_string(),
+            Err(_) => false,
+        }
+    })
 }
 
 #[cfg(test)]

@@ -1380,3 +1380,34 @@ fn the_server_s_bytecode_is_used_only_where_a_compile_would_give_it() {
         }
     }
 }
+
+/// A session killed by a signal ends as the check's `sh -c` would have ended it: with dash, which
+/// waits for its command, exit 128+N — the same verdict, exit code and reason under both runners.
+#[test]
+fn a_session_killed_by_a_signal_is_reported_as_a_fresh_one_is() {
+    if !have_pytest() {
+        return;
+    }
+    let repo = TestRepo::new();
+    let path = interpreter_path();
+    repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
+        .write(
+            "tests/test_alarm.py",
+            "import os, signal\n\n\ndef test_alarm():\n    os.kill(os.getpid(), signal.SIGALRM)\n",
+        )
+        .write(
+            "checkdef.toml",
+            "version = 1\n\n[[segment]]\nname = \"w\"\ntests = [\"tests/test_alarm.py\"]\n\n[[segment]]\nname = \"p\"\ntests = [\"tests/test_alarm.py\"]\nrunner = \"process\"\n",
+        );
+    repo.commit("a test killed by SIGALRM");
+    let out = run(&repo, &path, "cache", &["--rev", "HEAD"]);
+    out.expect_code(1);
+    let (w, p) = (out.seg("w"), out.seg("p"));
+    assert_eq!(w["runner"], "warm", "{w}");
+    assert_eq!(w["status"], "failed", "{w}");
+    assert_eq!(
+        (&w["exit_code"], &w["reason"]),
+        (&p["exit_code"], &p["reason"]),
+        "warm {w}\nprocess {p}"
+    );
+}
