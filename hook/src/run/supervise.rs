@@ -379,6 +379,12 @@ fn guard(parent: Pid, argv: &[OsString]) -> u8 {
             Err(_) => break,
         }
     }
+    // Last, the group we lead, ourselves with it: a warm check is no descendant of ours (the
+    // warm server forked it) but joined this group; its server reaps it and kills what it left.
+    kill_group(
+        rustix::process::getpgrp().as_raw_nonzero().get() as u32,
+        Signal::KILL,
+    );
     GUARD_ORPHANED
 }
 
@@ -403,12 +409,26 @@ fn pass_on(status: rustix::io::Result<Option<(Pid, WaitStatus)>>) -> u8 {
     }
     if let Some(sig) = st.terminating_signal() {
         if let Some(signal) = Signal::from_named_raw(sig) {
+            // Rust's runtime handles SIGSEGV and SIGBUS (to report stack overflows); with its
+            // handler the kill below would return, and the status would read 128+N.
+            if signal == Signal::SEGV || signal == Signal::BUS {
+                default_disposition(sig);
+            }
             let _ = rustix::process::kill_process(rustix::process::getpid(), signal);
         }
         // Still here: a signal we ignore (SIGPIPE) or cannot name; the shell's convention.
         return (128 + sig).clamp(0, 255) as u8;
     }
     127
+}
+
+/// The default disposition for `sig`.
+fn default_disposition(sig: i32) {
+    // SAFETY: setting a signal's disposition to the default touches no memory of ours.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+    }
 }
 
 /// Whether `argv` is checkdef's own sandbox entry (`checkdef __sandbox …`, as the run builds it

@@ -449,6 +449,16 @@ include = ["a"]
 command = "kill -9 $$"
 
 [[segment]]
+name = "segv"
+include = ["a"]
+command = "kill -SEGV $$"
+
+[[segment]]
+name = "bus"
+include = ["a"]
+command = "kill -BUS $$"
+
+[[segment]]
 name = "exits"
 include = ["a"]
 command = "exit 3"
@@ -463,6 +473,9 @@ command = "exit 3"
         reason("too-long")
     );
     assert_eq!(reason("killed"), "killed by SIGKILL");
+    // Signals Rust's runtime handles in checkdef's own stages too (the guard re-raises them).
+    assert_eq!(reason("segv"), "killed by SIGSEGV");
+    assert_eq!(reason("bus"), "killed by SIGBUS");
     assert_eq!(reason("exits"), "exit 3");
     assert_eq!(out.seg("exits")["exit_code"], 3);
     assert!(!out.stderr.contains("killed by a signal"), "{}", out.stderr);

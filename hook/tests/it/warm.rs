@@ -1411,3 +1411,65 @@ fn a_session_killed_by_a_signal_is_reported_as_a_fresh_one_is() {
         "warm {w}\nprocess {p}"
     );
 }
+
+/// A SIGKILL of a warm check's supervisor stage kills the check and what it started at once —
+/// its guard kills the process group the warm child joined — while the server, and the run's
+/// other checks, go on (before, the check ran on until the run ended and its server with it).
+#[test]
+fn a_killed_supervisor_takes_its_warm_check_with_it_and_the_server_goes_on() {
+    if !have_pytest() {
+        return;
+    }
+    let repo = TestRepo::new();
+    let pids = repo.tmp.path().join("pids");
+    std::fs::create_dir(&pids).unwrap();
+    let done = repo.tmp.path().join("done");
+    repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
+        .write("tests/test_linger.py", LINGER)
+        // Keeps the run, and so the shared server, alive until the test says so; fails when that
+        // never comes (a hang guard of 60 s: the killed check would otherwise live as long as
+        // the run, this one included, and the test below would wait for it).
+        .write(
+            "tests/test_wait.py",
+            "import os, time\n\n\ndef test_wait():\n    for _ in range(600):\n        if os.path.exists(os.environ['DONE']):\n            return\n        time.sleep(0.1)\n    raise AssertionError('the killed check outlived its supervisor')\n",
+        )
+        .write(
+            "checkdef.toml",
+            &format!(
+                "version = 1\n\n[defaults]\nenv = {{ PIDS = \"{}\", DONE = \"{}\" }}\n\n[[segment]]\nname = \"linger\"\ntests = [\"tests/test_linger.py\"]\ntimeout = \"15m\"\n\n[[segment]]\nname = \"wait\"\ntests = [\"tests/test_wait.py\"]\n",
+                pids.display(),
+                done.display()
+            ),
+        );
+    repo.commit("a lingering check and one that waits");
+    let mut cmd = repo.checkdef_cmd_in(&repo.root, &["run", "--json", "-j", "2"]);
+    cmd.env("PATH", interpreter_path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let checkdef = cmd.spawn().unwrap();
+    let all = linger_pids(&pids);
+    let (check, server) = (all[0], all[3]);
+    // The guard leads the check's group; its parent is the supervisor stage.
+    let field = |pid: u32, n: usize| -> u32 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let rest = stat.rsplit_once(')').unwrap().1;
+        rest.split_whitespace().nth(n).unwrap().parse().unwrap()
+    };
+    let guard = field(check, 2);
+    let supervisor = field(guard, 1);
+    let st = Command::new("kill")
+        .args(["-KILL", &supervisor.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let left = crate::lifecycle::survivors(&all[..3]);
+    // Gone while the server still serves the other check.
+    let server_ran = crate::lifecycle::running(server);
+    std::fs::write(&done, "").unwrap();
+    let out = CmdOut::from_output(checkdef.wait_with_output().unwrap());
+    assert!(left.is_empty(), "still running: {left:?} of {all:?}");
+    assert!(server_ran, "the check went only with its server");
+    out.expect_code(1);
+    assert_eq!(out.seg("linger")["status"], "failed");
+    assert_eq!(out.seg("wait")["status"], "passed");
+}
