@@ -142,6 +142,7 @@ pub fn main(args: &[OsString]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    default_internal_signals();
     let stdin = std::io::stdin();
     let ctl = stdin.as_fd();
     let report = supervise(&args, ctl);
@@ -421,6 +422,46 @@ fn pass_on(status: rustix::io::Result<Option<(Pid, WaitStatus)>>) -> u8 {
     }
     127
 }
+
+/// glibc's `posix_spawn` (how checkdef starts this stage) leaves the two signals glibc keeps
+/// for itself (32 and 33, below `SIGRTMIN`) ignored in the new program, and ignored signals
+/// stay ignored across `exec`: every check would inherit them, where a process a shell starts
+/// has none. Back to the default, with the raw system call (glibc's `sigaction` refuses them);
+/// this stage is single-threaded and nobody sends it either.
+#[cfg(target_arch = "x86_64")]
+fn default_internal_signals() {
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    for sig in [32, 33] {
+        let action = KernelSigaction {
+            handler: 0, // SIG_DFL
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        // SAFETY: rt_sigaction with a valid, initialised kernel sigaction of the kernel's
+        // layout (8-byte mask) and no old-action pointer; SIG_DFL needs no restorer.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &action as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            );
+        }
+    }
+}
+
+/// Elsewhere the kernel's sigaction layout differs: left as it is.
+#[cfg(not(target_arch = "x86_64"))]
+fn default_internal_signals() {}
 
 /// The default disposition for `sig`.
 fn default_disposition(sig: i32) {

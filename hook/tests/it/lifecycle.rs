@@ -618,3 +618,27 @@ command = "echo $$ > $PIDS/second"
     assert_eq!(out.seg("second")["status"], "passed");
     read_pid(&pids.join("second"));
 }
+
+#[test]
+fn a_check_ignores_no_signal_checkdef_s_stages_were_started_with() {
+    // glibc's posix_spawn leaves its two internal signals (32, 33) ignored in the program it
+    // starts, and ignored stays ignored across exec: the check's shell had them.
+    let (repo, _pids) = repo_with(
+        r#"version = 1
+
+[[segment]]
+name = "sig"
+include = ["a"]
+command = "grep SigIgn /proc/$$/status"
+"#,
+    );
+    let out = repo.run_json(&["-v"], &[]);
+    out.expect_code(0);
+    let line = out
+        .stderr
+        .lines()
+        .find_map(|l| l.split_once("SigIgn:").map(|(_, v)| v.trim().to_owned()))
+        .unwrap_or_else(|| panic!("{}", out.stderr));
+    let mask = u64::from_str_radix(&line, 16).unwrap();
+    assert_eq!(mask & (0b11 << 31), 0, "signals 32/33 ignored: {line}");
+}
