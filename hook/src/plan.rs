@@ -488,6 +488,10 @@ fn collect_inputs(
 fn bytecode_source(path: &BStr) -> Option<BString> {
     use gix::bstr::ByteSlice as _;
     let path: &[u8] = path.as_ref();
+    // Called for every path of the snapshot (the no-op push too): the cheap test first.
+    if !path.ends_with(b".pyc") {
+        return None;
+    }
     let (dir, name) = match path.rfind_byte(b'/') {
         Some(i) => (&path[..i], &path[i + 1..]),
         None => return None,
@@ -496,7 +500,7 @@ fn bytecode_source(path: &BStr) -> Option<BString> {
         Some(i) => (&dir[..=i], &dir[i + 1..]),
         None => (&b""[..], dir),
     };
-    if cache != b"__pycache__" || !name.ends_with(b".pyc") {
+    if cache != b"__pycache__" {
         return None;
     }
     let stem = &name[..name.find_byte(b'.')?];

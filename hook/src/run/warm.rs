@@ -662,7 +662,6 @@ impl Server {
             "group": group,
             "isolated": isolated,
             "cwd": cwd,
-            "root": cwd,
             "exposed": expose,
             "bytecode": bytecode,
             "env": env.iter().cloned().collect::<BTreeMap<_, _>>(),

@@ -12,9 +12,11 @@
 # Protocol (SOCK_SEQPACKET on fd 3, one JSON object per message):
 #   server -> checkdef  {"ready": true} | {"ready": false, "reason": "..."}
 #   checkdef -> server  {"run": ID, "holder": PID, "group": PGID, "isolated": BOOL, "cwd": DIR,
-#                        "env": {...},
+#                        "env": {...}, "exposed": [DIR, ...] (relative: shown as they are),
+#                        "bytecode": [PYC, ...] (the store's, of its inputs),
 #                        "args": [...], "mode": "module" | "script", "script": PATH,
 #                        "orig_argv": [...]}
+#   checkdef -> server  {"compile": [[SOURCE, BLOB_ID], ...], "store": DIR}
 #   server -> checkdef  {"started": ID, "pid": PID} | {"fallback": ID, "reason": "..."}
 #   child  -> checkdef  {"setup_failed": ID, "reason": "..."}  (before any test code ran)
 #   server -> checkdef  {"exited": ID, "status": WAIT_STATUS}
@@ -147,8 +149,9 @@ def doubt(req):
             return "%s is relative (a fresh interpreter resolves it in the check's directory)" % k
     if len(sys.modules) != _MODULE_COUNT or sys.path != _SERVER_PATH:
         raise SystemExit("the server's own state changed; refusing to serve")
-    if isinstance(req.get("root"), str):
-        why, entries = repository_reads(req["root"], req.get("exposed") or [])
+    # The check starts at the repository's root (the view is mounted there).
+    if isinstance(req.get("cwd"), str):
+        why, entries = repository_reads(req["cwd"], req.get("exposed") or [])
         if why is not None:
             return why
         req["repository_entries"] = entries
