@@ -8,6 +8,7 @@ pub mod isolate;
 pub mod json;
 pub mod lines;
 pub mod sandbox;
+pub mod startup_probe;
 pub mod supervise;
 pub mod sweep;
 pub mod view;

@@ -33,6 +33,7 @@ use serde::Deserialize;
 
 use super::exec::{self, ExecOutcome, ExecSpec, LineSink};
 use super::isolate;
+use super::startup_probe;
 use tokio::sync::{oneshot, watch};
 
 /// The server program, written next to nothing else in a private directory at use.
@@ -527,6 +528,8 @@ struct Reply {
     exited: Option<u64>,
     status: Option<i32>,
     cache_tag: Option<String>,
+    executable: Option<PathBuf>,
+    exec_env: Option<BTreeMap<String, String>>,
 }
 
 /// Where a warm child runs: in the sandbox its holder entered (`isolated`: namespaces to join),
@@ -598,9 +601,13 @@ impl Server {
         let reader = ours.try_clone()?;
         let p = pending.clone();
         let log = log.to_path_buf();
+        let probe = ProbePlace {
+            dir: log.with_extension("probe"),
+            server_cwd: dir.join("cwd"),
+        };
         std::thread::Builder::new()
             .name("checkdef-warm".into())
-            .spawn(move || read_replies(reader, state_tx, p, log))?;
+            .spawn(move || read_replies(reader, state_tx, p, log, probe))?;
         Ok(Server {
             sock: ours,
             state,
@@ -692,6 +699,12 @@ impl Server {
     }
 }
 
+/// Where the probe of a server's start-up runs, and the directory the server started in.
+struct ProbePlace {
+    dir: PathBuf,
+    server_cwd: PathBuf,
+}
+
 /// The reader thread of one server: dispatch every reply until end of file, then fail every
 /// check still waiting (a started one is rerun fresh by the caller).
 fn read_replies(
@@ -699,10 +712,11 @@ fn read_replies(
     state: watch::Sender<State>,
     pending: Arc<Mutex<HashMap<u64, Pending>>>,
     log: PathBuf,
+    probe: ProbePlace,
 ) {
-    // A SOCK_SEQPACKET read returns exactly one message.
+    // A SOCK_SEQPACKET read returns exactly one message (the ready one carries an environment).
     let mut sock = std::fs::File::from(sock);
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = match sock.read(&mut buf) {
             Ok(0) | Err(_) => break,
@@ -711,6 +725,28 @@ fn read_replies(
         let Ok(reply) = serde_json::from_slice::<Reply>(&buf[..n]) else {
             break;
         };
+        if reply.ready == Some(true) {
+            // No check is sent before this: the probe runs on this thread (its tracer must be
+            // the thread that forked it) while the server waits.
+            let verdict = match (&reply.executable, &reply.exec_env) {
+                (Some(executable), Some(env)) => startup_probe::Probe {
+                    executable,
+                    env,
+                    server_cwd: &probe.server_cwd,
+                    dir: &probe.dir,
+                }
+                .run(),
+                _ => startup_probe::Verdict::Doubt(
+                    "the warm server could not say how it was started".to_owned(),
+                ),
+            };
+            let _ = std::fs::remove_dir_all(&probe.dir);
+            let _ = state.send(match verdict {
+                startup_probe::Verdict::Clean => State::Ready(reply.cache_tag),
+                startup_probe::Verdict::Doubt(why) => State::Refused(why),
+            });
+            continue;
+        }
         let mut pending = pending.lock().expect("pending lock");
         if let Some(ok) = reply.ready {
             let _ = state.send(if ok {

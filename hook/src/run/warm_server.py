@@ -10,7 +10,8 @@
 # check in a fresh process instead.
 #
 # Protocol (SOCK_SEQPACKET on fd 3, one JSON object per message):
-#   server -> checkdef  {"ready": true} | {"ready": false, "reason": "..."}
+#   server -> checkdef  {"ready": true, "cache_tag": TAG, "executable": PATH, "exec_env": {...}}
+#                       | {"ready": false, "reason": "..."}
 #   checkdef -> server  {"run": ID, "holder": PID, "group": PGID, "isolated": BOOL, "cwd": DIR,
 #                        "env": {...}, "exposed": [DIR, ...] (relative: shown as they are),
 #                        "bytecode": [PYC, ...] (the store's, of its inputs),
@@ -34,6 +35,22 @@
 import sys
 
 _STARTUP_MODULES = set(sys.modules)
+
+
+def _exec_env():
+    """The environment this process was started with (not what start-up code made of it), for
+    checkdef's probe of that start-up code (run/startup_probe.rs), or None."""
+    try:
+        with open("/proc/self/environ", "rb") as f:
+            items = [i.decode() for i in f.read().split(b"\0") if i]
+        env = dict(i.split("=", 1) for i in items if "=" in i)
+    except Exception:  # noqa: BLE001  (no probe: checkdef keeps the checks fresh)
+        return None
+    env.pop("CHECKDEF_WARM_SPAWN_ENV", None)
+    return env
+
+
+_EXEC_ENV = _exec_env()
 
 import os  # noqa: E402  (already loaded at start-up: costs nothing)
 
@@ -776,7 +793,14 @@ def main():
     if _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         send({"ready": False, "reason": "cannot become a child subreaper"})
         return
-    send({"ready": True, "cache_tag": pyc_tag()})
+    send(
+        {
+            "ready": True,
+            "cache_tag": pyc_tag(),
+            "executable": sys.executable,
+            "exec_env": _EXEC_ENV,
+        }
+    )
     poll = select.poll()
     poll.register(ctl.fileno(), select.POLLIN)
     try:

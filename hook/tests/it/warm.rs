@@ -1193,7 +1193,12 @@ fn what_a_fresh_interpreter_sees_at_its_start_and_end_fails_warm_too() {
         ("shadow", "warm", ""),
         ("abs", "process", "in the repository"),
         ("zip", "process", "is a file (a zip?)"),
-        ("userbase", "process", "PYTHONUSERBASE is relative"),
+        // The probe of the environment's start-up sees site look for the user site there.
+        (
+            "userbase",
+            "process",
+            "looks at the current directory (.pyuser",
+        ),
         ("inspect", "process", "PYTHONINSPECT is set"),
         // Nothing the server loaded for itself: imported as a fresh session imports them.
         ("ini", "warm", ""),
@@ -1472,4 +1477,104 @@ fn a_killed_supervisor_takes_its_warm_check_with_it_and_the_server_goes_on() {
     out.expect_code(1);
     assert_eq!(out.seg("linger")["status"], "failed");
     assert_eq!(out.seg("wait")["status"], "passed");
+}
+
+/// The environment's start-up code (a `.pth` import line of a venv) runs once in the warm
+/// server, in its own empty directory, and in a fresh check in the check's directory: code that
+/// looks there (a `.pth` that loads `.env`) must keep the checks fresh, where it finds the
+/// committed `.env`; start-up code that looks at nothing there keeps them warm.
+#[test]
+fn start_up_code_that_looks_at_the_check_s_directory_keeps_its_checks_fresh() {
+    if !have_pytest() {
+        return;
+    }
+    let repo = TestRepo::new();
+    let load = "os.path.exists(p) and os.environ.update(dict(l.strip().split('=', 1) for l in open(p) if '=' in l))";
+    repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
+        .write(".env", "BROKEN=1\n")
+        .write(
+            "tests/test_env.py",
+            "import os\n\n\ndef test_env():\n    assert 'BROKEN' not in os.environ\n    assert os.environ.get('CHECKDEF_PTH_RAN') == '1'\n",
+        )
+        .write(
+            "checkdef.toml",
+            "version = 1\n\n[[segment]]\nname = \"env\"\ninclude = [\".env\"]\ntests = [\"tests/test_env.py\"]\n",
+        );
+    repo.commit("a .env that breaks the test");
+    let mark = "os.environ.setdefault('CHECKDEF_PTH_RAN', '1')";
+    for (name, pth, runner, note) in [
+        (
+            "relative",
+            format!("import os; p = '.env'; {mark}; {load}\n"),
+            "process",
+            "looks at the current directory (.env)",
+        ),
+        (
+            "getcwd",
+            format!("import os; p = os.path.join(os.getcwd(), '.env'); {mark}; {load}\n"),
+            "process",
+            "asks for the current directory",
+        ),
+        (
+            "pwd",
+            format!("import os; p = os.environ.get('PWD', '') + '/.env'; {mark}; {load}\n"),
+            "process",
+            "looks at the current directory (.env)",
+        ),
+        (
+            "listing",
+            format!("import os; p = '.env'; {mark}; '.env' in os.listdir() and {load}\n"),
+            "process",
+            "looks at the current directory (.)",
+        ),
+        (
+            "tmpdir",
+            format!("import os; p = os.path.join(os.environ['TMPDIR'], 'x'); {mark}; {load}\n"),
+            "process",
+            "looks at its TMPDIR (x)",
+        ),
+        (
+            "subprocess",
+            format!(
+                "import os, subprocess; p = '/nonexistent'; {mark}; subprocess.run(['true'])\n"
+            ),
+            "process",
+            "starts a process",
+        ),
+    ] {
+        let bin = crate::support::venv_with_pth(&repo.tmp.path().join(name), &pth);
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = run(&repo, &path, &format!("cache-{name}"), &["--rev", "HEAD"]);
+        let s = out.seg("env");
+        // The last two look elsewhere than at `.env`: fresh, and passing.
+        let expected = if matches!(name, "subprocess" | "tmpdir") {
+            "passed"
+        } else {
+            "failed"
+        };
+        assert_eq!(s["status"], expected, "{name}: {s}\n{}", out.stderr);
+        assert_eq!(s["runner"], runner, "{name}: {s}");
+        let got = s["runner_note"].as_str().unwrap_or_default();
+        assert!(
+            got.contains("start-up code") && got.contains(note),
+            "{name}: {got}"
+        );
+    }
+    // Start-up code that looks at nothing of the check's runs once, in the server.
+    let bin = crate::support::venv_with_pth(
+        &repo.tmp.path().join("clean"),
+        &format!("import os; {mark}\n"),
+    );
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = run(&repo, &path, "cache-clean", &["--rev", "HEAD"]);
+    out.expect_code(0);
+    assert_eq!(out.seg("env")["runner"], "warm", "{}", out.stdout);
 }
