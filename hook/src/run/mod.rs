@@ -1359,7 +1359,11 @@ fn warm_server(
                 return Err(why);
             }
             let pool = pool.get_or_init(|| {
-                warm::WarmPool::new(&views.parent).map_err(|e| format!("no warm pool: {e}"))
+                warm::WarmPool::new(
+                    &views.parent,
+                    views.store.as_ref().map(|s| s.join("probes")),
+                )
+                .map_err(|e| format!("no warm pool: {e}"))
             });
             let pool = pool.as_ref().map_err(Clone::clone)?;
             Ok((pool.server(&wplan)?, wplan))

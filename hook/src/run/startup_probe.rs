@@ -42,20 +42,57 @@ pub struct Probe<'a> {
     pub env: &'a BTreeMap<String, String>,
     pub server_cwd: &'a Path,
     pub dir: &'a Path,
+    /// Where clean verdicts are kept between runs, with what they looked at.
+    pub cache: Option<&'a Path>,
 }
 
 impl Probe<'_> {
-    /// Run the probe; every failure to watch it is a doubt.
+    /// Run the probe (or find its clean verdict kept, everything it looked at unchanged);
+    /// every failure to watch it is a doubt.
     pub fn run(&self) -> Verdict {
+        let kept = self.cache.map(|c| c.join(self.key()));
+        if let Some(k) = &kept
+            && still_clean(k)
+        {
+            return Verdict::Clean;
+        }
         match self.try_run() {
-            Ok(v) => v,
+            Ok((Verdict::Clean, reads)) => {
+                if let Some(k) = &kept {
+                    keep(k, self.executable, &reads);
+                }
+                Verdict::Clean
+            }
+            Ok((v, _)) => v,
             Err(e) => Verdict::Doubt(format!(
                 "checkdef could not watch the environment's start-up code ({e})"
             )),
         }
     }
 
-    fn try_run(&self) -> std::io::Result<Verdict> {
+    /// The kept verdict's name: the probe, the interpreter and the environment (the server's
+    /// directory in it stands for whichever directory a server starts in).
+    fn key(&self) -> String {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        let cwd = self.server_cwd.to_string_lossy();
+        h.update(PROBE_PY.as_bytes());
+        h.update(b"\0");
+        h.update(self.executable.as_os_str().as_bytes());
+        for (k, v) in self.env {
+            if k == "PWD" || k == "TMPDIR" {
+                continue;
+            }
+            h.update(b"\0");
+            h.update(k.as_bytes());
+            h.update(b"=");
+            h.update(v.replace(cwd.as_ref(), "\u{1}").as_bytes());
+        }
+        let d = h.finalize();
+        d.iter().take(16).map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn try_run(&self) -> std::io::Result<(Verdict, Vec<PathBuf>)> {
         let cwd = self.dir.join("cwd");
         let tmp = self.dir.join("tmp");
         std::fs::create_dir_all(&cwd)?;
@@ -77,6 +114,7 @@ impl Probe<'_> {
             tmp,
             mark: mark.as_os_str().as_bytes().to_vec(),
             import_roots: import_roots(env.get("PYTHONPATH").map(String::as_str), &cwd),
+            reads: Default::default(),
         };
         let mut cmd = std::process::Command::new(self.executable);
         cmd.arg("-S")
@@ -88,7 +126,8 @@ impl Probe<'_> {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
-        trace(cmd, &watch)
+        let verdict = trace(cmd, &watch)?;
+        Ok((verdict, watch.reads.into_inner().into_iter().collect()))
     }
 }
 
@@ -125,6 +164,76 @@ struct Watch {
     tmp: PathBuf,
     mark: Vec<u8>,
     import_roots: Vec<PathBuf>,
+    /// Every other path looked at between the marks: what a kept verdict depends on.
+    reads: std::cell::RefCell<std::collections::BTreeSet<PathBuf>>,
+}
+
+/// What identifies the file (or its absence) at `p`: the same answer means the same file,
+/// unchanged (a directory's entries change its mtime).
+fn identity(p: &Path) -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    let one = |m: std::io::Result<std::fs::Metadata>| match m {
+        Ok(m) => format!(
+            "{} {} {:o} {} {}.{} {}.{}",
+            m.dev(),
+            m.ino(),
+            m.mode(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec()
+        ),
+        Err(e) => format!("missing {}", e.raw_os_error().unwrap_or(0)),
+    };
+    format!(
+        "{} / {}",
+        one(std::fs::symlink_metadata(p)),
+        one(std::fs::metadata(p))
+    )
+}
+
+/// Whether the verdict kept at `k` is clean and everything it looked at is as it was.
+fn still_clean(k: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(k) else {
+        return false;
+    };
+    let mut lines = text.lines();
+    lines.next() == Some("clean")
+        && lines.all(|l| {
+            l.split_once('\t')
+                .is_some_and(|(p, id)| identity(Path::new(p)) == id)
+        })
+}
+
+/// Keep a clean verdict at `k` (atomically), unless something it looked at changed in the
+/// last two seconds (a change within the timestamps' granularity could go unseen).
+fn keep(k: &Path, executable: &Path, reads: &[PathBuf]) {
+    use std::fmt::Write as _;
+    let now = std::time::SystemTime::now();
+    let mut text = "clean\n".to_owned();
+    for p in std::iter::once(executable).chain(reads.iter().map(PathBuf::as_path)) {
+        let Some(s) = p.to_str().filter(|s| !s.contains(['\t', '\n'])) else {
+            return;
+        };
+        if let Ok(m) = std::fs::symlink_metadata(p)
+            && m.modified()
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .is_none_or(|age| age < Duration::from_secs(2))
+        {
+            return;
+        }
+        let _ = writeln!(text, "{s}\t{}", identity(p));
+    }
+    let Some(dir) = k.parent() else { return };
+    if std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    let tmp = k.with_extension(format!("new-{}", std::process::id()));
+    if std::fs::write(&tmp, text).is_ok() && std::fs::rename(&tmp, k).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
 }
 
 /// A name the import system looks up: a package directory, a module with its suffix, a
@@ -161,7 +270,10 @@ impl Watch {
         if let Ok(rest) = p.strip_prefix(&self.tmp) {
             return Some(format!("looks at its TMPDIR ({})", rest.display()));
         }
-        let rest = p.strip_prefix(&self.cwd).ok()?;
+        let Ok(rest) = p.strip_prefix(&self.cwd) else {
+            self.reads.borrow_mut().insert(p);
+            return None;
+        };
         for root in &self.import_roots {
             if let Ok(under) = p.strip_prefix(root)
                 && under.components().all(|c| import_like(c.as_os_str()))

@@ -412,6 +412,7 @@ pub struct WarmPool {
     // Fields drop in order: the servers end before their directory goes.
     slots: Mutex<HashMap<String, Slot>>,
     dir: super::sandbox::RunDir,
+    probes: Option<PathBuf>,
 }
 
 #[derive(Default)]
@@ -426,7 +427,8 @@ impl WarmPool {
     /// A pool whose private directory holds the server program, the empty directory servers
     /// start in, their TMPDIR and their stderr logs. It lies in the directory every sandbox
     /// lives in, which checks never see (and a killed run's is swept like its sandboxes).
-    pub fn new(parent: &Path) -> std::io::Result<WarmPool> {
+    /// `probes`: where clean verdicts of the start-up probe are kept between runs.
+    pub fn new(parent: &Path, probes: Option<PathBuf>) -> std::io::Result<WarmPool> {
         let dir = super::sandbox::RunDir::new(parent, "warm")?;
         std::fs::write(dir.path().join("server.py"), SERVER_PY)?;
         std::fs::create_dir(dir.path().join("cwd"))?;
@@ -434,6 +436,7 @@ impl WarmPool {
         Ok(WarmPool {
             slots: Mutex::new(HashMap::new()),
             dir,
+            probes,
         })
     }
 
@@ -466,7 +469,7 @@ impl WarmPool {
             .path()
             .join(format!("server-{n}-{}.log", slot.starts));
         let server = Arc::new(
-            Server::spawn(self.dir.path(), plan, &log)
+            Server::spawn(self.dir.path(), plan, &log, self.probes.clone())
                 .map_err(|e| format!("could not start the warm server: {e}"))?,
         );
         slot.server = Some(server.clone());
@@ -569,7 +572,12 @@ impl Server {
         );
     }
 
-    fn spawn(dir: &Path, plan: &WarmPlan, log: &Path) -> std::io::Result<Server> {
+    fn spawn(
+        dir: &Path,
+        plan: &WarmPlan,
+        log: &Path,
+        probes: Option<PathBuf>,
+    ) -> std::io::Result<Server> {
         use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
         let (ours, theirs) = socketpair(
             AddressFamily::UNIX,
@@ -604,6 +612,7 @@ impl Server {
         let probe = ProbePlace {
             dir: log.with_extension("probe"),
             server_cwd: dir.join("cwd"),
+            cache: probes,
         };
         std::thread::Builder::new()
             .name("checkdef-warm".into())
@@ -703,6 +712,7 @@ impl Server {
 struct ProbePlace {
     dir: PathBuf,
     server_cwd: PathBuf,
+    cache: Option<PathBuf>,
 }
 
 /// The reader thread of one server: dispatch every reply until end of file, then fail every
@@ -734,6 +744,7 @@ fn read_replies(
                     env,
                     server_cwd: &probe.server_cwd,
                     dir: &probe.dir,
+                    cache: probe.cache.as_deref(),
                 }
                 .run(),
                 _ => startup_probe::Verdict::Doubt(

@@ -1578,3 +1578,81 @@ fn start_up_code_that_looks_at_the_check_s_directory_keeps_its_checks_fresh() {
     out.expect_code(0);
     assert_eq!(out.seg("env")["runner"], "warm", "{}", out.stdout);
 }
+
+/// A clean verdict of the start-up probe is kept between runs with what the probe looked at,
+/// and is worth nothing once one of those files changed: a `.pth` rewritten to load `.env`
+/// after a clean run is probed again, and its checks run fresh.
+#[test]
+fn a_kept_clean_start_up_verdict_goes_when_the_start_up_code_changes() {
+    if !have_pytest() {
+        return;
+    }
+    let repo = TestRepo::new();
+    repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
+        .write(".env", "BROKEN=1\n")
+        .write(
+            "tests/test_env.py",
+            "import os\n\n\ndef test_env():\n    assert 'BROKEN' not in os.environ\n",
+        )
+        .write(
+            "checkdef.toml",
+            "version = 1\n\n[[segment]]\nname = \"env\"\ninclude = [\".env\"]\ntests = [\"tests/test_env.py\"]\n",
+        );
+    repo.commit("a .env that breaks the test");
+    let venv = repo.tmp.path().join("venv");
+    let bin = crate::support::venv_with_pth(&venv, "import os\n");
+    // Older than the two seconds within which a change could go unseen.
+    let aged = Command::new("find")
+        .arg(&venv)
+        .args(["-exec", "touch", "-h", "-d", "-1 hour", "{}", "+"])
+        .status()
+        .unwrap();
+    assert!(aged.success());
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let kept = || {
+        let store = repo.tmp.path().join("cache/checkdef-sandboxes");
+        std::fs::read_dir(store)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|s| {
+                std::fs::read_dir(s.path().join("probes"))
+                    .into_iter()
+                    .flatten()
+            })
+            .count()
+    };
+    for round in 0..2 {
+        let out = run(&repo, &path, "cache", &["--rev", "HEAD", "--force"]);
+        out.expect_code(0);
+        assert_eq!(out.seg("env")["runner"], "warm", "{round}: {}", out.stdout);
+        assert_eq!(kept(), 1, "{round}");
+    }
+    let pth = std::fs::read_dir(venv.join("lib"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("site-packages/__editable__.foo-0.1.pth");
+    std::fs::write(
+        &pth,
+        "import os; os.path.exists('.env') and os.environ.update(dict(l.strip().split('=', 1) for l in open('.env') if '=' in l))\n",
+    )
+    .unwrap();
+    let out = run(&repo, &path, "cache", &["--rev", "HEAD", "--force"]);
+    let s = out.seg("env");
+    assert_eq!(s["status"], "failed", "{s}\n{}", out.stderr);
+    assert_eq!(s["runner"], "process", "{s}");
+    assert!(
+        s["runner_note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("looks at the current directory (.env)"),
+        "{s}"
+    );
+}
