@@ -253,7 +253,7 @@ fn import_like(name: &OsStr) -> bool {
         && stem.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_');
     ident
         && suffix.is_none_or(|s| {
-            matches!(s, b"py" | b"pyc" | b"pyw" | b"so" | b"pth")
+            matches!(s, b"py" | b"pyc" | b"pyw" | b"so")
                 || s.ends_with(b".so")
                 || s.ends_with(b".pyc")
         })
@@ -263,7 +263,12 @@ impl Watch {
     /// Why looking at the absolute path `p` is a doubt, or None.
     fn absolute(&self, p: &Path) -> Option<String> {
         let p = normal(p);
-        let cwd_self = p.starts_with("/proc/self/cwd") || p.starts_with("/proc/thread-self/cwd");
+        // /proc/self/cwd, /proc/thread-self/cwd, /proc/PID/cwd, /proc/PID/task/TID/cwd.
+        let names: Vec<&OsStr> = p.iter().collect();
+        let cwd_self = names.get(1).is_some_and(|n| *n == "proc")
+            && (names.get(3).is_some_and(|n| *n == "cwd")
+                || (names.get(3).is_some_and(|n| *n == "task")
+                    && names.get(5).is_some_and(|n| *n == "cwd")));
         if cwd_self {
             return Some(format!("looks at the current directory ({})", p.display()));
         }
@@ -522,29 +527,21 @@ mod tracer {
         let mut addr = addr;
         while out.len() < libc::PATH_MAX as usize {
             // Never across a page: the next one may not be mapped.
-            let chunk = 4096 - (addr as usize % 4096);
-            let mut buf = vec![0u8; chunk];
-            let local = libc::iovec {
-                iov_base: buf.as_mut_ptr().cast(),
-                iov_len: chunk,
-            };
-            let remote = libc::iovec {
-                iov_base: addr as *mut libc::c_void,
-                iov_len: chunk,
-            };
-            // SAFETY: both iovecs describe memory of the right length; the remote one is only read.
-            let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
-            let n = check(n as libc::c_long, "process_vm_readv")? as usize;
-            if let Some(end) = buf[..n].iter().position(|&b| b == 0) {
+            let buf = read_bytes(pid, addr, 4096 - (addr as usize % 4096))?;
+            if let Some(end) = buf.iter().position(|&b| b == 0) {
                 out.extend_from_slice(&buf[..end]);
                 return Ok(out);
             }
-            out.extend_from_slice(&buf[..n]);
-            addr += n as u64;
+            if buf.is_empty() {
+                break;
+            }
+            addr += buf.len() as u64;
+            out.extend_from_slice(&buf);
         }
         Ok(out)
     }
 
+    /// Up to `len` bytes of the tracee at `addr`.
     fn read_bytes(pid: i32, addr: u64, len: usize) -> Result<Vec<u8>> {
         let mut buf = vec![0u8; len];
         let local = libc::iovec {
@@ -555,7 +552,7 @@ mod tracer {
             iov_base: addr as *mut libc::c_void,
             iov_len: len,
         };
-        // SAFETY: as in read_string.
+        // SAFETY: both iovecs describe memory of the right length; the remote one is only read.
         let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
         let n = check(n as libc::c_long, "process_vm_readv")? as usize;
         buf.truncate(n);

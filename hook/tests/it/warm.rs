@@ -1522,6 +1522,12 @@ fn start_up_code_that_looks_at_the_check_s_directory_keeps_its_checks_fresh() {
             "looks at the current directory (.env)",
         ),
         (
+            "proc",
+            format!("import os; p = '/proc/%d/cwd/.env' % os.getpid(); {mark}; {load}\n"),
+            "process",
+            "looks at the current directory (/proc/",
+        ),
+        (
             "listing",
             format!("import os; p = '.env'; {mark}; '.env' in os.listdir() and {load}\n"),
             "process",
