@@ -715,6 +715,45 @@ struct ProbePlace {
     cache: Option<PathBuf>,
 }
 
+impl ProbePlace {
+    /// The probe's verdict on the start-up of `executable` with `env` (on the reader thread: the
+    /// tracer must be the thread that forked the probe).
+    fn verdict(&self, executable: &Path, env: &BTreeMap<String, String>) -> startup_probe::Verdict {
+        let verdict = startup_probe::Probe {
+            executable,
+            env,
+            server_cwd: &self.server_cwd,
+            dir: &self.dir,
+            cache: self.cache.as_deref(),
+        }
+        .run();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        verdict
+    }
+}
+
+/// The first message of warm_server.py, sent before it imports pytest: `HELLO`, the
+/// interpreter's path and the variables it was started with, NUL-separated (no JSON encoder is
+/// loaded yet).
+const HELLO: &[u8] = b"checkdef-warm-hello";
+
+/// How the server says it was started, from its hello message.
+fn parse_hello(msg: &[u8]) -> Option<(PathBuf, BTreeMap<String, String>)> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let mut parts = msg.split(|&b| b == 0);
+    if parts.next()? != HELLO {
+        return None;
+    }
+    let executable = parts.next().filter(|e| e.starts_with(b"/"))?;
+    let mut env = BTreeMap::new();
+    for item in parts {
+        let item = std::str::from_utf8(item).ok()?;
+        let (k, v) = item.split_once('=')?;
+        env.insert(k.to_owned(), v.to_owned());
+    }
+    Some((PathBuf::from(std::ffi::OsStr::from_bytes(executable)), env))
+}
+
 /// The reader thread of one server: dispatch every reply until end of file, then fail every
 /// check still waiting (a started one is rerun fresh by the caller).
 fn read_replies(
@@ -727,31 +766,38 @@ fn read_replies(
     // A SOCK_SEQPACKET read returns exactly one message (the ready one carries an environment).
     let mut sock = std::fs::File::from(sock);
     let mut buf = vec![0u8; 1 << 20];
+    // The probe's verdict on the start-up the hello described: the probe runs while the server
+    // imports pytest, instead of after it.
+    let mut early: Option<(PathBuf, BTreeMap<String, String>, startup_probe::Verdict)> = None;
     loop {
         let n = match sock.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        if buf[..n].starts_with(HELLO) {
+            if early.is_none()
+                && let Some((executable, env)) = parse_hello(&buf[..n])
+            {
+                let verdict = probe.verdict(&executable, &env);
+                early = Some((executable, env, verdict));
+            }
+            continue;
+        }
         let Ok(reply) = serde_json::from_slice::<Reply>(&buf[..n]) else {
             break;
         };
         if reply.ready == Some(true) {
-            // No check is sent before this: the probe runs on this thread (its tracer must be
-            // the thread that forked it) while the server waits.
+            // No check is sent before this.
             let verdict = match (&reply.executable, &reply.exec_env) {
-                (Some(executable), Some(env)) => startup_probe::Probe {
-                    executable,
-                    env,
-                    server_cwd: &probe.server_cwd,
-                    dir: &probe.dir,
-                    cache: probe.cache.as_deref(),
-                }
-                .run(),
+                (Some(executable), Some(env)) => match early.take() {
+                    // The hello and the ready message describe the same start-up.
+                    Some((e, v, verdict)) if &e == executable && &v == env => verdict,
+                    _ => probe.verdict(executable, env),
+                },
                 _ => startup_probe::Verdict::Doubt(
                     "the warm server could not say how it was started".to_owned(),
                 ),
             };
-            let _ = std::fs::remove_dir_all(&probe.dir);
             let _ = state.send(match verdict {
                 startup_probe::Verdict::Clean => State::Ready(reply.cache_tag),
                 startup_probe::Verdict::Doubt(why) => State::Refused(why),
@@ -960,6 +1006,26 @@ fn shell_waits() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hello_messages() {
+        let (exe, env) = parse_hello(b"checkdef-warm-hello\0/usr/bin/python3\0A=1\0B=x=y").unwrap();
+        assert_eq!(exe, Path::new("/usr/bin/python3"));
+        assert_eq!(env["A"], "1");
+        assert_eq!(env["B"], "x=y");
+        assert_eq!(env.len(), 2);
+        // A relative or missing interpreter, an entry without `=`, bytes that are not UTF-8, or
+        // another first word: no hello (the probe runs after the ready message).
+        for bad in [
+            &b"checkdef-warm-hello\0python3\0A=1"[..],
+            b"checkdef-warm-hello",
+            b"checkdef-warm-hello\0/p\0A",
+            b"checkdef-warm-hello\0/p\0A=\xff",
+            b"checkdef-warm-hellos\0/p\0A=1",
+        ] {
+            assert!(parse_hello(bad).is_none(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn plain_words_only() {

@@ -9,7 +9,8 @@
 # sure that a child would behave like a fresh process, it answers "fallback" and checkdef runs the
 # check in a fresh process instead.
 #
-# Protocol (SOCK_SEQPACKET on fd 3, one JSON object per message):
+# Protocol (SOCK_SEQPACKET on fd 3, one JSON object per message but the first):
+#   server -> checkdef  checkdef-warm-hello NUL EXECUTABLE (NUL NAME=VALUE)...  (see _hello)
 #   server -> checkdef  {"ready": true, "cache_tag": TAG, "executable": PATH, "exec_env": {...}}
 #                       | {"ready": false, "reason": "..."}
 #   checkdef -> server  {"run": ID, "holder": PID, "group": PGID, "isolated": BOOL, "cwd": DIR,
@@ -53,6 +54,23 @@ def _exec_env():
 _EXEC_ENV = _exec_env()
 
 import os  # noqa: E402  (already loaded at start-up: costs nothing)
+
+
+def _hello():
+    """Tell checkdef at once how this process was started (the first message on fd 3, see
+    read_replies in warm.rs): its probe of the start-up code then runs while pytest is imported
+    here. NUL-separated, as no JSON encoder is loaded yet; the ready message says it again."""
+    if _EXEC_ENV is None or not sys.executable:
+        return
+    try:
+        items = [b"checkdef-warm-hello", os.fsencode(sys.executable)]
+        items.extend(("%s=%s" % kv).encode() for kv in _EXEC_ENV.items())
+        os.write(3, b"\0".join(items))
+    except Exception:  # noqa: BLE001  (checkdef probes after the ready message instead)
+        pass
+
+
+_hello()
 
 # Output printed while importing pytest would land in every check's log when fresh, and in no log
 # here: catch it, and refuse to serve if there was any.

@@ -1585,6 +1585,81 @@ fn start_up_code_that_looks_at_the_check_s_directory_keeps_its_checks_fresh() {
     assert_eq!(out.seg("env")["runner"], "warm", "{}", out.stdout);
 }
 
+/// The start-up probe runs while the warm server imports pytest, not after: the server says
+/// how it was started before that import. Start-up code (an import hook a `.pth` installs) makes
+/// each of the two wait, in its import of pytest, until the other is there too (ten seconds at
+/// most): only overlapping processes both meet.
+#[test]
+fn the_start_up_probe_runs_while_the_warm_server_imports_pytest() {
+    if !have_pytest() {
+        return;
+    }
+    let repo = TestRepo::new();
+    repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
+        .write("tests/test_one.py", "def test_one():\n    pass\n")
+        .write(
+            "checkdef.toml",
+            "version = 1\n\n[[segment]]\nname = \"one\"\ntests = [\"tests/test_one.py\"]\n",
+        );
+    repo.commit("one test");
+    let meet = repo.tmp.path().join("meet");
+    std::fs::create_dir(&meet).unwrap();
+    let venv = repo.tmp.path().join("venv");
+    let bin = crate::support::venv_with_pth(&venv, "import checkdef_meet\n");
+    let site = bin.parent().unwrap().join("lib");
+    let site = std::fs::read_dir(&site)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("site-packages");
+    std::fs::write(
+        site.join("checkdef_meet.py"),
+        format!(
+            r#"import os, sys, time
+
+MEET = {meet:?}
+ROLES = {{"server.py": "probe.py", "probe.py": "server.py"}}
+ROLE = next((os.path.basename(a) for a in sys.orig_argv if os.path.basename(a) in ROLES), None)
+
+
+class Meet:
+    def find_spec(self, name, path=None, target=None):
+        if name == "pytest" and ROLE is not None:
+            sys.meta_path.remove(self)
+            open(os.path.join(MEET, ROLE), "w").close()
+            for _ in range(200):
+                if os.path.exists(os.path.join(MEET, ROLES[ROLE])):
+                    open(os.path.join(MEET, ROLE + ".met"), "w").close()
+                    break
+                time.sleep(0.05)
+        return None
+
+
+sys.meta_path.insert(0, Meet())
+"#,
+            meet = meet.display().to_string()
+        ),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = run(&repo, &path, "cache", &["--rev", "HEAD"]);
+    out.expect_code(0);
+    assert_eq!(out.seg("one")["runner"], "warm", "{}", out.stdout);
+    for role in ["server.py", "probe.py"] {
+        assert!(meet.join(role).exists(), "{role} never imported pytest");
+        assert!(
+            meet.join(format!("{role}.met")).exists(),
+            "{role} imported pytest alone: the probe ran before or after the server's import"
+        );
+    }
+}
+
 /// A clean verdict of the start-up probe is kept between runs with what the probe looked at,
 /// and is worth nothing once one of those files changed: a `.pth` rewritten to load `.env`
 /// after a clean run is probed again, and its checks run fresh.
