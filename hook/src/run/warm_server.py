@@ -156,6 +156,22 @@ _STARTUP_ADDED = {
 os.environ.pop("CHECKDEF_WARM_SPAWN_ENV", None)
 _MODULE_COUNT = len(sys.modules)
 
+
+def _user_site_at_start():
+    """What `site` made of the user site here at start-up -- outside the sandbox, as the user
+    checkdef runs as, whose home (without HOME, from the password database) is not the
+    check's: (enabled, USER_BASE, USER_SITE, whether USER_SITE was a directory and so went on
+    sys.path with its .pth files), or None without `site`."""
+    site = sys.modules.get("site")
+    if site is None or not hasattr(site, "USER_SITE"):
+        return None
+    enabled, usersite = site.ENABLE_USER_SITE, site.USER_SITE
+    added = bool(enabled and usersite and os.path.isdir(usersite))
+    return enabled, site.USER_BASE, usersite, added
+
+
+_USER_SITE = _user_site_at_start()
+
 ctl = None
 children = {}  # pidfd -> (id, pid)
 
@@ -491,6 +507,7 @@ def child_setup(req):
         for k, v in _STARTUP_ADDED.items():
             env[k] = cwd if k == "PWD" else startup_value(k, v, cwd)
         path = child_path(req, cwd)
+        user_site = fresh_user_site(env)
         why = start_doubt(req, path)
         if why is not None:
             raise Fallback(why)
@@ -531,6 +548,8 @@ def child_setup(req):
     sys.orig_argv = list(req["orig_argv"])
     if req.get("argv0_from_server"):
         sys.orig_argv[0] = _ARGV0
+    if user_site is not None:
+        use_user_site(*user_site)
     if bytecode:
         use_bytecode(bytecode)
     # The __main__ a fresh interpreter starts with (runpy, or the script's start, adds the rest).
@@ -546,6 +565,56 @@ def child_setup(req):
         main.__cached__ = None
         main.__loader__ = importlib.machinery.SourceFileLoader("__main__", req["script"])
     return code, spec, main.__dict__
+
+
+def fresh_user_site(env):
+    """The user site a fresh start-up in the check -- as the check's user, in the sandbox,
+    with `env` -- computes, as (enabled, USER_BASE, USER_SITE) when it differs from the
+    server's only in name (neither is a directory: sys.path is the same), None when it is the
+    same. Raises Fallback when one of them is a directory: the server's sys.path and .pth files
+    are not the check's."""
+    if _USER_SITE is None:
+        return None
+    site = sys.modules.get("site")
+    if site is None or not all(
+        hasattr(site, f) for f in ("_getuserbase", "_get_path", "check_enableusersite")
+    ):
+        raise Fallback("this Python's site module computes the user site another way")
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        # As site.main does it: whether to use it (uids, -s), then the names, always.
+        enabled = site.check_enableusersite()
+        base = site._getuserbase()
+        usersite = None if base is None else site._get_path(base)
+        if base is None:
+            enabled = False
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    server_enabled, server_base, server_site, server_added = _USER_SITE
+    if (enabled, base, usersite) == (server_enabled, server_base, server_site):
+        return None
+    if server_added:
+        raise Fallback(
+            "the warm server's user site %s is on its sys.path, not on a fresh check's (%s): "
+            "it runs as another user" % (server_site, usersite)
+        )
+    if enabled and os.path.isdir(usersite):
+        raise Fallback("a fresh check would put its user site %s on sys.path" % usersite)
+    return enabled, base, usersite
+
+
+def use_user_site(enabled, base, usersite):
+    """What `site` (and sysconfig, if it computed its variables) says of the user site in a
+    fresh check."""
+    site = sys.modules["site"]
+    site.ENABLE_USER_SITE, site.USER_BASE, site.USER_SITE = enabled, base, usersite
+    sysconfig = sys.modules.get("sysconfig")
+    config = getattr(sysconfig, "_CONFIG_VARS", None)
+    if isinstance(config, dict) and "userbase" in config:
+        config["userbase"] = base
 
 
 def read_bytecode(paths):

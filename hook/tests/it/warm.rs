@@ -1737,3 +1737,109 @@ fn a_kept_clean_start_up_verdict_goes_when_the_start_up_code_changes() {
         "{s}"
     );
 }
+
+/// checkdef runs checks as another user than itself (in a user namespace that maps none of
+/// its ids) and without HOME, so a fresh start-up computes another user site than the warm
+/// server's, which started outside the sandbox as checkdef's user. Where neither exists, a warm
+/// child says what a fresh one says (`site.USER_BASE`); where the server's exists (a `pip
+/// install --user` as root: on its sys.path, not on the check's), its checks run fresh, and a
+/// test that imports from there fails as it does fresh. The second case overlays checkdef's
+/// home in a private mount namespace, so nothing real is touched.
+#[test]
+fn the_user_site_is_the_check_s_not_the_warm_server_s() {
+    if !have_pytest() {
+        return;
+    }
+    let home = Command::new("python3")
+        .args([
+            "-c",
+            "import os, pwd; print(pwd.getpwuid(os.getuid()).pw_dir)",
+        ])
+        .output()
+        .expect("python3");
+    let home = String::from_utf8(home.stdout).unwrap().trim().to_owned();
+    let repo = TestRepo::new();
+    repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
+        .write(
+            "tests/test_user_base.py",
+            "import os, site\n\n\ndef test_user_base():\n    assert site.USER_BASE == os.path.expanduser('~/.local')\n    assert site.USER_SITE == site.getusersitepackages()\n",
+        )
+        .write(
+            "tests/test_user_import.py",
+            "def test_user_import():\n    import checkdef_user_only  # noqa: F401\n",
+        )
+        .write(
+            "checkdef.toml",
+            "version = 1\n\n[[segment]]\nname = \"base\"\ntests = [\"tests/test_user_base.py\"]\n\n[[segment]]\nname = \"import\"\ntests = [\"tests/test_user_import.py\"]\n",
+        );
+    repo.commit("tests of the user site");
+    let path = interpreter_path();
+    let out = run(&repo, &path, "cache-plain", &["--rev", "HEAD"]);
+    assert_eq!(out.seg("base")["status"], "passed", "{}", out.stderr);
+    assert_eq!(out.seg("base")["runner"], "warm", "{}", out.stdout);
+    assert_eq!(out.seg("import")["status"], "failed", "{}", out.stderr);
+
+    // The server's user site exists: in a mount namespace of checkdef's own, over its home.
+    let layer = repo.tmp.path().join("home-layer");
+    for d in ["upper", "work"] {
+        std::fs::create_dir_all(layer.join(d)).unwrap();
+    }
+    let version = Command::new("python3")
+        .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+        .output()
+        .unwrap();
+    let version = String::from_utf8(version.stdout).unwrap().trim().to_owned();
+    let user_site = format!("{home}/.local/lib/python{version}/site-packages");
+    let inner = repo.checkdef_cmd_in(&repo.root, &["run", "--json", "-v", "--rev", "HEAD"]);
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(
+            "mount -t overlay overlay -o \"lowerdir=$1,upperdir=$2/upper,workdir=$2/work\" \"$1\" \
+             && mkdir -p \"$3\" && echo 'X = 1' > \"$3/checkdef_user_only.py\" && shift 3 \
+             && exec \"$@\"",
+        )
+        .arg("sh")
+        .arg(&home)
+        .arg(&layer)
+        .arg(&user_site)
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .current_dir(&repo.root);
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.env("PATH", &path).env(
+        "CHECKDEF_CACHE_DIR",
+        repo.tmp.path().join("cache-user-site"),
+    );
+    let raw = cmd.output().expect("unshare");
+    if raw.status.code() != Some(0) && raw.status.code() != Some(1) {
+        let why = String::from_utf8_lossy(&raw.stderr).into_owned();
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI: no private mount namespace with an overlay over {home} here: {why}"
+        );
+        eprintln!("skipped the user site that exists: {why}");
+        return;
+    }
+    let out = CmdOut::from_output(raw);
+    let s = out.seg("import");
+    assert_eq!(s["status"], "failed", "warm: {s}\n{}", out.stderr);
+    assert_eq!(s["runner"], "process", "{s}");
+    assert!(
+        s["runner_note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("user site"),
+        "{s}"
+    );
+    assert!(
+        !std::path::Path::new(&user_site)
+            .join("checkdef_user_only.py")
+            .exists(),
+        "the overlay leaked into the real {home}"
+    );
+}
