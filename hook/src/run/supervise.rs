@@ -429,7 +429,7 @@ fn pass_on(status: rustix::io::Result<Option<(Pid, WaitStatus)>>) -> u8 {
 /// has none. Back to the default, with the raw system call (glibc's `sigaction` refuses them);
 /// this stage is single-threaded and nobody sends it either.
 #[cfg(target_arch = "x86_64")]
-fn default_internal_signals() {
+pub(crate) fn default_internal_signals() {
     #[repr(C)]
     struct KernelSigaction {
         handler: usize,
@@ -461,7 +461,7 @@ fn default_internal_signals() {
 
 /// Elsewhere the kernel's sigaction layout differs: left as it is.
 #[cfg(not(target_arch = "x86_64"))]
-fn default_internal_signals() {}
+pub(crate) fn default_internal_signals() {}
 
 /// The default disposition for `sig`.
 fn default_disposition(sig: i32) {

@@ -590,7 +590,22 @@ impl Server {
         let spawn_env = serde_json::to_string(&env).expect("strings serialise");
         // Through `sh`, like a check: it exports what `sh` exports (PWD), and it moves the socket
         // from stdin to fd 3 so that the interpreter starts with stdin on /dev/null.
-        let process = std::process::Command::new("/bin/sh")
+        // Its stdout and stderr are a pipe, as a check's are: Python makes its standard streams
+        // at start-up, and a child keeps them (only the descriptors under them are the check's),
+        // so they must have been made on the same kind of file (`seekable()`, buffer sizes).
+        let (out_r, out_w) = std::io::pipe()?;
+        let mut command = std::process::Command::new("/bin/sh");
+        // Its children inherit what it ignores: none of glibc's own two signals, as for a
+        // check's supervisor stage (`posix_spawn` leaves them ignored).
+        // SAFETY: the hook makes two raw rt_sigaction calls, async-signal-safe, no allocation.
+        #[allow(unsafe_code)]
+        unsafe {
+            command.pre_exec(|| {
+                super::supervise::default_internal_signals();
+                Ok(())
+            });
+        }
+        let process = command
             .arg("-c")
             .arg("exec \"$0\" \"$1\" 3<&0 0</dev/null")
             .arg(&plan.interpreter)
@@ -600,10 +615,21 @@ impl Server {
             .envs(&env)
             .env("CHECKDEF_WARM_SPAWN_ENV", spawn_env)
             .stdin(std::process::Stdio::from(theirs))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(log)?)
+            .stdout(out_w.try_clone()?)
+            .stderr(out_w)
             .process_group(0)
             .spawn()?;
+        drop(command);
+        // Copied to the log (what it says before it dies is how its death is reported).
+        let (copied_tx, copied) = std::sync::mpsc::channel();
+        let mut log_file = std::fs::File::create(log)?;
+        std::thread::Builder::new()
+            .name("checkdef-warm-log".into())
+            .spawn(move || {
+                let mut out_r = out_r;
+                let _ = std::io::copy(&mut out_r, &mut log_file);
+                let _ = copied_tx.send(());
+            })?;
         let (state_tx, state) = watch::channel(State::Starting);
         let pending: Arc<Mutex<HashMap<u64, Pending>>> = Arc::default();
         let reader = ours.try_clone()?;
@@ -616,7 +642,7 @@ impl Server {
         };
         std::thread::Builder::new()
             .name("checkdef-warm".into())
-            .spawn(move || read_replies(reader, state_tx, p, log, probe))?;
+            .spawn(move || read_replies(reader, state_tx, p, log, copied, probe))?;
         Ok(Server {
             sock: ours,
             state,
@@ -761,6 +787,7 @@ fn read_replies(
     state: watch::Sender<State>,
     pending: Arc<Mutex<HashMap<u64, Pending>>>,
     log: PathBuf,
+    copied: std::sync::mpsc::Receiver<()>,
     probe: ProbePlace,
 ) {
     // A SOCK_SEQPACKET read returns exactly one message (the ready one carries an environment).
@@ -837,6 +864,9 @@ fn read_replies(
             }
         }
     }
+    // Its last words reach the log once every writer of the pipe is gone (a child of the
+    // server's may hold it a moment longer).
+    let _ = copied.recv_timeout(Duration::from_millis(500));
     let why = std::fs::read_to_string(&log)
         .ok()
         .map(|s| s.trim().lines().last().unwrap_or("").to_owned())

@@ -98,6 +98,10 @@ def test_probe():
     print("flags", sys.flags)
     print("signals", [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGPIPE, signal.SIGCHLD, signal.SIGTERM)])
     print("umask", os.umask(0o22))
+    # What the standard streams were made on (Python caches seekable() and the buffer size),
+    # and the signals a process the test starts inherits as ignored.
+    print("stdio", [(s.seekable(), s.isatty(), s.line_buffering, s.encoding, s.errors, s.buffer.raw.seekable(), getattr(s.buffer, "_CHUNK_SIZE", None)) for s in (sys.__stdin__, sys.__stdout__, sys.__stderr__)])
+    print("ignored", [l.split()[1] for l in open("/proc/self/status") if l.startswith("SigIgn")])
     print("json-polluted", hasattr(__import__("json"), "POLLUTED"))
     # The server hands its objects to the collector's permanent generation before it forks:
     # the check's own garbage must still be collected as in a fresh process.
