@@ -153,6 +153,10 @@ _STARTUP_ADDED = {
     for k, v in os.environ.items()
     if k != "CHECKDEF_WARM_SPAWN_ENV" and _SPAWN_ENV.get(k) != v
 }
+# ... and the variables it removed (a sitecustomize that scrubs a token): gone in a child too.
+_STARTUP_REMOVED = [k for k in _SPAWN_ENV if k not in os.environ]
+# The server's own TMPDIR (a check's is another): a value the start-up made of it is a doubt.
+_SERVER_TMPDIR = _SPAWN_ENV.get("TMPDIR")
 os.environ.pop("CHECKDEF_WARM_SPAWN_ENV", None)
 _MODULE_COUNT = len(sys.modules)
 
@@ -337,6 +341,8 @@ def startup_value(name, value, cwd):
         rebase(p, cwd) if under_start(p) else p for p in value.split(os.pathsep)
     ]
     out = os.pathsep.join(parts)
+    if _SERVER_TMPDIR and _SERVER_TMPDIR in value:
+        raise Fallback("%s, set by the interpreter's start-up, names the warm server's TMPDIR" % name)
     if _START_CWD in out.replace(cwd, ""):
         raise Fallback(
             "%s, set by the interpreter's start-up, names the warm server's directory" % name
@@ -506,6 +512,8 @@ def child_setup(req):
         env = dict(req["env"])
         for k, v in _STARTUP_ADDED.items():
             env[k] = cwd if k == "PWD" else startup_value(k, v, cwd)
+        for k in _STARTUP_REMOVED:
+            env.pop(k, None)
         path = child_path(req, cwd)
         user_site = fresh_user_site(env)
         why = start_doubt(req, path)

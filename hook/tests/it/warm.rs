@@ -1847,3 +1847,59 @@ fn the_user_site_is_the_check_s_not_the_warm_server_s() {
         "the overlay leaked into the real {home}"
     );
 }
+
+/// What the interpreter's start-up does to the environment reaches a warm child as it reaches a
+/// fresh check: a variable a `sitecustomize` removes is gone (it came back before), and one it
+/// makes of the server's TMPDIR (which is no check's) keeps the checks fresh.
+#[test]
+fn start_up_changes_to_the_environment_are_the_check_s() {
+    if !have_pytest() {
+        return;
+    }
+    let repo = TestRepo::new();
+    let site = repo.tmp.path().join("site");
+    std::fs::create_dir_all(site.join("scrub")).unwrap();
+    std::fs::create_dir_all(site.join("tmpdir")).unwrap();
+    std::fs::write(
+        site.join("scrub/sitecustomize.py"),
+        "import os\nos.environ.pop('SECRET_TOKEN', None)\n",
+    )
+    .unwrap();
+    std::fs::write(
+        site.join("tmpdir/sitecustomize.py"),
+        "import os\nos.environ['SCRATCH'] = os.path.join(os.environ['TMPDIR'], 'scratch')\n",
+    )
+    .unwrap();
+    repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
+        .write(
+            "tests/test_scrub.py",
+            "import os, sys\n\n\ndef test_scrubbed():\n    assert 'sitecustomize' in sys.modules\n    assert 'SECRET_TOKEN' not in os.environ\n",
+        )
+        .write(
+            "tests/test_scratch.py",
+            "import os\n\n\ndef test_scratch():\n    assert os.environ['SCRATCH'] == os.path.join(os.environ['TMPDIR'], 'scratch')\n",
+        )
+        .write(
+            "checkdef.toml",
+            &format!(
+                "version = 1\n\n[[segment]]\nname = \"scrub\"\ntests = [\"tests/test_scrub.py\"]\nenv = {{ PYTHONPATH = \"{}\", SECRET_TOKEN = \"x\" }}\n\n[[segment]]\nname = \"scratch\"\ntests = [\"tests/test_scratch.py\"]\nenv = {{ PYTHONPATH = \"{}\" }}\n",
+                site.join("scrub").display(),
+                site.join("tmpdir").display()
+            ),
+        );
+    repo.commit("start-up code that changes the environment");
+    let out = run(&repo, &interpreter_path(), "cache", &["--rev", "HEAD"]);
+    let scrub = out.seg("scrub");
+    assert_eq!(scrub["status"], "passed", "{scrub}\n{}", out.stderr);
+    assert_eq!(scrub["runner"], "warm", "{scrub}");
+    let scratch = out.seg("scratch");
+    assert_eq!(scratch["status"], "passed", "{scratch}\n{}", out.stderr);
+    assert_eq!(scratch["runner"], "process", "{scratch}");
+    assert!(
+        scratch["runner_note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("names the warm server's TMPDIR"),
+        "{scratch}"
+    );
+}
