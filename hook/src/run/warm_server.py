@@ -72,8 +72,78 @@ def _hello():
 
 _hello()
 
+
+class _ReadEnviron(dict):
+    """os.environ while the first configuration is built here: what it reads, by name (any
+    other use of it -- a listing, a change -- and the configuration is not kept)."""
+
+    def __init__(self, real):
+        super().__init__(real)
+        self.read, self.other = set(), False
+
+    def __getitem__(self, k):
+        self.read.add(k)
+        return super().__getitem__(k)
+
+    def get(self, k, default=None):
+        self.read.add(k)
+        return super().get(k, default)
+
+    def __contains__(self, k):
+        self.read.add(k)
+        return super().__contains__(k)
+
+    def _other(self, *a, **kw):
+        self.other = True
+        raise RuntimeError("not while the configuration is built")
+
+    __iter__ = keys = items = values = copy = __setitem__ = __delitem__ = _other
+    pop = setdefault = update = clear = __len__ = _other
+
+
+# pytest versions whose first step of a session (`get_config`: a plugin manager, a Config, the
+# default plugins registered, their options added) has been read for what it depends on: the
+# arguments' `-p`, the program name, the invocation directory and a few variables (PYTEST_DEBUG,
+# TOX_ENV_DIR), and nothing else of the process.
+_PREBUILT_VERSIONS = (("9", "1"), ("9", "2"))
+# What `python -m pytest` calls itself (pytest's `_get_prog_name`).
+_MODULE_PROG = "python -m pytest"
+
+
+def _prebuild():
+    """That first step, done once here for every child (a fresh `python -m pytest` does it
+    before it reads anything of the repository: ~6 ms of each session), with the values of the
+    variables it read -- or None. A child uses it only when its own call would be the same
+    (see `use_prebuilt`) and sets the invocation directory and arguments itself."""
+    import _pytest.config as config_module
+
+    if tuple(pytest.__version__.split(".")[:2]) not in _PREBUILT_VERSIONS:
+        return None
+    real = os.environ
+    recording = _ReadEnviron(real)
+    # As _pytest.config._main has it when it calls get_config.
+    recording_version = dict.get(recording, "PYTEST_VERSION")
+    dict.__setitem__(recording, "PYTEST_VERSION", pytest.__version__)
+    import warnings as _warnings
+
+    try:
+        os.environ = recording
+        with _warnings.catch_warnings(record=True) as caught:
+            _warnings.simplefilter("always")
+            config = config_module.get_config([], None, prog=_MODULE_PROG)
+    except Exception:  # noqa: BLE001  (the children build it themselves)
+        return None
+    finally:
+        os.environ = real
+    if caught or recording.other:
+        return None
+    read = {k: (recording_version if k == "PYTEST_VERSION" else real.get(k)) for k in recording.read}
+    return config, read
+
+
 # Output printed while importing pytest would land in every check's log when fresh, and in no log
 # here: catch it, and refuse to serve if there was any.
+_PREBUILT = None
 _capture = os.memfd_create("checkdef-warm-import")
 _saved_out, _saved_err = os.dup(1), os.dup(2)
 os.dup2(_capture, 1)
@@ -97,6 +167,7 @@ try:
         _default_plugins = ()
     for _name in _default_plugins:
         __import__("_pytest." + _name)
+    _PREBUILT = _prebuild()
 except BaseException as e:  # noqa: BLE001  (anything at all: refuse to serve)
     _import_error = "importing pytest failed: %r" % (e,)
 finally:
@@ -560,6 +631,8 @@ def child_setup(req):
         use_user_site(*user_site)
     if bytecode:
         use_bytecode(bytecode)
+    if _PREBUILT is not None and req["mode"] == "module":
+        use_prebuilt(*_PREBUILT)
     # The __main__ a fresh interpreter starts with (runpy, or the script's start, adds the rest).
     main = type(sys)("__main__")
     main.__annotations__ = {}
@@ -625,6 +698,39 @@ def use_user_site(enabled, base, usersite):
         config["userbase"] = base
 
 
+def use_prebuilt(config, read):
+    """Let the session's first `get_config` return the server's configuration (see
+    `_prebuild`) when the call would have built the same: no plugins, the program name it was
+    built with, no `-p` among the arguments (a fresh call blocks those plugins before it
+    registers pytest's own), and every variable it read as it was. It sets the arguments and the
+    invocation directory, as the call does, and puts pytest's own function back at once: any
+    other call builds a configuration of its own."""
+    import pathlib
+
+    import _pytest.config as config_module
+
+    original = config_module.get_config
+
+    def get_config(args=None, plugins=None, *, prog=None):
+        config_module.get_config = original
+        same = (
+            plugins is None
+            and prog == _MODULE_PROG
+            and isinstance(args, list)
+            and all(isinstance(a, str) and not a.startswith("-p") for a in args)
+            and all(os.environ.get(k) == v for k, v in read.items())
+        )
+        if not same:
+            return original(args, plugins, prog=prog)
+        config.invocation_params = config_module.Config.InvocationParams(
+            args=args or (), plugins=plugins, dir=pathlib.Path.cwd()
+        )
+        _TRACE["prebuilt"] = True
+        return config
+
+    config_module.get_config = get_config
+
+
 def read_bytecode(paths):
     """The code of each hash-checked .pyc file in `paths` (named by its source's git blob id),
     by blob id; what cannot be read or is not this interpreter's is left out."""
@@ -647,7 +753,7 @@ def read_bytecode(paths):
     return out
 
 
-_TRACE = {"hits": 0}
+_TRACE = {"hits": 0, "prebuilt": False}
 
 
 def use_bytecode(bytecode):
@@ -684,6 +790,8 @@ def after_session(code):
         code = 120
     if os.environ.get("CHECKDEF_WARM_TRACE"):  # checkdef's own tests
         os.write(2, b"checkdef-warm: %d modules from the server's bytecode\n" % _TRACE["hits"])
+    if os.environ.get("CHECKDEF_WARM_TRACE_CONFIG"):
+        os.write(2, b"checkdef-warm: prebuilt configuration %s\n" % (b"used" if _TRACE["prebuilt"] else b"not used"))
     kill_leftovers()
     return code
 

@@ -81,6 +81,13 @@ fn normalise(line: &str) -> String {
 
 const PROBE: &str = r#"import os, sys, signal, tempfile
 
+def test_configuration(pytestconfig):
+    params = pytestconfig.invocation_params
+    print("invocation", params.args, params.plugins, params.dir == __import__("pathlib").Path.cwd())
+    print("prog", pytestconfig._parser.prog, "cache_dir", pytestconfig.getini("cache_dir"))
+    print("options", len(vars(pytestconfig.option)), pytestconfig.getoption("capture"))
+
+
 def test_probe():
     import __main__
     print("cwd", os.getcwd())
@@ -1902,4 +1909,71 @@ fn start_up_changes_to_the_environment_are_the_check_s() {
             .contains("names the warm server's TMPDIR"),
         "{scratch}"
     );
+}
+
+/// The warm server builds the first step of a session's configuration once (pytest's plugin
+/// manager, its plugins registered, their options added) and a child's session uses it when its
+/// own call would have built the same: what the options say, the invocation directory and the
+/// arguments are the check's. With a `-p` in the arguments (which a fresh call applies before it
+/// registers pytest's plugins) the child builds its own, and the verdict is a fresh one's.
+#[test]
+fn a_prebuilt_configuration_is_the_check_s_own() {
+    if !have_pytest() {
+        return;
+    }
+    let repo = TestRepo::new();
+    let test = "import os, sys, pathlib\n\n\ndef test_config(pytestconfig):\n    p = pytestconfig.invocation_params\n    assert p.dir == pathlib.Path.cwd()\n    assert p.args == tuple(sys.argv[1:])\n    assert pytestconfig.getini('cache_dir') == os.path.join(os.environ.get('TOX_ENV_DIR', ''), '.pytest_cache')\n    assert pytestconfig.getoption('plugin_marker', None) == os.environ.get('WANT_MARKER')\n";
+    repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
+        .write("tests/test_config.py", test)
+        .write(
+            "tests/marker_plugin.py",
+            "def pytest_addoption(parser):\n    parser.addoption('--plugin-marker', dest='plugin_marker', default='from-plugin')\n",
+        )
+        .write(
+            "checkdef.toml",
+            r#"version = 1
+
+[defaults]
+env = { CHECKDEF_WARM_TRACE_CONFIG = "1" }
+
+[[segment]]
+name = "plain"
+include = ["pytest.ini", "tests/test_config.py"]
+command = "python3 -m pytest -s tests/test_config.py"
+
+[[segment]]
+name = "tox"
+include = ["pytest.ini", "tests/test_config.py"]
+command = "python3 -m pytest -s tests/test_config.py"
+env = { CHECKDEF_WARM_TRACE_CONFIG = "1", TOX_ENV_DIR = "/tox/env" }
+
+[[segment]]
+name = "plugin"
+include = ["pytest.ini", "tests/test_config.py", "tests/marker_plugin.py"]
+command = "python3 -m pytest -s -p tests.marker_plugin tests/test_config.py"
+env = { CHECKDEF_WARM_TRACE_CONFIG = "1", WANT_MARKER = "from-plugin", PYTHONPATH = "." }
+"#,
+        );
+    repo.commit("configuration checks");
+    let path = interpreter_path();
+    let out = run(&repo, &path, "cache", &["--rev", "HEAD"]);
+    out.expect_code(0);
+    let trace = |seg: &str| {
+        out.stderr
+            .lines()
+            .filter_map(|l| l.split_once(" │ "))
+            .filter(|(n, t)| n.trim() == seg && t.starts_with("checkdef-warm: prebuilt"))
+            .map(|(_, t)| t.to_owned())
+            .collect::<Vec<_>>()
+    };
+    for (seg, used) in [("plain", "used"), ("tox", "used"), ("plugin", "not used")] {
+        let s = out.seg(seg);
+        assert_eq!(s["status"], "passed", "{seg}: {}", out.stderr);
+        assert_eq!(s["runner"], "warm", "{seg}: {s}");
+        assert_eq!(
+            trace(seg),
+            [format!("checkdef-warm: prebuilt configuration {used}")],
+            "{seg}"
+        );
+    }
 }
