@@ -38,6 +38,23 @@ import sys
 _STARTUP_MODULES = set(sys.modules)
 
 
+class _Missing:
+    """Last on sys.meta_path while pytest is imported here: the top-level names looked for and
+    found nowhere (`copy` tries `org`, `subprocess` tries `msvcrt`). A fresh session looks for
+    them too, on the check's sys.path: a check whose directory holds one must run fresh."""
+
+    names = set()
+
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if path is None:
+            cls.names.add(name.partition(".")[0])
+        return None
+
+
+sys.meta_path.append(_Missing)
+
+
 def _exec_env():
     """The environment this process was started with (not what start-up code made of it), for
     checkdef's probe of that start-up code (run/startup_probe.rs), or None."""
@@ -71,6 +88,29 @@ def _hello():
 
 
 _hello()
+
+
+def _startup_fds():
+    """The descriptors the start-up code left open (a `logging.basicConfig(filename=...)` in a
+    sitecustomize), with what each is: a fresh check has them too, so a child keeps them."""
+    out = {}
+    try:
+        listed = os.listdir("/proc/self/fd")
+    except OSError:
+        return out
+    for name in listed:
+        fd = int(name)
+        if fd <= 3:  # stdio, and the socket to checkdef
+            continue
+        try:
+            st = os.fstat(fd)
+        except OSError:  # the listing's own
+            continue
+        out[fd] = (st.st_dev, st.st_ino)
+    return out
+
+
+_STARTUP_FDS = _startup_fds()
 
 
 class _ReadEnviron(dict):
@@ -180,6 +220,11 @@ finally:
     os.dup2(_saved_err, 2)
     os.close(_saved_out)
     os.close(_saved_err)
+try:
+    sys.meta_path.remove(_Missing)
+except ValueError:
+    _import_error = _import_error or "sys.meta_path changed while pytest was imported"
+_MISSING = frozenset(_Missing.names)
 _import_output = os.fstat(_capture).st_size
 os.close(_capture)
 _SESSION_BASE = frozenset(sys.modules)
@@ -299,6 +344,8 @@ def blocked_default_plugin(args):
         elif a.startswith("-p"):
             values.append(a[2:])
     for v in values:
+        # pytest strips the value before it looks at it (`-p ' no:junitxml'`).
+        v = v.strip()
         if v.startswith("no:"):
             name = v[3:]
             name = name[len("_pytest."):] if name.startswith("_pytest.") else name
@@ -339,6 +386,8 @@ def shadowed(dirs):
                 top = next((name[: -len(s)] for s in _SUFFIXES if name.endswith(s)), None)
             if top in _PRELOADED:
                 return "%s would shadow the module %s that the warm server loaded" % (full, top)
+            if top in _MISSING:
+                return "%s would be the module %s, which the warm server looked for and did not find" % (full, top)
     return None
 
 
@@ -608,9 +657,14 @@ def child_setup(req):
             send({"setup_failed": rid, "reason": reason})
         finally:
             os._exit(70)
-    # Nothing of the server stays open in the check.
+    # Nothing of the server stays open in the check: only what the start-up left open, as in a
+    # fresh process (each still the file it was then).
     ctl.detach()
-    os.closerange(3, 1 << 20)
+    low = 3
+    for fd in sorted(startup_fds_still_open()):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 20)
 
     os.environ.clear()
     os.environ.update(env)
@@ -729,6 +783,31 @@ def use_prebuilt(config, read):
         return config
 
     config_module.get_config = get_config
+
+
+def startup_fds_still_open():
+    keep = []
+    for fd, identity in _STARTUP_FDS.items():
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == identity:
+            keep.append(fd)
+    return keep
+
+
+def after_fork_in_child(random_state):
+    """What a fork changes that a fresh process has as its start-up left it: Python 3.11 keeps
+    the server's thread id as the main thread's `native_id`, and `random` reseeds itself in a
+    forked child (a sitecustomize's `random.seed(N)` would be lost)."""
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        current = threading.current_thread()
+        if hasattr(current, "_set_native_id") and current is threading.main_thread():
+            current._set_native_id()
+    if random_state is not None:
+        sys.modules["random"].setstate(random_state)
 
 
 def read_bytecode(paths):
@@ -948,13 +1027,39 @@ def handle(msg):
     # fork servers): the child's collections then never walk, and so never copy, the server's
     # pages. A child collects everything it allocates as a fresh process would.
     gc.freeze()
+    # Only a `random` the start-up imported (and may have seeded) is carried over; one pytest
+    # imported was seeded from the system, as in a fresh process, and reseeds in the child.
+    random_state = sys.modules["random"].getstate() if "random" in _STARTUP_MODULES else None
     pid = os.fork()
     if pid == 0:
         global _in_child
         _in_child = True
+        after_fork_in_child(random_state)
         return msg
     children[os.pidfd_open(pid)] = (rid, pid)
     send({"started": rid, "pid": pid})
+    return None
+
+
+def armed_timer():
+    """Why no child may run warm because of a timer the start-up armed, or None: interval
+    timers (`setitimer`, `alarm`: a CPU-time watchdog) and POSIX timers are not inherited by a
+    forked child, so its test would run without what a fresh process has."""
+    import signal
+
+    for which, name in (
+        (signal.ITIMER_REAL, "ITIMER_REAL"),
+        (signal.ITIMER_VIRTUAL, "ITIMER_VIRTUAL"),
+        (signal.ITIMER_PROF, "ITIMER_PROF"),
+    ):
+        if signal.getitimer(which) != (0.0, 0.0):
+            return "the interpreter's start-up armed a timer (%s), which a forked child lacks" % name
+    try:
+        with open("/proc/self/timers") as f:
+            if f.read().strip():
+                return "the interpreter's start-up made a POSIX timer, which a forked child lacks"
+    except OSError:
+        pass
     return None
 
 
@@ -991,6 +1096,10 @@ def main():
         return
     if not hasattr(os, "pidfd_open") or not hasattr(runpy, "_run_module_as_main"):
         send({"ready": False, "reason": "this Python lacks os.pidfd_open or runpy"})
+        return
+    why = armed_timer()
+    if why is not None:
+        send({"ready": False, "reason": why})
         return
     # Orphans of a check whose child ended come here (see reap), never to init.
     if _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:

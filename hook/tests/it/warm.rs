@@ -1977,3 +1977,109 @@ env = { CHECKDEF_WARM_TRACE_CONFIG = "1", WANT_MARKER = "from-plugin", PYTHONPAT
         );
     }
 }
+
+/// What the server's start-up and pytest import did, as a fork carries it into a child, against
+/// what a fresh process has (each once a verdict that differed between the runners):
+/// - a module pytest's import looked for and did not find (`copy` tries `org`, `subprocess`
+///   `msvcrt`) that the check's directory holds: a fresh session imports it; the check runs
+///   fresh (as it does when the server loaded the name);
+/// - a timer the start-up armed (a CPU-time watchdog) is not inherited by a fork: fresh;
+/// - a sitecustomize's `random.seed(N)`, a file it left open (`logging.basicConfig`) and the
+///   main thread's `native_id` are the check's as in a fresh process, warm;
+/// - `-p ' no:junitxml'` blocks the plugin in pytest (which strips the value): fresh.
+#[test]
+fn what_a_fork_carries_over_is_what_a_fresh_process_has() {
+    if !have_pytest() {
+        return;
+    }
+    let repo = TestRepo::new();
+    let site = repo.tmp.path().join("site");
+    std::fs::create_dir_all(site.join("state")).unwrap();
+    std::fs::create_dir_all(site.join("timer")).unwrap();
+    let log = repo.tmp.path().join("startup.log");
+    std::fs::write(
+        site.join("state/sitecustomize.py"),
+        format!(
+            "import logging, random\nrandom.seed(1234)\nlogging.basicConfig(filename={:?}, level=logging.INFO)\n",
+            log.display().to_string()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        site.join("timer/sitecustomize.py"),
+        "import signal\nsignal.signal(signal.SIGPROF, lambda *a: None)\nsignal.setitimer(signal.ITIMER_PROF, 600)\n",
+    )
+    .unwrap();
+    let state_test = "import logging, os, random, threading\n\n\ndef test_state():\n    assert random.random() == random.Random(1234).random()\n    logging.getLogger('t').info('logged')\n    assert os.path.isdir('/proc/self/task/%d' % threading.current_thread().native_id)\n";
+    let timer_test = "import signal\n\n\ndef test_timer():\n    assert signal.getitimer(signal.ITIMER_PROF)[0] > 0\n";
+    repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
+        .write("tests/test_state.py", state_test)
+        .write("tests/test_timer.py", timer_test)
+        .write("tests/test_a.py", "def test_a():\n    pass\n");
+    let text = format!(
+        r#"version = 1
+
+[[segment]]
+name = "state"
+include = ["pytest.ini", "tests/test_state.py"]
+command = "python3 -m pytest tests/test_state.py"
+env = {{ PYTHONPATH = "{state}" }}
+
+[[segment]]
+name = "timer"
+include = ["pytest.ini", "tests/test_timer.py"]
+command = "python3 -m pytest tests/test_timer.py"
+env = {{ PYTHONPATH = "{timer}" }}
+
+[[segment]]
+name = "junitxml"
+include = ["pytest.ini", "tests/test_a.py"]
+command = "python3 -m pytest -p ' no:junitxml' tests/test_a.py"
+"#,
+        state = site.join("state").display(),
+        timer = site.join("timer").display()
+    );
+    repo.write("checkdef.toml", &text);
+    repo.commit("what a fork carries over");
+    let out = run(&repo, &interpreter_path(), "cache", &["--rev", "HEAD"]);
+    for (seg, status, runner, note) in [
+        ("state", "passed", "warm", ""),
+        ("timer", "passed", "process", "armed a timer (ITIMER_PROF)"),
+        ("junitxml", "passed", "process", "-p no:junitxml"),
+    ] {
+        let s = out.seg(seg);
+        assert_eq!(s["status"], status, "{seg}: {s}\n{}", out.stderr);
+        assert_eq!(s["runner"], runner, "{seg}: {s}");
+        let got = s["runner_note"].as_str().unwrap_or_default();
+        assert!(got.contains(note), "{seg}: {got}");
+    }
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(logged.contains("INFO:t:logged"), "{logged:?}");
+
+    // Names pytest's import looked for in vain, each in a repository of its own (at the root,
+    // where every check starts, they break every fresh session).
+    for (file, name) in [("org/__init__.py", "org"), ("msvcrt.py", "msvcrt")] {
+        let repo = TestRepo::new();
+        repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
+            .write("tests/test_a.py", "def test_a():\n    pass\n")
+            .write(file, "raise RuntimeError('a fresh session imports me')\n")
+            .write(
+                "checkdef.toml",
+                &format!(
+                    "version = 1\n\n[[segment]]\nname = \"a\"\ninclude = [\"pytest.ini\", \"tests/test_a.py\", \"{file}\"]\ncommand = \"python3 -m pytest tests/test_a.py\"\n"
+                ),
+            );
+        repo.commit("a name pytest looks for");
+        let out = run(&repo, &interpreter_path(), "cache", &["--rev", "HEAD"]);
+        let s = out.seg("a");
+        assert_eq!(s["status"], "failed", "{name}: {s}\n{}", out.stderr);
+        assert_eq!(s["runner"], "process", "{name}: {s}");
+        let got = s["runner_note"].as_str().unwrap_or_default();
+        assert!(
+            got.contains(&format!(
+                "{name}, which the warm server looked for and did not find"
+            )),
+            "{name}: {got}"
+        );
+    }
+}
