@@ -27,9 +27,25 @@ import site  # noqa: E402  (with -S: imported, not run)
 
 site.removeduppaths()
 
+class Missing:
+    """Last on sys.meta_path while the start-up code runs: the top-level modules it looks for
+    and finds nowhere (a `try: import localconf`), which a check's directory might hold."""
+
+    names = set()
+
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if path is None:
+            cls.names.add(name.partition(".")[0])
+        return None
+
+
+sys.meta_path.append(Missing)
 mark("open")
 site.main()
 mark("close")
+if Missing in sys.meta_path:
+    sys.meta_path.remove(Missing)
 
 mark("open")
 import pytest  # noqa: E402,F401
@@ -41,5 +57,9 @@ except ImportError:
 for name in default_plugins:
     __import__("_pytest." + name)
 mark("close")
+# Told through a mark's name (outside the marks: the tracer reads it, nothing else counts).
+# (site's own tries of sitecustomize and usercustomize are the warm server's start_doubt's.)
+tried = Missing.names - {"sitecustomize", "usercustomize"}
+mark("missing:" + ",".join(sorted(n for n in tried if n.isidentifier())))
 mark("done")
 os._exit(0)

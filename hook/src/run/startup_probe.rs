@@ -28,8 +28,10 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 /// What the probe found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// The start-up code looked at nothing a check's directory or TMPDIR could change.
-    Clean,
+    /// The start-up code looked at nothing a check's directory or TMPDIR could change. With
+    /// the top-level modules it looked for and found nowhere (a `try: import localconf`): a
+    /// check whose directory holds one must run fresh (warm_server.py's shadow check).
+    Clean(Vec<String>),
     /// Why the checks of this environment must run fresh.
     Doubt(String),
 }
@@ -52,16 +54,16 @@ impl Probe<'_> {
     pub fn run(&self) -> Verdict {
         let kept = self.cache.map(|c| c.join(self.key()));
         if let Some(k) = &kept
-            && still_clean(k)
+            && let Some(missing) = still_clean(k)
         {
-            return Verdict::Clean;
+            return Verdict::Clean(missing);
         }
         match self.try_run() {
-            Ok((Verdict::Clean, reads)) => {
+            Ok((Verdict::Clean(missing), reads)) => {
                 if let Some(k) = &kept {
-                    keep(k, self.executable, &reads);
+                    keep(k, self.executable, &reads, &missing);
                 }
-                Verdict::Clean
+                Verdict::Clean(missing)
             }
             Ok((v, _)) => v,
             Err(e) => Verdict::Doubt(format!(
@@ -115,6 +117,7 @@ impl Probe<'_> {
             mark: mark.as_os_str().as_bytes().to_vec(),
             import_roots: import_roots(env.get("PYTHONPATH").map(String::as_str), &cwd),
             reads: Default::default(),
+            missing: Default::default(),
         };
         let mut cmd = std::process::Command::new(self.executable);
         cmd.arg("-S")
@@ -126,7 +129,10 @@ impl Probe<'_> {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
-        let verdict = trace(cmd, &watch)?;
+        let verdict = match trace(cmd, &watch)? {
+            Verdict::Clean(_) => Verdict::Clean(watch.missing.into_inner()),
+            doubt => doubt,
+        };
         Ok((verdict, watch.reads.into_inner().into_iter().collect()))
     }
 }
@@ -166,6 +172,9 @@ struct Watch {
     import_roots: Vec<PathBuf>,
     /// Every other path looked at between the marks: what a kept verdict depends on.
     reads: std::cell::RefCell<std::collections::BTreeSet<PathBuf>>,
+    /// The top-level modules the start-up code looked for and found nowhere (the probe's
+    /// `missing:` mark).
+    missing: std::cell::RefCell<Vec<String>>,
 }
 
 /// What identifies the file (or its absence) at `p`: the same answer means the same file,
@@ -193,25 +202,37 @@ fn identity(p: &Path) -> String {
     )
 }
 
-/// Whether the verdict kept at `k` is clean and everything it looked at is as it was.
-fn still_clean(k: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string(k) else {
-        return false;
-    };
+/// The names of the verdict kept at `k` if it is clean and everything it looked at is as it
+/// was.
+fn still_clean(k: &Path) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(k).ok()?;
     let mut lines = text.lines();
-    lines.next() == Some("clean")
-        && lines.all(|l| {
-            l.split_once('\t')
-                .is_some_and(|(p, id)| identity(Path::new(p)) == id)
-        })
+    if lines.next() != Some("clean") {
+        return None;
+    }
+    let mut missing = Vec::new();
+    for l in lines {
+        if let Some(name) = l.strip_prefix("missing ") {
+            missing.push(name.to_owned());
+            continue;
+        }
+        let (p, id) = l.split_once('\t')?;
+        if identity(Path::new(p)) != id {
+            return None;
+        }
+    }
+    Some(missing)
 }
 
 /// Keep a clean verdict at `k` (atomically), unless something it looked at changed in the
 /// last two seconds (a change within the timestamps' granularity could go unseen).
-fn keep(k: &Path, executable: &Path, reads: &[PathBuf]) {
+fn keep(k: &Path, executable: &Path, reads: &[PathBuf], missing: &[String]) {
     use std::fmt::Write as _;
     let now = std::time::SystemTime::now();
     let mut text = "clean\n".to_owned();
+    for name in missing {
+        let _ = writeln!(text, "missing {name}");
+    }
     for p in std::iter::once(executable).chain(reads.iter().map(PathBuf::as_path)) {
         let Some(s) = p.to_str().filter(|s| !s.contains(['\t', '\n'])) else {
             return;
@@ -587,7 +608,15 @@ mod tracer {
                     b"open" => self.open = true,
                     b"close" => self.open = false,
                     b"done" => self.done = true,
-                    _ => {}
+                    rest => {
+                        if let Some(names) = rest.strip_prefix(b"missing:") {
+                            *self.watch.missing.borrow_mut() = names
+                                .split(|&b| b == b',')
+                                .filter(|n| !n.is_empty())
+                                .map(|n| String::from_utf8_lossy(n).into_owned())
+                                .collect();
+                        }
+                    }
                 }
                 return Ok(None);
             }
@@ -760,7 +789,7 @@ mod tracer {
             )),
             Ended::Exited(st, done) => {
                 if status.is_some() && libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0 && done {
-                    Verdict::Clean
+                    Verdict::Clean(Vec::new())
                 } else {
                     Verdict::Doubt(format!(
                         "the probe of the environment's start-up did not end as expected (wait status {st})"

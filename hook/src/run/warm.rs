@@ -588,8 +588,7 @@ impl Server {
         let mut env = plan.server_env.clone();
         env.insert("TMPDIR".into(), dir.join("tmp").display().to_string());
         let spawn_env = serde_json::to_string(&env).expect("strings serialise");
-        // Through `sh`, like a check: it exports what `sh` exports (PWD), and it moves the socket
-        // from stdin to fd 3 so that the interpreter starts with stdin on /dev/null.
+        // Through `sh`, like a check: it exports what `sh` exports (PWD); stdin is /dev/null.
         // Its stdout and stderr are a pipe, as a check's are: Python makes its standard streams
         // at start-up, and a child keeps them (only the descriptors under them are the check's),
         // so they must have been made on the same kind of file (`seekable()`, buffer sizes).
@@ -598,28 +597,53 @@ impl Server {
         // Its children inherit what it ignores: none of glibc's own two signals, as for a
         // check's supervisor stage (`posix_spawn` leaves them ignored).
         // SAFETY: the hook makes two raw rt_sigaction calls, async-signal-safe, no allocation.
+        // The socket becomes its descriptor 3 here, not by a redirection of `sh`'s (dash keeps
+        // copies, 10 and 251, open across its exec): the server then starts with 0-3 only, and
+        // whatever else it holds at its top the start-up code opened (see warm_server.py).
+        let sock_fd = std::os::fd::AsRawFd::as_raw_fd(&theirs);
+        // SAFETY: the hook makes raw rt_sigaction, dup2 and fcntl calls, all async-signal-safe,
+        // on a descriptor this process holds open until the spawn returns; no allocation.
         #[allow(unsafe_code)]
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
                 super::supervise::default_internal_signals();
+                if sock_fd == 3 {
+                    if libc::fcntl(3, libc::F_SETFD, 0) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(sock_fd, 3) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // Nothing else checkdef holds (or inherited) reaches it, as none reaches a fresh
+                // check: close-on-exec for all above 3 (CLOSE_RANGE_CLOEXEC, Linux 5.11).
+                if libc::syscall(
+                    libc::SYS_close_range,
+                    4u32,
+                    u32::MAX,
+                    libc::CLOSE_RANGE_CLOEXEC,
+                ) == -1
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
                 Ok(())
             });
         }
         let process = command
             .arg("-c")
-            .arg("exec \"$0\" \"$1\" 3<&0 0</dev/null")
+            .arg("exec \"$0\" \"$1\"")
             .arg(&plan.interpreter)
             .arg(dir.join("server.py"))
             .current_dir(dir.join("cwd"))
             .env_clear()
             .envs(&env)
             .env("CHECKDEF_WARM_SPAWN_ENV", spawn_env)
-            .stdin(std::process::Stdio::from(theirs))
+            .stdin(std::process::Stdio::null())
             .stdout(out_w.try_clone()?)
             .stderr(out_w)
             .process_group(0)
             .spawn()?;
         drop(command);
+        drop(theirs);
         // Copied to the log (what it says before it dies is how its death is reported).
         let (copied_tx, copied) = std::sync::mpsc::channel();
         let mut log_file = std::fs::File::create(log)?;
@@ -825,10 +849,22 @@ fn read_replies(
                     "the warm server could not say how it was started".to_owned(),
                 ),
             };
-            let _ = state.send(match verdict {
-                startup_probe::Verdict::Clean => State::Ready(reply.cache_tag),
+            let next = match verdict {
+                // What the start-up looked for in vain goes to the server's shadow check before
+                // any check (one socket: messages arrive in order).
+                startup_probe::Verdict::Clean(missing) => {
+                    use std::io::Write as _;
+                    let msg = serde_json::json!({ "startup_missing": missing }).to_string();
+                    match sock.write(msg.as_bytes()) {
+                        Ok(n) if n == msg.len() => State::Ready(reply.cache_tag),
+                        _ => State::Refused(
+                            "could not tell the warm server what its start-up looked for".into(),
+                        ),
+                    }
+                }
                 startup_probe::Verdict::Doubt(why) => State::Refused(why),
-            });
+            };
+            let _ = state.send(next);
             continue;
         }
         let mut pending = pending.lock().expect("pending lock");

@@ -18,6 +18,7 @@
 #                        "bytecode": [PYC, ...] (the store's, of its inputs),
 #                        "args": [...], "mode": "module" | "script", "script": PATH,
 #                        "orig_argv": [...]}
+#   checkdef -> server  {"startup_missing": [NAME, ...]}  (before any run: see startup_probe.py)
 #   checkdef -> server  {"compile": [[SOURCE, BLOB_ID], ...], "store": DIR}
 #   server -> checkdef  {"started": ID, "pid": PID} | {"fallback": ID, "reason": "..."}
 #   child  -> checkdef  {"setup_failed": ID, "reason": "..."}  (before any test code ran)
@@ -1011,8 +1012,16 @@ def compile_blobs(msg):
 
 
 def handle(msg):
+    global _MISSING
     if "compile" in msg:
         compile_blobs(msg)
+        return None
+    if "startup_missing" in msg:
+        # From checkdef's probe of the start-up code, which ran before this file did.
+        names = msg["startup_missing"]
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise SystemExit("malformed request")
+        _MISSING = _MISSING | frozenset(names)
         return None
     rid = msg.get("run")
     if rid is None:

@@ -298,14 +298,24 @@ fn warm_and_process_runners_give_the_same_verdicts_and_logs() {
         "{probe}"
     );
     // A warm child is in the group its holder leads (as a fresh check's shell is in the group
-    // its sandbox entry leads) and holds only stdio, pytest's own descriptors and the probe's
-    // directory listing: nothing of the server.
+    // its sandbox entry leads) and holds the descriptors a fresh check holds (stdio, pytest's
+    // own, the probe's directory listing, and whatever checkdef itself was started with):
+    // nothing of the server.
+    let fds = |out: &CmdOut| {
+        let line = out
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("probe-module"))
+            .find_map(|l| l.split_once("unshared pgid False fds "))
+            .map(|(_, fds)| fds.to_owned());
+        line.unwrap_or_else(|| panic!("no descriptor line: {}", out.stderr))
+    };
+    let warm_fds = fds(&warm);
     assert!(
-        warm.stderr
-            .contains("unshared pgid False fds ['0', '1', '2', '3', '4', '5']\n"),
-        "{}",
-        warm.stderr
+        warm_fds.starts_with("['0', '1', '2', '3', '4', '5'"),
+        "{warm_fds}"
     );
+    assert_eq!(warm_fds, fds(&fresh));
 }
 
 /// A top-level name in the check's directory that would shadow a module the server imported,
@@ -1986,7 +1996,9 @@ env = { CHECKDEF_WARM_TRACE_CONFIG = "1", WANT_MARKER = "from-plugin", PYTHONPAT
 /// - a timer the start-up armed (a CPU-time watchdog) is not inherited by a fork: fresh;
 /// - a sitecustomize's `random.seed(N)`, a file it left open (`logging.basicConfig`) and the
 ///   main thread's `native_id` are the check's as in a fresh process, warm;
-/// - `-p ' no:junitxml'` blocks the plugin in pytest (which strips the value): fresh.
+/// - `-p ' no:junitxml'` blocks the plugin in pytest (which strips the value): fresh;
+/// - start-up code that imports a module it does not find (`try: import project_startup`)
+///   finds the check's through a relative PYTHONPATH entry when fresh: fresh.
 #[test]
 fn what_a_fork_carries_over_is_what_a_fresh_process_has() {
     if !have_pytest() {
@@ -1996,6 +2008,12 @@ fn what_a_fork_carries_over_is_what_a_fresh_process_has() {
     let site = repo.tmp.path().join("site");
     std::fs::create_dir_all(site.join("state")).unwrap();
     std::fs::create_dir_all(site.join("timer")).unwrap();
+    std::fs::create_dir_all(site.join("hook")).unwrap();
+    std::fs::write(
+        site.join("hook/sitecustomize.py"),
+        "try:\n    import project_startup  # noqa: F401\nexcept ImportError:\n    pass\n",
+    )
+    .unwrap();
     let log = repo.tmp.path().join("startup.log");
     std::fs::write(
         site.join("state/sitecustomize.py"),
@@ -2015,7 +2033,12 @@ fn what_a_fork_carries_over_is_what_a_fresh_process_has() {
     repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
         .write("tests/test_state.py", state_test)
         .write("tests/test_timer.py", timer_test)
-        .write("tests/test_a.py", "def test_a():\n    pass\n");
+        .write("tests/test_a.py", "def test_a():\n    pass\n")
+        .write(
+            "tests/test_startup.py",
+            "import os\n\n\ndef test_startup():\n    assert os.environ.get('FROM_STARTUP') == '1'\n",
+        )
+        .write("project_startup.py", "import os\nos.environ['FROM_STARTUP'] = '1'\n");
     let text = format!(
         r#"version = 1
 
@@ -2032,12 +2055,19 @@ command = "python3 -m pytest tests/test_timer.py"
 env = {{ PYTHONPATH = "{timer}" }}
 
 [[segment]]
+name = "startup-import"
+include = ["pytest.ini", "tests/test_startup.py", "project_startup.py"]
+command = "python3 -m pytest tests/test_startup.py"
+env = {{ PYTHONPATH = "{hook}:." }}
+
+[[segment]]
 name = "junitxml"
 include = ["pytest.ini", "tests/test_a.py"]
 command = "python3 -m pytest -p ' no:junitxml' tests/test_a.py"
 "#,
         state = site.join("state").display(),
-        timer = site.join("timer").display()
+        timer = site.join("timer").display(),
+        hook = site.join("hook").display()
     );
     repo.write("checkdef.toml", &text);
     repo.commit("what a fork carries over");
@@ -2046,6 +2076,14 @@ command = "python3 -m pytest -p ' no:junitxml' tests/test_a.py"
         ("state", "passed", "warm", ""),
         ("timer", "passed", "process", "armed a timer (ITIMER_PROF)"),
         ("junitxml", "passed", "process", "-p no:junitxml"),
+        // The start-up code's `import project_startup` found nothing in the server; a fresh
+        // start-up finds the repository's through the relative PYTHONPATH entry.
+        (
+            "startup-import",
+            "passed",
+            "process",
+            "project_startup, which the warm server looked for and did not find",
+        ),
     ] {
         let s = out.seg(seg);
         assert_eq!(s["status"], status, "{seg}: {s}\n{}", out.stderr);
@@ -2055,6 +2093,19 @@ command = "python3 -m pytest -p ' no:junitxml' tests/test_a.py"
     }
     let logged = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(logged.contains("INFO:t:logged"), "{logged:?}");
+    // And again (with the clean verdict kept, its names are kept with it).
+    let again = run(
+        &repo,
+        &interpreter_path(),
+        "cache",
+        &["--rev", "HEAD", "--force", "-s", "startup-import"],
+    );
+    let s = again.seg("startup-import");
+    assert_eq!(
+        (s["status"].as_str(), s["runner"].as_str()),
+        (Some("passed"), Some("process")),
+        "{s}"
+    );
 
     // Names pytest's import looked for in vain, each in a repository of its own (at the root,
     // where every check starts, they break every fresh session).
