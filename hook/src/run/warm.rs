@@ -601,8 +601,9 @@ impl Server {
         // copies, 10 and 251, open across its exec): the server then starts with 0-3 only, and
         // whatever else it holds at its top the start-up code opened (see warm_server.py).
         let sock_fd = std::os::fd::AsRawFd::as_raw_fd(&theirs);
-        // SAFETY: the hook makes raw rt_sigaction, dup2 and fcntl calls, all async-signal-safe,
-        // on a descriptor this process holds open until the spawn returns; no allocation.
+        // SAFETY: the hook makes raw rt_sigaction, sigprocmask, dup2, fcntl and close_range
+        // calls, all async-signal-safe, on a descriptor this process holds open until the spawn
+        // returns; no allocation.
         #[allow(unsafe_code)]
         unsafe {
             command.pre_exec(move || {
@@ -612,6 +613,13 @@ impl Server {
                         return Err(std::io::Error::last_os_error());
                     }
                 } else if libc::dup2(sock_fd, 3) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // No signal blocked (checkdef's own mask, or one it inherited), as in a fresh
+                // check: a child would inherit it (a test's SIGALRM timeout would never fire).
+                let mut empty: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut empty);
+                if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) == -1 {
                     return Err(std::io::Error::last_os_error());
                 }
                 // Nothing else checkdef holds (or inherited) reaches it, as none reaches a fresh

@@ -2134,3 +2134,55 @@ command = "python3 -m pytest -p ' no:junitxml' tests/test_a.py"
         );
     }
 }
+
+/// What `checkdef run` itself was started with — a descriptor its parent left open, a signal
+/// its parent blocked — reaches no fresh check, and no warm child either: a test that reads
+/// the descriptor (a host file outside the sandbox) or counts on SIGALRM (a timeout) sees what
+/// it sees fresh.
+#[test]
+fn what_checkdef_inherited_reaches_no_warm_child() {
+    if !have_pytest() {
+        return;
+    }
+    let repo = TestRepo::new();
+    let outside = repo.tmp.path().join("outside.txt");
+    std::fs::write(&outside, "a host file\n").unwrap();
+    let test = "import os, signal\n\n\ndef test_inherited():\n    held = []\n    for fd in os.listdir('/proc/self/fd'):\n        try:\n            held.append(os.readlink('/proc/self/fd/' + fd))\n        except OSError:\n            pass\n    assert not [h for h in held if h.endswith('outside.txt')], held\n    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == set()\n";
+    repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
+        .write("tests/test_inherited.py", test)
+        .write(
+            "checkdef.toml",
+            "version = 1\n\n[[segment]]\nname = \"warm\"\ntests = [\"tests/test_inherited.py\"]\n\n[[segment]]\nname = \"fresh\"\ntests = [\"tests/test_inherited.py\"]\nrunner = \"process\"\n",
+        );
+    repo.commit("inherited");
+    let inner = repo.checkdef_cmd_in(&repo.root, &["run", "--json", "-v", "--rev", "HEAD"]);
+    // Started by a parent that left descriptors open on a host file and SIGALRM and SIGUSR2
+    // blocked.
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c")
+        .arg(
+            "import os, signal, sys\n\
+             fd = os.open(sys.argv[1], os.O_RDONLY)\n\
+             os.dup2(fd, 57)\n\
+             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGUSR2})\n\
+             os.execv(sys.argv[2], sys.argv[2:])\n",
+        )
+        .arg(&outside)
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .current_dir(&repo.root);
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.env("PATH", interpreter_path())
+        .env("CHECKDEF_CACHE_DIR", repo.tmp.path().join("cache"));
+    let out = CmdOut::from_output(cmd.output().expect("checkdef"));
+    for (seg, runner) in [("warm", "warm"), ("fresh", "process")] {
+        let s = out.seg(seg);
+        assert_eq!(s["status"], "passed", "{seg}: {s}\n{}", out.stderr);
+        assert_eq!(s["runner"], runner, "{seg}: {s}");
+    }
+}
