@@ -547,13 +547,21 @@ pub fn venv_with_pth(dir: &Path, pth: &str) -> PathBuf {
         .status()
         .unwrap();
     assert!(st.success(), "python3 -m venv failed");
-    let site = std::fs::read_dir(dir.join("lib"))
+    std::fs::write(
+        venv_site_packages(dir).join("__editable__.foo-0.1.pth"),
+        pth,
+    )
+    .unwrap();
+    dir.join("bin")
+}
+
+/// The `site-packages` directory of the venv at `dir` (`lib/pythonX.Y/site-packages`).
+pub fn venv_site_packages(dir: &Path) -> PathBuf {
+    std::fs::read_dir(dir.join("lib"))
         .unwrap()
         .next()
         .unwrap()
         .unwrap()
         .path()
-        .join("site-packages");
-    std::fs::write(site.join("__editable__.foo-0.1.pth"), pth).unwrap();
-    dir.join("bin")
+        .join("site-packages")
 }

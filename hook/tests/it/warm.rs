@@ -34,6 +34,18 @@ fn run(repo: &TestRepo, path: &str, cache: &str, extra: &[&str]) -> CmdOut {
     CmdOut::from_output(cmd.output().expect("run checkdef"))
 }
 
+/// `cmd` (a wrapper: `unshare …`, an interpreter that sets something up) running `inner` (a
+/// `checkdef` command of a TestRepo) as its last arguments, with `inner`'s environment.
+fn run_under(cmd: &mut Command, inner: &Command) {
+    cmd.arg(inner.get_program()).args(inner.get_args());
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+}
+
 /// Each segment's live log lines (`NAME │ line`), with what legitimately differs between two
 /// runs replaced: sandbox directories and durations.
 fn logs(out: &CmdOut) -> BTreeMap<String, Vec<String>> {
@@ -1627,14 +1639,7 @@ fn the_start_up_probe_runs_while_the_warm_server_imports_pytest() {
     std::fs::create_dir(&meet).unwrap();
     let venv = repo.tmp.path().join("venv");
     let bin = crate::support::venv_with_pth(&venv, "import checkdef_meet\n");
-    let site = bin.parent().unwrap().join("lib");
-    let site = std::fs::read_dir(&site)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path()
-        .join("site-packages");
+    let site = crate::support::venv_site_packages(&venv);
     std::fs::write(
         site.join("checkdef_meet.py"),
         format!(
@@ -1734,13 +1739,7 @@ fn a_kept_clean_start_up_verdict_goes_when_the_start_up_code_changes() {
         assert_eq!(out.seg("env")["runner"], "warm", "{round}: {}", out.stdout);
         assert_eq!(kept(), 1, "{round}");
     }
-    let pth = std::fs::read_dir(venv.join("lib"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path()
-        .join("site-packages/__editable__.foo-0.1.pth");
+    let pth = crate::support::venv_site_packages(&venv).join("__editable__.foo-0.1.pth");
     std::fs::write(
         &pth,
         "import os; os.path.exists('.env') and os.environ.update(dict(l.strip().split('=', 1) for l in open('.env') if '=' in l))\n",
@@ -1823,15 +1822,8 @@ fn the_user_site_is_the_check_s_not_the_warm_server_s() {
         .arg(&home)
         .arg(&layer)
         .arg(&user_site)
-        .arg(inner.get_program())
-        .args(inner.get_args())
         .current_dir(&repo.root);
-    for (k, v) in inner.get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
+    run_under(&mut cmd, &inner);
     cmd.env("PATH", &path).env(
         "CHECKDEF_CACHE_DIR",
         repo.tmp.path().join("cache-user-site"),
@@ -2168,15 +2160,8 @@ fn what_checkdef_inherited_reaches_no_warm_child() {
              os.execv(sys.argv[2], sys.argv[2:])\n",
         )
         .arg(&outside)
-        .arg(inner.get_program())
-        .args(inner.get_args())
         .current_dir(&repo.root);
-    for (k, v) in inner.get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
+    run_under(&mut cmd, &inner);
     cmd.env("PATH", interpreter_path())
         .env("CHECKDEF_CACHE_DIR", repo.tmp.path().join("cache"));
     let out = CmdOut::from_output(cmd.output().expect("checkdef"));
