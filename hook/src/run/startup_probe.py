@@ -29,7 +29,9 @@ site.removeduppaths()
 
 class Missing:
     """Last on sys.meta_path while the start-up code runs: the top-level modules it looks for
-    and finds nowhere (a `try: import localconf`), which a check's directory might hold."""
+    and finds nowhere (a `try: import localconf`), which a check's directory might hold. (The
+    server has one of its own for pytest's import, `_Missing`: neither program imports the
+    other.)"""
 
     names = set()
 
