@@ -37,14 +37,25 @@ class Missing:
 
     @classmethod
     def find_spec(cls, name, path=None, target=None):
-        if path is None:
-            cls.names.add(name.partition(".")[0])
+        # Dotted too: a namespace package the check's directory extends (`acme.localconf`).
+        cls.names.add(name)
         return None
 
 
+# Outside the marks (a getcwd between them is a doubt of its own).
+HERE = os.getcwd()
 sys.meta_path.append(Missing)
 mark("open")
 site.main()
+# Every absolute sys.path directory outside this one, looked at between the marks, so that a
+# kept verdict goes when one appears (Python remembers a missing entry from its own start-up,
+# before the marks, and the start-up code's imports never look at it again).
+for p in list(sys.path):
+    if isinstance(p, str) and os.path.isabs(p) and not (p == HERE or p.startswith(HERE + os.sep)):
+        try:
+            os.stat(p)
+        except OSError:
+            pass
 mark("close")
 if Missing in sys.meta_path:
     sys.meta_path.remove(Missing)
@@ -62,6 +73,6 @@ mark("close")
 # Told through a mark's name (outside the marks: the tracer reads it, nothing else counts).
 # (site's own tries of sitecustomize and usercustomize are the warm server's start_doubt's.)
 tried = Missing.names - {"sitecustomize", "usercustomize"}
-mark("missing:" + ",".join(sorted(n for n in tried if n.isidentifier())))
+mark("missing:" + ",".join(sorted(n for n in tried if all(p.isidentifier() for p in n.split(".")))))
 mark("done")
 os._exit(0)

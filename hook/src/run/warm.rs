@@ -502,6 +502,17 @@ pub struct Server {
     process: Mutex<std::process::Child>,
 }
 
+impl Server {
+    /// Kill the server's process group (it forked no check: it never served).
+    fn kill(&self) {
+        if let Ok(p) = self.process.lock()
+            && let Some(pid) = rustix::process::Pid::from_raw(p.id() as i32)
+        {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         // End of file on its socket (for the reader thread's copy too) makes the server kill
@@ -706,12 +717,19 @@ impl Server {
             state.wait_for(|s| !matches!(s, State::Starting)),
         )
         .await
-        .map_err(|_| Refusal::NotStarted("the warm server took too long to start".to_owned()))?
-        .map(|s| s.clone())
-        .unwrap_or_else(|_| State::Dead("gone".into()));
+        .map(|s| {
+            s.map(|s| s.clone())
+                .unwrap_or_else(|_| State::Dead("gone".into()))
+        })
+        .unwrap_or_else(|_| State::Dead("the warm server took too long to start".to_owned()));
         match ready {
             State::Ready(_) => {}
-            State::Refused(why) | State::Dead(why) => return Err(Refusal::NotStarted(why)),
+            State::Refused(why) | State::Dead(why) => {
+                // A server that will not serve holds nothing the fresh checks may wait for (a
+                // lock its start-up code took): it goes now, not when the run ends.
+                self.kill();
+                return Err(Refusal::NotStarted(why));
+            }
             State::Starting => unreachable!("waited for another state"),
         }
 

@@ -48,8 +48,7 @@ class _Missing:
 
     @classmethod
     def find_spec(cls, name, path=None, target=None):
-        if path is None:
-            cls.names.add(name.partition(".")[0])
+        cls.names.add(name)  # dotted too: see `looked_for`
         return None
 
 
@@ -387,8 +386,23 @@ def shadowed(dirs):
                 top = next((name[: -len(s)] for s in _SUFFIXES if name.endswith(s)), None)
             if top in _PRELOADED:
                 return "%s would shadow the module %s that the warm server loaded" % (full, top)
-            if top in _MISSING:
-                return "%s would be the module %s, which the warm server looked for and did not find" % (full, top)
+            wanted = looked_for(top, os.path.isdir(full))
+            if wanted is not None:
+                return "%s would be the module %s, which the warm server looked for and did not find" % (full, wanted)
+    return None
+
+
+def looked_for(top, directory):
+    """The name the server looked for in vain that `top` (a module file, or a directory: a
+    package, or a portion of a namespace package that may hold the missing submodule) would
+    provide, or None."""
+    if top is None:
+        return None
+    if top in _MISSING:
+        return top
+    if directory:
+        prefix = top + "."
+        return next((m for m in sorted(_MISSING) if m.startswith(prefix)), None)
     return None
 
 

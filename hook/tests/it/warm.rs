@@ -2001,6 +2001,12 @@ fn what_a_fork_carries_over_is_what_a_fresh_process_has() {
     std::fs::create_dir_all(site.join("state")).unwrap();
     std::fs::create_dir_all(site.join("timer")).unwrap();
     std::fs::create_dir_all(site.join("hook")).unwrap();
+    std::fs::create_dir_all(site.join("ns/acme")).unwrap();
+    std::fs::write(
+        site.join("ns/sitecustomize.py"),
+        "try:\n    import acme.localconf  # noqa: F401\nexcept ImportError:\n    pass\n",
+    )
+    .unwrap();
     std::fs::write(
         site.join("hook/sitecustomize.py"),
         "try:\n    import project_startup  # noqa: F401\nexcept ImportError:\n    pass\n",
@@ -2030,7 +2036,8 @@ fn what_a_fork_carries_over_is_what_a_fresh_process_has() {
             "tests/test_startup.py",
             "import os\n\n\ndef test_startup():\n    assert os.environ.get('FROM_STARTUP') == '1'\n",
         )
-        .write("project_startup.py", "import os\nos.environ['FROM_STARTUP'] = '1'\n");
+        .write("project_startup.py", "import os\nos.environ['FROM_STARTUP'] = '1'\n")
+        .write("src/acme/localconf.py", "import os\nos.environ['FROM_STARTUP'] = '1'\n");
     let text = format!(
         r#"version = 1
 
@@ -2053,13 +2060,20 @@ command = "python3 -m pytest tests/test_startup.py"
 env = {{ PYTHONPATH = "{hook}:." }}
 
 [[segment]]
+name = "namespace-import"
+include = ["pytest.ini", "tests/test_startup.py", "src/acme/localconf.py"]
+command = "python3 -m pytest tests/test_startup.py"
+env = {{ PYTHONPATH = "{ns}:src" }}
+
+[[segment]]
 name = "junitxml"
 include = ["pytest.ini", "tests/test_a.py"]
 command = "python3 -m pytest -p ' no:junitxml' tests/test_a.py"
 "#,
         state = site.join("state").display(),
         timer = site.join("timer").display(),
-        hook = site.join("hook").display()
+        hook = site.join("hook").display(),
+        ns = site.join("ns").display()
     );
     repo.write("checkdef.toml", &text);
     repo.commit("what a fork carries over");
@@ -2075,6 +2089,13 @@ command = "python3 -m pytest -p ' no:junitxml' tests/test_a.py"
             "passed",
             "process",
             "project_startup, which the warm server looked for and did not find",
+        ),
+        // ... and a submodule of a namespace package the check's src/acme/ extends.
+        (
+            "namespace-import",
+            "passed",
+            "process",
+            "acme.localconf, which the warm server looked for and did not find",
         ),
     ] {
         let s = out.seg(seg);
@@ -2170,4 +2191,43 @@ fn what_checkdef_inherited_reaches_no_warm_child() {
         assert_eq!(s["status"], "passed", "{seg}: {s}\n{}", out.stderr);
         assert_eq!(s["runner"], runner, "{seg}: {s}");
     }
+}
+
+/// A warm server that will not serve is killed at once, not when the run ends: start-up code
+/// that takes a lock for the interpreter's life blocks the probe behind the server (so the
+/// server never becomes ready), and the fresh check that runs instead would wait on the lock the
+/// server holds until its time limit. (Takes the 60 s the probe and the server are given.)
+#[test]
+fn a_server_that_will_not_serve_holds_nothing_the_fresh_checks_wait_for() {
+    if !have_pytest() {
+        return;
+    }
+    let repo = TestRepo::new();
+    let lock = repo.tmp.path().join("start-up.lock");
+    let pth = format!(
+        "import sys, fcntl; hasattr(sys, 'checkdef_lock') or (setattr(sys, 'checkdef_lock', open({:?}, 'w')), fcntl.flock(sys.checkdef_lock, fcntl.LOCK_EX))\n",
+        lock.display().to_string()
+    );
+    let bin = crate::support::venv_with_pth(&repo.tmp.path().join("venv"), &pth);
+    repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
+        .write("tests/test_a.py", "def test_a():\n    pass\n")
+        .write(
+            "checkdef.toml",
+            "version = 1\n\n[[segment]]\nname = \"a\"\ntests = [\"tests/test_a.py\"]\ntimeout = \"90s\"\n",
+        );
+    repo.commit("a lock at start-up");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = run(&repo, &path, "cache", &["--rev", "HEAD"]);
+    let s = out.seg("a");
+    assert_eq!(s["status"], "passed", "{s}\n{}", out.stderr);
+    assert_eq!(s["runner"], "process", "{s}");
+    let note = s["runner_note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("took too long to start") || note.contains("start-up took over"),
+        "{s}"
+    );
 }
