@@ -2231,3 +2231,44 @@ fn a_server_that_will_not_serve_holds_nothing_the_fresh_checks_wait_for() {
         "{s}"
     );
 }
+
+/// A kept clean verdict of the start-up probe goes when a `sys.path` directory that did not
+/// exist when it was kept appears: Python remembers the missing entry from its own start-up, so
+/// the start-up code's imports never look at it, and a `sitecustomize` put there later (one
+/// that loads `.env` from the current directory) would otherwise run in the server only.
+#[test]
+fn a_kept_clean_verdict_goes_when_a_sys_path_directory_appears() {
+    if !have_pytest() {
+        return;
+    }
+    let repo = TestRepo::new();
+    let extra = repo.tmp.path().join("extra");
+    repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
+        .write(".env", "BROKEN=1\n")
+        .write(
+            "tests/test_env.py",
+            "import os\n\n\ndef test_env():\n    assert 'BROKEN' not in os.environ\n",
+        )
+        .write(
+            "checkdef.toml",
+            &format!(
+                "version = 1\n\n[[segment]]\nname = \"env\"\ninclude = [\".env\"]\ntests = [\"tests/test_env.py\"]\nenv = {{ PYTHONPATH = \"{}\" }}\n",
+                extra.display()
+            ),
+        );
+    repo.commit("a .env that breaks the test");
+    let path = interpreter_path();
+    let out = run(&repo, &path, "cache", &["--rev", "HEAD"]);
+    out.expect_code(0);
+    assert_eq!(out.seg("env")["runner"], "warm", "{}", out.stdout);
+    std::fs::create_dir(&extra).unwrap();
+    std::fs::write(
+        extra.join("sitecustomize.py"),
+        "import os\nos.path.exists('.env') and os.environ.update(dict(l.strip().split('=', 1) for l in open('.env') if '=' in l))\n",
+    )
+    .unwrap();
+    let out = run(&repo, &path, "cache", &["--rev", "HEAD", "--force"]);
+    let s = out.seg("env");
+    assert_eq!(s["status"], "failed", "{s}\n{}", out.stderr);
+    assert_eq!(s["runner"], "process", "{s}");
+}
