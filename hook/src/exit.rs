@@ -73,9 +73,21 @@ impl From<Hinted> for anyhow::Error {
     }
 }
 
+/// The command was stopped by Ctrl-C or SIGTERM before it could finish (exit 130).
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted: nothing was stored")]
+pub struct Interrupted;
+
+/// The error of a command that a signal stopped.
+pub fn interrupted() -> anyhow::Error {
+    anyhow::Error::new(Interrupted)
+}
+
 impl Code {
     pub fn from_error(err: &anyhow::Error) -> Code {
-        if err.chain().any(|e| e.is::<UsageError>()) {
+        if err.chain().any(|e| e.is::<Interrupted>()) {
+            Code::Interrupted
+        } else if err.chain().any(|e| e.is::<UsageError>()) {
             Code::Usage
         } else {
             Code::Internal

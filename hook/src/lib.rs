@@ -29,6 +29,7 @@ mod pyenv;
 mod report;
 pub mod result;
 pub mod run;
+mod signals;
 
 pub use manifest::input_hash as manifest_hash;
 

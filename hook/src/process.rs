@@ -64,6 +64,73 @@ pub fn signal_name(sig: i32) -> String {
     name.to_owned()
 }
 
+/// Pids of children that are meant to outlive this process (a detached background run):
+/// [`sweep_orphans`] leaves them alone.
+static DETACHED: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+/// Make this process the reaper of every orphan below it (`PR_SET_CHILD_SUBREAPER`), so that
+/// what a command's descendants leave behind after they end is reparented here, not to init,
+/// even when it left their process group and session (a `.pth` that starts a daemon with
+/// `start_new_session`, in a fingerprint query or in a warm server's start-up, escapes every
+/// group kill). [`sweep_orphans`] kills them when the command is done. Checks have their own
+/// reaper (the supervisor stage); this catches what runs outside one. A checkdef killed by
+/// SIGKILL cannot sweep: what was adopted then goes to init.
+pub fn adopt_orphans() {
+    let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
+}
+
+/// Record `pid`, a child started to outlive this process, so that no sweep kills it.
+pub fn detached(pid: u32) {
+    if let Ok(p) = i32::try_from(pid) {
+        DETACHED.lock().unwrap_or_else(|e| e.into_inner()).push(p);
+    }
+}
+
+/// The children of this process (every thread's), zombies included.
+fn children_of_mine() -> Vec<i32> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+            out.extend(
+                text.split_ascii_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
+        }
+    }
+    out
+}
+
+/// Kill and reap every child of this process but the [`detached`] ones, repeatedly (killing one
+/// reparents its own children here), until none is left; how many were killed. Call it when
+/// every child this command started itself has been waited for: what is left was adopted.
+pub fn sweep_orphans() -> usize {
+    let keep = DETACHED.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut killed = 0;
+    // Bounded: a fork bomb below us must not hold the exit for ever.
+    for _ in 0..1000 {
+        let left: Vec<i32> = children_of_mine()
+            .into_iter()
+            .filter(|p| !keep.contains(p))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        for &p in &left {
+            if let Some(pid) = Pid::from_raw(p) {
+                if rustix::process::kill_process(pid, Signal::KILL).is_ok() {
+                    killed += 1;
+                }
+                let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
+            }
+        }
+    }
+    killed
+}
+
 /// What [`run_bounded`] collected.
 #[derive(Debug)]
 pub struct Captured {
@@ -80,6 +147,8 @@ pub enum BoundedError {
     TimedOut(Duration),
     #[error("printed more than {} MiB", .0 >> 20)]
     TooMuchOutput(usize),
+    #[error("interrupted by {}", signal_name(*.0))]
+    Interrupted(i32),
     #[error("{0}")]
     Io(#[source] std::io::Error),
 }
@@ -145,11 +214,19 @@ fn collect(child: &mut Child, limit: Duration, max_output: usize) -> Result<Outp
             tv_sec: 1,
             tv_nsec: 0,
         });
+        if let Some(sig) = crate::signals::received() {
+            terminate(child.id(), &pidfd);
+            return Err(BoundedError::Interrupted(sig));
+        }
         let mut fds = vec![PollFd::new(&pidfd, PollFlags::IN)];
         let pipes = [out_pipe.as_fd(), err_pipe.as_fd()];
         let watched: Vec<usize> = (0..2).filter(|&i| open[i]).collect();
         for &i in &watched {
             fds.push(PollFd::from_borrowed_fd(pipes[i], PollFlags::IN));
+        }
+        // A signal to checkdef (Ctrl-C, SIGTERM) wakes this wait too: see crate::signals.
+        if let Some(wake) = crate::signals::wake_fd() {
+            fds.push(PollFd::from_borrowed_fd(wake, PollFlags::IN));
         }
         match rustix::event::poll(&mut fds, Some(&timeout)) {
             Ok(_) => {}
@@ -159,7 +236,7 @@ fn collect(child: &mut Child, limit: Duration, max_output: usize) -> Result<Outp
         let exited = !fds[0].revents().is_empty();
         let ready: Vec<usize> = watched
             .iter()
-            .zip(&fds[1..])
+            .zip(&fds[1..1 + watched.len()])
             .filter(|(_, f)| !f.revents().is_empty())
             .map(|(&i, _)| i)
             .collect();

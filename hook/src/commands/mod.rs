@@ -50,7 +50,39 @@ pub fn dispatch(ctx: &Context, cli: Cli) -> Result<Code> {
     ) {
         warm::report_ended(ctx);
     }
-    match cli.command {
+    // Commands that start processes (fingerprint queries, checks, warm servers) stop on
+    // Ctrl-C/SIGTERM at any moment with nothing stored, and leave nothing running: see
+    // crate::signals and crate::process::adopt_orphans.
+    let starts_processes = matches!(
+        cli.command,
+        Command::Run(_)
+            | Command::Background(_)
+            | Command::Hook(_)
+            | Command::Plan(_)
+            | Command::Explain(_)
+            | Command::Status
+    );
+    if starts_processes {
+        let _ = crate::signals::install();
+        crate::process::adopt_orphans();
+    }
+    let result = run_command(ctx, cli.command);
+    if starts_processes {
+        crate::process::sweep_orphans();
+        if crate::signals::received().is_some() {
+            return match result {
+                // Whatever the command made of it: interrupted, nothing partial stored.
+                Ok(_) => Ok(Code::Interrupted),
+                Err(e) if Code::from_error(&e) == Code::Interrupted => Err(e),
+                Err(_) => Err(crate::exit::interrupted()),
+            };
+        }
+    }
+    result
+}
+
+fn run_command(ctx: &Context, command: Command) -> Result<Code> {
+    match command {
         Command::Warm(args) => warm::warm(ctx, &args),
         Command::Background(args) => warm::background_main(ctx, &args),
         Command::Install(args) => install::run(ctx, &args),

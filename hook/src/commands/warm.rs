@@ -82,8 +82,10 @@ pub fn spawn(
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone().context("duplicating the log file")?)
         .stderr(log);
-    // Not waited for: it outlives this process (and is reparented when this one exits).
-    cmd.spawn().context("starting the background run")?;
+    // Not waited for: it outlives this process (and is reparented when this one exits); the
+    // sweep of orphans at the end of this command leaves it alone.
+    let child = cmd.spawn().context("starting the background run")?;
+    crate::process::detached(child.id());
     Ok(log_path)
 }
 

@@ -437,6 +437,10 @@ pub fn plan_error(e: crate::plan::PlanError) -> anyhow::Error {
     use crate::plan::PlanError;
     match e {
         PlanError::FingerprintSpawn {
+            source: crate::process::BoundedError::Interrupted(_),
+            ..
+        } => crate::exit::interrupted(),
+        PlanError::FingerprintSpawn {
             source: crate::process::BoundedError::TimedOut(_),
             ..
         } => usage_hint(

@@ -189,24 +189,17 @@ impl RunReport {
 }
 
 /// A cancellation switch flipped by Ctrl-C or SIGTERM.
+/// Flipped already when a signal came before the run (during the plan).
 pub fn interrupt_channel() -> (watch::Sender<bool>, watch::Receiver<bool>) {
-    watch::channel(false)
+    watch::channel(crate::signals::received().is_some())
 }
 
-/// Listen for SIGINT/SIGTERM and flip `tx`. Must be called inside the runtime.
+/// Listen for SIGINT/SIGTERM (see [`crate::signals`], installed when the command started) and
+/// flip `tx`. Must be called inside the runtime.
 pub fn watch_signals(tx: watch::Sender<bool>) {
+    let _ = crate::signals::install();
     tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            return;
-        };
-        tokio::select! {
-            _ = int.recv() => {},
-            _ = term.recv() => {},
-        }
+        crate::signals::wait().await;
         let _ = tx.send(true);
     });
 }

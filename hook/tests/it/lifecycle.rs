@@ -3,7 +3,7 @@
 //! newlines, and failures to start (issue 15). No assertion is on wall-clock time: waits are
 //! hang guards only.
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::{CmdOut, TestRepo};
@@ -641,4 +641,112 @@ command = "grep SigIgn /proc/$$/status"
         .unwrap_or_else(|| panic!("{}", out.stderr));
     let mask = u64::from_str_radix(&line, 16).unwrap();
     assert_eq!(mask & (0b11 << 31), 0, "signals 32/33 ignored: {line}");
+}
+
+#[test]
+fn what_a_fingerprint_leaves_in_another_session_does_not_outlive_checkdef() {
+    // A daemon in a session of its own (`setsid`, or a `.pth` that starts one with
+    // `start_new_session`) escapes every kill of the fingerprint's process group; it used to
+    // be left running after `plan` and `run` returned.
+    let (repo, pids) = repo_with(
+        r#"version = 1
+
+[defaults]
+fingerprint = ["setsid sh -c 'echo $$ > @PIDS@/daemon; exec sleep 300' < /dev/null > /dev/null 2>&1 & while [ ! -s @PIDS@/daemon ]; do sleep 0.01; done; echo v1"]
+
+[[segment]]
+name = "quick"
+include = ["a"]
+command = "echo fine"
+"#,
+    );
+    for args in [&["plan", "--json"][..], &["run", "--json"]] {
+        std::fs::remove_file(pids.join("daemon")).ok();
+        let mut cmd = repo.checkdef_cmd_in(&repo.root, args);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let out = CmdOut::from_output(output_within_guard(cmd.spawn().unwrap(), args[0]));
+        out.expect_code(0);
+        let daemon = read_pid(&pids.join("daemon"));
+        let sid = stat_field(daemon, 4);
+        let left = survivors(&[daemon]);
+        for p in &left {
+            let _ = Command::new("kill").args(["-9", &p.to_string()]).status();
+        }
+        assert!(
+            left.is_empty(),
+            "`checkdef {}` left the fingerprint's daemon {daemon} (session {sid:?}) running",
+            args[0]
+        );
+    }
+}
+
+/// Start `checkdef args` in `repo` with SIGINT ignored (as `setsid cmd &` or a shell without
+/// job control starts a background command), and wait for `pidfile` to name the fingerprint's
+/// process.
+fn start_with_sigint_ignored(repo: &TestRepo, args: &[&str], pidfile: &Path) -> (Child, u32) {
+    use std::os::unix::process::CommandExt as _;
+    let mut cmd = repo.checkdef_cmd_in(&repo.root, args);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    // SAFETY: signal(2) only, between fork and exec.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    let pid = read_pid(pidfile);
+    (child, pid)
+}
+
+#[test]
+fn a_signal_while_a_fingerprint_runs_stops_everything_and_stores_nothing() {
+    // SIGINT during a slow fingerprint (a `.pth` that sleeps in the interpreter query) was
+    // lost when checkdef had inherited it ignored: the run went on and stored its results.
+    // SIGTERM then killed checkdef but left the query running.
+    let (repo, pids) = repo_with(
+        r#"version = 1
+
+[defaults]
+fingerprint = ["echo $$ > @PIDS@/fp; sleep 300; echo v1"]
+
+[[segment]]
+name = "quick"
+include = ["a"]
+command = "echo fine"
+"#,
+    );
+    for (signal, args) in [
+        ("-INT", &["run", "--json"][..]),
+        ("-TERM", &["run", "--json"][..]),
+        ("-INT", &["plan"][..]),
+    ] {
+        std::fs::remove_file(pids.join("fp")).ok();
+        let (child, fp) = start_with_sigint_ignored(&repo, args, &pids.join("fp"));
+        let st = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let out = output_within_guard(child, args[0]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(130),
+            "`checkdef {}` after {signal}: {stderr}",
+            args[0]
+        );
+        assert!(stderr.contains("interrupted"), "{stderr}");
+        assert!(
+            survivors(&[fp]).is_empty(),
+            "the fingerprint command {fp} outlived `checkdef {}` ({signal})",
+            args[0]
+        );
+        assert!(
+            repo.cached_narinfos().is_empty(),
+            "{:?}",
+            repo.cached_narinfos()
+        );
+    }
 }

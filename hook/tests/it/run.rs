@@ -254,6 +254,17 @@ pub fn wait_for_file(path: &Path, within: Duration) -> String {
 
 #[test]
 fn sigint_stops_the_run_kills_the_check_and_stores_nothing() {
+    stop_the_run_with("-INT");
+}
+
+#[test]
+fn sighup_stops_the_run_as_sigint_does() {
+    // A closed terminal or a dropped ssh connection: its default action killed checkdef at
+    // once, leaving the check's sandbox (and the warm server's directory) behind.
+    stop_the_run_with("-HUP");
+}
+
+fn stop_the_run_with(signal: &str) {
     let repo = TestRepo::new();
     let pidfile = repo.tmp.path().join("child.pid");
     let tmpdir = repo.tmp.path().join("tmpdir");
@@ -309,13 +320,13 @@ command = "echo never started"
 
     let sent = Instant::now();
     let st = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .unwrap();
     assert!(st.success());
     let deadline = Instant::now() + Duration::from_secs(15);
     while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "checkdef ignored SIGINT");
+        assert!(Instant::now() < deadline, "checkdef ignored {signal}");
         std::thread::sleep(Duration::from_millis(20));
     }
     let out = CmdOut::from_output(child.wait_with_output().unwrap());
