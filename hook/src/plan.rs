@@ -580,6 +580,18 @@ fn segment_fingerprints(
         };
         fingerprints.insert(fp.key(), out);
     }
+    // A Python check may run pytest, which reads configuration above the repository (even
+    // with `fingerprint = []`: these are not the environment the user turned off, they are
+    // files the tests' own configuration may come from).
+    let python = seg.tests.is_some()
+        || crate::pyenv::command_interpreter(&seg.command).is_some()
+        || seg
+            .fingerprint
+            .iter()
+            .any(|f| matches!(f, Fingerprint::Python(_)));
+    if python && let Some(above) = crate::pyenv::pytest_files_above(repo.root()) {
+        fingerprints.insert(crate::pyenv::ABOVE_KEY.to_owned(), above);
+    }
     if let Some(rules) = checkout_rules {
         // What decides the bytes a checkout holds is part of what the result depends on.
         fingerprints.insert(

@@ -4,10 +4,12 @@
 //! What it hashes: the interpreter's real path (after symlinks, as `sys.executable` resolves),
 //! its implementation and version, and every installed distribution (`name==version`, from the
 //! `*.dist-info`/`*.egg-info` metadata found in the directories of the interpreter's
-//! `sys.path`). A venv with one more package, another interpreter or an upgraded package is
-//! another fingerprint, so a result from one environment is a miss in the other. Directory
-//! paths are not hashed, so the same packages in another checkout (or on a teammate's machine)
-//! share results.
+//! `sys.path`), and what each `sys.path` directory holds (the names of its entries, in
+//! `sys.path` order: a directory a `.pth` adds, or a module that is no distribution's). A venv
+//! with one more package, another interpreter or an upgraded package is another fingerprint,
+//! so a result from one environment is a miss in the other. Directory paths are not hashed, so
+//! the same packages in another checkout (or on a teammate's machine) share results; a module
+//! edited in place, outside the repository, is not seen (docs/configuration.md).
 //!
 //! Why it costs nothing on a no-op: `sys.path` is learnt by running the interpreter once (with
 //! the check's own environment: `PATH`, the passthrough variables and `env`), and the output
@@ -44,7 +46,7 @@ pub const VERSION_FILES: [&str; 12] = [
 ];
 
 /// Version of the kept record's format and of the rendered output.
-const FORMAT: &str = "checkdef-python-env 2";
+const FORMAT: &str = "checkdef-python-env 3";
 
 /// The manifest key of the environment of `interpreter` (how it is written in checkdef.toml).
 pub fn key(interpreter: &str) -> String {
@@ -64,12 +66,40 @@ pub fn is_interpreter(word: &str) -> bool {
             .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// The interpreter a command runs, when its first word is one (see [`is_interpreter`]).
+/// Whether `word` names a pytest script (`pytest`, `py.test`, `.venv/bin/pytest`): its
+/// interpreter is the one its `#!` line names (see [`fingerprint`]).
+pub fn is_pytest_script(word: &str) -> bool {
+    let base = word.rsplit('/').next().unwrap_or(word);
+    base == "pytest" || base == "py.test"
+}
+
+/// The interpreter (or pytest script) a command runs, in any of its simple commands (`cd src &&
+/// python3 …`, `make lint; pytest`), after variable assignments and the wrappers that run
+/// their arguments (`PYTHONPATH=src python3 -m pytest`, `env python3 …`, `exec pytest`): a check
+/// that runs Python depends on its environment, however the command is spelled.
 pub fn command_interpreter(command: &str) -> Option<&str> {
+    const WRAPPERS: [&str; 6] = ["env", "exec", "command", "nice", "nohup", "time"];
     command
-        .split_whitespace()
-        .next()
-        .filter(|w| is_interpreter(w))
+        .split(['\n', ';', '&', '|', '(', ')', '`'])
+        .find_map(|simple| {
+            let mut wrapped = false;
+            // The wrappers' options that take a value (`env -u NAME`, `env -C DIR`, `nice -n N`).
+            let mut operand = false;
+            simple
+                .split_whitespace()
+                .find(|w| {
+                    let assignment = w.split_once('=').is_some_and(|(name, _)| {
+                        !name.is_empty()
+                            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                    });
+                    let option = wrapped && w.starts_with('-');
+                    let skip = assignment || WRAPPERS.contains(w) || option || operand;
+                    operand = option && matches!(*w, "-u" | "-C" | "-n");
+                    wrapped |= WRAPPERS.contains(w);
+                    !skip
+                })
+                .filter(|w| is_interpreter(w) || is_pytest_script(w))
+        })
 }
 
 /// The rendered fingerprint of `interpreter`'s environment for a check run in `root` with
@@ -99,11 +129,19 @@ pub fn fingerprint(
         .iter()
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.as_str());
-    let exe =
-        find_executable(root, interpreter, path_var).ok_or_else(|| PlanError::PythonNotFound {
-            interpreter: interpreter.to_owned(),
-            path: path_var.unwrap_or("").to_owned(),
-        })?;
+    let not_found = || PlanError::PythonNotFound {
+        interpreter: interpreter.to_owned(),
+        path: path_var.unwrap_or("").to_owned(),
+    };
+    let mut exe = find_executable(root, interpreter, path_var).ok_or_else(not_found)?;
+    if !is_interpreter(interpreter) {
+        // A pytest script: the environment is its interpreter's (a pipx-installed pytest runs
+        // in a venv of its own, not in `python3`'s). A shim whose `#!` names no Python (pyenv's
+        // is bash) picks the same version as `python3` on the same PATH.
+        exe = python_behind(root, &exe, path_var)
+            .or_else(|| find_executable(root, "python3", path_var))
+            .ok_or_else(not_found)?;
+    }
     let kept = kept_dir.map(|d| d.join(format!("python-{}", probe_key(root, &exe, env, environ))));
     let out = match kept.as_deref().and_then(read_kept) {
         Some(out) => out,
@@ -138,6 +176,73 @@ fn find_executable(root: &Path, interpreter: &str, path_var: Option<&str>) -> Op
         .filter(|d| !d.as_os_str().is_empty())
         .map(|d| d.join(interpreter))
         .find(|p| is_exe(p))
+}
+
+/// The manifest key of the pytest files above the repository (see [`pytest_files_above`]).
+pub const ABOVE_KEY: &str = "pytest files above the repository";
+
+/// The files above the repository root that pytest reads: its configuration files (pytest
+/// looks for them from the tests' common directory up to `/`, and takes the first it finds
+/// outside the repository when the repository has none of its own, even a `~/tox.ini`), a
+/// `setup.py` (which makes its directory the rootdir), and the `conftest.py` files between
+/// such a rootdir and the tests. Each one present, by its path relative to the root
+/// (`../pytest.ini`) and the sha256 of its content; `None` when there is none, the common case,
+/// which leaves every input hash as it was. Computed once per process for each root.
+pub fn pytest_files_above(root: &Path) -> Option<Vec<u8>> {
+    use sha2::{Digest, Sha256};
+    static SEEN: OnceLock<Mutex<HashMap<PathBuf, Option<Vec<u8>>>>> = OnceLock::new();
+    let seen = SEEN.get_or_init(Default::default);
+    if let Some(v) = seen.lock().unwrap_or_else(|e| e.into_inner()).get(root) {
+        return v.clone();
+    }
+    let mut out = String::new();
+    let mut up = String::new();
+    let mut dir = root.parent();
+    while let Some(d) = dir {
+        up.push_str("../");
+        let names = crate::config::PYTEST_CONFIG_FILES
+            .iter()
+            .chain(&["setup.py", "conftest.py"]);
+        for name in names {
+            let p = d.join(name);
+            if !p.is_file() {
+                continue;
+            }
+            let digest = std::fs::read(&p).map_or_else(
+                |e| format!("unreadable ({})", e.kind()),
+                |b| hex::encode(Sha256::digest(&b)),
+            );
+            out.push_str(&format!("{up}{name} {digest}\n"));
+        }
+        dir = d.parent();
+    }
+    let v = (!out.is_empty()).then(|| out.into_bytes());
+    seen.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(root.to_path_buf(), v.clone());
+    v
+}
+
+/// The Python interpreter a script's `#!` line runs: an absolute path to one, or
+/// `/usr/bin/env [-S] python3` looked up on `path_var`.
+fn python_behind(root: &Path, script: &Path, path_var: Option<&str>) -> Option<PathBuf> {
+    use std::io::Read as _;
+    let mut head = [0u8; 512];
+    let n = std::fs::File::open(script).ok()?.read(&mut head).ok()?;
+    let line = head[..n]
+        .strip_prefix(b"#!")?
+        .split(|b| *b == b'\n')
+        .next()?;
+    let line = std::str::from_utf8(line).ok()?;
+    let mut words = line.split_whitespace();
+    let first = words.next()?;
+    if first.ends_with("/env") {
+        let program = words.find(|w| !w.starts_with('-'))?;
+        return (is_interpreter(program) && !program.contains('/'))
+            .then(|| find_executable(root, program, path_var))
+            .flatten();
+    }
+    (first.starts_with('/') && is_interpreter(first)).then(|| PathBuf::from(first))
 }
 
 fn identity(path: &Path) -> String {
@@ -310,8 +415,9 @@ fn compute(
         });
     };
     let mut dists = BTreeSet::new();
+    let mut names = Vec::new();
     for (dir, _) in &dirs {
-        list_distributions(dir, &mut dists);
+        names.push(list_distributions(dir, &mut dists));
     }
     let mut out = format!("python {python}\nversion {version}\n");
     for d in dists {
@@ -319,16 +425,30 @@ fn compute(
         out.push_str(&d);
         out.push('\n');
     }
+    // What each `sys.path` directory offers to import, in `sys.path` order, without its path:
+    // a directory a `.pth` adds (`conda develop`, a hand-written one) or a module dropped into
+    // site-packages, neither of them a distribution, changes what a test imports.
+    // (An empty directory offers nothing: a venv of its own with no package is the same.)
+    for digest in names.iter().flatten() {
+        out.push_str(&format!("path {digest}\n"));
+    }
     Ok((dirs, out.into_bytes()))
 }
 
-/// Add `name==version` for every distribution whose metadata is directly in `dir`.
-fn list_distributions(dir: &Path, out: &mut BTreeSet<String>) {
+/// Add `name==version` for every distribution whose metadata is directly in `dir`; returns the
+/// sha256 of the sorted names of its entries (`__pycache__` aside): which modules, packages and
+/// `.pth` files it holds; `None` when it holds none.
+fn list_distributions(dir: &Path, out: &mut BTreeSet<String>) -> Option<String> {
+    use sha2::{Digest, Sha256};
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
+        return Some("unreadable".to_owned());
     };
+    let mut names: Vec<Vec<u8>> = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name();
+        if name != "__pycache__" {
+            names.push(name.as_encoded_bytes().to_vec());
+        }
         let Some(name) = name.to_str() else { continue };
         let path = entry.path();
         let metadata = if let Some(stem) = name.strip_suffix(".dist-info") {
@@ -350,6 +470,16 @@ fn list_distributions(dir: &Path, out: &mut BTreeSet<String>) {
         let (name, version) = read_metadata(&file).unwrap_or_else(|| from_stem(stem));
         out.insert(format!("{}=={version}", normalize(&name)));
     }
+    if names.is_empty() {
+        return None;
+    }
+    names.sort();
+    let mut h = Sha256::new();
+    for n in &names {
+        h.update(n);
+        h.update(b"\0");
+    }
+    Some(hex::encode(h.finalize()))
 }
 
 /// `Name` and `Version` from the headers of a core metadata file.
@@ -427,6 +557,19 @@ mod tests {
         }
         assert_eq!(command_interpreter("python3 -m pytest -q"), Some("python3"));
         assert_eq!(command_interpreter("make test"), None);
+        for (command, interpreter) in [
+            ("pytest -q", "pytest"),
+            (".venv/bin/pytest tests", ".venv/bin/pytest"),
+            ("PYTHONPATH=src python3 -m pytest", "python3"),
+            ("env -u X A=1 python3.11 run.py", "python3.11"),
+            ("cd src && python3 -m pytest", "python3"),
+            ("make lint; exec py.test", "py.test"),
+            ("(cd x; .venv/bin/python t.py)", ".venv/bin/python"),
+        ] {
+            assert_eq!(command_interpreter(command), Some(interpreter), "{command}");
+        }
+        assert_eq!(command_interpreter("echo python3"), None);
+        assert_eq!(command_interpreter("cargo test -- pytest"), None);
     }
 
     #[test]

@@ -96,6 +96,31 @@ fn a_result_from_one_python_environment_is_a_miss_in_another() {
         "an upgraded package is another environment"
     );
 
+    // What is importable without being a distribution: a directory a `.pth` puts on
+    // `sys.path` (`conda develop`, a hand-written one), a module dropped into site-packages.
+    // Both used to keep the hash, and a cached PASS for a test that imports them.
+    let extra = repo.tmp.path().join("extra-dir");
+    std::fs::create_dir(&extra).unwrap();
+    std::fs::write(extra.join("fastcalc.py"), "X = 1\n").unwrap();
+    std::fs::write(site.join("extra.pth"), format!("{}\n", extra.display())).unwrap();
+    let with_pth = hash(&[("PATH", &in_venv)]);
+    assert_ne!(
+        with_pth, upgraded,
+        "a .pth's directory is part of the environment"
+    );
+    std::fs::write(extra.join("another.py"), "X = 2\n").unwrap();
+    let another = hash(&[("PATH", &in_venv)]);
+    assert_ne!(another, with_pth, "a module in a .pth's directory is");
+    std::fs::remove_file(site.join("extra.pth")).unwrap();
+    assert_eq!(hash(&[("PATH", &in_venv)]), upgraded);
+    std::fs::write(site.join("loose_module.py"), "X = 1\n").unwrap();
+    assert_ne!(
+        hash(&[("PATH", &in_venv)]),
+        upgraded,
+        "a module of no distribution is part of the environment"
+    );
+    std::fs::remove_file(site.join("loose_module.py")).unwrap();
+
     // A pass inside the venv is not served outside it (nor the other way round).
     let run = repo.run_json(&[], &[("PATH", &in_venv)]);
     run.expect_code(0);
@@ -237,4 +262,77 @@ fn the_python_fingerprint_runs_no_repository_code_and_writes_nothing_into_the_wo
             .map(|e| e.file_name())
             .collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn every_spelling_of_a_python_command_hashes_its_environment() {
+    // Only a command whose first word was an interpreter got the default fingerprint: `pytest
+    // -q`, `PYTHONPATH=src python3 -m pytest`, `cd src && python3 …` kept a cached PASS after
+    // a package upgrade.
+    if !have_pytest() {
+        return;
+    }
+    let repo = TestRepo::new();
+    let v = repo.tmp.path().join("venv");
+    let site = venv(&v);
+    // A pytest whose own venv is not `python3`'s (pipx installs them so).
+    let bin = repo.tmp.path().join("pytest-bin");
+    std::fs::create_dir(&bin).unwrap();
+    let script = bin.join("pytest");
+    std::fs::write(
+        &script,
+        format!(
+            "#!{}\nimport sys, pytest\nsys.exit(pytest.console_main())\n",
+            v.join("bin/python3").display()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let commands = [
+        "pytest -q tests/test_foo.py",
+        "PYTHONPATH=src python3 -m pytest -q tests/test_foo.py",
+        "cd tests && python3 -m pytest -q test_foo.py",
+        "env PYTHONPATH=src python3 -m pytest -q tests/test_foo.py",
+    ];
+    let mut config = String::from("version = 1\n");
+    for (i, c) in commands.iter().enumerate() {
+        config.push_str(&format!(
+            "\n[[segment]]\nname = \"s{i}\"\ninclude = [\"tests/**\"]\ncommand = {c:?}\n"
+        ));
+    }
+    repo.write("tests/test_foo.py", "def test_foo(): pass\n")
+        .write("checkdef.toml", &config);
+    repo.commit("init");
+    let path = format!("{}:{}", bin.display(), path_with(&v.join("bin")));
+    // The pytest script alone ahead of the machine's PATH: `python3` there is not its venv's.
+    let pipx_path = path_with(&bin);
+    let hashes_with = |path: &str| {
+        let out = repo.checkdef_env(&["plan", "--json"], &[("PATH", path)]);
+        out.expect_code(0);
+        (0..commands.len())
+            .map(|i| {
+                out.json["segments"][i]["input_hash"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect::<Vec<_>>()
+    };
+    let before = hashes_with(&path);
+    let pipx_before = hashes_with(&pipx_path);
+    install_fake_distribution(&site, "extra_pkg", "1.0");
+    let after = hashes_with(&path);
+    for (i, c) in commands.iter().enumerate() {
+        assert_ne!(before[i], after[i], "`{c}` kept its hash after an install");
+    }
+    assert_ne!(
+        pipx_before[0],
+        hashes_with(&pipx_path)[0],
+        "`pytest` is hashed with its own interpreter's environment, not python3's"
+    );
+    let run = repo.run_json(&[], &[("PATH", &path)]);
+    run.expect_code(0);
 }

@@ -194,3 +194,60 @@ fn shorthand_reruns_when_a_conftest_on_the_test_path_changes() {
     );
     assert_eq!(run_head(&repo), (1, "run".to_owned()));
 }
+
+#[test]
+fn configuration_above_the_repository_is_hashed_for_both_runners() {
+    if !have_pytest() {
+        return;
+    }
+    // With no pytest configuration of its own, pytest takes the first one it finds above the
+    // repository (a ../pytest.ini, a ~/tox.ini), and a conftest.py between that rootdir and the
+    // tests. They are no input, and a pass stayed cached after one appeared.
+    for runner in ["warm", "process"] {
+        let repo = TestRepo::new();
+        repo.write("tests/test_a.py", XPASS_TEST)
+            .write(".gitignore", "__pycache__/\n.pytest_cache/\n")
+            .write(
+                "checkdef.toml",
+                &format!(
+                    "version = 1\n\n[defaults]\nrunner = \"{runner}\"\n\n[[segment]]\nname = \"a-tests\"\ntests = [\"tests/test_a.py\"]\n\n[[segment]]\nname = \"b-tests\"\ncommand = \"cd tests && python3 -m pytest -q test_a.py\"\ninclude = [\"tests/**\"]\n"
+                ),
+            );
+        repo.commit("init");
+        let above = repo.root.parent().unwrap().join("pytest.ini");
+        assert_eq!(run_head(&repo), (0, "run".to_owned()), "{runner}");
+        std::fs::write(&above, "[pytest]\nxfail_strict = true\n").unwrap();
+        assert_eq!(
+            plain_pytest(&repo, &["tests/test_a.py"]),
+            1,
+            "plain pytest fails"
+        );
+        let out = repo.run_json(&["--rev", "HEAD"], &[("PYTHONDONTWRITEBYTECODE", "1")]);
+        for seg in ["a-tests", "b-tests"] {
+            assert_eq!(
+                (out.status(seg), out.source(seg)),
+                ("failed", "run"),
+                "{runner} {seg}: ../pytest.ini is part of the hash\n{}",
+                out.stderr
+            );
+        }
+        // A conftest.py above, between that rootdir and the tests, is too.
+        std::fs::write(&above, "[pytest]\n").unwrap();
+        assert_eq!(run_head(&repo).0, 0, "{runner}");
+        std::fs::write(
+            repo.root.parent().unwrap().join("conftest.py"),
+            "def pytest_collection_modifyitems(items):\n    raise SystemExit(3)\n",
+        )
+        .unwrap();
+        assert_ne!(
+            plain_pytest(&repo, &["tests/test_a.py"]),
+            0,
+            "plain pytest fails"
+        );
+        assert_eq!(
+            run_head(&repo),
+            (1, "run".to_owned()),
+            "{runner}: conftest.py above"
+        );
+    }
+}
