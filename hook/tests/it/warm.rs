@@ -2281,3 +2281,69 @@ fn a_kept_clean_verdict_goes_when_a_sys_path_directory_appears() {
     assert_eq!(s["status"], "failed", "{s}\n{}", out.stderr);
     assert_eq!(s["runner"], "process", "{s}");
 }
+
+/// A daemon the environment's start-up code starts in a session of its own (a `.pth` with
+/// `start_new_session`) runs in every Python: the fingerprint query, the start-up probe, the
+/// warm server, the fresh check. Killing their process groups never reached it; the warm
+/// server's and the query's outlived `checkdef run`.
+#[test]
+fn daemons_the_start_up_code_starts_do_not_outlive_the_run() {
+    if !have_pytest() {
+        return;
+    }
+    let repo = TestRepo::new();
+    repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
+        .write("tests/test_one.py", "def test_one():\n    pass\n")
+        .write(
+            "checkdef.toml",
+            "version = 1\n\n[[segment]]\nname = \"one\"\ntests = [\"tests/test_one.py\"]\n",
+        );
+    repo.commit("one test");
+    let pids = repo.tmp.path().join("daemons");
+    std::fs::create_dir(&pids).unwrap();
+    let venv = repo.tmp.path().join("venv");
+    let bin = crate::support::venv_with_pth(&venv, "import checkdef_daemon\n");
+    let site = crate::support::venv_site_packages(&venv);
+    std::fs::write(
+        site.join("checkdef_daemon.py"),
+        format!(
+            r#"import os, subprocess, sys
+if "CHECKDEF_DAEMON" not in os.environ:
+    env = dict(os.environ, CHECKDEF_DAEMON="1")
+    d = subprocess.Popen(
+        [sys.executable, "-S", "-c", "import time; time.sleep(300)"],
+        start_new_session=True, env=env,
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        open(os.path.join({pids:?}, str(d.pid)), "w").close()
+    except OSError:
+        pass  # the sandbox: its own daemon dies with the check's supervisor
+"#,
+            pids = pids.display().to_string()
+        ),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = run(&repo, &path, "cache", &["--rev", "HEAD"]);
+    out.expect_code(0);
+    let started: Vec<u32> = std::fs::read_dir(&pids)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap())
+        .collect();
+    assert!(!started.is_empty(), "no daemon was started");
+    let left = crate::lifecycle::survivors(&started);
+    for p in &left {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &p.to_string()])
+            .status();
+    }
+    assert!(
+        left.is_empty(),
+        "daemons of the start-up code outlived checkdef run: {left:?} of {started:?}"
+    );
+}
