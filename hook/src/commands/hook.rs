@@ -37,9 +37,15 @@ pub fn pre_push(ctx: &Context, remote: &str, url: &str) -> Result<Code> {
             "cannot read the ref list git writes to the pre-push hook's stdin: {e}"
         ))
     })?;
-    if ctx.settings.skip {
-        p.warn("CHECKDEF_SKIP is set — this push is NOT verified");
-        return Ok(Code::Success);
+    match &ctx.settings.skip {
+        crate::context::Skip::Yes => {
+            p.warn("CHECKDEF_SKIP is set — this push is NOT verified");
+            return Ok(Code::Success);
+        }
+        crate::context::Skip::NotUnderstood(v) => p.warn(&format!(
+            "CHECKDEF_SKIP={v:?} is not understood, so the checks run (CHECKDEF_SKIP=1 skips them)"
+        )),
+        crate::context::Skip::No => {}
     }
     let updates =
         prepush::parse_stdin(&input).map_err(|e| usage(format!("pre-push input: {e}")))?;

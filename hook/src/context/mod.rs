@@ -214,8 +214,8 @@ pub struct Settings {
     pub cache_dir: Option<CacheDir>,
     pub remote: RemoteEnv,
     pub sandbox: SandboxSettings,
-    /// `CHECKDEF_SKIP` (set, not empty, not `0`): the hook lets the push through unchecked.
-    pub skip: bool,
+    /// `CHECKDEF_SKIP`: whether the hook lets the push through unchecked.
+    pub skip: Skip,
     /// `CHECKDEF_BUDGET`: the push budget instead of `[hook] budget`.
     pub budget: BudgetOverride,
     jobs: OnceLock<usize>,
@@ -262,6 +262,29 @@ impl BudgetOverride {
     }
 }
 
+/// `CHECKDEF_SKIP`: `1`, `true`, `yes` or `on` skip the hook's checks; unset, empty, `0`,
+/// `false`, `no` or `off` do not. Anything else does not either, with a warning: it used to
+/// skip (every value but `0` did), and `CHECKDEF_SKIP=false` letting a push through unchecked
+/// is the opposite of what it says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skip {
+    No,
+    Yes,
+    NotUnderstood(String),
+}
+
+impl Skip {
+    fn from_env(value: Option<&std::ffi::OsStr>) -> Skip {
+        let Some(v) = value else { return Skip::No };
+        let v = v.to_string_lossy();
+        match v.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Skip::Yes,
+            "" | "0" | "false" | "no" | "off" => Skip::No,
+            _ => Skip::NotUnderstood(v.into_owned()),
+        }
+    }
+}
+
 impl Settings {
     pub fn new(flags: &GlobalArgs, config_flag: Option<PathBuf>, env: Env) -> Settings {
         Settings {
@@ -270,7 +293,7 @@ impl Settings {
             cache_dir: CacheDir::from_env(&env),
             remote: RemoteEnv::from_env(&env),
             sandbox: SandboxSettings::from_env(&env),
-            skip: env.non_empty("CHECKDEF_SKIP").is_some_and(|v| v != "0"),
+            skip: Skip::from_env(env.non_empty("CHECKDEF_SKIP")),
             budget: BudgetOverride::from_env(&env),
             jobs: OnceLock::new(),
             env,

@@ -614,9 +614,18 @@ fn checkdef_skip_bypasses_the_checks_with_a_warning() {
     p.repo.commit("fix");
     p.break_bar();
     p.repo.commit("break again");
-    let r = p.push_env(&["origin", "main"], &[("CHECKDEF_SKIP", "0")]);
+    for value in ["0", "false", "No", "off"] {
+        let r = p.push_env(&["origin", "main"], &[("CHECKDEF_SKIP", value)]);
+        assert_ne!(r.code, 0, "CHECKDEF_SKIP={value}: {}", r.stderr);
+        assert!(!r.stderr.contains("NOT verified"), "{}", r.stderr);
+    }
+    // A value it does not understand skips nothing (every value but 0 used to skip).
+    let r = p.push_env(&["origin", "main"], &[("CHECKDEF_SKIP", "maybe")]);
     assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("is not understood"), "{}", r.stderr);
     assert_eq!(p.remote("main").as_deref(), Some(bad.as_str()));
+    let r = p.push_env(&["origin", "main"], &[("CHECKDEF_SKIP", "true")]);
+    r.expect_code(0);
 }
 
 #[test]
