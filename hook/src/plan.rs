@@ -354,7 +354,7 @@ pub fn build_plan_filtered(
     let matcher = config.matcher();
     let (mut per_segment, attributes, changed, listings) =
         collect_inputs(repo, config, target, base)?;
-    let checkout_rules = repo.checkout_rules(&attributes);
+    let checkout_rules = repo.checkout_rules(&attributes)?;
     let (touched, untracked_touched) = match changed {
         None => (None, None),
         Some(changed) => {

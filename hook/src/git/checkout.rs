@@ -5,10 +5,11 @@
 //! gix's filter pipeline (already built in for the directory walk: no extra crate), and puts
 //! everything that decides the conversion into the input hash ([`Repo::checkout_rules`]).
 //!
-//! The common case costs nothing: without any attributes file and without `core.autocrlf`,
-//! no file can be converted, no pipeline is built, and the manifest is unchanged.
+//! The common case costs nothing but one `git var`: without any attributes file (in the
+//! snapshot or outside it) and without `core.autocrlf`, no file can be converted, no pipeline
+//! is built, and the manifest is unchanged.
 use std::io::Read as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use gix::bstr::BStr;
 use gix::filter::plumbing::driver::apply::{Delay, MaybeDelayed};
@@ -24,37 +25,184 @@ pub fn is_attributes_file(path: &[u8]) -> bool {
     path == b".gitattributes" || path.ends_with(b"/.gitattributes")
 }
 
+/// The attributes files git reads besides the snapshot's `.gitattributes`, lowest priority
+/// first. Any of them may be absent; git then skips it silently, and so does checkdef.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutsideAttributes {
+    /// `$(prefix)/etc/gitattributes` of the `git` on `PATH`; `None` under `GIT_ATTR_NOSYSTEM`.
+    pub system: Option<PathBuf>,
+    /// `core.attributesFile`, else `$XDG_CONFIG_HOME/git/attributes`, else
+    /// `$HOME/.config/git/attributes`.
+    pub global: Option<PathBuf>,
+    /// `$GIT_COMMON_DIR/info/attributes`.
+    pub info: PathBuf,
+}
+
+impl OutsideAttributes {
+    /// The global files (system, then global), in the order git reads them.
+    fn globals(&self) -> impl Iterator<Item = &PathBuf> {
+        self.system.iter().chain(self.global.iter())
+    }
+
+    /// Whether any of them holds rules a checkout could apply.
+    fn any_present(&self) -> bool {
+        self.globals().chain([&self.info]).any(|p| p.is_file())
+    }
+}
+
+/// The content of an attributes file outside the snapshot, or `None` where git would skip it
+/// (missing, or a directory). Any other failure is an error: git would only warn and go on
+/// without the file, and checkdef cannot know the checkout that gives.
+fn read_attributes_file(path: &Path) -> Result<Option<Vec<u8>>> {
+    use std::io::ErrorKind;
+    match std::fs::read(path) {
+        Ok(data) => Ok(Some(data)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::NotFound | ErrorKind::NotADirectory | ErrorKind::IsADirectory
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(source) => Err(GitError::AttributesFile {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// The system attributes file of the `git` on `PATH`. Its location is compiled into git
+/// (`/etc/gitattributes` for a distribution's git, `/usr/local/etc/gitattributes` for one
+/// built from source, ...), so git is asked once per process; gix's guess (always
+/// `/etc/gitattributes` on Unix, skipped when `GIT_ATTR_NOSYSTEM` is set at all) differs.
+fn system_attributes_file() -> Result<Option<PathBuf>> {
+    static ANSWER: std::sync::OnceLock<Result<Option<PathBuf>, String>> =
+        std::sync::OnceLock::new();
+    ANSWER
+        .get_or_init(|| {
+            let out = std::process::Command::new("git")
+                .args(["var", "GIT_ATTR_SYSTEM"])
+                // `git var` needs no repository; a hook's GIT_DIR must not make it fail.
+                .env_remove("GIT_DIR")
+                .env_remove("GIT_WORK_TREE")
+                .current_dir("/")
+                .stdin(std::process::Stdio::null())
+                .output()
+                .ok();
+            let nosystem = std::env::var_os("GIT_ATTR_NOSYSTEM");
+            interpret_git_var_attr_system(
+                out.as_ref()
+                    .map(|o| (o.status.code(), &o.stdout[..], &o.stderr[..])),
+                nosystem.as_deref(),
+            )
+        })
+        .clone()
+        .map_err(|message| GitError::SystemAttributes { message })
+}
+
+/// What `git var GIT_ATTR_SYSTEM` answered (exit code, stdout, stderr; `None` when git could
+/// not be started) says about the system attributes file.
+fn interpret_git_var_attr_system(
+    answer: Option<(Option<i32>, &[u8], &[u8])>,
+    nosystem: Option<&std::ffi::OsStr>,
+) -> Result<Option<PathBuf>, String> {
+    use std::os::unix::ffi::OsStrExt as _;
+    match answer {
+        Some((Some(0), stdout, _)) => {
+            let path = stdout.strip_suffix(b"\n").unwrap_or(stdout);
+            Ok((!path.is_empty()).then(|| std::ffi::OsStr::from_bytes(path).into()))
+        }
+        // git reads no system file (GIT_ATTR_NOSYSTEM is true).
+        Some((Some(1), _, _)) => Ok(None),
+        // git refuses to run: `git checkout` would refuse as well.
+        Some((Some(128), _, stderr)) => Err(String::from_utf8_lossy(stderr).trim().to_owned()),
+        // No git, or one older than 2.42 (no such variable): git's own default on Unix.
+        _ => match nosystem.map(|v| git_bool(v.as_bytes())) {
+            None | Some(Some(false)) => Ok(Some(PathBuf::from("/etc/gitattributes"))),
+            Some(Some(true)) => Ok(None),
+            Some(None) => Err(format!(
+                "bad boolean environment value `{}` for GIT_ATTR_NOSYSTEM",
+                String::from_utf8_lossy(nosystem.unwrap_or_default().as_bytes())
+            )),
+        },
+    }
+}
+
+/// A boolean as git parses one from the environment; `None` when git would reject it.
+fn git_bool(v: &[u8]) -> Option<bool> {
+    let lower = v.to_ascii_lowercase();
+    match &lower[..] {
+        b"" | b"false" | b"no" | b"off" => Some(false),
+        b"true" | b"yes" | b"on" => Some(true),
+        _ => std::str::from_utf8(v)
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+            .map(|n| n != 0),
+    }
+}
+
+/// The user's global attributes file when `core.attributesFile` is unset, from the
+/// environment as git reads it (an empty `XDG_CONFIG_HOME` counts as unset).
+fn default_global_attributes(
+    xdg_config_home: Option<&std::ffi::OsStr>,
+    home: Option<&std::ffi::OsStr>,
+) -> Option<PathBuf> {
+    match xdg_config_home.filter(|x| !x.is_empty()) {
+        Some(xdg) => Some(Path::new(xdg).join("git").join("attributes")),
+        None => home.map(|h| Path::new(h).join(".config").join("git").join("attributes")),
+    }
+}
+
 impl Repo {
+    /// The attributes files outside the snapshot that a checkout in this repository reads.
+    pub fn outside_attributes(&self) -> Result<OutsideAttributes> {
+        let config = self.repo.config_snapshot();
+        let global = if config.string("core.attributesFile").is_some() {
+            // Set, it replaces the default file even when it names nothing (git then reads
+            // no global file). `~` is expanded; a relative path is read, as git does, from
+            // the top of the work tree.
+            config
+                .trusted_path("core.attributesFile")
+                .map_err(|source| GitError::AttributesFileConfig { source })?
+                .map(|p| self.repo.workdir().unwrap_or(self.repo.git_dir()).join(p))
+        } else {
+            default_global_attributes(
+                std::env::var_os("XDG_CONFIG_HOME").as_deref(),
+                std::env::var_os("HOME").as_deref(),
+            )
+        };
+        Ok(OutsideAttributes {
+            system: system_attributes_file()?,
+            global,
+            info: self.repo.common_dir().join("info").join("attributes"),
+        })
+    }
+
     /// Whether a checkout can convert anything: an attributes file in the snapshot
-    /// (`has_attributes_files`), `$GIT_DIR/info/attributes`, `core.attributesFile`, or
-    /// `core.autocrlf` set to `true` or `input` (which converts text files without attributes).
-    pub fn may_convert(&self, has_attributes_files: bool) -> bool {
+    /// (`has_attributes_files`), any of git's attributes files outside it (system, global,
+    /// `$GIT_DIR/info/attributes`), or `core.autocrlf` set to `true` or `input` (which
+    /// converts text files without attributes).
+    pub fn may_convert(&self, has_attributes_files: bool) -> Result<bool> {
         if has_attributes_files {
-            return true;
+            return Ok(true);
         }
         let config = self.repo.config_snapshot();
         if config
             .string("core.autocrlf")
             .is_some_and(|v| !v.eq_ignore_ascii_case(b"false"))
         {
-            return true;
+            return Ok(true);
         }
-        if config.string("core.attributesFile").is_some() {
-            return true;
-        }
-        self.info_attributes().is_file()
-    }
-
-    fn info_attributes(&self) -> std::path::PathBuf {
-        self.repo.common_dir().join("info").join("attributes")
+        Ok(self.outside_attributes()?.any_present())
     }
 
     /// Everything that decides how this snapshot's files are converted at checkout, as text
     /// (one item per line) for the manifest; `None` when [`may_convert`](Self::may_convert) is
     /// false. `attributes_files` are the snapshot's `.gitattributes` files.
-    pub fn checkout_rules(&self, attributes_files: &[Input]) -> Option<String> {
-        if !self.may_convert(!attributes_files.is_empty()) {
-            return None;
+    pub fn checkout_rules(&self, attributes_files: &[Input]) -> Result<Option<String>> {
+        if !self.may_convert(!attributes_files.is_empty())? {
+            return Ok(None);
         }
         use std::fmt::Write as _;
         let mut out = String::from("checkout-rules 1\n");
@@ -63,24 +211,25 @@ impl Repo {
         for f in files {
             let _ = writeln!(out, "attributes {} {} {}", f.mode, f.id, f.path);
         }
+        // The files outside the snapshot, by role and content (not by path, which differs
+        // between machines); a missing one has no line, so creating it changes the hash.
         let kind = self.object_hash();
-        let content_id = |p: &Path| {
-            std::fs::read(p)
-                .ok()
-                .and_then(|d| super::blob_id(kind, &d).ok())
-        };
-        if let Some(id) = content_id(&self.info_attributes()) {
-            let _ = writeln!(out, "info-attributes {id}");
+        let outside = self.outside_attributes()?;
+        for (role, path) in [
+            ("system-attributes", outside.system.as_ref()),
+            ("global-attributes", outside.global.as_ref()),
+            ("info-attributes", Some(&outside.info)),
+        ] {
+            let Some(path) = path else { continue };
+            if let Some(data) = read_attributes_file(path)? {
+                let id = super::blob_id(kind, &data).map_err(|e| GitError::AttributesFile {
+                    path: path.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+                let _ = writeln!(out, "{role} {id}");
+            }
         }
         let config = self.repo.config_snapshot();
-        if let Some(p) = config.trusted_path("core.attributesFile").ok().flatten() {
-            let _ = writeln!(
-                out,
-                "core.attributesFile {} {:?}",
-                p.display(),
-                content_id(&p)
-            );
-        }
         for key in [
             "core.autocrlf",
             "core.eol",
@@ -113,33 +262,73 @@ impl Repo {
             out.push_str(&d);
             out.push('\n');
         }
-        Some(out)
+        Ok(Some(out))
     }
 
-    /// A converter for `target`: attributes from the commit's own tree (plus `info/attributes`
-    /// and `core.attributesFile`, as git uses them), or from the work tree and index.
+    /// A converter for `target`: attributes from the commit's own tree, or from the work tree
+    /// and index, plus the files outside the snapshot exactly as
+    /// [`outside_attributes`](Self::outside_attributes) names them. (gix's own choice of
+    /// global files differs from git's, see [`system_attributes_file`], so the attribute stack
+    /// is assembled here.)
     pub fn converter(&self, target: &Target) -> Result<Converter<'_>> {
+        use gix::worktree::stack::state::attributes::Source;
         let err = |source| GitError::Checkout {
             path: "(attributes)".into(),
             source,
         };
-        let (pipeline, index) = match target {
+        let (index, source): (gix::worktree::IndexPersistedOrInMemory, _) = match target {
             Target::Commit(commit) => {
                 let tree = self.tree_of(*commit)?;
                 let index = self.repo.index_from_tree(&tree).map_err(err)?;
-                let attrs = self
-                    .repo
-                    .attributes_only(
-                        &index,
-                        gix::worktree::stack::state::attributes::Source::IdMapping,
-                    )
-                    .map_err(err)?;
-                let pipeline =
-                    gix::filter::Pipeline::new(&self.repo, attrs.detach()).map_err(err)?;
-                (pipeline, index.into())
+                (index.into(), Source::IdMapping)
             }
-            Target::WorkTree => self.repo.filter_pipeline(None).map_err(err)?,
+            Target::WorkTree => (
+                self.repo.index_or_empty().map_err(err)?.into(),
+                Source::WorktreeThenIdMapping,
+            ),
         };
+        let outside = self.outside_attributes()?;
+        let mut buf = Vec::new();
+        let mut collection = gix::attrs::search::MetadataCollection::default();
+        let no_files: [PathBuf; 0] = [];
+        let mut globals = gix::attrs::Search::new_globals(no_files, &mut buf, &mut collection)
+            .map_err(|source| GitError::AttributesFile {
+                path: "(built-in macros)".into(),
+                source,
+            })?;
+        for path in outside.globals() {
+            globals
+                .add_patterns_file(path.clone(), true, None, &mut buf, &mut collection, true)
+                .map_err(|source| GitError::AttributesFile {
+                    path: path.clone(),
+                    source,
+                })?;
+        }
+        let state = gix::worktree::stack::State::AttributesStack(
+            gix::worktree::stack::state::Attributes::new(
+                globals,
+                Some(outside.info),
+                source,
+                collection,
+            ),
+        );
+        let case = if self
+            .repo
+            .config_snapshot()
+            .boolean("core.ignoreCase")
+            .unwrap_or(false)
+        {
+            gix::glob::pattern::Case::Fold
+        } else {
+            gix::glob::pattern::Case::Sensitive
+        };
+        let index_state: &gix::index::State = &index;
+        let mappings = state.id_mappings_from_index(index_state, index_state.path_backing(), case);
+        // The root is only joined to paths to read work-tree `.gitattributes`; nothing is
+        // written there.
+        let root = self.repo.workdir().unwrap_or(self.repo.git_dir());
+        let stack = gix::worktree::Stack::new(root, state, case, buf, mappings);
+        let pipeline = gix::filter::Pipeline::new(&self.repo, stack).map_err(err)?;
         Ok(Converter {
             pipeline,
             index,
@@ -232,5 +421,58 @@ impl Converter<'_> {
                 std::mem::take(&mut self.buf)
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn the_system_file_is_what_git_var_reports_or_gits_default() {
+        let ask = |answer, nosystem: Option<&str>| {
+            interpret_git_var_attr_system(answer, nosystem.map(OsStr::new))
+        };
+        let reported = Some((Some(0), &b"/usr/local/etc/gitattributes\n"[..], &b""[..]));
+        assert_eq!(
+            ask(reported, None),
+            Ok(Some("/usr/local/etc/gitattributes".into()))
+        );
+        // Exit 1: git has GIT_ATTR_NOSYSTEM true and reads none.
+        assert_eq!(ask(Some((Some(1), b"", b"")), Some("1")), Ok(None));
+        // Exit 128: git rejects the variable; checkout would fail too.
+        assert!(ask(Some((Some(128), b"", b"fatal: bad boolean")), Some("x")).is_err());
+        // No git, or a git without the variable (usage, exit 129): git's Unix default,
+        // with GIT_ATTR_NOSYSTEM parsed as git parses a boolean (so "0", "" and "false" keep
+        // the file, unlike gix which skips it whenever the variable is set).
+        for answer in [None, Some((Some(129), &b""[..], &b"usage"[..]))] {
+            let etc = Ok(Some(PathBuf::from("/etc/gitattributes")));
+            assert_eq!(ask(answer, None), etc);
+            for keep in ["0", "", "false", "No", "off"] {
+                assert_eq!(ask(answer, Some(keep)), etc, "{keep:?}");
+            }
+            for skip in ["1", "true", "YES", "on", "2"] {
+                assert_eq!(ask(answer, Some(skip)), Ok(None), "{skip:?}");
+            }
+            assert!(ask(answer, Some("maybe")).is_err());
+        }
+    }
+
+    #[test]
+    fn the_default_global_file_follows_xdg_then_home() {
+        let d = |x: Option<&str>, h: Option<&str>| {
+            default_global_attributes(x.map(OsStr::new), h.map(OsStr::new))
+        };
+        assert_eq!(d(Some("/x"), Some("/h")), Some("/x/git/attributes".into()));
+        assert_eq!(
+            d(Some(""), Some("/h")),
+            Some("/h/.config/git/attributes".into())
+        );
+        assert_eq!(
+            d(None, Some("/h")),
+            Some("/h/.config/git/attributes".into())
+        );
+        assert_eq!(d(None, None), None);
     }
 }

@@ -1,4 +1,5 @@
-//! Git access through gix only (no `git` subprocess): open the repository, resolve revisions,
+//! Git access through gix (the one `git` subprocess, `git var GIT_ATTR_SYSTEM`, asks where the
+//! installed git keeps its system attributes file): open the repository, resolve revisions,
 //! list a snapshot's files as `(mode, blob id, path)` without reading blob contents, diff two
 //! snapshots, read blobs and materialise a file list into a directory.
 //!
@@ -78,6 +79,25 @@ pub enum GitError {
         #[source]
         source: gix::Error,
     },
+    #[error("cannot read the attributes file {}; make it readable or remove it", path.display())]
+    AttributesFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot resolve core.attributesFile; fix it with `git config core.attributesFile PATH`"
+    )]
+    AttributesFileConfig {
+        #[source]
+        source: gix::Error,
+    },
+    #[error(
+        "cannot tell which system attributes file git reads: `git var GIT_ATTR_SYSTEM` failed \
+         ({message}); `git checkout` fails the same way, so fix that first (GIT_ATTR_NOSYSTEM \
+         must be a boolean)"
+    )]
+    SystemAttributes { message: String },
     #[error("refusing to materialise unsafe path `{path}`")]
     UnsafePath { path: BString },
     #[error("tree {id} is nested too deeply")]

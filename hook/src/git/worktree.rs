@@ -115,7 +115,7 @@ impl Repo {
             entries
                 .iter()
                 .any(|e| super::is_attributes_file(e.path(&index))),
-        );
+        )?;
         let mut converter = None;
         let mut clean_id = |path: &BStr, mode: FileMode, raw: ObjectId| -> Result<ObjectId> {
             if !may_convert || !matches!(mode, FileMode::Regular | FileMode::Executable) {
