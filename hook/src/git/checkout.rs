@@ -287,6 +287,28 @@ impl Repo {
                 Source::WorktreeThenIdMapping,
             ),
         };
+        let index_state: &gix::index::State = &index;
+        let stack = self.attribute_stack(index_state, source)?;
+        // A second stack for checkdef's own look-ups (the pipeline keeps its own to itself).
+        let encodings = self.attribute_stack(index_state, source)?;
+        let mut encoding = gix::attrs::search::Outcome::default();
+        encoding.initialize_with_selection(&Default::default(), ["working-tree-encoding"]);
+        let pipeline = gix::filter::Pipeline::new(&self.repo, stack).map_err(err)?;
+        Ok(Converter {
+            pipeline,
+            index,
+            encodings,
+            encoding,
+            buf: Vec::new(),
+        })
+    }
+
+    /// An attribute stack over `index` with the files outside the snapshot.
+    fn attribute_stack(
+        &self,
+        index_state: &gix::index::State,
+        source: gix::worktree::stack::state::attributes::Source,
+    ) -> Result<gix::worktree::Stack> {
         let outside = self.outside_attributes()?;
         let mut buf = Vec::new();
         let mut collection = gix::attrs::search::MetadataCollection::default();
@@ -322,18 +344,12 @@ impl Repo {
         } else {
             gix::glob::pattern::Case::Sensitive
         };
-        let index_state: &gix::index::State = &index;
         let mappings = state.id_mappings_from_index(index_state, index_state.path_backing(), case);
         // The root is only joined to paths to read work-tree `.gitattributes`; nothing is
         // written there.
         let root = self.repo.workdir().unwrap_or(self.repo.git_dir());
         let stack = gix::worktree::Stack::new(root, state, case, buf, mappings);
-        let pipeline = gix::filter::Pipeline::new(&self.repo, stack).map_err(err)?;
-        Ok(Converter {
-            pipeline,
-            index,
-            buf: Vec::new(),
-        })
+        Ok(stack)
     }
 }
 
@@ -358,16 +374,52 @@ fn git_ident_spelling(blob: &[u8], out: Vec<u8>, kind: gix::hash::Kind) -> Vec<u
 pub struct Converter<'r> {
     pipeline: gix::filter::Pipeline<'r>,
     index: gix::worktree::IndexPersistedOrInMemory,
+    /// Attributes for [`Converter::check_encoding`], and its reused outcome.
+    encodings: gix::worktree::Stack,
+    encoding: gix::attrs::search::Outcome,
     buf: Vec<u8>,
 }
 
 impl Converter<'_> {
+    /// Refuse a `working-tree-encoding` other than UTF-8. git re-encodes through iconv; gix
+    /// through encoding_rs, which cannot write UTF-16 or UTF-32 at all (it writes UTF-8), does
+    /// not know git's `-BOM` names, and maps some labels to other encodings (`ISO-8859-1` to
+    /// windows-1252). A sandbox that differs from a checkout would give wrong verdicts, and
+    /// gix ignores some of these silently, so checkdef stops instead.
+    fn check_encoding(&mut self, path: &BStr) -> Result<()> {
+        use gix::attrs::StateRef;
+        let platform = self
+            .encodings
+            .at_entry(path, None, &self.pipeline.repo.objects)
+            .map_err(|source| GitError::Io {
+                path: native(path).to_path_buf(),
+                source,
+            })?;
+        platform.matching_attributes(&mut self.encoding);
+        let Some(m) = self.encoding.iter_selected().next() else {
+            return Ok(());
+        };
+        let StateRef::Value(name) = m.assignment.state else {
+            // Unspecified is nothing to do; set or unset is a validation error of gix's.
+            return Ok(());
+        };
+        let name = name.as_bstr();
+        if name.eq_ignore_ascii_case(b"UTF-8") || name.eq_ignore_ascii_case(b"UTF8") {
+            return Ok(());
+        }
+        Err(GitError::UnsupportedEncoding {
+            path: path.to_owned(),
+            encoding: name.to_owned(),
+        })
+    }
+
     /// `blob` as a checkout of `path` holds it (smudged).
     pub fn to_worktree(&mut self, path: &BStr, blob: &[u8]) -> Result<Vec<u8>> {
         let err = |source| GitError::Checkout {
             path: path.to_owned(),
             source,
         };
+        self.check_encoding(path)?;
         let kind = self.pipeline.repo.object_hash();
         let options = to_worktree::Options {
             can_delay: Delay::Forbid,
@@ -405,6 +457,8 @@ impl Converter<'_> {
             path: path.to_owned(),
             source,
         };
+        // gix can decode some of these, but not all (no `-BOM` names): one clear error.
+        self.check_encoding(path)?;
         let outcome = self
             .pipeline
             .convert_to_git(data, native(path), &self.index)

@@ -98,6 +98,12 @@ pub enum GitError {
          must be a boolean)"
     )]
     SystemAttributes { message: String },
+    #[error(
+        "`{path}` has working-tree-encoding={encoding}, which checkdef cannot write exactly as \
+         `git checkout` does (only UTF-8 is reproduced); remove the attribute, or leave the file \
+         out of every segment's inputs"
+    )]
+    UnsupportedEncoding { path: BString, encoding: BString },
     #[error("refusing to materialise unsafe path `{path}`")]
     UnsafePath { path: BString },
     #[error("tree {id} is nested too deeply")]

@@ -329,3 +329,36 @@ fn the_system_attributes_file_git_reports_is_applied_and_hashed() {
         b"a\nb\n"
     );
 }
+
+#[test]
+fn a_working_tree_encoding_checkdef_cannot_reproduce_fails_loudly_in_both_modes() {
+    for encoding in ["UTF-16LE", "UTF-16", "UTF-16BE", "UTF-16LE-BOM", "UTF-32"] {
+        let repo = repo_with(&["names.txt"], "grep -qx alice names.txt");
+        repo.write("names.txt", "alice\n");
+        repo.commit("names");
+        repo.write(
+            ".gitattributes",
+            &format!("names.txt working-tree-encoding={encoding}\n"),
+        );
+        // Only the attributes: `git add -A` would re-read names.txt as if it were encoded.
+        repo.git(&["add", ".gitattributes"]);
+        repo.git(&["commit", "-q", "-m", "encoding"]);
+        // What `git checkout` writes is not the blob's UTF-8 (so the check fails on a real
+        // checkout); the work tree then holds it, for the work-tree run.
+        repo.remove("names.txt");
+        repo.git(&["checkout", "names.txt"]);
+        let git = std::fs::read(repo.path("names.txt")).unwrap();
+        assert_ne!(git, b"alice\n", "{encoding}");
+        for args in [&["--rev", "HEAD"][..], &[][..]] {
+            let r = run(&repo, args);
+            assert_ne!(r.code, 0, "{encoding} {args:?}: {}", r.stderr);
+            assert!(
+                r.stderr.contains("names.txt")
+                    && r.stderr
+                        .contains(&format!("working-tree-encoding={encoding}")),
+                "{encoding} {args:?}: {}",
+                r.stderr
+            );
+        }
+    }
+}
