@@ -351,6 +351,9 @@ pub fn build_plan_filtered(
         Target::Commit(c) => Some(*c),
         Target::WorkTree => repo.head_commit()?,
     };
+    if let Some(dir) = store.private_dir() {
+        crate::git::keep_answers_in(dir);
+    }
     let matcher = config.matcher();
     let (mut per_segment, attributes, changed, listings) =
         collect_inputs(repo, config, target, base)?;

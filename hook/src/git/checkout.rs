@@ -5,9 +5,10 @@
 //! gix's filter pipeline (already built in for the directory walk: no extra crate), and puts
 //! everything that decides the conversion into the input hash ([`Repo::checkout_rules`]).
 //!
-//! The common case costs nothing but one `git var`: without any attributes file (in the
-//! snapshot or outside it) and without `core.autocrlf`, no file can be converted, no pipeline
-//! is built, and the manifest is unchanged.
+//! The common case costs a few `stat`s: without any attributes file (in the snapshot or
+//! outside it) and without `core.autocrlf`, no file can be converted, no pipeline is built, and
+//! the manifest is unchanged. Where git keeps its system attributes file is asked once (`git
+//! var`) and kept in the local cache while the `git` on `PATH` is the same file.
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
@@ -81,24 +82,83 @@ fn system_attributes_file() -> Result<Option<PathBuf>> {
         std::sync::OnceLock::new();
     ANSWER
         .get_or_init(|| {
-            let out = std::process::Command::new("git")
-                .args(["var", "GIT_ATTR_SYSTEM"])
-                // `git var` needs no repository; a hook's GIT_DIR must not make it fail.
-                .env_remove("GIT_DIR")
-                .env_remove("GIT_WORK_TREE")
-                .current_dir("/")
-                .stdin(std::process::Stdio::null())
-                .output()
-                .ok();
-            let nosystem = std::env::var_os("GIT_ATTR_NOSYSTEM");
-            interpret_git_var_attr_system(
-                out.as_ref()
-                    .map(|o| (o.status.code(), &o.stdout[..], &o.stderr[..])),
-                nosystem.as_deref(),
-            )
+            let kept = kept_answer_path();
+            if let Some(answer) = kept.as_deref().and_then(read_kept_answer) {
+                return Ok(answer);
+            }
+            let answer = ask_git_var();
+            if let (Some(p), Ok(a)) = (&kept, &answer) {
+                // Only saves a process next time: failing to keep it is no error.
+                let text = match a {
+                    None => "none\n".to_owned(),
+                    Some(path) => format!("path {}\n", path.display()),
+                };
+                let _ = crate::fsutil::write_atomic(p, text.as_bytes());
+            }
+            answer
         })
         .clone()
         .map_err(|message| GitError::SystemAttributes { message })
+}
+
+/// Where the answer of `git var GIT_ATTR_SYSTEM` is kept between invocations (see
+/// [`keep_answers_in`]): named by the `git` on `PATH` (its path and file identity, which a
+/// reinstall changes) and `GIT_ATTR_NOSYSTEM`, so a no-op starts no git.
+fn kept_answer_path() -> Option<PathBuf> {
+    use sha2::{Digest, Sha256};
+    let dir = KEPT_DIR.get()?;
+    let git = std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join("git"))
+        .find(|p| p.is_file())?;
+    let id = crate::fsutil::FileId::of(&git)?;
+    let real = std::fs::canonicalize(&git).ok()?;
+    let real_id = crate::fsutil::FileId::of(&real)?;
+    let nosystem = std::env::var_os("GIT_ATTR_NOSYSTEM");
+    let key = format!(
+        "git-attr-system 1\n{} {id}\n{} {real_id}\n{nosystem:?}\n",
+        git.display(),
+        real.display()
+    );
+    Some(dir.join(format!(
+        "git-attr-system-{}",
+        &hex::encode(Sha256::digest(key.as_bytes()))[..32]
+    )))
+}
+
+fn read_kept_answer(path: &Path) -> Option<Option<PathBuf>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.strip_suffix('\n')?;
+    match line {
+        "none" => Some(None),
+        _ => line.strip_prefix("path ").map(|p| Some(PathBuf::from(p))),
+    }
+}
+
+/// The private directory in which git's answer about its system attributes file is kept (the
+/// local cache's fingerprint directory: an answer there decides input hashes, so it must be
+/// one only the user writes). Set once per process, before the first plan.
+pub fn keep_answers_in(dir: &Path) {
+    let _ = KEPT_DIR.set(dir.to_path_buf());
+}
+
+static KEPT_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+fn ask_git_var() -> Result<Option<PathBuf>, String> {
+    let out = std::process::Command::new("git")
+        .args(["var", "GIT_ATTR_SYSTEM"])
+        // `git var` needs no repository; a hook's GIT_DIR must not make it fail.
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
+        .current_dir("/")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok();
+    let nosystem = std::env::var_os("GIT_ATTR_NOSYSTEM");
+    interpret_git_var_attr_system(
+        out.as_ref()
+            .map(|o| (o.status.code(), &o.stdout[..], &o.stderr[..])),
+        nosystem.as_deref(),
+    )
 }
 
 /// What `git var GIT_ATTR_SYSTEM` answered (exit code, stdout, stderr; `None` when git could

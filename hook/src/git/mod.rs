@@ -24,7 +24,7 @@ use gix::ObjectId;
 use gix::bstr::{BStr, BString};
 use gix::prelude::FindExt;
 
-pub use checkout::{CHECKOUT_RULES_KEY, Converter, is_attributes_file};
+pub use checkout::{CHECKOUT_RULES_KEY, Converter, is_attributes_file, keep_answers_in};
 pub use materialize::MaterializeStats;
 pub use worktree::{WorktreeStats, blob_id};
 

@@ -300,12 +300,19 @@ fn the_system_attributes_file_git_reports_is_applied_and_hashed() {
     crate::support::write_executable(
         &bin.join("git"),
         &format!(
-            "#!/bin/sh\nif [ \"$1 $2\" = 'var GIT_ATTR_SYSTEM' ]; then\n  \
+            "#!/bin/sh\nif [ \"$1 $2\" = 'var GIT_ATTR_SYSTEM' ]; then\n  echo asked >> '{}'\n  \
              [ -n \"$GIT_ATTR_NOSYSTEM\" ] && exit 1\n  echo '{}'; exit 0\nfi\nexec {} \"$@\"\n",
+            repo.tmp.path().join("asked").display(),
             system.display(),
             real_git.trim()
         ),
     );
+    let asked = || {
+        std::fs::read_to_string(repo.tmp.path().join("asked"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
     let env = [("PATH", path.as_str())];
     let hash = |env: &[(&str, &str)]| {
@@ -328,6 +335,12 @@ fn the_system_attributes_file_git_reports_is_applied_and_hashed() {
         sandbox_data(&repo, &seen, &["--rev", "HEAD"], &nosystem),
         b"a\nb\n"
     );
+    // git is asked once per `git` (and GIT_ATTR_NOSYSTEM): a no-op starts no git.
+    let n = asked();
+    assert!(n >= 1);
+    hash(&env);
+    hash(&nosystem);
+    assert_eq!(asked(), n, "the answer is kept in the local cache");
 }
 
 #[test]
