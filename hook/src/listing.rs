@@ -30,6 +30,8 @@ pub struct Listings {
     last: Option<(BString, usize)>,
     /// The symlinks of the snapshot by directory slot: the blob ids of their targets.
     links: HashMap<usize, Vec<gix::ObjectId>>,
+    /// The same symlinks by path, to follow a path through them (see [`Resolver`]).
+    symlinks: HashMap<BString, gix::ObjectId>,
     finished: bool,
 }
 
@@ -143,6 +145,7 @@ impl Listings {
         }
         if mode == FileMode::Symlink {
             self.links.entry(slot).or_default().push(id.to_owned());
+            self.symlinks.insert(path.to_owned(), id.to_owned());
         }
     }
 
@@ -169,14 +172,22 @@ impl Listings {
     /// of them and each ancestor, `(directory, "<entries> <digest>")`, sorted by directory
     /// (`""` is the root). A symlink in one of those directories to a directory of the
     /// snapshot (`tests/unit/golden -> ../golden`, its target read by `read`) brings that
-    /// directory and its ancestors in too: a check lists it through the link. Directories the
-    /// snapshot does not have are left out.
+    /// directory and its ancestors in too: a check lists it through the link. The target is
+    /// followed as the view's kernel follows it (through the snapshot's other symlinks; an
+    /// absolute one below one of `roots`, the absolute paths a check sees the repository at,
+    /// names the snapshot's files). Directories the snapshot does not have are left out.
     pub fn for_inputs<'a>(
         &self,
         paths: impl IntoIterator<Item = &'a BStr>,
         read: &dyn Fn(&gix::oid) -> Option<Vec<u8>>,
+        roots: &[Vec<u8>],
     ) -> Vec<(BString, String)> {
         debug_assert!(self.finished);
+        let resolver = Resolver {
+            listings: self,
+            read,
+            roots,
+        };
         let mut wanted: BTreeSet<Vec<u8>> = BTreeSet::new();
         // The root always: a check starts there and sees it, inputs or not.
         let mut todo: Vec<Vec<u8>> = vec![Vec::new()];
@@ -198,7 +209,7 @@ impl Listings {
                     && let Some(links) = self.links.get(slot)
                 {
                     for id in links {
-                        if let Some(target) = read(id).and_then(|t| resolve(&dir, &t))
+                        if let Some(target) = read(id).and_then(|t| resolver.resolve(&dir, &t))
                             && self.index.contains_key(target.as_bstr())
                         {
                             todo.push(target);
@@ -229,26 +240,79 @@ impl Listings {
     }
 }
 
-/// The repository-relative path a symlink in `dir` with `target` names, when it stays
-/// inside the repository (`None` for an absolute target or one that leaves it).
-fn resolve(dir: &[u8], target: &[u8]) -> Option<Vec<u8>> {
-    if target.starts_with(b"/") {
-        return None;
-    }
-    let mut parts: Vec<&[u8]> = dir
-        .split(|b| *b == b'/')
-        .filter(|c| !c.is_empty())
-        .collect();
-    for c in target.split(|b| *b == b'/') {
-        match c {
-            b"" | b"." => {}
-            b".." => {
-                parts.pop()?;
+/// How many symlinks one resolution may follow before it gives up, as Linux does (`ELOOP`
+/// after 40): a cycle of links (`a -> b`, `b -> a`) names nothing.
+const MAX_LINKS: usize = 40;
+
+/// Follows a symlink's target through the snapshot as the kernel follows it in the view: one
+/// component at a time, each one that is a symlink of the snapshot replaced by its own target.
+/// A lexical normalisation would stop at `other/sub` for `in/link -> ../other/sub` with
+/// `other -> data`, a path the snapshot has no directory at, and the listing the check sees
+/// there (`data/sub`) would be hashed nowhere.
+struct Resolver<'a> {
+    listings: &'a Listings,
+    read: &'a dyn Fn(&gix::oid) -> Option<Vec<u8>>,
+    /// The absolute paths a check sees the repository at (the view is mounted at the work
+    /// tree's own path): an absolute target below one names the snapshot's files.
+    roots: &'a [Vec<u8>],
+}
+
+impl Resolver<'_> {
+    /// The repository-relative path without symlinks in it that `target`, the target of a
+    /// symlink in the snapshot's directory `dir`, names: `None` when it leaves the repository,
+    /// goes through a file or a missing directory, or follows more than [`MAX_LINKS`] links.
+    /// The last component may be a file or missing (the caller keeps directories only).
+    fn resolve(&self, dir: &[u8], target: &[u8]) -> Option<Vec<u8>> {
+        let mut done: Vec<Vec<u8>> = components(dir).map(<[u8]>::to_vec).collect();
+        // What is left to follow, its first component last: a link's target goes on top.
+        let mut todo: Vec<Vec<u8>> = Vec::new();
+        let mut hops = 0;
+        let expand = |t: &[u8], done: &mut Vec<Vec<u8>>, todo: &mut Vec<Vec<u8>>| {
+            let rest = if t.starts_with(b"/") {
+                done.clear();
+                self.below_root(t)?
+            } else {
+                t
+            };
+            todo.extend(components(rest).rev().map(<[u8]>::to_vec));
+            Some(())
+        };
+        expand(target, &mut done, &mut todo)?;
+        while let Some(c) = todo.pop() {
+            if c == b".." {
+                done.pop()?;
+                continue;
             }
-            c => parts.push(c),
+            done.push(c);
+            let path = done.join(&b'/');
+            if let Some(id) = self.listings.symlinks.get(path.as_bstr()) {
+                hops += 1;
+                if hops > MAX_LINKS {
+                    return None;
+                }
+                done.pop();
+                expand(&(self.read)(id)?, &mut done, &mut todo)?;
+            } else if !todo.is_empty() && !self.listings.index.contains_key(path.as_bstr()) {
+                return None; // through a file, or nothing: `ENOTDIR`, `ENOENT`
+            }
         }
+        Some(done.join(&b'/'))
     }
-    Some(parts.join(&b'/'))
+
+    /// What follows one of the repository's roots in the absolute `target`, `None` when it
+    /// names no path inside the repository.
+    fn below_root<'t>(&self, target: &'t [u8]) -> Option<&'t [u8]> {
+        self.roots.iter().find_map(|root| {
+            let rest = target.strip_prefix(root.strip_suffix(b"/").unwrap_or(root))?;
+            (rest.is_empty() || rest.starts_with(b"/")).then_some(rest)
+        })
+    }
+}
+
+/// The components of a `/`-separated path, without empty and `.` ones.
+fn components(path: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    path.split(|b| *b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
 }
 
 #[cfg(test)]
@@ -258,11 +322,13 @@ mod tests {
     fn listings(paths: &[&str]) -> Listings {
         let mut l = Listings::default();
         for p in paths {
-            // `LINK->TARGET` is a symlink; its "blob id" is looked up in LINKS below.
+            // `LINK->TARGET` is a symlink; its "blob id" spells the target (see `read`).
             match p.split_once("->") {
-                Some((link, _)) => {
-                    l.file(link.as_bytes().as_bstr(), FileMode::Symlink, &link_id(link))
-                }
+                Some((link, target)) => l.file(
+                    link.as_bytes().as_bstr(),
+                    FileMode::Symlink,
+                    &link_id(target),
+                ),
                 None => l.file(
                     p.as_bytes().as_bstr(),
                     FileMode::Regular,
@@ -274,26 +340,47 @@ mod tests {
         l
     }
 
-    fn link_id(link: &str) -> gix::ObjectId {
+    /// A made-up blob id that holds a short target: its length, then its bytes.
+    fn link_id(target: &str) -> gix::ObjectId {
+        assert!(target.len() < 20, "{target}");
         let mut b = [0u8; 20];
-        b[..link.len().min(20)].copy_from_slice(&link.as_bytes()[..link.len().min(20)]);
+        b[0] = target.len() as u8;
+        b[1..=target.len()].copy_from_slice(target.as_bytes());
         gix::ObjectId::from_bytes_or_panic(&b)
     }
 
+    fn read(id: &gix::oid) -> Option<Vec<u8>> {
+        let b = id.as_bytes();
+        Some(b[1..=usize::from(b[0])].to_vec())
+    }
+
+    /// The repository's root as the tests' absolute links name it.
+    const ROOT: &str = "/r/repo";
+
     fn lines(l: &Listings, inputs: &[&str]) -> Vec<(String, String)> {
-        let targets: HashMap<gix::ObjectId, &str> = [
-            ("tests/unit/golden", "../golden"),
-            ("tests/unit/abs", "/etc"),
-            ("tests/unit/out", "../../../x"),
-        ]
+        l.for_inputs(
+            inputs.iter().map(|p| p.as_bytes().as_bstr()),
+            &read,
+            &[ROOT.as_bytes().to_vec()],
+        )
         .into_iter()
-        .map(|(l, t)| (link_id(l), t))
-        .collect();
-        let read = move |id: &gix::oid| targets.get(id).map(|t| t.as_bytes().to_vec());
-        l.for_inputs(inputs.iter().map(|p| p.as_bytes().as_bstr()), &read)
-            .into_iter()
-            .map(|(d, v)| (d.to_string(), v))
-            .collect()
+        .map(|(d, v)| (d.to_string(), v))
+        .collect()
+    }
+
+    fn dirs(l: &Listings, inputs: &[&str]) -> Vec<String> {
+        lines(l, inputs).into_iter().map(|(d, _)| d).collect()
+    }
+
+    fn resolve(l: &Listings, dir: &str, target: &str) -> Option<String> {
+        let roots = [ROOT.as_bytes().to_vec()];
+        let r = Resolver {
+            listings: l,
+            read: &read,
+            roots: &roots,
+        };
+        r.resolve(dir.as_bytes(), target.as_bytes())
+            .map(|p| String::from_utf8(p).unwrap())
     }
 
     const SNAPSHOT: &[&str] = &[
@@ -338,7 +425,7 @@ mod tests {
                 &gix::ObjectId::from_bytes_or_panic(&[id; 20]),
             );
             l.finish();
-            l.for_inputs([b"t/test_a.py".as_bstr()], &|_| None)
+            l.for_inputs([b"t/test_a.py".as_bstr()], &|_| None, &[])
         };
         // Retargeted (another blob), or a file, a link or a submodule by the same name.
         assert_ne!(digest(FileMode::Symlink, 1), digest(FileMode::Symlink, 2));
@@ -357,14 +444,60 @@ mod tests {
             "tests/unit/abs->/etc",
             "tests/unit/out->../../../x",
         ]);
-        let dirs: Vec<String> = lines(&l, &["tests/unit/test_g.py"])
-            .into_iter()
-            .map(|(d, _)| d)
-            .collect();
-        assert_eq!(dirs, ["", "tests", "tests/golden", "tests/unit"]);
-        assert_eq!(resolve(b"a/b", b"../c/./d"), Some(b"a/c/d".to_vec()));
-        assert_eq!(resolve(b"a", b"../../x"), None);
-        assert_eq!(resolve(b"a", b"/abs"), None);
+        assert_eq!(
+            dirs(&l, &["tests/unit/test_g.py"]),
+            ["", "tests", "tests/golden", "tests/unit"]
+        );
+        assert_eq!(
+            resolve(&l, "tests/unit", "../golden/./a.txt").as_deref(),
+            Some("tests/golden/a.txt")
+        );
+        assert_eq!(resolve(&l, "tests", "../../x"), None);
+        assert_eq!(resolve(&l, "tests", "/etc"), None);
+    }
+
+    #[test]
+    fn a_link_is_followed_through_the_snapshot_s_other_links() {
+        // `in/link -> ../other/sub` with `other -> data`: the check lists `data/sub`, which a
+        // lexical `other/sub` missed (no such directory in the snapshot).
+        let l = listings(&[
+            "data/sub/one",
+            "data/deep/x/f",
+            "other->data",
+            "in/t.py",
+            "in/link->../other/sub",
+            "in/chain->hop",
+            "in/hop->../other",
+            "in/abs->/r/repo/data/sub",
+            "in/absother->/r/repo/other",
+            "in/loop->loop2",
+            "in/loop2->loop",
+        ]);
+        assert_eq!(
+            dirs(&l, &["in/t.py"]),
+            ["", "data", "data/sub", "in"],
+            "through `other`, twice, and absolute"
+        );
+        assert_eq!(
+            resolve(&l, "in", "hop/deep/x").as_deref(),
+            Some("data/deep/x")
+        );
+        assert_eq!(resolve(&l, "in", "chain/sub").as_deref(), Some("data/sub"));
+        assert_eq!(resolve(&l, "in", "absother").as_deref(), Some("data"));
+        assert_eq!(resolve(&l, "in", "/r/repo").as_deref(), Some(""));
+        // `..` after a link is taken from where the link led, as the kernel does.
+        assert_eq!(resolve(&l, "in", "../other/../in").as_deref(), Some("in"));
+        assert_eq!(resolve(&l, "in", "link/..").as_deref(), Some("data"));
+        // Out of the repository, through a file, a cycle, another repository's root.
+        assert_eq!(resolve(&l, "in", "/r/repo/.."), None);
+        assert_eq!(resolve(&l, "in", "t.py/x"), None);
+        assert_eq!(resolve(&l, "in", "loop"), None);
+        assert_eq!(resolve(&l, "in", "/r/repository/data"), None);
+        // The last component may be a file (the caller keeps directories).
+        assert_eq!(
+            resolve(&l, "in", "link/one").as_deref(),
+            Some("data/sub/one")
+        );
     }
 
     #[test]

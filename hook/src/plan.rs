@@ -369,6 +369,7 @@ pub fn build_plan_filtered(
     // A `sandbox = "full"` segment sees every file of the snapshot, so every file is an input:
     // hashing only its declared globs could serve a PASS that an undeclared file would break.
     let mut everything: Option<Vec<Input>> = None;
+    let roots = view_roots(repo);
     let mut jobs = Vec::new();
     for (index, seg) in config.segments.iter().enumerate() {
         if !select(seg) {
@@ -389,9 +390,11 @@ pub fn build_plan_filtered(
             index,
             seg,
             unmatched: unmatched(seg, &inputs),
-            listings: listings.for_inputs(inputs.iter().map(|i| i.path.as_ref()), &|id| {
-                repo.read_blob(id).ok()
-            }),
+            listings: listings.for_inputs(
+                inputs.iter().map(|i| i.path.as_ref()),
+                &|id| repo.read_blob(id).ok(),
+                &roots,
+            ),
             inputs,
             fingerprints,
         });
@@ -407,6 +410,26 @@ pub fn build_plan_filtered(
         untracked_touched,
         convert: checkout_rules.is_some(),
     })
+}
+
+/// The absolute paths a check sees the repository's snapshot at: its view is mounted at the
+/// work tree's canonical path (see `run::Views`), which the path git reports may reach through
+/// a symlink of the host. An absolute symlink below one of them names the snapshot's files.
+/// None for a bare repository, whose checks see no work tree.
+fn view_roots(repo: &Repo) -> Vec<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let Some(workdir) = repo.workdir() else {
+        return Vec::new();
+    };
+    // A relative spelling (`gix` keeps the one it was discovered by) names no absolute path.
+    let given = workdir.is_absolute().then(|| workdir.to_path_buf());
+    let mut roots: Vec<Vec<u8>> = given
+        .into_iter()
+        .chain(workdir.canonicalize().ok())
+        .map(|p| p.as_os_str().as_bytes().to_vec())
+        .collect();
+    roots.dedup();
+    roots
 }
 
 /// What one selected segment's plan is made of, before its input hash.

@@ -803,6 +803,91 @@ fn a_symlink_that_is_no_input_is_a_symlink_in_the_view() {
 }
 
 #[test]
+fn a_linked_directory_is_hashed_through_other_links_and_absolute_targets() {
+    // From outside trial 7: a link whose target goes through another link
+    // (`in/link -> ../other/sub`, `other -> data`), or names the repository by its absolute
+    // path, was resolved lexically (or not at all), so `data/sub`, which the check lists
+    // through it, was not hashed: a file added there kept a stored pass that a checkout fails.
+    let shell = |n: u32| {
+        config(&format!(
+            "[[segment]]\nname = \"plugins\"\ninclude = [\"in/**\"]\ncommand = \"test $(ls in/link | wc -l) -eq {n}\"\n"
+        ))
+    };
+    let absolute = |repo: &TestRepo| {
+        let root = repo.root.canonicalize().unwrap();
+        format!("{}/data/sub", root.display())
+    };
+    type Target = fn(&TestRepo) -> String;
+    let variants: [(&str, Target); 4] = [
+        ("through a link", |_| "../other/sub".into()),
+        ("to a link to a linked directory", |_| "hop".into()),
+        ("absolute", absolute),
+        ("absolute, through a link", |repo| {
+            format!("{}/other/sub", repo.root.canonicalize().unwrap().display())
+        }),
+    ];
+    for (what, target) in variants {
+        let repo = TestRepo::new();
+        repo.write("data/sub/one", "1\n")
+            .write("checkdef.toml", &shell(1));
+        repo.symlink("data", "other");
+        repo.symlink("../other/sub", "in/hop");
+        repo.symlink(&target(&repo), "in/link");
+        repo.commit("one plugin");
+        for mode in [&["--rev", "HEAD"][..], &[]] {
+            let r = repo.run_json(mode, &[]);
+            if !isolated(&r) {
+                return;
+            }
+            assert_eq!(
+                r.status("plugins"),
+                "passed",
+                "{what} {mode:?}: {}",
+                r.stderr
+            );
+        }
+        repo.write("data/sub/two", "2\n");
+        repo.commit("a second one, seen through in/link");
+        let listing = repo.explain("plugins", &["--rev", "HEAD"]);
+        assert!(listing.contains("listing data/sub "), "{what}: {listing}");
+        for mode in [&["--rev", "HEAD"][..], &[]] {
+            let r = repo.run_json(mode, &[]);
+            assert_eq!(r.source("plugins"), "run", "{what} {mode:?}: {}", r.stderr);
+            assert_eq!(r.status("plugins"), "failed", "{what} {mode:?}");
+        }
+    }
+}
+
+#[test]
+fn a_link_to_a_file_through_a_linked_directory_reads_an_input_or_fails() {
+    // What a check reads through `in/f -> ../other/one` (`other -> data`) is `data/one`: an
+    // input whose edit misses when it is declared, an unreadable placeholder otherwise (the
+    // check fails; the log names the link, which is an input, so no undeclared read is named).
+    let repo = TestRepo::new();
+    repo.write("data/one", "1\n").write(
+        "checkdef.toml",
+        &config(
+            "[[segment]]\nname = \"declared\"\ninclude = [\"in/**\", \"data/one\"]\ncommand = \"grep -qx 1 in/f\"\n\n[[segment]]\nname = \"undeclared\"\ninclude = [\"in/**\"]\ncommand = \"grep -qx 1 in/f\"\n",
+        ),
+    );
+    repo.symlink("data", "other");
+    repo.symlink("../other/one", "in/f");
+    repo.commit("a link to a file through a linked directory");
+    let r = repo.run_json(&["--rev", "HEAD"], &[]);
+    if !isolated(&r) {
+        return;
+    }
+    assert_eq!(r.status("declared"), "passed", "{}", r.stderr);
+    assert_eq!(r.status("undeclared"), "failed", "{}", r.stderr);
+    assert!(r.stderr.contains("in/f: Permission denied"), "{}", r.stderr);
+    repo.write("data/one", "2\n");
+    repo.commit("the file behind the links changes");
+    let after = repo.run_json(&["--rev", "HEAD"], &[]);
+    assert_eq!(after.source("declared"), "run", "{}", after.stderr);
+    assert_eq!(after.status("declared"), "failed");
+}
+
+#[test]
 fn equal_files_are_one_stored_file_across_layers_but_never_one_file_in_a_view() {
     // Layers hard-link their files to one stored file per blob. Two equal test modules of one
     // segment must still be two files: pytest tells same-named modules apart by
