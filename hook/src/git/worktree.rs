@@ -306,9 +306,11 @@ impl ProbeCtx<'_> {
     ) -> Result<Probe> {
         let path = entry.path(self.index);
         let index_mode = index_file_mode(entry.mode);
-        if entry.flags.contains(Flags::SKIP_WORKTREE) {
-            return Ok(Probe::Reused(index_mode, entry.id));
-        }
+        // `--skip-worktree` and `--assume-unchanged` (`SKIP_WORKTREE`, `ASSUME_VALID`) are not
+        // looked at: they tell git not to compare the file with its index entry, so a flagged
+        // file edited on disk kept the index's blob, and a check of the work tree passed on
+        // content the disk no longer holds. A flagged file is probed like any other; one absent
+        // from the disk (a sparse checkout's) is a deleted file.
         let md = match stat_at.lstat(path) {
             Ok(md) => md,
             Err(e) if is_gone(&e) => return Ok(Probe::Gone),
@@ -332,11 +334,10 @@ impl ProbeCtx<'_> {
         };
         let unchanged = !entry.flags.contains(Flags::INTENT_TO_ADD)
             && mode == index_mode
-            && (entry.flags.contains(Flags::ASSUME_VALID)
-                || (entry.stat.matches(&md.index_stat(), self.stat_options)
-                    && !entry
-                        .stat
-                        .is_racy(self.index.timestamp(), self.stat_options)));
+            && entry.stat.matches(&md.index_stat(), self.stat_options)
+            && !entry
+                .stat
+                .is_racy(self.index.timestamp(), self.stat_options);
         Ok(if unchanged {
             Probe::Reused(mode, entry.id)
         } else {

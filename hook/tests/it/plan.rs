@@ -303,6 +303,43 @@ fn work_tree_sees_edits_and_untracked_inputs_but_not_ignored_ones() {
 }
 
 #[test]
+fn skip_worktree_and_assume_unchanged_files_are_hashed_from_the_disk() {
+    // From outside trial 6: a flagged file's index blob was hashed whatever the disk held, so
+    // a local edit git hides from `git status` kept HEAD's stored pass. Work-tree mode hashes
+    // the files on disk: a flag changes nothing.
+    let repo = seeded();
+    let head = rev_hash(&repo, "foo-tests");
+    for flag in ["skip-worktree", "assume-unchanged"] {
+        repo.git(&["update-index", &format!("--{flag}"), "src/foo/__init__.py"]);
+        assert_eq!(repo.hash("foo-tests", &[]), head, "{flag}, unchanged");
+        repo.write("src/foo/__init__.py", "FOO = 22\n");
+        let flagged = repo.hash("foo-tests", &[]);
+        assert_ne!(flagged, head, "{flag}");
+        repo.git(&[
+            "update-index",
+            &format!("--no-{flag}"),
+            "src/foo/__init__.py",
+        ]);
+        assert_eq!(repo.hash("foo-tests", &[]), flagged, "{flag}: as unflagged");
+        repo.git(&["checkout", "--", "src/foo/__init__.py"]);
+    }
+    // A skip-worktree file absent from the disk (a sparse checkout leaves it out) is a
+    // deleted file: no input, whichever of the two made it go.
+    repo.remove("tests/test_foo.py");
+    let deleted = repo.hash("foo-tests", &[]);
+    assert_ne!(deleted, head);
+    repo.git(&["update-index", "--skip-worktree", "tests/test_foo.py"]);
+    assert_eq!(repo.hash("foo-tests", &[]), deleted);
+    let manifest = repo.explain("foo-tests", &[]);
+    assert!(
+        !manifest
+            .lines()
+            .any(|l| l.starts_with("100644 ") && l.ends_with(" tests/test_foo.py")),
+        "{manifest}"
+    );
+}
+
+#[test]
 fn unchanged_tracked_files_are_not_reread() {
     let repo = TestRepo::new();
     seed_layout(&repo);

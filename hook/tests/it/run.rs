@@ -352,6 +352,31 @@ command = "echo never started"
 }
 
 #[test]
+fn a_skip_worktree_or_assume_unchanged_edit_is_what_the_check_sees() {
+    // From outside trial 6: the index blob of a flagged file was hashed and put in the
+    // sandbox, so a local edit passed on the committed content (a cold cache failed instead:
+    // "changed while checkdef was reading it").
+    let repo = shell_repo(
+        "version = 1\n\n[[segment]]\nname = \"conf\"\ninclude = [\"src/**\"]\ncommand = \"cat src/x; grep -qx x src/x\"\n",
+    );
+    for flag in ["skip-worktree", "assume-unchanged"] {
+        repo.run_json(&[], &[]).expect_code(0);
+        repo.git(&["update-index", &format!("--{flag}"), "src/x"]);
+        repo.write("src/x", "edited\n");
+        let warm = repo.run_json(&[], &[]);
+        assert_eq!(warm.source("conf"), "run", "{flag}: {}", warm.stderr);
+        assert_eq!(warm.status("conf"), "failed", "{flag}");
+        let cold_cache = repo.home.join(format!("cold-{flag}"));
+        let cold = repo.run_json(&[], &[("CHECKDEF_CACHE_DIR", cold_cache.to_str().unwrap())]);
+        assert_eq!(cold.status("conf"), "failed", "{flag}");
+        assert!(cold.stderr.contains("edited"), "{flag}: {}", cold.stderr);
+        assert!(!cold.stderr.contains("changed while"), "{}", cold.stderr);
+        repo.git(&["update-index", &format!("--no-{flag}"), "src/x"]);
+        repo.git(&["checkout", "--", "src/x"]);
+    }
+}
+
+#[test]
 fn segment_selection_and_usage_errors() {
     let repo = shell_repo(
         r#"version = 1
