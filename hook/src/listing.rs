@@ -19,7 +19,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use gix::bstr::{BStr, BString, ByteSlice as _};
 
-use crate::git::FileMode;
+use crate::git::{FileMode, Input};
 
 /// Accumulated per-directory listings of one snapshot.
 #[derive(Debug, Default)]
@@ -28,9 +28,9 @@ pub struct Listings {
     dirs: Vec<Dir>,
     /// The directory of the previous path and its slot: consecutive paths mostly share one.
     last: Option<(BString, usize)>,
-    /// The symlinks of the snapshot by directory slot: the blob ids of their targets.
-    links: HashMap<usize, Vec<gix::ObjectId>>,
-    /// The same symlinks by path, to follow a path through them (see [`Resolver`]).
+    /// The names of the snapshot's symlinks by directory slot.
+    links: HashMap<usize, Vec<BString>>,
+    /// The same symlinks by path: the blob ids of their targets (see [`Resolver`]).
     symlinks: HashMap<BString, gix::ObjectId>,
     finished: bool,
 }
@@ -144,7 +144,7 @@ impl Listings {
             FileMode::Regular | FileMode::Executable => self.add(slot, FILE, name),
         }
         if mode == FileMode::Symlink {
-            self.links.entry(slot).or_default().push(id.to_owned());
+            self.links.entry(slot).or_default().push(name.into());
             self.symlinks.insert(path.to_owned(), id.to_owned());
         }
     }
@@ -175,19 +175,35 @@ impl Listings {
     /// directory and its ancestors in too: a check lists it through the link. The target is
     /// followed as the view's kernel follows it (through the snapshot's other symlinks; an
     /// absolute one below one of `roots`, the absolute paths a check sees the repository at,
-    /// names the snapshot's files). Directories the snapshot does not have are left out.
-    pub fn for_inputs<'a>(
+    /// names the snapshot's files). The segment's own `inputs` are what its view holds at their
+    /// paths: in the work tree a symlink input is the link on disk (untracked, or retargeted
+    /// since it was staged), where the names are the index's. Directories the snapshot does not
+    /// have are left out.
+    pub fn for_inputs(
         &self,
-        paths: impl IntoIterator<Item = &'a BStr>,
+        inputs: &[Input],
         read: &dyn Fn(&gix::oid) -> Option<Vec<u8>>,
         roots: &[Vec<u8>],
     ) -> Vec<(BString, String)> {
         debug_assert!(self.finished);
+        let mut own: HashMap<&[u8], Option<&gix::oid>> = HashMap::new();
+        let mut own_links: HashMap<&[u8], Vec<&[u8]>> = HashMap::new();
+        for i in inputs {
+            if i.mode == FileMode::Symlink {
+                own.insert(i.path.as_slice(), Some(&i.id));
+                let (dir, name) = split(&i.path);
+                own_links.entry(dir).or_default().push(name);
+            } else if self.symlinks.contains_key(i.path.as_bstr()) {
+                own.insert(i.path.as_slice(), None);
+            }
+        }
         let resolver = Resolver {
             listings: self,
+            own,
             read,
             roots,
         };
+        let paths = inputs.iter().map(|i| i.path.as_bstr());
         let mut wanted: BTreeSet<Vec<u8>> = BTreeSet::new();
         // The root always: a check starts there and sees it, inputs or not.
         let mut todo: Vec<Vec<u8>> = vec![Vec::new()];
@@ -205,15 +221,20 @@ impl Listings {
                 if !wanted.insert(dir.clone()) {
                     break;
                 }
-                if let Some(slot) = self.index.get(dir.as_bstr())
-                    && let Some(links) = self.links.get(slot)
-                {
-                    for id in links {
-                        if let Some(target) = read(id).and_then(|t| resolver.resolve(&dir, &t))
-                            && self.index.contains_key(target.as_bstr())
-                        {
-                            todo.push(target);
-                        }
+                let index_links = self
+                    .index
+                    .get(dir.as_bstr())
+                    .and_then(|slot| self.links.get(slot))
+                    .into_iter()
+                    .flatten()
+                    .map(|n| n.as_slice());
+                let own_links = own_links.get(dir.as_slice()).into_iter().flatten().copied();
+                // Each link followed by its name: the resolver knows which target it has.
+                for name in index_links.chain(own_links) {
+                    if let Some(target) = resolver.resolve(&dir, name)
+                        && self.index.contains_key(target.as_bstr())
+                    {
+                        todo.push(target);
                     }
                 }
                 if dir.is_empty() {
@@ -251,6 +272,9 @@ const MAX_LINKS: usize = 40;
 /// there (`data/sub`) would be hashed nowhere.
 struct Resolver<'a> {
     listings: &'a Listings,
+    /// The segment's inputs that are symlinks (their ids) or replace one (`None`): the view
+    /// holds them, not the index's entries.
+    own: HashMap<&'a [u8], Option<&'a gix::oid>>,
     read: &'a dyn Fn(&gix::oid) -> Option<Vec<u8>>,
     /// The absolute paths a check sees the repository at (the view is mounted at the work
     /// tree's own path): an absolute target below one names the snapshot's files.
@@ -285,7 +309,11 @@ impl Resolver<'_> {
             }
             done.push(c);
             let path = done.join(&b'/');
-            if let Some(id) = self.listings.symlinks.get(path.as_bstr()) {
+            let link = match self.own.get(path.as_slice()) {
+                Some(own) => *own,
+                None => self.listings.symlinks.get(path.as_bstr()).map(|id| &**id),
+            };
+            if let Some(id) = link {
                 hops += 1;
                 if hops > MAX_LINKS {
                     return None;
@@ -354,18 +382,26 @@ mod tests {
         Some(b[1..=usize::from(b[0])].to_vec())
     }
 
+    /// Inputs that are regular files.
+    fn files(paths: &[&str]) -> Vec<Input> {
+        paths
+            .iter()
+            .map(|p| Input {
+                mode: FileMode::Regular,
+                id: gix::ObjectId::null(gix::hash::Kind::Sha1),
+                path: (*p).into(),
+            })
+            .collect()
+    }
+
     /// The repository's root as the tests' absolute links name it.
     const ROOT: &str = "/r/repo";
 
     fn lines(l: &Listings, inputs: &[&str]) -> Vec<(String, String)> {
-        l.for_inputs(
-            inputs.iter().map(|p| p.as_bytes().as_bstr()),
-            &read,
-            &[ROOT.as_bytes().to_vec()],
-        )
-        .into_iter()
-        .map(|(d, v)| (d.to_string(), v))
-        .collect()
+        l.for_inputs(&files(inputs), &read, &[ROOT.as_bytes().to_vec()])
+            .into_iter()
+            .map(|(d, v)| (d.to_string(), v))
+            .collect()
     }
 
     fn dirs(l: &Listings, inputs: &[&str]) -> Vec<String> {
@@ -376,6 +412,7 @@ mod tests {
         let roots = [ROOT.as_bytes().to_vec()];
         let r = Resolver {
             listings: l,
+            own: HashMap::new(),
             read: &read,
             roots: &roots,
         };
@@ -425,7 +462,7 @@ mod tests {
                 &gix::ObjectId::from_bytes_or_panic(&[id; 20]),
             );
             l.finish();
-            l.for_inputs([b"t/test_a.py".as_bstr()], &|_| None, &[])
+            l.for_inputs(&files(&["t/test_a.py"]), &|_| None, &[])
         };
         // Retargeted (another blob), or a file, a link or a submodule by the same name.
         assert_ne!(digest(FileMode::Symlink, 1), digest(FileMode::Symlink, 2));

@@ -391,8 +391,8 @@ pub fn build_plan_filtered(
             seg,
             unmatched: unmatched(seg, &inputs),
             listings: listings.for_inputs(
-                inputs.iter().map(|i| i.path.as_ref()),
-                &|id| repo.read_blob(id).ok(),
+                &inputs,
+                &|id| link_target(repo, target, &inputs, id),
                 &roots,
             ),
             inputs,
@@ -410,6 +410,28 @@ pub fn build_plan_filtered(
         untracked_touched,
         convert: checkout_rules.is_some(),
     })
+}
+
+/// The target of the symlink whose blob is `id`: from the object database, or in the work
+/// tree, for one of `inputs` hashed from the disk (untracked, or retargeted and not staged),
+/// from the link on disk when it still has that target.
+fn link_target(repo: &Repo, target: &Target, inputs: &[Input], id: &gix::oid) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt as _;
+    if let Ok(t) = repo.read_blob(id) {
+        return Some(t);
+    }
+    if *target != Target::WorkTree {
+        return None;
+    }
+    let workdir = repo.workdir()?;
+    inputs
+        .iter()
+        .filter(|i| i.mode == FileMode::Symlink && i.id == id)
+        .find_map(|i| {
+            let t = std::fs::read_link(workdir.join(crate::git::native(i.path.as_ref()))).ok()?;
+            let t = t.as_os_str().as_bytes().to_vec();
+            (crate::git::blob_id(repo.object_hash(), &t).ok()? == id).then_some(t)
+        })
 }
 
 /// The absolute paths a check sees the repository's snapshot at: its view is mounted at the

@@ -859,6 +859,37 @@ fn a_linked_directory_is_hashed_through_other_links_and_absolute_targets() {
 }
 
 #[test]
+fn a_link_retargeted_on_disk_has_the_listing_of_its_new_directory() {
+    // In the work tree the view holds an input link as it is on disk, where the listings are
+    // the index's: the directory hashed must be the one the link on disk names.
+    let repo = TestRepo::new();
+    repo.write("data/sub/one", "1\n")
+        .write("data/new/one", "1\n")
+        .write(
+            "checkdef.toml",
+            &config(
+                "[[segment]]\nname = \"plugins\"\ninclude = [\"in/**\"]\ncommand = \"test $(ls in/link | wc -l) -eq 1\"\n",
+            ),
+        );
+    repo.symlink("data", "other");
+    repo.symlink("../other/sub", "in/link");
+    repo.commit("one plugin");
+    std::fs::remove_file(repo.path("in/link")).unwrap();
+    repo.symlink("../other/new", "in/link");
+    let r = repo.run_json(&[], &[]);
+    if !isolated(&r) {
+        return;
+    }
+    assert_eq!(r.status("plugins"), "passed", "{}", r.stderr);
+    // A second file staged behind the new target, the link itself still unstaged.
+    repo.write("data/new/two", "2\n");
+    repo.git(&["add", "data/new/two"]);
+    let after = repo.run_json(&[], &[]);
+    assert_eq!(after.source("plugins"), "run", "{}", after.stderr);
+    assert_eq!(after.status("plugins"), "failed");
+}
+
+#[test]
 fn a_link_to_a_file_through_a_linked_directory_reads_an_input_or_fails() {
     // What a check reads through `in/f -> ../other/one` (`other -> data`) is `data/one`: an
     // input whose edit misses when it is declared, an unreadable placeholder otherwise (the
