@@ -229,9 +229,9 @@ impl Git {
 
     /// Ask git where the repository containing `cwd` keeps its hooks.
     ///
-    /// Runs `git rev-parse --absolute-git-dir --git-common-dir --is-bare-repository
-    /// --is-inside-work-tree`, then `git rev-parse --show-toplevel` (in a work tree) and
-    /// `git config --get core.hooksPath`.
+    /// Runs `git rev-parse --is-bare-repository --is-inside-work-tree`, `git rev-parse` with
+    /// `--absolute-git-dir`, `--git-common-dir` and (in a work tree) `--show-toplevel`, each on
+    /// its own, and `git config --get core.hooksPath`.
     pub fn locate(&self, cwd: &Path) -> Result<HookLocation, Error> {
         let cwd = if cwd.is_absolute() {
             cwd.to_path_buf()
@@ -243,37 +243,30 @@ impl Git {
                 })?
                 .join(cwd)
         };
-        let args = [
-            "rev-parse",
-            "--absolute-git-dir",
-            "--git-common-dir",
-            "--is-bare-repository",
-            "--is-inside-work-tree",
-        ];
-        let out = self
-            .run(&cwd, &args)?
-            .ok_or_else(|| self.failed(&cwd, &args, ""))?;
-        let lines: Vec<&[u8]> = out.split(|b| *b == b'\n').collect();
-        let [git_dir, common_dir, bare, inside, ..] = lines.as_slice() else {
-            return Err(unexpected(&cwd, &args, &out));
+        // One question per call for the paths: a directory's name may hold newlines (even
+        // last), so only the newline git ends its answer with is removed.
+        let answer = |args: &[&str]| -> Result<Vec<u8>, Error> {
+            let mut out = self
+                .run(&cwd, args)?
+                .ok_or_else(|| self.failed(&cwd, args, ""))?;
+            if out.pop() != Some(b'\n') || out.is_empty() {
+                return Err(unexpected(&cwd, args, &out));
+            }
+            Ok(out)
         };
-        let git_dir = bytes_to_path(git_dir);
-        let common_dir = cwd.join(bytes_to_path(common_dir));
+        let args = ["rev-parse", "--is-bare-repository", "--is-inside-work-tree"];
+        let flags = answer(&args)?;
+        let (bare, inside) = match flags.split(|b| *b == b'\n').collect::<Vec<_>>().as_slice() {
+            [bare, inside] => (*bare == b"true", *inside == b"true"),
+            _ => return Err(unexpected(&cwd, &args, &flags)),
+        };
+        let git_dir = bytes_to_path(&answer(&["rev-parse", "--absolute-git-dir"])?);
+        let common_dir = cwd.join(bytes_to_path(&answer(&["rev-parse", "--git-common-dir"])?));
         let common_dir = common_dir.canonicalize().unwrap_or(common_dir);
-        let bare = *bare == b"true";
-        let inside = *inside == b"true";
         let work_tree = if bare {
             None
         } else if inside {
-            let args = ["rev-parse", "--show-toplevel"];
-            let top = self
-                .run(&cwd, &args)?
-                .ok_or_else(|| self.failed(&cwd, &args, ""))?;
-            let top = top.strip_suffix(b"\n").unwrap_or(&top);
-            if top.is_empty() {
-                return Err(unexpected(&cwd, &args, top));
-            }
-            Some(bytes_to_path(top))
+            Some(bytes_to_path(&answer(&["rev-parse", "--show-toplevel"])?))
         } else {
             return Err(Error::NotInWorkTree { dir: cwd });
         };

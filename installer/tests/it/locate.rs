@@ -129,3 +129,34 @@ fn inside_the_git_dir_is_an_error() {
     let err = sb.locator().locate(&repo.join(".git")).unwrap_err();
     assert!(matches!(err, Error::NotInWorkTree { .. }), "{err:?}");
 }
+
+/// Directory names may hold newlines, even last: git's answers are read one per call, with
+/// only the newline git adds removed (was "unexpected output" from outside trial 7).
+#[test]
+fn directories_whose_names_hold_newlines_are_found() {
+    let sb = Sandbox::new();
+    let repo = sb.repo("two\nlines\n");
+    let fake = sb.fake_checkdef();
+    let loc = sb.locate(&repo);
+    assert_eq!(loc.hooks_dir, repo.join(".git/hooks"));
+    assert_eq!(loc.layout.git_dir, repo.join(".git"));
+    assert_eq!(loc.layout.work_tree.as_deref(), Some(repo.as_path()));
+    install(&loc, &opts(&fake, false)).unwrap();
+    assert_git_runs_hook(&sb, &repo, &repo, &fake);
+
+    let wt = sb.path().join("work\ntree\n");
+    sb.git(
+        &repo,
+        &["worktree", "add", "-q", "-b", "wt", wt.to_str().unwrap()],
+    );
+    let wt = wt.canonicalize().unwrap();
+    let loc = sb.locate(&wt);
+    assert_eq!(loc.hooks_dir, repo.join(".git/hooks"));
+    assert_eq!(loc.layout.common_dir, repo.join(".git"));
+    assert!(
+        loc.layout.git_dir.starts_with(repo.join(".git/worktrees")),
+        "{:?}",
+        loc.layout.git_dir
+    );
+    assert_eq!(loc.layout.work_tree.as_deref(), Some(wt.as_path()));
+}
