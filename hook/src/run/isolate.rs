@@ -51,13 +51,17 @@ pub const ENTRY_FAILED: i32 = 125;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Spec {
     /// The repository's path (canonical): the view is mounted here and the check starts here.
+    #[serde(with = "byte_path")]
     pub root: PathBuf,
     /// Overlay lower directories, topmost first.
+    #[serde(with = "byte_paths")]
     pub lower: Vec<PathBuf>,
     /// The check's private writable layer and the overlay's work directory (same filesystem).
     /// With `writes_in_memory`, `upper` is only a mount point (any existing directory, such as
     /// the hidden directory sandboxes live in) and `work` is unused.
+    #[serde(with = "byte_path")]
     pub upper: PathBuf,
+    #[serde(with = "byte_path")]
     pub work: PathBuf,
     /// Put the writable layer in a tmpfs of the sandbox's own, mounted at `upper`: set-up and
     /// teardown touch no disk (each directory operation on a busy ext4 can wait for its
@@ -66,14 +70,79 @@ pub struct Spec {
     #[serde(default)]
     pub writes_in_memory: bool,
     /// The check's `TMPDIR`: stays visible even when it lies below a hidden directory.
+    #[serde(with = "byte_path")]
     pub tmp: PathBuf,
     /// Directories covered by an empty read-only tmpfs.
+    #[serde(with = "byte_paths")]
     pub hide: Vec<PathBuf>,
     /// Directories and files below `root` (relative) bound read-only from the work tree into
     /// the view.
+    #[serde(with = "byte_paths")]
     pub expose: Vec<PathBuf>,
     /// Keep the host's network (`network = true`).
     pub network: bool,
+}
+
+/// A path in the spec's JSON: a string when it is UTF-8, else its bytes (a repository under a
+/// directory with a Latin-1 name is legal, and serde's own `PathBuf` refuses it: every check
+/// failed with "path contains invalid UTF-8 characters").
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum JsonPath {
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+impl JsonPath {
+    fn of(p: &Path) -> JsonPath {
+        use std::os::unix::ffi::OsStrExt as _;
+        match p.to_str() {
+            Some(s) => JsonPath::Text(s.to_owned()),
+            None => JsonPath::Bytes(p.as_os_str().as_bytes().to_vec()),
+        }
+    }
+
+    fn into_path(self) -> PathBuf {
+        use std::os::unix::ffi::OsStringExt as _;
+        match self {
+            JsonPath::Text(s) => PathBuf::from(s),
+            JsonPath::Bytes(b) => PathBuf::from(std::ffi::OsString::from_vec(b)),
+        }
+    }
+}
+
+mod byte_path {
+    use super::JsonPath;
+    use serde::{Deserialize as _, Deserializer, Serialize as _, Serializer};
+    use std::path::{Path, PathBuf};
+
+    pub fn serialize<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+        JsonPath::of(p).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        Ok(JsonPath::deserialize(d)?.into_path())
+    }
+}
+
+mod byte_paths {
+    use super::JsonPath;
+    use serde::{Deserialize as _, Deserializer, Serialize as _, Serializer};
+    use std::path::PathBuf;
+
+    pub fn serialize<S: Serializer>(ps: &[PathBuf], s: S) -> Result<S::Ok, S::Error> {
+        ps.iter()
+            .map(|p| JsonPath::of(p))
+            .collect::<Vec<_>>()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+        Ok(Vec::<JsonPath>::deserialize(d)?
+            .into_iter()
+            .map(JsonPath::into_path)
+            .collect())
+    }
 }
 
 /// Why a sandbox could not be entered.
@@ -95,22 +164,6 @@ fn step<E: Into<std::io::Error>>(what: impl FnOnce() -> String) -> impl FnOnce(E
 /// Enter the sandbox `spec` describes. The calling process must be single-threaded; on success
 /// its current directory is `spec.root` and only an `exec` (or the check itself) should follow.
 pub fn enter(spec: &Spec) -> Result<(), EnterError> {
-    for p in spec
-        .lower
-        .iter()
-        .chain([&spec.upper, &spec.work, &spec.root])
-    {
-        let s = p.as_os_str().as_encoded_bytes();
-        if s.contains(&b',') || s.contains(&b':') || s.contains(&b'\\') {
-            return Err(EnterError {
-                step: format!(
-                    "sandbox path {} contains ',', ':' or '\\' (overlayfs option syntax)",
-                    p.display()
-                ),
-                source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
-            });
-        }
-    }
     namespaces(spec.network)?;
     rustix::mount::mount_change(
         "/",
@@ -215,24 +268,18 @@ fn mount_overlay(spec: &Spec) -> Result<(), EnterError> {
     } else {
         (spec.upper.clone(), spec.work.clone())
     };
-    let lower = spec
-        .lower
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(":");
     // `volatile`: the writable layer is thrown away after the check, so overlayfs need not sync
     // it (without it, every unmount syncs the upper file system: 180 ms per check on a busy
     // ext4 /tmp).
-    let options = format!(
-        "lowerdir={lower},upperdir={},workdir={},userxattr{}",
-        upper.display(),
-        work.display(),
+    let options = overlay_options(
+        &spec.lower,
+        &upper,
+        &work,
         if spec.writes_in_memory {
             ""
         } else {
             ",volatile"
-        }
+        },
     );
     let options = std::ffi::CString::new(options)
         .map_err(step(|| "overlay options contain NUL".to_owned()))?;
@@ -247,6 +294,35 @@ fn mount_overlay(spec: &Spec) -> Result<(), EnterError> {
         format!("mounting the overlay at {}", spec.root.display())
     }))?;
     Ok(())
+}
+
+/// The overlay's mount options, its directories spelled as bytes (a name need not be UTF-8)
+/// with the separators overlayfs splits on (`,` between options, `:` between lower layers) and
+/// its escape character behind a backslash, which overlayfs removes.
+fn overlay_options(lower: &[PathBuf], upper: &Path, work: &Path, rest: &str) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let escaped = |out: &mut Vec<u8>, p: &Path| {
+        for &b in p.as_os_str().as_bytes() {
+            if matches!(b, b',' | b':' | b'\\') {
+                out.push(b'\\');
+            }
+            out.push(b);
+        }
+    };
+    let mut out = b"lowerdir=".to_vec();
+    for (i, l) in lower.iter().enumerate() {
+        if i > 0 {
+            out.push(b':');
+        }
+        escaped(&mut out, l);
+    }
+    out.extend_from_slice(b",upperdir=");
+    escaped(&mut out, upper);
+    out.extend_from_slice(b",workdir=");
+    escaped(&mut out, work);
+    out.extend_from_slice(b",userxattr");
+    out.extend_from_slice(rest.as_bytes());
+    out
 }
 
 /// Cover each directory of `spec.hide` (outside the view) with an empty read-only tmpfs,
@@ -624,6 +700,16 @@ mod tests {
             expose: vec![".venv".into()],
             network: false,
             writes_in_memory: true,
+        };
+        let text = serde_json::to_string(&spec).unwrap();
+        assert_eq!(serde_json::from_str::<Spec>(&text).unwrap(), spec);
+        // A repository below a directory whose name is not UTF-8.
+        use std::os::unix::ffi::OsStrExt as _;
+        let latin1 = Path::new(std::ffi::OsStr::from_bytes(b"/tmp/caf\xe9/repo"));
+        let spec = Spec {
+            root: latin1.to_path_buf(),
+            lower: vec![latin1.join("a")],
+            ..spec
         };
         let text = serde_json::to_string(&spec).unwrap();
         assert_eq!(serde_json::from_str::<Spec>(&text).unwrap(), spec);

@@ -58,6 +58,15 @@ pub enum Mode {
     Script(PathBuf),
 }
 
+impl Mode {
+    fn script(&self) -> Option<&PathBuf> {
+        match self {
+            Mode::Module => None,
+            Mode::Script(p) => Some(p),
+        }
+    }
+}
+
 /// What the warm runner needs to run one eligible check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WarmPlan {
@@ -196,6 +205,11 @@ pub fn plan(command: &str, env: &[(String, String)]) -> Result<WarmPlan, String>
         }
         _ => return Err("not a plain pytest command".into()),
     };
+    // The server is told paths in JSON, which holds text: a path that is not UTF-8 could only
+    // reach it changed (a lossy spelling names another file).
+    for p in [Some(&interpreter), mode.script()].into_iter().flatten() {
+        utf8(p)?;
+    }
     let server_env: BTreeMap<String, String> = env
         .iter()
         .filter(|(k, _)| !PER_CHECK_VARS.contains(&k.as_str()))
@@ -570,9 +584,13 @@ impl Server {
         if sources.is_empty() {
             return;
         }
-        let list: Vec<(String, &str)> = sources
+        let Ok(store) = utf8(store) else {
+            return;
+        };
+        let list: Vec<(&str, &str)> = sources
             .iter()
-            .map(|(p, id)| (p.display().to_string(), id.as_str()))
+            // One that is not UTF-8 is left to the check, which compiles it itself.
+            .filter_map(|(p, id)| Some((utf8(p).ok()?, id.as_str())))
             .collect();
         let request = serde_json::json!({ "compile": list, "store": store });
         // Never blocks; a request that does not fit now is dropped.
@@ -597,7 +615,10 @@ impl Server {
             None,
         )?;
         let mut env = plan.server_env.clone();
-        env.insert("TMPDIR".into(), dir.join("tmp").display().to_string());
+        let tmp = dir.join("tmp");
+        let tmp =
+            utf8(&tmp).map_err(|why| std::io::Error::new(std::io::ErrorKind::InvalidInput, why))?;
+        env.insert("TMPDIR".into(), tmp.to_owned());
         let spawn_env = serde_json::to_string(&env).expect("strings serialise");
         // Through `sh`, like a check: it exports what `sh` exports (PWD); stdin is /dev/null.
         // Its stdout and stderr are a pipe, as a check's are: Python makes its standard streams
@@ -744,6 +765,14 @@ impl Server {
                 setup_failed: None,
             },
         );
+        if let Some(why) = [cwd]
+            .into_iter()
+            .chain(expose.iter().map(PathBuf::as_path))
+            .chain(bytecode.iter().map(PathBuf::as_path))
+            .find_map(|p| utf8(p).err())
+        {
+            return Err(Refusal::NotStarted(why));
+        }
         let (mode, script) = match &plan.mode {
             Mode::Module => ("module", None),
             Mode::Script(p) => ("script", Some(p.display().to_string())),
@@ -782,6 +811,16 @@ impl Server {
             Err(_) => Err(Refusal::Lost("the warm server died".into())),
         }
     }
+}
+
+/// `p` as the text the server is told (see [`plan`]), or why the check must run fresh.
+fn utf8(p: &Path) -> Result<&str, String> {
+    p.to_str().ok_or_else(|| {
+        format!(
+            "the path {} is not UTF-8 (the warm server is told paths as text)",
+            p.display()
+        )
+    })
 }
 
 /// Where the probe of a server's start-up runs, and the directory the server started in.

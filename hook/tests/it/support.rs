@@ -61,9 +61,18 @@ impl TestRepo {
         Self::with_init_args(&["--object-format=sha256"])
     }
 
+    /// A repository whose root directory is called `name` (any bytes but `/` and NUL).
+    pub fn named(name: &std::ffi::OsStr) -> TestRepo {
+        Self::init(name, &[])
+    }
+
     fn with_init_args(extra: &[&str]) -> TestRepo {
+        Self::init(std::ffi::OsStr::new("repo"), extra)
+    }
+
+    fn init(name: &std::ffi::OsStr, extra: &[&str]) -> TestRepo {
         let tmp = tempfile::tempdir().expect("temp dir");
-        let root = tmp.path().join("repo");
+        let root = tmp.path().join(name);
         let home = tmp.path().join("home");
         let cache = tmp.path().join("cache");
         for d in [&root, &home, &cache] {

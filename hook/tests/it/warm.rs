@@ -2347,3 +2347,71 @@ if "CHECKDEF_DAEMON" not in os.environ:
         "daemons of the start-up code outlived checkdef run: {left:?} of {started:?}"
     );
 }
+
+/// A repository and a cache under directories whose names are not UTF-8 (the cache's with the
+/// characters overlayfs splits its options on) are checked by both runners with the right
+/// verdicts: the warm runner, told paths as text, says so and runs the check fresh (a lossy
+/// spelling would name another directory); a sandbox's description, told to its stages as
+/// JSON, keeps the bytes; overlayfs is given them escaped. (Was a panic from outside trial 7,
+/// and "could not start" for a cache directory with a `,` or `:`.)
+#[test]
+fn paths_that_are_not_utf8_are_checked_by_both_runners() {
+    use std::os::unix::ffi::OsStrExt as _;
+    if !have_pytest() {
+        return;
+    }
+    let repo = TestRepo::named(std::ffi::OsStr::from_bytes(b"repo-\xff"));
+    let path = interpreter_path();
+    repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
+        .write("src/m.py", "def f():\n    return 1\n")
+        .write(
+            "tests/test_m.py",
+            "import sys\nsys.path.insert(0, 'src')\nfrom m import f\n\ndef test_f():\n    assert f() == 1\n",
+        );
+    let text = r#"version = 1
+
+[[segment]]
+name = "warm"
+include = ["pytest.ini", "src/**", "tests/**"]
+command = "python3 -m pytest tests"
+
+[[segment]]
+name = "fresh"
+include = ["pytest.ini", "src/**", "tests/**"]
+command = "python3 -m pytest tests"
+runner = "process"
+"#;
+    repo.write("checkdef.toml", text);
+    repo.commit("not utf-8");
+    let cache_dir = repo
+        .tmp
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"cache-\xfe,a:b\\c"));
+    let go = |extra: &[&str]| {
+        let mut args = vec!["run", "--json", "-v"];
+        args.extend_from_slice(extra);
+        let mut cmd = repo.checkdef_cmd_in(&repo.root, &args);
+        cmd.env("PATH", &path).env("CHECKDEF_CACHE_DIR", &cache_dir);
+        CmdOut::from_output(cmd.output().expect("run checkdef"))
+    };
+    let out = go(&[]);
+    out.expect_code(0);
+    for name in ["warm", "fresh"] {
+        assert_eq!(out.seg(name)["status"], "passed", "{}", out.seg(name));
+        assert_eq!(out.seg(name)["runner"], "process", "{}", out.seg(name));
+    }
+    let note = out.seg("warm")["runner_note"].as_str().unwrap_or_default();
+    assert!(note.contains("is not UTF-8"), "{note}");
+    let out = go(&[]);
+    out.expect_code(0);
+    for name in ["warm", "fresh"] {
+        assert_eq!(out.seg(name)["source"], "local", "{}", out.seg(name));
+    }
+    // Broken in the work tree: both fail.
+    repo.write("src/m.py", "def f():\n    return 2\n");
+    let out = go(&["--worktree"]);
+    out.expect_code(1);
+    for name in ["warm", "fresh"] {
+        assert_eq!(out.seg(name)["status"], "failed", "{}", out.seg(name));
+    }
+}
