@@ -244,11 +244,23 @@ enum Stop {
 /// (TERM, then KILL after a grace period); a cancelled run fails with [`Verdict::Interrupted`].
 pub async fn execute(
     spec: &ExecSpec,
-    mut cancel: watch::Receiver<bool>,
+    cancel: watch::Receiver<bool>,
     on_line: Option<LineSink>,
 ) -> ExecOutcome {
-    let started = Instant::now();
-    match run(spec, &mut cancel, on_line, started).await {
+    let (_open, gate) = watch::channel(true);
+    execute_gated(spec, cancel, on_line, gate).await
+}
+
+/// [`execute`] for a process that is started ahead of its turn (a warm check's holder sets its
+/// sandbox up while other checks run): its time limit and its duration count from the moment
+/// `gate` turns true (or from the start, if the process ends first).
+pub async fn execute_gated(
+    spec: &ExecSpec,
+    mut cancel: watch::Receiver<bool>,
+    on_line: Option<LineSink>,
+    gate: watch::Receiver<bool>,
+) -> ExecOutcome {
+    match run(spec, &mut cancel, on_line, gate).await {
         Ok(o) => o,
         Err(e) => ExecOutcome::not_started(describe_spawn_error(&e, spec)),
     }
@@ -258,8 +270,10 @@ async fn run(
     spec: &ExecSpec,
     cancel: &mut watch::Receiver<bool>,
     on_line: Option<LineSink>,
-    started: Instant,
+    mut gate: watch::Receiver<bool>,
 ) -> std::io::Result<ExecOutcome> {
+    let mut started = Instant::now();
+    let mut open = *gate.borrow_and_update();
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
     ours.set_nonblocking(true)?;
     let mut cmd = tokio::process::Command::new(&spec.supervisor);
@@ -296,7 +310,8 @@ async fn run(
     {
         let read = rd.read_to_end(&mut report);
         tokio::pin!(read);
-        let deadline = tokio::time::sleep(spec.timeout);
+        let far = Duration::MAX / 4;
+        let deadline = tokio::time::sleep(if open { spec.timeout } else { far });
         tokio::pin!(deadline);
         // Only if the supervisor does not answer long after the grace period.
         let fallback = tokio::time::sleep(Duration::MAX / 4);
@@ -304,6 +319,15 @@ async fn run(
         loop {
             let request = tokio::select! {
                 _ = &mut read => break,
+                r = gate.changed(), if !open => {
+                    if r.is_err() || *gate.borrow_and_update() {
+                        // Its turn (or the gate went: nothing will hold it back any more).
+                        open = true;
+                        started = Instant::now();
+                        deadline.as_mut().reset(tokio::time::Instant::now() + spec.timeout);
+                    }
+                    continue;
+                }
                 _ = &mut deadline, if stop.is_none() => Stop::Timeout,
                 _ = wait_cancel(cancel), if stop.is_none() => Stop::Cancel,
                 _ = &mut fallback, if stop.is_some() => {

@@ -803,24 +803,37 @@ impl Miss<'_> {
         };
         let prepared = prepare(repo, plan, seg, views, opts, reporter, Some(pool));
         let mut stopped = stop.clone();
-        let _slot = tokio::select! {
-            biased;
-            // Stopped before it started: reported with those that never started.
-            _ = exec::wait_cancel(&mut stopped) => return Done::NotStarted,
-            slot = slots.acquire() => slot.expect("the semaphore is never closed"),
+        // A free slot, held until the check ends; `None`: stopped before one was free (reported
+        // with those that never started). A warm check's holder sets its sandbox up meanwhile.
+        let turn = async {
+            tokio::select! {
+                biased;
+                _ = exec::wait_cancel(&mut stopped) => None,
+                slot = slots.acquire() => {
+                    let slot = slot.expect("the semaphore is never closed");
+                    reporter.report(Event::Started { segment: &seg.name });
+                    Some(slot)
+                }
+            }
         };
-        reporter.report(Event::Started { segment: &seg.name });
-        let prepared = prepared.map(|r| r.with_live_server(pool));
         let (outcome, runner, note) = match prepared {
             Ok(p) => {
                 let fresh = || prepare(repo, plan, seg, views, opts, reporter, None);
-                run_prepared(p, stop, fresh).await
+                match run_prepared(p, stop, fresh, turn, pool).await {
+                    Some(r) => r,
+                    None => return Done::NotStarted,
+                }
             }
-            Err(e) => (
-                exec::ExecOutcome::not_started(format!("{e:#}")),
-                Runner::Process,
-                None,
-            ),
+            Err(e) => {
+                let Some(_slot) = turn.await else {
+                    return Done::NotStarted;
+                };
+                (
+                    exec::ExecOutcome::not_started(format!("{e:#}")),
+                    Runner::Process,
+                    None,
+                )
+            }
         };
         Done::Ran(outcome, lock, runner, note)
     }
@@ -1099,24 +1112,23 @@ struct Ready {
     warm: std::result::Result<Warm, String>,
 }
 
-impl Ready {
-    /// The server this check was prepared with may have died while it waited for its slot
-    /// (a check before it killed it): take the pool's current one, restarted if need be.
-    fn with_live_server(mut self, pool: &Pool) -> Ready {
-        if let Ok(w) = &mut self.warm
-            && w.server.is_dead()
-        {
-            match pool
-                .get()
-                .and_then(|p| p.as_ref().ok())
-                .map(|p| p.server(&w.plan))
-            {
-                Some(Ok(s)) => w.server = s,
-                Some(Err(why)) => self.warm = Err(why),
-                None => {}
-            }
-        }
-        self
+/// The server a check was prepared with, or, when it died while the check waited for its slot
+/// (a check before it killed it), the pool's current one, restarted if need be.
+fn live_server(
+    server: Arc<warm::Server>,
+    plan: &warm::WarmPlan,
+    pool: &Pool,
+) -> std::result::Result<Arc<warm::Server>, String> {
+    if !server.is_dead() {
+        return Ok(server);
+    }
+    match pool
+        .get()
+        .and_then(|p| p.as_ref().ok())
+        .map(|p| p.server(plan))
+    {
+        Some(r) => r,
+        None => Ok(server),
     }
 }
 
@@ -1142,11 +1154,14 @@ type Pool = std::cell::OnceCell<std::result::Result<warm::WarmPool, String>>;
 
 /// Run a prepared check: warm when it can, else in a fresh process — also when the warm runner
 /// gives up after the check may have started, in a fresh sandbox from `fresh` (unless cancelled).
-async fn run_prepared(
+/// `turn` is the check's slot (see [`Miss::start`]); `None` when it was stopped before its turn.
+async fn run_prepared<T>(
     ready: Ready,
     cancel: watch::Receiver<bool>,
     fresh: impl FnOnce() -> Result<Ready>,
-) -> (exec::ExecOutcome, Runner, Option<String>) {
+    turn: impl std::future::Future<Output = Option<T>>,
+    pool: &Pool,
+) -> Option<(exec::ExecOutcome, Runner, Option<String>)> {
     let Ready {
         prepared,
         spec,
@@ -1156,54 +1171,64 @@ async fn run_prepared(
     let note = match warm {
         Err(why) => why,
         Ok(w) => {
-            let held = warm::run_held(
-                &spec,
-                &w.dir,
-                &w.server,
-                &w.plan,
-                warm::Place {
-                    isolated: w.isolated,
-                    cwd: &w.cwd,
-                    expose: &w.expose,
-                    bytecode: &w.bytecode,
+            let Warm {
+                server,
+                plan,
+                pyc_dir,
+                dir,
+                isolated,
+                cwd,
+                expose,
+                bytecode,
+            } = w;
+            let check = warm::HeldCheck {
+                spec: &spec,
+                dir: &dir,
+                plan: &plan,
+                place: warm::Place {
+                    isolated,
+                    cwd: &cwd,
+                    expose: &expose,
+                    bytecode: &bytecode,
                 },
-                cancel.clone(),
-                sink.clone(),
-            )
-            .await;
-            if let Some(dir) = &w.pyc_dir {
+                cancel: cancel.clone(),
+                on_line: sink.clone(),
+            };
+            let (held, served) =
+                warm::run_held(check, turn, || live_server(server, &plan, pool)).await;
+            if let (Some(dir), Some(server)) = (&pyc_dir, &served) {
                 // The server has served (or died): record its cache tag for later runs.
-                let _ = warm::cache_tag(&w.server, &w.plan, dir);
+                let _ = warm::cache_tag(server, &plan, dir);
             }
-            match held {
-                warm::Held::Ran(o, None) => return (o, Runner::Warm, None),
-                warm::Held::Ran(o, Some(why)) => return (o, Runner::Process, Some(why)),
+            return Some(match held {
+                warm::Held::NotStarted => return None,
+                warm::Held::Ran(o, None) => (o, Runner::Warm, None),
+                warm::Held::Ran(o, Some(why)) => (o, Runner::Process, Some(why)),
                 warm::Held::Lost(why) => {
                     drop(prepared);
                     if *cancel.borrow() {
-                        return (exec::ExecOutcome::interrupted(), Runner::Warm, Some(why));
+                        return Some((exec::ExecOutcome::interrupted(), Runner::Warm, Some(why)));
                     }
                     match fresh() {
                         Ok(r) => {
                             let o = exec::execute(&r.spec, cancel, r.sink.clone()).await;
                             drop(r.prepared);
-                            return (o, Runner::Process, Some(why));
+                            (o, Runner::Process, Some(why))
                         }
-                        Err(e) => {
-                            return (
-                                exec::ExecOutcome::not_started(format!("{e:#}")),
-                                Runner::Process,
-                                Some(why),
-                            );
-                        }
+                        Err(e) => (
+                            exec::ExecOutcome::not_started(format!("{e:#}")),
+                            Runner::Process,
+                            Some(why),
+                        ),
                     }
                 }
-            }
+            });
         }
     };
+    let _slot = turn.await?;
     let o = exec::execute(&spec, cancel, sink).await;
     drop(prepared);
-    (o, Runner::Process, Some(note))
+    Some((o, Runner::Process, Some(note)))
 }
 
 /// Set a segment's sandbox up and build its command spec.

@@ -994,6 +994,19 @@ pub enum Held {
     Ran(ExecOutcome, Option<String>),
     /// It may have run (partly) warm and has no verdict: rerun it in a fresh sandbox.
     Lost(String),
+    /// Stopped (Ctrl-C, the budget) before its turn came: nothing of it ran, its holder is gone.
+    NotStarted,
+}
+
+/// A warm check's holder and what the server needs to fork the check into its sandbox.
+pub struct HeldCheck<'a> {
+    pub spec: &'a ExecSpec,
+    /// The holder's directory (its FIFOs).
+    pub dir: &'a Path,
+    pub plan: &'a WarmPlan,
+    pub place: Place<'a>,
+    pub cancel: watch::Receiver<bool>,
+    pub on_line: Option<LineSink>,
 }
 
 /// Run a check whose `spec` starts a holder (`checkdef __sandbox --hold DIR …`, see
@@ -1002,45 +1015,83 @@ pub enum Held {
 /// `signal N`), or, when the server cannot be sure to behave like a fresh process, runs the
 /// command itself (`exec`), so the check's sandbox, supervisor, time limit and log are those of
 /// the process runner either way.
-#[allow(clippy::too_many_arguments)]
-pub async fn run_held(
-    spec: &ExecSpec,
-    dir: &Path,
-    server: &Server,
-    plan: &WarmPlan,
-    place: Place<'_>,
-    cancel: watch::Receiver<bool>,
-    on_line: Option<LineSink>,
-) -> Held {
+///
+/// The holder starts at once and sets the sandbox up while other checks run; the check itself
+/// waits for `turn` (a free slot, held until the check ends; `None`: stopped first), and its
+/// time limit and duration count from then. `server` is asked for the live server only then
+/// (one that died meanwhile is replaced); the server that served is returned.
+pub async fn run_held<T>(
+    check: HeldCheck<'_>,
+    turn: impl std::future::Future<Output = Option<T>>,
+    server: impl FnOnce() -> Result<Arc<Server>, String>,
+) -> (Held, Option<Arc<Server>>) {
     use tokio::io::AsyncBufReadExt as _;
     use tokio::net::unix::pipe;
+    let HeldCheck {
+        spec,
+        dir,
+        plan,
+        place,
+        cancel,
+        on_line,
+    } = check;
     let ready = match pipe::OpenOptions::new()
         // Read-write: no end of file before the holder opened its end.
         .read_write(true)
         .open_receiver(dir.join(isolate::HOLD_READY))
     {
         Ok(r) => r,
-        Err(e) => return Held::Lost(format!("opening the holder's FIFO: {e}")),
+        Err(e) => return (Held::Lost(format!("opening the holder's FIFO: {e}")), None),
     };
-    let held = exec::execute(spec, cancel, on_line);
+    let (gate_tx, gate) = watch::channel(false);
+    let held = exec::execute_gated(spec, cancel, on_line, gate);
     tokio::pin!(held);
+    tokio::pin!(turn);
+    // Its turn may come before the holder is ready (a slot was free): the gate opens then, so
+    // that a holder which cannot set up is timed and stopped as a fresh check is.
+    let mut slot = None;
     let mut line = String::new();
     let mut ready = tokio::io::BufReader::new(ready);
-    let (holder, group): (i32, i32) = tokio::select! {
-        // The holder ended first: it could not enter the sandbox (said in the log, as for a
-        // fresh check), or the check was stopped.
-        o = &mut held => return Held::Ran(o, None),
-        r = ready.read_line(&mut line) => match r.ok().and_then(|_| {
-            let (pid, pgid) = line.strip_prefix("ready ")?.trim().split_once(' ')?;
-            Some((pid.parse().ok()?, pgid.parse().ok()?))
-        }) {
-            Some(ids) => ids,
-            None => {
-                let o = held.await;
-                return Held::Ran(o, None);
-            }
-        },
+    let ids = loop {
+        tokio::select! {
+            // The holder ended first: it could not enter the sandbox (said in the log, as for a
+            // fresh check), or the check was stopped.
+            o = &mut held => return (Held::Ran(o, None), None),
+            t = &mut turn, if slot.is_none() && !gate_tx.is_closed() => match t {
+                Some(t) => {
+                    slot = Some(t);
+                    let _ = gate_tx.send(true);
+                }
+                None => {
+                    // Stopped before its turn: `held` saw the same stop and ends the holder.
+                    let _ = held.await;
+                    return (Held::NotStarted, None);
+                }
+            },
+            r = ready.read_line(&mut line) => break r.ok().and_then(|_| {
+                let (pid, pgid) = line.strip_prefix("ready ")?.trim().split_once(' ')?;
+                Some((pid.parse::<i32>().ok()?, pgid.parse::<i32>().ok()?))
+            }),
+        }
     };
+    let Some((holder, group)) = ids else {
+        let o = held.await;
+        return (Held::Ran(o, None), None);
+    };
+    if slot.is_none() {
+        tokio::select! {
+            o = &mut held => return (Held::Ran(o, None), None),
+            t = &mut turn => match t {
+                Some(t) => slot = Some(t),
+                None => {
+                    let _ = held.await;
+                    return (Held::NotStarted, None);
+                }
+            },
+        }
+        let _ = gate_tx.send(true);
+    }
+    let _slot = slot;
     // A plain descriptor, not tokio's: its `try_write` refuses until the runtime has polled the
     // FIFO writable, and an order refused would leave the holder waiting for ever. Non-blocking
     // only so the open cannot wait (the holder opened its end before it said "ready").
@@ -1053,7 +1104,10 @@ pub async fn run_held(
         Ok(c) => c,
         Err(e) => {
             let _ = held.await;
-            return Held::Lost(format!("opening the holder's order FIFO: {e}"));
+            return (
+                Held::Lost(format!("opening the holder's order FIFO: {e}")),
+                None,
+            );
         }
     };
     let order = |o: String| {
@@ -1062,9 +1116,32 @@ pub async fn run_held(
         let r = (&ctl).write_all(o.as_bytes());
         drop(r);
     };
+    let server = match server() {
+        Ok(s) => s,
+        Err(why) => {
+            order("exec\n".into());
+            return (Held::Ran(held.await, Some(why)), None);
+        }
+    };
+    let held_result = serve(&server, held, order, plan, holder, group, place, &spec.env).await;
+    (held_result, Some(server))
+}
+
+/// The second half of [`run_held`]: the check's turn has come and its holder is ready.
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    server: &Server,
+    mut held: std::pin::Pin<&mut impl std::future::Future<Output = ExecOutcome>>,
+    order: impl Fn(String),
+    plan: &WarmPlan,
+    holder: i32,
+    group: i32,
+    place: Place<'_>,
+    env: &[(String, String)],
+) -> Held {
     let started = tokio::select! {
         o = &mut held => return Held::Ran(o, None),
-        s = server.start(plan, holder, group, place, &spec.env) => s,
+        s = server.start(plan, holder, group, place, env) => s,
     };
     let child = match started {
         Ok(c) => c,

@@ -2415,3 +2415,113 @@ runner = "process"
         assert_eq!(out.seg(name)["status"], "failed", "{}", out.seg(name));
     }
 }
+
+/// The processes whose command line holds every one of `words` (a sandbox holder of a segment).
+fn processes_with(words: &[&str]) -> Vec<u32> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let text = String::from_utf8_lossy(&cmdline);
+        if words.iter().all(|w| text.contains(w)) && crate::lifecycle::running(pid) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// A warm check that waits for a slot has its sandbox set up meanwhile (its holder is there
+/// while another check runs), but its time limit and duration count from its turn; stopped
+/// while it waits, it is reported as never started and its holder goes.
+#[test]
+fn a_check_waiting_for_its_slot_is_set_up_ahead_and_timed_from_its_turn() {
+    if !have_pytest() {
+        return;
+    }
+    let repo = TestRepo::new();
+    let marks = repo.tmp.path().join("marks");
+    std::fs::create_dir(&marks).unwrap();
+    repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
+        .write(
+            "tests/test_long.py",
+            "import os, time\n\n\ndef test_long():\n    open(os.path.join(os.environ['MARKS'], 'long'), 'w').close()\n    time.sleep(float(os.environ['SLEEP']))\n",
+        )
+        .write("tests/test_short.py", "def test_short():\n    pass\n")
+        // More inputs: with no durations known, `long` is started first.
+        .write("extra/a.txt", "a\n")
+        .write("extra/b.txt", "b\n");
+    let config = |sleep: &str| {
+        format!(
+            r#"version = 1
+
+[[segment]]
+name = "long"
+include = ["pytest.ini", "tests/test_long.py", "extra/**"]
+command = "python3 -m pytest tests/test_long.py"
+env = {{ MARKS = "{marks}", SLEEP = "{sleep}" }}
+
+[[segment]]
+name = "short-wait"
+include = ["pytest.ini", "tests/test_short.py"]
+command = "python3 -m pytest tests/test_short.py"
+timeout = "5s"
+env = {{ ROUND = "{sleep}" }}
+"#,
+            marks = marks.display()
+        )
+    };
+    repo.write("checkdef.toml", &config("8"));
+    repo.commit("two checks");
+    let path = interpreter_path();
+    let out = run(&repo, &path, "cache", &["-j", "1"]);
+    out.expect_code(0);
+    let (long, short) = (out.seg("long"), out.seg("short-wait"));
+    assert_eq!(long["runner"], "warm", "{long}");
+    assert_eq!(short["runner"], "warm", "{short}");
+    assert_eq!(short["status"], "passed", "{short}");
+    assert!(
+        short["duration_s"].as_f64().unwrap() < long["duration_s"].as_f64().unwrap(),
+        "its duration counts from its turn: {short} {long}"
+    );
+
+    // Stopped while it waits: its holder was there, and goes; it never started.
+    repo.write("checkdef.toml", &config("300"));
+    repo.commit("longer");
+    let _ = std::fs::remove_file(marks.join("long"));
+    let mut cmd = repo.checkdef_cmd_in(&repo.root, &["run", "--json", "-j", "1"]);
+    cmd.env("PATH", &path)
+        .env("CHECKDEF_CACHE_DIR", repo.tmp.path().join("cache"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let checkdef = cmd.spawn().unwrap();
+    let start = std::time::Instant::now();
+    while !marks.join("long").exists() {
+        assert!(start.elapsed().as_secs() < 120, "the long check never ran");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut holders = processes_with(&["__sandbox", "--hold", "checkdef-short-wait"]);
+    while holders.is_empty() {
+        assert!(
+            start.elapsed().as_secs() < 120,
+            "no holder is set up for the waiting check"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        holders = processes_with(&["__sandbox", "--hold", "checkdef-short-wait"]);
+    }
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(checkdef.id() as i32).unwrap(),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let out = CmdOut::from_output(checkdef.wait_with_output().unwrap());
+    out.expect_code(130);
+    let short = out.seg("short-wait");
+    assert_eq!(short["status"], "failed", "{short}");
+    assert_eq!(short["reason"], "not run (interrupted)", "{short}");
+    assert!(
+        crate::lifecycle::survivors(&holders).is_empty(),
+        "the waiting check's holder outlived the run: {holders:?}"
+    );
+}
