@@ -176,6 +176,9 @@ pub struct Caches {
     local: Store,
     remote: Option<Store>,
     remote_down: AtomicBool,
+    /// Pushes go one at a time (while checks go on): after a push finds the remote down, the
+    /// next does not try again.
+    push_turn: tokio::sync::Mutex<()>,
     /// All remote lookups of the current round must finish by then; later ones count as misses.
     remote_deadline: std::sync::Mutex<tokio::time::Instant>,
     limits: NarLimits,
@@ -228,6 +231,7 @@ impl Caches {
             local,
             remote,
             remote_down: AtomicBool::new(false),
+            push_turn: tokio::sync::Mutex::new(()),
             remote_deadline: std::sync::Mutex::new(tokio::time::Instant::now() + settings_budget),
             limits: result_limits(),
             stamps,
@@ -603,6 +607,7 @@ impl Caches {
         let (Some(remote), Some(key)) = (&self.remote, &self.settings.secret_key) else {
             return Ok(Stored::Local);
         };
+        let _turn = self.push_turn.lock().await;
         if self.remote_down.load(Ordering::Relaxed) {
             // Down since the lookups (or an earlier push): the next run uploads it.
             self.remember_pending(path);

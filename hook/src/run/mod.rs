@@ -320,6 +320,8 @@ pub async fn run_plan(
     let slots = tokio::sync::Semaphore::new(jobs);
     let slots = &slots;
     let mut running = FuturesUnordered::new();
+    // Results being stored, while the next checks start.
+    let mut finishing = FuturesUnordered::new();
     let mut interrupted = *cancel.borrow();
     // What the checks see: flipped on Ctrl-C/SIGTERM (forwarded from `cancel`) or when the
     // budget runs out. Which of the two it was is `interrupted` / `over_budget`.
@@ -349,8 +351,26 @@ pub async fn run_plan(
             let stop = stop_rx.clone();
             running.push(async move { (i, warnings, miss.start(stop).await) });
         }
+        if running.is_empty() && finishing.is_empty() {
+            break;
+        }
         let next = tokio::select! {
-            n = running.next() => n,
+            // A check that may start (or has ended) goes before storing a result: a slot is
+            // never kept waiting for a signature, a compression or an upload.
+            biased;
+            Some(n) = running.next(), if !running.is_empty() => n,
+            Some((i, o, cancelled)) = finishing.next(), if !finishing.is_empty() => {
+                let seg: &SegmentPlan = &plan.segments[i];
+                reporter.report(Event::Finished {
+                    outcome: &o,
+                    interrupted: cancelled,
+                });
+                if !cancelled && let Some(h) = &mut history {
+                    h.record(&seg.name, o.duration_s);
+                }
+                outcomes[i] = Some(o);
+                continue;
+            }
             _ = exec::wait_cancel(&mut user_cancel), if !interrupted => {
                 interrupted = true;
                 let _ = stop_tx.send(true);
@@ -362,12 +382,9 @@ pub async fn run_plan(
                 continue;
             }
         };
-        let Some((i, warnings, done)) = next else {
-            break;
-        };
+        let (i, warnings, done) = next;
         let seg = &plan.segments[i];
-        // Held until this check's result is stored (end of this iteration).
-        let (outcome, _input_lock, runner, runner_note) = match done {
+        let (outcome, input_lock, runner, runner_note) = match done {
             Done::Cached(o) => {
                 reporter.report(Event::Cached(&o));
                 outcomes[i] = Some(o);
@@ -392,15 +409,13 @@ pub async fn run_plan(
             runner,
             runner_note,
         };
-        let o = finish_ran(plan, seg, ran, views.as_ref(), &caches, opts, &*reporter).await;
-        reporter.report(Event::Finished {
-            outcome: &o,
-            interrupted: cancelled,
+        let (views, caches, reporter) = (views.as_ref(), &caches, &*reporter);
+        finishing.push(async move {
+            let o = finish_ran(plan, seg, ran, views, caches, opts, reporter).await;
+            // Held until this check's result is stored.
+            drop(input_lock);
+            (i, o, cancelled)
         });
-        if !cancelled && let Some(h) = &mut history {
-            h.record(&seg.name, o.duration_s);
-        }
-        outcomes[i] = Some(o);
     }
     if let Some(mut h) = history {
         // Cached results' original durations predict the next miss of those segments.
