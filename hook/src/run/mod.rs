@@ -315,8 +315,9 @@ pub async fn run_plan(
     // its servers outlive them).
     let pool: Pool = std::cell::OnceCell::new();
     let jobs = opts.jobs.max(1);
-    // `jobs` checks run at once; one more is prepared meanwhile (its input lock taken, its
-    // sandbox set up) and waits for a slot, so a check starts as soon as another ends.
+    // `jobs` checks run at once; as many more are prepared meanwhile (input lock taken, sandbox
+    // set up, a warm check's holder in it) and wait for a slot, so a check starts as soon as
+    // another ends, even when two end together.
     let slots = tokio::sync::Semaphore::new(jobs);
     let slots = &slots;
     let mut running = FuturesUnordered::new();
@@ -332,7 +333,7 @@ pub async fn run_plan(
         .is_some_and(|(d, _)| Instant::now() >= d && queue.len() > 0);
     let budget = opts.deadline.map(|(_, b)| b).unwrap_or_default();
     loop {
-        while running.len() < jobs + 1 && !interrupted && !over_budget {
+        while running.len() < 2 * jobs && !interrupted && !over_budget {
             let Some((i, warnings)) = queue.next() else {
                 break;
             };
