@@ -248,6 +248,19 @@ fn set_runner(repo: &TestRepo, runner: &str) {
     std::fs::write(repo.path("checkdef.toml"), text).unwrap();
 }
 
+/// One segment, `one`, with one passing test.
+fn one_test_repo() -> TestRepo {
+    let repo = TestRepo::new();
+    repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
+        .write("tests/test_one.py", "def test_one():\n    pass\n")
+        .write(
+            "checkdef.toml",
+            "version = 1\n\n[[segment]]\nname = \"one\"\ntests = [\"tests/test_one.py\"]\n",
+        );
+    repo.commit("one test");
+    repo
+}
+
 #[test]
 fn warm_and_process_runners_give_the_same_verdicts_and_logs() {
     if !have_pytest() {
@@ -1627,14 +1640,7 @@ fn the_start_up_probe_runs_while_the_warm_server_imports_pytest() {
     if !have_pytest() {
         return;
     }
-    let repo = TestRepo::new();
-    repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
-        .write("tests/test_one.py", "def test_one():\n    pass\n")
-        .write(
-            "checkdef.toml",
-            "version = 1\n\n[[segment]]\nname = \"one\"\ntests = [\"tests/test_one.py\"]\n",
-        );
-    repo.commit("one test");
+    let repo = one_test_repo();
     let meet = repo.tmp.path().join("meet");
     std::fs::create_dir(&meet).unwrap();
     let venv = repo.tmp.path().join("venv");
@@ -2291,14 +2297,7 @@ fn daemons_the_start_up_code_starts_do_not_outlive_the_run() {
     if !have_pytest() {
         return;
     }
-    let repo = TestRepo::new();
-    repo.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
-        .write("tests/test_one.py", "def test_one():\n    pass\n")
-        .write(
-            "checkdef.toml",
-            "version = 1\n\n[[segment]]\nname = \"one\"\ntests = [\"tests/test_one.py\"]\n",
-        );
-    repo.commit("one test");
+    let repo = one_test_repo();
     let pids = repo.tmp.path().join("daemons");
     std::fs::create_dir(&pids).unwrap();
     let venv = repo.tmp.path().join("venv");
