@@ -299,7 +299,16 @@ pub async fn run_plan(
     let views = if misses.is_empty() {
         None
     } else {
-        sweep::sweep(&opts.sandbox.parent_dir());
+        let parent = opts.sandbox.parent_dir();
+        if parent.to_str().is_none() {
+            // A check is told its TMPDIR (a directory in there) as text: a lossy spelling would
+            // name a directory that is not there.
+            return Err(crate::exit::usage_hint(
+                format!("the sandbox directory {} is not UTF-8", parent.display()),
+                "set CHECKDEF_SANDBOX_DIR (or TMPDIR) to a directory whose path is UTF-8",
+            ));
+        }
+        sweep::sweep(&parent);
         Some(Views::new(
             repo,
             plan,

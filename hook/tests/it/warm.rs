@@ -2413,6 +2413,26 @@ runner = "process"
     for name in ["warm", "fresh"] {
         assert_eq!(out.seg(name)["status"], "failed", "{}", out.seg(name));
     }
+    // Sandboxes in a directory that is not UTF-8: a check would be told a TMPDIR that is not
+    // there (a lossy spelling); the run says so and what to do, and runs nothing.
+    let sandboxes = repo
+        .tmp
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"sandboxes-\xfe"));
+    std::fs::create_dir(&sandboxes).unwrap();
+    let mut cmd = repo.checkdef_cmd_in(&repo.root, &["run", "--worktree"]);
+    cmd.env("PATH", &path)
+        .env("CHECKDEF_CACHE_DIR", &cache_dir)
+        .env("CHECKDEF_SANDBOX_DIR", &sandboxes);
+    let out = CmdOut::from_output(cmd.output().expect("run checkdef"));
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("is not UTF-8")
+            && out.stderr.contains("hint: set CHECKDEF_SANDBOX_DIR"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(std::fs::read_dir(&sandboxes).unwrap().count(), 0);
 }
 
 /// The processes whose command line holds every one of `words` (a sandbox holder of a segment).
