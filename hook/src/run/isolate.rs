@@ -615,6 +615,13 @@ fn hold(dir: &Path, spec: Option<&[u8]>, argv: &[OsString]) -> Result<i32, Strin
             Err(format!("starting {}: {err}", argv[0].to_string_lossy()))
         }
         (Some("exit"), Some(code)) => Ok(code),
+        (Some("died"), Some(sig)) => {
+            // The check's shell waited for it (dash): it reports the death as dash does, on
+            // its standard error, and exits 128+N.
+            let core = words.next() == Some("core");
+            report_death(sig, core);
+            Ok(128 + sig)
+        }
         (Some("signal"), Some(sig)) => {
             raise(sig);
             Ok(128 + sig)
@@ -622,6 +629,31 @@ fn hold(dir: &Path, spec: Option<&[u8]>, argv: &[OsString]) -> Result<i32, Strin
         // checkdef gave up on the warm check (its server died): nothing to report.
         _ => Ok(ENTRY_FAILED),
     }
+}
+
+/// What dash prints when the command it waited for was killed by `sig`: the C library's name
+/// of the signal, " (core dumped)" when it dumped core, nothing for SIGINT and SIGPIPE.
+fn report_death(sig: i32, core: bool) {
+    if sig == libc::SIGINT || sig == libc::SIGPIPE {
+        return;
+    }
+    // SAFETY: strsignal returns a string it owns, valid until the next call; this process has
+    // one thread (the holder), and it is copied at once.
+    #[allow(unsafe_code)]
+    let name = unsafe {
+        let p = libc::strsignal(sig);
+        if p.is_null() {
+            return;
+        }
+        std::ffi::CStr::from_ptr(p).to_bytes().to_vec()
+    };
+    let mut line = name;
+    if core {
+        line.extend_from_slice(b" (core dumped)");
+    }
+    line.push(b'\n');
+    use std::io::Write as _;
+    let _ = std::io::stderr().write_all(&line);
 }
 
 /// End this process by `sig`, as the warm check it stands for ended (returns if it cannot).

@@ -1166,8 +1166,10 @@ async fn serve(
             order(match (st.code(), st.signal()) {
                 (Some(c), _) => format!("exit {c}\n"),
                 // As the check's `sh -c` would have ended: a shell that waits for its command
-                // (dash) exits 128+N when it was killed by signal N.
-                (None, Some(s)) if shell_waits() => format!("exit {}\n", 128 + s),
+                // (dash) says so and exits 128+N when it was killed by signal N.
+                (None, Some(s)) if shell_waits() => {
+                    format!("died {s}{}\n", if st.core_dumped() { " core" } else { "" })
+                }
                 (None, Some(s)) => format!("signal {s}\n"),
                 _ => "exit 1\n".into(),
             });

@@ -680,6 +680,9 @@ def child_setup(req):
         os.closerange(low, fd)
         low = fd + 1
     os.closerange(low, 1 << 20)
+    import atexit
+
+    atexit.register(at_session_end)
 
     os.environ.clear()
     os.environ.update(env)
@@ -878,16 +881,18 @@ def use_bytecode(bytecode):
     _bootstrap_external.SourceLoader.source_to_code = source_to_code
 
 
-def after_session(code):
-    """What follows the session in the child: interpreter shutdown's work, then the exit."""
-    if finish():
-        code = 120
+def at_session_end():
+    """Registered with `atexit` before the session starts, so it runs after every callback the
+    session registered: what the supervisor stage does when a fresh check's shell exits (kill
+    what the check left behind). The rest of the end is the interpreter's own finalisation, as
+    in a fresh process: non-daemon threads joined, `atexit` callbacks, the standard streams
+    flushed (status 120 when one cannot be), module teardown -- a `__del__` that crashes there
+    crashes the check as it crashes a fresh one."""
     if os.environ.get("CHECKDEF_WARM_TRACE"):  # checkdef's own tests
         os.write(2, b"checkdef-warm: %d modules from the server's bytecode\n" % _TRACE["hits"])
     if os.environ.get("CHECKDEF_WARM_TRACE_CONFIG"):
         os.write(2, b"checkdef-warm: prebuilt configuration %s\n" % (b"used" if _TRACE["prebuilt"] else b"not used"))
     kill_leftovers()
-    return code
 
 
 def exit_code(c):
@@ -1191,7 +1196,7 @@ if __name__ == "__main__":
 
                 traceback.print_exc()
                 _exit = 1
-            _exit = after_session(_exit)
         except BaseException:  # noqa: BLE001
-            _exit = 120
-        os._exit(_exit)
+            os._exit(120)
+        # The interpreter ends the check as it ends a fresh one (see `at_session_end`).
+        raise SystemExit(_exit)

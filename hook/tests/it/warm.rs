@@ -187,6 +187,16 @@ fn side_by_side_repo() -> TestRepo {
         "import json\n\n\ndef test_pollute():\n    json.POLLUTED = True\n",
     )
     .write("tests/test_probe.py", PROBE)
+    // Module teardown at interpreter shutdown: one object says so, another crashes there (a C
+    // extension that crashes at exit: pytest has said `1 passed`, the process dies of SIGSEGV).
+    .write(
+        "tests/test_teardown.py",
+        "import os\n\n\nclass Says:\n    def __del__(self, write=os.write):\n        write(1, b'torn down\\n')\n\n\nHELD = Says()\n\n\ndef test_ok():\n    pass\n",
+    )
+    .write(
+        "tests/test_crash_at_exit.py",
+        "import os\nimport signal\n\n\nclass Native:\n    def __del__(self, kill=os.kill, pid=os.getpid, sig=signal.SIGSEGV):\n        kill(pid(), sig)\n\n\nHANDLE = Native()\n\n\ndef test_ok():\n    pass\n",
+    )
     .write(
         "checkdef.toml",
         r#"version = 1
@@ -232,6 +242,14 @@ command = "python3 -m pytest -s -q tests/test_probe.py"
 name = "probe-script"
 include = ["pytest.ini", "tests/conftest.py", "tests/test_probe.py"]
 command = "pytest -s -q tests/test_probe.py"
+
+[[segment]]
+name = "teardown"
+tests = ["tests/test_teardown.py"]
+
+[[segment]]
+name = "crash-at-exit"
+tests = ["tests/test_crash_at_exit.py"]
 "#,
     );
     repo.commit("side by side");
@@ -282,6 +300,10 @@ fn warm_and_process_runners_give_the_same_verdicts_and_logs() {
         ("children", "passed", 0),
         ("pollute", "passed", 0),
         ("probe-module", "passed", 0),
+        ("teardown", "passed", 0),
+        // Was a wrong PASS from outside trial 8: the warm child ended without the
+        // interpreter's finalisation.
+        ("crash-at-exit", "failed", 139),
     ];
     for (name, status, code) in expected {
         for (out, runner) in [(&warm, "warm"), (&fresh, "process")] {
@@ -312,6 +334,11 @@ fn warm_and_process_runners_give_the_same_verdicts_and_logs() {
         assert_eq!(&w[name], fresh_lines, "log of {name}, warm vs process");
     }
     // The probe saw what it should: not only the same, but right.
+    assert!(
+        w["teardown"].iter().any(|l| l == "torn down"),
+        "{:?}",
+        w["teardown"]
+    );
     let probe = w["probe-module"].join("\n");
     assert!(probe.contains("json-polluted False"), "{probe}");
     assert!(probe.contains("stdin /dev/null"), "{probe}");
