@@ -36,6 +36,16 @@ pub enum PlanError {
     #[error("no Python interpreter `{interpreter}` for the environment fingerprint (PATH={path})")]
     PythonNotFound { interpreter: String, path: String },
     #[error(
+        "`{path}` of commit {commit} is not the work tree's: `{interpreter}` is a shim, which \
+         picks the interpreter by that file, so the environment checkdef fingerprints here is \
+         not the one a checkout of that commit runs"
+    )]
+    StaleVersionFile {
+        path: String,
+        commit: String,
+        interpreter: String,
+    },
+    #[error(
         "fingerprint command `{command}` failed ({status}){}",
         stderr_suffix(stderr)
     )]
@@ -355,8 +365,12 @@ pub fn build_plan_filtered(
         crate::git::keep_answers_in(dir);
     }
     let matcher = config.matcher();
-    let (mut per_segment, attributes, changed, listings) =
+    let (mut per_segment, attributes, changed, listings, versions) =
         collect_inputs(repo, config, target, base)?;
+    let stale_version = match target {
+        Target::Commit(c) => stale_version(repo, c, &versions),
+        Target::WorkTree => None,
+    };
     let checkout_rules = repo.checkout_rules(&attributes)?;
     let (touched, untracked_touched) = match changed {
         None => (None, None),
@@ -384,8 +398,15 @@ pub fn build_plan_filtered(
         }
         sort_inputs(&mut inputs);
         inputs.dedup_by(|a, b| a.path == b.path);
-        let fingerprints =
-            segment_fingerprints(repo, config, seg, env, store, checkout_rules.as_deref())?;
+        let fingerprints = segment_fingerprints(
+            repo,
+            config,
+            seg,
+            env,
+            store,
+            checkout_rules.as_deref(),
+            stale_version.as_ref(),
+        )?;
         jobs.push(Job {
             index,
             seg,
@@ -410,6 +431,36 @@ pub fn build_plan_filtered(
         untracked_touched,
         convert: checkout_rules.is_some(),
     })
+}
+
+/// The first version file of the repository root in `commit` whose content the work tree does
+/// not hold (the environment fingerprint's probe runs in the work tree and a shim reads the file
+/// there; the check, in its view, reads the commit's).
+fn stale_version(
+    repo: &Repo,
+    commit: &ObjectId,
+    versions: &[Input],
+) -> Option<crate::pyenv::StaleVersion> {
+    let workdir = repo.workdir()?;
+    versions
+        .iter()
+        .filter(|v| crate::pyenv::is_root_version_file(v.path.as_ref()))
+        .find(|v| {
+            let on_disk =
+                std::fs::symlink_metadata(workdir.join(crate::git::native(v.path.as_ref())))
+                    .ok()
+                    .filter(|m| m.is_file())
+                    .and_then(|_| {
+                        std::fs::read(workdir.join(crate::git::native(v.path.as_ref()))).ok()
+                    });
+            on_disk
+                .and_then(|bytes| crate::git::blob_id(repo.object_hash(), &bytes).ok())
+                .is_none_or(|id| id != v.id)
+        })
+        .map(|v| crate::pyenv::StaleVersion {
+            path: v.path.to_string(),
+            commit: commit.to_hex_with_len(12).to_string(),
+        })
 }
 
 /// The target of the symlink whose blob is `id`: from the object database, or in the work
@@ -479,6 +530,7 @@ fn collect_inputs(
         Vec<Input>,
         Option<Vec<BString>>,
         crate::listing::Listings,
+        Vec<Input>,
     ),
     PlanError,
 > {
@@ -490,6 +542,7 @@ fn collect_inputs(
         attributes: Vec::new(),
         listings: crate::listing::Listings::default(),
         bytecode: Vec::new(),
+        versions: Vec::new(),
     };
     let changed = match (base, target) {
         (Some(base), Target::WorkTree) => {
@@ -524,11 +577,17 @@ fn collect_inputs(
             add_bytecode(inputs, &collect.bytecode);
         }
     }
+    if !collect.versions.is_empty() {
+        for inputs in &mut collect.per_segment {
+            inputs.extend(collect.versions.iter().cloned());
+        }
+    }
     Ok((
         collect.per_segment,
         collect.attributes,
         changed,
         collect.listings,
+        collect.versions,
     ))
 }
 
@@ -608,6 +667,7 @@ fn segment_fingerprints(
     env: &Env,
     store: &dyn FingerprintStore,
     checkout_rules: Option<&str>,
+    stale_version: Option<&crate::pyenv::StaleVersion>,
 ) -> Result<BTreeMap<String, Vec<u8>>, PlanError> {
     let mut fingerprints = BTreeMap::new();
     for fp in &seg.fingerprint {
@@ -624,6 +684,7 @@ fn segment_fingerprints(
                 config.fingerprint_timeout,
                 env,
                 store.dir(),
+                stale_version,
             )?,
         };
         fingerprints.insert(fp.key(), out);
@@ -766,6 +827,9 @@ struct Collect<'a> {
     listings: crate::listing::Listings,
     /// Committed bytecode (`…/__pycache__/NAME.TAG.pyc`), input or not: see [`add_bytecode`].
     bytecode: Vec<Input>,
+    /// The version files of the snapshot (`.python-version`, …), inputs of every segment: a
+    /// shim picks the interpreter of any command by them, in the directory it runs in.
+    versions: Vec<Input>,
 }
 
 impl Visit for Collect<'_> {
@@ -785,10 +849,19 @@ impl Visit for Collect<'_> {
     fn wants(&mut self, path: &BStr) -> bool {
         self.matcher
             .segments_for(path, &mut self.scratch, &mut self.hits);
-        !self.hits.is_empty() || crate::git::is_attributes_file(path)
+        !self.hits.is_empty()
+            || crate::git::is_attributes_file(path)
+            || crate::pyenv::is_version_file(path)
     }
 
     fn visit(&mut self, path: &BStr, mode: FileMode, id: &gix::oid) {
+        if crate::pyenv::is_version_file(path) && mode != FileMode::Symlink {
+            self.versions.push(Input {
+                mode,
+                id: id.to_owned(),
+                path: path.to_owned(),
+            });
+        }
         if crate::git::is_attributes_file(path) {
             self.attributes.push(Input {
                 mode,

@@ -45,12 +45,41 @@ pub const VERSION_FILES: [&str; 12] = [
     ".rtx.toml",
 ];
 
+/// Whether `path` (relative to the repository root) is one of [`VERSION_FILES`] in some
+/// directory. Called for every path of the snapshot: the cheap test first.
+pub fn is_version_file(path: &[u8]) -> bool {
+    if !(path.ends_with(b"version") || path.ends_with(b"versions") || path.ends_with(b".toml")) {
+        return false;
+    }
+    VERSION_FILES.iter().any(|name| {
+        let name = name.as_bytes();
+        path == name
+            || (path.len() > name.len()
+                && path.ends_with(name)
+                && path[path.len() - name.len() - 1] == b'/')
+    })
+}
+
+/// Whether `path` is one of [`VERSION_FILES`] of the repository root itself (where the
+/// environment fingerprint's probe starts, so the one a shim reads for it).
+pub fn is_root_version_file(path: &[u8]) -> bool {
+    VERSION_FILES.iter().any(|name| path == name.as_bytes())
+}
+
 /// Version of the kept record's format and of the rendered output.
 const FORMAT: &str = "checkdef-python-env 3";
 
 /// The manifest key of the environment of `interpreter` (how it is written in checkdef.toml).
 pub fn key(interpreter: &str) -> String {
     format!("{{ python = {interpreter:?} }}")
+}
+
+/// A version file of the repository root whose content in the commit being checked is not
+/// what the work tree holds (or that the work tree lacks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleVersion {
+    pub path: String,
+    pub commit: String,
 }
 
 /// Whether `word` (a command's first word) names a Python interpreter: `python`, `python3`,
@@ -113,6 +142,7 @@ pub fn fingerprint(
     limit: std::time::Duration,
     environ: &crate::context::Env,
     kept_dir: Option<&Path>,
+    stale_version: Option<&StaleVersion>,
 ) -> Result<Vec<u8>, PlanError> {
     type Cache = Mutex<HashMap<(PathBuf, String, Vec<(String, String)>), Vec<u8>>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
@@ -141,6 +171,18 @@ pub fn fingerprint(
         exe = python_behind(root, &exe, path_var)
             .or_else(|| find_executable(root, "python3", path_var))
             .ok_or_else(not_found)?;
+    }
+    if let Some(stale) = stale_version
+        && std::fs::read(&exe).is_ok_and(|b| b.starts_with(b"#!"))
+    {
+        // A shim picks the interpreter by the version file the probe sees here, in the work
+        // tree; the check, in a view of the commit, gets the commit's: the fingerprint would
+        // describe another interpreter than the one that runs.
+        return Err(PlanError::StaleVersionFile {
+            path: stale.path.clone(),
+            commit: stale.commit.clone(),
+            interpreter: exe.display().to_string(),
+        });
     }
     let kept = kept_dir.map(|d| d.join(format!("python-{}", probe_key(root, &exe, env, environ))));
     let out = match kept.as_deref().and_then(read_kept) {

@@ -474,6 +474,10 @@ pub fn plan_error(e: crate::plan::PlanError) -> anyhow::Error {
             e.to_string(),
             "install it, put it on PATH, or name another interpreter with `fingerprint = [{ python = \"...\" }]` in checkdef.toml (`fingerprint = []` turns the default off)",
         ),
+        PlanError::StaleVersionFile { .. } => usage_hint(
+            e.to_string(),
+            "check that commit in a checkout of it (`git worktree add DIR COMMIT`), make the work tree's file the commit's, or put the interpreter's own directory first on PATH instead of the shim",
+        ),
         PlanError::FingerprintSpawn { .. } | PlanError::FingerprintFailed { .. } => usage_hint(
             e.to_string(),
             "fix the command in `fingerprint = [...]` of checkdef.toml; it runs with `sh -c` at the repository root",

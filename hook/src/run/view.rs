@@ -865,12 +865,17 @@ pub fn environments(workdir: &Path, snapshot: &SnapshotPaths) -> Vec<PathBuf> {
             out.push(PathBuf::from(name));
         }
     }
-    // The files by which a shim (pyenv's `python3`) picks the interpreter: environment, like
-    // the virtual environments above, and what the Python fingerprint saw when it ran in the
-    // work tree. A check sees the work tree's, tracked or not, so it runs the interpreter the
-    // fingerprint describes — not, through a placeholder's empty file, the system's.
+    // The files by which a shim (pyenv's `python3`) picks the interpreter, when the snapshot
+    // has none of that name (an ignored `.python-version`): environment, like the virtual
+    // environments above, and what the Python fingerprint saw when it ran in the work tree. A
+    // version file of the snapshot is an input of every segment instead (see `plan.rs`): the
+    // check reads the snapshot's, never the work tree's over it. When the snapshot's paths
+    // cannot be read, nothing is shown over it.
     for name in crate::pyenv::VERSION_FILES {
-        if std::fs::symlink_metadata(workdir.join(name)).is_ok_and(|m| m.is_file()) {
+        let in_snapshot =
+            snapshot.unavailable().is_some() || snapshot.contains(name.as_bytes().as_bstr());
+        if !in_snapshot && std::fs::symlink_metadata(workdir.join(name)).is_ok_and(|m| m.is_file())
+        {
             out.push(PathBuf::from(name));
         }
     }

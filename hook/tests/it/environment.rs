@@ -336,3 +336,96 @@ fn every_spelling_of_a_python_command_hashes_its_environment() {
     let run = repo.run_json(&[], &[("PATH", &path)]);
     run.expect_code(0);
 }
+
+/// A shim in the manner of pyenv's `python3`: the nearest `.python-version` from the directory
+/// it runs in up picks the interpreter, `old` a venv (where `t.py` fails), anything else (an
+/// unreadable file too, as pyenv reads one as no version) the real one. Its directory.
+fn version_shim(repo: &TestRepo) -> PathBuf {
+    let old = repo.tmp.path().join("old");
+    venv(&old);
+    let shims = repo.tmp.path().join("shims");
+    std::fs::create_dir(&shims).unwrap();
+    crate::support::write_executable(
+        &shims.join("python3"),
+        &format!(
+            "#!/bin/sh\nd=$(pwd)\nv=\nwhile :; do\n  if [ -f \"$d/.python-version\" ]; then v=$(cat \"$d/.python-version\" 2>/dev/null); break; fi\n  [ \"$d\" = / ] && break\n  d=$(dirname \"$d\")\ndone\ncase \"$v\" in old) exec {} \"$@\";; *) exec {} \"$@\";; esac\n",
+            old.join("bin/python3").display(),
+            real_python().display()
+        ),
+    );
+    shims
+}
+
+/// Passes in the real interpreter, fails in a venv (the `old` one of [`version_shim`]).
+const NOT_IN_A_VENV: &str = "import sys\nsys.exit(1 if sys.prefix != sys.base_prefix else 0)\n";
+
+/// The version file a shim reads is the snapshot's: a commit is checked (`--rev`, the pre-push
+/// hook) with its own `.python-version`, never with the work tree's over it, and a fingerprint
+/// that could only describe the work tree's interpreter stops the run instead of keying the
+/// result on another environment; one below the root is read in the view, not an unreadable
+/// placeholder. (Wrong PASSes from outside trial 8: `pyenv local` left uncommitted let a push
+/// through that a clean clone fails; a committed `sub/.python-version` read as "no version".)
+#[test]
+fn a_shim_picks_the_interpreter_by_the_snapshot_s_version_files() {
+    let repo = TestRepo::new();
+    let shims = version_shim(&repo);
+    let path = path_with(&shims);
+    let env = [("PATH", path.as_str())];
+    repo.write("t.py", NOT_IN_A_VENV)
+        .write(".python-version", "old\n")
+        .write(
+            "checkdef.toml",
+            "version = 1\n\n[[segment]]\nname = \"t\"\ninclude = [\"t.py\"]\ncommand = \"python3 t.py\"\n",
+        );
+    repo.commit("pinned to old");
+    repo.checkdef_env(&["run", "--rev", "HEAD"], &env)
+        .expect_code(1);
+    // `pyenv local` in the work tree, not committed.
+    repo.write(".python-version", "new\n");
+    repo.checkdef_env(&["run"], &env).expect_code(0);
+    let out = repo.checkdef_env(&["run", "--rev", "HEAD", "--force"], &env);
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("`.python-version` of commit") && out.stderr.contains("hint: "),
+        "{}",
+        out.stderr
+    );
+    // The hook checks what is pushed: it stops the push the same way.
+    repo.add_bare_remote("origin", "remote");
+    repo.checkdef_env(&["install"], &env).expect_code(0);
+    let push = repo.git_out(&["push", "-q", "origin", "main"], &env);
+    assert_ne!(push.code, 0, "{}", push.stderr);
+    assert!(
+        push.stderr.contains("`.python-version` of commit"),
+        "{}",
+        push.stderr
+    );
+
+    // Below the root, where the command runs: read in the view as the commit has it.
+    repo.remove(".python-version");
+    repo.write("sub/t.py", NOT_IN_A_VENV).write("sub/.python-version", "old\n")
+        .write(
+            "checkdef.toml",
+            "version = 1\n\n[[segment]]\nname = \"t\"\ninclude = [\"sub/t.py\"]\ncommand = \"cd sub && python3 t.py\"\n",
+        );
+    repo.commit("pinned below");
+    for args in [&["run"][..], &["run", "--rev", "HEAD", "--force"]] {
+        let out = repo.checkdef_env(args, &env);
+        out.expect_code(1);
+    }
+    // An ignored one is the environment, as a virtual environment is: the check and the
+    // fingerprint both see the work tree's.
+    repo.write(".gitignore", ".python-version\n")
+        .write("t.py", NOT_IN_A_VENV)
+        .write(
+            "checkdef.toml",
+            "version = 1\n\n[[segment]]\nname = \"t\"\ninclude = [\"t.py\"]\ncommand = \"python3 t.py\"\n",
+        );
+    repo.commit("root again, version file ignored");
+    repo.write(".python-version", "old\n");
+    repo.checkdef_env(&["run", "--rev", "HEAD"], &env)
+        .expect_code(1);
+    repo.write(".python-version", "new\n");
+    repo.checkdef_env(&["run", "--rev", "HEAD"], &env)
+        .expect_code(0);
+}
