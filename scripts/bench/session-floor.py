@@ -9,7 +9,8 @@ Imports pytest and its default plugins once (as the warm server does), freezes t
 forks one child per test module named by `tests = [...]` in REPO's checkdef.toml, biggest file
 first, at most N at a time (default 2, checkdef's default on two CPUs); each child runs
 `pytest -q -p no:cacheprovider MODULE` in REPO with REPO first on sys.path, its output thrown
-away. Exits 1 if any session fails. With --verbose, prints each module's CPU time (user +
+away, and ends with the interpreter's finalisation (as a fresh session does). Exits 1 if any
+session fails. With --verbose, prints each module's CPU time (user +
 system) and the total to stderr. Used by warm.sh as the `floor` command.
 """
 import argparse
@@ -73,8 +74,9 @@ def main():
             os.dup2(null, 1)
             os.dup2(null, 2)
             code = pytest.main(["-q", "-p", "no:cacheprovider", module])
-            sys.stdout.flush()
-            os._exit(int(code))
+            # The interpreter's own end (atexit, flush, module teardown), as a fresh session
+            # and checkdef's warm child have it: a crash there is the session's.
+            sys.exit(int(code))
         running[pid] = module
     while running:
         reap()
