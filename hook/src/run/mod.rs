@@ -330,8 +330,12 @@ pub async fn run_plan(
     let slots = tokio::sync::Semaphore::new(jobs);
     let slots = &slots;
     let mut running = FuturesUnordered::new();
-    // Results being stored, while the next checks start.
+    // Results being stored, while the next checks start; the checks in the order they ended,
+    // and the results stored but not reported yet.
     let mut finishing = FuturesUnordered::new();
+    let mut ended: std::collections::VecDeque<usize> = std::collections::VecDeque::new();
+    let mut stored: std::collections::HashMap<usize, (SegmentOutcome, bool)> =
+        std::collections::HashMap::new();
     let mut interrupted = *cancel.borrow();
     // What the checks see: flipped on Ctrl-C/SIGTERM (forwarded from `cancel`) or when the
     // budget runs out. Which of the two it was is `interrupted` / `over_budget`.
@@ -370,15 +374,21 @@ pub async fn run_plan(
             biased;
             Some(n) = running.next(), if !running.is_empty() => n,
             Some((i, o, cancelled)) = finishing.next(), if !finishing.is_empty() => {
-                let seg: &SegmentPlan = &plan.segments[i];
-                reporter.report(Event::Finished {
-                    outcome: &o,
-                    interrupted: cancelled,
-                });
-                if !cancelled && let Some(h) = &mut history {
-                    h.record(&seg.name, o.duration_s);
+                stored.insert(i, (o, cancelled));
+                // Reported in the order the checks ended, whichever result was stored first.
+                while let Some(&first) = ended.front()
+                    && let Some((o, cancelled)) = stored.remove(&first)
+                {
+                    ended.pop_front();
+                    reporter.report(Event::Finished {
+                        outcome: &o,
+                        interrupted: cancelled,
+                    });
+                    if !cancelled && let Some(h) = &mut history {
+                        h.record(&plan.segments[first].name, o.duration_s);
+                    }
+                    outcomes[first] = Some(o);
                 }
-                outcomes[i] = Some(o);
                 continue;
             }
             _ = exec::wait_cancel(&mut user_cancel), if !interrupted => {
@@ -420,6 +430,7 @@ pub async fn run_plan(
             runner_note,
         };
         let (views, caches, reporter) = (views.as_ref(), &caches, &*reporter);
+        ended.push_back(i);
         finishing.push(async move {
             let o = finish_ran(plan, seg, ran, views, caches, opts, reporter).await;
             // Held until this check's result is stored.
