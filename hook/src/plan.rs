@@ -180,7 +180,10 @@ impl std::fmt::Display for Unmatched {
 pub fn unmatched(seg: &Segment, inputs: &[Input]) -> Vec<Unmatched> {
     use crate::config::{PlainGlob, plain_glob};
     let mut out = Vec::new();
-    if inputs.is_empty() {
+    if inputs
+        .iter()
+        .all(|i| crate::pyenv::is_version_file(i.path.as_ref()))
+    {
         return out;
     }
     let has_path = |p: &str| {

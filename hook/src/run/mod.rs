@@ -475,7 +475,12 @@ fn snapshot_warnings(plan: &Plan) -> Vec<String> {
     let mut out: Vec<String> = plan
         .segments
         .iter()
-        .filter(|s| s.inputs.is_empty())
+        // Version files are every segment's inputs (see `plan.rs`): not what its globs matched.
+        .filter(|s| {
+            s.inputs
+                .iter()
+                .all(|i| crate::pyenv::is_version_file(i.path.as_ref()))
+        })
         .map(|s| {
             format!(
                 "segment {} matches no files in this snapshot; check its include globs",

@@ -406,12 +406,18 @@ fn a_shim_picks_the_interpreter_by_the_snapshot_s_version_files() {
     repo.write("sub/t.py", NOT_IN_A_VENV).write("sub/.python-version", "old\n")
         .write(
             "checkdef.toml",
-            "version = 1\n\n[[segment]]\nname = \"t\"\ninclude = [\"sub/t.py\"]\ncommand = \"cd sub && python3 t.py\"\n",
+            "version = 1\n\n[[segment]]\nname = \"t\"\ninclude = [\"sub/t.py\"]\ncommand = \"cd sub && python3 t.py\"\n\n[[segment]]\nname = \"ghost\"\ninclude = [\"no/such/**\"]\ncommand = \"true\"\n",
         );
     repo.commit("pinned below");
     for args in [&["run"][..], &["run", "--rev", "HEAD", "--force"]] {
         let out = repo.checkdef_env(args, &env);
         out.expect_code(1);
+        // Its version files are not what a segment's globs matched.
+        assert!(
+            out.stderr.contains("segment ghost matches no files"),
+            "{}",
+            out.stderr
+        );
     }
     // An ignored one is the environment, as a virtual environment is: the check and the
     // fingerprint both see the work tree's.
