@@ -798,6 +798,11 @@ pub fn classify_changes(matcher: &Matcher, changed: &[BString]) -> (Vec<bool>, V
     let mut scratch = MatchScratch::default();
     let mut hits = Vec::new();
     for path in changed {
+        if crate::pyenv::is_version_file(path.as_ref()) {
+            // An input of every segment (see `Collect::versions`).
+            touched.iter_mut().for_each(|t| *t = true);
+            continue;
+        }
         matcher.segments_for(path, &mut scratch, &mut hits);
         if hits.is_empty() {
             uncovered.push(path.clone());
@@ -1070,6 +1075,24 @@ mod tests {
         assert_eq!(src("pkg/__pycache__/m.py"), None);
         assert_eq!(src("pkg/__pycache__/.cpython-311.pyc"), None);
         assert_eq!(src("m.cpython-311.pyc"), None);
+    }
+
+    #[test]
+    fn a_changed_version_file_touches_every_segment() {
+        let text = "version = 1\n[[segment]]\nname = \"a\"\ninclude = [\"a/**\"]\ncommand = \"true\"\n[[segment]]\nname = \"b\"\ninclude = [\"b/**\"]\ncommand = \"true\"\n";
+        let c = crate::config::Config::parse(text, std::path::Path::new("checkdef.toml")).unwrap();
+        let changed = |p: &[&str]| {
+            let paths: Vec<BString> = p.iter().map(|s| BString::from(*s)).collect();
+            classify_changes(c.matcher(), &paths)
+        };
+        assert_eq!(changed(&["a/x"]).0, [true, false]);
+        assert_eq!(changed(&["sub/.python-version"]).0, [true, true]);
+        assert_eq!(changed(&[".tool-versions"]), (vec![true, true], vec![]));
+        assert!(crate::pyenv::is_version_file(b".config/mise.toml"));
+        assert!(crate::pyenv::is_version_file(b"x/.config/mise.toml"));
+        assert!(!crate::pyenv::is_version_file(b"x/notmise.toml"));
+        assert!(!crate::pyenv::is_version_file(b"pyproject.toml"));
+        assert!(!crate::pyenv::is_version_file(b"my.python-version"));
     }
 
     #[test]
