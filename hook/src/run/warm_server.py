@@ -638,6 +638,7 @@ def child_setup(req):
     """Become the check, in the forked child, up to running pytest: returns what the module
     level runs (see the end of this file), so that the session runs as deep in the stack as a
     fresh one. Exits when it cannot set up."""
+    global _PREBUILT
     rid = req["run"]
     try:
         # Read here, before the sandbox hides the store.
@@ -705,6 +706,11 @@ def child_setup(req):
         use_bytecode(bytecode)
     if _PREBUILT is not None and req["mode"] == "module":
         use_prebuilt(*_PREBUILT)
+    # The configuration is the session's now: the server's frozen globals (never collected)
+    # must not keep it, and through it the session's modules, alive at exit -- a fresh
+    # interpreter collects a test module whole, where a module still alive has its globals
+    # set to None before its objects' `__del__` runs.
+    _PREBUILT = None
     # The __main__ a fresh interpreter starts with (runpy, or the script's start, adds the rest).
     main = type(sys)("__main__")
     main.__annotations__ = {}
@@ -893,6 +899,14 @@ def at_session_end():
     if os.environ.get("CHECKDEF_WARM_TRACE_CONFIG"):
         os.write(2, b"checkdef-warm: prebuilt configuration %s\n" % (b"used" if _TRACE["prebuilt"] else b"not used"))
     kill_leftovers()
+    # The server's objects were frozen (`gc.freeze`) so that a child's collections skip them;
+    # at the end a fresh interpreter's collector sees every object, and so must this one's: a
+    # frozen cycle (the server-built configuration, a module's globals) that holds what the
+    # session made would keep a test module alive past the collection, to have its globals set
+    # to None before its objects' `__del__` runs.
+    import gc
+
+    gc.unfreeze()
 
 
 def exit_code(c):

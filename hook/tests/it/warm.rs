@@ -193,6 +193,11 @@ fn side_by_side_repo() -> TestRepo {
         "tests/test_teardown.py",
         "import os\n\n\nclass Says:\n    def __del__(self, write=os.write):\n        write(1, b'torn down\\n')\n\n\nHELD = Says()\n\n\ndef test_ok():\n    pass\n",
     )
+    // The same through the module's globals, as a fresh interpreter still has them then.
+    .write(
+        "tests/test_exit_at_teardown.py",
+        "import os\n\n\nclass Ends:\n    def __del__(self):\n        os.write(2, b'ending\\n')\n        os._exit(7)\n\n\nHELD = Ends()\n\n\ndef test_ok():\n    pass\n",
+    )
     .write(
         "tests/test_crash_at_exit.py",
         "import os\nimport signal\n\n\nclass Native:\n    def __del__(self, kill=os.kill, pid=os.getpid, sig=signal.SIGSEGV):\n        kill(pid(), sig)\n\n\nHANDLE = Native()\n\n\ndef test_ok():\n    pass\n",
@@ -250,6 +255,10 @@ tests = ["tests/test_teardown.py"]
 [[segment]]
 name = "crash-at-exit"
 tests = ["tests/test_crash_at_exit.py"]
+
+[[segment]]
+name = "exit-at-teardown"
+tests = ["tests/test_exit_at_teardown.py"]
 "#,
     );
     repo.commit("side by side");
@@ -304,6 +313,9 @@ fn warm_and_process_runners_give_the_same_verdicts_and_logs() {
         // Was a wrong PASS from outside trial 8: the warm child ended without the
         // interpreter's finalisation.
         ("crash-at-exit", "failed", 139),
+        // Also from outside trial 9: the server held the session's configuration, and through
+        // it the test module, which lost its globals before its object's `__del__` ran.
+        ("exit-at-teardown", "failed", 7),
     ];
     for (name, status, code) in expected {
         for (out, runner) in [(&warm, "warm"), (&fresh, "process")] {
