@@ -36,13 +36,12 @@ pub enum PlanError {
     #[error("no Python interpreter `{interpreter}` for the environment fingerprint (PATH={path})")]
     PythonNotFound { interpreter: String, path: String },
     #[error(
-        "`{path}` of commit {commit} is not the work tree's: `{interpreter}` is a shim, which \
-         picks the interpreter by that file, so the environment checkdef fingerprints here is \
-         not the one a checkout of that commit runs"
+        "`{path}` {reason}: `{interpreter}` is a shim, which picks the interpreter by that file, \
+         so the environment checkdef fingerprints here would not be the one the check runs"
     )]
     StaleVersionFile {
         path: String,
-        commit: String,
+        reason: String,
         interpreter: String,
     },
     #[error(
@@ -370,10 +369,7 @@ pub fn build_plan_filtered(
     let matcher = config.matcher();
     let (mut per_segment, attributes, changed, listings, versions) =
         collect_inputs(repo, config, target, base)?;
-    let stale_version = match target {
-        Target::Commit(c) => stale_version(repo, c, &versions),
-        Target::WorkTree => None,
-    };
+    let stale_version = stale_version(repo, target, &versions);
     let checkout_rules = repo.checkout_rules(&attributes)?;
     let (touched, untracked_touched) = match changed {
         None => (None, None),
@@ -436,34 +432,72 @@ pub fn build_plan_filtered(
     })
 }
 
-/// The first version file of the repository root in `commit` whose content the work tree does
-/// not hold (the environment fingerprint's probe runs in the work tree and a shim reads the file
-/// there; the check, in its view, reads the commit's).
+/// The first version file of the repository root by which a shim could pick, for the
+/// environment fingerprint's probe (which runs in the work tree), another interpreter than for
+/// the check (which runs in a view of the snapshot): in `commit`, one whose content the work tree
+/// does not hold (compared as `git add` would clean it), or one the work tree has, not ignored,
+/// that the commit lacks; in either mode, one that is a symbolic link (its target is not
+/// followed into the view).
 fn stale_version(
     repo: &Repo,
-    commit: &ObjectId,
+    target: &Target,
     versions: &[Input],
 ) -> Option<crate::pyenv::StaleVersion> {
     let workdir = repo.workdir()?;
-    versions
+    let stale = |path: &str, reason: String| {
+        Some(crate::pyenv::StaleVersion {
+            path: path.to_owned(),
+            reason,
+        })
+    };
+    let root: Vec<&Input> = versions
         .iter()
         .filter(|v| crate::pyenv::is_root_version_file(v.path.as_ref()))
-        .find(|v| {
-            let on_disk =
-                std::fs::symlink_metadata(workdir.join(crate::git::native(v.path.as_ref())))
-                    .ok()
-                    .filter(|m| m.is_file())
-                    .and_then(|_| {
-                        std::fs::read(workdir.join(crate::git::native(v.path.as_ref()))).ok()
-                    });
-            on_disk
-                .and_then(|bytes| crate::git::blob_id(repo.object_hash(), &bytes).ok())
-                .is_none_or(|id| id != v.id)
-        })
-        .map(|v| crate::pyenv::StaleVersion {
-            path: v.path.to_string(),
-            commit: commit.to_hex_with_len(12).to_string(),
-        })
+        .collect();
+    if let Some(link) = root.iter().find(|v| v.mode == FileMode::Symlink) {
+        return stale(
+            &link.path.to_string(),
+            "is a symbolic link, whose target checkdef does not follow into a check's view".into(),
+        );
+    }
+    let Target::Commit(commit) = target else {
+        return None;
+    };
+    let commit = commit.to_hex_with_len(12).to_string();
+    for v in &root {
+        let abs = workdir.join(crate::git::native(v.path.as_ref()));
+        let on_disk = std::fs::symlink_metadata(&abs)
+            .ok()
+            .filter(|m| m.is_file())
+            .and_then(|_| std::fs::read(&abs).ok());
+        let cleaned = on_disk.map(|bytes| {
+            repo.converter(&Target::WorkTree)
+                .and_then(|mut c| c.to_git(v.path.as_ref(), &bytes))
+                .unwrap_or(bytes)
+        });
+        let same = cleaned
+            .and_then(|bytes| crate::git::blob_id(repo.object_hash(), &bytes).ok())
+            .is_some_and(|id| id == v.id);
+        if !same {
+            return stale(
+                &v.path.to_string(),
+                format!("of commit {commit} is not the work tree's"),
+            );
+        }
+    }
+    for name in crate::pyenv::VERSION_FILES {
+        if root.iter().any(|v| v.path.as_slice() == name.as_bytes()) {
+            continue;
+        }
+        let abs = workdir.join(name);
+        if std::fs::symlink_metadata(&abs).is_ok() && !crate::git::is_ignored(workdir, name) {
+            return stale(
+                name,
+                format!("is in the work tree, not ignored, and not in commit {commit}"),
+            );
+        }
+    }
+    None
 }
 
 /// The target of the symlink whose blob is `id`: from the object database, or in the work
@@ -863,7 +897,7 @@ impl Visit for Collect<'_> {
     }
 
     fn visit(&mut self, path: &BStr, mode: FileMode, id: &gix::oid) {
-        if crate::pyenv::is_version_file(path) && mode != FileMode::Symlink {
+        if crate::pyenv::is_version_file(path) {
             self.versions.push(Input {
                 mode,
                 id: id.to_owned(),

@@ -74,12 +74,13 @@ pub fn key(interpreter: &str) -> String {
     format!("{{ python = {interpreter:?} }}")
 }
 
-/// A version file of the repository root whose content in the commit being checked is not
-/// what the work tree holds (or that the work tree lacks).
+/// A version file of the repository root by which a shim would pick one interpreter for the
+/// fingerprint and another for the check (see `plan::stale_version`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaleVersion {
     pub path: String,
-    pub commit: String,
+    /// What is wrong with it, after its name ("of commit … is not the work tree's").
+    pub reason: String,
 }
 
 /// Whether `word` (a command's first word) names a Python interpreter: `python`, `python3`,
@@ -180,7 +181,7 @@ pub fn fingerprint(
         // describe another interpreter than the one that runs.
         return Err(PlanError::StaleVersionFile {
             path: stale.path.clone(),
-            commit: stale.commit.clone(),
+            reason: stale.reason.clone(),
             interpreter: exe.display().to_string(),
         });
     }

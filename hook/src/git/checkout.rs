@@ -26,6 +26,21 @@ pub fn is_attributes_file(path: &[u8]) -> bool {
     path == b".gitattributes" || path.ends_with(b"/.gitattributes")
 }
 
+/// Whether git ignores `rel` (a path relative to the work tree `workdir`), as `git
+/// check-ignore` says. Asked only of the few version files of the root that a snapshot lacks:
+/// what it cannot answer counts as not ignored (the cautious answer for those).
+pub fn is_ignored(workdir: &Path, rel: &str) -> bool {
+    std::process::Command::new("git")
+        .arg("-C")
+        .arg(workdir)
+        .args(["check-ignore", "-q", "--", rel])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// The attributes files git reads besides the snapshot's `.gitattributes`, lowest priority
 /// first. Any of them may be absent; git then skips it silently, and so does checkdef.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -24,7 +24,9 @@ use gix::ObjectId;
 use gix::bstr::{BStr, BString};
 use gix::prelude::FindExt;
 
-pub use checkout::{CHECKOUT_RULES_KEY, Converter, is_attributes_file, keep_answers_in};
+pub use checkout::{
+    CHECKOUT_RULES_KEY, Converter, is_attributes_file, is_ignored, keep_answers_in,
+};
 pub use materialize::MaterializeStats;
 pub use worktree::{WorktreeStats, blob_id};
 

@@ -866,15 +866,18 @@ pub fn environments(workdir: &Path, snapshot: &SnapshotPaths) -> Vec<PathBuf> {
         }
     }
     // The files by which a shim (pyenv's `python3`) picks the interpreter, when the snapshot
-    // has none of that name (an ignored `.python-version`): environment, like the virtual
-    // environments above, and what the Python fingerprint saw when it ran in the work tree. A
-    // version file of the snapshot is an input of every segment instead (see `plan.rs`): the
-    // check reads the snapshot's, never the work tree's over it. When the snapshot's paths
-    // cannot be read, nothing is shown over it.
+    // has none of that name and git ignores the work tree's (a `.python-version` in
+    // `.gitignore`): environment, like the virtual environments above, and what the Python
+    // fingerprint saw when it ran in the work tree. A version file of the snapshot is an input
+    // of every segment instead (see `plan.rs`): the check reads the snapshot's, never the work
+    // tree's over it; one that is neither (untracked in a commit's check) is not shown. When
+    // the snapshot's paths cannot be read, nothing is shown over it.
     for name in crate::pyenv::VERSION_FILES {
         let in_snapshot =
             snapshot.unavailable().is_some() || snapshot.contains(name.as_bytes().as_bstr());
-        if !in_snapshot && std::fs::symlink_metadata(workdir.join(name)).is_ok_and(|m| m.is_file())
+        if !in_snapshot
+            && std::fs::symlink_metadata(workdir.join(name)).is_ok_and(|m| m.is_file())
+            && crate::git::is_ignored(workdir, name)
         {
             out.push(PathBuf::from(name));
         }

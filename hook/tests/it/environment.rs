@@ -434,4 +434,40 @@ fn a_shim_picks_the_interpreter_by_the_snapshot_s_version_files() {
     repo.write(".python-version", "new\n");
     repo.checkdef_env(&["run", "--rev", "HEAD"], &env)
         .expect_code(0);
+
+    // Not ignored, not in the commit (`pyenv local` where the commit has none): the fingerprint
+    // would see it and the check would not (from outside trial 9).
+    repo.write(".gitignore", "");
+    repo.git(&["add", ".gitignore"]);
+    repo.git(&["commit", "-qm", "no longer ignored"]);
+    let out = repo.checkdef_env(&["run", "--rev", "HEAD", "--force"], &env);
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("not ignored, and not in commit"),
+        "{}",
+        out.stderr
+    );
+    // A symbolic link: its target is not followed into the view.
+    repo.remove(".python-version");
+    repo.write("conf/pyver", "old\n");
+    repo.symlink("conf/pyver", ".python-version");
+    repo.commit("a linked version file");
+    for args in [&["run"][..], &["run", "--rev", "HEAD", "--force"]] {
+        let out = repo.checkdef_env(args, &env);
+        out.expect_code(2);
+        assert!(out.stderr.contains("is a symbolic link"), "{}", out.stderr);
+    }
+    // Checked out with CRLF (`eol=crlf`): the same file as the commit's, no error.
+    repo.remove(".python-version");
+    repo.write(".gitattributes", ".python-version text eol=crlf\n")
+        .write(".python-version", "new\n");
+    repo.commit("a CRLF version file");
+    repo.remove(".python-version");
+    repo.git(&["checkout", "--", ".python-version"]);
+    assert_eq!(
+        std::fs::read(repo.path(".python-version")).unwrap(),
+        b"new\r\n"
+    );
+    repo.checkdef_env(&["run", "--rev", "HEAD", "--force"], &env)
+        .expect_code(0);
 }
