@@ -207,6 +207,9 @@ try:
         _default_plugins = ()
     for _name in _default_plugins:
         __import__("_pytest." + _name)
+    import gc as _gc
+
+    _gc.freeze()
     _PREBUILT = _prebuild()
 except BaseException as e:  # noqa: BLE001  (anything at all: refuse to serve)
     _import_error = "importing pytest failed: %r" % (e,)
@@ -899,14 +902,6 @@ def at_session_end():
     if os.environ.get("CHECKDEF_WARM_TRACE_CONFIG"):
         os.write(2, b"checkdef-warm: prebuilt configuration %s\n" % (b"used" if _TRACE["prebuilt"] else b"not used"))
     kill_leftovers()
-    # The server's objects were frozen (`gc.freeze`) so that a child's collections skip them;
-    # at the end a fresh interpreter's collector sees every object, and so must this one's: a
-    # frozen cycle (the server-built configuration, a module's globals) that holds what the
-    # session made would keep a test module alive past the collection, to have its globals set
-    # to None before its objects' `__del__` runs.
-    import gc
-
-    gc.unfreeze()
 
 
 def exit_code(c):
@@ -1065,10 +1060,12 @@ def handle(msg):
         return None
     sys.stdout.flush()
     sys.stderr.flush()
-    # What this process holds goes to the collector's permanent generation (Python's advice for
-    # fork servers): the child's collections then never walk, and so never copy, the server's
-    # pages. A child collects everything it allocates as a fresh process would.
-    gc.freeze()
+    # What the server imported is in the collector's permanent generation (frozen once, before
+    # the configuration a child may take is built: see the imports above): the child's
+    # collections never walk, and so never copy, those pages. The configuration stays
+    # collectable: a frozen cycle is never collected, and it holds the session a child builds on
+    # it, so its test modules would outlive the collection at exit and lose their globals before
+    # their objects' `__del__` runs, where a fresh interpreter collects them whole.
     # Only a `random` the start-up imported (and may have seeded) is carried over; one pytest
     # imported was seeded from the system, as in a fresh process, and reseeds in the child.
     random_state = sys.modules["random"].getstate() if "random" in _STARTUP_MODULES else None
