@@ -149,10 +149,11 @@ impl RunReport {
     pub fn failed(&self) -> usize {
         self.segments.iter().filter(|s| !s.passed()).count()
     }
+    /// Checks that started here (one stopped before its turn has no runner: it never ran).
     pub fn ran(&self) -> usize {
         self.segments
             .iter()
-            .filter(|s| s.origin == Origin::Run)
+            .filter(|s| s.origin == Origin::Run && s.runner.is_some())
             .count()
     }
     pub fn cached(&self) -> usize {

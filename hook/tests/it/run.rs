@@ -335,6 +335,8 @@ command = "echo never started"
     assert_eq!(out.json["interrupted"], true);
     assert_eq!(out.status("slow"), "failed");
     assert_eq!(out.status("later"), "failed");
+    // `later` never started: it is not counted as run (from outside trial 9).
+    assert_eq!(out.json["summary"]["ran"], 1, "{}", out.json["summary"]);
     assert!(
         repo.cached_narinfos().is_empty(),
         "{:?}",
