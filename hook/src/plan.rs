@@ -369,7 +369,13 @@ pub fn build_plan_filtered(
     let matcher = config.matcher();
     let (mut per_segment, attributes, changed, listings, versions) =
         collect_inputs(repo, config, target, base)?;
-    let stale_version = stale_version(repo, target, &versions);
+    // Asked only by a Python fingerprint that goes through a shim, once.
+    let stale_cell = std::cell::OnceCell::new();
+    let stale = || {
+        stale_cell
+            .get_or_init(|| stale_version(repo, target, &versions))
+            .clone()
+    };
     let checkout_rules = repo.checkout_rules(&attributes)?;
     let (touched, untracked_touched) = match changed {
         None => (None, None),
@@ -404,7 +410,7 @@ pub fn build_plan_filtered(
             env,
             store,
             checkout_rules.as_deref(),
-            stale_version.as_ref(),
+            &stale,
         )?;
         jobs.push(Job {
             index,
@@ -470,14 +476,15 @@ fn stale_version(
             .ok()
             .filter(|m| m.is_file())
             .and_then(|_| std::fs::read(&abs).ok());
-        let cleaned = on_disk.map(|bytes| {
-            repo.converter(&Target::WorkTree)
-                .and_then(|mut c| c.to_git(v.path.as_ref(), &bytes))
-                .unwrap_or(bytes)
+        let id_of = |bytes: &[u8]| crate::git::blob_id(repo.object_hash(), bytes).ok();
+        // The raw bytes first; only when they differ, as `git add` would clean them (eol).
+        let same = on_disk.is_some_and(|bytes| {
+            id_of(&bytes) == Some(v.id)
+                || repo
+                    .converter(&Target::WorkTree)
+                    .and_then(|mut c| c.to_git(v.path.as_ref(), &bytes))
+                    .is_ok_and(|clean| id_of(&clean) == Some(v.id))
         });
-        let same = cleaned
-            .and_then(|bytes| crate::git::blob_id(repo.object_hash(), &bytes).ok())
-            .is_some_and(|id| id == v.id);
         if !same {
             return stale(
                 &v.path.to_string(),
@@ -704,7 +711,7 @@ fn segment_fingerprints(
     env: &Env,
     store: &dyn FingerprintStore,
     checkout_rules: Option<&str>,
-    stale_version: Option<&crate::pyenv::StaleVersion>,
+    stale_version: &dyn Fn() -> Option<crate::pyenv::StaleVersion>,
 ) -> Result<BTreeMap<String, Vec<u8>>, PlanError> {
     let mut fingerprints = BTreeMap::new();
     for fp in &seg.fingerprint {

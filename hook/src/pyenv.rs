@@ -143,7 +143,7 @@ pub fn fingerprint(
     limit: std::time::Duration,
     environ: &crate::context::Env,
     kept_dir: Option<&Path>,
-    stale_version: Option<&StaleVersion>,
+    stale_version: &dyn Fn() -> Option<StaleVersion>,
 ) -> Result<Vec<u8>, PlanError> {
     type Cache = Mutex<HashMap<(PathBuf, String, Vec<(String, String)>), Vec<u8>>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
@@ -173,15 +173,15 @@ pub fn fingerprint(
             .or_else(|| find_executable(root, "python3", path_var))
             .ok_or_else(not_found)?;
     }
-    if let Some(stale) = stale_version
-        && std::fs::read(&exe).is_ok_and(|b| b.starts_with(b"#!"))
+    if crate::run::warm::is_script(&exe)
+        && let Some(stale) = stale_version()
     {
         // A shim picks the interpreter by the version file the probe sees here, in the work
         // tree; the check, in a view of the commit, gets the commit's: the fingerprint would
         // describe another interpreter than the one that runs.
         return Err(PlanError::StaleVersionFile {
-            path: stale.path.clone(),
-            reason: stale.reason.clone(),
+            path: stale.path,
+            reason: stale.reason,
             interpreter: exe.display().to_string(),
         });
     }

@@ -328,7 +328,7 @@ fn which(name: &str, path: &str) -> Result<PathBuf, String> {
     Err(format!("{name} is not on PATH"))
 }
 
-fn is_script(path: &Path) -> bool {
+pub(crate) fn is_script(path: &Path) -> bool {
     let mut head = [0u8; 2];
     std::fs::File::open(path)
         .and_then(|mut f| f.read_exact(&mut head))
